@@ -1,0 +1,1 @@
+"""Daemon composition, the control socket, and the `moltsched` command line."""

@@ -1,0 +1,229 @@
+"""`moltsched`: the command line (DESIGN.md section 4).
+
+When a daemon is up, commands go to it over `STATE_DIR/control.sock`, so a task never runs
+twice at once; otherwise they work on the database directly (`run` in the foreground, holding
+the state lock). Exit codes: 0 ok, 1 the run failed or timed out, 2 usage, configuration or
+unknown task. `--json` prints machine-readable JSON on stdout; problems go to stderr.
+
+The path where the daemon answers imports only the standard library: `moltsched status
+--json` is what the agent polls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bot import client
+from config.locate import find_config_path, state_dir_hint
+
+if TYPE_CHECKING:
+    from commands.command import Command
+    from commands.reply import Reply
+    from config.loader import AppConfig
+
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="print machine-readable JSON on stdout")
+    common.add_argument("--config", default=argparse.SUPPRESS, metavar="PATH",
+                        help="the configuration file")
+    parser = argparse.ArgumentParser(
+        prog="moltsched",
+        description="A background-task scheduler controlled from Signal and this command line.",
+    )
+    parser.add_argument("--config", metavar="PATH", help="configuration file "
+                        "(default: $MOLTSCHED_CONFIG, else config/moltsched.yaml)")
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("daemon", parents=[common], help="run the scheduler in the foreground")
+    p = sub.add_parser("status", parents=[common], help="every task's state, or one in detail")
+    p.add_argument("task", nargs="?")
+    p = sub.add_parser("run", parents=[common], help="run a task now and wait for its result")
+    p.add_argument("task")
+    sub.add_parser("run-all", parents=[common], help="run every task that is due now")
+    p = sub.add_parser("logs", parents=[common], help="the newest action-log entries")
+    p.add_argument("task", nargs="?")
+    p.add_argument("-n", type=int, default=20, dest="limit", metavar="N",
+                   help="how many entries (default 20)")
+    sub.add_parser("validate", parents=[common], help="check the configuration; exit 2 if bad")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    config_path = find_config_path(args.config)
+    if args.command == "daemon":
+        return _daemon(config_path)
+    if args.command == "validate":
+        return _validate(config_path, args.json)
+    cmd = _command(args)
+    payload = {"command": cmd, "json": args.json, "actor": f"cli:{_user()}"}
+    hint = state_dir_hint(config_path)
+    if hint is not None:
+        answered = _ask_daemon(hint, payload)
+        if answered is not None:
+            return answered
+    return _offline(config_path, cmd, args.json, payload, hint)
+
+
+def _command(args: argparse.Namespace) -> dict[str, Any]:
+    if args.command == "status":
+        return {"verb": "status", "task": args.task}
+    if args.command == "run":
+        return {"verb": "run", "task": args.task}
+    if args.command == "run-all":
+        return {"verb": "run-all"}
+    if args.command == "logs":
+        return {"verb": "logs", "task": args.task, "limit": args.limit}
+    raise AssertionError(args.command)
+
+
+def _ask_daemon(state_dir: Path, payload: dict[str, Any]) -> int | None:
+    try:
+        reply = client.request(state_dir, payload)
+    except client.DaemonGone as exc:
+        print(f"moltsched: {exc}", file=sys.stderr)
+        return 1
+    if reply is None:
+        return None
+    sys.stdout.write(reply.get("out", ""))
+    sys.stderr.write(reply.get("err", ""))
+    return int(reply.get("exit", 1))
+
+
+def _load(config_path: Path) -> AppConfig | None:
+    from config.loader import ConfigError, load_config
+
+    try:
+        return load_config(config_path)
+    except ConfigError as exc:
+        print(f"moltsched: {exc}", file=sys.stderr)
+        return None
+
+
+def _validate(config_path: Path, as_json: bool) -> int:
+    import json
+
+    from config.loader import ConfigError, load_config
+
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        if as_json:
+            print(json.dumps({"valid": False, "path": str(config_path), "problems": exc.problems}))
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
+    if as_json:
+        print(json.dumps({"valid": True, "path": str(config_path), "tasks": len(config.tasks)}))
+    else:
+        print(f"{config_path}: valid, {len(config.tasks)} task(s)")
+    return 0
+
+
+def _daemon(config_path: Path) -> int:
+    import asyncio
+    import logging
+
+    from bot.daemon import serve
+
+    logging.basicConfig(
+        level=os.environ.get("MOLTSCHED_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    config = _load(config_path)
+    if config is None:
+        return EXIT_USAGE
+    return asyncio.run(serve(config))
+
+
+def _offline(
+    config_path: Path, wire: dict[str, Any], as_json: bool, payload: dict[str, Any],
+    hint: Path | None,
+) -> int:
+    import asyncio
+
+    from commands.command import from_wire
+    from commands.reply import render
+
+    config = _load(config_path)
+    if config is None:
+        return EXIT_USAGE
+    if config.settings.state_dir != hint:
+        # The quick look at the file was wrong or could not tell: ask the real place.
+        answered = _ask_daemon(config.settings.state_dir, payload)
+        if answered is not None:
+            return answered
+    cmd = from_wire(wire)
+    reply = asyncio.run(_offline_execute(config, cmd, payload))
+    if isinstance(reply, int):
+        return reply
+    out, err = render(reply, as_json)
+    sys.stdout.write(out)
+    sys.stderr.write(err)
+    return reply.exit_code
+
+
+async def _offline_execute(
+    config: AppConfig, cmd: Command, payload: dict[str, Any]
+) -> Reply | int:
+    """Carry out `cmd` with no daemon: reads directly; runs in the foreground under the lock."""
+    import asyncio
+    import signal
+
+    from bot.daemon import task_environment
+    from bot.lock import StateLock
+    from commands.command import Run, RunAll
+    from commands.execute import Context, execute
+    from scheduler_core.scheduler import Scheduler
+    from scheduler_core.store import Store
+
+    settings = config.settings
+    store = await Store.open(settings.db_path)
+    try:
+        scheduler = Scheduler(store, settings, config.tasks, base_env=task_environment())
+        ctx = Context(scheduler, config.zone, daemon=False, actor=str(payload["actor"]))
+        if not isinstance(cmd, Run | RunAll):
+            return await execute(cmd, ctx)
+        lock = StateLock(settings.state_dir)
+        if not lock.try_acquire():
+            answered = _ask_daemon(settings.state_dir, payload)
+            if answered is not None:
+                return answered
+            print("moltsched: waiting for another foreground run to finish", file=sys.stderr)
+            await lock.acquire()
+        try:
+            await scheduler.prepare()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, scheduler.close)
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(scheduler.run(schedule=False))
+                try:
+                    reply = await execute(cmd, ctx)
+                finally:
+                    scheduler.close()
+            return reply
+        finally:
+            lock.release()
+    finally:
+        await store.close()
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

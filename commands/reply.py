@@ -1,0 +1,80 @@
+"""Replies: text for a phone or a terminal, a JSON value for the agent, and an exit code."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+EXIT_OK = 0
+EXIT_RUN_FAILED = 1
+EXIT_USAGE = 2
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What a command answers."""
+
+    text: str
+    data: Any = None
+    exit_code: int = EXIT_OK
+    error: bool = False
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"text": self.text, "data": self.data, "exit": self.exit_code, "error": self.error}
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> Reply:
+        return cls(data["text"], data.get("data"), int(data["exit"]), bool(data.get("error")))
+
+
+def usage_error(message: str, data: Any = None) -> Reply:
+    """A reply for a command that cannot be carried out as asked (exit 2)."""
+    payload = data if data is not None else {"error": message}
+    return Reply(message, payload, EXIT_USAGE, error=True)
+
+
+def iso(when: datetime | None, zone: ZoneInfo) -> str | None:
+    """ISO 8601 with offset, in the configured zone."""
+    return None if when is None else when.astimezone(zone).isoformat(timespec="seconds")
+
+
+def short_time(when: datetime | None, zone: ZoneInfo, now: datetime) -> str:
+    """`14:05` today, `Tue 14:05` within a week, else `2026-11-26 14:05`."""
+    if when is None:
+        return "-"
+    local = when.astimezone(zone)
+    today = now.astimezone(zone).date()
+    if local.date() == today:
+        return local.strftime("%H:%M:%S") if abs((when - now).total_seconds()) < 600 else local.strftime("%H:%M")
+    if abs((local.date() - today).days) < 7:
+        return local.strftime("%a %H:%M")
+    return local.strftime("%Y-%m-%d %H:%M")
+
+
+def parse_checkpoint(text: str | None) -> Any:
+    """A stored checkpoint as a JSON value (its raw text if it is somehow not JSON)."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def tail_lines(text: str, lines: int = 5, width: int = 200) -> list[str]:
+    """The last few non-empty lines of some output, each cut to `width`."""
+    kept = [ln.rstrip()[:width] for ln in text.splitlines() if ln.strip()]
+    return kept[-lines:]
+
+
+def render(reply: Reply, as_json: bool) -> tuple[str, str]:
+    """What to print on stdout and on stderr for a reply."""
+    if as_json:
+        out = json.dumps(reply.data, indent=2, ensure_ascii=False) + "\n"
+        return out, (reply.text + "\n" if reply.error else "")
+    if reply.error:
+        return "", reply.text + "\n"
+    return reply.text + "\n", ""

@@ -1,0 +1,5 @@
+"""Configuration: the schema (`config.schema`), the loader (`config.loader`), a fast locator of
+the state directory for the CLI (`config.locate`), and the demo configuration `make run` uses.
+
+Nothing is imported here, so `config.locate` stays cheap for `moltsched status`.
+"""

@@ -1,0 +1,219 @@
+"""Load a configuration file into an `AppConfig`, or fail with every problem at once.
+
+Each problem names its dotted place (`tasks[2].every: ...`). Paths in the file are relative
+to the file's folder. `find_config_path` applies the lookup order of DESIGN.md section 3.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import yaml
+from pydantic import ValidationError
+
+from config.locate import find_config_path
+from config.schema import AlertsModel, ConfigModel, TaskModel
+from scheduler_core.model import CatchUp, EngineSettings, TaskSpec
+from scheduler_core.triggers import Cron, Every, Trigger
+
+
+
+__all__ = ["AppConfig", "ConfigError", "SignalConfig", "find_config_path", "load_config"]
+
+
+class ConfigError(Exception):
+    """A configuration file that cannot be used; `problems` lists every reason."""
+
+    def __init__(self, path: Path | str, problems: list[str]) -> None:
+        self.path = Path(path)
+        self.problems = problems
+        listing = "\n".join(f"  {p}" for p in problems)
+        count = "1 problem" if len(problems) == 1 else f"{len(problems)} problems"
+        super().__init__(f"{path}: {count}:\n{listing}")
+
+
+@dataclass(frozen=True)
+class SignalConfig:
+    """The `signal:` section."""
+
+    service: str
+    account: str
+    admins: tuple[str, ...]
+    groups: tuple[str, ...]
+    alert_to: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """A loaded, valid configuration."""
+
+    path: Path
+    settings: EngineSettings
+    zone: ZoneInfo
+    tasks: tuple[TaskSpec, ...]
+    signal: SignalConfig | None
+    alerts: AlertsModel
+
+
+def read_raw(path: Path) -> Any:
+    """The file's data: JSON for `.json`, YAML otherwise. Raises ConfigError."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(path, ["the file does not exist"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, [f"cannot read it: {exc}"]) from None
+    if path.suffix.lower() == ".json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                path, [f"line {exc.lineno}, column {exc.colno}: {exc.msg}"]
+            ) from None
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        return yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(path, [f"{where}{exc.problem or exc}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(path, [f"not valid YAML: {exc}"]) from None
+
+
+def load_config(path: str | os.PathLike[str]) -> AppConfig:
+    """Read and validate a configuration file. Raises ConfigError listing every problem."""
+    path = Path(path)
+    raw = read_raw(path)
+    if raw is None:
+        raw = {}
+    if isinstance(raw, list):  # the seed's tasks.json may be a bare list of tasks
+        raw = {"tasks": raw}
+    if not isinstance(raw, dict):
+        raise ConfigError(path, ["the top level must be a mapping of settings"])
+    base = path.resolve().parent
+    problems = _raw_problems(raw, base)
+    model: ConfigModel | None = None
+    try:
+        model = ConfigModel.model_validate(raw)
+    except ValidationError as exc:
+        problems = _pydantic_problems(exc) + problems
+    if problems or model is None:
+        raise ConfigError(path, problems)
+    return _build(model, path, base)
+
+
+def _build(model: ConfigModel, path: Path, base: Path) -> AppConfig:
+    zone = ZoneInfo(model.timezone) if model.timezone else host_zone()
+    tasks_dir = (base / model.tasks_dir).resolve()
+    settings = EngineSettings(
+        state_dir=(base / model.state_dir).resolve(),
+        tasks_dir=tasks_dir,
+        config_path=path.resolve(),
+        max_concurrent=model.max_concurrent,
+    )
+    specs = tuple(_spec(t, tasks_dir, zone) for t in model.tasks)
+    signal = None
+    if model.signal is not None:
+        s = model.signal
+        signal = SignalConfig(
+            service=s.service,
+            account=s.account,
+            admins=tuple(s.admins),
+            groups=tuple(s.groups),
+            alert_to=tuple(s.alert_to if s.alert_to is not None else s.admins),
+        )
+    return AppConfig(path.resolve(), settings, zone, specs, signal, model.alerts)
+
+
+def _spec(task: TaskModel, tasks_dir: Path, zone: ZoneInfo) -> TaskSpec:
+    if task.script is not None:
+        argv: tuple[str, ...] = ("bash", str(tasks_dir / task.script))
+    else:
+        assert task.command is not None
+        argv = tuple(task.command)
+    trigger: Trigger = Every(task.every) if task.every is not None else Cron(task.cron or "", zone)
+    return TaskSpec(
+        id=task.id,
+        name=task.name or task.id,
+        argv=argv,
+        trigger=trigger,
+        priority=task.priority,
+        enabled=task.enabled,
+        timeout=task.timeout,
+        grace=task.grace,
+        catch_up=CatchUp(task.catch_up),
+        interruptible=task.interruptible,
+        alert=task.alert,
+        env=dict(task.env),
+    )
+
+
+def host_zone() -> ZoneInfo:
+    """The host's time zone, or UTC when it cannot be told."""
+    try:
+        import tzlocal
+
+        return ZoneInfo(tzlocal.get_localzone_name() or "UTC")
+    except Exception:  # an odd /etc/localtime must not stop the daemon
+        return ZoneInfo("UTC")
+
+
+def _raw_problems(raw: Mapping[str, Any], base: Path) -> list[str]:
+    """What pydantic cannot see per field: duplicate ids and scripts that do not exist."""
+    problems: list[str] = []
+    tasks = raw.get("tasks")
+    if not isinstance(tasks, list):
+        return problems
+    tasks_dir_raw = raw.get("tasks_dir", "tasks")
+    tasks_dir = base / tasks_dir_raw if isinstance(tasks_dir_raw, str) else None
+    seen: dict[str, int] = {}
+    for i, task in enumerate(tasks):
+        if not isinstance(task, dict):
+            continue
+        tid = task.get("id", task.get("task_id"))
+        if isinstance(tid, str):
+            if tid in seen:
+                problems.append(f"tasks[{i}].id: duplicate id {tid!r} (also tasks[{seen[tid]}])")
+            else:
+                seen[tid] = i
+        script = task.get("script", task.get("script_path"))
+        key = "script" if "script" in task else "script_path"
+        if isinstance(script, str) and tasks_dir is not None:
+            target = tasks_dir / script
+            if not target.is_file():
+                problems.append(f"tasks[{i}].{key}: no such file {str(target)!r}")
+    return problems
+
+
+def _pydantic_problems(exc: ValidationError) -> list[str]:
+    problems = []
+    for err in exc.errors():
+        where = _dotted(err["loc"])
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            msg = "unknown key"
+        elif kind == "missing":
+            msg = "is required"
+        else:
+            msg = str(err["msg"]).removeprefix("Value error, ")
+        problems.append(f"{where}: {msg}" if where else msg)
+    return problems
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif str(part).startswith("function-"):
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out

@@ -1,0 +1,94 @@
+"""Checkpoints for task scripts: `load_checkpoint()` and `save_checkpoint(value)`.
+
+Used from inside a running task (`from scheduler_core.checkpoint import ...`), and by
+`moltsched checkpoint`. The task id defaults to `$MOLTSCHED_TASK_ID` and the database to
+`$MOLTSCHED_DB`, both set for every run. A save is one IMMEDIATE transaction with
+`synchronous=FULL`: once it returns, the checkpoint survives a `kill -9` of the daemon and a
+power cut. WAL and a generous busy timeout let it write while the daemon writes.
+
+This is plain `sqlite3` on purpose: a task script should not need an event loop to save.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+BUSY_TIMEOUT_S = 30.0
+
+
+class CheckpointError(Exception):
+    """A checkpoint could not be read or saved; the message says why."""
+
+
+def _task_id(task_id: str | None) -> str:
+    tid = task_id or os.environ.get("MOLTSCHED_TASK_ID")
+    if not tid:
+        raise CheckpointError("no task id: pass one or run inside a task ($MOLTSCHED_TASK_ID)")
+    return tid
+
+
+def _db(db: str | os.PathLike[str] | None) -> Path:
+    path = db or os.environ.get("MOLTSCHED_DB")
+    if not path:
+        raise CheckpointError("no database: pass db= or run inside a task ($MOLTSCHED_DB)")
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"no database at {path}: has the daemon run yet?")
+    return path
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+    conn.execute("PRAGMA synchronous = FULL")
+    return conn
+
+
+def load_checkpoint(task_id: str | None = None, *, db: str | os.PathLike[str] | None = None) -> Any:
+    """The task's checkpoint as a JSON value, or None if it has none."""
+    tid = _task_id(task_id)
+    if db is None and "MOLTSCHED_DB" not in os.environ:
+        text = os.environ.get("MOLTSCHED_CHECKPOINT") or None
+    else:
+        conn = _connect(_db(db))
+        try:
+            row = conn.execute("SELECT checkpoint FROM task WHERE id = ?", (tid,)).fetchone()
+        except sqlite3.Error as exc:
+            raise CheckpointError(f"cannot read the checkpoint: {exc}") from exc
+        finally:
+            conn.close()
+        text = row[0] if row else None
+    return None if text is None else json.loads(text)
+
+
+def encode(value: Any) -> str:
+    """A checkpoint value as JSON text; CheckpointError if it is not JSON-serialisable."""
+    try:
+        return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"a checkpoint must be JSON: {exc}") from None
+
+
+def save_checkpoint(
+    value: Any, task_id: str | None = None, *, db: str | os.PathLike[str] | None = None
+) -> None:
+    """Replace the task's checkpoint with `value` (any JSON value); None clears it."""
+    tid = _task_id(task_id)
+    text = None if value is None else encode(value)
+    conn = _connect(_db(db))
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(
+            "INSERT INTO task (id, name, configured, checkpoint) VALUES (?, ?, 0, ?) "
+            "ON CONFLICT (id) DO UPDATE SET checkpoint = excluded.checkpoint",
+            (tid, tid, text),
+        )
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        raise CheckpointError(f"cannot save the checkpoint: {exc}") from exc
+    finally:
+        conn.close()

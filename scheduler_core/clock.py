@@ -1,0 +1,121 @@
+"""Wall-clock time for the scheduler, passed in so tests can move time instead of patching it.
+
+`SystemClock.sleep_until` waits for an absolute wall-clock time with a Linux timerfd on
+CLOCK_REALTIME (`TFD_TIMER_ABSTIME | TFD_TIMER_CANCEL_ON_SET`): it fires on the due time even
+after a suspend (the monotonic clock asyncio uses stands still while suspended), and it fires at
+once when someone sets the clock, so the scheduler re-reads the time. That is why an idle
+daemon needs no periodic wake-up to notice clock jumps. Elsewhere it falls back to a capped
+asyncio sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import sys
+from datetime import UTC, datetime
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+_FALLBACK_CAP_S = 60.0
+
+
+class Clock(Protocol):
+    """Tells the time and sleeps until a wall-clock time or a wake-up, whichever comes first."""
+
+    def now(self) -> datetime: ...
+
+    async def sleep_until(self, when: datetime | None, wake: asyncio.Event) -> None: ...
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+class _Itimerspec(ctypes.Structure):
+    _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
+
+
+_CLOCK_REALTIME = 0
+_TFD_NONBLOCK = os.O_NONBLOCK
+_TFD_CLOEXEC = os.O_CLOEXEC
+_TFD_TIMER_ABSTIME = 1
+_TFD_TIMER_CANCEL_ON_SET = 2
+
+
+class _TimerFd:
+    """An absolute CLOCK_REALTIME timer that also reports clock changes."""
+
+    def __init__(self) -> None:
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        fd = self._libc.timerfd_create(_CLOCK_REALTIME, _TFD_NONBLOCK | _TFD_CLOEXEC)
+        if fd < 0:
+            raise OSError(ctypes.get_errno(), "timerfd_create failed")
+        self.fd: int = fd
+
+    def arm(self, epoch: float) -> None:
+        sec = int(epoch)
+        nsec = max(1, int((epoch - sec) * 1e9))  # all zero would disarm
+        spec = _Itimerspec(_Timespec(0, 0), _Timespec(sec, nsec))
+        flags = _TFD_TIMER_ABSTIME | _TFD_TIMER_CANCEL_ON_SET
+        if self._libc.timerfd_settime(self.fd, flags, ctypes.byref(spec), None) < 0:
+            raise OSError(ctypes.get_errno(), "timerfd_settime failed")
+
+    def disarm(self) -> None:
+        spec = _Itimerspec(_Timespec(0, 0), _Timespec(0, 0))
+        self._libc.timerfd_settime(self.fd, 0, ctypes.byref(spec), None)
+
+    def drain(self) -> None:
+        # ECANCELED (clock was set) and EAGAIN both just mean "look at the time again".
+        with contextlib.suppress(OSError):
+            os.read(self.fd, 8)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class SystemClock:
+    """The real wall clock."""
+
+    def __init__(self) -> None:
+        self._timer: _TimerFd | None = None
+        if sys.platform.startswith("linux"):
+            try:
+                self._timer = _TimerFd()
+            except (OSError, AttributeError) as exc:
+                log.warning("no timerfd (%s); falling back to capped sleeps", exc)
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    async def sleep_until(self, when: datetime | None, wake: asyncio.Event) -> None:
+        timer = self._timer
+        if timer is None:
+            timeout = None if when is None else (when - self.now()).total_seconds()
+            timeout = _FALLBACK_CAP_S if timeout is None else min(max(timeout, 0), _FALLBACK_CAP_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout)
+            return
+        loop = asyncio.get_running_loop()
+        if when is not None:
+            timer.arm(when.timestamp())
+
+        def fire() -> None:
+            timer.drain()
+            wake.set()
+
+        loop.add_reader(timer.fd, fire)
+        try:
+            await wake.wait()
+        finally:
+            loop.remove_reader(timer.fd)
+            timer.disarm()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.close()
+            self._timer = None

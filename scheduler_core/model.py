@@ -1,0 +1,127 @@
+"""The engine's data: what a task is (TaskSpec), what state it is in (TaskState), what a run
+left behind (RunRecord, LogEntry). Frozen dataclasses; times are aware UTC datetimes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+
+from scheduler_core.triggers import Trigger
+
+
+class Status(StrEnum):
+    """What a task is doing, as `status` shows it."""
+
+    IDLE = "idle"
+    QUEUED = "queued"
+    RUNNING = "running"
+    PAUSED = "paused"
+    ERROR = "error"
+    INTERRUPTED = "interrupted"
+
+
+class Outcome(StrEnum):
+    """How a run ended."""
+
+    SUCCESS = "success"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    INTERRUPTED = "interrupted"
+
+
+class Cause(StrEnum):
+    """Why a run started."""
+
+    SCHEDULE = "schedule"
+    ON_DEMAND = "on-demand"
+    CATCH_UP = "catch-up"
+    RESUME = "resume"
+
+
+class CatchUp(StrEnum):
+    """What to do with slots missed while the daemon was down."""
+
+    ONCE = "once"
+    SKIP = "skip"
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One configured task, validated and with its paths resolved."""
+
+    id: str
+    name: str
+    argv: tuple[str, ...]
+    trigger: Trigger
+    priority: int = 5
+    enabled: bool = True
+    timeout: float = 300.0
+    grace: float = 10.0
+    catch_up: CatchUp = CatchUp.ONCE
+    interruptible: bool = True
+    alert: bool = True
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """What the engine needs to know beyond the tasks."""
+
+    state_dir: Path
+    tasks_dir: Path
+    config_path: Path | None = None
+    max_concurrent: int = 2
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "moltsched.db"
+
+
+@dataclass(frozen=True)
+class TaskState:
+    """A task's persistent state, as the store keeps it."""
+
+    id: str
+    name: str
+    status: Status
+    paused: bool
+    last_run: datetime | None
+    next_run: datetime | None
+    run_count: int
+    error_count: int
+    consecutive_failures: int
+    last_error: str | None
+    last_outcome: Outcome | None
+    checkpoint: str | None
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One finished (or cut short) run."""
+
+    run_id: int
+    task_id: str
+    cause: Cause
+    due: datetime | None
+    started: datetime
+    ended: datetime | None
+    outcome: Outcome | None
+    exit_code: int | None
+    duration_s: float | None
+    stdout: str
+    stderr: str
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One line of the action log."""
+
+    time: datetime
+    task_id: str | None
+    action: str
+    message: str
+    duration_s: float | None
+    actor: str | None = None

@@ -1,0 +1,192 @@
+"""One run of a task: a subprocess in its own process group, with bounded output and a deadline.
+
+The process starts in a new session (so its group id is its pid) with stdin closed. Stdout
+and stderr are read as they come; only the last `TAIL_BYTES` of each is kept, so memory stays
+bounded however much a task prints. Stopping a run (timeout, interrupt, or the leader exiting
+while children it started live on) sends SIGTERM to the whole group, waits `grace`, then
+SIGKILLs the group, so no grandchild survives the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+TAIL_BYTES = 64 * 1024
+_READ_CHUNK = 64 * 1024
+_GROUP_POLL_S = 0.02
+
+
+class Ending(StrEnum):
+    """Why the process is gone."""
+
+    EXITED = "exited"
+    TIMEOUT = "timeout"
+    INTERRUPTED = "interrupted"
+    NOT_STARTED = "not-started"
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    """What a finished process left behind."""
+
+    ending: Ending
+    exit_code: int | None
+    duration_s: float
+    stdout: str
+    stderr: str
+    error: str | None = None
+
+
+class Tail:
+    """The last `limit` bytes written to it."""
+
+    def __init__(self, limit: int = TAIL_BYTES) -> None:
+        self._limit = limit
+        self._buf = bytearray()
+        self.total = 0
+
+    def write(self, data: bytes) -> None:
+        self.total += len(data)
+        if len(data) >= self._limit:
+            self._buf[:] = data[-self._limit :]
+            return
+        self._buf += data
+        excess = len(self._buf) - self._limit
+        if excess > 0:
+            del self._buf[:excess]
+
+    def text(self) -> str:
+        data = bytes(self._buf)
+        if self.total > len(data):
+            # Cut mid-line: drop the partial first line so the tail starts cleanly.
+            nl = data.find(b"\n")
+            if 0 <= nl < 512:
+                data = data[nl + 1 :]
+        return data.decode("utf-8", errors="replace")
+
+
+class ProcessRun:
+    """A task process that can be awaited and interrupted."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: Path,
+        env: Mapping[str, str],
+        timeout: float,
+        grace: float,
+    ) -> None:
+        self.argv = tuple(argv)
+        self.cwd = cwd
+        self.env = dict(env)
+        self.timeout = timeout
+        self.grace = grace
+        self.pid: int | None = None
+        self._interrupt = asyncio.Event()
+        self.started_at: float | None = None
+
+    def interrupt(self) -> None:
+        """Ask the run to stop: SIGTERM its group, then SIGKILL after `grace`."""
+        self._interrupt.set()
+
+    @property
+    def interrupted(self) -> bool:
+        return self._interrupt.is_set()
+
+    async def start(self) -> asyncio.subprocess.Process | ProcessResult:
+        """Start the process; a ProcessResult if it could not be started."""
+        self.started_at = time.monotonic()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *self.argv,
+                cwd=self.cwd,
+                env=self.env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            return ProcessResult(Ending.NOT_STARTED, None, 0.0, "", "", f"cannot start: {exc}")
+        self.pid = proc.pid
+        return proc
+
+    async def wait(self, proc: asyncio.subprocess.Process) -> ProcessResult:
+        """Wait for the process to end, enforcing the timeout and interrupts."""
+        assert self.started_at is not None and proc.stdout and proc.stderr
+        out, err = Tail(), Tail()
+        readers = asyncio.gather(_pump(proc.stdout, out), _pump(proc.stderr, err))
+        exited = asyncio.ensure_future(proc.wait())
+        interrupted = asyncio.ensure_future(self._interrupt.wait())
+        ending = Ending.EXITED
+        try:
+            remaining = self.timeout - (time.monotonic() - self.started_at)
+            done, _ = await asyncio.wait(
+                {exited, interrupted}, timeout=max(remaining, 0), return_when="FIRST_COMPLETED"
+            )
+            if exited not in done:
+                ending = Ending.INTERRUPTED if interrupted in done else Ending.TIMEOUT
+                await self._stop_group(proc.pid, exited)
+            elif _group_alive(proc.pid):
+                # The leader is gone but something it started still holds the group (and maybe
+                # our pipes): stop it the same way, so nothing outlives the run.
+                log.info("run of %s left processes behind; stopping them", self.argv[-1])
+                await self._stop_group(proc.pid, None)
+            await proc.wait()
+            try:
+                await asyncio.wait_for(readers, timeout=max(self.grace, 1.0))
+            except TimeoutError:
+                # A process outside the group (setsid'd away) still holds a pipe; stop reading.
+                readers.cancel()
+        except asyncio.CancelledError:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            readers.cancel()
+            raise
+        finally:
+            interrupted.cancel()
+            if not exited.done():
+                exited.cancel()
+        duration = time.monotonic() - self.started_at
+        return ProcessResult(ending, proc.returncode, duration, out.text(), err.text())
+
+    async def _stop_group(self, pgid: int, exited: asyncio.Future[int] | None) -> None:
+        _signal_group(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + self.grace
+        while time.monotonic() < deadline:
+            if (exited is None or exited.done()) and not _group_alive(pgid):
+                return
+            await asyncio.sleep(_GROUP_POLL_S)
+        _signal_group(pgid, signal.SIGKILL)
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+async def _pump(stream: asyncio.StreamReader, tail: Tail) -> None:
+    while chunk := await stream.read(_READ_CHUNK):
+        tail.write(chunk)

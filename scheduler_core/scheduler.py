@@ -1,0 +1,442 @@
+"""The scheduler: one heap of due times, one wake event, one TaskGroup of runs.
+
+The store holds the truth (`next_run` per task); the heap is derived from it in `prepare()`.
+`run()` sleeps until the heap's top is due or the wake event is set (a command, a finished
+run, a close), never on a fixed poll. Due slots become waiting runs; waiting runs start in the
+order on-demand, resume, then priority, then due time, at most `max_concurrent` at once, and a
+task never overlaps itself. A failing run is data: it is recorded and never disturbs the others.
+
+Late slots (downtime, suspend, a clock jump) follow the task's `catch_up`: `once` runs one
+catch-up run, `skip` waits for the next slot; either way the missed slots are logged `missed`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import os
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+
+from scheduler_core.clock import Clock, SystemClock
+from scheduler_core.errors import SchedulerError, TaskNotFoundError
+from scheduler_core.model import (
+    CatchUp,
+    Cause,
+    EngineSettings,
+    Outcome,
+    Status,
+    TaskSpec,
+    TaskState,
+)
+from scheduler_core.runner import Ending, ProcessResult, ProcessRun
+from scheduler_core.store import Store
+from scheduler_core.triggers import Every, advance, format_duration
+
+log = logging.getLogger(__name__)
+
+# A slot processed later than this (or than one period, if shorter) counts as missed.
+MISFIRE_GRACE_S = 60.0
+
+_RANK = {Cause.ON_DEMAND: 0, Cause.RESUME: 1, Cause.CATCH_UP: 2, Cause.SCHEDULE: 2}
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How one run ended, for whoever asked for it."""
+
+    task_id: str
+    run_id: int | None
+    cause: Cause
+    outcome: Outcome
+    exit_code: int | None
+    duration_s: float
+    stdout: str
+    stderr: str
+    message: str
+    started: datetime
+
+
+class Admission(StrEnum):
+    """What happened to a run request: started, queued, or joined one already under way."""
+
+    STARTED = "started"
+    QUEUED = "queued"
+    ALREADY_RUNNING = "already-running"
+    ALREADY_QUEUED = "already-queued"
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A run request's admission and the future of its result."""
+
+    admission: Admission
+    result: asyncio.Future[RunResult]
+
+
+@dataclass(order=True)
+class _Waiting:
+    key: tuple[int, int, float, int]
+    task_id: str = field(compare=False)
+    cause: Cause = field(compare=False)
+    due: datetime | None = field(compare=False)
+    result: asyncio.Future[RunResult] = field(compare=False)
+    live: bool = field(default=True, compare=False)
+
+
+@dataclass
+class _Active:
+    spec: TaskSpec
+    cause: Cause
+    process: ProcessRun
+    result: asyncio.Future[RunResult]
+
+
+FinishHook = Callable[[TaskSpec, RunResult, TaskState], Awaitable[None]]
+
+
+class Scheduler:
+    """Runs configured tasks on their schedules and on demand."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: EngineSettings,
+        specs: Sequence[TaskSpec],
+        *,
+        clock: Clock | None = None,
+        on_finish: FinishHook | None = None,
+        base_env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.clock: Clock = clock or SystemClock()
+        self.on_finish = on_finish
+        self._specs: dict[str, TaskSpec] = {s.id: s for s in specs}
+        self._heap: list[tuple[datetime, int, str]] = []
+        self._gen: dict[str, int] = {}
+        self._waiting: list[_Waiting] = []
+        self._waiting_by_task: dict[str, _Waiting] = {}
+        self._running: dict[str, _Active] = {}
+        self._to_resume: list[str] = []
+        self._defer: list[_Waiting] = []
+        self._seq = itertools.count()
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._loop_running = False
+        self._prepared = False
+        self._base_env = dict(os.environ if base_env is None else base_env)
+
+    # --- setup -------------------------------------------------------------------------------
+
+    @property
+    def specs(self) -> list[TaskSpec]:
+        return list(self._specs.values())
+
+    def spec(self, task_id: str) -> TaskSpec:
+        try:
+            return self._specs[task_id]
+        except KeyError:
+            raise TaskNotFoundError(task_id, self._specs) from None
+
+    async def prepare(self) -> None:
+        """Sync the store with the tasks, record crashed runs, and build the heap."""
+        now = self.clock.now()
+        await self.store.sync_tasks(list(self._specs.values()))
+        crashed = await self.store.recover_crashed(now)
+        if crashed:
+            log.warning("recorded %d run(s) cut short by a crash as interrupted", len(crashed))
+        updates: list[tuple[str, datetime | None]] = []
+        for state in await self.store.states():
+            spec = self._specs[state.id]
+            if state.status is Status.INTERRUPTED and spec.enabled and not state.paused:
+                self._to_resume.append(spec.id)
+            due = state.next_run
+            if not spec.enabled:
+                if due is not None:
+                    updates.append((spec.id, None))
+                continue
+            if due is None:
+                # Never scheduled: an interval task runs at once, a cron task at its next slot.
+                due = now if isinstance(spec.trigger, Every) else spec.trigger.next_after(now)
+                updates.append((spec.id, due))
+            self._push(spec.id, due)
+        await self.store.set_next_runs(updates)
+        self._prepared = True
+
+    def _push(self, task_id: str, due: datetime) -> None:
+        gen = self._gen.get(task_id, 0) + 1
+        self._gen[task_id] = gen
+        heapq.heappush(self._heap, (due, gen, task_id))
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    async def run(self, *, schedule: bool = True) -> None:
+        """Run until `close()`, then interrupt what is running and return once drained.
+
+        With `schedule=False` nothing starts by itself: only `submit`/`run_due` requests run
+        (the foreground mode of the CLI when no daemon is up).
+        """
+        if not self._prepared:
+            await self.prepare()
+        self._loop_running = True
+        try:
+            async with asyncio.TaskGroup() as tg:
+                while True:
+                    self._wake.clear()
+                    if self._closing:
+                        if not self._running:
+                            break
+                    else:
+                        if schedule:
+                            self._enqueue_resumes()
+                            await self._process_due(self.clock.now())
+                        self._dispatch(tg)
+                    top = self._heap[0][0] if schedule and self._heap and not self._closing else None
+                    await self.clock.sleep_until(top, self._wake)
+        finally:
+            self._loop_running = False
+            for w in self._waiting:
+                if not w.result.done():
+                    w.result.set_exception(SchedulerError("the scheduler stopped before the run"))
+            self._waiting.clear()
+            self._waiting_by_task.clear()
+
+    def close(self) -> None:
+        """Stop dispatching and interrupt running runs; `run()` returns once they are recorded."""
+        self._closing = True
+        for active in self._running.values():
+            active.process.interrupt()
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Make the loop look at the heap and the queue again."""
+        self._wake.set()
+
+    def _enqueue_resumes(self) -> None:
+        """Interrupted runs go again first, from their checkpoints."""
+        for task_id in self._to_resume:
+            if task_id in self._specs and task_id not in self._running:
+                if task_id not in self._waiting_by_task:
+                    self._enqueue(task_id, Cause.RESUME, None)
+        self._to_resume.clear()
+
+    async def _process_due(self, now: datetime) -> list[_Waiting]:
+        """Turn every due heap entry into a waiting run (or a logged miss)."""
+        created: list[_Waiting] = []
+        updates: list[tuple[str, datetime | None]] = []
+        while self._heap and self._heap[0][0] <= now:
+            due, gen, task_id = heapq.heappop(self._heap)
+            spec = self._specs.get(task_id)
+            if spec is None or gen != self._gen.get(task_id) or not spec.enabled:
+                continue
+            nxt, skipped = advance(spec.trigger, due, now)
+            period = (spec.trigger.next_after(due) - due).total_seconds()
+            late = (now - due).total_seconds() > min(MISFIRE_GRACE_S, period)
+            missed = skipped + (1 if late else 0)
+            busy = task_id in self._running or task_id in self._waiting_by_task
+            if busy:
+                missed = skipped + 1
+                await self.store.log(
+                    "missed",
+                    f"{_slots(missed)} missed: the previous run is still going",
+                    task_id=task_id,
+                    when=now,
+                )
+            elif late and spec.catch_up is CatchUp.ONCE:
+                created.append(self._enqueue(task_id, Cause.CATCH_UP, due))
+                await self.store.log(
+                    "missed",
+                    f"{_slots(missed)} missed since {due.isoformat(timespec='seconds')}; "
+                    "running one catch-up run",
+                    task_id=task_id,
+                    when=now,
+                )
+            else:
+                if not late:
+                    created.append(self._enqueue(task_id, Cause.SCHEDULE, due))
+                if missed:
+                    what = "skipped (catch_up: skip)" if late else "skipped"
+                    await self.store.log(
+                        "missed",
+                        f"{_slots(missed)} missed since {due.isoformat(timespec='seconds')}; "
+                        f"{what}",
+                        task_id=task_id,
+                        when=now,
+                    )
+            self._push(task_id, nxt)
+            updates.append((task_id, nxt))
+        await self.store.set_next_runs(updates)
+        return created
+
+    def _enqueue(self, task_id: str, cause: Cause, due: datetime | None) -> _Waiting:
+        spec = self._specs[task_id]
+        fut: asyncio.Future[RunResult] = asyncio.get_running_loop().create_future()
+        due_key = due.timestamp() if due else 0.0
+        w = _Waiting((_RANK[cause], spec.priority, due_key, next(self._seq)), task_id, cause, due, fut)
+        heapq.heappush(self._waiting, w)
+        self._waiting_by_task[task_id] = w
+        self._wake.set()
+        return w
+
+    def _dispatch(self, tg: asyncio.TaskGroup) -> None:
+        while self._waiting and len(self._running) < self.settings.max_concurrent:
+            w = heapq.heappop(self._waiting)
+            if not w.live:
+                continue
+            if w.task_id in self._running:
+                # Cannot start beside itself; it waits for its own run to end.
+                self._defer.append(w)
+                continue
+            del self._waiting_by_task[w.task_id]
+            spec = self._specs[w.task_id]
+            process = ProcessRun(
+                spec.argv,
+                cwd=self.settings.tasks_dir,
+                env={},
+                timeout=spec.timeout,
+                grace=spec.grace,
+            )
+            self._running[w.task_id] = _Active(spec, w.cause, process, w.result)
+            tg.create_task(self._execute(w, spec, process), name=f"run:{w.task_id}")
+        for w in self._defer:
+            heapq.heappush(self._waiting, w)
+        self._defer.clear()
+
+    async def _execute(self, w: _Waiting, spec: TaskSpec, process: ProcessRun) -> None:
+        try:
+            result = await self._run_one(w, spec, process)
+        except Exception as exc:  # a broken run must never take the loop down
+            log.exception("run of %s failed inside the scheduler", spec.id)
+            if not w.result.done():
+                w.result.set_exception(exc)
+        else:
+            if not w.result.done():
+                w.result.set_result(result)
+        finally:
+            self._running.pop(spec.id, None)
+            self._wake.set()
+
+    async def _run_one(self, w: _Waiting, spec: TaskSpec, process: ProcessRun) -> RunResult:
+        started = self.clock.now()
+        run_id, checkpoint = await self.store.start_run(spec.id, w.cause, w.due, started)
+        env = self._base_env | dict(spec.env)
+        env.update(
+            MOLTSCHED_TASK_ID=spec.id,
+            MOLTSCHED_RUN_ID=str(run_id),
+            MOLTSCHED_CHECKPOINT=checkpoint or "",
+            MOLTSCHED_DB=str(self.settings.db_path),
+            MOLTSCHED_CONFIG=str(self.settings.config_path or ""),
+        )
+        process.env = env
+        started_proc = await process.start()
+        if isinstance(started_proc, ProcessResult):
+            pres = started_proc
+        else:
+            pres = await process.wait(started_proc)
+        outcome, message = _judge(spec, pres)
+        ended = self.clock.now()
+        state = await self.store.finish_run(
+            run_id,
+            spec.id,
+            outcome=outcome,
+            exit_code=pres.exit_code,
+            ended=ended,
+            duration_s=round(pres.duration_s, 3),
+            stdout=pres.stdout,
+            stderr=pres.stderr,
+            message=message,
+        )
+        result = RunResult(
+            spec.id,
+            run_id,
+            w.cause,
+            outcome,
+            pres.exit_code,
+            pres.duration_s,
+            pres.stdout,
+            pres.stderr,
+            message,
+            started,
+        )
+        if outcome is Outcome.INTERRUPTED and not self._closing:
+            self._to_resume.append(spec.id)
+        if self.on_finish is not None:
+            try:
+                await self.on_finish(spec, result, state)
+            except Exception:
+                log.exception("after-run hook failed for %s", spec.id)
+        return result
+
+    # --- requests ----------------------------------------------------------------------------
+
+    def submit(self, task_id: str, cause: Cause = Cause.ON_DEMAND) -> Submission:
+        """Ask for a run now. Joins the run already under way or waiting, if there is one."""
+        self.spec(task_id)
+        if self._closing:
+            raise SchedulerError("the scheduler is shutting down")
+        active = self._running.get(task_id)
+        if active is not None:
+            return Submission(Admission.ALREADY_RUNNING, active.result)
+        waiting = self._waiting_by_task.get(task_id)
+        if waiting is not None:
+            if cause is Cause.ON_DEMAND and waiting.cause is not Cause.ON_DEMAND:
+                # Promote it: an on-demand request does not wait behind background runs.
+                waiting.live = False
+                promoted = self._enqueue(task_id, cause, waiting.due)
+                promoted.result = waiting.result
+            return Submission(Admission.ALREADY_QUEUED, waiting.result)
+        w = self._enqueue(task_id, cause, None)
+        free = len(self._running) < self.settings.max_concurrent
+        return Submission(Admission.STARTED if free else Admission.QUEUED, w.result)
+
+    async def run_due(self) -> list[asyncio.Future[RunResult]]:
+        """Start every task whose slot is due now; their results' futures."""
+        created = await self._process_due(self.clock.now())
+        return [w.result for w in created]
+
+    async def states(self) -> list[TaskState]:
+        """Every task's state, with runs waiting for a slot shown as `queued`."""
+        states = await self.store.states()
+        if not self._waiting_by_task:
+            return states
+        return [
+            replace(s, status=Status.QUEUED)
+            if s.id in self._waiting_by_task and s.status is not Status.RUNNING
+            else s
+            for s in states
+        ]
+
+    def running_ids(self) -> Iterable[str]:
+        return self._running.keys()
+
+
+def _slots(n: int) -> str:
+    return "1 slot" if n == 1 else f"{n} slots"
+
+
+def _judge(spec: TaskSpec, pres: ProcessResult) -> tuple[Outcome, str]:
+    took = f"{pres.duration_s:.1f}s"
+    if pres.ending is Ending.NOT_STARTED:
+        return Outcome.FAILED, pres.error or "could not start"
+    if pres.ending is Ending.TIMEOUT:
+        return Outcome.TIMEOUT, f"timed out after {format_duration(spec.timeout)}"
+    if pres.ending is Ending.INTERRUPTED:
+        return Outcome.INTERRUPTED, f"interrupted after {took}"
+    code = pres.exit_code
+    if code == 0:
+        return Outcome.SUCCESS, f"exit 0 in {took}"
+    what = f"killed by signal {-code}" if code is not None and code < 0 else f"exit {code}"
+    last = _last_line(pres.stderr) or _last_line(pres.stdout)
+    return Outcome.FAILED, f"{what} in {took}" + (f": {last}" if last else "")
+
+
+def _last_line(text: str) -> str:
+    for line in reversed(text.splitlines()):
+        if line.strip():
+            return line.strip()[:200]
+    return ""

@@ -1,0 +1,429 @@
+"""The SQLite store: every SQL statement of the daemon lives here.
+
+One aiosqlite connection per process in autocommit mode; each state change is one short
+`BEGIN IMMEDIATE ... COMMIT`, serialised by a lock and shielded from cancellation so a cancelled
+caller never leaves a transaction open. WAL lets task scripts save checkpoints
+(`scheduler_core.checkpoint`) while the daemon writes. `synchronous=NORMAL` in WAL mode keeps
+every commit across a crash of the daemon; only a power cut can lose the newest few commits,
+never the database. Migrations are single statements under `PRAGMA user_version`.
+
+Times are stored as UNIX seconds (REAL) and returned as aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+
+from scheduler_core.errors import StoreError
+from scheduler_core.model import (
+    Cause,
+    LogEntry,
+    Outcome,
+    RunRecord,
+    Status,
+    TaskSpec,
+    TaskState,
+)
+
+T = TypeVar("T")
+
+RUNS_KEPT_PER_TASK = 1000
+LOG_KEPT_S = 90 * 86400
+_LOG_PRUNE_EVERY_S = 3600.0
+BUSY_TIMEOUT_MS = 10_000
+
+MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE task (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            position INTEGER NOT NULL DEFAULT 0,
+            configured INTEGER NOT NULL DEFAULT 1,
+            status TEXT NOT NULL DEFAULT 'idle',
+            paused INTEGER NOT NULL DEFAULT 0,
+            last_run REAL,
+            next_run REAL,
+            run_count INTEGER NOT NULL DEFAULT 0,
+            error_count INTEGER NOT NULL DEFAULT 0,
+            consecutive_failures INTEGER NOT NULL DEFAULT 0,
+            last_error TEXT,
+            last_outcome TEXT,
+            checkpoint TEXT
+        ) STRICT""",
+        """CREATE TABLE run (
+            id INTEGER PRIMARY KEY,
+            task_id TEXT NOT NULL REFERENCES task(id),
+            cause TEXT NOT NULL,
+            due REAL,
+            started REAL NOT NULL,
+            ended REAL,
+            outcome TEXT,
+            exit_code INTEGER,
+            duration_s REAL,
+            stdout TEXT NOT NULL DEFAULT '',
+            stderr TEXT NOT NULL DEFAULT ''
+        ) STRICT""",
+        "CREATE INDEX run_by_task ON run(task_id, id)",
+        "CREATE INDEX run_open ON run(outcome) WHERE outcome IS NULL",
+        """CREATE TABLE log (
+            id INTEGER PRIMARY KEY,
+            time REAL NOT NULL,
+            task_id TEXT,
+            action TEXT NOT NULL,
+            message TEXT NOT NULL DEFAULT '',
+            duration_s REAL,
+            actor TEXT
+        ) STRICT""",
+        "CREATE INDEX log_by_task ON log(task_id, id)",
+        "CREATE INDEX log_by_time ON log(time)",
+    ],
+]
+
+_TASK_COLUMNS = (
+    "id, name, status, paused, last_run, next_run, run_count, error_count, "
+    "consecutive_failures, last_error, last_outcome, checkpoint"
+)
+
+
+def to_epoch(when: datetime | None) -> float | None:
+    return None if when is None else when.timestamp()
+
+
+def from_epoch(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+def _state(row: sqlite3.Row | tuple[Any, ...]) -> TaskState:
+    paused = bool(row[3])
+    status = Status(row[2])
+    if paused and status not in (Status.RUNNING, Status.QUEUED):
+        status = Status.PAUSED
+    return TaskState(
+        id=row[0],
+        name=row[1],
+        status=status,
+        paused=paused,
+        last_run=from_epoch(row[4]),
+        next_run=from_epoch(row[5]),
+        run_count=row[6],
+        error_count=row[7],
+        consecutive_failures=row[8],
+        last_error=row[9],
+        last_outcome=Outcome(row[10]) if row[10] else None,
+        checkpoint=row[11],
+    )
+
+
+class Store:
+    """Task state, runs and the action log in one SQLite file."""
+
+    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+        self._conn = conn
+        self.path = path
+        self._lock = asyncio.Lock()
+        self._last_log_prune = 0.0
+
+    @classmethod
+    async def open(cls, path: Path) -> Store:
+        """Open (creating if needed) and migrate the database at `path`."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = await aiosqlite.connect(path, isolation_level=None)
+            await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            await conn.execute("PRAGMA journal_mode = WAL")
+            await conn.execute("PRAGMA synchronous = NORMAL")
+            await conn.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the database {path}: {exc}") from exc
+        store = cls(conn, path)
+        await store._migrate()
+        return store
+
+    async def close(self) -> None:
+        """Close the connection; pending writes finish first."""
+        async with self._lock:
+            await self._conn.close()
+
+    async def _migrate(self) -> None:
+        async def step(conn: aiosqlite.Connection) -> None:
+            (version,) = await _one(conn, "PRAGMA user_version")
+            for number, statements in enumerate(MIGRATIONS[version:], start=version + 1):
+                for sql in statements:
+                    await conn.execute(sql)
+                await conn.execute(f"PRAGMA user_version = {number}")
+
+        await self._write(step)
+
+    async def _write(self, fn: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+        """Run `fn` inside one IMMEDIATE transaction, to its end even if the caller is cancelled."""
+
+        async def tx() -> T:
+            async with self._lock:
+                conn = self._conn
+                try:
+                    await conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        result = await fn(conn)
+                    except BaseException:
+                        await conn.execute("ROLLBACK")
+                        raise
+                    await conn.execute("COMMIT")
+                    return result
+                except sqlite3.Error as exc:
+                    raise StoreError(f"database write failed: {exc}") from exc
+
+        return await asyncio.shield(tx())
+
+    async def _read(self, sql: str, params: Sequence[Any] = ()) -> Iterable[sqlite3.Row]:
+        try:
+            return await self._conn.execute_fetchall(sql, params)
+        except sqlite3.Error as exc:
+            raise StoreError(f"database read failed: {exc}") from exc
+
+    # --- tasks -------------------------------------------------------------------------------
+
+    async def sync_tasks(self, specs: Sequence[TaskSpec]) -> None:
+        """Make the task table match the configuration; removed tasks keep their history."""
+
+        async def step(conn: aiosqlite.Connection) -> None:
+            await conn.execute("UPDATE task SET configured = 0")
+            await conn.executemany(
+                "INSERT INTO task (id, name, position, configured) VALUES (?, ?, ?, 1) "
+                "ON CONFLICT (id) DO UPDATE SET name = excluded.name, "
+                "position = excluded.position, configured = 1",
+                [(s.id, s.name, i) for i, s in enumerate(specs)],
+            )
+
+        await self._write(step)
+
+    async def states(self) -> list[TaskState]:
+        """Every configured task's state, in configuration order."""
+        rows = await self._read(
+            f"SELECT {_TASK_COLUMNS} FROM task WHERE configured = 1 ORDER BY position"
+        )
+        return [_state(r) for r in rows]
+
+    async def state(self, task_id: str) -> TaskState | None:
+        """One task's state, or None if the store has never seen it."""
+        rows = list(await self._read(f"SELECT {_TASK_COLUMNS} FROM task WHERE id = ?", (task_id,)))
+        return _state(rows[0]) if rows else None
+
+    async def set_next_runs(self, items: Sequence[tuple[str, datetime | None]]) -> None:
+        """Record when tasks are due next."""
+        if not items:
+            return
+
+        async def step(conn: aiosqlite.Connection) -> None:
+            await conn.executemany(
+                "UPDATE task SET next_run = ? WHERE id = ?",
+                [(to_epoch(when), tid) for tid, when in items],
+            )
+
+        await self._write(step)
+
+    async def set_checkpoint(self, task_id: str, text: str | None) -> None:
+        """Replace (or with None clear) a task's checkpoint."""
+
+        async def step(conn: aiosqlite.Connection) -> None:
+            await conn.execute(
+                "INSERT INTO task (id, name, configured, checkpoint) VALUES (?, ?, 0, ?) "
+                "ON CONFLICT (id) DO UPDATE SET checkpoint = excluded.checkpoint",
+                (task_id, task_id, text),
+            )
+
+        await self._write(step)
+
+    # --- runs --------------------------------------------------------------------------------
+
+    async def start_run(
+        self, task_id: str, cause: Cause, due: datetime | None, started: datetime
+    ) -> tuple[int, str | None]:
+        """Record that a run started; returns its run id and the task's checkpoint."""
+
+        async def step(conn: aiosqlite.Connection) -> tuple[int, str | None]:
+            cur = await conn.execute(
+                "INSERT INTO run (task_id, cause, due, started) VALUES (?, ?, ?, ?)",
+                (task_id, str(cause), to_epoch(due), started.timestamp()),
+            )
+            await conn.execute(
+                "UPDATE task SET status = 'running', last_run = ? WHERE id = ?",
+                (started.timestamp(), task_id),
+            )
+            await _log(conn, started, task_id, "started", f"{cause} run", None, None)
+            (checkpoint,) = await _one(conn, "SELECT checkpoint FROM task WHERE id = ?", (task_id,))
+            assert cur.lastrowid is not None
+            return cur.lastrowid, checkpoint
+
+        return await self._write(step)
+
+    async def finish_run(
+        self,
+        run_id: int,
+        task_id: str,
+        *,
+        outcome: Outcome,
+        exit_code: int | None,
+        ended: datetime,
+        duration_s: float,
+        stdout: str,
+        stderr: str,
+        message: str,
+    ) -> TaskState:
+        """Record how a run ended, update the task's counters, and apply retention."""
+        now = time.time()
+        prune_log = now - self._last_log_prune > _LOG_PRUNE_EVERY_S
+        if prune_log:
+            self._last_log_prune = now
+
+        async def step(conn: aiosqlite.Connection) -> TaskState:
+            await conn.execute(
+                "UPDATE run SET ended = ?, outcome = ?, exit_code = ?, duration_s = ?, "
+                "stdout = ?, stderr = ? WHERE id = ?",
+                (ended.timestamp(), str(outcome), exit_code, duration_s, stdout, stderr, run_id),
+            )
+            if outcome is Outcome.SUCCESS:
+                sql = (
+                    "UPDATE task SET status = 'idle', run_count = run_count + 1, "
+                    "consecutive_failures = 0, last_error = NULL, last_outcome = 'success' "
+                    "WHERE id = ?"
+                )
+                params: tuple[Any, ...] = (task_id,)
+            elif outcome is Outcome.INTERRUPTED:
+                sql = "UPDATE task SET status = 'interrupted' WHERE id = ?"
+                params = (task_id,)
+            else:
+                sql = (
+                    "UPDATE task SET status = 'error', run_count = run_count + 1, "
+                    "error_count = error_count + 1, "
+                    "consecutive_failures = consecutive_failures + 1, "
+                    "last_error = ?, last_outcome = ? WHERE id = ?"
+                )
+                params = (message, str(outcome), task_id)
+            await conn.execute(sql, params)
+            action = "completed" if outcome is Outcome.SUCCESS else str(outcome)
+            await _log(conn, ended, task_id, action, message, duration_s, None)
+            await conn.execute(
+                "DELETE FROM run WHERE task_id = ? AND id <= (SELECT id FROM run "
+                "WHERE task_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                (task_id, task_id, RUNS_KEPT_PER_TASK),
+            )
+            if prune_log:
+                await conn.execute("DELETE FROM log WHERE time < ?", (now - LOG_KEPT_S,))
+            row = await _one(conn, f"SELECT {_TASK_COLUMNS} FROM task WHERE id = ?", (task_id,))
+            return _state(row)
+
+        return await self._write(step)
+
+    async def recover_crashed(self, now: datetime) -> list[str]:
+        """Runs still open from a daemon that died are recorded `interrupted`; returns task ids."""
+
+        async def step(conn: aiosqlite.Connection) -> list[str]:
+            rows = await conn.execute_fetchall(
+                "SELECT id, task_id, started FROM run WHERE outcome IS NULL"
+            )
+            tasks = []
+            for run_id, task_id, started in rows:
+                await conn.execute(
+                    "UPDATE run SET outcome = 'interrupted', ended = ?, duration_s = ? "
+                    "WHERE id = ?",
+                    (now.timestamp(), max(0.0, now.timestamp() - started), run_id),
+                )
+                await conn.execute(
+                    "UPDATE task SET status = 'interrupted' WHERE id = ?", (task_id,)
+                )
+                await _log(
+                    conn, now, task_id, "interrupted",
+                    "the daemon stopped during this run; it will resume", None, None,
+                )
+                tasks.append(task_id)
+            return tasks
+
+        return await self._write(step)
+
+    async def runs(self, task_id: str, limit: int = 20) -> list[RunRecord]:
+        """The newest runs of a task, newest first."""
+        rows = await self._read(
+            "SELECT id, task_id, cause, due, started, ended, outcome, exit_code, duration_s, "
+            "stdout, stderr FROM run WHERE task_id = ? ORDER BY id DESC LIMIT ?",
+            (task_id, limit),
+        )
+        return [
+            RunRecord(
+                run_id=r[0],
+                task_id=r[1],
+                cause=Cause(r[2]),
+                due=from_epoch(r[3]),
+                started=datetime.fromtimestamp(r[4], UTC),
+                ended=from_epoch(r[5]),
+                outcome=Outcome(r[6]) if r[6] else None,
+                exit_code=r[7],
+                duration_s=r[8],
+                stdout=r[9],
+                stderr=r[10],
+            )
+            for r in rows
+        ]
+
+    # --- action log --------------------------------------------------------------------------
+
+    async def log(
+        self,
+        action: str,
+        message: str = "",
+        *,
+        task_id: str | None = None,
+        duration_s: float | None = None,
+        actor: str | None = None,
+        when: datetime | None = None,
+    ) -> None:
+        """Append one entry to the action log."""
+        when = when or datetime.now(UTC)
+
+        async def step(conn: aiosqlite.Connection) -> None:
+            await _log(conn, when, task_id, action, message, duration_s, actor)
+
+        await self._write(step)
+
+    async def logs(self, task_id: str | None = None, limit: int = 20) -> list[LogEntry]:
+        """The newest action-log entries, newest first."""
+        cols = "time, task_id, action, message, duration_s, actor"
+        if task_id is None:
+            rows = await self._read(f"SELECT {cols} FROM log ORDER BY id DESC LIMIT ?", (limit,))
+        else:
+            rows = await self._read(
+                f"SELECT {cols} FROM log WHERE task_id = ? ORDER BY id DESC LIMIT ?",
+                (task_id, limit),
+            )
+        return [
+            LogEntry(datetime.fromtimestamp(r[0], UTC), r[1], r[2], r[3], r[4], r[5])
+            for r in rows
+        ]
+
+
+async def _one(conn: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> Any:
+    async with conn.execute(sql, params) as cur:
+        return await cur.fetchone()
+
+
+async def _log(
+    conn: aiosqlite.Connection,
+    when: datetime,
+    task_id: str | None,
+    action: str,
+    message: str,
+    duration_s: float | None,
+    actor: str | None,
+) -> None:
+    await conn.execute(
+        "INSERT INTO log (time, task_id, action, message, duration_s, actor) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (when.timestamp(), task_id, action, message, duration_s, actor),
+    )

@@ -1,0 +1,86 @@
+"""Pure schedule maths: when is a task's next slot, and how many slots were missed.
+
+`Every` keeps a fixed cadence from the slot it was due at (not from when a run happened to
+start), so runs do not drift. `Cron` evaluates in the configured zone with cronsim, which is
+correct across DST changes: a fixed-time job in a skipped hour runs once right after the change,
+in a repeated hour once; wildcard-hour jobs run in both copies of a repeated hour.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+from zoneinfo import ZoneInfo
+
+from cronsim import CronSim
+
+
+class Trigger(Protocol):
+    """Something that yields the next slot strictly after a given time."""
+
+    def next_after(self, when: datetime) -> datetime: ...
+
+    def describe(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Every:
+    """Every `seconds`, counted from the previous slot."""
+
+    seconds: float
+
+    def next_after(self, when: datetime) -> datetime:
+        return when + timedelta(seconds=self.seconds)
+
+    def describe(self) -> str:
+        return f"every {format_duration(self.seconds)}"
+
+
+@dataclass(frozen=True)
+class Cron:
+    """A five-field cron expression evaluated in `zone`."""
+
+    expression: str
+    zone: ZoneInfo
+
+    def next_after(self, when: datetime) -> datetime:
+        local = when.astimezone(self.zone)
+        return next(CronSim(self.expression, local)).astimezone(UTC)
+
+    def describe(self) -> str:
+        return f"cron {self.expression}"
+
+
+def advance(trigger: Trigger, due: datetime, now: datetime) -> tuple[datetime, int]:
+    """The first slot after `now` following `due`, and how many slots lay in (due, now].
+
+    Counting is capped so a long downtime with a short interval does not loop for ages.
+    """
+    nxt = trigger.next_after(due)
+    skipped = 0
+    if isinstance(trigger, Every) and trigger.seconds > 0:
+        if nxt <= now:
+            steps = int((now - nxt).total_seconds() // trigger.seconds) + 1
+            nxt += timedelta(seconds=steps * trigger.seconds)
+            skipped = steps
+        return nxt, skipped
+    while nxt <= now:
+        skipped += 1
+        if skipped > 100_000:
+            return trigger.next_after(now), skipped
+        nxt = trigger.next_after(nxt)
+    return nxt, skipped
+
+
+def format_duration(seconds: float) -> str:
+    """`90` -> `90s`, `900` -> `15m`, `5400` -> `1h30m`."""
+    if seconds < 60 or seconds != int(seconds):
+        return f"{seconds:g}s"
+    s = int(seconds)
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if s >= size:
+            parts.append(f"{s // size}{unit}")
+            s %= size
+    return "".join(parts)
