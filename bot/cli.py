@@ -31,16 +31,24 @@ EXIT_USAGE = 2
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                        help="print machine-readable JSON on stdout")
-    common.add_argument("--config", default=argparse.SUPPRESS, metavar="PATH",
-                        help="the configuration file")
+    common.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print machine-readable JSON on stdout",
+    )
+    common.add_argument(
+        "--config", default=argparse.SUPPRESS, metavar="PATH", help="the configuration file"
+    )
     parser = argparse.ArgumentParser(
         prog="moltsched",
         description="A background-task scheduler controlled from Signal and this command line.",
     )
-    parser.add_argument("--config", metavar="PATH", help="configuration file "
-                        "(default: $MOLTSCHED_CONFIG, else config/moltsched.yaml)")
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help="configuration file (default: $MOLTSCHED_CONFIG, else config/moltsched.yaml)",
+    )
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("daemon", parents=[common], help="run the scheduler in the foreground")
@@ -51,8 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("run-all", parents=[common], help="run every task that is due now")
     p = sub.add_parser("logs", parents=[common], help="the newest action-log entries")
     p.add_argument("task", nargs="?")
-    p.add_argument("-n", type=int, default=20, dest="limit", metavar="N",
-                   help="how many entries (default 20)")
+    p.add_argument(
+        "-n", type=int, default=20, dest="limit", metavar="N", help="how many entries (default 20)"
+    )
     sub.add_parser("validate", parents=[common], help="check the configuration; exit 2 if bad")
     return parser
 
@@ -146,7 +155,10 @@ def _daemon(config_path: Path) -> int:
 
 
 def _offline(
-    config_path: Path, wire: dict[str, Any], as_json: bool, payload: dict[str, Any],
+    config_path: Path,
+    wire: dict[str, Any],
+    as_json: bool,
+    payload: dict[str, Any],
     hint: Path | None,
 ) -> int:
     import asyncio
@@ -172,9 +184,7 @@ def _offline(
     return reply.exit_code
 
 
-async def _offline_execute(
-    config: AppConfig, cmd: Command, payload: dict[str, Any]
-) -> Reply | int:
+async def _offline_execute(config: AppConfig, cmd: Command, payload: dict[str, Any]) -> Reply | int:
     """Carry out `cmd` with no daemon: reads directly; runs in the foreground under the lock."""
     import asyncio
     import signal

@@ -26,7 +26,8 @@ from commands.reply import (
     usage_error,
 )
 from scheduler_core.errors import SchedulerError, TaskNotFoundError
-from scheduler_core.model import Outcome, Status as TaskStatus, TaskSpec, TaskState
+from scheduler_core.model import Outcome, TaskSpec, TaskState
+from scheduler_core.model import Status as TaskStatus
 from scheduler_core.scheduler import RunResult, Scheduler
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,9 @@ async def execute(cmd: Command, ctx: Context) -> Reply:
 
 
 def _blank(spec: TaskSpec) -> TaskState:
-    return TaskState(spec.id, spec.name, TaskStatus.IDLE, False, None, None, 0, 0, 0, None, None, None)
+    return TaskState(
+        spec.id, spec.name, TaskStatus.IDLE, False, None, None, 0, 0, 0, None, None, None
+    )
 
 
 def task_json(spec: TaskSpec, state: TaskState, zone: ZoneInfo) -> dict[str, Any]:

@@ -48,7 +48,11 @@ def short_time(when: datetime | None, zone: ZoneInfo, now: datetime) -> str:
     local = when.astimezone(zone)
     today = now.astimezone(zone).date()
     if local.date() == today:
-        return local.strftime("%H:%M:%S") if abs((when - now).total_seconds()) < 600 else local.strftime("%H:%M")
+        return (
+            local.strftime("%H:%M:%S")
+            if abs((when - now).total_seconds()) < 600
+            else local.strftime("%H:%M")
+        )
     if abs((local.date() - today).days) < 7:
         return local.strftime("%a %H:%M")
     return local.strftime("%Y-%m-%d %H:%M")

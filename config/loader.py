@@ -22,8 +22,6 @@ from config.schema import AlertsModel, ConfigModel, TaskModel
 from scheduler_core.model import CatchUp, EngineSettings, TaskSpec
 from scheduler_core.triggers import Cron, Every, Trigger
 
-
-
 __all__ = ["AppConfig", "ConfigError", "SignalConfig", "find_config_path", "load_config"]
 
 
@@ -73,12 +71,10 @@ def read_raw(path: Path) -> Any:
         try:
             return json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ConfigError(
-                path, [f"line {exc.lineno}, column {exc.colno}: {exc.msg}"]
-            ) from None
+            raise ConfigError(path, [f"line {exc.lineno}, column {exc.colno}: {exc.msg}"]) from None
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        return yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
+        return yaml.load(text, Loader=loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

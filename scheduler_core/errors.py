@@ -1,9 +1,9 @@
 """The engine's errors, one flat module.
 
-    SchedulerError
-    ├── TaskNotFoundError   (also LookupError) an id that is not configured
-    ├── StoreError          SQLite failed; the cause is chained
-    └── AlreadyRunningError another daemon or foreground run holds the state directory
+SchedulerError
+├── TaskNotFoundError   (also LookupError) an id that is not configured
+├── StoreError          SQLite failed; the cause is chained
+└── AlreadyRunningError another daemon or foreground run holds the state directory
 """
 
 from __future__ import annotations

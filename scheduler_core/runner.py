@@ -128,7 +128,7 @@ class ProcessRun:
         assert self.started_at is not None and proc.stdout and proc.stderr
         out, err = Tail(), Tail()
         readers = asyncio.gather(_pump(proc.stdout, out), _pump(proc.stderr, err))
-        exited = asyncio.ensure_future(proc.wait())
+        exited = _leader_exit(proc)
         interrupted = asyncio.ensure_future(self._interrupt.wait())
         ending = Ending.EXITED
         try:
@@ -139,7 +139,7 @@ class ProcessRun:
             if exited not in done:
                 ending = Ending.INTERRUPTED if interrupted in done else Ending.TIMEOUT
                 await self._stop_group(proc.pid, exited)
-            elif _group_alive(proc.pid):
+            elif await _reaped(proc) and _group_alive(proc.pid):
                 # The leader is gone but something it started still holds the group (and maybe
                 # our pipes): stop it the same way, so nothing outlives the run.
                 log.info("run of %s left processes behind; stopping them", self.argv[-1])
@@ -162,7 +162,7 @@ class ProcessRun:
         duration = time.monotonic() - self.started_at
         return ProcessResult(ending, proc.returncode, duration, out.text(), err.text())
 
-    async def _stop_group(self, pgid: int, exited: asyncio.Future[int] | None) -> None:
+    async def _stop_group(self, pgid: int, exited: asyncio.Future[None] | None) -> None:
         _signal_group(pgid, signal.SIGTERM)
         deadline = time.monotonic() + self.grace
         while time.monotonic() < deadline:
@@ -178,13 +178,78 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
 
 
 def _group_alive(pgid: int) -> bool:
+    """Whether any live (non-zombie) process is left in the group.
+
+    `killpg(pgid, 0)` alone would count zombies: an orphaned grandchild that already died waits
+    for PID 1 to reap it, and some PID 1s (containers, VMs) take their time. So a positive
+    answer is checked against /proc.
+    """
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return True
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        # After the command name: state, ppid, pgrp.
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != b"Z":
+            return True
+    return False
+
+
+def _leader_exit(proc: asyncio.subprocess.Process) -> asyncio.Future[None]:
+    """Resolves when the leader process exits.
+
+    Not `proc.wait()`: asyncio only finishes that once the pipes are closed too, and a
+    background child the task left behind can hold them open. A pidfd says when the leader
+    itself is gone, without polling.
+    """
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[None] = loop.create_future()
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except ProcessLookupError:
+        fut.set_result(None)  # already exited and reaped
+        return fut
+    except (OSError, AttributeError):
+        return asyncio.ensure_future(_poll_exit(proc))
+
+    def ready() -> None:
+        if not fut.done():
+            fut.set_result(None)
+
+    def cleanup(_: asyncio.Future[None]) -> None:
+        loop.remove_reader(fd)
+        os.close(fd)
+
+    loop.add_reader(fd, ready)
+    fut.add_done_callback(cleanup)
+    return fut
+
+
+async def _reaped(proc: asyncio.subprocess.Process) -> bool:
+    """Wait (briefly) until asyncio has reaped the leader, so it no longer counts in its group."""
+    for _ in range(2000):
+        if proc.returncode is not None:
+            return True
+        await asyncio.sleep(0.0005)
     return True
+
+
+async def _poll_exit(proc: asyncio.subprocess.Process) -> None:
+    while proc.returncode is None:
+        await asyncio.sleep(_GROUP_POLL_S)
 
 
 async def _pump(stream: asyncio.StreamReader, tail: Tail) -> None:

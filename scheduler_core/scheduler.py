@@ -196,7 +196,9 @@ class Scheduler:
                             self._enqueue_resumes()
                             await self._process_due(self.clock.now())
                         self._dispatch(tg)
-                    top = self._heap[0][0] if schedule and self._heap and not self._closing else None
+                    top = (
+                        self._heap[0][0] if schedule and self._heap and not self._closing else None
+                    )
                     await self.clock.sleep_until(top, self._wake)
         finally:
             self._loop_running = False
@@ -220,9 +222,9 @@ class Scheduler:
     def _enqueue_resumes(self) -> None:
         """Interrupted runs go again first, from their checkpoints."""
         for task_id in self._to_resume:
-            if task_id in self._specs and task_id not in self._running:
-                if task_id not in self._waiting_by_task:
-                    self._enqueue(task_id, Cause.RESUME, None)
+            idle = task_id not in self._running and task_id not in self._waiting_by_task
+            if task_id in self._specs and idle:
+                self._enqueue(task_id, Cause.RESUME, None)
         self._to_resume.clear()
 
     async def _process_due(self, now: datetime) -> list[_Waiting]:
@@ -277,7 +279,9 @@ class Scheduler:
         spec = self._specs[task_id]
         fut: asyncio.Future[RunResult] = asyncio.get_running_loop().create_future()
         due_key = due.timestamp() if due else 0.0
-        w = _Waiting((_RANK[cause], spec.priority, due_key, next(self._seq)), task_id, cause, due, fut)
+        w = _Waiting(
+            (_RANK[cause], spec.priority, due_key, next(self._seq)), task_id, cause, due, fut
+        )
         heapq.heappush(self._waiting, w)
         self._waiting_by_task[task_id] = w
         self._wake.set()

@@ -340,8 +340,13 @@ class Store:
                     "UPDATE task SET status = 'interrupted' WHERE id = ?", (task_id,)
                 )
                 await _log(
-                    conn, now, task_id, "interrupted",
-                    "the daemon stopped during this run; it will resume", None, None,
+                    conn,
+                    now,
+                    task_id,
+                    "interrupted",
+                    "the daemon stopped during this run; it will resume",
+                    None,
+                    None,
                 )
                 tasks.append(task_id)
             return tasks
@@ -403,8 +408,7 @@ class Store:
                 (task_id, limit),
             )
         return [
-            LogEntry(datetime.fromtimestamp(r[0], UTC), r[1], r[2], r[3], r[4], r[5])
-            for r in rows
+            LogEntry(datetime.fromtimestamp(r[0], UTC), r[1], r[2], r[3], r[4], r[5]) for r in rows
         ]
 
 

@@ -1,0 +1,111 @@
+"""Shared test helpers: a clock tests move by hand, task specs, and waiting for conditions."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from scheduler_core.model import CatchUp, TaskSpec
+from scheduler_core.triggers import Every, Trigger
+
+REPO = Path(__file__).resolve().parent.parent
+MOLTSCHED = str(Path(sys.executable).parent / "moltsched")
+
+
+class ManualClock:
+    """Wall time that moves only when a test says so."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.t = start or datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
+        self._pending: tuple[datetime | None, asyncio.Event] | None = None
+
+    def now(self) -> datetime:
+        return self.t
+
+    async def sleep_until(self, when: datetime | None, wake: asyncio.Event) -> None:
+        if when is not None and when <= self.t:
+            return
+        self._pending = (when, wake)
+        try:
+            await wake.wait()
+        finally:
+            self._pending = None
+
+    def advance(self, seconds: float) -> None:
+        self.t += timedelta(seconds=seconds)
+        if self._pending is not None:
+            when, wake = self._pending
+            if when is not None and when <= self.t:
+                wake.set()
+
+
+def spec(
+    task_id: str,
+    script: str,
+    tasks_dir: Path,
+    *,
+    trigger: Trigger | None = None,
+    **kw: Any,
+) -> TaskSpec:
+    """A task that runs `script` (bash source text) written into tasks_dir."""
+    path = tasks_dir / f"{task_id}.sh"
+    path.write_text(script)
+    kw.setdefault("catch_up", CatchUp.ONCE)
+    return TaskSpec(
+        id=task_id,
+        name=task_id,
+        argv=("bash", str(path)),
+        trigger=trigger or Every(3600),
+        **kw,
+    )
+
+
+async def wait_for(
+    predicate: Callable[[], Awaitable[bool]] | Callable[[], bool], timeout: float = 10.0
+) -> None:
+    """Wait until `predicate()` is true, checking often; fail after `timeout`."""
+    async with asyncio.timeout(timeout):
+        while True:
+            value = predicate()
+            if asyncio.iscoroutine(value):
+                value = await value
+            if value:
+                return
+            await asyncio.sleep(0.02)
+
+
+def wait_sync(predicate: Callable[[], bool], timeout: float = 15.0, what: str = "") -> None:
+    """The same, for tests that drive processes synchronously."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or predicate}")
+        time.sleep(0.05)
+
+
+def cli(*args: str, config: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run `moltsched --config CONFIG ARGS...` and capture its output."""
+    return subprocess.run(
+        [MOLTSCHED, "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=os.environ | {"MOLTSCHED_LOG_LEVEL": "INFO"},
+    )
+
+
+def query(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Read the database as another process would."""
+    conn = sqlite3.connect(db, timeout=10)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()

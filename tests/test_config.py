@@ -1,0 +1,246 @@
+"""The configuration loader: defaults, every problem at once with its place, seed aliases."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from config.loader import ConfigError, load_config
+from config.schema import parse_duration
+from scheduler_core.model import CatchUp
+from scheduler_core.triggers import Cron, Every
+from tests.helpers import cli
+
+
+def write(tmp_path: Path, text: str, name: str = "moltsched.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    (tmp_path / "tasks").mkdir(exist_ok=True)
+    (tmp_path / "tasks" / "a.sh").write_text("echo a\n")
+    return path
+
+
+def problems(path: Path) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    return info.value.problems
+
+
+def test_defaults_and_paths_relative_to_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "tasks:\n  - id: a\n    script: a.sh\n    every: 15m\n")
+    config = load_config(path)
+    assert config.settings.state_dir == tmp_path / "state"
+    assert config.settings.tasks_dir == tmp_path / "tasks"
+    assert config.settings.max_concurrent == 2
+    assert config.signal is None
+    (task,) = config.tasks
+    assert task.name == "a"
+    assert task.argv == ("bash", str(tmp_path / "tasks" / "a.sh"))
+    assert task.trigger == Every(900)
+    assert (task.priority, task.enabled, task.timeout, task.grace) == (5, True, 300, 10)
+    assert (task.catch_up, task.interruptible, task.alert) == (CatchUp.ONCE, True, True)
+    assert config.alerts.after_failures == 1 and config.alerts.repeat_every == 6 * 3600
+
+
+def test_every_setting(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+state_dir: var/st
+tasks_dir: tasks
+timezone: Europe/Berlin
+max_concurrent: 4
+tasks:
+  - id: c
+    name: Calendar
+    command: [python3, -c, "print(1)"]
+    cron: "*/15 * * * *"
+    priority: 1
+    enabled: false
+    timeout: 2h
+    grace: 90s
+    catch_up: skip
+    interruptible: false
+    alert: false
+    env: {KEY: value}
+signal:
+  account: "+4915100000000"
+  admins: ["+4917600000000"]
+alerts: {after_failures: 3, repeat_every: 1d, recovery: false}
+""",
+    )
+    config = load_config(path)
+    assert config.settings.state_dir == tmp_path / "var" / "st"
+    assert config.zone == ZoneInfo("Europe/Berlin")
+    (t,) = config.tasks
+    assert t.argv == ("python3", "-c", "print(1)")
+    assert t.trigger == Cron("*/15 * * * *", ZoneInfo("Europe/Berlin"))
+    assert (t.priority, t.enabled, t.timeout, t.grace) == (1, False, 7200, 90)
+    assert (t.catch_up, t.interruptible, t.alert, dict(t.env)) == (
+        CatchUp.SKIP,
+        False,
+        False,
+        {"KEY": "value"},
+    )
+    assert config.signal is not None
+    assert config.signal.alert_to == ("+4917600000000",)  # defaults to the admins
+    assert config.signal.service == "127.0.0.1:8080"
+    assert config.alerts.after_failures == 3 and config.alerts.repeat_every == 86400
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("90s", 90),
+        ("15m", 900),
+        ("2h", 7200),
+        ("1d", 86400),
+        ("1h30m", 5400),
+        (45, 45),
+        ("45", 45),
+        ("1.5m", 90),
+        (" 10 s ", 10),
+    ],
+)
+def test_durations(text: object, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "abc", "10x", "-5", "5 m x", True, [1]])
+def test_bad_durations(text: object) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def test_every_problem_at_once_with_its_place(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+max_concurrent: 0
+timezone: Mars/Olympus
+colour: blue
+tasks:
+  - id: ok
+    script: a.sh
+    every: 1m
+  - id: Bad Id
+    script: a.sh
+    every: soon
+  - id: two
+    script: a.sh
+    command: [echo]
+    every: 1m
+    cron: "* * * * *"
+  - id: cronbad
+    script: a.sh
+    cron: "61 * * * *"
+    priority: 11
+    catch_up: sometimes
+    surprise: 1
+  - id: ok
+    script: missing.sh
+    every: 1m
+""",
+    )
+    found = problems(path)
+    text = "\n".join(found)
+    for expected in [
+        "max_concurrent:",
+        "timezone: 'Mars/Olympus' is not a time zone",
+        "colour: unknown key",
+        "tasks[1].id: 'Bad Id' is not a task id",
+        "tasks[1].every: 'soon' is not a duration",
+        "tasks[2]: give exactly one of script or command; give exactly one of every or cron",
+        "tasks[3].cron: '61 * * * *' is not a cron expression",
+        "tasks[3].priority:",
+        "tasks[3].catch_up:",
+        "tasks[3].surprise: unknown key",
+        "tasks[4].id: duplicate id 'ok' (also tasks[0])",
+        "tasks[4].script: no such file",
+    ]:
+        assert expected in text, f"{expected!r} missing from:\n{text}"
+    assert len(found) == 12
+
+
+def test_seed_tasks_json_loads_unchanged(tmp_path: Path) -> None:
+    seed = [
+        {
+            "task_id": "check-email",
+            "name": "Email",
+            "script_path": "a.sh",
+            "interval_minutes": 15,
+            "enabled": True,
+            "priority": 2,
+        },
+        {
+            "task_id": "scrape",
+            "name": "Scrape",
+            "script_path": "a.sh",
+            "interval_minutes": 60,
+            "enabled": False,
+            "priority": 7,
+        },
+    ]
+    path = write(tmp_path, json.dumps({"tasks": seed}), "tasks.json")
+    config = load_config(path)
+    assert [(t.id, t.name, t.trigger, t.enabled, t.priority) for t in config.tasks] == [
+        ("check-email", "Email", Every(900), True, 2),
+        ("scrape", "Scrape", Every(3600), False, 7),
+    ]
+    bare = write(tmp_path, json.dumps(seed), "bare.json")
+    assert len(load_config(bare).tasks) == 2
+
+
+def test_seed_alias_and_our_key_together_is_an_error(tmp_path: Path) -> None:
+    path = write(tmp_path, "tasks:\n  - {id: a, task_id: a, script: a.sh, every: 1m}\n")
+    assert problems(path) == ["tasks[0]: both 'task_id' and 'id' are given; keep one"]
+
+
+def test_syntax_errors_name_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "tasks:\n  - id: a\n   script: [\n")
+    (problem,) = problems(path)
+    assert problem.startswith("line 3")
+    bad_json = write(tmp_path, '{"tasks": [}', "c.json")
+    (problem,) = problems(bad_json)
+    assert problem.startswith("line 1, column 12")
+
+
+def test_missing_file_and_wrong_top_level(tmp_path: Path) -> None:
+    assert problems(tmp_path / "nope.yaml") == ["the file does not exist"]
+    assert problems(write(tmp_path, "- just\n- a list of strings\n")) != []
+    assert problems(write(tmp_path, "42\n")) == ["the top level must be a mapping of settings"]
+
+
+def test_cron_uses_the_configured_zone(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "timezone: Asia/Tokyo\ntasks:\n  - {id: a, script: a.sh, cron: '0 9 * * *'}\n",
+    )
+    (task,) = load_config(path).tasks
+    nxt = task.trigger.next_after(datetime(2026, 11, 26, 0, 0, tzinfo=UTC))
+    assert nxt == datetime(2026, 11, 27, 0, 0, tzinfo=UTC)  # 09:00 in Tokyo
+
+
+def test_validate_command(tmp_path: Path) -> None:
+    good = write(tmp_path, "tasks:\n  - {id: a, script: a.sh, every: 1m}\n")
+    result = cli("validate", config=good)
+    assert result.returncode == 0 and "valid, 1 task(s)" in result.stdout
+    bad = write(tmp_path, "tasks:\n  - {id: a, script: a.sh, every: never, nope: 1}\n", "b.yaml")
+    result = cli("validate", config=bad)
+    assert result.returncode == 2
+    assert "tasks[0].every:" in result.stderr and "tasks[0].nope: unknown key" in result.stderr
+    result = cli("--json", "validate", config=bad)
+    data = json.loads(result.stdout)
+    assert data["valid"] is False and len(data["problems"]) == 2
+
+
+def test_daemon_refuses_an_invalid_file(tmp_path: Path) -> None:
+    bad = write(tmp_path, "tasks:\n  - {id: a, script: a.sh, every: never}\n")
+    result = cli("daemon", config=bad, timeout=30)
+    assert result.returncode == 2
+    assert "tasks[0].every" in result.stderr
+    assert not (tmp_path / "state").exists()

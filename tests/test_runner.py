@@ -1,0 +1,151 @@
+"""One run as a real process: environment, bounded output, timeouts that leave nothing behind."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from scheduler_core.runner import TAIL_BYTES, Ending, ProcessRun, Tail
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie waiting for init to reap it is dead for our purposes.
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+async def run(
+    argv: list[str],
+    tmp_path: Path,
+    *,
+    timeout: float = 10,
+    grace: float = 1,
+    env: dict[str, str] | None = None,
+) -> tuple[ProcessRun, object]:
+    proc_run = ProcessRun(
+        argv, cwd=tmp_path, env=env or dict(os.environ), timeout=timeout, grace=grace
+    )
+    proc = await proc_run.start()
+    assert not isinstance(proc, Exception)
+    result = await proc_run.wait(proc)  # type: ignore[arg-type]
+    return proc_run, result
+
+
+async def test_cwd_env_stdin_and_exit_code(tmp_path: Path) -> None:
+    script = 'pwd; echo "$FOO"; cat; echo oops >&2; exit 7'
+    _, result = await run(["bash", "-c", script], tmp_path, env={"FOO": "bar", "PATH": os.defpath})
+    assert result.ending is Ending.EXITED and result.exit_code == 7  # type: ignore[attr-defined]
+    assert result.stdout == f"{tmp_path}\nbar\n"  # type: ignore[attr-defined]
+    assert result.stderr == "oops\n"  # type: ignore[attr-defined]
+
+
+async def test_own_session_and_group(tmp_path: Path) -> None:
+    code = "import os; print(os.getsid(0) == os.getpid(), os.getpgid(0) == os.getpid())"
+    _, result = await run([sys.executable, "-c", code], tmp_path)
+    assert result.stdout == "True True\n"  # type: ignore[attr-defined]
+
+
+async def test_missing_program_is_a_result_not_an_exception(tmp_path: Path) -> None:
+    proc_run = ProcessRun(["/nonexistent/prog"], cwd=tmp_path, env={}, timeout=5, grace=1)
+    result = await proc_run.start()
+    assert getattr(result, "ending", None) is Ending.NOT_STARTED
+    assert "cannot start" in (getattr(result, "error", "") or "")
+
+
+async def test_output_is_bounded_to_the_tail(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "for i in range(200000): sys.stdout.write(f'line {i:06d}\\n')\n"
+        "sys.stderr.write('x' * 300000 + '\\nlast err\\n')\n"
+    )
+    _, result = await run([sys.executable, "-c", code], tmp_path)
+    out = result.stdout  # type: ignore[attr-defined]
+    assert len(out.encode()) <= TAIL_BYTES and out.endswith("line 199999\n")
+    assert out.startswith("line ")  # cut at a line boundary
+    assert result.stderr.endswith("last err\n")  # type: ignore[attr-defined]
+    assert len(result.stderr.encode()) <= TAIL_BYTES  # type: ignore[attr-defined]
+
+
+def test_tail_keeps_exactly_the_last_bytes() -> None:
+    tail = Tail(10)
+    for chunk in [b"abc", b"defgh", b"ijklmnop", b"q"]:
+        tail.write(chunk)
+    assert tail.total == 17
+    assert bytes(tail._buf) == b"hijklmnopq"
+    tail.write(b"0123456789ABCDEF")
+    assert bytes(tail._buf) == b"6789ABCDEF"
+
+
+STUBBORN = """
+trap '' TERM
+( trap '' TERM; sleep 300 ) &
+echo "child $!" > {pidfile}
+( trap '' TERM; bash -c 'trap "" TERM; sleep 300' & echo "grandchild $!" >> {pidfile}; wait ) &
+sleep 300
+"""
+
+
+async def test_timeout_kills_the_whole_group_even_when_it_ignores_sigterm(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pids"
+    started = time.monotonic()
+    proc_run, result = await run(
+        ["bash", "-c", STUBBORN.format(pidfile=pidfile)], tmp_path, timeout=1.0, grace=0.5
+    )
+    elapsed = time.monotonic() - started
+    assert result.ending is Ending.TIMEOUT  # type: ignore[attr-defined]
+    assert result.exit_code == -signal.SIGKILL  # type: ignore[attr-defined]
+    assert elapsed < 5
+    pids = [int(line.split()[1]) for line in pidfile.read_text().split("\n") if line]
+    assert len(pids) == 2
+    await asyncio.sleep(0.2)
+    assert proc_run.pid is not None
+    assert not [p for p in [proc_run.pid, *pids] if alive(p)]
+
+
+async def test_sigterm_is_tried_first(tmp_path: Path) -> None:
+    marker = tmp_path / "got-term"
+    script = f"trap 'echo term > {marker}; exit 0' TERM; sleep 300 & wait"
+    _, result = await run(["bash", "-c", script], tmp_path, timeout=0.5, grace=5)
+    assert result.ending is Ending.TIMEOUT  # type: ignore[attr-defined]
+    assert marker.read_text() == "term\n"
+
+
+async def test_interrupt_stops_the_run(tmp_path: Path) -> None:
+    proc_run = ProcessRun(["sleep", "300"], cwd=tmp_path, env=dict(os.environ), timeout=60, grace=1)
+    proc = await proc_run.start()
+    waiter = asyncio.ensure_future(proc_run.wait(proc))  # type: ignore[arg-type]
+    await asyncio.sleep(0.1)
+    proc_run.interrupt()
+    result = await asyncio.wait_for(waiter, 5)
+    assert result.ending is Ending.INTERRUPTED and result.exit_code == -signal.SIGTERM
+
+
+async def test_background_children_do_not_outlive_the_run(tmp_path: Path) -> None:
+    pidfile = tmp_path / "bg"
+    script = f"sleep 300 & echo $! > {pidfile}; echo done"
+    started = time.monotonic()
+    _, result = await run(["bash", "-c", script], tmp_path, grace=2)
+    assert result.ending is Ending.EXITED and result.exit_code == 0  # type: ignore[attr-defined]
+    assert result.stdout == "done\n"  # type: ignore[attr-defined]
+    assert time.monotonic() - started < 3
+    await asyncio.sleep(0.1)
+    assert not alive(int(pidfile.read_text()))
+
+
+@pytest.mark.parametrize("closes", ["exec >&-", "exec >&- 2>&-"])
+async def test_a_task_that_closes_its_output_still_times_out(tmp_path: Path, closes: str) -> None:
+    _, result = await run(["bash", "-c", f"{closes}; sleep 300"], tmp_path, timeout=0.5, grace=0.5)
+    assert result.ending is Ending.TIMEOUT  # type: ignore[attr-defined]

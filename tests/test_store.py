@@ -1,0 +1,154 @@
+"""The SQLite store on a real file: migrations, run bookkeeping, crash recovery, retention."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from scheduler_core import store as store_module
+from scheduler_core.checkpoint import load_checkpoint, save_checkpoint
+from scheduler_core.model import Cause, EngineSettings, Outcome, Status
+from scheduler_core.store import Store
+from scheduler_core.triggers import Every
+from tests.helpers import query, spec
+
+T0 = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
+
+
+async def test_schema_pragmas_and_reopening(store: Store, settings: EngineSettings) -> None:
+    db = settings.db_path
+    assert query(db, "PRAGMA journal_mode") == [("wal",)]
+    assert query(db, "PRAGMA user_version") == [(len(store_module.MIGRATIONS),)]
+    await store.close()
+    again = await Store.open(db)  # migrating an up-to-date file changes nothing
+    assert await again.states() == []
+    await again.close()
+    tables = {r[0] for r in query(db, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"task", "run", "log"} <= tables
+
+
+async def test_a_run_updates_state_counts_and_log(store: Store, tasks_dir: Path) -> None:
+    a = spec("a", "true", tasks_dir)
+    await store.sync_tasks([a])
+    run_id, checkpoint = await store.start_run("a", Cause.SCHEDULE, T0, T0)
+    assert checkpoint is None
+    state = await store.state("a")
+    assert state is not None and state.status is Status.RUNNING and state.last_run == T0
+    state = await store.finish_run(
+        run_id,
+        "a",
+        outcome=Outcome.FAILED,
+        exit_code=3,
+        ended=T0 + timedelta(seconds=2),
+        duration_s=2.0,
+        stdout="out",
+        stderr="boom",
+        message="exit 3 in 2.0s: boom",
+    )
+    assert (state.status, state.run_count, state.error_count) == (Status.ERROR, 1, 1)
+    assert state.last_error == "exit 3 in 2.0s: boom" and state.last_outcome is Outcome.FAILED
+    run_id, _ = await store.start_run("a", Cause.ON_DEMAND, None, T0)
+    state = await store.finish_run(
+        run_id,
+        "a",
+        outcome=Outcome.SUCCESS,
+        exit_code=0,
+        ended=T0,
+        duration_s=0.1,
+        stdout="",
+        stderr="",
+        message="exit 0",
+    )
+    assert (state.status, state.run_count, state.error_count) == (Status.IDLE, 2, 1)
+    assert state.last_error is None and state.consecutive_failures == 0
+    (latest, first) = await store.runs("a")
+    assert (first.exit_code, first.stderr, first.cause, first.due) == (
+        3,
+        "boom",
+        Cause.SCHEDULE,
+        T0,
+    )
+    assert latest.outcome is Outcome.SUCCESS
+    actions = [e.action for e in await store.logs("a")]
+    assert actions == ["completed", "started", "failed", "started"]
+
+
+async def test_sync_keeps_history_of_removed_tasks(store: Store, tasks_dir: Path) -> None:
+    a, b = spec("a", "true", tasks_dir), spec("b", "true", tasks_dir)
+    await store.sync_tasks([a, b])
+    await store.set_next_runs([("a", T0)])
+    await store.sync_tasks([b])
+    assert [s.id for s in await store.states()] == ["b"]
+    await store.sync_tasks([b, a])
+    states = await store.states()
+    assert [s.id for s in states] == ["b", "a"]
+    assert states[1].next_run == T0
+
+
+async def test_crashed_runs_are_recorded_interrupted(store: Store, tasks_dir: Path) -> None:
+    await store.sync_tasks([spec("a", "true", tasks_dir)])
+    run_id, _ = await store.start_run("a", Cause.SCHEDULE, T0, T0)
+    assert await store.recover_crashed(T0 + timedelta(seconds=5)) == ["a"]
+    (run,) = await store.runs("a")
+    assert run.outcome is Outcome.INTERRUPTED and run.duration_s == 5
+    state = await store.state("a")
+    assert state is not None and state.status is Status.INTERRUPTED
+    assert await store.recover_crashed(T0) == []
+
+
+async def test_retention_keeps_the_last_1000_runs(store: Store, tasks_dir: Path) -> None:
+    await store.sync_tasks([spec("a", "true", tasks_dir), spec("b", "true", tasks_dir)])
+    await store.start_run("b", Cause.SCHEDULE, None, T0)
+    for _ in range(1003):
+        run_id, _ = await store.start_run("a", Cause.SCHEDULE, None, T0)
+        await store.finish_run(
+            run_id,
+            "a",
+            outcome=Outcome.SUCCESS,
+            exit_code=0,
+            ended=T0,
+            duration_s=0.0,
+            stdout="",
+            stderr="",
+            message="",
+        )
+    db = store.path
+    assert query(db, "SELECT COUNT(*) FROM run WHERE task_id = 'a'") == [(1000,)]
+    assert query(db, "SELECT MAX(id) - MIN(id) FROM run WHERE task_id = 'a'") == [(999,)]
+    assert query(db, "SELECT COUNT(*) FROM run WHERE task_id = 'b'") == [(1,)]
+
+
+async def test_retention_keeps_90_days_of_log(settings: EngineSettings) -> None:
+    store = await Store.open(settings.db_path)
+    old = datetime.now(UTC) - timedelta(days=91)
+    await store.log("note", "old", when=old)
+    await store.log("note", "recent", when=datetime.now(UTC) - timedelta(days=89))
+    await store.sync_tasks([])
+    await store.sync_tasks([spec("a", "true", settings.tasks_dir)])
+    run_id, _ = await store.start_run("a", Cause.SCHEDULE, None, T0)
+    await store.finish_run(
+        run_id,
+        "a",
+        outcome=Outcome.SUCCESS,
+        exit_code=0,
+        ended=T0,
+        duration_s=0.0,
+        stdout="",
+        stderr="",
+        message="",
+    )
+    messages = [e.message for e in await store.logs(limit=100)]
+    assert "old" not in messages and "recent" in messages
+    await store.close()
+
+
+async def test_checkpoints_from_a_task_process_reach_the_store(
+    store: Store, settings: EngineSettings, tasks_dir: Path
+) -> None:
+    await store.sync_tasks([spec("a", "true", tasks_dir, trigger=Every(60))])
+    save_checkpoint({"last_index": 10}, "a", db=settings.db_path)
+    _, checkpoint = await store.start_run("a", Cause.RESUME, None, T0)
+    assert checkpoint == '{"last_index":10}'
+    assert load_checkpoint("a", db=settings.db_path) == {"last_index": 10}
+    save_checkpoint(None, "a", db=settings.db_path)
+    assert load_checkpoint("a", db=settings.db_path) is None

@@ -1,0 +1,79 @@
+"""Schedule maths: fixed cadence, missed-slot counting, cron across DST changes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from scheduler_core.triggers import Cron, Every, advance, format_duration
+
+BERLIN = ZoneInfo("Europe/Berlin")
+T0 = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
+
+
+def test_every_keeps_its_cadence_and_counts_skipped_slots() -> None:
+    every = Every(60)
+    assert advance(every, T0, T0) == (T0 + timedelta(seconds=60), 0)
+    # processed 0.5 s late: still the same cadence
+    assert advance(every, T0, T0 + timedelta(seconds=0.5)) == (T0 + timedelta(seconds=60), 0)
+    # down for 10 minutes and 30 s: slots at +1m..+10m were skipped, next is +11m
+    nxt, skipped = advance(every, T0, T0 + timedelta(minutes=10, seconds=30))
+    assert (nxt, skipped) == (T0 + timedelta(minutes=11), 10)
+
+
+def test_cron_counts_skipped_slots() -> None:
+    cron = Cron("0 * * * *", ZoneInfo("UTC"))
+    nxt, skipped = advance(cron, T0, T0 + timedelta(hours=5, minutes=1))
+    assert (nxt, skipped) == (T0 + timedelta(hours=6), 5)
+
+
+def local(*args: int, fold: int = 0) -> datetime:
+    return datetime(*args, tzinfo=BERLIN, fold=fold)  # type: ignore[misc]
+
+
+def slots(cron: Cron, start: datetime, n: int) -> list[str]:
+    out, t = [], start
+    for _ in range(n):
+        t = cron.next_after(t)
+        out.append(t.astimezone(BERLIN).isoformat())
+    return out
+
+
+def test_cron_spring_forward_runs_a_skipped_time_once_after_the_change() -> None:
+    cron = Cron("30 2 * * *", BERLIN)
+    assert slots(cron, local(2026, 3, 28, 12, 0), 2) == [
+        "2026-03-29T03:00:00+02:00",
+        "2026-03-30T02:30:00+02:00",
+    ]
+
+
+def test_cron_fall_back_runs_a_fixed_time_once() -> None:
+    cron = Cron("30 2 * * *", BERLIN)
+    assert slots(cron, local(2026, 10, 24, 12, 0), 2) == [
+        "2026-10-25T02:30:00+02:00",
+        "2026-10-26T02:30:00+01:00",
+    ]
+
+
+def test_cron_fall_back_runs_hourly_jobs_in_both_copies_of_the_hour() -> None:
+    cron = Cron("0 * * * *", BERLIN)
+    assert slots(cron, local(2026, 10, 25, 0, 30), 4) == [
+        "2026-10-25T01:00:00+02:00",
+        "2026-10-25T02:00:00+02:00",
+        "2026-10-25T02:00:00+01:00",
+        "2026-10-25T03:00:00+01:00",
+    ]
+
+
+def test_cron_results_are_utc() -> None:
+    nxt = Cron("0 9 * * *", BERLIN).next_after(T0)
+    assert nxt.tzinfo is UTC and nxt == datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(90, "1m30s"), (900, "15m"), (5400, "1h30m"), (0.5, "0.5s"), (30, "30s")]
+)
+def test_format_duration(seconds: float, text: str) -> None:
+    assert format_duration(seconds) == text
