@@ -248,7 +248,8 @@ async def _reaped(proc: asyncio.subprocess.Process) -> bool:
 
 
 async def _poll_exit(proc: asyncio.subprocess.Process) -> None:
-    while proc.returncode is None:
+    # Only where there is no pidfd (non-Linux, old kernels): nothing else to wait on.
+    while proc.returncode is None:  # noqa: ASYNC110
         await asyncio.sleep(_GROUP_POLL_S)
 
 
