@@ -101,6 +101,9 @@ class ProcessRun:
         """Ask the run to stop: SIGTERM its group, then SIGKILL after `grace`."""
         self._interrupt.set()
 
+    async def _wait_interrupt(self) -> None:
+        await self._interrupt.wait()
+
     @property
     def interrupted(self) -> bool:
         return self._interrupt.is_set()
@@ -129,12 +132,14 @@ class ProcessRun:
         out, err = Tail(), Tail()
         readers = asyncio.gather(_pump(proc.stdout, out), _pump(proc.stderr, err))
         exited = _leader_exit(proc)
-        interrupted = asyncio.ensure_future(self._interrupt.wait())
+        interrupted: asyncio.Future[None] = asyncio.ensure_future(self._wait_interrupt())
         ending = Ending.EXITED
         try:
             remaining = self.timeout - (time.monotonic() - self.started_at)
             done, _ = await asyncio.wait(
-                {exited, interrupted}, timeout=max(remaining, 0), return_when="FIRST_COMPLETED"
+                {exited, interrupted},
+                timeout=max(remaining, 0),
+                return_when=asyncio.FIRST_COMPLETED,
             )
             if exited not in done:
                 ending = Ending.INTERRUPTED if interrupted in done else Ending.TIMEOUT

@@ -1,0 +1,307 @@
+"""End to end: the real `moltsched daemon` process on a temporary config, driven by the CLI."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import MOLTSCHED, cli, query, wait_sync
+
+CONFIG = """
+state_dir: state
+tasks_dir: tasks
+timezone: Europe/Berlin
+max_concurrent: 2
+tasks:
+  - id: tick
+    script: tick.sh
+    every: 1s
+  - id: fails
+    script: fails.sh
+    every: 1h
+  - id: slow
+    script: slow.sh
+    cron: "0 0 1 1 *"
+    grace: 2s
+"""
+
+SCRIPTS = {
+    "tick.sh": "echo tick\n",
+    "fails.sh": "echo trying; echo 'disk on fire' >&2; exit 4\n",
+    # Records its start and end, so tests can see whether two runs ever overlapped.
+    "slow.sh": 'echo "start $(date +%s.%N)" >> "$(dirname "$MOLTSCHED_DB")/../slow.log"\n'
+    "sleep ${SLOW_FOR:-1}\n"
+    'echo "end $(date +%s.%N)" >> "$(dirname "$MOLTSCHED_DB")/../slow.log"\n',
+}
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    (tmp_path / "tasks").mkdir()
+    for name, text in SCRIPTS.items():
+        (tmp_path / "tasks" / name).write_text(text)
+    path = tmp_path / "moltsched.yaml"
+    path.write_text(CONFIG)
+    return path
+
+
+class Daemon:
+    def __init__(self, config: Path, slow_for: float = 1) -> None:
+        self.config = config
+        self.slow_for = slow_for
+        self.log = config.parent / "daemon.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Daemon:
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [MOLTSCHED, "--config", str(self.config), "daemon"],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                env=os.environ | {"SLOW_FOR": str(self.slow_for)},
+            )
+        wait_sync(lambda: "daemon running" in self.log.read_text(), 20, "the daemon to start")
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+
+@pytest.fixture
+def daemon(config: Path) -> Iterator[Daemon]:
+    d = Daemon(config).start()
+    yield d
+    if d.proc is not None and d.proc.poll() is None:
+        d.proc.kill()
+        d.proc.wait()
+
+
+def db(config: Path) -> Path:
+    return config.parent / "state" / "moltsched.db"
+
+
+def slow_intervals(config: Path) -> list[tuple[float, float]]:
+    lines = (config.parent / "slow.log").read_text().split("\n")
+    starts = [float(x.split()[1]) for x in lines if x.startswith("start")]
+    ends = [float(x.split()[1]) for x in lines if x.startswith("end")]
+    return list(zip(starts, ends, strict=True))
+
+
+def no_overlap(intervals: list[tuple[float, float]]) -> bool:
+    ordered = sorted(intervals)
+    return all(a_end <= b_start for (_, a_end), (b_start, _) in itertools.pairwise(ordered))
+
+
+def test_daemon_runs_tasks_answers_the_cli_and_stops_cleanly(daemon: Daemon, config: Path) -> None:
+    wait_sync(
+        lambda: query(db(config), "SELECT run_count FROM task WHERE id = 'tick'")[0][0] >= 3,
+        20,
+        "three ticks",
+    )
+    result = cli("--json", "status", config=config)
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)
+    assert status["running"] is True and status["task_count"] == 3
+    tick = next(t for t in status["tasks"] if t["id"] == "tick")
+    assert set(tick) == {
+        "id",
+        "name",
+        "status",
+        "enabled",
+        "last_run",
+        "next_run",
+        "run_count",
+        "error_count",
+        "last_error",
+        "last_outcome",
+        "checkpoint",
+    }
+    assert tick["last_outcome"] == "success" and tick["enabled"] is True
+    assert tick["next_run"].endswith(("+01:00", "+02:00"))  # shown in Europe/Berlin
+
+    result = cli("run", "fails", config=config)
+    assert result.returncode == 1
+    assert "fails: failed (exit 4" in result.stdout and "disk on fire" in result.stdout
+    result = cli("run", "tick", "--json", config=config)
+    assert result.returncode == 0
+    ran = json.loads(result.stdout)
+    assert ran["outcome"] == "success" and ran["cause"] == "on-demand" and ran["stdout"] == "tick\n"
+
+    result = cli("run", "tik", config=config)
+    assert result.returncode == 2 and "unknown task 'tik'" in result.stderr
+    assert "tick" in result.stderr and result.stdout == ""
+    result = cli("--json", "run", "tik", config=config)
+    assert result.returncode == 2 and json.loads(result.stdout)["nearest"] == ["tick"]
+
+    result = cli("--json", "logs", "fails", "-n", "3", config=config)
+    entries = json.loads(result.stdout)
+    assert [e["action"] for e in entries] == ["failed", "started", "command"]
+    assert set(entries[0]) == {"time", "task_id", "action", "message", "duration_s"}
+    result = cli("status", "fails", config=config)
+    assert "last error: exit 4" in result.stdout
+
+    assert daemon.stop() == 0
+    assert "daemon stopped" in daemon.log.read_text()
+    assert not (config.parent / "state" / "control.sock").exists()
+    assert query(db(config), "SELECT COUNT(*) FROM run WHERE outcome IS NULL") == [(0,)]
+    assert query(db(config), "PRAGMA integrity_check") == [("ok",)]
+    by_task = dict(query(db(config), "SELECT id, error_count FROM task"))
+    assert by_task["fails"] >= 1
+
+
+def test_sigterm_interrupts_a_running_run_and_records_it(config: Path) -> None:
+    daemon = Daemon(config, slow_for=30).start()
+    runner = subprocess.Popen(
+        [MOLTSCHED, "--config", str(config), "--json", "run", "slow"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    wait_sync(
+        lambda: query(db(config), "SELECT status FROM task WHERE id = 'slow'") == [("running",)],
+        10,
+        "slow to run",
+    )
+    started = time.monotonic()
+    assert daemon.stop() == 0
+    assert time.monotonic() - started < 6  # grace 2s plus a little
+    out, _ = runner.communicate(timeout=10)
+    assert runner.returncode == 1 and json.loads(out)["outcome"] == "interrupted"
+    assert query(db(config), "SELECT status FROM task WHERE id = 'slow'") == [("interrupted",)]
+    outcomes = query(db(config), "SELECT outcome FROM run WHERE task_id = 'slow'")
+    assert outcomes == [("interrupted",)]
+
+
+def test_two_runs_of_one_task_through_the_daemon_join_one_run(daemon: Daemon, config: Path) -> None:
+    procs = [
+        subprocess.Popen(
+            [MOLTSCHED, "--config", str(config), "--json", "run", "slow"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    outs = [json.loads(p.communicate(timeout=30)[0]) for p in procs]
+    assert len({o["run_id"] for o in outs}) == 1
+    admissions = sorted(o["admission"] for o in outs)
+    assert admissions.count("started") == 1
+    assert set(admissions) - {"started"} <= {"already-running", "already-queued"}
+    assert len(slow_intervals(config)) == 1
+
+
+def test_a_second_daemon_refuses_to_start(daemon: Daemon, config: Path) -> None:
+    result = cli("daemon", config=config, timeout=20)
+    assert result.returncode == 2 and "already running" in result.stderr
+
+
+def test_without_a_daemon_commands_work_on_the_database(config: Path) -> None:
+    result = cli("--json", "status", config=config)
+    assert result.returncode == 0
+    status = json.loads(result.stdout)
+    assert status["running"] is False
+    assert {t["status"] for t in status["tasks"]} == {"idle"}
+    assert all(t["last_run"] is None for t in status["tasks"])
+
+    result = cli("run", "tick", config=config)
+    assert result.returncode == 0 and "tick: success" in result.stdout
+    result = cli("run", "fails", config=config)
+    assert result.returncode == 1
+    result = cli("--json", "status", "fails", config=config)
+    assert json.loads(result.stdout)["error_count"] == 1
+    # On-demand runs leave the schedule alone: tick and fails are still due (they are new),
+    # slow (a yearly cron) is not.
+    result = cli("--json", "run-all", config=config)
+    ran = {r["task_id"]: r["outcome"] for r in json.loads(result.stdout)["ran"]}
+    assert ran == {"tick": "success", "fails": "failed"}
+    assert result.returncode == 1
+    result = cli("run-all", config=config)
+    assert result.returncode == 0 and result.stdout == "Nothing is due now.\n"
+    result = cli("--json", "logs", "-n", "50", config=config)
+    actions = [e["action"] for e in json.loads(result.stdout)]
+    assert actions.count("started") == 4 and actions.count("failed") == 2
+
+
+def test_foreground_runs_never_overlap(config: Path) -> None:
+    procs = [
+        subprocess.Popen(
+            [MOLTSCHED, "--config", str(config), "run", "slow"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=os.environ | {"SLOW_FOR": "0.5"},
+        )
+        for _ in range(3)
+    ]
+    for p in procs:
+        p.communicate(timeout=30)
+        assert p.returncode == 0
+    intervals = slow_intervals(config)
+    assert len(intervals) == 3 and no_overlap(intervals)
+
+
+def test_a_stale_socket_from_a_crashed_daemon_is_replaced(config: Path) -> None:
+    state = config.parent / "state"
+    state.mkdir()
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(state / "control.sock"))
+    stale.close()  # the file stays, nobody listens: what a kill -9 leaves
+    daemon = Daemon(config).start()
+    try:
+        assert "replacing a stale control socket" in daemon.log.read_text()
+        assert (state / "control.sock").stat().st_mode & 0o777 == 0o600
+        result = cli("--json", "status", config=config)
+        assert json.loads(result.stdout)["running"] is True
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_after_kill_9_the_next_daemon_records_the_run_interrupted_and_resumes_it(
+    config: Path,
+) -> None:
+    daemon = Daemon(config, slow_for=30).start()
+    runner = subprocess.Popen(
+        [MOLTSCHED, "--config", str(config), "run", "slow"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_sync(
+        lambda: query(db(config), "SELECT status FROM task WHERE id = 'slow'") == [("running",)],
+        10,
+        "slow to run",
+    )
+    daemon.stop(signal.SIGKILL)
+    _, err = runner.communicate(timeout=10)
+    assert runner.returncode == 1 and "closed the connection without answering" in err
+    # What kill -9 of a daemon and its tasks leaves: kill the orphaned run's group too.
+    for line in subprocess.run(
+        ["pgrep", "-f", "slow.sh"], capture_output=True, text=True
+    ).stdout.split():
+        os.killpg(int(line), signal.SIGKILL)
+    again = Daemon(config).start()
+    try:
+        wait_sync(
+            lambda: (
+                query(
+                    db(config), "SELECT cause, outcome FROM run WHERE task_id = 'slow' ORDER BY id"
+                )[-1]
+                == ("resume", "success")
+            ),
+            20,
+            "the resumed run",
+        )
+        outcomes = query(db(config), "SELECT outcome FROM run WHERE task_id = 'slow' ORDER BY id")
+        assert outcomes[0] == ("interrupted",)
+        assert query(db(config), "PRAGMA integrity_check") == [("ok",)]
+    finally:
+        assert again.stop() == 0

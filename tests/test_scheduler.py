@@ -1,0 +1,310 @@
+"""The scheduler loop with real processes, a real store, and a clock the test moves."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from scheduler_core.model import CatchUp, Cause, EngineSettings, Outcome, Status, TaskSpec
+from scheduler_core.scheduler import Admission, Scheduler
+from scheduler_core.store import Store
+from scheduler_core.triggers import Cron, Every
+from tests.helpers import ManualClock, spec, wait_for
+
+Factory = Callable[..., Scheduler]
+
+
+@pytest.fixture
+async def make(store: Store, settings: EngineSettings) -> AsyncIterator[Callable[..., Scheduler]]:
+    """Builds a scheduler and runs its loop; stops it at the end of the test."""
+    started: list[tuple[Scheduler, asyncio.Task[None]]] = []
+
+    def factory(
+        specs: list[TaskSpec], *, clock: ManualClock, max_concurrent: int = 2, loop: bool = True
+    ) -> Scheduler:
+        s = EngineSettings(settings.state_dir, settings.tasks_dir, None, max_concurrent)
+        sched = Scheduler(store, s, specs, clock=clock)
+        if loop:
+            started.append((sched, asyncio.create_task(sched.run())))
+        return sched
+
+    yield factory
+    for sched, task in started:
+        sched.close()
+        await asyncio.wait_for(task, 10)
+
+
+def starts(path: Path) -> list[str]:
+    return path.read_text().split() if path.exists() else []
+
+
+async def runs_of(store: Store, task_id: str) -> int:
+    return len([r for r in await store.runs(task_id, 100) if r.outcome is not None])
+
+
+async def test_interval_task_runs_at_once_then_keeps_its_cadence(
+    make: Factory, store: Store, tasks_dir: Path
+) -> None:
+    clock = ManualClock()
+    t0 = clock.now()
+    make([spec("a", "echo hi", tasks_dir, trigger=Every(60))], clock=clock)
+    await wait_for(lambda: _count(store, "a", 1))
+    state = await store.state("a")
+    assert state is not None and state.next_run == t0 + timedelta(seconds=60)
+    clock.advance(59)
+    await asyncio.sleep(0.2)
+    assert await runs_of(store, "a") == 1
+    clock.advance(1.5)
+    await wait_for(lambda: _count(store, "a", 2))
+    runs = await store.runs("a")
+    assert [r.due for r in runs] == [t0 + timedelta(seconds=60), t0]
+    assert all(r.cause is Cause.SCHEDULE and r.outcome is Outcome.SUCCESS for r in runs)
+    assert runs[0].stdout == "hi\n"
+
+
+async def _count(store: Store, task_id: str, n: int) -> bool:
+    return await runs_of(store, task_id) >= n
+
+
+async def test_cron_task_waits_for_its_first_slot(
+    make: Factory, store: Store, tasks_dir: Path
+) -> None:
+    clock = ManualClock()  # 09:00:00 UTC
+    clock.advance(30)
+    from zoneinfo import ZoneInfo
+
+    make([spec("c", "true", tasks_dir, trigger=Cron("*/5 * * * *", ZoneInfo("UTC")))], clock=clock)
+    await wait_for(lambda: _next_run_set(store, "c"))
+    state = await store.state("c")
+    assert state is not None and state.next_run is not None
+    assert state.next_run.strftime("%H:%M:%S") == "09:05:00"
+    await asyncio.sleep(0.2)
+    assert await runs_of(store, "c") == 0
+    clock.advance(270)
+    await wait_for(lambda: _count(store, "c", 1))
+
+
+async def _next_run_set(store: Store, task_id: str) -> bool:
+    state = await store.state(task_id)
+    return state is not None and state.next_run is not None
+
+
+async def test_slots_priority_and_on_demand_first(
+    make: Factory, store: Store, tasks_dir: Path
+) -> None:
+    log = tasks_dir / "starts"
+    gate = tasks_dir / "gate"
+    blocker = f"echo blocker >> {log}; while [ ! -e {gate} ]; do sleep 0.01; done"
+    specs = [
+        spec("blocker", blocker, tasks_dir, priority=1),
+        spec("low", f"echo low >> {log}", tasks_dir, priority=9),
+        spec("high", f"echo high >> {log}", tasks_dir, priority=3),
+        spec("asked", f"echo asked >> {log}", tasks_dir, priority=5),
+    ]
+    clock = ManualClock()
+    sched = make(specs, clock=clock, max_concurrent=1)
+    await wait_for(lambda: starts(log) == ["blocker"])
+    states = {s.id: s.status for s in await sched.states()}
+    assert states == {
+        "blocker": Status.RUNNING,
+        "low": Status.QUEUED,
+        "high": Status.QUEUED,
+        "asked": Status.QUEUED,
+    }
+    submission = sched.submit("asked")
+    assert submission.admission is Admission.ALREADY_QUEUED
+    gate.touch()
+    result = await asyncio.wait_for(submission.result, 10)
+    assert result.outcome is Outcome.SUCCESS and result.cause is Cause.ON_DEMAND
+    await wait_for(lambda: len(starts(log)) == 4)
+    assert starts(log) == ["blocker", "asked", "high", "low"]
+
+
+async def test_a_task_never_overlaps_itself(make: Factory, store: Store, tasks_dir: Path) -> None:
+    log = tasks_dir / "starts"
+    gate = tasks_dir / "gate"
+    script = f"echo start >> {log}; while [ ! -e {gate} ]; do sleep 0.01; done"
+    clock = ManualClock()
+    sched = make([spec("slow", script, tasks_dir, trigger=Every(10))], clock=clock)
+    await wait_for(lambda: starts(log) == ["start"])
+    again = sched.submit("slow")
+    assert again.admission is Admission.ALREADY_RUNNING
+    clock.advance(10.5)  # the next slot comes while the run is still going
+    await wait_for(lambda: _logged(store, "slow", "missed"))
+    gate.touch()
+    result = await asyncio.wait_for(again.result, 10)
+    assert result.cause is Cause.SCHEDULE
+    await asyncio.sleep(0.2)
+    assert starts(log) == ["start"]
+    (entry,) = [e for e in await store.logs("slow") if e.action == "missed"]
+    assert entry.message == "1 slot missed: the previous run is still going"
+
+
+async def _logged(store: Store, task_id: str, action: str) -> bool:
+    return any(e.action == action for e in await store.logs(task_id, 50))
+
+
+@pytest.mark.parametrize("policy", [CatchUp.ONCE, CatchUp.SKIP])
+async def test_downtime_catch_up_policies(
+    make: Factory, store: Store, tasks_dir: Path, policy: CatchUp
+) -> None:
+    clock = ManualClock()
+    now = clock.now()
+    task = spec("t", "true", tasks_dir, trigger=Every(60), catch_up=policy)
+    await store.sync_tasks([task])
+    await store.set_next_runs([("t", now - timedelta(minutes=10))])  # down for ten minutes
+    make([task], clock=clock)
+    await wait_for(lambda: _logged(store, "t", "missed"))
+    (entry,) = [e for e in await store.logs("t") if e.action == "missed"]
+    state = await store.state("t")
+    assert state is not None and state.next_run == now + timedelta(seconds=60)
+    if policy is CatchUp.ONCE:
+        assert entry.message.startswith("11 slots missed since")
+        assert entry.message.endswith("running one catch-up run")
+        await wait_for(lambda: _count(store, "t", 1))
+        (run,) = await store.runs("t")
+        assert run.cause is Cause.CATCH_UP
+    else:
+        assert entry.message.startswith("11 slots missed since")
+        assert entry.message.endswith("skipped (catch_up: skip)")
+        await asyncio.sleep(0.3)
+        assert await store.runs("t") == []
+
+
+async def test_a_slightly_late_slot_is_an_ordinary_run(
+    make: Factory, store: Store, tasks_dir: Path
+) -> None:
+    clock = ManualClock()
+    task = spec("t", "true", tasks_dir, trigger=Every(60), catch_up=CatchUp.SKIP)
+    await store.sync_tasks([task])
+    await store.set_next_runs([("t", clock.now() - timedelta(seconds=2))])
+    make([task], clock=clock)
+    await wait_for(lambda: _count(store, "t", 1))
+    (run,) = await store.runs("t")
+    assert run.cause is Cause.SCHEDULE
+    assert not await _logged(store, "t", "missed")
+
+
+async def test_a_failing_run_is_recorded_and_disturbs_nothing(
+    make: Factory, store: Store, tasks_dir: Path
+) -> None:
+    clock = ManualClock()
+    specs = [
+        spec("bad", "echo working; echo 'no route to host' >&2; exit 3", tasks_dir),
+        spec("missing", "true", tasks_dir),
+        spec("good", "echo fine", tasks_dir),
+    ]
+    specs[1] = TaskSpec(**{**specs[1].__dict__, "argv": ("/no/such/program",)})
+    make(specs, clock=clock, max_concurrent=3)
+    for tid in ("bad", "missing", "good"):
+        await wait_for(lambda tid=tid: _count(store, tid, 1))
+    bad = await store.state("bad")
+    assert bad is not None and bad.status is Status.ERROR and bad.error_count == 1
+    assert bad.last_error is not None and bad.last_error.startswith("exit 3 in ")
+    assert bad.last_error.endswith(": no route to host")
+    missing = await store.state("missing")
+    assert missing is not None and missing.status is Status.ERROR
+    assert missing.last_error is not None and "cannot start" in missing.last_error
+    good = await store.state("good")
+    assert good is not None and good.status is Status.IDLE and good.last_outcome is Outcome.SUCCESS
+
+
+async def test_timeout_is_recorded(make: Factory, store: Store, tasks_dir: Path) -> None:
+    clock = ManualClock()
+    make([spec("t", "sleep 30", tasks_dir, timeout=0.3, grace=0.2)], clock=clock)
+    await wait_for(lambda: _count(store, "t", 1))
+    state = await store.state("t")
+    assert state is not None and state.last_outcome is Outcome.TIMEOUT
+    assert state.last_error == "timed out after 0.3s"
+    assert [e.action for e in await store.logs("t")][:2] == ["timeout", "started"]
+
+
+async def test_environment_of_a_run(
+    make: Factory, store: Store, tasks_dir: Path, settings: EngineSettings
+) -> None:
+    script = (
+        'echo "$MOLTSCHED_TASK_ID|$MOLTSCHED_RUN_ID|$MOLTSCHED_CHECKPOINT|$MOLTSCHED_DB|'
+        '$MOLTSCHED_CONFIG|$GREETING|$(pwd)"'
+    )
+    task = spec("envy", script, tasks_dir, env={"GREETING": "hello"})
+    await store.sync_tasks([task])
+    await store.set_checkpoint("envy", json.dumps({"last_index": 10}))
+    sched = make([task], clock=ManualClock(), loop=False)
+    loop_task = asyncio.create_task(sched.run(schedule=False))
+    result = await asyncio.wait_for(sched.submit("envy").result, 10)
+    sched.close()
+    await loop_task
+    fields = result.stdout.strip().split("|")
+    assert fields == [
+        "envy",
+        str(result.run_id),
+        '{"last_index": 10}',
+        str(settings.db_path),
+        "",
+        "hello",
+        str(tasks_dir),
+    ]
+
+
+async def test_close_interrupts_and_records_running_runs(
+    store: Store, settings: EngineSettings, tasks_dir: Path
+) -> None:
+    clock = ManualClock()
+    sched = Scheduler(store, settings, [spec("long", "sleep 60", tasks_dir, grace=1)], clock=clock)
+    loop_task = asyncio.create_task(sched.run())
+    await wait_for(lambda: _status(store, "long", Status.RUNNING))
+    sched.close()
+    await asyncio.wait_for(loop_task, 5)
+    state = await store.state("long")
+    assert state is not None and state.status is Status.INTERRUPTED
+    (run,) = await store.runs("long")
+    assert run.outcome is Outcome.INTERRUPTED
+
+
+async def _status(store: Store, task_id: str, status: Status) -> bool:
+    state = await store.state(task_id)
+    return state is not None and state.status is status
+
+
+async def test_crashed_run_resumes_first_with_its_checkpoint(
+    make: Factory, store: Store, tasks_dir: Path
+) -> None:
+    clock = ManualClock()
+    out = tasks_dir / "seen"
+    task = spec(
+        "resumable", f'echo "$MOLTSCHED_CHECKPOINT" > {out}', tasks_dir, trigger=Every(3600)
+    )
+    await store.sync_tasks([task])
+    await store.set_next_runs([("resumable", clock.now() + timedelta(minutes=30))])
+    await store.start_run("resumable", Cause.SCHEDULE, None, clock.now())  # then "kill -9"
+    await store.set_checkpoint("resumable", '{"last_index": 40}')
+    make([task], clock=clock)
+    await wait_for(lambda: _count(store, "resumable", 2))
+    latest, crashed = await store.runs("resumable")
+    assert crashed.outcome is Outcome.INTERRUPTED
+    assert latest.cause is Cause.RESUME and latest.outcome is Outcome.SUCCESS
+    assert out.read_text() == '{"last_index": 40}\n'
+
+
+async def test_run_due_runs_only_what_is_due(
+    store: Store, settings: EngineSettings, tasks_dir: Path
+) -> None:
+    clock = ManualClock()
+    due = spec("due", "true", tasks_dir)
+    later = spec("later", "true", tasks_dir)
+    await store.sync_tasks([due, later])
+    await store.set_next_runs([("later", clock.now() + timedelta(hours=1))])
+    sched = Scheduler(store, settings, [due, later], clock=clock)
+    await sched.prepare()
+    loop_task = asyncio.create_task(sched.run(schedule=False))
+    futures = await sched.run_due()
+    results = await asyncio.wait_for(asyncio.gather(*futures), 10)
+    assert [r.task_id for r in results] == ["due"]
+    assert await sched.run_due() == []
+    sched.close()
+    await loop_task
