@@ -200,7 +200,8 @@ async def _offline_execute(config: AppConfig, cmd: Command, payload: dict[str, A
     store = await Store.open(settings.db_path)
     try:
         scheduler = Scheduler(store, settings, config.tasks, base_env=task_environment())
-        ctx = Context(scheduler, config.zone, daemon=False, actor=str(payload["actor"]))
+        actor = str(payload["actor"])
+        ctx = Context(scheduler, config.zone, daemon=False, actor=actor, json=payload["json"])
         if not isinstance(cmd, Run | RunAll):
             return await execute(cmd, ctx)
         lock = StateLock(settings.state_dir)

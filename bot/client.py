@@ -1,4 +1,5 @@
-"""The CLI's side of the control socket: one JSON request per connection, one JSON reply.
+"""The CLI's side of the control socket: one JSON request per connection; the reply is a JSON
+line of metadata, then the raw text to print (see `bot.control`).
 
 Standard library only, so a CLI command that the daemon answers starts and finishes fast.
 """
@@ -38,7 +39,10 @@ def request(state_dir: Path, payload: dict[str, Any]) -> dict[str, Any] | None:
             chunks.append(chunk)
     finally:
         sock.close()
-    if not chunks:
+    data = b"".join(chunks)
+    head, newline, out = data.partition(b"\n")
+    if not newline:
         raise DaemonGone("the daemon closed the connection without answering")
-    reply: dict[str, Any] = json.loads(b"".join(chunks))
+    reply: dict[str, Any] = json.loads(head)
+    reply["out"] = out.decode()
     return reply

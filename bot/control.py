@@ -1,8 +1,9 @@
 """The daemon's control socket: `STATE_DIR/control.sock`, mode 0600, one request per connection.
 
-A request is one JSON object (`{"command": {...}, "json": bool, "actor": "cli:alice"}`); the
-reply is one JSON object (`{"out": text-to-print, "err": text-for-stderr, "exit": code}`) after
-which the daemon closes the connection. The daemon holds the state lock before it binds, so a
+A request is one JSON line (`{"command": {...}, "json": bool, "actor": "cli:alice"}`). The reply
+is one JSON line of metadata (`{"err": text-for-stderr, "exit": code, ...}`) followed by the
+text to print on stdout, raw, up to the end of the connection (so a 3 MB status is not escaped
+into a JSON string and parsed again). The daemon holds the state lock before it binds, so a
 socket file found at start-up is stale (its daemon crashed) and is replaced.
 """
 
@@ -59,10 +60,12 @@ class ControlServer:
             except ValueError:
                 request = None
             if not isinstance(request, dict):
-                reply: dict[str, Any] = {"out": "", "err": "bad request", "exit": 2}
+                reply: dict[str, Any] = {"out": "", "err": "bad request\n", "exit": 2}
             else:
                 reply = await self._handler(request)
-            writer.write(json.dumps(reply).encode())
+            out = str(reply.pop("out", ""))
+            writer.write(json.dumps(reply).encode() + b"\n")
+            writer.write(out.encode())
             await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass

@@ -20,7 +20,7 @@ from bot import client
 from bot.control import ControlServer
 from bot.lock import StateLock
 from commands.command import from_wire
-from commands.execute import Context, execute
+from commands.execute import Context, StatusCache, execute
 from commands.reply import render
 from config.loader import AppConfig
 from scheduler_core.clock import Clock
@@ -59,6 +59,8 @@ async def _serve_locked(config: AppConfig, clock: Clock | None) -> int:
         )
         await scheduler.prepare()
 
+        status_cache = StatusCache()
+
         async def handle(request: dict[str, Any]) -> dict[str, Any]:
             if request.get("ping"):
                 return {"out": "", "err": "", "exit": 0, "pid": os.getpid()}
@@ -67,8 +69,12 @@ async def _serve_locked(config: AppConfig, clock: Clock | None) -> int:
             except (KeyError, TypeError, ValueError) as exc:
                 return {"out": "", "err": f"bad request: {exc}\n", "exit": EXIT_USAGE}
             actor = str(request.get("actor") or "cli")
-            reply = await execute(cmd, Context(scheduler, config.zone, daemon=True, actor=actor))
-            out, err = render(reply, bool(request.get("json")))
+            as_json = bool(request.get("json"))
+            ctx = Context(
+                scheduler, config.zone, True, actor=actor, json=as_json, status_cache=status_cache
+            )
+            reply = await execute(cmd, ctx)
+            out, err = render(reply, as_json)
             return {"out": out, "err": err, "exit": reply.exit_code}
 
         server = ControlServer(settings.state_dir / client.SOCKET_NAME, handle)

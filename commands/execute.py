@@ -18,7 +18,9 @@ from commands.command import Command, Logs, Run, RunAll, Status
 from commands.reply import (
     EXIT_OK,
     EXIT_RUN_FAILED,
+    RawJSON,
     Reply,
+    encode_json,
     iso,
     parse_checkpoint,
     short_time,
@@ -33,6 +35,35 @@ from scheduler_core.scheduler import RunResult, Scheduler
 log = logging.getLogger(__name__)
 
 
+class StatusCache:
+    """Each task's `status --json` text, kept with the state and spec it was made from.
+
+    The agent polls `status --json`; between two polls most of 10,000 tasks have not changed,
+    and encoding them again was most of the answer's cost. An entry is reused only while the
+    task's state compares equal and its spec (replaced on reload) and the zone are the same.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[TaskState, TaskSpec, ZoneInfo, str]] = {}
+
+    def texts(self, rows: list[tuple[TaskSpec, TaskState]], zone: ZoneInfo) -> list[str]:
+        """The JSON text of each task, reusing what has not changed."""
+        entries = self._entries
+        out = []
+        for spec, state in rows:
+            hit = entries.get(spec.id)
+            if hit is not None and hit[1] is spec and hit[2] is zone and hit[0] == state:
+                out.append(hit[3])
+                continue
+            text = encode_json(task_json(spec, state, zone))
+            entries[spec.id] = (state, spec, zone, text)
+            out.append(text)
+        if len(entries) > len(rows):  # tasks were removed by a reload
+            for task_id in entries.keys() - {spec.id for spec, _ in rows}:
+                del entries[task_id]
+        return out
+
+
 @dataclass(frozen=True)
 class Context:
     """What a command runs against, and who asked."""
@@ -41,6 +72,9 @@ class Context:
     zone: ZoneInfo
     daemon: bool
     actor: str = "cli"
+    # Whether the caller will print the JSON value (so large text need not be built) or the text.
+    json: bool = False
+    status_cache: StatusCache | None = None
 
 
 async def execute(cmd: Command, ctx: Context) -> Reply:
@@ -110,11 +144,11 @@ _MARK = {
 
 async def _status_all(ctx: Context) -> Reply:
     rows = await _joined(ctx)
-    data = {
-        "running": ctx.daemon,
-        "task_count": len(rows),
-        "tasks": [task_json(spec, state, ctx.zone) for spec, state in rows],
-    }
+    if ctx.json:
+        tasks = ", ".join((ctx.status_cache or StatusCache()).texts(rows, ctx.zone))
+        running = "true" if ctx.daemon else "false"
+        text = f'{{"running": {running}, "task_count": {len(rows)}, "tasks": [{tasks}]}}'
+        return Reply("", RawJSON(text))
     now = ctx.scheduler.clock.now()
     lines = [f"{len(rows)} task(s), daemon {'running' if ctx.daemon else 'not running'}"]
     for spec, st in rows:
@@ -122,7 +156,7 @@ async def _status_all(ctx: Context) -> Reply:
         status = str(st.status) if spec.enabled else "disabled"
         nxt = short_time(st.next_run, ctx.zone, now) if spec.enabled and not st.paused else "-"
         lines.append(f"{spec.id}: {status}, last {last}, next {nxt}")
-    return Reply("\n".join(lines), data)
+    return Reply("\n".join(lines))
 
 
 async def _status_one(ctx: Context, task_id: str) -> Reply:

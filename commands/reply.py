@@ -13,6 +13,22 @@ EXIT_RUN_FAILED = 1
 EXIT_USAGE = 2
 
 
+class RawJSON(str):
+    """JSON text that is already encoded: `render` prints it as it is.
+
+    For the big answers (`status` with 10,000 tasks): encoding task by task keeps one small
+    dict alive at a time instead of ten thousand.
+    """
+
+
+_encode = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def encode_json(value: Any) -> str:
+    """Compact JSON text (the C encoder; `indent` would fall back to pure Python)."""
+    return _encode(value)
+
+
 @dataclass(frozen=True)
 class Reply:
     """What a command answers."""
@@ -77,7 +93,8 @@ def tail_lines(text: str, lines: int = 5, width: int = 200) -> list[str]:
 def render(reply: Reply, as_json: bool) -> tuple[str, str]:
     """What to print on stdout and on stderr for a reply."""
     if as_json:
-        out = json.dumps(reply.data, indent=2, ensure_ascii=False) + "\n"
+        data = reply.data
+        out = (data if isinstance(data, RawJSON) else encode_json(data)) + "\n"
         return out, (reply.text + "\n" if reply.error else "")
     if reply.error:
         return "", reply.text + "\n"

@@ -100,21 +100,36 @@ def load_config(path: str | os.PathLike[str]) -> AppConfig:
         model = ConfigModel.model_validate(raw)
     except ValidationError as exc:
         problems = _pydantic_problems(exc) + problems
+    # Tasks are validated one at a time and turned into specs at once, so 10,000 raw tasks,
+    # their models and their specs are never all in memory together.
+    tasks = raw.get("tasks")
+    specs: list[TaskSpec] = []
+    zone = _zone(model)
+    tasks_dir = (base / model.tasks_dir).resolve() if model else base
+    for i, item in enumerate(tasks if isinstance(tasks, list) else ()):
+        try:
+            task = TaskModel.model_validate(item)
+        except ValidationError as exc:
+            problems += _pydantic_problems(exc, ("tasks", i))
+            continue
+        if not problems:
+            specs.append(_spec(task, tasks_dir, zone))
     if problems or model is None:
         raise ConfigError(path, problems)
-    return _build(model, path, base)
+    return _build(model, path, base, tuple(specs))
 
 
-def _build(model: ConfigModel, path: Path, base: Path) -> AppConfig:
-    zone = ZoneInfo(model.timezone) if model.timezone else host_zone()
-    tasks_dir = (base / model.tasks_dir).resolve()
+def _zone(model: ConfigModel | None) -> ZoneInfo:
+    return ZoneInfo(model.timezone) if model and model.timezone else host_zone()
+
+
+def _build(model: ConfigModel, path: Path, base: Path, specs: tuple[TaskSpec, ...]) -> AppConfig:
     settings = EngineSettings(
         state_dir=(base / model.state_dir).resolve(),
-        tasks_dir=tasks_dir,
+        tasks_dir=(base / model.tasks_dir).resolve(),
         config_path=path.resolve(),
         max_concurrent=model.max_concurrent,
     )
-    specs = tuple(_spec(t, tasks_dir, zone) for t in model.tasks)
     signal = None
     if model.signal is not None:
         s = model.signal
@@ -125,12 +140,12 @@ def _build(model: ConfigModel, path: Path, base: Path) -> AppConfig:
             groups=tuple(s.groups),
             alert_to=tuple(s.alert_to if s.alert_to is not None else s.admins),
         )
-    return AppConfig(path.resolve(), settings, zone, specs, signal, model.alerts)
+    return AppConfig(path.resolve(), settings, _zone(model), specs, signal, model.alerts)
 
 
 def _spec(task: TaskModel, tasks_dir: Path, zone: ZoneInfo) -> TaskSpec:
     if task.script is not None:
-        argv: tuple[str, ...] = ("bash", str(tasks_dir / task.script))
+        argv: tuple[str, ...] = ("bash", os.path.join(tasks_dir, task.script))
     else:
         assert task.command is not None
         argv = tuple(task.command)
@@ -188,10 +203,10 @@ def _raw_problems(raw: Mapping[str, Any], base: Path) -> list[str]:
     return problems
 
 
-def _pydantic_problems(exc: ValidationError) -> list[str]:
+def _pydantic_problems(exc: ValidationError, prefix: tuple[int | str, ...] = ()) -> list[str]:
     problems = []
     for err in exc.errors():
-        where = _dotted(err["loc"])
+        where = _dotted(prefix + tuple(err["loc"]))
         kind = err["type"]
         if kind == "extra_forbidden":
             msg = "unknown key"

@@ -166,7 +166,8 @@ class ConfigModel(_Strict):
     tasks_dir: str = "tasks"
     timezone: str | None = None
     max_concurrent: int = Field(default=2, ge=1, le=1000)
-    tasks: list[TaskModel] = Field(default_factory=list)
+    # Each item is validated as a TaskModel by the loader, one at a time (see config.loader).
+    tasks: list[Any] = Field(default_factory=list)
     signal: SignalModel | None = None
     alerts: AlertsModel = Field(default_factory=AlertsModel)
 

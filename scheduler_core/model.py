@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
+from typing import NamedTuple
 
 from scheduler_core.triggers import Trigger
 
@@ -32,6 +33,11 @@ class Outcome(StrEnum):
     INTERRUPTED = "interrupted"
 
 
+# Plain dict lookups: calling an Enum class is slow enough to show in a 10,000-task status.
+STATUS_BY_VALUE: dict[str, Status] = {s.value: s for s in Status}
+OUTCOME_BY_VALUE: dict[str, Outcome] = {o.value: o for o in Outcome}
+
+
 class Cause(StrEnum):
     """Why a run started."""
 
@@ -48,7 +54,7 @@ class CatchUp(StrEnum):
     SKIP = "skip"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TaskSpec:
     """One configured task, validated and with its paths resolved."""
 
@@ -80,9 +86,12 @@ class EngineSettings:
         return self.state_dir / "moltsched.db"
 
 
-@dataclass(frozen=True)
-class TaskState:
-    """A task's persistent state, as the store keeps it."""
+class TaskState(NamedTuple):
+    """A task's persistent state, as the store keeps it.
+
+    A NamedTuple rather than a frozen dataclass: `status` builds 10,000 of these per call, and a
+    frozen dataclass takes seven times as long to construct.
+    """
 
     id: str
     name: str

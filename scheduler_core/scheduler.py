@@ -18,7 +18,7 @@ import itertools
 import logging
 import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
@@ -409,7 +409,7 @@ class Scheduler:
         if not self._waiting_by_task:
             return states
         return [
-            replace(s, status=Status.QUEUED)
+            s._replace(status=Status.QUEUED)
             if s.id in self._waiting_by_task and s.status is not Status.RUNNING
             else s
             for s in states

@@ -24,6 +24,8 @@ import aiosqlite
 
 from scheduler_core.errors import StoreError
 from scheduler_core.model import (
+    OUTCOME_BY_VALUE,
+    STATUS_BY_VALUE,
     Cause,
     LogEntry,
     Outcome,
@@ -103,22 +105,23 @@ def from_epoch(value: float | None) -> datetime | None:
 
 def _state(row: sqlite3.Row | tuple[Any, ...]) -> TaskState:
     paused = bool(row[3])
-    status = Status(row[2])
-    if paused and status not in (Status.RUNNING, Status.QUEUED):
+    status = STATUS_BY_VALUE[row[2]]
+    if paused and status is not Status.RUNNING:
         status = Status.PAUSED
+    last_run, next_run = row[4], row[5]
     return TaskState(
-        id=row[0],
-        name=row[1],
-        status=status,
-        paused=paused,
-        last_run=from_epoch(row[4]),
-        next_run=from_epoch(row[5]),
-        run_count=row[6],
-        error_count=row[7],
-        consecutive_failures=row[8],
-        last_error=row[9],
-        last_outcome=Outcome(row[10]) if row[10] else None,
-        checkpoint=row[11],
+        row[0],
+        row[1],
+        status,
+        paused,
+        None if last_run is None else datetime.fromtimestamp(last_run, UTC),
+        None if next_run is None else datetime.fromtimestamp(next_run, UTC),
+        row[6],
+        row[7],
+        row[8],
+        row[9],
+        OUTCOME_BY_VALUE[row[10]] if row[10] else None,
+        row[11],
     )
 
 

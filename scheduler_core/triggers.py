@@ -24,7 +24,7 @@ class Trigger(Protocol):
     def describe(self) -> str: ...
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Every:
     """Every `seconds`, counted from the previous slot."""
 
@@ -37,7 +37,7 @@ class Every:
         return f"every {format_duration(self.seconds)}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Cron:
     """A five-field cron expression evaluated in `zone`."""
 
