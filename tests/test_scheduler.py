@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -199,7 +200,7 @@ async def test_a_failing_run_is_recorded_and_disturbs_nothing(
         spec("missing", "true", tasks_dir),
         spec("good", "echo fine", tasks_dir),
     ]
-    specs[1] = TaskSpec(**{**specs[1].__dict__, "argv": ("/no/such/program",)})
+    specs[1] = replace(specs[1], argv=("/no/such/program",))
     make(specs, clock=clock, max_concurrent=3)
     for tid in ("bad", "missing", "good"):
         await wait_for(lambda tid=tid: _count(store, tid, 1))
