@@ -23,7 +23,6 @@ from config.locate import find_config_path, state_dir_hint
 
 if TYPE_CHECKING:
     from commands.command import Command
-    from commands.reply import Reply
     from config.loader import AppConfig
 
 EXIT_USAGE = 2
@@ -164,7 +163,6 @@ def _offline(
     import asyncio
 
     from commands.command import from_wire
-    from commands.reply import render
 
     config = _load(config_path)
     if config is None:
@@ -175,17 +173,15 @@ def _offline(
         if answered is not None:
             return answered
     cmd = from_wire(wire)
-    reply = asyncio.run(_offline_execute(config, cmd, payload))
-    if isinstance(reply, int):
-        return reply
-    out, err = render(reply, as_json)
-    sys.stdout.write(out)
-    sys.stderr.write(err)
-    return reply.exit_code
+    return asyncio.run(_offline_execute(config, cmd, payload))
 
 
-async def _offline_execute(config: AppConfig, cmd: Command, payload: dict[str, Any]) -> Reply | int:
-    """Carry out `cmd` with no daemon: reads directly; runs in the foreground under the lock."""
+async def _offline_execute(config: AppConfig, cmd: Command, payload: dict[str, Any]) -> int:
+    """Carry out `cmd` with no daemon and print the reply; returns the exit code.
+
+    Reads work on the database directly; runs happen in the foreground, holding the state lock
+    so they never overlap a daemon's or another foreground run's.
+    """
     import asyncio
     import signal
 
@@ -193,38 +189,46 @@ async def _offline_execute(config: AppConfig, cmd: Command, payload: dict[str, A
     from bot.lock import StateLock
     from commands.command import Run, RunAll
     from commands.execute import Context, execute
+    from commands.reply import output, render
     from scheduler_core.scheduler import Scheduler
     from scheduler_core.store import Store
 
     settings = config.settings
+    as_json = bool(payload["json"])
     store = await Store.open(settings.db_path)
     try:
         scheduler = Scheduler(store, settings, config.tasks, base_env=task_environment())
-        actor = str(payload["actor"])
-        ctx = Context(scheduler, config.zone, daemon=False, actor=actor, json=payload["json"])
-        if not isinstance(cmd, Run | RunAll):
-            return await execute(cmd, ctx)
-        lock = StateLock(settings.state_dir)
-        if not lock.try_acquire():
-            answered = _ask_daemon(settings.state_dir, payload)
-            if answered is not None:
-                return answered
-            print("moltsched: waiting for another foreground run to finish", file=sys.stderr)
-            await lock.acquire()
-        try:
-            await scheduler.prepare()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, scheduler.close)
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(scheduler.run(schedule=False))
-                try:
-                    reply = await execute(cmd, ctx)
-                finally:
-                    scheduler.close()
-            return reply
-        finally:
-            lock.release()
+        ctx = Context(
+            scheduler, config.zone, daemon=False, actor=str(payload["actor"]), json=as_json
+        )
+        if isinstance(cmd, Run | RunAll):
+            lock = StateLock(settings.state_dir)
+            if not lock.try_acquire():
+                answered = _ask_daemon(settings.state_dir, payload)
+                if answered is not None:
+                    return answered
+                print("moltsched: waiting for another foreground run to finish", file=sys.stderr)
+                await lock.acquire()
+            try:
+                await scheduler.prepare()
+                loop = asyncio.get_running_loop()
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.add_signal_handler(sig, scheduler.close)
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(scheduler.run(schedule=False))
+                    try:
+                        reply = await execute(cmd, ctx)
+                    finally:
+                        scheduler.close()
+            finally:
+                lock.release()
+        else:
+            reply = await execute(cmd, ctx)
+        # Printed while the store is open: a streamed reply reads from it as it goes.
+        async for chunk in output(reply, as_json):
+            sys.stdout.write(chunk)
+        sys.stderr.write(render(reply, as_json)[1])
+        return reply.exit_code
     finally:
         await store.close()
 

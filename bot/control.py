@@ -14,13 +14,14 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+# A handler answers a request with the metadata line and the text to print, piece by piece.
+Handler = Callable[[dict[str, Any]], Awaitable[tuple[dict[str, Any], AsyncIterator[str]]]]
 MAX_REQUEST = 1 << 20
 
 
@@ -60,12 +61,13 @@ class ControlServer:
             except ValueError:
                 request = None
             if not isinstance(request, dict):
-                reply: dict[str, Any] = {"out": "", "err": "bad request\n", "exit": 2}
+                writer.write(json.dumps({"err": "bad request\n", "exit": 2}).encode() + b"\n")
             else:
-                reply = await self._handler(request)
-            out = str(reply.pop("out", ""))
-            writer.write(json.dumps(reply).encode() + b"\n")
-            writer.write(out.encode())
+                meta, body = await self._handler(request)
+                writer.write(json.dumps(meta).encode() + b"\n")
+                async for chunk in body:
+                    writer.write(chunk.encode())
+                    await writer.drain()
             await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass

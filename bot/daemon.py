@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,8 @@ from bot import client
 from bot.control import ControlServer
 from bot.lock import StateLock
 from commands.command import from_wire
-from commands.execute import Context, StatusCache, execute
-from commands.reply import render
+from commands.execute import Context, execute
+from commands.reply import output, render
 from config.loader import AppConfig
 from scheduler_core.clock import Clock
 from scheduler_core.scheduler import Scheduler
@@ -59,23 +60,19 @@ async def _serve_locked(config: AppConfig, clock: Clock | None) -> int:
         )
         await scheduler.prepare()
 
-        status_cache = StatusCache()
-
-        async def handle(request: dict[str, Any]) -> dict[str, Any]:
+        async def handle(request: dict[str, Any]) -> tuple[dict[str, Any], AsyncIterator[str]]:
             if request.get("ping"):
-                return {"out": "", "err": "", "exit": 0, "pid": os.getpid()}
+                return {"err": "", "exit": 0, "pid": os.getpid()}, _nothing()
             try:
                 cmd = from_wire(request["command"])
             except (KeyError, TypeError, ValueError) as exc:
-                return {"out": "", "err": f"bad request: {exc}\n", "exit": EXIT_USAGE}
+                return {"err": f"bad request: {exc}\n", "exit": EXIT_USAGE}, _nothing()
             actor = str(request.get("actor") or "cli")
             as_json = bool(request.get("json"))
-            ctx = Context(
-                scheduler, config.zone, True, actor=actor, json=as_json, status_cache=status_cache
-            )
+            ctx = Context(scheduler, config.zone, True, actor=actor, json=as_json)
             reply = await execute(cmd, ctx)
-            out, err = render(reply, as_json)
-            return {"out": out, "err": err, "exit": reply.exit_code}
+            _, err = render(reply, as_json)
+            return {"err": err, "exit": reply.exit_code}, output(reply, as_json)
 
         server = ControlServer(settings.state_dir / client.SOCKET_NAME, handle)
         stop = asyncio.Event()
@@ -107,6 +104,11 @@ async def _serve_locked(config: AppConfig, clock: Clock | None) -> int:
         return EXIT_OK
     finally:
         await store.close()
+
+
+async def _nothing() -> AsyncIterator[str]:
+    return
+    yield
 
 
 def task_environment() -> dict[str, str]:

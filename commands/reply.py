@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -11,14 +12,6 @@ from zoneinfo import ZoneInfo
 EXIT_OK = 0
 EXIT_RUN_FAILED = 1
 EXIT_USAGE = 2
-
-
-class RawJSON(str):
-    """JSON text that is already encoded: `render` prints it as it is.
-
-    For the big answers (`status` with 10,000 tasks): encoding task by task keeps one small
-    dict alive at a time instead of ten thousand.
-    """
 
 
 _encode = json.JSONEncoder(ensure_ascii=False).encode
@@ -37,6 +30,9 @@ class Reply:
     data: Any = None
     exit_code: int = EXIT_OK
     error: bool = False
+    # For big answers (`status --json` with 10,000 tasks): the JSON text made piece by piece,
+    # in place of `data`, so it never sits in memory whole. Front ends use `output()`.
+    json_chunks: AsyncIterator[str] | None = None
 
     def to_wire(self) -> dict[str, Any]:
         return {"text": self.text, "data": self.data, "exit": self.exit_code, "error": self.error}
@@ -93,9 +89,20 @@ def tail_lines(text: str, lines: int = 5, width: int = 200) -> list[str]:
 def render(reply: Reply, as_json: bool) -> tuple[str, str]:
     """What to print on stdout and on stderr for a reply."""
     if as_json:
-        data = reply.data
-        out = (data if isinstance(data, RawJSON) else encode_json(data)) + "\n"
+        out = encode_json(reply.data) + "\n"
         return out, (reply.text + "\n" if reply.error else "")
     if reply.error:
         return "", reply.text + "\n"
     return reply.text + "\n", ""
+
+
+async def output(reply: Reply, as_json: bool) -> AsyncIterator[str]:
+    """What to print on stdout, piece by piece (one piece unless the reply streams)."""
+    if as_json and reply.json_chunks is not None:
+        async for chunk in reply.json_chunks:
+            yield chunk
+        yield "\n"
+        return
+    out, _ = render(reply, as_json)
+    if out:
+        yield out

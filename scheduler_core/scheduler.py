@@ -17,7 +17,7 @@ import heapq
 import itertools
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -408,12 +408,19 @@ class Scheduler:
         states = await self.store.states()
         if not self._waiting_by_task:
             return states
-        return [
-            s._replace(status=Status.QUEUED)
-            if s.id in self._waiting_by_task and s.status is not Status.RUNNING
-            else s
-            for s in states
-        ]
+        return [self._overlay(s) for s in states]
+
+    async def iter_states(self, batch: int = 2000) -> AsyncIterator[list[TaskState]]:
+        """Like `states()`, a batch at a time (for answers about thousands of tasks)."""
+        async for states in self.store.iter_states(batch):
+            if self._waiting_by_task:
+                states = [self._overlay(s) for s in states]
+            yield states
+
+    def _overlay(self, state: TaskState) -> TaskState:
+        if state.id in self._waiting_by_task and state.status is not Status.RUNNING:
+            return state._replace(status=Status.QUEUED)
+        return state
 
     def running_ids(self) -> Iterable[str]:
         return self._running.keys()

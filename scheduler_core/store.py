@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -73,6 +73,7 @@ MIGRATIONS: list[list[str]] = [
             stdout TEXT NOT NULL DEFAULT '',
             stderr TEXT NOT NULL DEFAULT ''
         ) STRICT""",
+        "CREATE INDEX task_by_position ON task(configured, position)",
         "CREATE INDEX run_by_task ON run(task_id, id)",
         "CREATE INDEX run_open ON run(outcome) WHERE outcome IS NULL",
         """CREATE TABLE log (
@@ -213,6 +214,28 @@ class Store:
             f"SELECT {_TASK_COLUMNS} FROM task WHERE configured = 1 ORDER BY position"
         )
         return [_state(r) for r in rows]
+
+    async def iter_states(self, batch: int = 2000) -> AsyncIterator[list[TaskState]]:
+        """Every configured task's state in configuration order, a batch at a time.
+
+        Each batch is its own short read (keyset paging on the position), so a slow reader
+        holds no cursor open and a 10,000-task answer never sits in memory whole.
+        """
+        after = -1
+        while True:
+            rows = list(
+                await self._read(
+                    f"SELECT position, {_TASK_COLUMNS} FROM task "
+                    "WHERE configured = 1 AND position > ? ORDER BY position LIMIT ?",
+                    (after, batch),
+                )
+            )
+            if not rows:
+                return
+            after = rows[-1][0]
+            yield [_state(r[1:]) for r in rows]
+            if len(rows) < batch:
+                return
 
     async def state(self, task_id: str) -> TaskState | None:
         """One task's state, or None if the store has never seen it."""

@@ -224,11 +224,13 @@ def test_without_a_daemon_commands_work_on_the_database(config: Path) -> None:
     ran = {r["task_id"]: r["outcome"] for r in json.loads(result.stdout)["ran"]}
     assert ran == {"tick": "success", "fails": "failed"}
     assert result.returncode == 1
-    result = cli("run-all", config=config)
-    assert result.returncode == 0 and result.stdout == "Nothing is due now.\n"
+    # Now fails (hourly) and slow (yearly) are not due; tick (every second) may be again.
+    result = cli("--json", "run-all", config=config)
+    assert {r["task_id"] for r in json.loads(result.stdout)["ran"]} <= {"tick"}
+    assert result.returncode == 0
     result = cli("--json", "logs", "-n", "50", config=config)
     actions = [e["action"] for e in json.loads(result.stdout)]
-    assert actions.count("started") == 4 and actions.count("failed") == 2
+    assert actions.count("started") in (4, 5) and actions.count("failed") == 2
 
 
 def test_foreground_runs_never_overlap(config: Path) -> None:
