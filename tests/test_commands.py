@@ -15,7 +15,8 @@ import pytest
 from commands.command import Logs, Run, RunAll, Status, from_wire, to_wire
 from commands.execute import Context, execute, task_json, task_json_text
 from commands.reply import EXIT_USAGE, Reply, output, render
-from scheduler_core.model import EngineSettings, Outcome, Status as TaskStatus, TaskState
+from scheduler_core.model import EngineSettings, Outcome, TaskState
+from scheduler_core.model import Status as TaskStatus
 from scheduler_core.scheduler import Scheduler
 from scheduler_core.store import Store
 from tests.helpers import ManualClock, spec
