@@ -90,6 +90,11 @@ async def _serve_locked(config: AppConfig, clock: Clock | None) -> int:
         )
         if config.signal is None:
             log.info("no signal: section in the configuration; running without Signal")
+        else:
+            log.warning(
+                "a signal: section is configured, but this version has no Signal front end yet; "
+                "running without Signal"
+            )
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(scheduler.run(), name="scheduler")
