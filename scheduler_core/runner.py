@@ -19,12 +19,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
 TAIL_BYTES = 64 * 1024
 _READ_CHUNK = 64 * 1024
 _GROUP_POLL_S = 0.02
+_PIPES_CLOSE_S = 0.05
 
 
 class Ending(StrEnum):
@@ -131,34 +133,48 @@ class ProcessRun:
         assert self.started_at is not None and proc.stdout and proc.stderr
         out, err = Tail(), Tail()
         readers = asyncio.gather(_pump(proc.stdout, out), _pump(proc.stderr, err))
+        # asyncio's wait() ends once the leader has exited *and* the pipes are closed; a child
+        # left behind can hold the pipes, so the leader's own exit is watched too (pidfd).
+        finished: asyncio.Future[int] = asyncio.ensure_future(proc.wait())
         exited = _leader_exit(proc)
         interrupted: asyncio.Future[None] = asyncio.ensure_future(self._wait_interrupt())
         ending = Ending.EXITED
+        watched: set[asyncio.Future[Any]] = {finished, exited, interrupted}
         try:
             remaining = self.timeout - (time.monotonic() - self.started_at)
             done, _ = await asyncio.wait(
-                {exited, interrupted},
+                watched,
                 timeout=max(remaining, 0),
                 return_when=asyncio.FIRST_COMPLETED,
             )
-            if exited not in done:
+            if finished in done or exited in done:
+                if not finished.done():
+                    # Normally the pipes close with the leader, a moment later.
+                    await asyncio.wait({finished}, timeout=_PIPES_CLOSE_S)
+                if not finished.done() or _group_alive(proc.pid):
+                    # Something the task started lives on in its group (holding our pipes, or
+                    # with its output closed): stop it the same way, so nothing outlives the run.
+                    log.info("run of %s left processes behind; stopping them", self.argv[-1])
+                    await self._stop_group(proc.pid, None)
+            else:
                 ending = Ending.INTERRUPTED if interrupted in done else Ending.TIMEOUT
                 await self._stop_group(proc.pid, exited)
-            elif await _reaped(proc) and _group_alive(proc.pid):
-                # The leader is gone but something it started still holds the group (and maybe
-                # our pipes): stop it the same way, so nothing outlives the run.
-                log.info("run of %s left processes behind; stopping them", self.argv[-1])
-                await self._stop_group(proc.pid, None)
-            await proc.wait()
-            try:
-                await asyncio.wait_for(readers, timeout=max(self.grace, 1.0))
-            except TimeoutError:
-                # A process outside the group (setsid'd away) still holds a pipe; stop reading.
-                readers.cancel()
+            await asyncio.wait({finished}, timeout=max(self.grace, 1.0))
+            if not finished.done():
+                # A process that left the group (its own setsid) still holds a pipe. Close our
+                # ends: `_transport` is asyncio's, public in all but name since Python 3.4.
+                log.warning(
+                    "run of %s: a process outside its group holds its output; no longer reading it",
+                    self.argv[-1],
+                )
+                proc._transport.close()  # type: ignore[attr-defined]
+                await finished
+            await readers
         except asyncio.CancelledError:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
             readers.cancel()
+            finished.cancel()
             raise
         finally:
             interrupted.cancel()
@@ -241,15 +257,6 @@ def _leader_exit(proc: asyncio.subprocess.Process) -> asyncio.Future[None]:
     loop.add_reader(fd, ready)
     fut.add_done_callback(cleanup)
     return fut
-
-
-async def _reaped(proc: asyncio.subprocess.Process) -> bool:
-    """Wait (briefly) until asyncio has reaped the leader, so it no longer counts in its group."""
-    for _ in range(2000):
-        if proc.returncode is not None:
-            return True
-        await asyncio.sleep(0.0005)
-    return True
 
 
 async def _poll_exit(proc: asyncio.subprocess.Process) -> None:

@@ -1,21 +1,22 @@
 """The SQLite store: every SQL statement of the daemon lives here.
 
 One aiosqlite connection per process in autocommit mode; each state change is one short
-`BEGIN IMMEDIATE ... COMMIT`, serialised by a lock and shielded from cancellation so a cancelled
-caller never leaves a transaction open. WAL lets task scripts save checkpoints
-(`scheduler_core.checkpoint`) while the daemon writes. `synchronous=NORMAL` in WAL mode keeps
-every commit across a crash of the daemon; only a power cut can lose the newest few commits,
-never the database. Migrations are single statements under `PRAGMA user_version`.
+`BEGIN IMMEDIATE ... COMMIT`. A whole transaction runs as one function on aiosqlite's
+connection thread (`_in_thread`), so it costs one round trip instead of one per statement, can
+never interleave with another, and finishes even if the awaiting caller is cancelled. WAL lets
+task scripts save checkpoints (`scheduler_core.checkpoint`) while the daemon writes.
+`synchronous=NORMAL` in WAL mode keeps every commit across a crash of the daemon; only a power
+cut can lose the newest few commits, never the database. Migrations are single statements
+under `PRAGMA user_version`.
 
 Times are stored as UNIX seconds (REAL) and returned as aware UTC datetimes.
 """
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -132,7 +133,6 @@ class Store:
     def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
         self._conn = conn
         self.path = path
-        self._lock = asyncio.Lock()
         self._last_log_prune = 0.0
 
     @classmethod
@@ -141,69 +141,74 @@ class Store:
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             conn = await aiosqlite.connect(path, isolation_level=None)
-            await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            await conn.execute("PRAGMA journal_mode = WAL")
-            await conn.execute("PRAGMA synchronous = NORMAL")
-            await conn.execute("PRAGMA foreign_keys = ON")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the database {path}: {exc}") from exc
         store = cls(conn, path)
-        await store._migrate()
+
+        def setup(db: sqlite3.Connection) -> None:
+            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = NORMAL")
+            db.execute("PRAGMA foreign_keys = ON")
+
+        await store._in_thread(setup)
+        await store._write(_migrate)
         return store
 
     async def close(self) -> None:
-        """Close the connection; pending writes finish first."""
-        async with self._lock:
-            await self._conn.close()
+        """Close the connection; writes already queued finish first."""
+        await self._conn.close()
 
-    async def _migrate(self) -> None:
-        async def step(conn: aiosqlite.Connection) -> None:
-            (version,) = await _one(conn, "PRAGMA user_version")
-            for number, statements in enumerate(MIGRATIONS[version:], start=version + 1):
-                for sql in statements:
-                    await conn.execute(sql)
-                await conn.execute(f"PRAGMA user_version = {number}")
+    async def _in_thread(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn(connection)` on aiosqlite's connection thread, in one round trip.
 
-        await self._write(step)
+        `Connection._execute` is the queue aiosqlite's own methods use; it has no public name
+        for "run this function". aiosqlite is pinned below 0.23 in pyproject.toml.
+        """
+        conn = self._conn
 
-    async def _write(self, fn: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
-        """Run `fn` inside one IMMEDIATE transaction, to its end even if the caller is cancelled."""
+        def call() -> T:
+            return fn(conn._conn)
 
-        async def tx() -> T:
-            async with self._lock:
-                conn = self._conn
-                try:
-                    await conn.execute("BEGIN IMMEDIATE")
-                    try:
-                        result = await fn(conn)
-                    except BaseException:
-                        await conn.execute("ROLLBACK")
-                        raise
-                    await conn.execute("COMMIT")
-                    return result
-                except sqlite3.Error as exc:
-                    raise StoreError(f"database write failed: {exc}") from exc
-
-        return await asyncio.shield(tx())
-
-    async def _read(self, sql: str, params: Sequence[Any] = ()) -> Iterable[sqlite3.Row]:
         try:
-            return await self._conn.execute_fetchall(sql, params)
+            result: T = await conn._execute(call)  # type: ignore[no-untyped-call]
         except sqlite3.Error as exc:
-            raise StoreError(f"database read failed: {exc}") from exc
+            raise StoreError(f"database error: {exc}") from exc
+        except ValueError as exc:  # aiosqlite: "Connection closed"
+            raise StoreError(f"database unavailable: {exc}") from exc
+        return result
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` inside one IMMEDIATE transaction."""
+
+        def tx(db: sqlite3.Connection) -> T:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(db)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return result
+
+        return await self._in_thread(tx)
+
+    async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return await self._in_thread(lambda db: db.execute(sql, params).fetchall())
 
     # --- tasks -------------------------------------------------------------------------------
 
     async def sync_tasks(self, specs: Sequence[TaskSpec]) -> None:
         """Make the task table match the configuration; removed tasks keep their history."""
+        rows = [(s.id, s.name, i) for i, s in enumerate(specs)]
 
-        async def step(conn: aiosqlite.Connection) -> None:
-            await conn.execute("UPDATE task SET configured = 0")
-            await conn.executemany(
+        def step(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE task SET configured = 0")
+            db.executemany(
                 "INSERT INTO task (id, name, position, configured) VALUES (?, ?, ?, 1) "
                 "ON CONFLICT (id) DO UPDATE SET name = excluded.name, "
                 "position = excluded.position, configured = 1",
-                [(s.id, s.name, i) for i, s in enumerate(specs)],
+                rows,
             )
 
         await self._write(step)
@@ -223,12 +228,10 @@ class Store:
         """
         after = -1
         while True:
-            rows = list(
-                await self._read(
-                    f"SELECT position, {_TASK_COLUMNS} FROM task "
-                    "WHERE configured = 1 AND position > ? ORDER BY position LIMIT ?",
-                    (after, batch),
-                )
+            rows = await self._read(
+                f"SELECT position, {_TASK_COLUMNS} FROM task "
+                "WHERE configured = 1 AND position > ? ORDER BY position LIMIT ?",
+                (after, batch),
             )
             if not rows:
                 return
@@ -239,33 +242,27 @@ class Store:
 
     async def state(self, task_id: str) -> TaskState | None:
         """One task's state, or None if the store has never seen it."""
-        rows = list(await self._read(f"SELECT {_TASK_COLUMNS} FROM task WHERE id = ?", (task_id,)))
+        rows = await self._read(f"SELECT {_TASK_COLUMNS} FROM task WHERE id = ?", (task_id,))
         return _state(rows[0]) if rows else None
 
     async def set_next_runs(self, items: Sequence[tuple[str, datetime | None]]) -> None:
         """Record when tasks are due next."""
         if not items:
             return
-
-        async def step(conn: aiosqlite.Connection) -> None:
-            await conn.executemany(
-                "UPDATE task SET next_run = ? WHERE id = ?",
-                [(to_epoch(when), tid) for tid, when in items],
-            )
-
-        await self._write(step)
+        rows = [(to_epoch(when), tid) for tid, when in items]
+        await self._write(
+            lambda db: db.executemany("UPDATE task SET next_run = ? WHERE id = ?", rows)
+        )
 
     async def set_checkpoint(self, task_id: str, text: str | None) -> None:
         """Replace (or with None clear) a task's checkpoint."""
-
-        async def step(conn: aiosqlite.Connection) -> None:
-            await conn.execute(
+        await self._write(
+            lambda db: db.execute(
                 "INSERT INTO task (id, name, configured, checkpoint) VALUES (?, ?, 0, ?) "
                 "ON CONFLICT (id) DO UPDATE SET checkpoint = excluded.checkpoint",
                 (task_id, task_id, text),
             )
-
-        await self._write(step)
+        )
 
     # --- runs --------------------------------------------------------------------------------
 
@@ -273,18 +270,19 @@ class Store:
         self, task_id: str, cause: Cause, due: datetime | None, started: datetime
     ) -> tuple[int, str | None]:
         """Record that a run started; returns its run id and the task's checkpoint."""
+        at = started.timestamp()
 
-        async def step(conn: aiosqlite.Connection) -> tuple[int, str | None]:
-            cur = await conn.execute(
+        def step(db: sqlite3.Connection) -> tuple[int, str | None]:
+            cur = db.execute(
                 "INSERT INTO run (task_id, cause, due, started) VALUES (?, ?, ?, ?)",
-                (task_id, str(cause), to_epoch(due), started.timestamp()),
+                (task_id, str(cause), to_epoch(due), at),
             )
-            await conn.execute(
-                "UPDATE task SET status = 'running', last_run = ? WHERE id = ?",
-                (started.timestamp(), task_id),
-            )
-            await _log(conn, started, task_id, "started", f"{cause} run", None, None)
-            (checkpoint,) = await _one(conn, "SELECT checkpoint FROM task WHERE id = ?", (task_id,))
+            (checkpoint,) = db.execute(
+                "UPDATE task SET status = 'running', last_run = ? WHERE id = ? "
+                "RETURNING checkpoint",
+                (at, task_id),
+            ).fetchone()
+            _log(db, at, task_id, "started", f"{cause} run", None, None)
             assert cur.lastrowid is not None
             return cur.lastrowid, checkpoint
 
@@ -308,74 +306,71 @@ class Store:
         prune_log = now - self._last_log_prune > _LOG_PRUNE_EVERY_S
         if prune_log:
             self._last_log_prune = now
+        at = ended.timestamp()
+        if outcome is Outcome.SUCCESS:
+            sql = (
+                "UPDATE task SET status = 'idle', run_count = run_count + 1, "
+                "consecutive_failures = 0, last_error = NULL, last_outcome = 'success' "
+                f"WHERE id = ? RETURNING {_TASK_COLUMNS}"
+            )
+            params: tuple[Any, ...] = (task_id,)
+        elif outcome is Outcome.INTERRUPTED:
+            sql = f"UPDATE task SET status = 'interrupted' WHERE id = ? RETURNING {_TASK_COLUMNS}"
+            params = (task_id,)
+        else:
+            sql = (
+                "UPDATE task SET status = 'error', run_count = run_count + 1, "
+                "error_count = error_count + 1, "
+                "consecutive_failures = consecutive_failures + 1, "
+                f"last_error = ?, last_outcome = ? WHERE id = ? RETURNING {_TASK_COLUMNS}"
+            )
+            params = (message, str(outcome), task_id)
+        action = "completed" if outcome is Outcome.SUCCESS else str(outcome)
 
-        async def step(conn: aiosqlite.Connection) -> TaskState:
-            await conn.execute(
+        def step(db: sqlite3.Connection) -> TaskState:
+            db.execute(
                 "UPDATE run SET ended = ?, outcome = ?, exit_code = ?, duration_s = ?, "
                 "stdout = ?, stderr = ? WHERE id = ?",
-                (ended.timestamp(), str(outcome), exit_code, duration_s, stdout, stderr, run_id),
+                (at, str(outcome), exit_code, duration_s, stdout, stderr, run_id),
             )
-            if outcome is Outcome.SUCCESS:
-                sql = (
-                    "UPDATE task SET status = 'idle', run_count = run_count + 1, "
-                    "consecutive_failures = 0, last_error = NULL, last_outcome = 'success' "
-                    "WHERE id = ?"
-                )
-                params: tuple[Any, ...] = (task_id,)
-            elif outcome is Outcome.INTERRUPTED:
-                sql = "UPDATE task SET status = 'interrupted' WHERE id = ?"
-                params = (task_id,)
-            else:
-                sql = (
-                    "UPDATE task SET status = 'error', run_count = run_count + 1, "
-                    "error_count = error_count + 1, "
-                    "consecutive_failures = consecutive_failures + 1, "
-                    "last_error = ?, last_outcome = ? WHERE id = ?"
-                )
-                params = (message, str(outcome), task_id)
-            await conn.execute(sql, params)
-            action = "completed" if outcome is Outcome.SUCCESS else str(outcome)
-            await _log(conn, ended, task_id, action, message, duration_s, None)
-            await conn.execute(
+            row = db.execute(sql, params).fetchone()
+            _log(db, at, task_id, action, message, duration_s, None)
+            db.execute(
                 "DELETE FROM run WHERE task_id = ? AND id <= (SELECT id FROM run "
                 "WHERE task_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
                 (task_id, task_id, RUNS_KEPT_PER_TASK),
             )
             if prune_log:
-                await conn.execute("DELETE FROM log WHERE time < ?", (now - LOG_KEPT_S,))
-            row = await _one(conn, f"SELECT {_TASK_COLUMNS} FROM task WHERE id = ?", (task_id,))
+                db.execute("DELETE FROM log WHERE time < ?", (now - LOG_KEPT_S,))
             return _state(row)
 
         return await self._write(step)
 
     async def recover_crashed(self, now: datetime) -> list[str]:
         """Runs still open from a daemon that died are recorded `interrupted`; returns task ids."""
+        at = now.timestamp()
 
-        async def step(conn: aiosqlite.Connection) -> list[str]:
-            rows = await conn.execute_fetchall(
+        def step(db: sqlite3.Connection) -> list[str]:
+            rows = db.execute(
                 "SELECT id, task_id, started FROM run WHERE outcome IS NULL"
-            )
-            tasks = []
+            ).fetchall()
             for run_id, task_id, started in rows:
-                await conn.execute(
+                db.execute(
                     "UPDATE run SET outcome = 'interrupted', ended = ?, duration_s = ? "
                     "WHERE id = ?",
-                    (now.timestamp(), max(0.0, now.timestamp() - started), run_id),
+                    (at, max(0.0, at - started), run_id),
                 )
-                await conn.execute(
-                    "UPDATE task SET status = 'interrupted' WHERE id = ?", (task_id,)
-                )
-                await _log(
-                    conn,
-                    now,
+                db.execute("UPDATE task SET status = 'interrupted' WHERE id = ?", (task_id,))
+                _log(
+                    db,
+                    at,
                     task_id,
                     "interrupted",
                     "the daemon stopped during this run; it will resume",
                     None,
                     None,
                 )
-                tasks.append(task_id)
-            return tasks
+            return [task_id for _, task_id, _ in rows]
 
         return await self._write(step)
 
@@ -416,12 +411,8 @@ class Store:
         when: datetime | None = None,
     ) -> None:
         """Append one entry to the action log."""
-        when = when or datetime.now(UTC)
-
-        async def step(conn: aiosqlite.Connection) -> None:
-            await _log(conn, when, task_id, action, message, duration_s, actor)
-
-        await self._write(step)
+        at = (when or datetime.now(UTC)).timestamp()
+        await self._write(lambda db: _log(db, at, task_id, action, message, duration_s, actor))
 
     async def logs(self, task_id: str | None = None, limit: int = 20) -> list[LogEntry]:
         """The newest action-log entries, newest first."""
@@ -438,22 +429,25 @@ class Store:
         ]
 
 
-async def _one(conn: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> Any:
-    async with conn.execute(sql, params) as cur:
-        return await cur.fetchone()
+def _migrate(db: sqlite3.Connection) -> None:
+    (version,) = db.execute("PRAGMA user_version").fetchone()
+    for number, statements in enumerate(MIGRATIONS[version:], start=version + 1):
+        for sql in statements:
+            db.execute(sql)
+        db.execute(f"PRAGMA user_version = {number}")
 
 
-async def _log(
-    conn: aiosqlite.Connection,
-    when: datetime,
+def _log(
+    db: sqlite3.Connection,
+    at: float,
     task_id: str | None,
     action: str,
     message: str,
     duration_s: float | None,
     actor: str | None,
 ) -> None:
-    await conn.execute(
+    db.execute(
         "INSERT INTO log (time, task_id, action, message, duration_s, actor) "
         "VALUES (?, ?, ?, ?, ?, ?)",
-        (when.timestamp(), task_id, action, message, duration_s, actor),
+        (at, task_id, action, message, duration_s, actor),
     )

@@ -16,7 +16,10 @@ tasks:
 
 # The bash form of the seed's example: read the checkpoint, work, save progress.
 COUNTER = """
-last=$(echo "${MOLTSCHED_CHECKPOINT:-}" | python3 -c 'import json,sys; t=sys.stdin.read().strip(); print(json.loads(t)["n"] if t else 0)')
+last=$(moltsched checkpoint show "$MOLTSCHED_TASK_ID" --json | python3 -c '
+import json, sys
+value = json.load(sys.stdin)
+print(value["n"] if value else 0)')
 next=$((last + 1))
 moltsched checkpoint save "$MOLTSCHED_TASK_ID" "{\\"n\\": $next}"
 echo "n=$next"
