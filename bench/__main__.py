@@ -172,27 +172,40 @@ BURST_TASKS = 1000
 BURST_CONCURRENCY = 4
 
 
+BURST_ROUNDS = 3
+
+
 def bench_burst() -> None:
-    with tempfile.TemporaryDirectory() as td:
-        root = Path(td)
-        tasks = [{"id": f"b{i}", "script": "noop.sh", "every": "1d"} for i in range(BURST_TASKS)]
-        config = write_config(root, tasks, BURST_CONCURRENCY)
-        daemon = DaemonProcess(config)
-        conn = sqlite3.connect(daemon.db, timeout=30)
-        deadline = time.monotonic() + 600
-        while conn.execute("SELECT COUNT(*) FROM run WHERE outcome IS NOT NULL").fetchone()[0] < (
-            BURST_TASKS
-        ):
-            if time.monotonic() > deadline:
-                raise RuntimeError("burst did not finish")
-            time.sleep(0.1)
-        first, last = conn.execute("SELECT MIN(started), MAX(ended) FROM run").fetchone()
-        conn.close()
-        daemon.stop()
-        ours = BURST_TASKS / (last - first)
-        floor = asyncio.run(_raw_burst(root / "tasks" / "noop.sh", root / "raw.db"))
-    header(f"burst: {BURST_TASKS} tasks due together, max_concurrent {BURST_CONCURRENCY}")
-    row("runs per second", f"{ours:.0f}", f"{floor:.0f}", f"{ours / floor:.2f}x", ">= 0.9x floor")
+    """Best of a few alternating rounds each: a single round swings by 15% on these machines."""
+    ours, floor = [], []
+    for _ in range(BURST_ROUNDS):
+        with tempfile.TemporaryDirectory() as td:
+            root = Path(td)
+            ours.append(_daemon_burst(root))
+            floor.append(asyncio.run(_raw_burst(root / "tasks" / "noop.sh", root / "raw.db")))
+    header(
+        f"burst: {BURST_TASKS} tasks due together, max_concurrent {BURST_CONCURRENCY} "
+        f"(best of {BURST_ROUNDS})"
+    )
+    a, b = max(ours), max(floor)
+    row("runs per second", f"{a:.0f}", f"{b:.0f}", f"{a / b:.2f}x", ">= 0.9x floor")
+
+
+def _daemon_burst(root: Path) -> float:
+    tasks = [{"id": f"b{i}", "script": "noop.sh", "every": "1d"} for i in range(BURST_TASKS)]
+    config = write_config(root, tasks, BURST_CONCURRENCY)
+    daemon = DaemonProcess(config)
+    conn = sqlite3.connect(daemon.db, timeout=30)
+    deadline = time.monotonic() + 600
+    done = "SELECT COUNT(*) FROM run WHERE outcome IS NOT NULL"
+    while conn.execute(done).fetchone()[0] < BURST_TASKS:
+        if time.monotonic() > deadline:
+            raise RuntimeError("burst did not finish")
+        time.sleep(0.1)
+    first, last = conn.execute("SELECT MIN(started), MAX(ended) FROM run").fetchone()
+    conn.close()
+    daemon.stop()
+    return float(BURST_TASKS / (last - first))
 
 
 async def _raw_burst(script: Path, db: Path) -> float:

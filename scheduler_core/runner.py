@@ -86,29 +86,27 @@ class ProcessRun:
         argv: Sequence[str],
         *,
         cwd: Path,
-        env: Mapping[str, str],
+        env: Mapping[str, str] | Mapping[bytes, bytes],
         timeout: float,
         grace: float,
     ) -> None:
         self.argv = tuple(argv)
         self.cwd = cwd
-        self.env = dict(env)
+        self.env: Mapping[str, str] | Mapping[bytes, bytes] = env
         self.timeout = timeout
         self.grace = grace
         self.pid: int | None = None
-        self._interrupt = asyncio.Event()
+        self._interrupt: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.started_at: float | None = None
 
     def interrupt(self) -> None:
         """Ask the run to stop: SIGTERM its group, then SIGKILL after `grace`."""
-        self._interrupt.set()
-
-    async def _wait_interrupt(self) -> None:
-        await self._interrupt.wait()
+        if not self._interrupt.done():
+            self._interrupt.set_result(None)
 
     @property
     def interrupted(self) -> bool:
-        return self._interrupt.is_set()
+        return self._interrupt.done()
 
     async def start(self) -> asyncio.subprocess.Process | ProcessResult:
         """Start the process; a ProcessResult if it could not be started."""
@@ -137,7 +135,7 @@ class ProcessRun:
         # left behind can hold the pipes, so the leader's own exit is watched too (pidfd).
         finished: asyncio.Future[int] = asyncio.ensure_future(proc.wait())
         exited = _leader_exit(proc)
-        interrupted: asyncio.Future[None] = asyncio.ensure_future(self._wait_interrupt())
+        interrupted = self._interrupt
         ending = Ending.EXITED
         watched: set[asyncio.Future[Any]] = {finished, exited, interrupted}
         try:
@@ -177,7 +175,6 @@ class ProcessRun:
             finished.cancel()
             raise
         finally:
-            interrupted.cancel()
             if not exited.done():
                 exited.cancel()
         duration = time.monotonic() - self.started_at

