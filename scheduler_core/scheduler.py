@@ -124,6 +124,7 @@ class Scheduler:
         self._running: dict[str, _Active] = {}
         self._to_resume: list[str] = []
         self._defer: list[_Waiting] = []
+        self._next_runs: list[tuple[str, datetime | None]] = []  # to save to the store
         self._seq = itertools.count()
         self._wake = asyncio.Event()
         self._closing = False
@@ -203,6 +204,11 @@ class Scheduler:
                             self._enqueue_resumes()
                             await self._process_due(self.clock.now())
                         self._dispatch(tg)
+                        if self._next_runs:
+                            # Saved after the launch is queued, so runs due now do not wait
+                            # for this commit (tasks start in the order they were created).
+                            tg.create_task(self._save_next_runs(self._next_runs))
+                            self._next_runs = []
                     top = (
                         self._heap[0][0] if schedule and self._heap and not self._closing else None
                     )
@@ -237,7 +243,7 @@ class Scheduler:
     async def _process_due(self, now: datetime) -> list[_Waiting]:
         """Turn every due heap entry into a waiting run (or a logged miss)."""
         created: list[_Waiting] = []
-        updates: list[tuple[str, datetime | None]] = []
+        updates = self._next_runs
         while self._heap and self._heap[0][0] <= now:
             due, gen, task_id = heapq.heappop(self._heap)
             spec = self._specs.get(task_id)
@@ -279,8 +285,13 @@ class Scheduler:
                     )
             self._push(task_id, nxt)
             updates.append((task_id, nxt))
-        await self.store.set_next_runs(updates)
         return created
+
+    async def _save_next_runs(self, updates: list[tuple[str, datetime | None]]) -> None:
+        try:
+            await self.store.set_next_runs(updates)
+        except Exception:  # the heap still has them; the next save or a restart fixes the db
+            log.exception("could not save the next run times of %d task(s)", len(updates))
 
     def _enqueue(self, task_id: str, cause: Cause, due: datetime | None) -> _Waiting:
         spec = self._specs[task_id]
@@ -295,6 +306,7 @@ class Scheduler:
         return w
 
     def _dispatch(self, tg: asyncio.TaskGroup) -> None:
+        batch: list[tuple[_Waiting, TaskSpec, ProcessRun]] = []
         while self._waiting and len(self._running) < self.settings.max_concurrent:
             w = heapq.heappop(self._waiting)
             if not w.live:
@@ -313,14 +325,50 @@ class Scheduler:
                 grace=spec.grace,
             )
             self._running[w.task_id] = _Active(spec, w.cause, process, w.result)
-            tg.create_task(self._execute(w, spec, process), name=f"run:{w.task_id}")
+            batch.append((w, spec, process))
         for w in self._defer:
             heapq.heappush(self._waiting, w)
         self._defer.clear()
+        if batch:
+            tg.create_task(self._launch(batch, tg))
 
-    async def _execute(self, w: _Waiting, spec: TaskSpec, process: ProcessRun) -> None:
+    async def _launch(
+        self, batch: list[tuple[_Waiting, TaskSpec, ProcessRun]], tg: asyncio.TaskGroup
+    ) -> None:
+        """Record the starts of runs dispatched together in one transaction, then start them.
+
+        Ten tasks due at the same second then wait for one commit, not for ten in a row.
+        """
+        started = self.clock.now()
         try:
-            result = await self._run_one(w, spec, process)
+            records = await self.store.start_runs(
+                [(spec.id, w.cause, w.due) for w, spec, _ in batch], started
+            )
+        except Exception as exc:  # e.g. the disk is full: fail these runs, keep scheduling
+            log.exception("could not record the start of %d run(s)", len(batch))
+            for w, spec, _ in batch:
+                self._running.pop(spec.id, None)
+                if not w.result.done():
+                    w.result.set_exception(exc)
+            self._wake.set()
+            return
+        for (w, spec, process), (run_id, checkpoint) in zip(batch, records, strict=True):
+            tg.create_task(
+                self._execute(w, spec, process, run_id, checkpoint, started),
+                name=f"run:{spec.id}",
+            )
+
+    async def _execute(
+        self,
+        w: _Waiting,
+        spec: TaskSpec,
+        process: ProcessRun,
+        run_id: int,
+        checkpoint: str | None,
+        started: datetime,
+    ) -> None:
+        try:
+            result = await self._run_one(w, spec, process, run_id, checkpoint, started)
         except Exception as exc:  # a broken run must never take the loop down
             log.exception("run of %s failed inside the scheduler", spec.id)
             if not w.result.done():
@@ -332,9 +380,15 @@ class Scheduler:
             self._running.pop(spec.id, None)
             self._wake.set()
 
-    async def _run_one(self, w: _Waiting, spec: TaskSpec, process: ProcessRun) -> RunResult:
-        started = self.clock.now()
-        run_id, checkpoint = await self.store.start_run(spec.id, w.cause, w.due, started)
+    async def _run_one(
+        self,
+        w: _Waiting,
+        spec: TaskSpec,
+        process: ProcessRun,
+        run_id: int,
+        checkpoint: str | None,
+        started: datetime,
+    ) -> RunResult:
         env = self._base_env.copy()
         for key, value in spec.env.items():
             env[os.fsencode(key)] = os.fsencode(value)
@@ -406,6 +460,7 @@ class Scheduler:
     async def run_due(self) -> list[asyncio.Future[RunResult]]:
         """Start every task whose slot is due now; their results' futures."""
         created = await self._process_due(self.clock.now())
+        self._wake.set()  # the loop saves the new next-run times
         return [w.result for w in created]
 
     async def states(self) -> list[TaskState]:

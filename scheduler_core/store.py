@@ -270,21 +270,31 @@ class Store:
         self, task_id: str, cause: Cause, due: datetime | None, started: datetime
     ) -> tuple[int, str | None]:
         """Record that a run started; returns its run id and the task's checkpoint."""
+        (record,) = await self.start_runs([(task_id, cause, due)], started)
+        return record
+
+    async def start_runs(
+        self, runs: Sequence[tuple[str, Cause, datetime | None]], started: datetime
+    ) -> list[tuple[int, str | None]]:
+        """Record runs that start together, in one transaction; (run id, checkpoint) each."""
         at = started.timestamp()
 
-        def step(db: sqlite3.Connection) -> tuple[int, str | None]:
-            cur = db.execute(
-                "INSERT INTO run (task_id, cause, due, started) VALUES (?, ?, ?, ?)",
-                (task_id, str(cause), to_epoch(due), at),
-            )
-            (checkpoint,) = db.execute(
-                "UPDATE task SET status = 'running', last_run = ? WHERE id = ? "
-                "RETURNING checkpoint",
-                (at, task_id),
-            ).fetchone()
-            _log(db, at, task_id, "started", f"{cause} run", None, None)
-            assert cur.lastrowid is not None
-            return cur.lastrowid, checkpoint
+        def step(db: sqlite3.Connection) -> list[tuple[int, str | None]]:
+            records = []
+            for task_id, cause, due in runs:
+                cur = db.execute(
+                    "INSERT INTO run (task_id, cause, due, started) VALUES (?, ?, ?, ?)",
+                    (task_id, str(cause), to_epoch(due), at),
+                )
+                (checkpoint,) = db.execute(
+                    "UPDATE task SET status = 'running', last_run = ? WHERE id = ? "
+                    "RETURNING checkpoint",
+                    (at, task_id),
+                ).fetchone()
+                _log(db, at, task_id, "started", f"{cause} run", None, None)
+                assert cur.lastrowid is not None
+                records.append((cur.lastrowid, checkpoint))
+            return records
 
         return await self._write(step)
 
