@@ -109,8 +109,10 @@ class ProcessRun:
         return self._interrupt.done()
 
     async def start(self) -> asyncio.subprocess.Process | ProcessResult:
-        """Start the process; a ProcessResult if it could not be started."""
+        """Start the process; a ProcessResult if it could not be (or need not be) started."""
         self.started_at = time.monotonic()
+        if self.interrupted:  # stopped before it began: nothing to start or to kill
+            return ProcessResult(Ending.INTERRUPTED, None, 0.0, "", "")
         try:
             proc = await asyncio.create_subprocess_exec(
                 *self.argv,

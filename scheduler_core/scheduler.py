@@ -216,8 +216,7 @@ class Scheduler:
         finally:
             self._loop_running = False
             for w in self._waiting:
-                if not w.result.done():
-                    w.result.set_exception(SchedulerError("the scheduler stopped before the run"))
+                _fail(w.result, SchedulerError("the scheduler stopped before the run"))
             self._waiting.clear()
             self._waiting_by_task.clear()
 
@@ -256,36 +255,38 @@ class Scheduler:
             busy = task_id in self._running or task_id in self._waiting_by_task
             if busy:
                 missed = skipped + 1
-                await self.store.log(
-                    "missed",
-                    f"{_slots(missed)} missed: the previous run is still going",
-                    task_id=task_id,
-                    when=now,
+                await self._note(
+                    task_id, now, f"{_slots(missed)} missed: the previous run is still going"
                 )
             elif late and spec.catch_up is CatchUp.ONCE:
                 created.append(self._enqueue(task_id, Cause.CATCH_UP, due))
-                await self.store.log(
-                    "missed",
+                await self._note(
+                    task_id,
+                    now,
                     f"{_slots(missed)} missed since {due.isoformat(timespec='seconds')}; "
                     "running one catch-up run",
-                    task_id=task_id,
-                    when=now,
                 )
             else:
                 if not late:
                     created.append(self._enqueue(task_id, Cause.SCHEDULE, due))
                 if missed:
                     what = "skipped (catch_up: skip)" if late else "skipped"
-                    await self.store.log(
-                        "missed",
+                    await self._note(
+                        task_id,
+                        now,
                         f"{_slots(missed)} missed since {due.isoformat(timespec='seconds')}; "
                         f"{what}",
-                        task_id=task_id,
-                        when=now,
                     )
             self._push(task_id, nxt)
             updates.append((task_id, nxt))
         return created
+
+    async def _note(self, task_id: str, now: datetime, message: str) -> None:
+        """Log a missed slot; a failing write is logged, never a reason to stop scheduling."""
+        try:
+            await self.store.log("missed", message, task_id=task_id, when=now)
+        except Exception:
+            log.exception("could not log for %s: %s", task_id, message)
 
     async def _save_next_runs(self, updates: list[tuple[str, datetime | None]]) -> None:
         try:
@@ -348,8 +349,7 @@ class Scheduler:
             log.exception("could not record the start of %d run(s)", len(batch))
             for w, spec, _ in batch:
                 self._running.pop(spec.id, None)
-                if not w.result.done():
-                    w.result.set_exception(exc)
+                _fail(w.result, exc)
             self._wake.set()
             return
         for (w, spec, process), (run_id, checkpoint) in zip(batch, records, strict=True):
@@ -371,8 +371,7 @@ class Scheduler:
             result = await self._run_one(w, spec, process, run_id, checkpoint, started)
         except Exception as exc:  # a broken run must never take the loop down
             log.exception("run of %s failed inside the scheduler", spec.id)
-            if not w.result.done():
-                w.result.set_exception(exc)
+            _fail(w.result, exc)
         else:
             if not w.result.done():
                 w.result.set_result(result)
@@ -484,6 +483,14 @@ class Scheduler:
 
     def running_ids(self) -> Iterable[str]:
         return self._running.keys()
+
+
+def _fail(fut: asyncio.Future[RunResult], exc: BaseException) -> None:
+    """Fail a run's future. Scheduled runs have no one waiting for the result: mark the
+    exception as seen (it was logged) so asyncio does not complain about it at exit."""
+    if not fut.done():
+        fut.set_exception(exc)
+        fut.add_done_callback(lambda f: f.exception())
 
 
 def _slots(n: int) -> str:
