@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import signal
 import sqlite3
@@ -122,21 +123,29 @@ LATENESS_SECONDS = 20
 
 
 def bench_lateness() -> None:
+    """The daemon and the floor run in the same 20 s, the floor's slots half a second after
+    the daemon's: both see the same machine, and they never spawn at the same instant."""
     with tempfile.TemporaryDirectory() as td:
         root = Path(td)
         tasks = [{"id": f"t{i}", "script": "stamp.sh", "every": 1} for i in range(LATENESS_TASKS)]
         config = write_config(root, tasks, LATENESS_TASKS)
         daemon = DaemonProcess(config)
-        time.sleep(LATENESS_SECONDS)
+        conn = sqlite3.connect(daemon.db, timeout=30)
+        anchor = None
+        while anchor is None:  # the daemon's slots: its first due time, plus whole seconds
+            anchor = conn.execute("SELECT MIN(due) FROM run").fetchone()[0]
+            time.sleep(0.05)
+        first = anchor + math.ceil(time.time() - anchor) + 1
+        floor = asyncio.run(_raw_lateness(root / "tasks" / "stamp.sh", first + 0.5))
+        time.sleep(1)
         daemon.stop()
-        conn = sqlite3.connect(daemon.db)
         rows = conn.execute(
             "SELECT due, stdout FROM run WHERE cause = 'schedule' AND outcome = 'success' "
-            "AND due > (SELECT MIN(due) FROM run)"
+            "AND due >= ? AND due < ?",
+            (first - 0.001, first + LATENESS_SECONDS - 0.5),
         ).fetchall()
         conn.close()
         ours = [(float(out.strip()) - due) * 1000 for due, out in rows]
-        floor = asyncio.run(_raw_lateness(root / "tasks" / "stamp.sh"))
     header(
         f"dispatch lateness: {LATENESS_TASKS} tasks every 1 s for {LATENESS_SECONDS} s "
         f"({len(ours)} runs; floor {len(floor)})"
@@ -147,13 +156,12 @@ def bench_lateness() -> None:
         row(f"lateness {name} (ms)", f"{a:.2f}", f"{b:.2f}", f"{a / b:.2f}x", target)
 
 
-async def _raw_lateness(script: Path) -> list[float]:
+async def _raw_lateness(script: Path, start: float) -> list[float]:
     """The floor: sleep until each slot, spawn bash, read the time it printed."""
-    start = time.time() + 1.0
     out: list[float] = []
 
     async def one(_: int) -> None:
-        for k in range(1, LATENESS_SECONDS):
+        for k in range(LATENESS_SECONDS):
             due = start + k
             await asyncio.sleep(max(0.0, due - time.time()))
             proc = await asyncio.create_subprocess_exec(

@@ -75,12 +75,17 @@ async def _serve_locked(config: AppConfig, clock: Clock | None) -> int:
             return {"err": err, "exit": reply.exit_code}, output(reply, as_json)
 
         server = ControlServer(settings.state_dir / client.SOCKET_NAME, handle)
+        try:
+            await server.start()
+        except OSError as exc:
+            # Most often: the path is longer than a unix socket allows (about 107 bytes).
+            log.error("cannot open the control socket %s: %s", server.path, exc)
+            return EXIT_USAGE
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, _on_stop, sig, stop)
         loop.add_signal_handler(signal.SIGHUP, _on_hup)
-        await server.start()
         log.info(
             "moltsched daemon running: %d task(s), max_concurrent %d, state in %s, pid %d",
             len(config.tasks),

@@ -283,6 +283,7 @@ class Scheduler:
 
     async def _note(self, task_id: str, now: datetime, message: str) -> None:
         """Log a missed slot; a failing write is logged, never a reason to stop scheduling."""
+        log.info("%s: %s", task_id, message)
         try:
             await self.store.log("missed", message, task_id=task_id, when=now)
         except Exception:
@@ -401,6 +402,10 @@ class Scheduler:
         else:
             pres = await process.wait(started_proc)
         outcome, message = _judge(spec, pres)
+        level = (
+            logging.INFO if outcome in (Outcome.SUCCESS, Outcome.INTERRUPTED) else logging.WARNING
+        )
+        log.log(level, "%s (%s run): %s, %s", spec.id, w.cause, outcome, message)
         ended = self.clock.now()
         state = await self.store.finish_run(
             run_id,
