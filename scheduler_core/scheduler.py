@@ -90,10 +90,17 @@ class _Waiting:
 
 @dataclass
 class _Active:
+    waiting: _Waiting
     spec: TaskSpec
-    cause: Cause
     process: ProcessRun
-    result: asyncio.Future[RunResult]
+    # Known once the start is recorded (see _launch).
+    run_id: int = 0
+    checkpoint: str | None = None
+    started: datetime | None = None
+
+    @property
+    def result(self) -> asyncio.Future[RunResult]:
+        return self.waiting.result
 
 
 FinishHook = Callable[[TaskSpec, RunResult, TaskState], Awaitable[None]]
@@ -308,7 +315,7 @@ class Scheduler:
         return w
 
     def _dispatch(self, tg: asyncio.TaskGroup) -> None:
-        batch: list[tuple[_Waiting, TaskSpec, ProcessRun]] = []
+        batch: list[_Active] = []
         while self._waiting and len(self._running) < self.settings.max_concurrent:
             w = heapq.heappop(self._waiting)
             if not w.live:
@@ -326,17 +333,15 @@ class Scheduler:
                 timeout=spec.timeout,
                 grace=spec.grace,
             )
-            self._running[w.task_id] = _Active(spec, w.cause, process, w.result)
-            batch.append((w, spec, process))
+            active = self._running[w.task_id] = _Active(w, spec, process)
+            batch.append(active)
         for w in self._defer:
             heapq.heappush(self._waiting, w)
         self._defer.clear()
         if batch:
             tg.create_task(self._launch(batch, tg))
 
-    async def _launch(
-        self, batch: list[tuple[_Waiting, TaskSpec, ProcessRun]], tg: asyncio.TaskGroup
-    ) -> None:
+    async def _launch(self, batch: list[_Active], tg: asyncio.TaskGroup) -> None:
         """Record the starts of runs dispatched together in one transaction, then start them.
 
         Ten tasks due at the same second then wait for one commit, not for ten in a row.
@@ -344,57 +349,47 @@ class Scheduler:
         started = self.clock.now()
         try:
             records = await self.store.start_runs(
-                [(spec.id, w.cause, w.due) for w, spec, _ in batch], started
+                [(a.spec.id, a.waiting.cause, a.waiting.due) for a in batch], started
             )
         except Exception as exc:  # e.g. the disk is full: fail these runs, keep scheduling
             log.exception("could not record the start of %d run(s)", len(batch))
-            for w, spec, _ in batch:
-                self._running.pop(spec.id, None)
-                _fail(w.result, exc)
+            for active in batch:
+                self._running.pop(active.spec.id, None)
+                _fail(active.result, exc)
             self._wake.set()
             return
-        for (w, spec, process), (run_id, checkpoint) in zip(batch, records, strict=True):
-            tg.create_task(
-                self._execute(w, spec, process, run_id, checkpoint, started),
-                name=f"run:{spec.id}",
-            )
+        for active, (run_id, checkpoint) in zip(batch, records, strict=True):
+            active.run_id, active.checkpoint, active.started = run_id, checkpoint, started
+            tg.create_task(self._execute(active), name=f"run:{active.spec.id}")
 
-    async def _execute(
-        self,
-        w: _Waiting,
-        spec: TaskSpec,
-        process: ProcessRun,
-        run_id: int,
-        checkpoint: str | None,
-        started: datetime,
-    ) -> None:
+    async def _execute(self, active: _Active) -> None:
         try:
-            result = await self._run_one(w, spec, process, run_id, checkpoint, started)
+            result = await self._run_one(active)
         except Exception as exc:  # a broken run must never take the loop down
-            log.exception("run of %s failed inside the scheduler", spec.id)
-            _fail(w.result, exc)
+            log.exception("run of %s failed inside the scheduler", active.spec.id)
+            _fail(active.result, exc)
         else:
-            if not w.result.done():
-                w.result.set_result(result)
+            if not active.result.done():
+                active.result.set_result(result)
         finally:
-            self._running.pop(spec.id, None)
+            self._running.pop(active.spec.id, None)
             self._wake.set()
 
-    async def _run_one(
-        self,
-        w: _Waiting,
-        spec: TaskSpec,
-        process: ProcessRun,
-        run_id: int,
-        checkpoint: str | None,
-        started: datetime,
-    ) -> RunResult:
+    async def _run_one(self, active: _Active) -> RunResult:
+        spec, process, run_id, cause = (
+            active.spec,
+            active.process,
+            active.run_id,
+            active.waiting.cause,
+        )
+        started = active.started
+        assert started is not None
         env = self._base_env.copy()
         for key, value in spec.env.items():
             env[os.fsencode(key)] = os.fsencode(value)
         env[b"MOLTSCHED_TASK_ID"] = os.fsencode(spec.id)
         env[b"MOLTSCHED_RUN_ID"] = str(run_id).encode()
-        env[b"MOLTSCHED_CHECKPOINT"] = os.fsencode(checkpoint or "")
+        env[b"MOLTSCHED_CHECKPOINT"] = os.fsencode(active.checkpoint or "")
         process.env = env
         started_proc = await process.start()
         if isinstance(started_proc, ProcessResult):
@@ -405,7 +400,7 @@ class Scheduler:
         level = (
             logging.INFO if outcome in (Outcome.SUCCESS, Outcome.INTERRUPTED) else logging.WARNING
         )
-        log.log(level, "%s (%s run): %s, %s", spec.id, w.cause, outcome, message)
+        log.log(level, "%s (%s run): %s, %s", spec.id, cause, outcome, message)
         ended = self.clock.now()
         state = await self.store.finish_run(
             run_id,
@@ -421,7 +416,7 @@ class Scheduler:
         result = RunResult(
             spec.id,
             run_id,
-            w.cause,
+            cause,
             outcome,
             pres.exit_code,
             pres.duration_s,

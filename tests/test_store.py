@@ -15,6 +15,20 @@ from tests.helpers import query, spec
 T0 = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 
 
+async def finish_ok(store: Store, run_id: int, task_id: str) -> None:
+    await store.finish_run(
+        run_id,
+        task_id,
+        outcome=Outcome.SUCCESS,
+        exit_code=0,
+        ended=T0,
+        duration_s=0.0,
+        stdout="",
+        stderr="",
+        message="",
+    )
+
+
 async def test_schema_pragmas_and_reopening(store: Store, settings: EngineSettings) -> None:
     db = settings.db_path
     assert query(db, "PRAGMA journal_mode") == [("wal",)]
@@ -101,17 +115,7 @@ async def test_retention_keeps_the_last_1000_runs(store: Store, tasks_dir: Path)
     await store.start_run("b", Cause.SCHEDULE, None, T0)
     for _ in range(1003):
         run_id, _ = await store.start_run("a", Cause.SCHEDULE, None, T0)
-        await store.finish_run(
-            run_id,
-            "a",
-            outcome=Outcome.SUCCESS,
-            exit_code=0,
-            ended=T0,
-            duration_s=0.0,
-            stdout="",
-            stderr="",
-            message="",
-        )
+        await finish_ok(store, run_id, "a")
     db = store.path
     assert query(db, "SELECT COUNT(*) FROM run WHERE task_id = 'a'") == [(1000,)]
     assert query(db, "SELECT MAX(id) - MIN(id) FROM run WHERE task_id = 'a'") == [(999,)]
@@ -126,17 +130,7 @@ async def test_retention_keeps_90_days_of_log(settings: EngineSettings) -> None:
     await store.sync_tasks([])
     await store.sync_tasks([spec("a", "true", settings.tasks_dir)])
     run_id, _ = await store.start_run("a", Cause.SCHEDULE, None, T0)
-    await store.finish_run(
-        run_id,
-        "a",
-        outcome=Outcome.SUCCESS,
-        exit_code=0,
-        ended=T0,
-        duration_s=0.0,
-        stdout="",
-        stderr="",
-        message="",
-    )
+    await finish_ok(store, run_id, "a")
     messages = [e.message for e in await store.logs(limit=100)]
     assert "old" not in messages and "recent" in messages
     await store.close()
