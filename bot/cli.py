@@ -106,6 +106,16 @@ def _ask_daemon(state_dir: Path, payload: dict[str, Any]) -> int | None:
     except client.DaemonGone as exc:
         print(f"moltsched: {exc}", file=sys.stderr)
         return 1
+    except PermissionError:
+        sock = state_dir / client.SOCKET_NAME
+        print(
+            f"moltsched: no permission to use {sock}; run this as the daemon's user",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"moltsched: cannot reach the daemon: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     if reply is None:
         return None
     sys.stdout.write(reply.get("out", ""))

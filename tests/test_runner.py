@@ -149,3 +149,19 @@ async def test_background_children_do_not_outlive_the_run(tmp_path: Path) -> Non
 async def test_a_task_that_closes_its_output_still_times_out(tmp_path: Path, closes: str) -> None:
     _, result = await run(["bash", "-c", f"{closes}; sleep 300"], tmp_path, timeout=0.5, grace=0.5)
     assert result.ending is Ending.TIMEOUT  # type: ignore[attr-defined]
+
+
+async def test_a_process_that_left_the_group_cannot_hang_the_run(tmp_path: Path) -> None:
+    pidfile = tmp_path / "escaped"
+    # setsid puts the child in a session (and group) of its own, out of our reach, but it
+    # still holds the run's stdout.
+    script = f"setsid bash -c 'echo $$ > {pidfile}; exec sleep 300' & sleep 0.2; echo started"
+    started = time.monotonic()
+    try:
+        _, result = await run(["bash", "-c", script], tmp_path, grace=0.5)
+        assert time.monotonic() - started < 5
+        assert result.ending is Ending.EXITED and result.exit_code == 0  # type: ignore[attr-defined]
+        assert result.stdout == "started\n"  # type: ignore[attr-defined]
+    finally:
+        if pidfile.exists():
+            os.kill(int(pidfile.read_text()), signal.SIGKILL)
