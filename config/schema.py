@@ -7,7 +7,9 @@ aliases (`task_id`, `script_path`, `interval_minutes`).
 
 from __future__ import annotations
 
+import functools
 import re
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -44,6 +46,17 @@ def parse_duration(value: object) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+@functools.lru_cache(maxsize=256)
+def cron_problem(expression: str) -> str | None:
+    """What is wrong with a cron expression, or None. Cached: thousands of tasks tend to
+    share a handful of expressions, and parsing one is the dearest check of a task."""
+    try:
+        CronSim(expression, datetime.now(UTC))
+    except CronSimError as exc:
+        return str(exc)
+    return None
 
 
 class _Strict(BaseModel):
@@ -125,14 +138,8 @@ class TaskModel(_Strict):
     @field_validator("cron")
     @classmethod
     def _cron(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        from datetime import UTC, datetime
-
-        try:
-            CronSim(value, datetime.now(UTC))
-        except CronSimError as exc:
-            raise ValueError(f"{value!r} is not a cron expression: {exc}") from None
+        if value is not None and (problem := cron_problem(value)):
+            raise ValueError(f"{value!r} is not a cron expression: {problem}")
         return value
 
     @model_validator(mode="after")
