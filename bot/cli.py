@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot import client
+from commands.grammar import VERBS, help_text
 from config.locate import find_config_path, state_dir_hint
 
 if TYPE_CHECKING:
-    from commands.command import Command
+    from collections.abc import AsyncIterator
+
     from config.loader import AppConfig
 
 EXIT_USAGE = 2
@@ -51,16 +53,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("daemon", parents=[common], help="run the scheduler in the foreground")
-    p = sub.add_parser("status", parents=[common], help="every task's state, or one in detail")
+    # The commands that chat has too take their help from the one command table.
+    verbs = {v.name: v.help for v in VERBS}
+    p = sub.add_parser("status", parents=[common], help=verbs["status"])
     p.add_argument("task", nargs="?")
-    p = sub.add_parser("run", parents=[common], help="run a task now and wait for its result")
+    p = sub.add_parser("run", parents=[common], help=verbs["run"])
     p.add_argument("task")
     sub.add_parser("run-all", parents=[common], help="run every task that is due now")
-    p = sub.add_parser("logs", parents=[common], help="the newest action-log entries")
+    for name in ("pause", "resume"):
+        p = sub.add_parser(name, parents=[common], help=verbs[name])
+        p.add_argument("task")
+    p = sub.add_parser("logs", parents=[common], help=verbs["logs"])
     p.add_argument("task", nargs="?")
     p.add_argument(
         "-n", type=int, default=20, dest="limit", metavar="N", help="how many entries (default 20)"
     )
+    p = sub.add_parser(
+        "chat",
+        parents=[common],
+        help="answer TEXT exactly as the Signal bot answers an admin",
+        description=help_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("text", nargs="+")
     p = sub.add_parser("checkpoint", parents=[common], help="read, replace or clear a checkpoint")
     p.add_argument("action", choices=["show", "save", "clear"])
     p.add_argument("task")
@@ -78,21 +93,22 @@ def main(argv: list[str] | None = None) -> int:
         return _validate(config_path, args.json)
     if args.command == "checkpoint":
         return _checkpoint(config_path, args)
-    cmd = _command(args)
-    payload = {"command": cmd, "json": args.json, "actor": f"cli:{_user()}"}
+    payload: dict[str, Any] = {"json": args.json, "actor": f"cli:{_user()}"}
+    if args.command == "chat":
+        payload["chat"] = " ".join(args.text)
+    else:
+        payload["command"] = _command(args)
     hint = state_dir_hint(config_path)
     if hint is not None:
         answered = _ask_daemon(hint, payload)
         if answered is not None:
             return answered
-    return _offline(config_path, cmd, args.json, payload, hint)
+    return _offline(config_path, payload, hint)
 
 
 def _command(args: argparse.Namespace) -> dict[str, Any]:
-    if args.command == "status":
-        return {"verb": "status", "task": args.task}
-    if args.command == "run":
-        return {"verb": "run", "task": args.task}
+    if args.command in ("status", "run", "pause", "resume"):
+        return {"verb": args.command, "task": args.task}
     if args.command == "run-all":
         return {"verb": "run-all"}
     if args.command == "logs":
@@ -101,8 +117,9 @@ def _command(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _ask_daemon(state_dir: Path, payload: dict[str, Any]) -> int | None:
+    """Have the daemon answer, printing as the answer arrives; None if no daemon is up."""
     try:
-        reply = client.request(state_dir, payload)
+        reply = client.request(state_dir, payload, sys.stdout.buffer)
     except client.DaemonGone as exc:
         print(f"moltsched: {exc}", file=sys.stderr)
         return 1
@@ -118,7 +135,6 @@ def _ask_daemon(state_dir: Path, payload: dict[str, Any]) -> int | None:
         return EXIT_USAGE
     if reply is None:
         return None
-    sys.stdout.write(reply.get("out", ""))
     sys.stderr.write(reply.get("err", ""))
     return int(reply.get("exit", 1))
 
@@ -222,16 +238,8 @@ def _daemon(config_path: Path) -> int:
     return asyncio.run(serve(config))
 
 
-def _offline(
-    config_path: Path,
-    wire: dict[str, Any],
-    as_json: bool,
-    payload: dict[str, Any],
-    hint: Path | None,
-) -> int:
+def _offline(config_path: Path, payload: dict[str, Any], hint: Path | None) -> int:
     import asyncio
-
-    from commands.command import from_wire
 
     config = _load(config_path)
     if config is None:
@@ -241,65 +249,63 @@ def _offline(
         answered = _ask_daemon(config.settings.state_dir, payload)
         if answered is not None:
             return answered
-    cmd = from_wire(wire)
-    return asyncio.run(_offline_execute(config, cmd, payload))
+    return asyncio.run(_offline_answer(config, payload))
 
 
-async def _offline_execute(config: AppConfig, cmd: Command, payload: dict[str, Any]) -> int:
-    """Carry out `cmd` with no daemon and print the reply; returns the exit code.
+async def _offline_answer(config: AppConfig, payload: dict[str, Any]) -> int:
+    """Answer with no daemon and print the answer; returns the exit code.
 
-    Reads work on the database directly; runs happen in the foreground, holding the state lock
-    so they never overlap a daemon's or another foreground run's.
+    Reads work on the database directly. What may start or stop runs happens in the
+    foreground holding the state lock, so it never overlaps a daemon or another foreground run.
     """
     import asyncio
     import signal
 
     from bot.daemon import task_environment
     from bot.lock import StateLock
-    from commands.command import Run, RunAll
-    from commands.execute import Context, execute
-    from commands.reply import output, render
+    from bot.respond import respond, runs_tasks
     from scheduler_core.scheduler import Scheduler
     from scheduler_core.store import Store
 
     settings = config.settings
-    as_json = bool(payload["json"])
     store = await Store.open(settings.db_path)
     try:
         scheduler = Scheduler(store, settings, config.tasks, base_env=task_environment())
-        ctx = Context(
-            scheduler, config.zone, daemon=False, actor=str(payload["actor"]), json=as_json
-        )
-        if isinstance(cmd, Run | RunAll):
-            lock = StateLock(settings.state_dir)
-            if not lock.try_acquire():
-                answered = _ask_daemon(settings.state_dir, payload)
-                if answered is not None:
-                    return answered
-                print("moltsched: waiting for another foreground run to finish", file=sys.stderr)
-                await lock.acquire()
-            try:
-                await scheduler.prepare()
-                loop = asyncio.get_running_loop()
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    loop.add_signal_handler(sig, scheduler.close)
-                async with asyncio.TaskGroup() as tg:
-                    tg.create_task(scheduler.run(schedule=False))
-                    try:
-                        reply = await execute(cmd, ctx)
-                    finally:
-                        scheduler.close()
-            finally:
-                lock.release()
-        else:
-            reply = await execute(cmd, ctx)
-        # Printed while the store is open: a streamed reply reads from it as it goes.
-        async for chunk in output(reply, as_json):
-            sys.stdout.write(chunk)
-        sys.stderr.write(render(reply, as_json)[1])
-        return reply.exit_code
+        if not runs_tasks(payload):
+            return await _print(*await respond(payload, scheduler, config.zone, daemon=False))
+        lock = StateLock(settings.state_dir)
+        if not lock.try_acquire():
+            answered = _ask_daemon(settings.state_dir, payload)
+            if answered is not None:
+                return answered
+            print("moltsched: waiting for another foreground run to finish", file=sys.stderr)
+            await lock.acquire()
+        try:
+            await scheduler.prepare()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, scheduler.close)
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(scheduler.run(schedule=False))
+                try:
+                    return await _print(
+                        *await respond(payload, scheduler, config.zone, daemon=False)
+                    )
+                finally:
+                    scheduler.close()
+        finally:
+            lock.release()
     finally:
         await store.close()
+
+
+async def _print(meta: dict[str, Any], body: AsyncIterator[str]) -> int:
+    # Printed while the store is open: a streamed answer reads from it as it goes.
+    async for chunk in body:
+        sys.stdout.write(chunk)
+        sys.stdout.flush()
+    sys.stderr.write(str(meta.get("err", "")))
+    return int(meta.get("exit", 1))
 
 
 def _user() -> str:

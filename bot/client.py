@@ -1,5 +1,6 @@
 """The CLI's side of the control socket: one JSON request per connection; the reply is a JSON
-line of metadata, then the raw text to print (see `bot.control`).
+line of metadata, then the text to print, which is written out as it arrives (see
+`bot.control`), so `chat run:x` shows its acknowledgement before the result.
 
 Standard library only, so a CLI command that the daemon answers starts and finishes fast.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 import json
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 SOCKET_NAME = "control.sock"
 LOCK_NAME = "moltsched.lock"
@@ -19,8 +20,13 @@ class DaemonGone(Exception):
     """The daemon accepted the request but went away before answering."""
 
 
-def request(state_dir: Path, payload: dict[str, Any]) -> dict[str, Any] | None:
-    """Send `payload` to the daemon; None if no daemon is listening there."""
+def request(
+    state_dir: Path, payload: dict[str, Any], out: BinaryIO | None = None
+) -> dict[str, Any] | None:
+    """Send `payload` to the daemon and copy its answer to `out`; None if no daemon listens.
+
+    Returns the metadata (`exit`, `err`, ...). Without `out` the text is returned as `out`.
+    """
     path = state_dir / SOCKET_NAME
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -34,15 +40,27 @@ def request(state_dir: Path, payload: dict[str, Any]) -> dict[str, Any] | None:
             raise
         sock.sendall(json.dumps(payload).encode() + b"\n")
         sock.shutdown(socket.SHUT_WR)
-        chunks = []
-        while chunk := sock.recv(1 << 20):
-            chunks.append(chunk)
+        head = bytearray()
+        while b"\n" not in head:
+            chunk = sock.recv(1 << 16)
+            if not chunk:
+                raise DaemonGone("the daemon closed the connection without answering")
+            head += chunk
+        line, _, rest = bytes(head).partition(b"\n")
+        meta: dict[str, Any] = json.loads(line)
+        kept = bytearray()
+        while True:
+            if rest:
+                if out is None:
+                    kept += rest
+                else:
+                    out.write(rest)
+                    out.flush()
+            rest = sock.recv(1 << 20)
+            if not rest:
+                break
     finally:
         sock.close()
-    data = b"".join(chunks)
-    head, newline, out = data.partition(b"\n")
-    if not newline:
-        raise DaemonGone("the daemon closed the connection without answering")
-    reply: dict[str, Any] = json.loads(head)
-    reply["out"] = out.decode()
-    return reply
+    if out is None:
+        meta["out"] = kept.decode()
+    return meta

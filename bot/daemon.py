@@ -20,9 +20,7 @@ from typing import Any
 from bot import client
 from bot.control import ControlServer
 from bot.lock import StateLock
-from commands.command import from_wire
-from commands.execute import Context, execute
-from commands.reply import output, render
+from bot.respond import Answer, respond
 from config.loader import AppConfig
 from scheduler_core.clock import Clock
 from scheduler_core.scheduler import Scheduler
@@ -60,19 +58,10 @@ async def _serve_locked(config: AppConfig, clock: Clock | None) -> int:
         )
         await scheduler.prepare()
 
-        async def handle(request: dict[str, Any]) -> tuple[dict[str, Any], AsyncIterator[str]]:
+        async def handle(request: dict[str, Any]) -> Answer:
             if request.get("ping"):
                 return {"err": "", "exit": 0, "pid": os.getpid()}, _nothing()
-            try:
-                cmd = from_wire(request["command"])
-            except (KeyError, TypeError, ValueError) as exc:
-                return {"err": f"bad request: {exc}\n", "exit": EXIT_USAGE}, _nothing()
-            actor = str(request.get("actor") or "cli")
-            as_json = bool(request.get("json"))
-            ctx = Context(scheduler, config.zone, True, actor=actor, json=as_json)
-            reply = await execute(cmd, ctx)
-            _, err = render(reply, as_json)
-            return {"err": err, "exit": reply.exit_code}, output(reply, as_json)
+            return await respond(request, scheduler, config.zone, daemon=True)
 
         server = ControlServer(settings.state_dir / client.SOCKET_NAME, handle)
         try:

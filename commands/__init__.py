@@ -1,17 +1,6 @@
-"""The command language shared by chat and CLI: Command -> execute -> Reply."""
+"""The command language shared by chat and CLI: parse -> Command -> execute -> Reply.
 
-from commands.command import Command, Logs, Run, RunAll, Status, from_wire
-from commands.execute import Context, execute
-from commands.reply import Reply
-
-__all__ = [
-    "Command",
-    "Context",
-    "Logs",
-    "Reply",
-    "Run",
-    "RunAll",
-    "Status",
-    "execute",
-    "from_wire",
-]
+`grammar` (pure parsing and the one command table), `command` (the Command types), `execute`
+(Command -> Reply), `reply` (text and JSON), `chat` (an admin's message -> replies). Nothing is
+imported here, so the command line can read the table without loading the engine.
+"""

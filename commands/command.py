@@ -30,6 +30,29 @@ class RunAll:
 
 
 @dataclass(frozen=True)
+class Pause:
+    """No scheduled runs until resumed; a running run is interrupted."""
+
+    verb: ClassVar[str] = "pause"
+    task: str
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Scheduled again; an interrupted run goes on from its checkpoint at once."""
+
+    verb: ClassVar[str] = "resume"
+    task: str
+
+
+@dataclass(frozen=True)
+class Help:
+    """The short help."""
+
+    verb: ClassVar[str] = "help"
+
+
+@dataclass(frozen=True)
 class Logs:
     """The newest action-log entries, newest first."""
 
@@ -38,9 +61,11 @@ class Logs:
     limit: int = 20
 
 
-Command = Status | Run | RunAll | Logs
+Command = Status | Run | RunAll | Pause | Resume | Logs | Help
 
-_BY_VERB: dict[str, type[Command]] = {c.verb: c for c in (Status, Run, RunAll, Logs)}
+_BY_VERB: dict[str, type[Command]] = {
+    c.verb: c for c in (Status, Run, RunAll, Pause, Resume, Logs, Help)
+}
 
 
 def to_wire(cmd: Command) -> dict[str, Any]:

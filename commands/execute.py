@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from commands.command import Command, Logs, Run, RunAll, Status
+from commands.command import Command, Help, Logs, Pause, Resume, Run, RunAll, Status
+from commands.grammar import VERBS, help_text
 from commands.reply import (
     EXIT_OK,
     EXIT_RUN_FAILED,
@@ -31,7 +32,7 @@ from commands.reply import (
 from scheduler_core.errors import SchedulerError, TaskNotFoundError
 from scheduler_core.model import Outcome, TaskSpec, TaskState
 from scheduler_core.model import Status as TaskStatus
-from scheduler_core.scheduler import RunResult, Scheduler
+from scheduler_core.scheduler import Admission, RunResult, Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +47,35 @@ class Context:
     actor: str = "cli"
     # Whether the caller will print the JSON value (so large text need not be built) or the text.
     json: bool = False
+    # A chat: answers are cut to phone size, and `run` acknowledges at once through `notify`.
+    chat: bool = False
+    notify: Callable[[Reply], Awaitable[None]] | None = None
+
+
+CHAT_LINES = 25  # a phone screen or two; longer answers are cut with a note
+
+
+def describe(cmd: Command) -> str:
+    """The command as its chat form: `run:scraper`, `status`, `logs:x` (for the audit log)."""
+    task = getattr(cmd, "task", None)
+    return f"{cmd.verb}:{task}" if task else cmd.verb
+
+
+async def _audit(cmd: Command, ctx: Context) -> None:
+    """Every command goes to the action log with who sent it; reads as `query` entries."""
+    action = "query" if isinstance(cmd, Status | Logs | Help) else "command"
+    task = getattr(cmd, "task", None)
+    known = task if task in {s.id for s in ctx.scheduler.specs} else None
+    try:
+        await ctx.scheduler.store.log(action, describe(cmd)[:200], task_id=known, actor=ctx.actor)
+    except Exception:  # an audit write must not stop the command (e.g. the disk is full)
+        log.exception("could not audit %s from %s", describe(cmd), ctx.actor)
 
 
 async def execute(cmd: Command, ctx: Context) -> Reply:
     """Carry out `cmd`; never raises for anything but cancellation."""
     try:
+        await _audit(cmd, ctx)
         match cmd:
             case Status(task=None):
                 return await _status_all(ctx)
@@ -60,8 +85,14 @@ async def execute(cmd: Command, ctx: Context) -> Reply:
                 return await _run(ctx, task_id)
             case RunAll():
                 return await _run_all(ctx)
+            case Pause(task=task_id):
+                return await _pause(ctx, task_id)
+            case Resume(task=task_id):
+                return await _resume(ctx, task_id)
             case Logs(task=task_id, limit=limit):
                 return await _logs(ctx, task_id, limit)
+            case Help():
+                return Reply(help_text(), {"commands": [v.usage for v in VERBS]})
     except TaskNotFoundError as exc:
         return usage_error(str(exc), {"error": str(exc), "nearest": exc.nearest})
     except SchedulerError as exc:
@@ -161,7 +192,7 @@ async def _status_all(ctx: Context) -> Reply:
         status = str(st.status) if spec.enabled else "disabled"
         nxt = short_time(st.next_run, ctx.zone, now) if spec.enabled and not st.paused else "-"
         lines.append(f"{spec.id}: {status}, last {last}, next {nxt}")
-    return Reply("\n".join(lines))
+    return Reply(_cut(lines, ctx, "send status:TASK for one task"))
 
 
 async def _status_json(ctx: Context) -> AsyncIterator[str]:
@@ -251,10 +282,19 @@ def run_text(result: RunResult) -> str:
     return "\n".join([head, *out])
 
 
+_ACK = {
+    Admission.STARTED: "Started {task}.",
+    Admission.QUEUED: "{task} is queued; it starts when a slot frees.",
+    Admission.ALREADY_RUNNING: "{task} is already running; I'll tell you how it ends.",
+    Admission.ALREADY_QUEUED: "{task} is already queued; I'll tell you how it ends.",
+}
+
+
 async def _run(ctx: Context, task_id: str) -> Reply:
     ctx.scheduler.spec(task_id)
-    await ctx.scheduler.store.log("command", f"run {task_id}", task_id=task_id, actor=ctx.actor)
     submission = ctx.scheduler.submit(task_id)
+    if ctx.notify is not None:
+        await ctx.notify(Reply(_ACK[submission.admission].format(task=task_id)))
     result = await submission.result
     data = run_json(result, ctx.zone) | {"admission": str(submission.admission)}
     code = EXIT_OK if result.outcome is Outcome.SUCCESS else EXIT_RUN_FAILED
@@ -262,7 +302,6 @@ async def _run(ctx: Context, task_id: str) -> Reply:
 
 
 async def _run_all(ctx: Context) -> Reply:
-    await ctx.scheduler.store.log("command", "run-all", actor=ctx.actor)
     futures = await ctx.scheduler.run_due()
     outcomes = await asyncio.gather(*futures, return_exceptions=True)
     results = [r for r in outcomes if isinstance(r, RunResult)]
@@ -276,6 +315,42 @@ async def _run_all(ctx: Context) -> Reply:
     lines += errors
     code = EXIT_RUN_FAILED if failed or errors else EXIT_OK
     return Reply("\n".join(lines), data, code)
+
+
+async def _pause(ctx: Context, task_id: str) -> Reply:
+    was_paused = ctx.scheduler.is_paused(task_id)
+    state, cut = await ctx.scheduler.pause(task_id, ctx.actor)
+    data = task_json(ctx.scheduler.spec(task_id), state, ctx.zone)
+    if was_paused:
+        return Reply(f"{task_id} was already paused.", data)
+    text = f"Paused {task_id}: no scheduled runs until resume:{task_id}."
+    if cut is not None:
+        text += f"\nIts run was interrupted after {cut.duration_s:.1f}s; the checkpoint is kept."
+    return Reply(text, data)
+
+
+async def _resume(ctx: Context, task_id: str) -> Reply:
+    was_paused = ctx.scheduler.is_paused(task_id)
+    state, started = await ctx.scheduler.resume(task_id, ctx.actor)
+    spec = ctx.scheduler.spec(task_id)
+    data = task_json(spec, state, ctx.zone)
+    if not was_paused:
+        return Reply(f"{task_id} is not paused.", data)
+    now = ctx.scheduler.clock.now()
+    if started:
+        return Reply(
+            f"Resumed {task_id}: its interrupted run goes on now, from its checkpoint.", data
+        )
+    nxt = short_time(state.next_run, ctx.zone, now) if spec.enabled else "- (disabled)"
+    return Reply(f"Resumed {task_id}: next run {nxt}.", data)
+
+
+def _cut(lines: list[str], ctx: Context, hint: str) -> str:
+    """Lines for the answer; in a chat, cut to a phone screen with a note on what was left."""
+    if not ctx.chat or len(lines) <= CHAT_LINES:
+        return "\n".join(lines)
+    rest = len(lines) - (CHAT_LINES - 1)
+    return "\n".join([*lines[: CHAT_LINES - 1], f"… {rest} more; {hint}"])
 
 
 async def _logs(ctx: Context, task_id: str | None, limit: int) -> Reply:
@@ -299,7 +374,7 @@ async def _logs(ctx: Context, task_id: str | None, limit: int) -> Reply:
     now: datetime = ctx.scheduler.clock.now()
     lines = [
         f"{short_time(e.time, ctx.zone, now)} {e.task_id or '-'} {e.action}"
-        + (f": {e.message}" if e.message else "")
+        + (f": {e.message[:120]}" if e.message else "")
         for e in entries
     ]
-    return Reply("\n".join(lines), data)
+    return Reply(_cut(lines, ctx, "moltsched logs -n N shows more"), data)

@@ -132,6 +132,7 @@ class Scheduler:
         self._to_resume: list[str] = []
         self._defer: list[_Waiting] = []
         self._next_runs: list[tuple[str, datetime | None]] = []  # to save to the store
+        self._paused: set[str] = set()
         self._seq = itertools.count()
         self._wake = asyncio.Event()
         self._closing = False
@@ -168,7 +169,10 @@ class Scheduler:
         updates: list[tuple[str, datetime | None]] = []
         for state in await self.store.states():
             spec = self._specs[state.id]
-            if state.status is Status.INTERRUPTED and spec.enabled and not state.paused:
+            if state.paused:
+                self._paused.add(spec.id)  # no heap entry, no resume, until resumed
+                continue
+            if state.status is Status.INTERRUPTED and spec.enabled:
                 self._to_resume.append(spec.id)
             due = state.next_run
             if not spec.enabled:
@@ -242,7 +246,7 @@ class Scheduler:
         """Interrupted runs go again first, from their checkpoints."""
         for task_id in self._to_resume:
             idle = task_id not in self._running and task_id not in self._waiting_by_task
-            if task_id in self._specs and idle:
+            if task_id in self._specs and idle and task_id not in self._paused:
                 self._enqueue(task_id, Cause.RESUME, None)
         self._to_resume.clear()
 
@@ -254,7 +258,7 @@ class Scheduler:
             due, gen, task_id = heapq.heappop(self._heap)
             spec = self._specs.get(task_id)
             if spec is None or gen != self._gen.get(task_id) or not spec.enabled:
-                continue
+                continue  # stale (rescheduled, paused) or disabled
             nxt, skipped = advance(spec.trigger, due, now)
             period = (spec.trigger.next_after(due) - due).total_seconds()
             late = (now - due).total_seconds() > min(MISFIRE_GRACE_S, period)
@@ -455,6 +459,69 @@ class Scheduler:
         w = self._enqueue(task_id, cause, None)
         free = len(self._running) < self.settings.max_concurrent
         return Submission(Admission.STARTED if free else Admission.QUEUED, w.result)
+
+    def is_paused(self, task_id: str) -> bool:
+        return task_id in self._paused
+
+    async def pause(self, task_id: str, actor: str | None) -> tuple[TaskState, RunResult | None]:
+        """No scheduled runs until `resume`; a running run is interrupted (checkpoint kept).
+
+        Returns the task's state and, if a run was cut short, how it ended.
+        """
+        spec = self.spec(task_id)
+        if task_id in self._paused:
+            state = await self.store.state(task_id)
+            assert state is not None
+            return state, None
+        self._paused.add(task_id)
+        self._gen[task_id] = self._gen.get(task_id, 0) + 1  # drops its heap entry
+        waiting = self._waiting_by_task.pop(task_id, None)
+        if waiting is not None:
+            waiting.live = False
+            _fail(waiting.result, SchedulerError(f"{task_id} was paused before it started"))
+        state = await self.store.set_paused(task_id, True, actor)
+        active = self._running.get(task_id)
+        cut: RunResult | None = None
+        if active is not None:
+            active.process.interrupt()
+            done, _ = await asyncio.wait({active.result}, timeout=spec.grace + 5)
+            if done and not active.result.exception():
+                cut = active.result.result()
+            state = await self.store.state(task_id) or state
+        return state, cut
+
+    async def resume(self, task_id: str, actor: str | None) -> tuple[TaskState, bool]:
+        """Schedule a paused task again. An interrupted run goes on at once, from its
+        checkpoint; slots that passed while paused are not caught up (the pause was meant).
+
+        Returns the state and whether a run started.
+        """
+        spec = self.spec(task_id)
+        if task_id not in self._paused:
+            state = await self.store.state(task_id)
+            assert state is not None
+            return state, False
+        self._paused.discard(task_id)
+        state = await self.store.set_paused(task_id, False, actor)
+        now = self.clock.now()
+        started = False
+        if state.status is Status.INTERRUPTED and self._loop_running and not self._closing:
+            self._enqueue(task_id, Cause.RESUME, None)
+            started = True
+        if spec.enabled:
+            due = state.next_run
+            if due is None:
+                due = now if isinstance(spec.trigger, Every) else spec.trigger.next_after(now)
+            elif due <= now:
+                due = advance(spec.trigger, due, now)[0]
+            self._push(task_id, due)
+            if self._loop_running:
+                self._next_runs.append((task_id, due))
+                self._wake.set()
+            else:
+                await self.store.set_next_runs([(task_id, due)])
+            state = state._replace(next_run=due)
+        return state, started
 
     async def run_due(self) -> list[asyncio.Future[RunResult]]:
         """Start every task whose slot is due now; their results' futures."""

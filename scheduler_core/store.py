@@ -254,6 +254,21 @@ class Store:
             lambda db: db.executemany("UPDATE task SET next_run = ? WHERE id = ?", rows)
         )
 
+    async def set_paused(self, task_id: str, paused: bool, actor: str | None) -> TaskState:
+        """Pause or resume a task (it persists across restarts), and log who did it."""
+        at = time.time()
+        action = "paused" if paused else "resumed"
+
+        def step(db: sqlite3.Connection) -> TaskState:
+            row = db.execute(
+                f"UPDATE task SET paused = ? WHERE id = ? RETURNING {_TASK_COLUMNS}",
+                (int(paused), task_id),
+            ).fetchone()
+            _log(db, at, task_id, action, f"{action} by {actor or 'unknown'}", None, actor)
+            return _state(row)
+
+        return await self._write(step)
+
     async def set_checkpoint(self, task_id: str, text: str | None) -> None:
         """Replace (or with None clear) a task's checkpoint."""
         await self._write(
@@ -424,14 +439,23 @@ class Store:
         at = (when or datetime.now(UTC)).timestamp()
         await self._write(lambda db: _log(db, at, task_id, action, message, duration_s, actor))
 
-    async def logs(self, task_id: str | None = None, limit: int = 20) -> list[LogEntry]:
-        """The newest action-log entries, newest first."""
+    async def logs(
+        self, task_id: str | None = None, limit: int = 20, *, queries: bool = False
+    ) -> list[LogEntry]:
+        """The newest action-log entries, newest first.
+
+        Read-only commands are audited as `query` entries; they are left out unless asked for,
+        so an agent polling `status` does not bury the runs.
+        """
         cols = "time, task_id, action, message, duration_s, actor"
+        skip = "" if queries else "AND action != 'query'"
         if task_id is None:
-            rows = await self._read(f"SELECT {cols} FROM log ORDER BY id DESC LIMIT ?", (limit,))
+            rows = await self._read(
+                f"SELECT {cols} FROM log WHERE 1 {skip} ORDER BY id DESC LIMIT ?", (limit,)
+            )
         else:
             rows = await self._read(
-                f"SELECT {cols} FROM log WHERE task_id = ? ORDER BY id DESC LIMIT ?",
+                f"SELECT {cols} FROM log WHERE task_id = ? {skip} ORDER BY id DESC LIMIT ?",
                 (task_id, limit),
             )
         return [

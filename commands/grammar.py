@@ -1,0 +1,106 @@
+"""The chat grammar: text in, a Command (or a ParseError with the usage) out. Pure.
+
+`status`, `status:TASK`, `run:TASK`, `pause:TASK`, `resume:TASK`, `logs`, `logs:TASK`, `help`.
+The verb is case-insensitive, spaces around the `:` and the text are ignored, a leading `/` is
+allowed, and `run TASK` (a space for the colon) is read the same way. One table (`VERBS`)
+drives parsing, the chat help and the command line's help, so they cannot drift apart.
+
+Nothing here runs anything: the argument only ever becomes a task id that `execute` looks up
+among the configured tasks, so `run:x; rm -rf ~` is just an unknown task.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+from commands.command import Command, Help, Logs, Pause, Resume, Run, Status
+
+MAX_TEXT = 200  # longer than any command; a longer message is not one
+
+
+class Arg(Enum):
+    NONE = "none"
+    OPTIONAL = "optional"
+    REQUIRED = "required"
+
+
+@dataclass(frozen=True)
+class Verb:
+    """One row of the command table."""
+
+    name: str
+    arg: Arg
+    make: Callable[[str | None], Command]
+    help: str
+
+    @property
+    def usage(self) -> str:
+        if self.arg is Arg.NONE:
+            return self.name
+        if self.arg is Arg.OPTIONAL:
+            return f"{self.name}[:TASK]"
+        return f"{self.name}:TASK"
+
+
+VERBS: tuple[Verb, ...] = (
+    Verb("status", Arg.OPTIONAL, lambda t: Status(t), "every task's state, or one task's"),
+    Verb("run", Arg.REQUIRED, lambda t: Run(t or ""), "run a task now and report its result"),
+    Verb("pause", Arg.REQUIRED, lambda t: Pause(t or ""), "no scheduled runs until resume"),
+    Verb("resume", Arg.REQUIRED, lambda t: Resume(t or ""), "schedule a paused task again"),
+    Verb("logs", Arg.OPTIONAL, lambda t: Logs(t), "the newest log entries"),
+    Verb("help", Arg.NONE, lambda _: Help(), "this help"),
+)
+_BY_NAME = {v.name: v for v in VERBS}
+
+
+class ParseError(ValueError):
+    """Text that is not a command; the message is a short answer fit for a chat."""
+
+
+def help_text() -> str:
+    """The chat help, one line per command."""
+    width = max(len(v.usage) for v in VERBS)
+    lines = [f"{v.usage.ljust(width)}  {v.help}" for v in VERBS]
+    return "Commands:\n" + "\n".join(lines)
+
+
+def shown(text: str, limit: int = 40) -> str:
+    """Someone's text, safe to echo: control and direction characters escaped, length cut."""
+    out = []
+    for ch in text[:limit]:
+        if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp"):
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return "".join(out) + ("…" if len(text) > limit else "")
+
+
+_SPLIT = re.compile(r"\s*:\s*|\s+")
+
+
+def parse(text: str) -> Command:
+    """The command `text` asks for; ParseError (with the help) if it asks for none."""
+    body = text.strip()
+    if len(body) > MAX_TEXT:
+        raise ParseError(f"That is too long to be a command.\n{help_text()}")
+    if body.startswith("/"):
+        body = body[1:].lstrip()
+    if not body:
+        raise ParseError(help_text())
+    parts = _SPLIT.split(body, maxsplit=1)
+    word = parts[0].lower()
+    arg = parts[1].strip() if len(parts) > 1 else ""
+    verb = _BY_NAME.get(word)
+    if verb is None:
+        raise ParseError(f"I don't know {shown(parts[0])!r}.\n{help_text()}")
+    if verb.arg is Arg.NONE and arg:
+        raise ParseError(f"{verb.name} takes nothing after it.\n{help_text()}")
+    if verb.arg is Arg.REQUIRED and not arg:
+        raise ParseError(f"Which task? Send {verb.usage}")
+    if any(unicodedata.category(ch) in ("Cc", "Cf") for ch in arg):
+        raise ParseError(f"{shown(arg)!r} is not a task id.")
+    return verb.make(arg or None)
