@@ -1,0 +1,159 @@
+"""Chat, pause and resume end to end, through the real daemon and without one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import cli, query, wait_sync
+from tests.test_e2e import Daemon
+
+CONFIG = """
+state_dir: state
+tasks_dir: tasks
+tasks:
+  - id: worker
+    script: worker.sh
+    every: 1h
+    grace: 2s
+  - id: quick
+    script: quick.sh
+    every: 1h
+"""
+
+# Counts through items, saving its place; records each item it processes.
+WORKER = """
+start=$(moltsched checkpoint show "$MOLTSCHED_TASK_ID" --json | python -c '
+import json, sys
+value = json.load(sys.stdin)
+print(value["next"] if value else 0)')
+echo "$MOLTSCHED_RUN_ID start $start" >> ../items.log
+for ((i = start; i < 60; i++)); do
+  echo "$i" >> ../items.log
+  moltsched checkpoint save "$MOLTSCHED_TASK_ID" "{\\"next\\": $((i + 1))}"
+  sleep 0.1
+done
+"""
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "worker.sh").write_text(WORKER)
+    (tmp_path / "tasks" / "quick.sh").write_text("echo quick\n")
+    path = tmp_path / "moltsched.yaml"
+    path.write_text(CONFIG)
+    return path
+
+
+def db(config: Path) -> Path:
+    return config.parent / "state" / "moltsched.db"
+
+
+def items(config: Path) -> list[int]:
+    lines = (config.parent / "items.log").read_text().split("\n")
+    return [int(x) for x in lines if x.isdigit()]
+
+
+def test_pause_interrupts_survives_a_restart_and_resume_goes_on(config: Path) -> None:
+    daemon = Daemon(config).start()
+    try:
+        wait_sync(
+            lambda: len(items(config)) >= 5 if (config.parent / "items.log").exists() else False,
+            20,
+            "the worker to get going",
+        )
+        result = cli("chat", "pause:worker", config=config)
+        assert result.stdout.startswith("Paused worker: no scheduled runs until resume:worker.")
+        assert "Its run was interrupted after" in result.stdout
+        status = json.loads(cli("--json", "status", "worker", config=config).stdout)
+        assert status["status"] == "paused" and status["checkpoint"]["next"] >= 5
+        assert cli("pause", "worker", config=config).stdout == "worker was already paused.\n"
+    finally:
+        assert daemon.stop() == 0
+    seen = len(items(config))
+    again = Daemon(config).start()  # the pause persists: the interrupted run does not resume
+    try:
+        assert "paused" in cli("status", config=config).stdout
+        result = cli("resume", "worker", config=config)
+        assert result.stdout.startswith("Resumed worker: its interrupted run goes on now")
+        wait_sync(
+            lambda: (
+                query(
+                    db(config),
+                    "SELECT outcome FROM run WHERE task_id = 'worker' ORDER BY id DESC LIMIT 1",
+                )
+                == [("success",)]
+            ),
+            30,
+            "the resumed run to finish",
+        )
+    finally:
+        assert again.stop() == 0
+    done = items(config)
+    assert len(done) > seen
+    # Every item processed, none twice beyond the last checkpoint (the one being saved when
+    # the run was cut may repeat once).
+    assert set(done) == set(range(60))
+    assert len(done) - 60 <= 1
+    causes = query(
+        db(config), "SELECT cause, outcome FROM run WHERE task_id = 'worker' ORDER BY id"
+    )
+    assert causes[0] == ("schedule", "interrupted") and causes[-1] == ("resume", "success")
+    audit = query(db(config), "SELECT action, actor FROM log WHERE action IN ('paused', 'resumed')")
+    assert [a for a, _ in audit] == ["paused", "resumed"]
+    assert all(actor.startswith("cli:") for _, actor in audit)
+
+
+def test_chat_answers_like_the_bot_with_and_without_a_daemon(config: Path) -> None:
+    offline = cli("chat", "run:quick", config=config)
+    assert offline.returncode == 0
+    ack, result, out = offline.stdout.splitlines()
+    assert ack == "Started quick." and result.startswith("quick: success") and out == "quick"
+    daemon = Daemon(config).start()
+    try:
+        online = cli("chat", "/RUN : quick", config=config)
+        assert online.stdout.splitlines()[0] in (
+            "Started quick.",
+            "quick is already running; I'll tell you how it ends.",
+        )
+        assert "quick: success" in online.stdout
+        replies = json.loads(cli("--json", "chat", "status", config=config).stdout)["replies"]
+        assert replies[0].startswith("2 task(s), daemon running")
+    finally:
+        assert daemon.stop() == 0
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "run:quick; touch PWNED",
+        "run:$(touch PWNED)",
+        "run:`touch PWNED`",
+        "run:../tasks/quick.sh",
+        "run:quick.sh",
+        "run:QUICK",
+        "run:" + "q" * 5000,
+        "run:qu\u202eick",
+        "\u202erun:quick",
+        "run:🙂",
+    ],
+)
+def test_hostile_chat_runs_nothing(config: Path, text: str) -> None:
+    result = cli("chat", text, config=config)
+    assert result.returncode == 0
+    assert 0 < len(result.stdout) < 800
+    assert (
+        not (config.parent / "PWNED").exists() and not (config.parent / "tasks" / "PWNED").exists()
+    )
+    runs = query(db(config), "SELECT COUNT(*) FROM run") if db(config).exists() else [(0,)]
+    assert runs == [(0,)]
+
+
+def test_unknown_tasks_get_the_nearest_ids(config: Path) -> None:
+    result = cli("chat", "run:quik", config=config)
+    assert result.stdout == "unknown task 'quik' (did you mean quick?)\n"
+    result = cli("pause", "workr", config=config)
+    assert result.returncode == 2 and "did you mean worker" in result.stderr

@@ -1,0 +1,93 @@
+"""The chat grammar as a table of inputs and the Commands they mean, and hostile input."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from commands.command import Help, Logs, Pause, Resume, Run, Status
+from commands.grammar import VERBS, ParseError, help_text, parse, shown
+from tests.helpers import MOLTSCHED
+
+
+@pytest.mark.parametrize(
+    ("text", "command"),
+    [
+        ("status", Status()),
+        ("STATUS", Status()),
+        ("  /status  ", Status()),
+        ("/ Status", Status()),
+        ("status:scraper", Status("scraper")),
+        ("status : scraper", Status("scraper")),
+        ("Status:  scraper ", Status("scraper")),
+        ("status scraper", Status("scraper")),
+        ("run:scrape-all", Run("scrape-all")),
+        ("RUN:scrape-all", Run("scrape-all")),
+        ("/run :scrape_all", Run("scrape_all")),
+        ("run check-email", Run("check-email")),
+        ("pause:check-email", Pause("check-email")),
+        ("Pause : check-email", Pause("check-email")),
+        ("resume:check-email", Resume("check-email")),
+        ("logs", Logs()),
+        ("logs:scraper", Logs("scraper")),
+        ("help", Help()),
+        ("/HELP", Help()),
+        # The argument is taken as it is; only a configured id can match it (execute's job).
+        ("run:Scraper", Run("Scraper")),
+        ("run:x; rm -rf ~", Run("x; rm -rf ~")),
+        ("run:../../bin/sh", Run("../../bin/sh")),
+        ("run:$(id)", Run("$(id)")),
+        ("run:`reboot`", Run("`reboot`")),
+        ("run: a:b", Run("a:b")),
+    ],
+)
+def test_grammar(text: str, command: object) -> None:
+    assert parse(text) == command
+
+
+@pytest.mark.parametrize(
+    ("text", "answer"),
+    [
+        ("", "Commands:"),
+        ("   ", "Commands:"),
+        ("/", "Commands:"),
+        ("dance", "I don't know 'dance'."),
+        ("run", "Which task? Send run:TASK"),
+        ("run:", "Which task? Send run:TASK"),
+        ("pause", "Which task? Send pause:TASK"),
+        ("resume :  ", "Which task? Send resume:TASK"),
+        ("help:me", "help takes nothing after it."),
+        ("x" * 10_000, "That is too long to be a command."),
+        ("run:" + "a" * 300, "That is too long to be a command."),
+        ("run:a\x00b", "is not a task id"),
+        ("run:scraper\u202egnp.exe", "is not a task id"),
+        ("run:\x1b[31mred", "is not a task id"),
+        ("🙂", "I don't know '🙂'."),
+        ("\u202erun:x", "I don't know"),
+    ],
+)
+def test_what_is_not_a_command_gets_a_short_answer(text: str, answer: str) -> None:
+    with pytest.raises(ParseError) as info:
+        parse(text)
+    message = str(info.value)
+    assert answer in message
+    assert len(message) < 600
+    assert "\x00" not in message and "\x1b" not in message and "\u202e" not in message
+
+
+def test_shown_escapes_and_cuts() -> None:
+    assert shown("a\u202eb\x00") == "a\\u202eb\\u0000"
+    assert shown("x" * 100) == "x" * 40 + "…"
+
+
+def test_one_table_drives_chat_help_and_cli_help() -> None:
+    chat = help_text()
+    for verb in VERBS:
+        assert verb.usage in chat and verb.help in chat
+    cli_help = subprocess.run([MOLTSCHED, "--help"], capture_output=True, text=True).stdout
+    for verb in VERBS:
+        if verb.name != "help":
+            assert verb.name in cli_help and verb.help in cli_help
+    chat_help = subprocess.run([MOLTSCHED, "chat", "--help"], capture_output=True, text=True)
+    assert chat in chat_help.stdout
