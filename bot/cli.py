@@ -81,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("task")
     p.add_argument("value", nargs="?", help="the JSON value to save ('-' reads standard input)")
     sub.add_parser("validate", parents=[common], help="check the configuration; exit 2 if bad")
+    p = sub.add_parser(
+        "import-seed",
+        parents=[common],
+        help="import the seed skill's tasks, states, checkpoints and log from DIR",
+    )
+    p.add_argument("dir", type=Path, metavar="DIR")
     return parser
 
 
@@ -93,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         return _validate(config_path, args.json)
     if args.command == "checkpoint":
         return _checkpoint(config_path, args)
+    if args.command == "import-seed":
+        from bot.seed import import_seed
+
+        return import_seed(config_path, args.dir, args.json)
     payload: dict[str, Any] = {"json": args.json, "actor": f"cli:{_user()}"}
     if args.command == "chat":
         payload["chat"] = " ".join(args.text)

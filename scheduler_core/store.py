@@ -35,6 +35,7 @@ from scheduler_core.model import (
     TaskSpec,
     TaskState,
 )
+from scheduler_core.seed import SeedLog, SeedState
 
 T = TypeVar("T")
 
@@ -422,6 +423,73 @@ class Store:
             )
             for r in rows
         ]
+
+    async def import_seed(
+        self, states: Sequence[SeedState], logs: Sequence[SeedLog]
+    ) -> tuple[int, int]:
+        """Bring in the seed's task states and log; safe to repeat. Returns what was new.
+
+        A task that has history of ours keeps it (the seed's state is older). Log entries
+        are marked `actor = 'seed'` and not inserted twice.
+        """
+        status_of = {"paused": "idle", "running": "interrupted", "error": "error"}
+
+        def step(db: sqlite3.Connection) -> tuple[int, int]:
+            new_states = 0
+            for st in states:
+                ours = db.execute(
+                    "SELECT run_count, last_run FROM task WHERE id = ?", (st.task_id,)
+                ).fetchone()
+                seeded = (st.run_count, to_epoch(st.last_run))
+                if ours is not None and ours != (0, None) and tuple(ours) != seeded:
+                    continue  # it has run here since: ours is newer
+                outcome = (
+                    "failed" if st.status == "error" else ("success" if st.run_count else None)
+                )
+                db.execute(
+                    "INSERT INTO task (id, name, configured) VALUES (?, ?, 0) "
+                    "ON CONFLICT (id) DO NOTHING",
+                    (st.task_id, st.name),
+                )
+                changed = db.execute(
+                    "UPDATE task SET status = ?, paused = ?, last_run = ?, next_run = ?, "
+                    "run_count = ?, error_count = ?, last_error = ?, last_outcome = ?, "
+                    "checkpoint = ? WHERE id = ? AND NOT (run_count IS ? AND last_run IS ? "
+                    "AND checkpoint IS ? AND paused = ?)",
+                    (
+                        status_of.get(st.status, "idle"),
+                        int(st.status == "paused"),
+                        to_epoch(st.last_run),
+                        to_epoch(st.next_run),
+                        st.run_count,
+                        st.error_count,
+                        st.last_error,
+                        outcome,
+                        st.checkpoint,
+                        st.task_id,
+                        st.run_count,
+                        to_epoch(st.last_run),
+                        st.checkpoint,
+                        int(st.status == "paused"),
+                    ),
+                ).rowcount
+                new_states += changed
+            new_logs = 0
+            for entry in logs:
+                at = entry.time.timestamp()
+                seen = db.execute(
+                    "SELECT 1 FROM log WHERE time = ? AND task_id = ? AND action = ? "
+                    "AND message = ? AND actor = 'seed'",
+                    (at, entry.task_id, entry.action, entry.message),
+                ).fetchone()
+                if seen is None:
+                    _log(
+                        db, at, entry.task_id, entry.action, entry.message, entry.duration_s, "seed"
+                    )
+                    new_logs += 1
+            return new_states, new_logs
+
+        return await self._write(step)
 
     # --- action log --------------------------------------------------------------------------
 

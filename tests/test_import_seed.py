@@ -1,0 +1,176 @@
+"""`moltsched import-seed` on a folder laid out like the seed skill's, with its schema."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+from tests.helpers import cli, query
+
+# The seed skill's schema, as its StateManager creates it.
+SEED_SCHEMA = """
+CREATE TABLE IF NOT EXISTS task_state (
+    task_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    status TEXT DEFAULT 'idle',
+    last_run TEXT,
+    next_run TEXT,
+    run_count INTEGER DEFAULT 0,
+    error_count INTEGER DEFAULT 0,
+    last_error TEXT,
+    checkpoint TEXT,
+    updated_at TEXT DEFAULT CURRENT_TIMESTAMP
+);
+CREATE TABLE IF NOT EXISTS task_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    task_id TEXT NOT NULL,
+    timestamp TEXT DEFAULT CURRENT_TIMESTAMP,
+    action TEXT,
+    message TEXT,
+    duration_seconds REAL
+);
+CREATE INDEX IF NOT EXISTS idx_log_task ON task_log(task_id);
+CREATE INDEX IF NOT EXISTS idx_log_time ON task_log(timestamp);
+"""
+
+TASKS = {
+    "tasks": [
+        {
+            "task_id": "scrape-all",
+            "name": "Scraper",
+            "script_path": "scrape.sh",
+            "interval_minutes": 60,
+            "enabled": True,
+            "priority": 3,
+        },
+        {
+            "task_id": "check-email",
+            "name": "Email",
+            "script_path": "email.sh",
+            "interval_minutes": 15,
+            "enabled": True,
+            "priority": 5,
+        },
+        {
+            "task_id": "calendar",
+            "name": "Calendar",
+            "script_path": "calendar.sh",
+            "interval_minutes": 30,
+            "enabled": False,
+            "priority": 7,
+        },
+    ]
+}
+
+
+def make_seed(root: Path) -> Path:
+    seed = root / "moltbot-system"
+    for sub in ("config", "data", "tasks"):
+        (seed / sub).mkdir(parents=True)
+    (seed / "config" / "tasks.json").write_text(json.dumps(TASKS))
+    for script in ("scrape.sh", "email.sh", "calendar.sh"):
+        (seed / "tasks" / script).write_text(f"echo {script}\n")
+    conn = sqlite3.connect(seed / "data" / "scheduler.db")
+    conn.executescript(SEED_SCHEMA)
+    conn.executemany(
+        "INSERT INTO task_state (task_id, name, status, last_run, next_run, run_count, "
+        "error_count, last_error, checkpoint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                "scrape-all",
+                "Scraper",
+                "idle",
+                "2026-11-20T10:15:00.123456",
+                "2026-11-20T11:15:00.123456",
+                12,
+                1,
+                None,
+                '{"last_index": 40}',
+            ),
+            (
+                "check-email",
+                "Email",
+                "error",
+                "2026-11-20T10:00:00",
+                None,
+                30,
+                4,
+                "Exit code 1: imap timeout",
+                None,
+            ),
+            ("calendar", "Calendar", "paused", None, None, 0, 0, None, None),
+        ],
+    )
+    conn.executemany(
+        "INSERT INTO task_log (task_id, timestamp, action, message, duration_seconds) "
+        "VALUES (?, ?, ?, ?, ?)",
+        [
+            ("scrape-all", "2026-11-20 09:15:00", "started", "Running Scraper", None),
+            ("scrape-all", "2026-11-20 09:15:07", "completed", "Completed successfully", 7.2),
+            ("check-email", "2026-11-20 09:00:02", "error", "Exit code 1: imap timeout", 2.0),
+        ],
+    )
+    conn.commit()
+    conn.close()
+    return seed
+
+
+def test_import_seed_twice(tmp_path: Path) -> None:
+    seed = make_seed(tmp_path)
+    config = tmp_path / "home" / "moltsched.yaml"
+    first = cli("--json", "import-seed", str(seed), config=config)
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout) == {
+        "config": str(config),
+        "config_written": True,
+        "tasks": 3,
+        "states_imported": 3,
+        "log_entries_imported": 3,
+    }
+    assert cli("validate", config=config).returncode == 0
+
+    status = {
+        t["id"]: t for t in json.loads(cli("--json", "status", config=config).stdout)["tasks"]
+    }
+    scrape = status["scrape-all"]
+    assert (scrape["run_count"], scrape["error_count"]) == (12, 1)
+    assert scrape["checkpoint"] == {"last_index": 40} and scrape["last_outcome"] == "success"
+    assert scrape["last_run"].startswith("2026-11-20T10:15:00")
+    email = status["check-email"]
+    assert email["status"] == "error" and email["last_error"] == "Exit code 1: imap timeout"
+    assert status["calendar"]["status"] == "paused" and status["calendar"]["enabled"] is False
+    logs = json.loads(cli("--json", "logs", "-n", "50", config=config).stdout)
+    seeded = [(e["task_id"], e["action"]) for e in logs if e["message"] != ""]
+    assert ("check-email", "failed") in seeded and ("scrape-all", "completed") in seeded
+
+    again = cli("--json", "import-seed", str(seed), config=config)
+    assert json.loads(again.stdout)["states_imported"] == 0
+    assert json.loads(again.stdout)["log_entries_imported"] == 0
+    assert json.loads(again.stdout)["config_written"] is False
+    db = config.parent / "state" / "moltsched.db"
+    assert query(db, "SELECT COUNT(*) FROM log WHERE actor = 'seed'") == [(3,)]
+
+    # The imported task runs here, with its checkpoint; a later import keeps our history.
+    ran = json.loads(cli("--json", "run", "scrape-all", config=config).stdout)
+    assert ran["outcome"] == "success" and ran["stdout"] == "scrape.sh\n"
+    cli("import-seed", str(seed), config=config)
+    scrape = json.loads(cli("--json", "status", "scrape-all", config=config).stdout)
+    assert scrape["run_count"] == 13
+
+
+def test_an_existing_config_must_have_the_seed_tasks(tmp_path: Path) -> None:
+    seed = make_seed(tmp_path)
+    config = tmp_path / "moltsched.yaml"
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "a.sh").write_text("true\n")
+    config.write_text("tasks:\n  - {id: a, script: a.sh, every: 1h}\n")
+    result = cli("import-seed", str(seed), config=config)
+    assert result.returncode == 2
+    assert "lacks the seed's task(s) scrape-all, check-email, calendar" in result.stderr
+    assert config.read_text() == "tasks:\n  - {id: a, script: a.sh, every: 1h}\n"
+
+
+def test_not_a_seed_folder(tmp_path: Path) -> None:
+    result = cli("import-seed", str(tmp_path), config=tmp_path / "c.yaml")
+    assert result.returncode == 2 and "is" in result.stderr and "seed skill" in result.stderr
