@@ -157,3 +157,37 @@ def test_unknown_tasks_get_the_nearest_ids(config: Path) -> None:
     assert result.stdout == "unknown task 'quik' (did you mean quick?)\n"
     result = cli("pause", "workr", config=config)
     assert result.returncode == 2 and "did you mean worker" in result.stderr
+
+
+def test_a_pause_made_without_a_daemon_holds_when_it_starts(config: Path) -> None:
+    result = cli("pause", "quick", config=config)
+    assert result.returncode == 0 and result.stdout.startswith("Paused quick")
+    daemon = Daemon(config).start()
+    try:
+        # worker (new, every 1h) runs at once; quick, paused, must not.
+        wait_sync(
+            lambda: (
+                query(db(config), "SELECT COUNT(*) FROM run WHERE task_id = 'worker'")[0][0] >= 1
+            ),
+            15,
+            "worker to start",
+        )
+        assert query(db(config), "SELECT COUNT(*) FROM run WHERE task_id = 'quick'") == [(0,)]
+        assert json.loads(cli("--json", "status", "quick", config=config).stdout)["status"] == (
+            "paused"
+        )
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_long_chat_answers_are_cut_for_a_phone(tmp_path: Path) -> None:
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "t.sh").write_text("true\n")
+    tasks = "\n".join(f"  - {{id: t{i:03d}, script: t.sh, every: 1h}}" for i in range(60))
+    config = tmp_path / "moltsched.yaml"
+    config.write_text(f"tasks:\n{tasks}\n")
+    lines = cli("chat", "status", config=config).stdout.splitlines()
+    assert len(lines) == 25
+    assert lines[-1] == "… 37 more; send status:TASK for one task"
+    full = cli("status", config=config).stdout.splitlines()
+    assert len(full) == 61  # the terminal gets everything
