@@ -94,6 +94,9 @@ def load_config(path: str | os.PathLike[str]) -> AppConfig:
     if not isinstance(raw, dict):
         raise ConfigError(path, ["the top level must be a mapping of settings"])
     base = path.resolve().parent
+    if "tasks_dir" not in raw and _seed_layout(raw, base):
+        # The seed kept tasks.json in DIR/config and its scripts in DIR/tasks.
+        raw = {**raw, "tasks_dir": "../tasks"}
     problems = _raw_problems(raw, base)
     model: ConfigModel | None = None
     try:
@@ -117,6 +120,19 @@ def load_config(path: str | os.PathLike[str]) -> AppConfig:
     if problems or model is None:
         raise ConfigError(path, problems)
     return _build(model, path, base, tuple(specs))
+
+
+def _seed_layout(raw: dict[str, Any], base: Path) -> bool:
+    """A seed skill's tasks.json where it lived: tasks named in the seed's keys, scripts in
+    the `tasks` folder beside the `config` folder."""
+    tasks = raw.get("tasks")
+    return (
+        isinstance(tasks, list)
+        and bool(tasks)
+        and all(isinstance(t, dict) and "script_path" in t for t in tasks)
+        and (base.parent / "tasks").is_dir()
+        and not (base / "tasks").is_dir()
+    )
 
 
 def _zone(model: ConfigModel | None) -> ZoneInfo:

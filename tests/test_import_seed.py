@@ -174,3 +174,11 @@ def test_an_existing_config_must_have_the_seed_tasks(tmp_path: Path) -> None:
 def test_not_a_seed_folder(tmp_path: Path) -> None:
     result = cli("import-seed", str(tmp_path), config=tmp_path / "c.yaml")
     assert result.returncode == 2 and "is" in result.stderr and "seed skill" in result.stderr
+
+
+def test_the_seed_tasks_json_works_unchanged_as_the_configuration(tmp_path: Path) -> None:
+    seed = make_seed(tmp_path)
+    config = seed / "config" / "tasks.json"
+    assert cli("validate", config=config).returncode == 0
+    ran = json.loads(cli("--json", "run", "check-email", config=config).stdout)
+    assert ran["outcome"] == "success" and ran["stdout"] == "email.sh\n"
