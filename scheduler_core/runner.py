@@ -97,11 +97,13 @@ class ProcessRun:
         self.grace = grace
         self.pid: int | None = None
         self._interrupt: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.reason = ""  # why it was interrupted, for the log
         self.started_at: float | None = None
 
-    def interrupt(self) -> None:
+    def interrupt(self, reason: str = "") -> None:
         """Ask the run to stop: SIGTERM its group, then SIGKILL after `grace`."""
         if not self._interrupt.done():
+            self.reason = reason
             self._interrupt.set_result(None)
 
     @property

@@ -93,6 +93,7 @@ class _Active:
     waiting: _Waiting
     spec: TaskSpec
     process: ProcessRun
+    preempted: bool = False  # interrupted to free its slot for an on-demand run
     # Known once the start is recorded (see _launch).
     run_id: int = 0
     checkpoint: str | None = None
@@ -235,7 +236,7 @@ class Scheduler:
         """Stop dispatching and interrupt running runs; `run()` returns once they are recorded."""
         self._closing = True
         for active in self._running.values():
-            active.process.interrupt()
+            active.process.interrupt("the scheduler is stopping")
         self._wake.set()
 
     def wake(self) -> None:
@@ -344,6 +345,29 @@ class Scheduler:
         self._defer.clear()
         if batch:
             tg.create_task(self._launch(batch, tg))
+        if self._waiting and self._waiting[0].cause is Cause.ON_DEMAND:
+            self._preempt()
+
+    def _preempt(self) -> None:
+        """On-demand runs do not wait behind background runs: for each one still waiting, cut
+        the lowest-priority interruptible background run (it resumes from its checkpoint as
+        soon as a slot frees, after the on-demand runs)."""
+        asking = [w for w in self._waiting if w.live and w.cause is Cause.ON_DEMAND]
+        needed = len(asking) - sum(1 for a in self._running.values() if a.preempted)
+        victims = sorted(
+            (
+                a
+                for a in self._running.values()
+                if not a.preempted
+                and a.waiting.cause is not Cause.ON_DEMAND
+                and a.spec.interruptible
+            ),
+            key=lambda a: (-a.spec.priority, -(a.started.timestamp() if a.started else 0)),
+        )
+        for victim, w in zip(victims[: max(needed, 0)], asking, strict=False):
+            victim.preempted = True
+            log.info("interrupting %s for an on-demand run of %s", victim.spec.id, w.task_id)
+            victim.process.interrupt(f"for an on-demand run of {w.task_id}")
 
     async def _launch(self, batch: list[_Active], tg: asyncio.TaskGroup) -> None:
         """Record the starts of runs dispatched together in one transaction, then start them.
@@ -400,7 +424,7 @@ class Scheduler:
             pres = started_proc
         else:
             pres = await process.wait(started_proc)
-        outcome, message = _judge(spec, pres)
+        outcome, message = _judge(spec, pres, process.reason)
         level = (
             logging.INFO if outcome in (Outcome.SUCCESS, Outcome.INTERRUPTED) else logging.WARNING
         )
@@ -483,7 +507,7 @@ class Scheduler:
         active = self._running.get(task_id)
         cut: RunResult | None = None
         if active is not None:
-            active.process.interrupt()
+            active.process.interrupt("paused")
             done, _ = await asyncio.wait({active.result}, timeout=spec.grace + 5)
             if done and not active.result.exception():
                 cut = active.result.result()
@@ -564,14 +588,14 @@ def _slots(n: int) -> str:
     return "1 slot" if n == 1 else f"{n} slots"
 
 
-def _judge(spec: TaskSpec, pres: ProcessResult) -> tuple[Outcome, str]:
+def _judge(spec: TaskSpec, pres: ProcessResult, reason: str = "") -> tuple[Outcome, str]:
     took = f"{pres.duration_s:.1f}s"
     if pres.ending is Ending.NOT_STARTED:
         return Outcome.FAILED, pres.error or "could not start"
     if pres.ending is Ending.TIMEOUT:
         return Outcome.TIMEOUT, f"timed out after {format_duration(spec.timeout)}"
     if pres.ending is Ending.INTERRUPTED:
-        return Outcome.INTERRUPTED, f"interrupted after {took}"
+        return Outcome.INTERRUPTED, f"interrupted after {took}" + (f" ({reason})" if reason else "")
     code = pres.exit_code
     if code == 0:
         return Outcome.SUCCESS, f"exit 0 in {took}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import timedelta
@@ -309,3 +310,63 @@ async def test_run_due_runs_only_what_is_due(
     assert await sched.run_due() == []
     sched.close()
     await loop_task
+
+
+# Counts through items, checkpointing after each, with the Python that has scheduler_core.
+COUNTER = f"""
+py={sys.executable}
+start=$($py -c 'import json, os; c = os.environ["MOLTSCHED_CHECKPOINT"]
+print(json.loads(c)["next"] if c else 0)')
+echo "start $start"
+for ((i = start; i < {{n}}; i++)); do
+  echo "$i" >> {{log}}
+  $py -c 'import sys; from scheduler_core.checkpoint import save_checkpoint as save
+save({{{{"next": int(sys.argv[1])}}}})' $((i + 1))
+  sleep 0.05
+done
+"""
+
+
+@pytest.mark.parametrize("interruptible", [True, False])
+async def test_on_demand_runs_preempt_background_runs(
+    make: Factory, store: Store, tasks_dir: Path, interruptible: bool
+) -> None:
+    items = tasks_dir / "items"
+    long = spec(
+        "long",
+        COUNTER.format(n=30, log=items),
+        tasks_dir,
+        priority=9,
+        interruptible=interruptible,
+        grace=2,
+    )
+    quick = spec("quick", "echo quick", tasks_dir, trigger=Every(3600))
+    await store.sync_tasks([long, quick])
+    await store.set_next_runs([("quick", ManualClock().now() + timedelta(hours=1))])
+    sched = make([long, quick], clock=ManualClock(), max_concurrent=1)
+    await wait_for(lambda: items.exists() and len(items.read_text().split()) >= 5, 20)
+    submission = sched.submit("quick")
+    assert submission.admission is Admission.QUEUED
+    result = await asyncio.wait_for(submission.result, 30)
+    assert result.outcome is Outcome.SUCCESS
+    runs = await store.runs("long", 10)
+    if interruptible:
+        # long was cut for quick, and resumes from its checkpoint once quick is done.
+        (cut,) = [r for r in runs if r.outcome is Outcome.INTERRUPTED]
+        assert cut.cause is Cause.SCHEDULE
+        entry = next(e for e in await store.logs("long") if e.action == "interrupted")
+        assert entry.message.endswith("(for an on-demand run of quick)")
+        await wait_for(lambda: _outcome_of_last(store, "long", Outcome.SUCCESS), 30)
+        resumed = (await store.runs("long", 1))[0]
+        assert resumed.cause is Cause.RESUME and not resumed.stdout.startswith("start 0\n")
+        done = [int(x) for x in items.read_text().split()]
+        assert set(done) == set(range(30)) and len(done) - 30 <= 1
+    else:
+        # Never cut: quick waited for it.
+        assert [r.outcome for r in runs] == [Outcome.SUCCESS]
+        assert runs[0].ended is not None and runs[0].ended <= result.started
+
+
+async def _outcome_of_last(store: Store, task_id: str, outcome: Outcome) -> bool:
+    runs = await store.runs(task_id, 1)
+    return bool(runs) and runs[0].outcome is outcome
