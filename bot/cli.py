@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("task")
     p.add_argument("value", nargs="?", help="the JSON value to save ('-' reads standard input)")
     sub.add_parser("validate", parents=[common], help="check the configuration; exit 2 if bad")
+    sub.add_parser(
+        "reload", parents=[common], help="make the running daemon re-read its configuration"
+    )
     p = sub.add_parser(
         "import-seed",
         parents=[common],
@@ -104,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return import_seed(config_path, args.dir, args.json)
     payload: dict[str, Any] = {"json": args.json, "actor": f"cli:{_user()}"}
+    if args.command == "reload":
+        return _reload(config_path, payload)
     if args.command == "chat":
         payload["chat"] = " ".join(args.text)
     else:
@@ -157,6 +162,26 @@ def _load(config_path: Path) -> AppConfig | None:
     except ConfigError as exc:
         print(f"moltsched: {exc}", file=sys.stderr)
         return None
+
+
+def _reload(config_path: Path, payload: dict[str, Any]) -> int:
+    """Ask the daemon to reload (as SIGHUP does); with no daemon, check the file instead."""
+    payload = {"reload": True, "actor": payload["actor"]}
+    hint = state_dir_hint(config_path)
+    answered = _ask_daemon(hint, payload) if hint is not None else None
+    if answered is not None:
+        return answered
+    config = _load(config_path)
+    if config is None:
+        return EXIT_USAGE
+    answered = _ask_daemon(config.settings.state_dir, payload)
+    if answered is not None:
+        return answered
+    print(
+        f"No daemon is running on {config.settings.state_dir}; it reads {config_path} "
+        "when it starts (the file is valid)."
+    )
+    return 0
 
 
 def _validate(config_path: Path, as_json: bool) -> int:

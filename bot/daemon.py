@@ -21,7 +21,7 @@ from bot import client
 from bot.control import ControlServer
 from bot.lock import StateLock
 from bot.respond import Answer, respond
-from config.loader import AppConfig
+from config.loader import AppConfig, ConfigError, load_config
 from scheduler_core.clock import Clock
 from scheduler_core.scheduler import Scheduler
 from scheduler_core.store import Store
@@ -49,6 +49,61 @@ async def serve(config: AppConfig, *, clock: Clock | None = None) -> int:
         lock.release()
 
 
+class Daemon:
+    """The running daemon's parts and its current configuration."""
+
+    def __init__(self, config: AppConfig, scheduler: Scheduler) -> None:
+        self.config = config
+        self.scheduler = scheduler
+        self._reloading = asyncio.Lock()
+
+    async def handle(self, request: dict[str, Any]) -> Answer:
+        """One control request."""
+        if request.get("ping"):
+            return {"err": "", "exit": 0, "pid": os.getpid()}, _nothing()
+        if request.get("reload"):
+            code, message = await self.reload()
+            return (
+                ({"err": message + "\n", "exit": code}, _nothing())
+                if code
+                else (
+                    {"err": "", "exit": 0},
+                    _lines(message),
+                )
+            )
+        return await respond(request, self.scheduler, self.config.zone, daemon=True)
+
+    async def reload(self) -> tuple[int, str]:
+        """Re-read the configuration (SIGHUP, `moltsched reload`); keep the old one if bad."""
+        async with self._reloading:
+            path = self.config.path
+            try:
+                new = await asyncio.to_thread(load_config, path)
+            except ConfigError as exc:
+                log.error("reload rejected; the running configuration is kept. %s", exc)
+                return EXIT_USAGE, f"reload rejected, the running configuration is kept: {exc}"
+            if new.settings.state_dir != self.config.settings.state_dir:
+                message = (
+                    f"reload rejected: state_dir changed to {new.settings.state_dir}; "
+                    "that takes a restart"
+                )
+                log.error("%s", message)
+                return EXIT_USAGE, message
+            try:
+                added, removed, changed = await self.scheduler.reconfigure(new.tasks, new.settings)
+            except Exception as exc:  # a reload must never take the daemon down
+                log.exception("reload failed")
+                return 1, f"reload failed: {exc}"
+            self.config = new
+            parts = [f"{len(new.tasks)} task(s)"]
+            for word, ids in (("added", added), ("removed", removed), ("changed", changed)):
+                if ids:
+                    parts.append(f"{word} {', '.join(ids)}")
+            message = f"reloaded {path}: " + "; ".join(parts)
+            log.info("%s", message)
+            return 0, message
+
+
 async def _serve_locked(config: AppConfig, clock: Clock | None) -> int:
     settings = config.settings
     store = await Store.open(settings.db_path)
@@ -57,13 +112,8 @@ async def _serve_locked(config: AppConfig, clock: Clock | None) -> int:
             store, settings, config.tasks, clock=clock, base_env=task_environment()
         )
         await scheduler.prepare()
-
-        async def handle(request: dict[str, Any]) -> Answer:
-            if request.get("ping"):
-                return {"err": "", "exit": 0, "pid": os.getpid()}, _nothing()
-            return await respond(request, scheduler, config.zone, daemon=True)
-
-        server = ControlServer(settings.state_dir / client.SOCKET_NAME, handle)
+        daemon = Daemon(config, scheduler)
+        server = ControlServer(settings.state_dir / client.SOCKET_NAME, daemon.handle)
         try:
             await server.start()
         except OSError as exc:
@@ -72,9 +122,6 @@ async def _serve_locked(config: AppConfig, clock: Clock | None) -> int:
             return EXIT_USAGE
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, _on_stop, sig, stop)
-        loop.add_signal_handler(signal.SIGHUP, _on_hup)
         log.info(
             "moltsched daemon running: %d task(s), max_concurrent %d, state in %s, pid %d",
             len(config.tasks),
@@ -91,6 +138,11 @@ async def _serve_locked(config: AppConfig, clock: Clock | None) -> int:
             )
         try:
             async with asyncio.TaskGroup() as tg:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.add_signal_handler(sig, _on_stop, sig, stop)
+                loop.add_signal_handler(
+                    signal.SIGHUP, lambda: tg.create_task(daemon.reload(), name="reload")
+                )
                 tg.create_task(scheduler.run(), name="scheduler")
                 await stop.wait()
                 await server.close()
@@ -103,6 +155,10 @@ async def _serve_locked(config: AppConfig, clock: Clock | None) -> int:
         return EXIT_OK
     finally:
         await store.close()
+
+
+async def _lines(text: str) -> AsyncIterator[str]:
+    yield text + "\n"
 
 
 async def _nothing() -> AsyncIterator[str]:
@@ -127,9 +183,3 @@ def task_environment() -> dict[str, str]:
 def _on_stop(sig: signal.Signals, stop: asyncio.Event) -> None:
     log.info("%s: stopping; running runs are interrupted and recorded", sig.name)
     stop.set()
-
-
-def _on_hup() -> None:
-    # Reloading arrives with the interrupt-and-resume work; until then SIGHUP must at least not
-    # kill the daemon (its default action) and must say what to do instead.
-    log.warning("SIGHUP: reloading is not supported yet; restart the daemon to apply changes")

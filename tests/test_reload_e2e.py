@@ -1,0 +1,90 @@
+"""Reload (SIGHUP and `moltsched reload`) against the real daemon."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from pathlib import Path
+
+from tests.helpers import MOLTSCHED, cli, query, wait_sync
+from tests.test_e2e import Daemon
+
+BEFORE = """
+tasks:
+  - {id: stays, script: slow.sh, cron: "0 0 1 1 *", grace: 2s}
+  - {id: goes, script: quick.sh, cron: "0 0 1 1 *"}
+"""
+
+AFTER = """
+timezone: Asia/Tokyo
+tasks:
+  - {id: stays, script: slow.sh, cron: "0 0 1 1 *", priority: 1, grace: 2s}
+  - {id: comes, script: quick.sh, every: 1h}
+"""
+
+
+def test_reload_applies_changes_without_disturbing_a_run(tmp_path: Path) -> None:
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "slow.sh").write_text("sleep 3; echo slow done\n")
+    (tmp_path / "tasks" / "quick.sh").write_text("echo quick\n")
+    config = tmp_path / "moltsched.yaml"
+    config.write_text(BEFORE)
+    db = tmp_path / "state" / "moltsched.db"
+    daemon = Daemon(config).start()
+    try:
+        cli("run", "goes", config=config)
+        runner = subprocess.Popen(
+            [MOLTSCHED, "--config", str(config), "--json", "run", "stays"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        wait_sync(
+            lambda: query(db, "SELECT status FROM task WHERE id = 'stays'") == [("running",)],
+            10,
+            "stays to run",
+        )
+        config.write_text(AFTER)
+        assert daemon.proc is not None
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_sync(lambda: "reloaded" in daemon.log.read_text(), 10, "the reload")
+        assert "added comes; removed goes; changed stays" in daemon.log.read_text()
+        # The new interval task runs at once; the removed one is gone from status.
+        wait_sync(
+            lambda: query(db, "SELECT COUNT(*) FROM run WHERE task_id = 'comes'")[0][0] >= 1,
+            10,
+            "comes to run",
+        )
+        status = json.loads(cli("--json", "status", config=config).stdout)
+        assert [t["id"] for t in status["tasks"]] == ["stays", "comes"]
+        assert status["tasks"][0]["next_run"].endswith("+09:00")  # the new zone
+        # The run that was going when the reload came finished undisturbed.
+        out, _ = runner.communicate(timeout=20)
+        assert json.loads(out)["outcome"] == "success"
+        # History of the removed task is kept.
+        assert query(db, "SELECT run_count FROM task WHERE id = 'goes'") == [(1,)]
+
+        config.write_text(AFTER + "  - {id: Bad, script: nope.sh, every: soon}\n")
+        result = cli("reload", config=config)
+        assert result.returncode == 2
+        assert "reload rejected, the running configuration is kept" in result.stderr
+        assert "tasks[2].every" in result.stderr and "tasks[2].id" in result.stderr
+        assert "reload rejected" in daemon.log.read_text()
+        assert cli("status", "comes", config=config).returncode == 0
+
+        config.write_text(AFTER)
+        result = cli("reload", config=config)
+        assert result.returncode == 0 and "reloaded" in result.stdout
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_reload_without_a_daemon_checks_the_file(tmp_path: Path) -> None:
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "quick.sh").write_text("echo quick\n")
+    config = tmp_path / "moltsched.yaml"
+    config.write_text("tasks:\n  - {id: a, script: quick.sh, every: 1h}\n")
+    result = cli("reload", config=config)
+    assert result.returncode == 0 and "No daemon is running" in result.stdout
+    config.write_text("tasks:\n  - {id: a, script: quick.sh, every: never}\n")
+    assert cli("reload", config=config).returncode == 2
