@@ -1,0 +1,187 @@
+"""Interrupt a counting, checkpointing task every way a run can be cut short, on the real
+daemon, and check that every item is processed and none twice beyond its last checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import cli, query, wait_sync
+from tests.test_e2e import Daemon
+
+N = 40
+
+# Processes items 0..N-1, recording each, checkpointing after each.
+WORKER = f"""
+import os, time
+from scheduler_core.checkpoint import load_checkpoint, save_checkpoint
+
+start = (load_checkpoint() or {{}}).get("next", 0)
+with open("../items.log", "a") as log:
+    log.write(f"run {{os.environ['MOLTSCHED_RUN_ID']}} from {{start}}\\n")
+    for i in range(start, {N}):
+        log.write(f"{{i}}\\n")
+        log.flush()
+        save_checkpoint({{"next": i + 1}})
+        time.sleep(0.05)
+"""
+
+CONFIG = """
+max_concurrent: 1
+tasks:
+  - {id: worker, command: [python, worker.py], every: 1h, priority: 9, grace: 2s}
+  - {id: quick, script: quick.sh, cron: "0 0 1 1 *"}
+"""
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "worker.py").write_text(WORKER)
+    (tmp_path / "tasks" / "quick.sh").write_text("echo quick\n")
+    path = tmp_path / "moltsched.yaml"
+    path.write_text(CONFIG)
+    return path
+
+
+def items(config: Path) -> list[int]:
+    log = config.parent / "items.log"
+    lines = log.read_text().split("\n") if log.exists() else []
+    return [int(x) for x in lines if x.isdigit()]
+
+
+def db(config: Path) -> Path:
+    return config.parent / "state" / "moltsched.db"
+
+
+def last_run(config: Path) -> tuple[str, str | None]:
+    return query(
+        db(config),
+        "SELECT cause, outcome FROM run WHERE task_id = 'worker' ORDER BY id DESC LIMIT 1",
+    )[0]
+
+
+def worker_going(config: Path) -> None:
+    """The worker (new, hourly) starts with the daemon, as a background run."""
+    wait_sync(lambda: len(items(config)) >= 10, 20, "the worker to get going")
+
+
+def assert_all_items_once(config: Path, cuts: int) -> None:
+    done = items(config)
+    assert set(done) == set(range(N))
+    assert len(done) - N <= cuts  # at most the item being saved at each cut is redone
+    assert query(db(config), "PRAGMA integrity_check") == [("ok",)]
+
+
+def test_shutdown_and_restart(config: Path) -> None:
+    daemon = Daemon(config).start()
+    worker_going(config)
+    began = time.monotonic()
+    assert daemon.stop() == 0
+    assert time.monotonic() - began < 5  # grace 2s and a little
+    assert last_run(config) == ("schedule", "interrupted")
+    again = Daemon(config).start()  # interrupted runs resume first
+    try:
+        wait_sync(lambda: last_run(config) == ("resume", "success"), 20, "the resumed run")
+    finally:
+        assert again.stop() == 0
+    assert_all_items_once(config, cuts=1)
+
+
+def test_kill_9_of_the_daemon_and_its_tasks(config: Path) -> None:
+    daemon = Daemon(config).start()
+    worker_going(config)
+    assert daemon.proc is not None
+    pgids = {
+        os.getpgid(int(p))
+        for p in subprocess.run(
+            ["pgrep", "-f", "worker.py"], capture_output=True, text=True
+        ).stdout.split()
+    }
+    daemon.proc.kill()  # the daemon, then its runs, as a power cut or OOM kill would
+    daemon.proc.wait()
+    for pgid in pgids:
+        os.killpg(pgid, signal.SIGKILL)
+    before = json.loads(cli("--json", "checkpoint", "show", "worker", config=config).stdout)
+    assert before["next"] >= 10  # what was committed is there
+    again = Daemon(config).start()
+    try:
+        wait_sync(lambda: last_run(config) == ("resume", "success"), 20, "the resumed run")
+        runs = query(db(config), "SELECT outcome FROM run WHERE task_id = 'worker' ORDER BY id")
+        assert runs == [("interrupted",), ("success",)]
+        actions = [
+            a
+            for (a,) in query(
+                db(config), "SELECT action FROM log WHERE task_id = 'worker' ORDER BY id"
+            )
+        ]
+        assert actions.count("interrupted") == 1 and actions[-1] == "completed"
+    finally:
+        assert again.stop() == 0
+    assert_all_items_once(config, cuts=1)
+
+
+def test_preempted_by_an_on_demand_run(config: Path) -> None:
+    daemon = Daemon(config).start()
+    try:
+        worker_going(config)
+        quick = cli("--json", "run", "quick", config=config)  # max_concurrent: 1
+        assert json.loads(quick.stdout)["outcome"] == "success"
+        assert json.loads(quick.stdout)["admission"] == "queued"
+        wait_sync(lambda: last_run(config) == ("resume", "success"), 20, "the resumed run")
+        message = query(
+            db(config),
+            "SELECT message FROM log WHERE task_id = 'worker' AND action = 'interrupted'",
+        )[0][0]
+        assert message.endswith("(for an on-demand run of quick)")
+    finally:
+        assert daemon.stop() == 0
+    assert_all_items_once(config, cuts=1)
+
+
+def test_missed_slots_after_downtime(tmp_path: Path) -> None:
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "t.sh").write_text("true\n")
+    config = tmp_path / "moltsched.yaml"
+    config.write_text(
+        "tasks:\n"
+        "  - {id: once, script: t.sh, every: 1s, catch_up: once}\n"
+        "  - {id: skip, script: t.sh, every: 1s, catch_up: skip}\n"
+    )
+    daemon = Daemon(config).start()
+    wait_sync(lambda: query(db(config), "SELECT COUNT(*) FROM run")[0][0] >= 4, 10, "runs")
+    assert daemon.stop() == 0
+    time.sleep(3.5)  # down for three and a half slots
+    again = Daemon(config).start()
+    try:
+        wait_sync(
+            lambda: len(query(db(config), "SELECT 1 FROM log WHERE action = 'missed'")) >= 2,
+            10,
+            "missed entries",
+        )
+        missed = dict(
+            query(
+                db(config), "SELECT task_id, message FROM log WHERE action = 'missed' ORDER BY id"
+            )
+        )
+        assert "slots missed since" in missed["once"]
+        assert missed["once"].endswith("running one catch-up run")
+        assert missed["skip"].endswith("skipped (catch_up: skip)")
+        wait_sync(
+            lambda: (
+                query(db(config), "SELECT COUNT(*) FROM run WHERE cause = 'catch-up'") == [(1,)]
+            ),
+            10,
+            "the catch-up run",
+        )
+        assert query(
+            db(config), "SELECT COUNT(*) FROM run WHERE task_id = 'skip' AND cause = 'catch-up'"
+        ) == [(0,)]
+    finally:
+        assert again.stop() == 0
