@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.helpers import cli, query
+import pytest
+
+from scheduler_core.checkpoint import CheckpointError, save_checkpoint
+from tests.helpers import cli, query, wait_sync
+from tests.test_e2e import Daemon
 
 CONFIG = """
 tasks:
@@ -55,3 +59,56 @@ def test_checkpoint_commands(tmp_path: Path) -> None:
     assert cli("checkpoint", "show", "counter", config=config).stdout == "no checkpoint\n"
     db = tmp_path / "state" / "moltsched.db"
     assert query(db, "SELECT checkpoint FROM task WHERE id = 'counter'") == [(None,)]
+
+
+SAVER = """
+from scheduler_core.checkpoint import save_checkpoint
+for i in range(1, 201):
+    save_checkpoint({"n": i})
+print("saved 200")
+"""
+
+
+def test_checkpoint_saves_beside_a_busy_daemon(tmp_path: Path) -> None:
+    """Four tasks save 200 checkpoints each while the daemon records runs: no save fails."""
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "saver.py").write_text(SAVER)
+    (tmp_path / "tasks" / "noop.sh").write_text("true\n")
+    savers = "\n".join(
+        f"  - {{id: saver{i}, command: [python, saver.py], every: 1h}}" for i in range(4)
+    )
+    noops = "\n".join(f"  - {{id: noop{i}, script: noop.sh, every: 1s}}" for i in range(4))
+    config = tmp_path / "moltsched.yaml"
+    config.write_text(f"max_concurrent: 8\ntasks:\n{savers}\n{noops}\n")
+    daemon = Daemon(config).start()
+    db = tmp_path / "state" / "moltsched.db"
+    try:
+        wait_sync(
+            lambda: (
+                query(
+                    db,
+                    "SELECT COUNT(*) FROM run WHERE task_id LIKE 'saver%' AND outcome IS NOT NULL",
+                )[0][0]
+                == 4
+            ),
+            60,
+            "the savers",
+        )
+    finally:
+        assert daemon.stop() == 0
+    rows = query(db, "SELECT outcome, stdout, stderr FROM run WHERE task_id LIKE 'saver%'")
+    assert rows == [("success", "saved 200\n", "")] * 4
+    assert query(db, "SELECT DISTINCT checkpoint FROM task WHERE id LIKE 'saver%'") == [
+        ('{"n":200}',)
+    ]
+
+
+def test_a_checkpoint_must_be_json(tmp_path: Path) -> None:
+    config = setup(tmp_path)
+    cli("status", config=config)  # creates the database
+    db = tmp_path / "state" / "moltsched.db"
+    for bad in (object(), float("nan"), {1, 2}):
+        with pytest.raises(CheckpointError, match="a checkpoint must be JSON"):
+            save_checkpoint(bad, "counter", db=db)
+    with pytest.raises(CheckpointError, match="no task id"):
+        save_checkpoint({"a": 1}, db=db)
