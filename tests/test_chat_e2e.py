@@ -69,7 +69,8 @@ def test_pause_interrupts_survives_a_restart_and_resume_goes_on(config: Path) ->
         assert result.stdout.startswith("Paused worker: no scheduled runs until resume:worker.")
         assert "Its run was interrupted after" in result.stdout
         status = json.loads(cli("--json", "status", "worker", config=config).stdout)
-        assert status["status"] == "paused" and status["checkpoint"]["next"] >= 5
+        # Five items were logged; the fifth's checkpoint may be the save the pause cut.
+        assert status["status"] == "paused" and status["checkpoint"]["next"] >= 4
         assert cli("pause", "worker", config=config).stdout == "worker was already paused.\n"
     finally:
         assert daemon.stop() == 0
