@@ -103,7 +103,8 @@ async def test_slots_priority_and_on_demand_first(
     gate = tasks_dir / "gate"
     blocker = f"echo blocker >> {log}; while [ ! -e {gate} ]; do sleep 0.01; done"
     specs = [
-        spec("blocker", blocker, tasks_dir, priority=1),
+        # Not interruptible: this is about the queue's order, not preemption.
+        spec("blocker", blocker, tasks_dir, priority=1, interruptible=False),
         spec("low", f"echo low >> {log}", tasks_dir, priority=9),
         spec("high", f"echo high >> {log}", tasks_dir, priority=3),
         spec("asked", f"echo asked >> {log}", tasks_dir, priority=5),
