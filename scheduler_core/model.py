@@ -105,6 +105,20 @@ class TaskState(NamedTuple):
     last_error: str | None
     last_outcome: Outcome | None
     checkpoint: str | None
+    alerted_at: datetime | None = None  # when its current failure streak was last alerted
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    """An alert waiting in the outbox for one recipient."""
+
+    id: int
+    task_id: str | None
+    kind: str
+    recipient: str
+    text: str
+    attempts: int
+    next_attempt: datetime
 
 
 @dataclass(frozen=True)

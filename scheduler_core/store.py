@@ -29,6 +29,7 @@ from scheduler_core.model import (
     STATUS_BY_VALUE,
     Cause,
     LogEntry,
+    OutboxItem,
     Outcome,
     RunRecord,
     Status,
@@ -90,11 +91,30 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX log_by_task ON log(task_id, id)",
         "CREATE INDEX log_by_time ON log(time)",
     ],
+    [
+        # When the task's current failure streak was last alerted (NULL: not alerted).
+        "ALTER TABLE task ADD COLUMN alerted_at REAL",
+        # Alerts are written here before any send, one row per recipient, and marked sent
+        # only once delivered: so each goes out once, in order, also across a restart.
+        """CREATE TABLE outbox (
+            id INTEGER PRIMARY KEY,
+            created REAL NOT NULL,
+            task_id TEXT,
+            kind TEXT NOT NULL,
+            recipient TEXT NOT NULL,
+            text TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt REAL NOT NULL,
+            last_error TEXT,
+            sent REAL
+        ) STRICT""",
+        "CREATE INDEX outbox_pending ON outbox(id) WHERE sent IS NULL",
+    ],
 ]
 
 _TASK_COLUMNS = (
     "id, name, status, paused, last_run, next_run, run_count, error_count, "
-    "consecutive_failures, last_error, last_outcome, checkpoint"
+    "consecutive_failures, last_error, last_outcome, checkpoint, alerted_at"
 )
 
 
@@ -125,6 +145,7 @@ def _state(row: sqlite3.Row | tuple[Any, ...]) -> TaskState:
         row[9],
         OUTCOME_BY_VALUE[row[10]] if row[10] else None,
         row[11],
+        None if row[12] is None else datetime.fromtimestamp(row[12], UTC),
     )
 
 
@@ -490,6 +511,68 @@ class Store:
             return new_states, new_logs
 
         return await self._write(step)
+
+    # --- alerts ------------------------------------------------------------------------------
+
+    async def queue_alert(
+        self,
+        task_id: str,
+        kind: str,
+        messages: Sequence[tuple[str, str]],
+        alerted_at: datetime | None,
+        now: datetime,
+    ) -> None:
+        """Queue (recipient, text) messages and set the task's `alerted_at`, atomically."""
+        at = now.timestamp()
+
+        def step(db: sqlite3.Connection) -> None:
+            db.executemany(
+                "INSERT INTO outbox (created, task_id, kind, recipient, text, next_attempt) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(at, task_id, kind, to, text, at) for to, text in messages],
+            )
+            db.execute(
+                "UPDATE task SET alerted_at = ? WHERE id = ?", (to_epoch(alerted_at), task_id)
+            )
+
+        await self._write(step)
+
+    async def pending_alerts(self, limit: int = 100) -> list[OutboxItem]:
+        """Alerts not yet delivered, oldest first."""
+        rows = await self._read(
+            "SELECT id, task_id, kind, recipient, text, attempts, next_attempt FROM outbox "
+            "WHERE sent IS NULL ORDER BY id LIMIT ?",
+            (limit,),
+        )
+        return [
+            OutboxItem(r[0], r[1], r[2], r[3], r[4], r[5], datetime.fromtimestamp(r[6], UTC))
+            for r in rows
+        ]
+
+    async def alert_sent(self, item: OutboxItem, now: datetime) -> None:
+        """Mark an alert delivered, and log it."""
+        at = now.timestamp()
+
+        def step(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE outbox SET sent = ? WHERE id = ?", (at, item.id))
+            _log(db, at, item.task_id, "alert_sent", f"{item.kind} to {item.recipient}", None, None)
+
+        await self._write(step)
+
+    async def alert_failed(self, item: OutboxItem, error: str, retry_at: datetime) -> None:
+        """Record a failed delivery; the alert is tried again at `retry_at`."""
+        await self._write(
+            lambda db: db.execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt = ? "
+                "WHERE id = ?",
+                (error[:500], retry_at.timestamp(), item.id),
+            )
+        )
+
+    async def alerts_waiting(self) -> int:
+        """How many alerts are not delivered yet."""
+        rows = await self._read("SELECT COUNT(*) FROM outbox WHERE sent IS NULL")
+        return int(rows[0][0])
 
     # --- action log --------------------------------------------------------------------------
 

@@ -1,0 +1,130 @@
+"""Alerts from real runs into the SQLite outbox, and their delivery with retries."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+from bot.outbox import Alerter, Outbox
+from scheduler_core.alerts import AlertPolicy
+from scheduler_core.model import EngineSettings
+from scheduler_core.scheduler import Scheduler
+from scheduler_core.store import Store
+from tests.helpers import ManualClock, spec, wait_for
+
+
+class FlakyService:
+    """Stands in for the Signal service: records what it delivered, and can be down."""
+
+    def __init__(self) -> None:
+        self.delivered: list[tuple[str, str]] = []
+        self.down = False
+        self.refused = 0
+
+    async def send(self, recipient: str, text: str) -> None:
+        if self.down:
+            self.refused += 1
+            raise ConnectionError("service unavailable")
+        self.delivered.append((recipient, text))
+
+
+async def test_policy_from_real_runs(
+    store: Store, settings: EngineSettings, tasks_dir: Path
+) -> None:
+    clock = ManualClock()
+    flag = tasks_dir / "ok"
+    task = spec(
+        "mail", f"echo checking; [ -e {flag} ] || {{ echo 'imap timeout' >&2; exit 3; }}", tasks_dir
+    )
+    alerter = Alerter(
+        store,
+        AlertPolicy(after_failures=2, repeat_every=3600),
+        ["+4917612345678", "+33612345678"],
+        None,
+        clock=clock,
+    )
+    sched = Scheduler(store, settings, [task], clock=clock, on_finish=alerter.on_finish)
+    loop = asyncio.create_task(sched.run(schedule=False))
+
+    async def run() -> None:
+        await asyncio.wait_for(sched.submit("mail").result, 10)
+
+    try:
+        await run()  # 1st failure: below after_failures
+        assert await store.alerts_waiting() == 0
+        await run()  # 2nd: alert, one per recipient
+        await run()  # 3rd, within repeat_every: nothing more
+        items = await store.pending_alerts()
+        assert [(i.recipient, i.kind) for i in items] == [
+            ("+4917612345678", "failure"),
+            ("+33612345678", "failure"),
+        ]
+        pattern = r"⚠️ mail failed: exit 3 in \d+\.\ds: imap timeout\nimap timeout"
+        assert re.fullmatch(pattern, items[0].text)
+        clock.advance(3601)
+        await run()  # still failing after repeat_every: a reminder
+        assert [i.kind for i in await store.pending_alerts()][-2:] == ["reminder", "reminder"]
+        assert "4 runs in a row" in (await store.pending_alerts())[-1].text
+        flag.touch()
+        await run()  # recovered
+        kinds = [i.kind for i in await store.pending_alerts()]
+        assert kinds == ["failure"] * 2 + ["reminder"] * 2 + ["recovery"] * 2
+        assert (await store.pending_alerts())[-1].text.startswith("✅ mail is working again")
+        await run()  # a second success: no second recovery message
+        assert await store.alerts_waiting() == 6
+    finally:
+        sched.close()
+        await loop
+
+
+async def test_delivery_retries_in_order_exactly_once(settings: EngineSettings) -> None:
+    store = await Store.open(settings.db_path)
+    clock = ManualClock()
+    for n in range(3):
+        await store.queue_alert(
+            "t", "failure", [("+1", f"alert {n}"), ("+2", f"alert {n}")], clock.now(), clock.now()
+        )
+    service = FlakyService()
+    service.down = True
+    outbox = Outbox(store, service, clock=clock)
+    runner = asyncio.create_task(outbox.run())
+    await wait_for(lambda: service.refused == 1)
+    for _ in range(4):  # backoff: 2, 4, 8, 16 s
+        before = service.refused
+        clock.advance(20)
+        await wait_for(lambda before=before: service.refused == before + 1)
+    waiting = await store.pending_alerts()
+    assert waiting[0].attempts == 5 and len(waiting) == 6
+    service.down = False
+    clock.advance(300)
+    await wait_for(lambda: len(service.delivered) == 6)
+    assert service.delivered == [(to, f"alert {n}") for n in range(3) for to in ("+1", "+2")]
+    assert await store.alerts_waiting() == 0
+    sent = [e for e in await store.logs("t", 20) if e.action == "alert_sent"]
+    assert len(sent) == 6
+    outbox.close()
+    await runner
+    await store.close()
+
+
+async def test_undelivered_alerts_survive_a_restart(settings: EngineSettings) -> None:
+    store = await Store.open(settings.db_path)
+    clock = ManualClock()
+    await store.queue_alert(
+        "t", "failure", [("+1", "one"), ("+1", "two")], clock.now(), clock.now()
+    )
+    service = FlakyService()
+    first = Outbox(store, service, clock=clock)
+    service.down = True
+    await first.deliver_due()
+    await store.close()  # the daemon stops with both undelivered
+
+    store = await Store.open(settings.db_path)
+    service.down = False
+    clock.advance(60)
+    second = Outbox(store, service, clock=clock)
+    assert await second.deliver_due() is None
+    assert service.delivered == [("+1", "one"), ("+1", "two")]
+    assert await second.deliver_due() is None and len(service.delivered) == 2
+    await store.close()
