@@ -15,16 +15,23 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot import client
 from bot.control import ControlServer
 from bot.lock import StateLock
+from bot.outbox import Alerter, Outbox
 from bot.respond import Answer, respond
+from commands.chat import converse
+from commands.execute import Context
 from config.loader import AppConfig, ConfigError, load_config
+from scheduler_core.alerts import AlertPolicy
 from scheduler_core.clock import Clock
 from scheduler_core.scheduler import Scheduler
 from scheduler_core.store import Store
+
+if TYPE_CHECKING:
+    from bot.signal_front import SignalFront
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +62,20 @@ class Daemon:
     def __init__(self, config: AppConfig, scheduler: Scheduler) -> None:
         self.config = config
         self.scheduler = scheduler
+        self.signal: SignalFront | None = None
         self._reloading = asyncio.Lock()
+
+    async def replies(self, text: str, actor: str) -> AsyncIterator[str]:
+        """The bot's answers to an admin's message (what `moltsched chat` prints)."""
+        ctx = Context(
+            self.scheduler,
+            self.config.zone,
+            True,
+            actor=actor,
+            signal_connected=self.signal.connected if self.signal else None,
+        )
+        async for reply in converse(text, ctx):
+            yield reply.text
 
     async def handle(self, request: dict[str, Any]) -> Answer:
         """One control request."""
@@ -71,7 +91,10 @@ class Daemon:
                     _lines(message),
                 )
             )
-        return await respond(request, self.scheduler, self.config.zone, daemon=True)
+        connected = self.signal.connected if self.signal is not None else None
+        return await respond(
+            request, self.scheduler, self.config.zone, daemon=True, signal_connected=connected
+        )
 
     async def reload(self) -> tuple[int, str]:
         """Re-read the configuration (SIGHUP, `moltsched reload`); keep the old one if bad."""
@@ -113,6 +136,19 @@ async def _serve_locked(config: AppConfig, clock: Clock | None) -> int:
         )
         await scheduler.prepare()
         daemon = Daemon(config, scheduler)
+        outbox: Outbox | None = None
+        if config.signal is not None:
+            # Imported only when configured: signalbot brings aiohttp and more, which a daemon
+            # without Signal should not carry (see the RSS benchmark).
+            from bot.signal_front import SignalFront
+
+            daemon.signal = SignalFront(config.signal, daemon.replies, store)
+            outbox = Outbox(store, daemon.signal)
+            policy = AlertPolicy(
+                config.alerts.after_failures, config.alerts.repeat_every, config.alerts.recovery
+            )
+            alerter = Alerter(store, policy, config.signal.alert_to, outbox)
+            scheduler.on_finish = alerter.on_finish
         server = ControlServer(settings.state_dir / client.SOCKET_NAME, daemon.handle)
         try:
             await server.start()
@@ -131,11 +167,6 @@ async def _serve_locked(config: AppConfig, clock: Clock | None) -> int:
         )
         if config.signal is None:
             log.info("no signal: section in the configuration; running without Signal")
-        else:
-            log.warning(
-                "a signal: section is configured, but this version has no Signal front end yet; "
-                "running without Signal"
-            )
         try:
             async with asyncio.TaskGroup() as tg:
                 for sig in (signal.SIGTERM, signal.SIGINT):
@@ -144,9 +175,17 @@ async def _serve_locked(config: AppConfig, clock: Clock | None) -> int:
                     signal.SIGHUP, lambda: tg.create_task(daemon.reload(), name="reload")
                 )
                 tg.create_task(scheduler.run(), name="scheduler")
+                front = daemon.signal
+                if front is not None and outbox is not None:
+                    signal_task = tg.create_task(front.run(), name="signal")
+                    tg.create_task(outbox.run(), name="outbox")
                 await stop.wait()
                 await server.close()
                 scheduler.close()
+                if front is not None and outbox is not None:
+                    outbox.close()
+                    await front.close()
+                    signal_task.cancel()
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)

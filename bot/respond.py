@@ -37,12 +37,19 @@ def runs_tasks(request: dict[str, Any]) -> bool:
 
 
 async def respond(
-    request: dict[str, Any], scheduler: Scheduler, zone: ZoneInfo, *, daemon: bool
+    request: dict[str, Any],
+    scheduler: Scheduler,
+    zone: ZoneInfo,
+    *,
+    daemon: bool,
+    signal_connected: bool | None = None,
 ) -> Answer:
     """The answer to `request`."""
     actor = str(request.get("actor") or "cli")[:100]
     as_json = bool(request.get("json"))
-    ctx = Context(scheduler, zone, daemon, actor=actor, json=as_json)
+    ctx = Context(
+        scheduler, zone, daemon, actor=actor, json=as_json, signal_connected=signal_connected
+    )
     if "chat" in request:
         return {"err": "", "exit": 0}, _chat(str(request["chat"]), ctx, as_json)
     try:

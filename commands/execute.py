@@ -50,6 +50,8 @@ class Context:
     # A chat: answers are cut to phone size, and `run` acknowledges at once through `notify`.
     chat: bool = False
     notify: Callable[[Reply], Awaitable[None]] | None = None
+    # None: no Signal configured; else whether it is connected now.
+    signal_connected: bool | None = None
 
 
 CHAT_LINES = 25  # a phone screen or two; longer answers are cut with a note
@@ -186,7 +188,13 @@ async def _status_all(ctx: Context) -> Reply:
         return Reply("", json_chunks=_status_json(ctx))
     rows = await _joined(ctx)
     now = ctx.scheduler.clock.now()
-    lines = [f"{len(rows)} task(s), daemon {'running' if ctx.daemon else 'not running'}"]
+    head = f"{len(rows)} task(s), daemon {'running' if ctx.daemon else 'not running'}"
+    if ctx.signal_connected is not None:
+        head += ", Signal " + ("connected" if ctx.signal_connected else "NOT connected")
+    waiting = await ctx.scheduler.store.alerts_waiting()
+    if waiting:
+        head += f", {waiting} alert(s) waiting"
+    lines = [head]
     for spec, st in rows:
         last = _MARK.get(st.last_outcome, "-") if st.last_outcome else "never run"
         status = str(st.status) if spec.enabled else "disabled"
@@ -199,7 +207,12 @@ async def _status_json(ctx: Context) -> AsyncIterator[str]:
     """`status --json`, a batch of tasks at a time (DESIGN.md section 4 shape)."""
     specs = {spec.id: spec for spec in ctx.scheduler.specs}
     running = "true" if ctx.daemon else "false"
-    yield f'{{"running": {running}, "task_count": {len(specs)}, "tasks": ['
+    signal = encode_json(ctx.signal_connected)
+    waiting = await ctx.scheduler.store.alerts_waiting()
+    yield (
+        f'{{"running": {running}, "signal_connected": {signal}, "alerts_waiting": {waiting}, '
+        f'"task_count": {len(specs)}, "tasks": ['
+    )
     sep = ""
     seen: set[str] = set()
     times: dict[datetime, str] = {}

@@ -1,0 +1,259 @@
+"""The Signal bot inside the real daemon, against the emulator: who may command, and answers.
+
+After frames that must not be answered, an admin's `help` follows: frames are handled in
+order, so if the only new message is the answer to `help`, nothing else was answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes.signal_service import (
+    ACCOUNT,
+    ALICE,
+    ALICE_UUID,
+    BOB_UUID,
+    GROUP_ID,
+    GROUP_INTERNAL,
+    SignalService,
+    group_entry,
+)
+from tests.helpers import MOLTSCHED, query
+
+ENVELOPES = Path(__file__).parent / "fakes" / "envelopes"
+DAVE = "+12065550188"
+OTHER_GROUP = "T3RoZXJHcm91cElkMTIzNDU2Nzg5MDEyMzQ1Njc4OTA="
+_stamps = itertools.count(1787216400000, 1000)
+
+
+def envelope(
+    body: dict[str, Any],
+    *,
+    number: str | None = ALICE,
+    uuid: str = ALICE_UUID,
+    ts: int | None = None,
+) -> dict[str, Any]:
+    ts = ts or next(_stamps)
+    return {
+        "envelope": {
+            "source": number or uuid,
+            "sourceNumber": number,
+            "sourceUuid": uuid,
+            "sourceName": "Someone",
+            "sourceDevice": 1,
+            "timestamp": ts,
+            "serverReceivedTimestamp": ts + 187,
+            "serverDeliveredTimestamp": ts + 243,
+            **body,
+        },
+        "account": ACCOUNT,
+    }
+
+
+def text(message: str, group: str | None = None, **kw: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "timestamp": 0,
+        "message": message,
+        "expiresInSeconds": 0,
+        "isExpirationUpdate": False,
+        "viewOnce": False,
+    }
+    if group:
+        data["groupInfo"] = {"groupId": group, "groupName": "g", "revision": 7, "type": "DELIVER"}
+    return envelope({"dataMessage": data}, **kw)
+
+
+def sync_sent(message: str, destination: str | None, group: str | None = None) -> dict[str, Any]:
+    sent: dict[str, Any] = {
+        "destination": destination,
+        "destinationNumber": destination,
+        "timestamp": 0,
+        "message": message,
+        "expiresInSeconds": 0,
+        "isExpirationUpdate": False,
+        "viewOnce": False,
+    }
+    if group:
+        sent["groupInfo"] = {"groupId": group, "groupName": "g", "revision": 7, "type": "DELIVER"}
+    return envelope(
+        {"syncMessage": {"sentMessage": sent}},
+        number=ACCOUNT,
+        uuid="0b6e7d4a-5d0c-4f7e-9a51-3c2f8e6b1d27",
+    )
+
+
+@pytest.fixture
+async def service() -> AsyncIterator[SignalService]:
+    groups = [group_entry(), group_entry("Other", OTHER_GROUP)]
+    async with SignalService(groups=groups) as svc:
+        yield svc
+
+
+async def start_daemon(
+    tmp_path: Path, service: SignalService, extra: str = ""
+) -> asyncio.subprocess.Process:
+    (tmp_path / "tasks").mkdir(exist_ok=True)
+    (tmp_path / "tasks" / "ok.sh").write_text("echo all good\n")
+    (tmp_path / "tasks" / "bad.sh").write_text("echo 'disk full' >&2; exit 5\n")
+    config = tmp_path / "moltsched.yaml"
+    config.write_text(f"""
+tasks:
+  - {{id: ok, script: ok.sh, cron: "0 0 1 1 *"}}
+  - {{id: bad, script: bad.sh, cron: "0 0 1 1 *"}}
+signal:
+  service: {service.service}
+  account: "{ACCOUNT}"
+  admins: ["{ALICE}", "{BOB_UUID}"]
+  groups: ["{GROUP_ID}"]
+{extra}""")
+    log = open(tmp_path / "daemon.log", "wb")  # noqa: SIM115, ASYNC230 - closed in stop_daemon
+    proc = await asyncio.create_subprocess_exec(
+        MOLTSCHED,
+        "--config",
+        str(config),
+        "daemon",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=log,
+        env=os.environ | {"MOLTSCHED_LOG_LEVEL": "INFO"},
+    )
+    proc.log = log  # type: ignore[attr-defined]
+    await service.wait_connected(20)
+    return proc
+
+
+async def stop_daemon(proc: asyncio.subprocess.Process) -> int:
+    if proc.returncode is None:
+        proc.terminate()
+    code = await asyncio.wait_for(proc.wait(), 20)
+    proc.log.close()  # type: ignore[attr-defined]
+    return code
+
+
+async def answers(
+    service: SignalService, frame: dict[str, Any] | str, n: int = 1
+) -> list[dict[str, Any]]:
+    before = len(service.sent)
+    await service.push(frame)
+    return (await service.wait_sent(before + n))[before:]
+
+
+async def only_help_answered(service: SignalService) -> None:
+    (reply,) = await answers(service, text("help"))
+    assert reply["message"].startswith("Commands:") and reply["recipients"] == [ALICE_UUID]
+
+
+async def test_who_may_command_and_how_they_are_answered(
+    tmp_path: Path, service: SignalService
+) -> None:
+    proc = await start_daemon(tmp_path, service)
+    try:
+        (reply,) = await answers(service, text("  Status "))
+        assert reply["recipients"] == [ALICE_UUID] and reply["number"] == ACCOUNT
+        assert reply["message"].startswith("2 task(s), daemon running, Signal connected")
+
+        ack, result = await answers(service, text("run:ok"), 2)
+        assert ack["message"] == "Started ok."
+        assert result["message"].startswith("ok: success") and "all good" in result["message"]
+
+        # By UUID only (a sender who hides their number), in a private chat.
+        (reply,) = await answers(service, text("status:ok", number=None, uuid=BOB_UUID))
+        assert reply["recipients"] == [BOB_UUID]
+
+        # Note to Self: the owner; the answer goes to Note to Self.
+        note = json.loads((ENVELOPES / "04_sync_note_to_self.json").read_text())
+        (reply,) = await answers(service, note)
+        assert reply["recipients"] == [ACCOUNT] and "task(s)" in reply["message"]
+
+        # An admin in a listed group: answered in the group.
+        (reply,) = await answers(service, text("status", group=GROUP_INTERNAL))
+        assert reply["recipients"] == [GROUP_ID]
+
+        # Nothing for any of these.
+        for frame in [
+            text("run:bad", number=DAVE, uuid="9d4f1b7a-2c8e-4a6d-b3f9-7e1c5a0d2b86"),
+            text("run:bad", group=OTHER_GROUP),  # admin, but a group not listed
+            text(
+                "run:bad",
+                group=GROUP_INTERNAL,
+                number="+33612345678",
+                uuid="5e2a9c1f-7d3b-4e8a-b6c0-1a9f4d2e8b75",
+            ),  # listed group, not admin
+            sync_sent("run:bad", ALICE),  # the owner wrote to Alice
+            sync_sent("run:bad", None, group=GROUP_INTERNAL),  # the owner wrote to a group
+            *(
+                json.loads((ENVELOPES / name).read_text())
+                for name in (
+                    "07_edit_private.json",
+                    "09_reaction_private.json",
+                    "11_typing_started_private.json",
+                    "13_receipt_delivery.json",
+                    "19_group_update.json",
+                    "24_untrusted_identity.json",
+                )
+            ),
+        ]:
+            await service.push(frame)
+        await only_help_answered(service)
+        db = tmp_path / "state" / "moltsched.db"
+        assert query(db, "SELECT COUNT(*) FROM run WHERE task_id = 'bad'") == [(0,)]
+        denied = query(db, "SELECT actor FROM log WHERE action = 'denied' ORDER BY id")
+        assert [a for (a,) in denied] == [
+            "9d4f1b7a-2c8e-4a6d-b3f9-7e1c5a0d2b86",
+            ALICE_UUID,
+            "5e2a9c1f-7d3b-4e8a-b6c0-1a9f4d2e8b75",
+        ]
+
+        # The same message delivered twice runs once.
+        frame = text("run:ok")
+        await answers(service, frame, 2)
+        await service.push(frame)
+        await only_help_answered(service)
+
+        # Unparseable frames do not stop the bot listening.
+        for junk in ["{not json", '{"envelope": 5}', '{"envelope": {"dataMessage": []}}', "[]"]:
+            await service.push(junk)
+        await only_help_answered(service)
+        audit = query(db, "SELECT actor FROM log WHERE action = 'command' ORDER BY id")
+        assert audit[0] == (f"signal:{ALICE_UUID}",)
+    finally:
+        assert await stop_daemon(proc) == 0
+
+
+async def test_the_bot_reconnects_and_alerts_arrive_once(
+    tmp_path: Path, service: SignalService
+) -> None:
+    proc = await start_daemon(tmp_path, service, "alerts: {after_failures: 1}")
+    try:
+        await service.close_receive()  # a restarting service closes the websocket cleanly
+        await service.wait_connected(10)
+        await only_help_answered(service)
+
+        await service.stop()  # the service goes away while a task fails
+        config = str(tmp_path / "moltsched.yaml")
+        run = await asyncio.create_subprocess_exec(
+            MOLTSCHED, "--config", config, "run", "bad", stdout=asyncio.subprocess.DEVNULL
+        )
+        assert await run.wait() == 1
+        # The alerts were queued before the run's answer: one per recipient, waiting.
+        status = await asyncio.create_subprocess_exec(
+            MOLTSCHED, "--config", config, "--json", "status", stdout=asyncio.subprocess.PIPE
+        )
+        data = json.loads((await status.communicate())[0])
+        assert data["signal_connected"] is False and data["alerts_waiting"] == 2
+        await service.start()  # back, same port
+        alerts = await service.wait_sent(len(service.sent) + 2, timeout=30)
+        sent = [m for m in alerts if m["message"].startswith("⚠️ bad failed")]
+        assert sorted(m["recipients"][0] for m in sent) == sorted([ALICE, BOB_UUID])
+        assert "disk full" in sent[0]["message"]
+        await only_help_answered(service)
+        assert len([m for m in service.sent if m["message"].startswith("⚠️")]) == 2
+    finally:
+        assert await stop_daemon(proc) == 0
