@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 CONFIG ?= config/moltsched.yaml
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint pytest bench clean
+.PHONY: run demo test lint pytest bench clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed (found %s); set PYTHON=python3.11" % sys.version.split()[0])'
@@ -19,6 +19,11 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/moltsched --config $(CONFIG) daemon
+
+# The bot without a Signal account: the emulator, the daemon on the demo tasks, and a prompt
+# where what you type arrives as a message from the admin's phone.
+demo: $(STAMP)
+	$(BIN)/python -m tests.fakes.demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -17,6 +17,7 @@ import contextlib
 import itertools
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -61,6 +62,7 @@ class SignalService:
         self.sent: list[dict[str, Any]] = []  # bodies of accepted /v2/send requests
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request
         self.send_status: int | None = None  # answer sends with this status, if set
+        self.on_send: Callable[[dict[str, Any]], None] | None = None  # called for each send
         self.refused_sends = 0
         self.port = 0
         self._runner: web.AppRunner | None = None
@@ -183,6 +185,8 @@ class SignalService:
             return self._json({"error": "please provide at least one recipient"}, 400)
         self.sent.append(body)
         self._sent_changed.set()
+        if self.on_send is not None:
+            self.on_send(body)
         return self._json([{"timestamp": str(next(self._clock))}], 201)
 
     async def _no_content(self, request: web.Request) -> web.Response:
