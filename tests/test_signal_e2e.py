@@ -26,7 +26,7 @@ from tests.fakes.signal_service import (
     SignalService,
     group_entry,
 )
-from tests.helpers import MOLTSCHED, query
+from tests.helpers import MOLTSCHED, query, wait_for
 
 ENVELOPES = Path(__file__).parent / "fakes" / "envelopes"
 DAVE = "+12065550188"
@@ -257,3 +257,49 @@ async def test_the_bot_reconnects_and_alerts_arrive_once(
         assert len([m for m in service.sent if m["message"].startswith("⚠️")]) == 2
     finally:
         assert await stop_daemon(proc) == 0
+
+
+async def test_the_service_down_at_start(tmp_path: Path) -> None:
+    """The scheduler runs without Signal; the bot connects when the service appears."""
+    service = SignalService()
+    await service.start()
+    await service.stop()  # a port that nobody answers on, for now
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "tick.sh").write_text("echo tick\n")
+    config = tmp_path / "moltsched.yaml"
+    config.write_text(
+        f"tasks:\n  - {{id: tick, script: tick.sh, every: 1h}}\n"
+        f'signal:\n  service: {service.service}\n  account: "{ACCOUNT}"\n'
+        f'  admins: ["{ALICE}"]\n'
+    )
+    log = open(tmp_path / "daemon.log", "wb")  # noqa: SIM115, ASYNC230 - closed in stop_daemon
+    proc = await asyncio.create_subprocess_exec(
+        MOLTSCHED,
+        "--config",
+        str(config),
+        "daemon",
+        stderr=log,
+        stdout=asyncio.subprocess.DEVNULL,
+    )
+    proc.log = log  # type: ignore[attr-defined]
+    try:
+        db = tmp_path / "state" / "moltsched.db"
+        # The new hourly task runs, Signal or not.
+        await wait_for(
+            lambda: db.exists() and query(db, "SELECT run_count FROM task") == [(1,)], 20
+        )
+        status = await asyncio.create_subprocess_exec(
+            MOLTSCHED,
+            "--config",
+            str(config),
+            "--json",
+            "status",
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert json.loads((await status.communicate())[0])["signal_connected"] is False
+        await service.start()  # same port
+        await service.wait_connected(20)
+        await only_help_answered(service)
+    finally:
+        assert await stop_daemon(proc) == 0
+        await service.stop()
