@@ -63,6 +63,7 @@ class Daemon:
         self.config = config
         self.scheduler = scheduler
         self.signal: SignalFront | None = None
+        self.alerter: Alerter | None = None
         self._reloading = asyncio.Lock()
 
     async def replies(self, text: str, actor: str) -> AsyncIterator[str]:
@@ -117,6 +118,7 @@ class Daemon:
             except Exception as exc:  # a reload must never take the daemon down
                 log.exception("reload failed")
                 return 1, f"reload failed: {exc}"
+            self._apply_signal(new)
             self.config = new
             parts = [f"{len(new.tasks)} task(s)"]
             for word, ids in (("added", added), ("removed", removed), ("changed", changed)):
@@ -125,6 +127,23 @@ class Daemon:
             message = f"reloaded {path}: " + "; ".join(parts)
             log.info("%s", message)
             return 0, message
+
+    def _apply_signal(self, new: AppConfig) -> None:
+        """Admins, groups, alert recipients and the alert policy apply at once; a different
+        service, account, or adding or removing Signal takes a restart."""
+        old_signal, new_signal = self.config.signal, new.signal
+        if (old_signal is None) != (new_signal is None) or (
+            old_signal is not None
+            and new_signal is not None
+            and (old_signal.service, old_signal.account) != (new_signal.service, new_signal.account)
+        ):
+            log.warning("the signal: section changed in a way that takes a restart")
+            return
+        if self.signal is not None and new_signal is not None:
+            self.signal.update(new_signal)
+        if self.alerter is not None and new_signal is not None:
+            self.alerter.recipients = tuple(new_signal.alert_to)
+            self.alerter.policy = policy_of(new)
 
 
 async def _serve_locked(config: AppConfig, clock: Clock | None) -> int:
@@ -144,11 +163,8 @@ async def _serve_locked(config: AppConfig, clock: Clock | None) -> int:
 
             daemon.signal = SignalFront(config.signal, daemon.replies, store)
             outbox = Outbox(store, daemon.signal)
-            policy = AlertPolicy(
-                config.alerts.after_failures, config.alerts.repeat_every, config.alerts.recovery
-            )
-            alerter = Alerter(store, policy, config.signal.alert_to, outbox)
-            scheduler.on_finish = alerter.on_finish
+            daemon.alerter = Alerter(store, policy_of(config), config.signal.alert_to, outbox)
+            scheduler.on_finish = daemon.alerter.on_finish
         server = ControlServer(settings.state_dir / client.SOCKET_NAME, daemon.handle)
         try:
             await server.start()
@@ -194,6 +210,11 @@ async def _serve_locked(config: AppConfig, clock: Clock | None) -> int:
         return EXIT_OK
     finally:
         await store.close()
+
+
+def policy_of(config: AppConfig) -> AlertPolicy:
+    a = config.alerts
+    return AlertPolicy(a.after_failures, a.repeat_every, a.recovery)
 
 
 async def _lines(text: str) -> AsyncIterator[str]:

@@ -55,6 +55,11 @@ class SignalFront:
         self._stopped = asyncio.Event()
         self._handlers: set[asyncio.Task[None]] = set()
 
+    def update(self, config: SignalConfig) -> None:
+        """A reload: new admins and groups apply to the next message."""
+        self.config = config
+        self.gate = Gate(config.account, config.admins, config.groups)
+
     async def run(self) -> None:
         """Stay connected until `close()`."""
         self._bot = SignalBot(

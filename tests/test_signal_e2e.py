@@ -303,3 +303,22 @@ async def test_the_service_down_at_start(tmp_path: Path) -> None:
     finally:
         assert await stop_daemon(proc) == 0
         await service.stop()
+
+
+async def test_a_reload_changes_who_may_command(tmp_path: Path, service: SignalService) -> None:
+    proc = await start_daemon(tmp_path, service)
+    try:
+        await only_help_answered(service)
+        config = tmp_path / "moltsched.yaml"
+        config.write_text(config.read_text().replace(f'"{ALICE}", ', ""))
+        reload = await asyncio.create_subprocess_exec(
+            MOLTSCHED, "--config", str(config), "reload", stdout=asyncio.subprocess.DEVNULL
+        )
+        assert await reload.wait() == 0
+        await service.push(text("help"))  # Alice is no longer an admin
+        (reply,) = await answers(service, text("help", number=None, uuid=BOB_UUID))
+        assert reply["recipients"] == [BOB_UUID]
+        db = tmp_path / "state" / "moltsched.db"
+        assert query(db, "SELECT actor FROM log WHERE action = 'denied'") == [(ALICE_UUID,)]
+    finally:
+        assert await stop_daemon(proc) == 0
