@@ -7,7 +7,6 @@ order, so if the only new message is the answer to `help`, nothing else was answ
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import os
 from collections.abc import AsyncIterator
@@ -25,69 +24,15 @@ from tests.fakes.signal_service import (
     GROUP_INTERNAL,
     SignalService,
     group_entry,
+    sync_frame,
+    text_frame,
 )
 from tests.helpers import MOLTSCHED, query, wait_for
 
 ENVELOPES = Path(__file__).parent / "fakes" / "envelopes"
 DAVE = "+12065550188"
 OTHER_GROUP = "T3RoZXJHcm91cElkMTIzNDU2Nzg5MDEyMzQ1Njc4OTA="
-_stamps = itertools.count(1787216400000, 1000)
-
-
-def envelope(
-    body: dict[str, Any],
-    *,
-    number: str | None = ALICE,
-    uuid: str = ALICE_UUID,
-    ts: int | None = None,
-) -> dict[str, Any]:
-    ts = ts or next(_stamps)
-    return {
-        "envelope": {
-            "source": number or uuid,
-            "sourceNumber": number,
-            "sourceUuid": uuid,
-            "sourceName": "Someone",
-            "sourceDevice": 1,
-            "timestamp": ts,
-            "serverReceivedTimestamp": ts + 187,
-            "serverDeliveredTimestamp": ts + 243,
-            **body,
-        },
-        "account": ACCOUNT,
-    }
-
-
-def text(message: str, group: str | None = None, **kw: Any) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "timestamp": 0,
-        "message": message,
-        "expiresInSeconds": 0,
-        "isExpirationUpdate": False,
-        "viewOnce": False,
-    }
-    if group:
-        data["groupInfo"] = {"groupId": group, "groupName": "g", "revision": 7, "type": "DELIVER"}
-    return envelope({"dataMessage": data}, **kw)
-
-
-def sync_sent(message: str, destination: str | None, group: str | None = None) -> dict[str, Any]:
-    sent: dict[str, Any] = {
-        "destination": destination,
-        "destinationNumber": destination,
-        "timestamp": 0,
-        "message": message,
-        "expiresInSeconds": 0,
-        "isExpirationUpdate": False,
-        "viewOnce": False,
-    }
-    if group:
-        sent["groupInfo"] = {"groupId": group, "groupName": "g", "revision": 7, "type": "DELIVER"}
-    return envelope(
-        {"syncMessage": {"sentMessage": sent}},
-        number=ACCOUNT,
-        uuid="0b6e7d4a-5d0c-4f7e-9a51-3c2f8e6b1d27",
-    )
+text = text_frame
 
 
 @pytest.fixture
@@ -186,8 +131,8 @@ async def test_who_may_command_and_how_they_are_answered(
                 number="+33612345678",
                 uuid="5e2a9c1f-7d3b-4e8a-b6c0-1a9f4d2e8b75",
             ),  # listed group, not admin
-            sync_sent("run:bad", ALICE),  # the owner wrote to Alice
-            sync_sent("run:bad", None, group=GROUP_INTERNAL),  # the owner wrote to a group
+            sync_frame("run:bad", ALICE),  # the owner wrote to Alice
+            sync_frame("run:bad", None, group=GROUP_INTERNAL),  # the owner wrote to a group
             *(
                 json.loads((ENVELOPES / name).read_text())
                 for name in (

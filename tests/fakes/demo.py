@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from tests.fakes.signal_service import ACCOUNT, ALICE, ALICE_UUID, SignalService
+from tests.fakes.signal_service import ACCOUNT, ALICE, ALICE_UUID, SignalService, text_frame
 
 REPO = Path(__file__).resolve().parents[2]
 MOLTSCHED = str(Path(sys.executable).parent / "moltsched")
@@ -31,29 +29,6 @@ def config_text(service: str, state: Path) -> str:
     return demo + (
         f'signal:\n  service: {service}\n  account: "{ACCOUNT}"\n  admins: ["{ALICE}"]\n'
     )
-
-
-def message_from_admin(text: str, stamp: int) -> dict[str, Any]:
-    return {
-        "envelope": {
-            "source": ALICE,
-            "sourceNumber": ALICE,
-            "sourceUuid": ALICE_UUID,
-            "sourceName": "You",
-            "sourceDevice": 1,
-            "timestamp": stamp,
-            "serverReceivedTimestamp": stamp,
-            "serverDeliveredTimestamp": stamp,
-            "dataMessage": {
-                "timestamp": stamp,
-                "message": text,
-                "expiresInSeconds": 0,
-                "isExpirationUpdate": False,
-                "viewOnce": False,
-            },
-        },
-        "account": ACCOUNT,
-    }
 
 
 def show(body: dict[str, Any]) -> None:
@@ -87,7 +62,6 @@ async def main() -> None:
             "(status, run:counter, pause:flaky, logs, help). Ctrl-D ends the demo."
         )
         print("you> ", end="", flush=True)
-        stamps = itertools.count(int(time.time() * 1000))
         loop = asyncio.get_running_loop()
         try:
             while True:
@@ -95,7 +69,7 @@ async def main() -> None:
                 if not line:
                     break
                 if line.strip():
-                    await service.push(message_from_admin(line.rstrip("\n"), next(stamps)))
+                    await service.push(text_frame(line.rstrip("\n")))
                 else:
                     print("you> ", end="", flush=True)
         finally:

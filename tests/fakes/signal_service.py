@@ -53,6 +53,67 @@ def group_entry(name: str = "Weekend Crew", internal_id: str = GROUP_INTERNAL) -
     }
 
 
+_stamps = itertools.count(int(time.time() * 1000))
+
+
+def _content(message: str, group: str | None) -> dict[str, Any]:
+    content: dict[str, Any] = {
+        "timestamp": 0,
+        "message": message,
+        "expiresInSeconds": 0,
+        "isExpirationUpdate": False,
+        "viewOnce": False,
+    }
+    if group:
+        content["groupInfo"] = {
+            "groupId": group,
+            "groupName": "g",
+            "revision": 7,
+            "type": "DELIVER",
+        }
+    return content
+
+
+def _frame(body: dict[str, Any], number: str | None, uuid: str, ts: int | None) -> dict[str, Any]:
+    ts = ts or next(_stamps)
+    return {
+        "envelope": {
+            "source": number or uuid,
+            "sourceNumber": number,
+            "sourceUuid": uuid,
+            "sourceName": "Someone",
+            "sourceDevice": 1,
+            "timestamp": ts,
+            "serverReceivedTimestamp": ts + 187,
+            "serverDeliveredTimestamp": ts + 243,
+            **body,
+        },
+        "account": ACCOUNT,
+    }
+
+
+def text_frame(
+    message: str,
+    *,
+    group: str | None = None,
+    number: str | None = ALICE,
+    uuid: str = ALICE_UUID,
+    ts: int | None = None,
+) -> dict[str, Any]:
+    """A text message to the bot (privately, or in `group`, by internal id)."""
+    return _frame({"dataMessage": _content(message, group)}, number, uuid, ts)
+
+
+def sync_frame(message: str, destination: str | None, group: str | None = None) -> dict[str, Any]:
+    """A sync transcript: the owner sent `message` to `destination` (or to a group)."""
+    sent = {
+        "destination": destination,
+        "destinationNumber": destination,
+        **_content(message, group),
+    }
+    return _frame({"syncMessage": {"sentMessage": sent}}, ACCOUNT, ACCOUNT_UUID, None)
+
+
 class SignalService:
     """The emulator. `await start()`, then point the bot at `service` (host:port)."""
 
