@@ -29,10 +29,6 @@ class StoreError(SchedulerError):
     """The database could not do what was asked; the sqlite3 error is the cause."""
 
 
-class AlreadyRunningError(SchedulerError):
-    """Another process holds the state directory's lock."""
-
-
 def nearest_ids(task_id: str, known: Iterable[str], limit: int = 3) -> list[str]:
     """The configured ids closest to a mistyped one, best first."""
     import difflib

@@ -17,7 +17,7 @@ import heapq
 import itertools
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -237,10 +237,6 @@ class Scheduler:
         self._closing = True
         for active in self._running.values():
             active.process.interrupt("the scheduler is stopping")
-        self._wake.set()
-
-    def wake(self) -> None:
-        """Make the loop look at the heap and the queue again."""
         self._wake.set()
 
     def _enqueue_resumes(self) -> None:
@@ -621,9 +617,6 @@ class Scheduler:
         if state.id in self._waiting_by_task and state.status is not Status.RUNNING:
             return state._replace(status=Status.QUEUED)
         return state
-
-    def running_ids(self) -> Iterable[str]:
-        return self._running.keys()
 
 
 def _fail(fut: asyncio.Future[RunResult], exc: BaseException) -> None:
