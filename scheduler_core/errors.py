@@ -2,8 +2,7 @@
 
 SchedulerError
 ├── TaskNotFoundError   (also LookupError) an id that is not configured
-├── StoreError          SQLite failed; the cause is chained
-└── AlreadyRunningError another daemon or foreground run holds the state directory
+└── StoreError          SQLite failed; the cause is chained
 """
 
 from __future__ import annotations
