@@ -22,6 +22,7 @@ from bot.control import ControlServer
 from bot.lock import StateLock
 from bot.outbox import Alerter, Outbox
 from bot.respond import Answer, respond
+from bot.systemd import notify, watchdog, watchdog_interval
 from commands.chat import converse
 from commands.execute import Context
 from config.loader import AppConfig, ConfigError, load_config
@@ -191,11 +192,16 @@ async def _serve_locked(config: AppConfig, clock: Clock | None) -> int:
                     signal.SIGHUP, lambda: tg.create_task(daemon.reload(), name="reload")
                 )
                 tg.create_task(scheduler.run(), name="scheduler")
+                notify(f"READY=1\nSTATUS=running {len(config.tasks)} task(s)")
+                interval = watchdog_interval()
+                if interval:
+                    tg.create_task(watchdog(interval, stop), name="watchdog")
                 front = daemon.signal
                 if front is not None and outbox is not None:
                     signal_task = tg.create_task(front.run(), name="signal")
                     tg.create_task(outbox.run(), name="outbox")
                 await stop.wait()
+                notify("STOPPING=1")
                 await server.close()
                 scheduler.close()
                 if front is not None and outbox is not None:
