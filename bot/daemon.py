@@ -28,7 +28,8 @@ from commands.execute import Context
 from config.loader import AppConfig, ConfigError, load_config
 from scheduler_core.alerts import AlertPolicy
 from scheduler_core.clock import Clock
-from scheduler_core.scheduler import Scheduler
+from scheduler_core.model import TaskSpec, TaskState
+from scheduler_core.scheduler import RunResult, Scheduler
 from scheduler_core.store import Store
 
 if TYPE_CHECKING:
@@ -165,7 +166,29 @@ async def _serve_locked(config: AppConfig, clock: Clock | None) -> int:
             daemon.signal = SignalFront(config.signal, daemon.replies, store)
             outbox = Outbox(store, daemon.signal)
             daemon.alerter = Alerter(store, policy_of(config), config.signal.alert_to, outbox)
-            scheduler.on_finish = daemon.alerter.on_finish
+        metrics = None
+        if config.metrics is not None:
+            from bot.metrics import Metrics  # imported only when asked for (RSS)
+
+            metrics = Metrics(scheduler, lambda: daemon.signal.connected if daemon.signal else None)
+            try:
+                await metrics.start(config.metrics.host, config.metrics.port)
+            except OSError as exc:
+                log.error(
+                    "cannot serve metrics on %s:%d: %s",
+                    config.metrics.host,
+                    config.metrics.port,
+                    exc,
+                )
+                return EXIT_USAGE
+        hooks = [h.on_finish for h in (daemon.alerter, metrics) if h is not None]
+        if hooks:
+
+            async def after_run(spec: TaskSpec, result: RunResult, state: TaskState) -> None:
+                for hook in hooks:
+                    await hook(spec, result, state)
+
+            scheduler.on_finish = after_run
         server = ControlServer(settings.state_dir / client.SOCKET_NAME, daemon.handle)
         try:
             await server.start()
@@ -212,6 +235,8 @@ async def _serve_locked(config: AppConfig, clock: Clock | None) -> int:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             await server.close()
+        if metrics is not None:
+            await metrics.close()
         log.info("moltsched daemon stopped")
         return EXIT_OK
     finally:

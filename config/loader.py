@@ -18,7 +18,7 @@ import yaml
 from pydantic import ValidationError
 
 from config.locate import find_config_path
-from config.schema import AlertsModel, ConfigModel, TaskModel
+from config.schema import AlertsModel, ConfigModel, MetricsModel, TaskModel
 from scheduler_core.model import CatchUp, EngineSettings, TaskSpec
 from scheduler_core.triggers import Cron, Every, Trigger
 
@@ -57,6 +57,7 @@ class AppConfig:
     tasks: tuple[TaskSpec, ...]
     signal: SignalConfig | None
     alerts: AlertsModel
+    metrics: MetricsModel | None = None
 
 
 def read_raw(path: Path) -> Any:
@@ -156,7 +157,9 @@ def _build(model: ConfigModel, path: Path, base: Path, specs: tuple[TaskSpec, ..
             groups=tuple(s.groups),
             alert_to=tuple(s.alert_to if s.alert_to is not None else s.admins),
         )
-    return AppConfig(path.resolve(), settings, _zone(model), specs, signal, model.alerts)
+    return AppConfig(
+        path.resolve(), settings, _zone(model), specs, signal, model.alerts, model.metrics
+    )
 
 
 def _spec(task: TaskModel, tasks_dir: Path, zone: ZoneInfo) -> TaskSpec:

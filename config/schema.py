@@ -168,6 +168,24 @@ class AlertsModel(_Strict):
     recovery: bool = True
 
 
+class MetricsModel(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(ge=1, le=65535)
+
+    @field_validator("host")
+    @classmethod
+    def _loopback(cls, value: str) -> str:
+        import ipaddress
+
+        try:
+            loopback = value == "localhost" or ipaddress.ip_address(value).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise ValueError(f"{value!r}: metrics are served on a loopback address only")
+        return value
+
+
 class ConfigModel(_Strict):
     state_dir: str = "state"
     tasks_dir: str = "tasks"
@@ -177,6 +195,7 @@ class ConfigModel(_Strict):
     tasks: list[Any] = Field(default_factory=list)
     signal: SignalModel | None = None
     alerts: AlertsModel = Field(default_factory=AlertsModel)
+    metrics: MetricsModel | None = None  # off unless configured
 
     @field_validator("timezone")
     @classmethod

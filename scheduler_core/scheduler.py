@@ -530,6 +530,10 @@ class Scheduler:
         self._wake.set()
         return added, removed, changed
 
+    def counts(self) -> tuple[int, int]:
+        """Runs under way, and runs waiting for a slot."""
+        return len(self._running), len(self._waiting_by_task)
+
     def is_paused(self, task_id: str) -> bool:
         return task_id in self._paused
 

@@ -1,0 +1,108 @@
+"""Prometheus metrics on a loopback port: the `metrics:` section, off unless configured.
+
+Runs by task and outcome, run durations, runs under way and waiting for a slot, alerts
+waiting, Signal connected. Counters are fed by the after-run hook; the gauges are read when
+Prometheus scrapes, so the daemon does no periodic work for them. Served by a small asyncio
+endpoint in the daemon's loop (no thread); the text is prometheus_client's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from scheduler_core.model import TaskSpec, TaskState
+from scheduler_core.scheduler import RunResult, Scheduler
+
+log = logging.getLogger(__name__)
+
+DURATION_BUCKETS = (0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600)
+
+
+class Metrics:
+    """The daemon's metrics and their endpoint."""
+
+    def __init__(self, scheduler: Scheduler, signal_connected: Callable[[], bool | None]) -> None:
+        self.scheduler = scheduler
+        self.signal_connected = signal_connected
+        self.registry = r = CollectorRegistry()
+        self.runs = Counter(
+            "moltsched_runs",
+            "Finished runs, by task and outcome",
+            ["task", "outcome"],
+            registry=r,
+        )
+        self.durations = Histogram(
+            "moltsched_run_duration_seconds",
+            "How long runs took, by task",
+            ["task"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.running = Gauge("moltsched_runs_running", "Runs under way", registry=r)
+        self.queued = Gauge("moltsched_queue_length", "Runs waiting for a slot", registry=r)
+        self.alerts = Gauge("moltsched_alerts_waiting", "Alerts not delivered yet", registry=r)
+        self.signal = Gauge(
+            "moltsched_signal_connected",
+            "1 if connected to signal-cli-rest-api, 0 if not or not configured",
+            registry=r,
+        )
+        self._server: asyncio.AbstractServer | None = None
+
+    async def on_finish(self, spec: TaskSpec, result: RunResult, state: TaskState) -> None:
+        self.runs.labels(spec.id, str(result.outcome)).inc()
+        self.durations.labels(spec.id).observe(result.duration_s)
+
+    async def render(self) -> bytes:
+        """The metrics in Prometheus' text format, gauges read now."""
+        running, queued = self.scheduler.counts()
+        self.running.set(running)
+        self.queued.set(queued)
+        self.alerts.set(await self.scheduler.store.alerts_waiting())
+        self.signal.set(1 if self.signal_connected() else 0)
+        return generate_latest(self.registry)
+
+    async def start(self, host: str, port: int) -> None:
+        self._server = await asyncio.start_server(self._serve, host, port)
+        log.info("metrics on http://%s:%d/metrics", host, port)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await asyncio.wait_for(reader.readline(), 5)
+            while (await asyncio.wait_for(reader.readline(), 5)).strip():
+                pass  # the headers: nothing in them matters here
+            parts = request.decode("latin-1").split()
+            if len(parts) >= 2 and parts[0] == "GET" and parts[1].split("?")[0] == "/metrics":
+                body, status, kind = await self.render(), "200 OK", CONTENT_TYPE_LATEST
+            else:
+                body, status, kind = b"not found\n", "404 Not Found", "text/plain"
+            head = (
+                f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            )
+            writer.write(head.encode() + body)
+            await writer.drain()
+        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except Exception:
+            log.exception("metrics request failed")
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
