@@ -149,7 +149,22 @@ class Daemon:
 
 
 async def _serve_locked(config: AppConfig, clock: Clock | None) -> int:
+    # Stop requests are honoured from the first moment: SIGTERM during start-up must not kill
+    # the process outright (Python's default), it ends the start-up cleanly instead.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, _on_stop, sig, stop)
+    try:
+        return await _serve_started(config, clock, stop)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+
+
+async def _serve_started(config: AppConfig, clock: Clock | None, stop: asyncio.Event) -> int:
     settings = config.settings
+    loop = asyncio.get_running_loop()
     store = await Store.open(settings.db_path)
     try:
         scheduler = Scheduler(
@@ -196,8 +211,6 @@ async def _serve_locked(config: AppConfig, clock: Clock | None) -> int:
             # Most often: the path is longer than a unix socket allows (about 107 bytes).
             log.error("cannot open the control socket %s: %s", server.path, exc)
             return EXIT_USAGE
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
         log.info(
             "moltsched daemon running: %d task(s), max_concurrent %d, state in %s, pid %d",
             len(config.tasks),
@@ -209,8 +222,6 @@ async def _serve_locked(config: AppConfig, clock: Clock | None) -> int:
             log.info("no signal: section in the configuration; running without Signal")
         try:
             async with asyncio.TaskGroup() as tg:
-                for sig in (signal.SIGTERM, signal.SIGINT):
-                    loop.add_signal_handler(sig, _on_stop, sig, stop)
                 loop.add_signal_handler(
                     signal.SIGHUP, lambda: tg.create_task(daemon.reload(), name="reload")
                 )
@@ -232,8 +243,6 @@ async def _serve_locked(config: AppConfig, clock: Clock | None) -> int:
                     await front.close()
                     signal_task.cancel()
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                loop.remove_signal_handler(sig)
             await server.close()
         if metrics is not None:
             await metrics.close()

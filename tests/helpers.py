@@ -74,9 +74,12 @@ async def wait_for(
     """Wait until `predicate()` is true, checking often; fail after `timeout`."""
     async with asyncio.timeout(timeout):
         while True:
-            value = predicate()
-            if asyncio.iscoroutine(value):
-                value = await value
+            try:
+                value = predicate()
+                if asyncio.iscoroutine(value):
+                    value = await value
+            except sqlite3.OperationalError:
+                value = False  # a daemon still creating its database: not yet
             if value:
                 return
             await asyncio.sleep(0.02)
@@ -85,7 +88,12 @@ async def wait_for(
 def wait_sync(predicate: Callable[[], bool], timeout: float = 15.0, what: str = "") -> None:
     """The same, for tests that drive processes synchronously."""
     deadline = time.monotonic() + timeout
-    while not predicate():
+    while True:
+        try:
+            if predicate():
+                return
+        except sqlite3.OperationalError:
+            pass  # a daemon still creating its database: not yet
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or predicate}")
         time.sleep(0.05)

@@ -229,10 +229,9 @@ async def test_the_service_down_at_start(tmp_path: Path) -> None:
     proc.log = log  # type: ignore[attr-defined]
     try:
         db = tmp_path / "state" / "moltsched.db"
+
         # The new hourly task runs, Signal or not.
-        await wait_for(
-            lambda: db.exists() and query(db, "SELECT run_count FROM task") == [(1,)], 20
-        )
+        await wait_for(lambda: query(db, "SELECT run_count FROM task") == [(1,)], 20)
         status = await asyncio.create_subprocess_exec(
             MOLTSCHED,
             "--config",
