@@ -76,10 +76,10 @@ class Gate:
         if frame.get("account") not in (None, self.account):
             return Decision(Verdict.IGNORE, why="another account")
         env: dict[str, Any] = frame["envelope"]
+        # Only the two authoritative fields say who sent it; `source` and the rest are not
+        # trusted for that (a property test spoofs every other field).
         number = _str(env.get("sourceNumber"))
-        uuid = _str(env.get("sourceUuid")) or (
-            _str(env.get("source")) if not _str(env.get("source")).startswith("+") else ""
-        )
+        uuid = _str(env.get("sourceUuid"))
         sender = uuid or number or _str(env.get("source"))
         raw_stamp = env.get("timestamp")
         stamp = raw_stamp if isinstance(raw_stamp, int) else 0
@@ -121,8 +121,8 @@ class Gate:
         destination = {_str(sent.get(k)) for k in ("destination", "destinationNumber")}
         if self.account not in destination:
             return Decision(Verdict.IGNORE, why="the owner wrote to someone else")
-        if number and number != self.account:
-            return Decision(Verdict.IGNORE, why="a sync from another account")
+        if number != self.account:
+            return Decision(Verdict.IGNORE, why="a sync not from the bot's own account")
         text = sent.get("message")
         if not isinstance(text, str):
             return Decision(Verdict.IGNORE, why="no text")
