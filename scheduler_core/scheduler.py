@@ -19,7 +19,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from scheduler_core.clock import Clock, SystemClock
@@ -134,6 +134,7 @@ class Scheduler:
         self._defer: list[_Waiting] = []
         self._next_runs: list[tuple[str, datetime | None]] = []  # to save to the store
         self._paused: set[str] = set()
+        self._last_now: datetime | None = None  # to notice the clock going back
         self._seq = itertools.count()
         self._wake = asyncio.Event()
         self._closing = False
@@ -247,8 +248,26 @@ class Scheduler:
                 self._enqueue(task_id, Cause.RESUME, None)
         self._to_resume.clear()
 
+    def _clock_went_back(self, now: datetime) -> None:
+        """The wall clock moved back: `every` tasks keep their interval from now on, instead of
+        waiting for slot times that are now far away. (Cron tasks follow the wall clock.)"""
+        last, self._last_now = self._last_now, now
+        if last is None or now >= last - timedelta(seconds=1):
+            return
+        log.warning("the clock went back by %s; rescheduling interval tasks", last - now)
+        for due, gen, task_id in list(self._heap):
+            spec = self._specs.get(task_id)
+            if spec is None or gen != self._gen.get(task_id):
+                continue
+            trigger = spec.trigger
+            if isinstance(trigger, Every) and due > now + timedelta(seconds=trigger.seconds):
+                nxt = now + timedelta(seconds=trigger.seconds)
+                self._push(task_id, nxt)
+                self._next_runs.append((task_id, nxt))
+
     async def _process_due(self, now: datetime) -> list[_Waiting]:
         """Turn every due heap entry into a waiting run (or a logged miss)."""
+        self._clock_went_back(now)
         created: list[_Waiting] = []
         updates = self._next_runs
         while self._heap and self._heap[0][0] <= now:

@@ -39,6 +39,12 @@ class ManualClock:
         finally:
             self._pending = None
 
+    def jump(self, seconds: float) -> None:
+        """Someone sets the clock: like the real timerfd, wake whoever sleeps."""
+        self.t += timedelta(seconds=seconds)
+        if self._pending is not None:
+            self._pending[1].set()
+
     def advance(self, seconds: float) -> None:
         self.t += timedelta(seconds=seconds)
         if self._pending is not None:

@@ -371,3 +371,33 @@ async def test_on_demand_runs_preempt_background_runs(
 async def _outcome_of_last(store: Store, task_id: str, outcome: Outcome) -> bool:
     runs = await store.runs(task_id, 1)
     return bool(runs) and runs[0].outcome is outcome
+
+
+async def test_the_clock_jumping_forward_an_hour_and_back(
+    make: Factory, store: Store, tasks_dir: Path
+) -> None:
+    from zoneinfo import ZoneInfo
+
+    clock = ManualClock()  # 09:00
+    interval = spec("iv", "true", tasks_dir, trigger=Every(60))
+    hourly = spec("cr", "true", tasks_dir, trigger=Cron("0 * * * *", ZoneInfo("UTC")))
+    make([interval, hourly], clock=clock)
+    await wait_for(lambda: _count(store, "iv", 1))
+
+    clock.jump(3600)  # forward an hour (a suspend, an NTP correction)
+    await wait_for(lambda: _count(store, "iv", 2))
+    await wait_for(lambda: _count(store, "cr", 1))  # 10:00 is a slot of its own
+    (catch_up, first) = await store.runs("iv")
+    assert first.cause is Cause.SCHEDULE
+    assert catch_up.cause is Cause.CATCH_UP  # one run for the missed hour, not sixty
+    missed = [e.message for e in await store.logs("iv") if e.action == "missed"]
+    assert len(missed) == 1 and missed[0].startswith("60 slots missed")
+
+    clock.jump(-3600)  # and back
+    await asyncio.sleep(0.2)
+    state = await store.state("iv")
+    assert state is not None and state.next_run == clock.now() + timedelta(seconds=60)
+    clock.advance(60)  # every minute still means every minute
+    await wait_for(lambda: _count(store, "iv", 3))
+    await asyncio.sleep(0.2)
+    assert await runs_of(store, "iv") == 3 and await runs_of(store, "cr") == 1  # no burst
