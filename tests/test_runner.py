@@ -165,3 +165,27 @@ async def test_a_process_that_left_the_group_cannot_hang_the_run(tmp_path: Path)
     finally:
         if pidfile.exists():
             os.kill(int(pidfile.read_text()), signal.SIGKILL)
+
+
+async def test_a_hundred_children_all_go_at_the_timeout(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    script = f"for i in $(seq 100); do sleep 300 & echo $! >> {pids}; done; wait"
+    _, result = await run(["bash", "-c", script], tmp_path, timeout=1.0, grace=1)
+    assert result.ending is Ending.TIMEOUT  # type: ignore[attr-defined]
+    children = [int(p) for p in pids.read_text().split()]
+    assert len(children) == 100
+    await asyncio.sleep(0.2)
+    assert [p for p in children if alive(p)] == []
+
+
+async def test_a_gigabyte_of_output_keeps_memory_bounded(tmp_path: Path) -> None:
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    script = "head -c 1073741824 /dev/zero | tr '\\0' 'x'; echo; echo the end"
+    _, result = await run(["bash", "-c", script], tmp_path, timeout=120)
+    grew_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert result.exit_code == 0  # type: ignore[attr-defined]
+    assert result.stdout.endswith("x\nthe end\n")  # type: ignore[attr-defined]
+    assert len(result.stdout.encode()) <= TAIL_BYTES  # type: ignore[attr-defined]
+    assert grew_mb < 50, f"memory grew by {grew_mb:.0f} MB"
