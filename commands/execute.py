@@ -65,11 +65,15 @@ def describe(cmd: Command) -> str:
 
 async def _audit(cmd: Command, ctx: Context) -> None:
     """Every command goes to the action log with who sent it; reads as `query` entries."""
-    action = "query" if isinstance(cmd, Status | Logs | Help) else "command"
     task = getattr(cmd, "task", None)
     known = task if task in {s.id for s in ctx.scheduler.specs} else None
+    store = ctx.scheduler.store
+    if isinstance(cmd, Status | Logs | Help):
+        # A read is answered at once, even while another process holds the write lock.
+        store.log_later("query", describe(cmd)[:200], task_id=known, actor=ctx.actor)
+        return
     try:
-        await ctx.scheduler.store.log(action, describe(cmd)[:200], task_id=known, actor=ctx.actor)
+        await store.log("command", describe(cmd)[:200], task_id=known, actor=ctx.actor)
     except Exception:  # an audit write must not stop the command (e.g. the disk is full)
         log.exception("could not audit %s from %s", describe(cmd), ctx.actor)
 

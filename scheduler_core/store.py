@@ -1,6 +1,7 @@
 """The SQLite store: every SQL statement of the daemon lives here.
 
-One aiosqlite connection per process in autocommit mode; each state change is one short
+One aiosqlite connection per process for writing (and a read-only one, see `Store`), in
+autocommit mode; each state change is one short
 `BEGIN IMMEDIATE ... COMMIT`. A whole transaction runs as one function on aiosqlite's
 connection thread (`_in_thread`), so it costs one round trip instead of one per statement, can
 never interleave with another, and finishes even if the awaiting caller is cancelled. WAL lets
@@ -14,6 +15,8 @@ Times are stored as UNIX seconds (REAL) and returned as aware UTC datetimes.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -39,6 +42,7 @@ from scheduler_core.model import (
 from scheduler_core.seed import SeedLog, SeedState
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 RUNS_KEPT_PER_TASK = 1000
 LOG_KEPT_S = 90 * 86400
@@ -154,6 +158,11 @@ class Store:
 
     def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
         self._conn = conn
+        # Reads go through a connection (and thread) of their own: while another process holds
+        # the write lock, a write waits out the busy timeout on the writer's thread, and WAL
+        # still lets reads through, so `status` answers at once instead of queueing behind it.
+        self._reader: aiosqlite.Connection | None = None
+        self._later: set[asyncio.Task[None]] = set()  # writes nobody waits for (log_later)
         self.path = path
         self._last_log_prune = 0.0
 
@@ -173,21 +182,36 @@ class Store:
             db.execute("PRAGMA synchronous = NORMAL")
             db.execute("PRAGMA foreign_keys = ON")
 
-        await store._in_thread(setup)
+        await store._in_thread(conn, setup)
         await store._write(_migrate)
+        try:
+            store._reader = await aiosqlite.connect(
+                f"file:{path}?mode=ro", uri=True, isolation_level=None
+            )
+        except sqlite3.Error as exc:
+            await conn.close()
+            raise StoreError(f"cannot open the database {path}: {exc}") from exc
+        await store._in_thread(
+            store._reader, lambda db: db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        )
         return store
 
     async def close(self) -> None:
-        """Close the connection; writes already queued finish first."""
+        """Close the connections; writes already queued finish first."""
+        if self._later:
+            await asyncio.wait(self._later, timeout=BUSY_TIMEOUT_MS / 1000 + 1)
+        if self._reader is not None:
+            await self._reader.close()
         await self._conn.close()
 
-    async def _in_thread(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _in_thread(
+        self, conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], T]
+    ) -> T:
         """Run `fn(connection)` on aiosqlite's connection thread, in one round trip.
 
         `Connection._execute` is the queue aiosqlite's own methods use; it has no public name
         for "run this function". aiosqlite is pinned below 0.23 in pyproject.toml.
         """
-        conn = self._conn
 
         def call() -> T:
             return fn(conn._conn)
@@ -213,10 +237,11 @@ class Store:
             db.execute("COMMIT")
             return result
 
-        return await self._in_thread(tx)
+        return await self._in_thread(self._conn, tx)
 
     async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        return await self._in_thread(lambda db: db.execute(sql, params).fetchall())
+        conn = self._reader or self._conn
+        return await self._in_thread(conn, lambda db: db.execute(sql, params).fetchall())
 
     # --- tasks -------------------------------------------------------------------------------
 
@@ -589,6 +614,19 @@ class Store:
         """Append one entry to the action log."""
         at = (when or datetime.now(UTC)).timestamp()
         await self._write(lambda db: _log(db, at, task_id, action, message, duration_s, actor))
+
+    def log_later(self, action: str, message: str = "", **kw: Any) -> None:
+        """`log()`, without waiting for it: for audit entries of reads, which must not wait
+        behind another process's write lock. A failure is logged, not raised."""
+        task = asyncio.ensure_future(self.log(action, message, **kw))
+        self._later.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._later.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.warning("could not write a log entry: %s", t.exception())
+
+        task.add_done_callback(done)
 
     async def logs(
         self, task_id: str | None = None, limit: int = 20, *, queries: bool = False
