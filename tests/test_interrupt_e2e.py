@@ -3,6 +3,7 @@ daemon, and check that every item is processed and none twice beyond its last ch
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -185,3 +186,44 @@ def test_missed_slots_after_downtime(tmp_path: Path) -> None:
         ) == [(0,)]
     finally:
         assert again.stop() == 0
+
+
+def test_kill_9_five_times_in_a_row(config: Path) -> None:
+    """Power cuts, again and again, while the task checkpoints after every item."""
+    cuts = 0
+    for _ in range(5):
+        daemon = Daemon(config).start()
+        seen = len(items(config))
+        wait_sync(lambda seen=seen: len(items(config)) >= seen + 3, 20, "progress")
+        assert daemon.proc is not None
+        groups = {
+            os.getpgid(int(p))
+            for p in subprocess.run(
+                ["pgrep", "-f", "worker.py"], capture_output=True, text=True
+            ).stdout.split()
+        }
+        daemon.proc.kill()
+        daemon.proc.wait()
+        for pgid in groups:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
+        cuts += 1
+        if set(items(config)) >= set(range(N)):
+            break
+    final = Daemon(config).start()
+    try:
+        wait_sync(
+            lambda: (
+                last_run(config) == ("resume", "success")
+                or last_run(config) == ("schedule", "success")
+            ),
+            30,
+            "the worker to finish",
+        )
+    finally:
+        assert final.stop() == 0
+    assert cuts >= 3
+    assert_all_items_once(config, cuts=cuts)
+    outcomes = query(db(config), "SELECT outcome FROM run WHERE task_id = 'worker' ORDER BY id")
+    assert outcomes[:-1] == [("interrupted",)] * (len(outcomes) - 1)
+    assert len(outcomes) >= 4  # cut at least three times, then finished
