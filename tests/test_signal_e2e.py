@@ -266,3 +266,37 @@ async def test_a_reload_changes_who_may_command(tmp_path: Path, service: SignalS
         assert query(db, "SELECT actor FROM log WHERE action = 'denied'") == [(ALICE_UUID,)]
     finally:
         assert await stop_daemon(proc) == 0
+
+
+async def test_alerts_arrive_exactly_once_while_the_service_flaps(
+    tmp_path: Path, service: SignalService
+) -> None:
+    from collections import Counter
+
+    proc = await start_daemon(tmp_path, service, "alerts: {after_failures: 1, repeat_every: 1s}")
+    config = str(tmp_path / "moltsched.yaml")
+    db = tmp_path / "state" / "moltsched.db"
+    try:
+        for _ in range(4):  # down a second, up a second, while the task keeps failing
+            await service.stop()
+            run = await asyncio.create_subprocess_exec(
+                MOLTSCHED, "--config", config, "run", "bad", stdout=asyncio.subprocess.DEVNULL
+            )
+            await run.wait()
+            await asyncio.sleep(1)
+            await service.start()
+            await asyncio.sleep(1)
+        # Steady again: everything queued goes out (after the backoff), and nothing twice.
+        await wait_for(
+            lambda: query(db, "SELECT COUNT(*) FROM outbox WHERE sent IS NULL") == [(0,)], 60
+        )
+        queued = query(db, "SELECT recipient, text FROM outbox")
+        assert len(queued) >= 2 * 2  # at least a failure and a reminder, per recipient
+        delivered = [
+            (m["recipients"][0], m["message"])
+            for m in service.sent
+            if m["message"].startswith(("⚠️", "✅"))
+        ]
+        assert Counter(delivered) == Counter(queued)
+    finally:
+        assert await stop_daemon(proc) == 0
