@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 CONFIG ?= config/moltsched.yaml
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo test lint pytest bench clean
+.PHONY: run demo test lint pytest bench soak clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed (found %s); set PYTHON=python3.11" % sys.version.split()[0])'
@@ -38,6 +38,11 @@ test: lint pytest
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# The daemon under steady load for SOAK_SECONDS (default 600): RSS, fds and run counts at the
+# start and the end, and no missed or doubled run. Not part of `make test`.
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak
 
 clean:
 	rm -rf $(VENV) state .pytest_cache .mypy_cache .ruff_cache
