@@ -45,4 +45,4 @@ soak: $(STAMP)
 	$(BIN)/python -m bench.soak
 
 clean:
-	rm -rf $(VENV) state .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) state .pytest_cache .mypy_cache .ruff_cache .hypothesis .import_linter_cache
