@@ -131,7 +131,6 @@ class Scheduler:
         self._waiting_by_task: dict[str, _Waiting] = {}
         self._running: dict[str, _Active] = {}
         self._to_resume: list[str] = []
-        self._defer: list[_Waiting] = []
         self._next_runs: list[tuple[str, datetime | None]] = []  # to save to the store
         self._paused: set[str] = set()
         self._last_now: datetime | None = None  # to notice the clock going back
@@ -340,10 +339,8 @@ class Scheduler:
             w = heapq.heappop(self._waiting)
             if not w.live:
                 continue
-            if w.task_id in self._running:
-                # Cannot start beside itself; it waits for its own run to end.
-                self._defer.append(w)
-                continue
+            # Never also running: submit() joins a run under way, and a slot that comes while
+            # its task runs is logged missed instead of queued.
             del self._waiting_by_task[w.task_id]
             spec = self._specs[w.task_id]
             process = ProcessRun(
@@ -355,9 +352,6 @@ class Scheduler:
             )
             active = self._running[w.task_id] = _Active(w, spec, process)
             batch.append(active)
-        for w in self._defer:
-            heapq.heappush(self._waiting, w)
-        self._defer.clear()
         if batch:
             tg.create_task(self._launch(batch, tg))
         if self._waiting and self._waiting[0].cause is Cause.ON_DEMAND:

@@ -116,6 +116,21 @@ def cli(*args: str, config: Path, timeout: float = 60) -> subprocess.CompletedPr
     )
 
 
+async def acli(*args: str, config: Path | str) -> subprocess.CompletedProcess[str]:
+    """`cli`, for async tests (which must not block the loop their emulator runs on)."""
+    proc = await asyncio.create_subprocess_exec(
+        MOLTSCHED,
+        "--config",
+        str(config),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return subprocess.CompletedProcess(args, proc.returncode, out.decode(), err.decode())
+
+
 def query(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     """Read the database as another process would."""
     conn = sqlite3.connect(db, timeout=10)

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from tests.fakes.signal_service import ACCOUNT, ALICE, SignalService, text_frame
-from tests.helpers import MOLTSCHED, query, wait_for
+from tests.helpers import MOLTSCHED, acli, query, wait_for
 from tests.test_e2e import Daemon
 
 TASKS = 300
@@ -17,18 +17,9 @@ CALLERS = 50
 
 
 async def status(config: Path) -> dict[str, object]:
-    proc = await asyncio.create_subprocess_exec(
-        MOLTSCHED,
-        "--config",
-        str(config),
-        "--json",
-        "status",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await proc.communicate()
-    assert proc.returncode == 0, err
-    data: dict[str, object] = json.loads(out)
+    result = await acli("--json", "status", config=config)
+    assert result.returncode == 0, result.stderr
+    data: dict[str, object] = json.loads(result.stdout)
     return data
 
 

@@ -27,7 +27,7 @@ from tests.fakes.signal_service import (
     sync_frame,
     text_frame,
 )
-from tests.helpers import MOLTSCHED, query, wait_for
+from tests.helpers import MOLTSCHED, acli, query, wait_for
 
 ENVELOPES = Path(__file__).parent / "fakes" / "envelopes"
 DAVE = "+12065550188"
@@ -183,15 +183,9 @@ async def test_the_bot_reconnects_and_alerts_arrive_once(
 
         await service.stop()  # the service goes away while a task fails
         config = str(tmp_path / "moltsched.yaml")
-        run = await asyncio.create_subprocess_exec(
-            MOLTSCHED, "--config", config, "run", "bad", stdout=asyncio.subprocess.DEVNULL
-        )
-        assert await run.wait() == 1
+        assert (await acli("run", "bad", config=config)).returncode == 1
         # The alerts were queued before the run's answer: one per recipient, waiting.
-        status = await asyncio.create_subprocess_exec(
-            MOLTSCHED, "--config", config, "--json", "status", stdout=asyncio.subprocess.PIPE
-        )
-        data = json.loads((await status.communicate())[0])
+        data = json.loads((await acli("--json", "status", config=config)).stdout)
         assert data["signal_connected"] is False and data["alerts_waiting"] == 2
         await service.start()  # back, same port
         alerts = await service.wait_sent(len(service.sent) + 2, timeout=30)
@@ -232,15 +226,8 @@ async def test_the_service_down_at_start(tmp_path: Path) -> None:
 
         # The new hourly task runs, Signal or not.
         await wait_for(lambda: query(db, "SELECT run_count FROM task") == [(1,)], 20)
-        status = await asyncio.create_subprocess_exec(
-            MOLTSCHED,
-            "--config",
-            str(config),
-            "--json",
-            "status",
-            stdout=asyncio.subprocess.PIPE,
-        )
-        assert json.loads((await status.communicate())[0])["signal_connected"] is False
+        status = await acli("--json", "status", config=config)
+        assert json.loads(status.stdout)["signal_connected"] is False
         await service.start()  # same port
         await service.wait_connected(20)
         await only_help_answered(service)
@@ -255,10 +242,7 @@ async def test_a_reload_changes_who_may_command(tmp_path: Path, service: SignalS
         await only_help_answered(service)
         config = tmp_path / "moltsched.yaml"
         config.write_text(config.read_text().replace(f'"{ALICE}", ', ""))
-        reload = await asyncio.create_subprocess_exec(
-            MOLTSCHED, "--config", str(config), "reload", stdout=asyncio.subprocess.DEVNULL
-        )
-        assert await reload.wait() == 0
+        assert (await acli("reload", config=config)).returncode == 0
         await service.push(text("help"))  # Alice is no longer an admin
         (reply,) = await answers(service, text("help", number=None, uuid=BOB_UUID))
         assert reply["recipients"] == [BOB_UUID]
@@ -279,10 +263,7 @@ async def test_alerts_arrive_exactly_once_while_the_service_flaps(
     try:
         for _ in range(4):  # down a second, up a second, while the task keeps failing
             await service.stop()
-            run = await asyncio.create_subprocess_exec(
-                MOLTSCHED, "--config", config, "run", "bad", stdout=asyncio.subprocess.DEVNULL
-            )
-            await run.wait()
+            await acli("run", "bad", config=config)
             await asyncio.sleep(1)
             await service.start()
             await asyncio.sleep(1)
