@@ -80,7 +80,8 @@ class Gate:
         # trusted for that (a property test spoofs every other field).
         number = _str(env.get("sourceNumber"))
         uuid = _str(env.get("sourceUuid"))
-        sender = uuid or number or _str(env.get("source"))
+        # Shown in the log and the audit trail: a stranger's junk must not flood them.
+        sender = _short(uuid or number or _str(env.get("source")))
         raw_stamp = env.get("timestamp")
         stamp = raw_stamp if isinstance(raw_stamp, int) else 0
         data = env.get("dataMessage")
@@ -108,7 +109,7 @@ class Gate:
             gid = _str(group.get("groupId"))
             if gid in self.groups and self._is_admin(number, uuid):
                 return Decision(Verdict.COMMAND, text, group_rest_id(gid), sender, key)
-            return Decision(Verdict.DENIED, text, "", sender, key, f"in group {gid}")
+            return Decision(Verdict.DENIED, text, "", sender, key, f"in group {_short(gid)}")
         if self._is_admin(number, uuid):
             return Decision(Verdict.COMMAND, text, uuid or number, sender, key)
         return Decision(Verdict.DENIED, text, "", sender, key, "private")
@@ -132,3 +133,8 @@ class Gate:
 
 def _str(value: object) -> str:
     return value if isinstance(value, str) else ""
+
+
+def _short(text: str, limit: int = 80) -> str:
+    """At most `limit` characters of `text`, marked when cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"

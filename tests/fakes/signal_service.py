@@ -177,11 +177,13 @@ class SignalService:
             await self._connected.wait()
 
     async def push(self, frame: str | dict[str, Any]) -> None:
-        """Deliver one websocket frame to the connected bot."""
+        """Deliver one websocket frame to the connected bot. Like the real service, a frame
+        for a connection that is closing just now is dropped."""
         text = frame if isinstance(frame, str) else json.dumps(frame, ensure_ascii=False)
         await self.wait_connected()
         for ws in list(self._sockets):
-            await ws.send_str(text)
+            with contextlib.suppress(ConnectionResetError):
+                await ws.send_str(text)
 
     async def close_receive(self) -> None:
         """Close the receive websocket cleanly, as a restarting service does."""
