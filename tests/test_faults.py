@@ -97,3 +97,104 @@ def test_the_state_directory_fills_up_and_frees_again(tmp_path: Path) -> None:
         assert query(db, "PRAGMA integrity_check") == [("ok",)]
     finally:
         subprocess.run(["umount", str(state)], check=False)
+
+
+WILD = {
+    # A hundred children that would sleep for five minutes.
+    "forker.sh": "for i in $(seq 100); do sleep 300 & done; wait\n",
+    # A gigabyte on stdout, then a last line.
+    "printer.sh": "head -c 1073741824 /dev/zero | tr '\\0' 'x'; echo; echo the end\n",
+    # Closes its stdout and stderr and keeps running.
+    "closer.sh": "exec >&- 2>&-; sleep 300\n",
+    # Ignores SIGTERM, and so does the child it leaves behind.
+    "stubborn.sh": "trap '' TERM; sleep 300 & sleep 300\n",
+    "tick.sh": "echo tick\n",
+}
+
+
+def processes_of(db: Path, tasks: set[str]) -> list[int]:
+    """Every process on the machine that a run of one of `tasks` (of this database) started:
+    they all carry the run's environment."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            env = dict(
+                item.split(b"=", 1)
+                for item in (proc / "environ").read_bytes().split(b"\0")
+                if b"=" in item
+            )
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        if env.get(b"MOLTSCHED_DB") == str(db).encode() and (
+            env.get(b"MOLTSCHED_TASK_ID", b"").decode() in tasks
+        ):
+            found.append(int(proc.name))
+    return found
+
+
+def vm_hwm_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_wild_tasks_on_the_daemon(tmp_path: Path) -> None:
+    """Four tasks gone wild at once, on the real daemon: every one is ended with everything it
+    started, the output is kept to its tail, the daemon's memory stays flat, and the other
+    task and the CLI carry on meanwhile."""
+    (tmp_path / "tasks").mkdir()
+    for name, text in WILD.items():
+        (tmp_path / "tasks" / name).write_text(text)
+    config = tmp_path / "moltsched.yaml"
+    config.write_text(
+        "max_concurrent: 5\n"
+        "tasks:\n"
+        "  - {id: forker, script: forker.sh, every: 1h, timeout: 2s, grace: 1s}\n"
+        "  - {id: printer, script: printer.sh, every: 1h, timeout: 2m}\n"
+        "  - {id: closer, script: closer.sh, every: 1h, timeout: 2s, grace: 1s}\n"
+        "  - {id: stubborn, script: stubborn.sh, every: 1h, timeout: 2s, grace: 1s}\n"
+        "  - {id: tick, script: tick.sh, every: 1s}\n"
+    )
+    db = tmp_path / "state" / "moltsched.db"
+    wild = {"forker", "printer", "closer", "stubborn"}
+    daemon = Daemon(config).start()
+    assert daemon.proc is not None
+    try:
+        wait_sync(lambda: len(processes_of(db, {"forker"})) > 100, 20, "the forker's children")
+        status = subprocess.run(
+            [MOLTSCHED, "--config", str(config), "--json", "status"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert status.returncode == 0
+        busy = {t["id"] for t in json.loads(status.stdout)["tasks"] if t["status"] == "running"}
+        assert busy >= {"forker", "closer", "stubborn"}
+
+        def ended() -> bool:
+            rows = query(
+                db, "SELECT COUNT(*) FROM run WHERE outcome IS NOT NULL AND task_id != 'tick'"
+            )
+            return rows == [(4,)]
+
+        wait_sync(ended, 120, "the four wild runs to end")
+        outcomes = dict(query(db, "SELECT task_id, outcome FROM run WHERE task_id != 'tick'"))
+        assert outcomes == {
+            "forker": "timeout",
+            "closer": "timeout",
+            "stubborn": "timeout",
+            "printer": "success",
+        }
+        # The group is gone, children included, by the time the run is recorded.
+        assert processes_of(db, wild) == []
+        (out,) = query(db, "SELECT stdout FROM run WHERE task_id = 'printer'")[0]
+        assert out.endswith("x\nthe end\n") and len(out.encode()) <= 64 * 1024
+        assert vm_hwm_mb(daemon.proc.pid) < 150  # a gigabyte went through; the tail stayed
+        # The tame task kept its schedule meanwhile, and keeps it.
+        wait_sync(lambda: query(db, "SELECT run_count FROM task WHERE id = 'tick'")[0][0] >= 4)
+    finally:
+        assert daemon.stop() == 0
+    assert query(db, "PRAGMA integrity_check") == [("ok",)]
