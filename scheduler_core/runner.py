@@ -15,7 +15,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -192,6 +192,55 @@ class ProcessRun:
                 return
             await asyncio.sleep(_GROUP_POLL_S)
         _signal_group(pgid, signal.SIGKILL)
+
+
+def leftover_processes(db: str, run_ids: Collection[int]) -> list[tuple[int, int]]:
+    """(pid, process group) of every live process started by one of `run_ids` of the database
+    `db`: each carries its run's `MOLTSCHED_DB` and `MOLTSCHED_RUN_ID`, which is how they are
+    told apart from processes that merely reuse a pid after a reboot. Linux only (/proc);
+    elsewhere nothing is found."""
+    wanted_db = os.fsencode(db)
+    wanted_runs = {str(r).encode() for r in run_ids}
+    own = {os.getpid(), os.getpgrp()}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    found = []
+    for entry in entries:
+        if not entry.isdigit() or int(entry) in own:
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                raw = f.read()
+            env = dict(item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
+            if (
+                env.get(b"MOLTSCHED_DB") == wanted_db
+                and env.get(b"MOLTSCHED_RUN_ID") in wanted_runs
+            ):
+                pgid = os.getpgid(int(entry))
+                if pgid not in own:
+                    found.append((int(entry), pgid))
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+    return found
+
+
+async def stop_leftovers(db: str, run_ids: Collection[int], grace: float) -> int:
+    """Stop what `leftover_processes` finds, group by group: SIGTERM, up to `grace` for them to
+    go, then SIGKILL. Returns how many processes were found."""
+    found = leftover_processes(db, run_ids)
+    groups = {pgid for _, pgid in found}
+    for pgid in groups:
+        _signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    # Polled: these are not our children, and a group has no handle to wait on. Start-up only.
+    while time.monotonic() < deadline and any(_group_alive(g) for g in groups):  # noqa: ASYNC110
+        await asyncio.sleep(_GROUP_POLL_S * 5)
+    for pgid in groups:
+        if _group_alive(pgid):
+            _signal_group(pgid, signal.SIGKILL)
+    return len(found)
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

@@ -33,7 +33,7 @@ from scheduler_core.model import (
     TaskSpec,
     TaskState,
 )
-from scheduler_core.runner import Ending, ProcessResult, ProcessRun
+from scheduler_core.runner import Ending, ProcessResult, ProcessRun, stop_leftovers
 from scheduler_core.store import Store
 from scheduler_core.triggers import Every, advance, format_duration
 
@@ -167,6 +167,7 @@ class Scheduler:
         crashed = await self.store.recover_crashed(now)
         if crashed:
             log.warning("recorded %d run(s) cut short by a crash as interrupted", len(crashed))
+            await self._stop_leftovers(crashed)
         updates: list[tuple[str, datetime | None]] = []
         for state in await self.store.states():
             spec = self._specs[state.id]
@@ -187,6 +188,16 @@ class Scheduler:
             self._push(spec.id, due)
         await self.store.set_next_runs(updates)
         self._prepared = True
+
+    async def _stop_leftovers(self, crashed: list[tuple[int, str]]) -> None:
+        """A daemon killed on its own (`kill -9`, the OOM killer) leaves its runs going as
+        orphans. They are stopped (SIGTERM, the task's grace, SIGKILL) before anything is
+        resumed; otherwise a resumed task would run twice at once, both saving checkpoints."""
+        grace = max((self._specs[t].grace for _, t in crashed if t in self._specs), default=10.0)
+        run_ids = [run_id for run_id, _ in crashed]
+        stopped = await stop_leftovers(str(self.settings.db_path), run_ids, grace)
+        if stopped:
+            log.warning("stopped %d process(es) left running by the daemon that died", stopped)
 
     def _push(self, task_id: str, due: datetime) -> None:
         gen = self._gen.get(task_id, 0) + 1

@@ -418,8 +418,9 @@ class Store:
 
         return await self._write(step)
 
-    async def recover_crashed(self, now: datetime) -> list[str]:
-        """Runs still open from a daemon that died are recorded `interrupted`; returns task ids."""
+    async def recover_crashed(self, now: datetime) -> list[tuple[int, str]]:
+        """Runs still open from a daemon that died are recorded `interrupted`; returns their
+        (run id, task id)."""
         at = now.timestamp()
 
         def step(db: sqlite3.Connection) -> list[str]:
@@ -442,7 +443,7 @@ class Store:
                     None,
                     None,
                 )
-            return [task_id for _, task_id, _ in rows]
+            return [(run_id, task_id) for run_id, task_id, _ in rows]
 
         return await self._write(step)
 

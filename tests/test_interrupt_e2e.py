@@ -15,6 +15,7 @@ import pytest
 
 from tests.helpers import cli, query, wait_sync
 from tests.test_e2e import Daemon
+from tests.test_runner import alive
 
 N = 40
 
@@ -227,3 +228,31 @@ def test_kill_9_five_times_in_a_row(config: Path) -> None:
     outcomes = query(db(config), "SELECT outcome FROM run WHERE task_id = 'worker' ORDER BY id")
     assert outcomes[:-1] == [("interrupted",)] * (len(outcomes) - 1)
     assert len(outcomes) >= 4  # cut at least three times, then finished
+
+
+def test_kill_9_of_the_daemon_alone(config: Path) -> None:
+    """An OOM kill or a `kill -9` of the daemon only: its run goes on as an orphan. The next
+    daemon must stop that orphan before it resumes the task, or the task runs twice at once."""
+    daemon = Daemon(config).start()
+    worker_going(config)
+    assert daemon.proc is not None
+    orphans = [
+        int(p)
+        for p in subprocess.run(
+            ["pgrep", "-f", "worker.py"], capture_output=True, text=True
+        ).stdout.split()
+    ]
+    assert orphans
+    daemon.proc.kill()
+    daemon.proc.wait()
+    again = Daemon(config).start()
+    try:
+        wait_sync(lambda: last_run(config) == ("resume", "success"), 30, "the resumed run")
+        assert not [p for p in orphans if alive(p)]
+        log = again.log.read_text()
+        assert "stopped 1 process(es) left running by the daemon that died" in log
+    finally:
+        assert again.stop() == 0
+    assert_all_items_once(config, cuts=1)
+    runs = query(db(config), "SELECT outcome FROM run WHERE task_id = 'worker' ORDER BY id")
+    assert runs == [("interrupted",), ("success",)]

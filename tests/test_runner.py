@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from scheduler_core.runner import TAIL_BYTES, Ending, ProcessRun, Tail
+from scheduler_core.runner import TAIL_BYTES, Ending, ProcessRun, Tail, stop_leftovers
 
 
 def alive(pid: int) -> bool:
@@ -189,3 +191,37 @@ async def test_a_gigabyte_of_output_keeps_memory_bounded(tmp_path: Path) -> None
     assert result.stdout.endswith("x\nthe end\n")  # type: ignore[attr-defined]
     assert len(result.stdout.encode()) <= TAIL_BYTES  # type: ignore[attr-defined]
     assert grew_mb < 50, f"memory grew by {grew_mb:.0f} MB"
+
+
+async def test_leftovers_of_crashed_runs_are_found_by_their_environment_and_stopped(
+    tmp_path: Path,
+) -> None:
+    """What a daemon killed on its own left running: only the processes of the named runs of
+    this database go, children, escaped ones and SIGTERM-ignorers included."""
+    pids = tmp_path / "pids"
+
+    leaders: list[subprocess.Popen[bytes]] = []
+
+    def start(db: str, run_id: int, script: str) -> int:
+        env = dict(os.environ, MOLTSCHED_DB=db, MOLTSCHED_RUN_ID=str(run_id))
+        leaders.append(subprocess.Popen(["bash", "-c", script], env=env, start_new_session=True))
+        return leaders[-1].pid
+
+    mine = str(tmp_path / "moltsched.db")
+    stubborn = start(mine, 7, f"trap '' TERM; sleep 300 & echo $! >> {pids}; sleep 300")
+    escaped = start(mine, 8, f"setsid sleep 300 & echo $! >> {pids}; sleep 300")
+    other_run = start(mine, 9, "sleep 300")
+    other_db = start(str(tmp_path / "other.db"), 7, "sleep 300")
+    try:
+        await asyncio.sleep(0.3)
+        stopped = await stop_leftovers(mine, [7, 8], grace=0.5)
+        assert stopped == 4  # two leaders, the stubborn one's child, the escaped sleep
+        await asyncio.sleep(0.1)
+        children = [int(p) for p in pids.read_text().split()]
+        assert not [p for p in [stubborn, escaped, *children] if alive(p)]
+        assert alive(other_run) and alive(other_db)
+    finally:
+        for leader in leaders:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(leader.pid, signal.SIGKILL)
+            leader.wait()

@@ -102,7 +102,8 @@ async def test_sync_keeps_history_of_removed_tasks(store: Store, tasks_dir: Path
 async def test_crashed_runs_are_recorded_interrupted(store: Store, tasks_dir: Path) -> None:
     await store.sync_tasks([spec("a", "true", tasks_dir)])
     await store.start_run("a", Cause.SCHEDULE, T0, T0)
-    assert await store.recover_crashed(T0 + timedelta(seconds=5)) == ["a"]
+    (run,) = await store.runs("a")
+    assert await store.recover_crashed(T0 + timedelta(seconds=5)) == [(run.run_id, "a")]
     (run,) = await store.runs("a")
     assert run.outcome is Outcome.INTERRUPTED and run.duration_s == 5
     state = await store.state("a")
