@@ -423,7 +423,7 @@ class Store:
         (run id, task id)."""
         at = now.timestamp()
 
-        def step(db: sqlite3.Connection) -> list[str]:
+        def step(db: sqlite3.Connection) -> list[tuple[int, str]]:
             rows = db.execute(
                 "SELECT id, task_id, started FROM run WHERE outcome IS NULL"
             ).fetchall()
