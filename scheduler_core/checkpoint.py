@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 BUSY_TIMEOUT_S = 30.0
+# The next run gets the checkpoint in its environment, where Linux allows one variable at most
+# 128 KiB (MAX_ARG_STRLEN): a bigger one would keep the task from ever starting again.
+MAX_BYTES = 64 * 1024
 
 
 class CheckpointError(Exception):
@@ -66,11 +69,20 @@ def load_checkpoint(task_id: str | None = None, *, db: str | os.PathLike[str] | 
 
 
 def encode(value: Any) -> str:
-    """A checkpoint value as JSON text; CheckpointError if it is not JSON-serialisable."""
+    """A checkpoint value as JSON text; CheckpointError if it is not JSON-serialisable or is
+    larger than `MAX_BYTES`."""
     try:
-        return json.dumps(value, separators=(",", ":"), allow_nan=False)
+        text = json.dumps(value, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"a checkpoint must be JSON: {exc}") from None
+    size = len(text.encode())
+    if size > MAX_BYTES:
+        raise CheckpointError(
+            f"a checkpoint is at most {MAX_BYTES // 1024} KiB and this one is {size:,} bytes "
+            "(the next run gets it in $MOLTSCHED_CHECKPOINT); keep bigger state in a file of "
+            "the task's own and save its name"
+        )
+    return text
 
 
 def save_checkpoint(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import signal
@@ -126,7 +127,10 @@ class ProcessRun:
                 start_new_session=True,
             )
         except OSError as exc:
-            return ProcessResult(Ending.NOT_STARTED, None, 0.0, "", "", f"cannot start: {exc}")
+            why = f"cannot start: {exc}"
+            if exc.errno == errno.E2BIG:
+                why += " (the environment is too big: a variable over 128 KiB, or all over 2 MiB)"
+            return ProcessResult(Ending.NOT_STARTED, None, 0.0, "", "", why)
         self.pid = proc.pid
         return proc
 

@@ -112,3 +112,21 @@ def test_a_checkpoint_must_be_json(tmp_path: Path) -> None:
             save_checkpoint(bad, "counter", db=db)
     with pytest.raises(CheckpointError, match="no task id"):
         save_checkpoint({"a": 1}, db=db)
+
+
+def test_a_checkpoint_too_big_for_the_next_runs_environment_is_refused(tmp_path: Path) -> None:
+    """The next run gets the checkpoint in $MOLTSCHED_CHECKPOINT; a variable over 128 KiB
+    would keep the task from starting ever again. So a save over 64 KiB is refused, clearly,
+    and the last good checkpoint is kept."""
+    config = setup(tmp_path)
+    cli("status", config=config)
+    db = tmp_path / "state" / "moltsched.db"
+    save_checkpoint({"n": 7, "pad": "x" * 60_000}, "counter", db=db)
+    with pytest.raises(CheckpointError, match="at most 64 KiB and this one is 100,"):
+        save_checkpoint({"n": 8, "pad": "x" * 100_000}, "counter", db=db)
+    big = cli("checkpoint", "save", "counter", json.dumps({"pad": "x" * 70_000}), config=config)
+    assert big.returncode == 2 and "at most 64 KiB" in big.stderr
+    assert json.loads(query(db, "SELECT checkpoint FROM task")[0][0])["n"] == 7
+    # And the run that gets the largest allowed checkpoint starts.
+    result = cli("--json", "run", "counter", config=config)
+    assert json.loads(result.stdout)["outcome"] == "success", result.stdout

@@ -62,6 +62,9 @@ class Daemon:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Daemon:
+        """Start the daemon; returns once it says it is running (the log may already hold an
+        earlier daemon's lines: a new one is waited for)."""
+        earlier = self.log.read_text().count("daemon running") if self.log.exists() else 0
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [MOLTSCHED, "--config", str(self.config), "daemon"],
@@ -69,7 +72,11 @@ class Daemon:
                 stderr=log,
                 env=os.environ | {"SLOW_FOR": str(self.slow_for)},
             )
-        wait_sync(lambda: "daemon running" in self.log.read_text(), 20, "the daemon to start")
+        wait_sync(
+            lambda: self.log.read_text().count("daemon running") > earlier,
+            20,
+            "the daemon to start",
+        )
         return self
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:

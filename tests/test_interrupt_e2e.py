@@ -256,3 +256,105 @@ def test_kill_9_of_the_daemon_alone(config: Path) -> None:
     assert_all_items_once(config, cuts=1)
     runs = query(db(config), "SELECT outcome FROM run WHERE task_id = 'worker' ORDER BY id")
     assert runs == [("interrupted",), ("success",)]
+
+
+SAVES = 2000
+# Saves a checkpoint of 60 kB (near the limit) over and over, saying before and after each save.
+SAVER = f"""
+import os
+from scheduler_core.checkpoint import load_checkpoint, save_checkpoint
+
+run = os.environ["MOLTSCHED_RUN_ID"]
+n = (load_checkpoint() or {{"n": 0}})["n"]
+pad = "x" * 60_000
+with open("../saves.log", "a", buffering=1) as log:
+    log.write(f"run {{run}} {{n}} {{os.getpid()}}\\n")
+    while n < {SAVES}:
+        n += 1
+        log.write(f"saving {{run}} {{n}}\\n")
+        save_checkpoint({{"n": n, "pad": pad}})
+        log.write(f"saved {{run}} {{n}}\\n")
+"""
+
+
+def save_events(root: Path) -> list[tuple[str, int, int, int]]:
+    """(what, run id, n, pid or 0) for every complete line of saves.log."""
+    text = (root / "saves.log").read_text() if (root / "saves.log").exists() else ""
+    events = []
+    for line in text.split("\n")[:-1]:  # the last piece is empty or still being written
+        what, run, n, *pid = line.split()
+        events.append((what, int(run), int(n), int(pid[0]) if pid else 0))
+    return events
+
+
+def cut_in_the_middle_of_a_save(root: Path, seen: int) -> tuple[int, bool]:
+    """Wait for the new run to be saving, and freeze it there (SIGSTOP): the state a kill -9
+    at that instant leaves. Returns the run's process group and whether it froze mid-save."""
+    deadline = time.monotonic() + 30
+    while True:  # busy: a save takes well under a millisecond on a fast disk
+        events = save_events(root)
+        if len(events) > seen + 2 and events[-1][0] == "saving":
+            break
+        assert time.monotonic() < deadline, "the saver did not get going"
+    pgid = next(pid for what, _, _, pid in reversed(events) if what == "run")
+    os.killpg(pgid, signal.SIGSTOP)
+    return pgid, save_events(root)[-1][0] == "saving"
+
+
+def test_kill_9_during_checkpoint_saves_again_and_again(tmp_path: Path) -> None:
+    """The daemon and its task killed while a save is being written, ten times: every save
+    that returned is kept, a cut save is there whole or not at all, each run resumes from
+    exactly what was committed, and two runs never overlap."""
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "saver.py").write_text(SAVER)
+    config = tmp_path / "moltsched.yaml"
+    config.write_text("tasks:\n  - {id: saver, command: [python, saver.py], every: 1h}\n")
+    database = tmp_path / "state" / "moltsched.db"
+    during_a_save = 0
+    for cut in range(10):
+        daemon = Daemon(config).start()
+        assert daemon.proc is not None
+        pgid, mid_save = cut_in_the_middle_of_a_save(tmp_path, len(save_events(tmp_path)))
+        daemon.proc.kill()
+        daemon.proc.wait()
+        if cut % 2 == 0:  # a power cut: the task goes too
+            os.killpg(pgid, signal.SIGKILL)
+            while alive(pgid):
+                time.sleep(0.01)
+            _, _, n, _ = save_events(tmp_path)[-1]
+            if mid_save:
+                during_a_save += 1
+                (text,) = query(database, "SELECT checkpoint FROM task")[0]
+                committed = json.loads(text)
+                assert committed["n"] in (n - 1, n) and len(committed["pad"]) == 60_000
+        else:  # only the daemon died (an OOM kill): its run goes on, until the next daemon
+            os.killpg(pgid, signal.SIGCONT)  # stops it before resuming
+        assert query(database, "PRAGMA integrity_check") == [("ok",)]
+    final = Daemon(config).start()
+    try:
+        wait_sync(lambda: last_saver_outcome(database) == "success", 60, "the saver to finish")
+    finally:
+        assert final.stop() == 0
+    assert during_a_save >= 3  # most power cuts froze a save half-way
+    saved = 0  # the newest save that returned
+    in_flight = 0  # a save begun and not returned when its run was cut
+    current = -1
+    for what, run, n, _ in save_events(tmp_path):
+        if what == "run":
+            assert run > current  # a new run; the old one never writes again (no overlap)
+            assert n in (saved, in_flight)  # resumes from exactly what was committed
+            current, saved, in_flight = run, n, 0
+            continue
+        assert run == current, f"run {run} still saving after run {current} started"
+        if what == "saving":
+            assert n == saved + 1
+            in_flight = n
+        else:
+            saved, in_flight = n, 0
+    assert saved == SAVES
+    assert query(database, "SELECT COUNT(*) FROM run WHERE outcome = 'interrupted'") == [(10,)]
+
+
+def last_saver_outcome(database: Path) -> str | None:
+    rows = query(database, "SELECT outcome FROM run ORDER BY id DESC LIMIT 1")
+    return rows[0][0] if rows else None
