@@ -14,7 +14,7 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,9 +65,14 @@ class ControlServer:
             else:
                 meta, body = await self._handler(request)
                 writer.write(json.dumps(meta).encode() + b"\n")
-                async for chunk in body:
-                    writer.write(chunk.encode())
-                    await writer.drain()
+                try:
+                    async for chunk in body:
+                        writer.write(chunk.encode())
+                        await writer.drain()
+                finally:
+                    # Closed at once if the reader went away, so what it holds is let go now.
+                    if isinstance(body, AsyncGenerator):
+                        await body.aclose()
             await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass

@@ -8,6 +8,7 @@ traceback and answered with a short message, never the traceback itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -174,9 +175,13 @@ def task_json_text(
     )
 
 
-async def _joined(ctx: Context) -> list[tuple[TaskSpec, TaskState]]:
-    states = {s.id: s for s in await ctx.scheduler.states()}
-    return [(spec, states.get(spec.id) or _blank(spec)) for spec in ctx.scheduler.specs]
+async def _joined(ctx: Context, specs: list[TaskSpec]) -> list[tuple[TaskSpec, TaskState]]:
+    every = len(specs) == len(ctx.scheduler.specs)
+    found = await (
+        ctx.scheduler.states() if every else ctx.scheduler.states_of([s.id for s in specs])
+    )
+    states = {s.id: s for s in found}
+    return [(spec, states.get(spec.id) or _blank(spec)) for spec in specs]
 
 
 _MARK = {
@@ -190,9 +195,13 @@ _MARK = {
 async def _status_all(ctx: Context) -> Reply:
     if ctx.json:
         return Reply("", json_chunks=_status_json(ctx))
-    rows = await _joined(ctx)
+    specs = ctx.scheduler.specs
+    # A chat shows a phone screen: only the states of the tasks on it are read, so sixty
+    # `status` messages at once on 10,000 tasks cost what sixty screens cost.
+    shown = specs[: CHAT_LINES - 2] if ctx.chat and len(specs) >= CHAT_LINES else specs
+    rows = await _joined(ctx, shown)
     now = ctx.scheduler.clock.now()
-    head = f"{len(rows)} task(s), daemon {'running' if ctx.daemon else 'not running'}"
+    head = f"{len(specs)} task(s), daemon {'running' if ctx.daemon else 'not running'}"
     if ctx.signal_connected is not None:
         head += ", Signal " + ("connected" if ctx.signal_connected else "NOT connected")
     waiting = await ctx.scheduler.store.alerts_waiting()
@@ -204,6 +213,8 @@ async def _status_all(ctx: Context) -> Reply:
         status = str(st.status) if spec.enabled else "disabled"
         nxt = short_time(st.next_run, ctx.zone, now) if spec.enabled and not st.paused else "-"
         lines.append(f"{spec.id}: {status}, last {last}, next {nxt}")
+    if len(shown) < len(specs):
+        lines.append(f"… {len(specs) - len(shown)} more; send status:TASK for one task")
     return Reply(_cut(lines, ctx, "send status:TASK for one task"))
 
 
@@ -220,16 +231,18 @@ async def _status_json(ctx: Context) -> AsyncIterator[str]:
     sep = ""
     seen: set[str] = set()
     times: dict[datetime, str] = {}
-    async for states in ctx.scheduler.iter_states():
-        parts = []
-        for state in states:
-            spec = specs.get(state.id)
-            if spec is not None:
-                seen.add(state.id)
-                parts.append(task_json_text(spec, state, ctx.zone, times))
-        if parts:
-            yield sep + ", ".join(parts)
-            sep = ", "
+    listing = ctx.scheduler.iter_states()
+    async with contextlib.aclosing(listing):
+        async for states in listing:
+            parts = []
+            for state in states:
+                spec = specs.get(state.id)
+                if spec is not None:
+                    seen.add(state.id)
+                    parts.append(task_json_text(spec, state, ctx.zone, times))
+            if parts:
+                yield sep + ", ".join(parts)
+                sep = ", "
     # Tasks the database has not seen yet (no daemon has run since they were added).
     missing = [
         encode_json(task_json(s, _blank(s), ctx.zone)) for s in specs.values() if s.id not in seen
@@ -241,7 +254,7 @@ async def _status_json(ctx: Context) -> AsyncIterator[str]:
 
 async def _status_one(ctx: Context, task_id: str) -> Reply:
     spec = ctx.scheduler.spec(task_id)
-    state = next((s for s in await ctx.scheduler.states() if s.id == task_id), None) or _blank(spec)
+    state = next(iter(await ctx.scheduler.states_of([task_id])), None) or _blank(spec)
     runs = await ctx.scheduler.store.runs(task_id, 5)
     data = task_json(spec, state, ctx.zone) | {
         "running_daemon": ctx.daemon,

@@ -287,6 +287,16 @@ class Store:
             if len(rows) < batch:
                 return
 
+    async def states_of(self, ids: Sequence[str]) -> list[TaskState]:
+        """The states of these tasks that the store has seen, in configuration order."""
+        if not ids:
+            return []
+        marks = ", ".join("?" * len(ids))
+        rows = await self._read(
+            f"SELECT {_TASK_COLUMNS} FROM task WHERE id IN ({marks}) ORDER BY position", ids
+        )
+        return [_state(r) for r in rows]
+
     async def state(self, task_id: str) -> TaskState | None:
         """One task's state, or None if the store has never seen it."""
         rows = await self._read(f"SELECT {_TASK_COLUMNS} FROM task WHERE id = ?", (task_id,))
