@@ -73,6 +73,8 @@ def read_raw(path: Path) -> Any:
             return json.loads(text)
         except json.JSONDecodeError as exc:
             raise ConfigError(path, [f"line {exc.lineno}, column {exc.colno}: {exc.msg}"]) from None
+        except RecursionError:
+            raise ConfigError(path, ["nested too deeply to be a configuration"]) from None
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
         return yaml.load(text, Loader=loader)
@@ -82,6 +84,8 @@ def read_raw(path: Path) -> Any:
         raise ConfigError(path, [f"{where}{exc.problem or exc}"]) from None
     except yaml.YAMLError as exc:
         raise ConfigError(path, [f"not valid YAML: {exc}"]) from None
+    except RecursionError:  # the pure-Python loader, where libyaml is missing
+        raise ConfigError(path, ["nested too deeply to be a configuration"]) from None
 
 
 def load_config(path: str | os.PathLike[str]) -> AppConfig:

@@ -8,11 +8,13 @@ IGNORE/DENIED, ConfigError), never with anything else.
 from __future__ import annotations
 
 import json
+import subprocess
 import tempfile
 import unicodedata
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,6 +22,7 @@ from bot.envelope import Gate, Verdict
 from commands.command import Help, Logs, Pause, Resume, Run, Status
 from commands.grammar import ParseError, parse
 from config.loader import AppConfig, ConfigError, load_config
+from tests.helpers import MOLTSCHED
 
 ACCOUNT = "+4915123456789"
 ADMIN = "+4917612345678"
@@ -128,3 +131,44 @@ def test_the_config_loader_answers_any_file_with_a_config_or_its_problems(text: 
                 assert isinstance(load_config(path), AppConfig)
             except ConfigError as exc:
                 assert exc.problems and all(isinstance(p, str) and p for p in exc.problems)
+
+
+def _bomb() -> str:
+    """A billion laughs: nine aliases of nine aliases of ..., tiny on disk, huge expanded."""
+    text, prev = 'a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]\n', "a"
+    for name in "bcdefghi":
+        text += f"{name}: &{name} [{', '.join(['*' + prev] * 9)}]\n"
+        prev = name
+    return text
+
+
+HOSTILE_FILES: dict[str, str | bytes] = {
+    "deep.json": "[" * 100_000 + "]" * 100_000,
+    "deep.yaml": "tasks: " + "[" * 100_000 + "]" * 100_000 + "\n",
+    "bomb.yaml": _bomb() + "tasks: *i\n",
+    "bomb-env.yaml": _bomb() + "tasks: [{id: x, command: [true], every: 1m, env: *i}]\n",
+    "binary.yaml": bytes(range(256)) * 16,
+    "latin1.yaml": 'tasks: []\nstate_dir: "caf\xe9"\n'.encode("latin-1"),
+    "nul.json": '{"tasks": [\x00]}',
+    "huge-key.yaml": "x" * 1_000_000 + ": 1\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_FILES))
+def test_moltsched_validate_answers_hostile_files_with_their_problems(
+    tmp_path: Path, name: str
+) -> None:
+    """The real CLI, as a user would run it: exit 2, the problems, never a traceback, and
+    soon (a billion laughs is not expanded)."""
+    path = tmp_path / name
+    content = HOSTILE_FILES[name]
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    result = subprocess.run(
+        [MOLTSCHED, "--config", str(path), "validate"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and "problem" in result.stderr
+    assert len(result.stderr) < 20_000  # the problems, not the file echoed back
