@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 CONFIG ?= config/moltsched.yaml
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo test lint pytest bench soak clean
+.PHONY: run demo test lint pytest bench load soak clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed (found %s); set PYTHON=python3.11" % sys.version.split()[0])'
@@ -38,6 +38,12 @@ test: lint pytest
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# 10,000 tasks due at once, with 100 parallel `status --json` and 300 chat commands during the
+# burst; figures against the same calls on the idle daemon. Not part of `make test` (which runs
+# the same scenario as tests/test_load.py, for correctness).
+load: $(STAMP)
+	$(BIN)/python -m bench.load
 
 # The daemon under steady load for SOAK_SECONDS (default 600): RSS, fds and run counts at the
 # start and the end, and no missed or doubled run. Not part of `make test`.

@@ -113,12 +113,14 @@ async def main() -> int:
         window = end["time"] - start["time"]
         conn = sqlite3.connect(db)
         bad = []
+        scheduled = 0.0  # the floor: what the schedule asks for in the window
         for i in range(TASKS):
             n = conn.execute(
                 "SELECT COUNT(*) FROM run WHERE task_id = ? AND started >= ? AND started < ?",
                 (f"s{i}", start["time"], end["time"]),
             ).fetchone()[0]
             expected = window / interval(i)
+            scheduled += expected
             if abs(n - expected) > 1.5:
                 bad.append((f"s{i}", n, round(expected, 1)))
         missed = conn.execute("SELECT COUNT(*) FROM log WHERE action = 'missed'").fetchone()[0]
@@ -127,10 +129,16 @@ async def main() -> int:
         replies = sum(1 for m in service.sent if m["message"].startswith(f"{TASKS} task(s)"))
         alerts = sum(1 for m in service.sent if m["message"].startswith("⚠️"))
 
-    print(f"  {'':<24}{'start':>10}{'end':>10}")
-    for key in ("rss_mb", "fds", "runs"):
-        print(f"  {key:<24}{start[key]:>10.1f}{end[key]:>10.1f}")
-    print(f"  runs/s in the window      {(end['runs'] - start['runs']) / window:.1f}")
+    print(f"  {'':<24}{'start':>10}{'end':>10}{'ratio':>10}")
+    for key in ("rss_mb", "fds"):
+        ratio = end[key] / start[key]
+        print(f"  {key:<24}{start[key]:>10.1f}{end[key]:>10.1f}{ratio:>9.2f}x")
+    print(f"  {'runs (total)':<24}{start['runs']:>10.0f}{end['runs']:>10.0f}")
+    done = end["runs"] - start["runs"]
+    print(
+        f"  runs in the window        {done:.0f} of {scheduled:.0f} scheduled "
+        f"({done / scheduled:.3f}x), {done / window:.1f}/s"
+    )
     print(f"  status answered           {replies} of {asked - answered_before} asked")
     print(f"  failure alerts delivered  {alerts} (one per failing task: {TASKS // 10})")
     print(f"  missed-slot log entries   {missed}")
