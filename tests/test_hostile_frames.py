@@ -197,8 +197,9 @@ def admin_but_not_a_message(draw: st.DrawFn) -> str:
                 ]
             )
         )
-    if draw(st.booleans()):
-        frame["account"] = draw(st.sampled_from(["+4915100000000", ""]) | wrong)
+    if draw(st.booleans()):  # for another account (a frame with none is for this one)
+        other = st.sampled_from(["+4915100000000", ""]) | wrong
+        frame["account"] = draw(other.filter(lambda a: a not in (None, ACCOUNT)))
         env["dataMessage"] = {"message": order}
     return json.dumps(frame, ensure_ascii=False)
 
