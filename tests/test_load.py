@@ -10,6 +10,8 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from bench.load import scenario
 from scheduler_core.scheduler import LISTINGS
 from tests.helpers import MOLTSCHED, cli
@@ -18,6 +20,7 @@ from tests.test_e2e import Daemon
 TASKS = 10_000
 
 
+@pytest.mark.timeout(600)  # about 45 s here; a slow disk must not make it a timeout
 async def test_ten_thousand_tasks_under_load(tmp_path: Path) -> None:
     load = await scenario(tmp_path, TASKS, callers=100, chats=300)
     busy = load.busy
