@@ -152,10 +152,10 @@ def test_wild_tasks_on_the_daemon(tmp_path: Path) -> None:
     config.write_text(
         "max_concurrent: 5\n"
         "tasks:\n"
-        "  - {id: forker, script: forker.sh, every: 1h, timeout: 2s, grace: 1s}\n"
+        "  - {id: forker, script: forker.sh, every: 1h, timeout: 4s, grace: 1s}\n"
         "  - {id: printer, script: printer.sh, every: 1h, timeout: 2m}\n"
-        "  - {id: closer, script: closer.sh, every: 1h, timeout: 2s, grace: 1s}\n"
-        "  - {id: stubborn, script: stubborn.sh, every: 1h, timeout: 2s, grace: 1s}\n"
+        "  - {id: closer, script: closer.sh, every: 1h, timeout: 4s, grace: 1s}\n"
+        "  - {id: stubborn, script: stubborn.sh, every: 1h, timeout: 4s, grace: 1s}\n"
         "  - {id: tick, script: tick.sh, every: 1s}\n"
     )
     db = tmp_path / "state" / "moltsched.db"
