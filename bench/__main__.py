@@ -35,7 +35,9 @@ STAMP = 'echo "$EPOCHREALTIME"\n'
 # --- helpers --------------------------------------------------------------------------------
 
 
-def write_config(root: Path, tasks: list[dict[str, object]], max_concurrent: int) -> Path:
+def write_config(
+    root: Path, tasks: list[dict[str, object]], max_concurrent: int, **more: object
+) -> Path:
     (root / "tasks").mkdir(parents=True, exist_ok=True)
     (root / "tasks" / "stamp.sh").write_text(STAMP)
     (root / "tasks" / "noop.sh").write_text("exit 0\n")
@@ -48,6 +50,7 @@ def write_config(root: Path, tasks: list[dict[str, object]], max_concurrent: int
                 "max_concurrent": max_concurrent,
                 "timezone": "UTC",
                 "tasks": tasks,
+                **more,
             }
         )
     )

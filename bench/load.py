@@ -22,9 +22,18 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.__main__ import (
+    BURST_TASKS,
+    MOLTSCHED,
+    _raw_burst,
+    header,
+    percentile,
+    proc_status,
+    row,
+    write_config,
+)
 from tests.fakes.signal_service import ACCOUNT, ALICE, SignalService, text_frame
 
-MOLTSCHED = str(Path(sys.executable).parent / "moltsched")
 TASKS = int(os.environ.get("LOAD_TASKS", "10000"))
 CALLERS = 100
 CHATS = 300
@@ -61,31 +70,6 @@ class Load:
     log: str
     exit_code: int
     integrity: str
-
-
-def write(root: Path, service: str, tasks: int) -> Path:
-    (root / "tasks").mkdir(parents=True)
-    (root / "tasks" / "noop.sh").write_text("exit 0\n")
-    config = root / "moltsched.json"
-    config.write_text(
-        json.dumps(
-            {
-                "max_concurrent": CONCURRENCY,
-                "tasks": [
-                    {"id": f"t{i}", "script": "noop.sh", "every": "1h"} for i in range(tasks)
-                ],
-                "signal": {"service": service, "account": ACCOUNT, "admins": [ALICE]},
-            }
-        )
-    )
-    return config
-
-
-def proc_kb(pid: int, key: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    raise KeyError(key)
 
 
 async def status_call(config: Path, into: Round) -> None:
@@ -141,7 +125,12 @@ async def scenario(
     """The daemon on `tasks` tasks that all fall due at start, loaded while it works through
     them; with `idle_round`, the same load again once it is idle (the floor)."""
     async with SignalService() as service:
-        config = write(root, service.service, tasks)
+        config = write_config(
+            root,
+            [{"id": f"t{i}", "script": "noop.sh", "every": "1h"} for i in range(tasks)],
+            CONCURRENCY,
+            signal={"service": service.service, "account": ACCOUNT, "admins": [ALICE]},
+        )
         db = root / "state" / "moltsched.db"
         log = root / "daemon.log"
         with open(log, "wb") as err:  # noqa: ASYNC230 - before the loop has work
@@ -150,7 +139,7 @@ async def scenario(
             )
         await service.wait_connected(120)
         fds_start = len(os.listdir(f"/proc/{daemon.pid}/fd"))
-        rss_start = proc_kb(daemon.pid, "VmRSS") / 1024
+        rss_start = proc_status(daemon.pid, "VmRSS") / 1024
         busy = await round_of(config, service, callers, chats)
         conn = sqlite3.connect(db, timeout=30)
         done = "SELECT COUNT(*) FROM run WHERE outcome IS NOT NULL"
@@ -158,8 +147,8 @@ async def scenario(
             while conn.execute(done).fetchone()[0] < tasks:  # noqa: ASYNC110 - another process
                 await asyncio.sleep(0.2)
         idle = await round_of(config, service, callers, chats) if idle_round else None
-        rss_peak = proc_kb(daemon.pid, "VmHWM") / 1024
-        rss_end = proc_kb(daemon.pid, "VmRSS") / 1024
+        rss_peak = proc_status(daemon.pid, "VmHWM") / 1024
+        rss_end = proc_status(daemon.pid, "VmRSS") / 1024
         # Sending hundreds of answers fills signalbot's HTTP pool (up to 100 keep-alive
         # connections, closed after 15 s idle): wait for that, then count.
         with contextlib.suppress(TimeoutError):  # what is still open then is counted
@@ -190,8 +179,6 @@ async def scenario(
 
 
 def main() -> int:
-    from bench.__main__ import BURST_TASKS, _raw_burst, header, percentile, row, write_config
-
     with tempfile.TemporaryDirectory(prefix="moltsched-load-") as td:
         load = asyncio.run(scenario(Path(td) / "daemon", idle_round=True))
         raw = Path(td) / "raw"

@@ -175,15 +175,6 @@ def task_json_text(
     )
 
 
-async def _joined(ctx: Context, specs: list[TaskSpec]) -> list[tuple[TaskSpec, TaskState]]:
-    every = len(specs) == len(ctx.scheduler.specs)
-    found = await (
-        ctx.scheduler.states() if every else ctx.scheduler.states_of([s.id for s in specs])
-    )
-    states = {s.id: s for s in found}
-    return [(spec, states.get(spec.id) or _blank(spec)) for spec in specs]
-
-
 _MARK = {
     Outcome.SUCCESS: "ok",
     Outcome.FAILED: "FAILED",
@@ -199,7 +190,11 @@ async def _status_all(ctx: Context) -> Reply:
     # A chat shows a phone screen: only the states of the tasks on it are read, so sixty
     # `status` messages at once on 10,000 tasks cost what sixty screens cost.
     shown = specs[: CHAT_LINES - 2] if ctx.chat and len(specs) >= CHAT_LINES else specs
-    rows = await _joined(ctx, shown)
+    found = await (
+        ctx.scheduler.states() if shown is specs else ctx.scheduler.states_of([s.id for s in shown])
+    )
+    states = {s.id: s for s in found}
+    rows = [(spec, states.get(spec.id) or _blank(spec)) for spec in shown]
     now = ctx.scheduler.clock.now()
     head = f"{len(specs)} task(s), daemon {'running' if ctx.daemon else 'not running'}"
     if ctx.signal_connected is not None:
@@ -213,9 +208,9 @@ async def _status_all(ctx: Context) -> Reply:
         status = str(st.status) if spec.enabled else "disabled"
         nxt = short_time(st.next_run, ctx.zone, now) if spec.enabled and not st.paused else "-"
         lines.append(f"{spec.id}: {status}, last {last}, next {nxt}")
-    if len(shown) < len(specs):
+    if shown is not specs:  # cut as `_cut` cuts, but without reading the rest
         lines.append(f"… {len(specs) - len(shown)} more; send status:TASK for one task")
-    return Reply(_cut(lines, ctx, "send status:TASK for one task"))
+    return Reply("\n".join(lines))
 
 
 async def _status_json(ctx: Context) -> AsyncIterator[str]:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import MOLTSCHED, query, wait_sync
+from bench.__main__ import proc_status
+from tests.helpers import MOLTSCHED, cli, query, wait_sync
 from tests.test_e2e import Daemon
 
 
@@ -78,12 +79,7 @@ def test_the_state_directory_fills_up_and_frees_again(tmp_path: Path) -> None:
                     f.flush()
             wait_sync(lambda: "disk is full" in daemon.log.read_text(), 20, "the report")
             assert daemon.proc is not None and daemon.proc.poll() is None  # still running
-            status = subprocess.run(
-                [MOLTSCHED, "--config", str(config), "--json", "status"],
-                capture_output=True,
-                text=True,
-                timeout=30,
-            )
+            status = cli("--json", "status", config=config, timeout=30)
             assert status.returncode == 0 and json.loads(status.stdout)["running"] is True
             count_full = query(db, "SELECT run_count FROM task")[0][0]
             filler.unlink()  # space again
@@ -134,13 +130,6 @@ def processes_of(db: Path, tasks: set[str]) -> list[int]:
     return found
 
 
-def vm_hwm_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM")
-
-
 def test_wild_tasks_on_the_daemon(tmp_path: Path) -> None:
     """Four tasks gone wild at once, on the real daemon: every one is ended with everything it
     started, the output is kept to its tail, the daemon's memory stays flat, and the other
@@ -164,12 +153,7 @@ def test_wild_tasks_on_the_daemon(tmp_path: Path) -> None:
     assert daemon.proc is not None
     try:
         wait_sync(lambda: len(processes_of(db, {"forker"})) > 100, 20, "the forker's children")
-        status = subprocess.run(
-            [MOLTSCHED, "--config", str(config), "--json", "status"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        status = cli("--json", "status", config=config, timeout=30)
         assert status.returncode == 0
         busy = {t["id"] for t in json.loads(status.stdout)["tasks"] if t["status"] == "running"}
         assert busy >= {"forker", "closer", "stubborn"}
@@ -192,7 +176,9 @@ def test_wild_tasks_on_the_daemon(tmp_path: Path) -> None:
         assert processes_of(db, wild) == []
         (out,) = query(db, "SELECT stdout FROM run WHERE task_id = 'printer'")[0]
         assert out.endswith("x\nthe end\n") and len(out.encode()) <= 64 * 1024
-        assert vm_hwm_mb(daemon.proc.pid) < 150  # a gigabyte went through; the tail stayed
+        assert (
+            proc_status(daemon.proc.pid, "VmHWM") / 1024 < 150
+        )  # a gigabyte went through; the tail stayed
         # The tame task kept its schedule meanwhile, and keeps it.
         wait_sync(lambda: query(db, "SELECT run_count FROM task WHERE id = 'tick'")[0][0] >= 4)
     finally:

@@ -58,6 +58,12 @@ def items(config: Path) -> list[int]:
     return [int(x) for x in lines if x.isdigit()]
 
 
+def workers() -> list[int]:
+    """The pids of the worker task's processes."""
+    found = subprocess.run(["pgrep", "-f", "worker.py"], capture_output=True, text=True)
+    return [int(p) for p in found.stdout.split()]
+
+
 def db(config: Path) -> Path:
     return config.parent / "state" / "moltsched.db"
 
@@ -100,12 +106,7 @@ def test_kill_9_of_the_daemon_and_its_tasks(config: Path) -> None:
     daemon = Daemon(config).start()
     worker_going(config)
     assert daemon.proc is not None
-    pgids = {
-        os.getpgid(int(p))
-        for p in subprocess.run(
-            ["pgrep", "-f", "worker.py"], capture_output=True, text=True
-        ).stdout.split()
-    }
+    pgids = {os.getpgid(pid) for pid in workers()}
     daemon.proc.kill()  # the daemon, then its runs, as a power cut or OOM kill would
     daemon.proc.wait()
     for pgid in pgids:
@@ -197,12 +198,7 @@ def test_kill_9_five_times_in_a_row(config: Path) -> None:
         seen = len(items(config))
         wait_sync(lambda seen=seen: len(items(config)) >= seen + 3, 20, "progress")
         assert daemon.proc is not None
-        groups = {
-            os.getpgid(int(p))
-            for p in subprocess.run(
-                ["pgrep", "-f", "worker.py"], capture_output=True, text=True
-            ).stdout.split()
-        }
+        groups = {os.getpgid(pid) for pid in workers()}
         daemon.proc.kill()
         daemon.proc.wait()
         for pgid in groups:
@@ -236,12 +232,7 @@ def test_kill_9_of_the_daemon_alone(config: Path) -> None:
     daemon = Daemon(config).start()
     worker_going(config)
     assert daemon.proc is not None
-    orphans = [
-        int(p)
-        for p in subprocess.run(
-            ["pgrep", "-f", "worker.py"], capture_output=True, text=True
-        ).stdout.split()
-    ]
+    orphans = workers()
     assert orphans
     daemon.proc.kill()
     daemon.proc.wait()
