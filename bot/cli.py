@@ -3,7 +3,9 @@
 When a daemon is up, commands go to it over `STATE_DIR/control.sock`, so a task never runs
 twice at once; otherwise they work on the database directly (`run` in the foreground, holding
 the state lock). Exit codes: 0 ok, 1 the run failed or timed out, 2 usage, configuration or
-unknown task. `--json` prints machine-readable JSON on stdout; problems go to stderr.
+unknown task, 3 the scheduler's state cannot be reached (damaged, locked or unwritable
+database, no permission). `--json` prints machine-readable JSON on stdout; problems go to
+stderr, and under `--json` also to stdout as `{"error": ..., "kind": ...}`.
 
 The path where the daemon answers imports only the standard library: `moltsched status
 --json` is what the agent polls.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import os
 import sys
 from pathlib import Path
@@ -21,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from bot import client
 from commands.grammar import VERBS, help_text
 from config.locate import find_config_path, state_dir_hint
+from scheduler_core.errors import StoreError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -28,6 +32,7 @@ if TYPE_CHECKING:
     from config.loader import AppConfig
 
 EXIT_USAGE = 2
+EXIT_STATE = 3  # the scheduler's state cannot be reached
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,6 +100,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        return _main(args)
+    except StoreError as exc:
+        return fail(str(exc), exc.kind, EXIT_STATE, args.json)
+    except OSError as exc:
+        # The state directory, its lock or its socket, refused by the system.
+        kind = "permission" if isinstance(exc, PermissionError) else "unavailable"
+        where = f" {exc.filename}" if exc.filename else ""
+        return fail(f"cannot use{where}: {exc.strerror or exc}", kind, EXIT_STATE, args.json)
+
+
+def fail(message: str, kind: str, code: int, as_json: bool) -> int:
+    """Report a failure in one line on stderr, and as JSON on stdout under `--json`."""
+    if as_json:
+        print(json.dumps({"error": message, "kind": kind}))
+    print(f"moltsched: {message}", file=sys.stderr)
+    return code
+
+
+def _main(args: argparse.Namespace) -> int:
     config_path = find_config_path(args.config)
     if args.command == "daemon":
         return _daemon(config_path)
@@ -136,18 +161,20 @@ def _ask_daemon(state_dir: Path, payload: dict[str, Any]) -> int | None:
     try:
         reply = client.request(state_dir, payload, sys.stdout.buffer)
     except client.DaemonGone as exc:
-        print(f"moltsched: {exc}", file=sys.stderr)
-        return 1
+        # What was asked may have been a run, and it was cut short: as an interrupted run.
+        return fail(str(exc), "daemon-gone", 1, bool(payload.get("json")))
     except PermissionError:
         sock = state_dir / client.SOCKET_NAME
-        print(
-            f"moltsched: no permission to use {sock}; run this as the daemon's user",
-            file=sys.stderr,
+        return fail(
+            f"no permission to use {sock}; run this as the daemon's user",
+            "permission",
+            EXIT_STATE,
+            bool(payload.get("json")),
         )
-        return EXIT_USAGE
     except OSError as exc:
-        print(f"moltsched: cannot reach the daemon: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return fail(
+            f"cannot reach the daemon: {exc}", "unavailable", EXIT_STATE, bool(payload.get("json"))
+        )
     if reply is None:
         return None
     sys.stderr.write(reply.get("err", ""))
@@ -185,8 +212,6 @@ def _reload(config_path: Path, payload: dict[str, Any]) -> int:
 
 
 def _validate(config_path: Path, as_json: bool) -> int:
-    import json
-
     from config.loader import ConfigError, load_config
 
     try:
@@ -210,9 +235,12 @@ def _checkpoint(config_path: Path, args: argparse.Namespace) -> int:
     the configuration is loaded to find the database and to check the id. Writing directly is
     safe beside a running daemon (WAL, busy timeout) and durable once the command returns.
     """
-    import json
-
-    from scheduler_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+    from scheduler_core.checkpoint import (
+        CheckpointError,
+        CheckpointStoreError,
+        load_checkpoint,
+        save_checkpoint,
+    )
 
     task_id: str = args.task
     db = os.environ.get("MOLTSCHED_DB") if task_id == os.environ.get("MOLTSCHED_TASK_ID") else None
@@ -251,6 +279,8 @@ def _checkpoint(config_path: Path, args: argparse.Namespace) -> int:
             return EXIT_USAGE
         save_checkpoint(value, task_id, db=db)
         return 0
+    except CheckpointStoreError:
+        raise  # the state cannot be reached: see main()
     except CheckpointError as exc:
         print(f"moltsched: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -26,9 +26,11 @@ from bot.systemd import notify, watchdog, watchdog_interval
 from commands.chat import converse
 from commands.execute import Context
 from config.loader import AppConfig, ConfigError, load_config
+from scheduler_core import procs
 from scheduler_core.alerts import AlertPolicy
 from scheduler_core.clock import Clock
 from scheduler_core.model import TaskSpec, TaskState
+from scheduler_core.runner import stop_strays
 from scheduler_core.scheduler import RunResult, Scheduler
 from scheduler_core.store import Store
 
@@ -158,7 +160,7 @@ async def _serve_locked(config: AppConfig, clock: Clock | None) -> int:
     try:
         return await _serve_started(config, clock, stop)
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
             loop.remove_signal_handler(sig)
 
 
@@ -220,6 +222,9 @@ async def _serve_started(config: AppConfig, clock: Clock | None, stop: asyncio.E
         )
         if config.signal is None:
             log.info("no signal: section in the configuration; running without Signal")
+        # Orphans of runs are re-parented to us (see scheduler_core.procs): collect them as
+        # they die, so none lingers as a zombie.
+        loop.add_signal_handler(signal.SIGCHLD, procs.reap_adopted)
         try:
             async with asyncio.TaskGroup() as tg:
                 loop.add_signal_handler(
@@ -238,6 +243,7 @@ async def _serve_started(config: AppConfig, clock: Clock | None, stop: asyncio.E
                 notify("STOPPING=1")
                 await server.close()
                 scheduler.close()
+                tg.create_task(_stop_strays(scheduler), name="strays")
                 if front is not None and outbox is not None:
                     outbox.close()
                     await front.close()
@@ -250,6 +256,15 @@ async def _serve_started(config: AppConfig, clock: Clock | None, stop: asyncio.E
         return EXIT_OK
     finally:
         await store.close()
+
+
+async def _stop_strays(scheduler: Scheduler) -> None:
+    """Once the runs are drained, stop what no run could claim (see scheduler_core.procs)."""
+    await scheduler.drained()
+    grace = max((s.grace for s in scheduler.specs), default=10.0)
+    stopped = await stop_strays(grace)
+    if stopped:
+        log.warning("stopped %d process(es) left behind by earlier runs", stopped)
 
 
 def policy_of(config: AppConfig) -> AlertPolicy:

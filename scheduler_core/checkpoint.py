@@ -17,6 +17,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from scheduler_core.errors import StoreError, describe_sqlite_error
+
 BUSY_TIMEOUT_S = 30.0
 # The next run gets the checkpoint in its environment, where Linux allows one variable at most
 # 128 KiB (MAX_ARG_STRLEN): a bigger one would keep the task from ever starting again.
@@ -25,6 +27,15 @@ MAX_BYTES = 64 * 1024
 
 class CheckpointError(Exception):
     """A checkpoint could not be read or saved; the message says why."""
+
+
+class CheckpointStoreError(CheckpointError, StoreError):
+    """The database itself failed (damaged, locked, no permission): a StoreError too."""
+
+
+def _store_error(exc: sqlite3.Error, path: Path) -> CheckpointStoreError:
+    message, kind = describe_sqlite_error(exc, path)
+    return CheckpointStoreError(message, kind)
 
 
 def _task_id(task_id: str | None) -> str:
@@ -40,14 +51,21 @@ def _db(db: str | os.PathLike[str] | None) -> Path:
         raise CheckpointError("no database: pass db= or run inside a task ($MOLTSCHED_DB)")
     path = Path(path)
     if not path.exists():
-        raise CheckpointError(f"no database at {path}: has the daemon run yet?")
+        raise CheckpointStoreError(f"no database at {path}: has the daemon run yet?", "missing")
     return path
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-    conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-    conn.execute("PRAGMA synchronous = FULL")
+    try:
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise _store_error(exc, path) from exc
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        conn.execute("PRAGMA synchronous = FULL")
+    except sqlite3.Error as exc:
+        conn.close()
+        raise _store_error(exc, path) from exc
     return conn
 
 
@@ -57,11 +75,12 @@ def load_checkpoint(task_id: str | None = None, *, db: str | os.PathLike[str] | 
     if db is None and "MOLTSCHED_DB" not in os.environ:
         text = os.environ.get("MOLTSCHED_CHECKPOINT") or None
     else:
-        conn = _connect(_db(db))
+        path = _db(db)
+        conn = _connect(path)
         try:
             row = conn.execute("SELECT checkpoint FROM task WHERE id = ?", (tid,)).fetchone()
         except sqlite3.Error as exc:
-            raise CheckpointError(f"cannot read the checkpoint: {exc}") from exc
+            raise _store_error(exc, path) from exc
         finally:
             conn.close()
         text = row[0] if row else None
@@ -91,7 +110,8 @@ def save_checkpoint(
     """Replace the task's checkpoint with `value` (any JSON value); None clears it."""
     tid = _task_id(task_id)
     text = None if value is None else encode(value)
-    conn = _connect(_db(db))
+    path = _db(db)
+    conn = _connect(path)
     try:
         conn.execute("BEGIN IMMEDIATE")
         conn.execute(
@@ -101,6 +121,6 @@ def save_checkpoint(
         )
         conn.execute("COMMIT")
     except sqlite3.Error as exc:
-        raise CheckpointError(f"cannot save the checkpoint: {exc}") from exc
+        raise _store_error(exc, path) from exc
     finally:
         conn.close()

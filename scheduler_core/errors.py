@@ -7,7 +7,9 @@ SchedulerError
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
+from pathlib import Path
 
 
 class SchedulerError(Exception):
@@ -25,7 +27,15 @@ class TaskNotFoundError(SchedulerError, LookupError):
 
 
 class StoreError(SchedulerError):
-    """The database could not do what was asked; the sqlite3 error is the cause."""
+    """The database could not do what was asked; the sqlite3 error is the cause.
+
+    `kind` says what a person can do about it: `damaged` (not a database, or corrupt),
+    `locked` (another process held it past the busy timeout), `permission`, `full` (the disk),
+    or `unavailable` (anything else the system refused)."""
+
+    def __init__(self, message: str, kind: str = "unavailable") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 def nearest_ids(task_id: str, known: Iterable[str], limit: int = 3) -> list[str]:
@@ -37,3 +47,34 @@ def nearest_ids(task_id: str, known: Iterable[str], limit: int = 3) -> list[str]
     if not close:
         close = [k for k in pool if task_id and (task_id in k or k in task_id)][:limit]
     return close
+
+
+_KINDS = {
+    "SQLITE_NOTADB": "damaged",
+    "SQLITE_CORRUPT": "damaged",
+    "SQLITE_BUSY": "locked",
+    "SQLITE_LOCKED": "locked",
+    "SQLITE_READONLY": "permission",
+    "SQLITE_PERM": "permission",
+    "SQLITE_AUTH": "permission",
+    "SQLITE_FULL": "full",
+}
+_ADVICE = {
+    "damaged": "it is damaged; move it aside (with its -wal file) and restore a backup, "
+    "or let moltsched start a new one",
+    "locked": "another process kept it locked past the busy timeout; `fuser` finds it",
+    "permission": "no permission to write it; run as the daemon's user",
+    "full": "the disk is full",
+}
+
+
+def describe_sqlite_error(exc: Exception, path: Path) -> tuple[str, str]:
+    """A sqlite3 error on the database at `path`: one line a person can act on, and its kind
+    (see StoreError)."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    kind = _KINDS.get("_".join(name.split("_")[:2]), "unavailable")  # SQLITE_BUSY_SNAPSHOT too
+    if name.startswith("SQLITE_CANTOPEN") and not os.access(path.parent, os.W_OK):
+        kind = "permission"
+    advice = _ADVICE.get(kind)
+    what = f"the database {path}: {exc}"
+    return (f"{what} ({advice})" if advice else what), kind

@@ -1,10 +1,11 @@
-"""One run of a task: a subprocess in its own process group, with bounded output and a deadline.
+"""One run of a task: a subprocess in its own session, with bounded output and a deadline.
 
 The process starts in a new session (so its group id is its pid) with stdin closed. Stdout
 and stderr are read as they come; only the last `TAIL_BYTES` of each is kept, so memory stays
-bounded however much a task prints. Stopping a run (timeout, interrupt, or the leader exiting
-while children it started live on) sends SIGTERM to the whole group, waits `grace`, then
-SIGKILLs the group, so no grandchild survives the run.
+bounded however much a task prints. A run ends when its leader exits, times out or is
+interrupted; then everything else it started (its group, and what left the group: see
+`procs`) gets SIGTERM, `grace`, then SIGKILL, so nothing survives the run, and our ends of
+its pipes are closed even if something we could not find still holds them.
 """
 
 from __future__ import annotations
@@ -16,18 +17,20 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+
+from scheduler_core import procs
 
 log = logging.getLogger(__name__)
 
 TAIL_BYTES = 64 * 1024
 _READ_CHUNK = 64 * 1024
 _GROUP_POLL_S = 0.02
-_PIPES_CLOSE_S = 0.05
+_PIPES_CLOSE_S = 0.5
+_KILL_ROUNDS = 50
 
 
 class Ending(StrEnum):
@@ -49,6 +52,7 @@ class ProcessResult:
     stdout: str
     stderr: str
     error: str | None = None
+    leftovers: str | None = None  # what the run left behind at a normal exit (then stopped)
 
 
 class Tail:
@@ -116,86 +120,137 @@ class ProcessRun:
         self.started_at = time.monotonic()
         if self.interrupted:  # stopped before it began: nothing to start or to kill
             return ProcessResult(Ending.INTERRUPTED, None, 0.0, "", "")
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *self.argv,
-                cwd=self.cwd,
-                env=self.env,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            why = f"cannot start: {exc}"
-            if exc.errno == errno.E2BIG:
-                why += " (the environment is too big: a variable over 128 KiB, or all over 2 MiB)"
-            return ProcessResult(Ending.NOT_STARTED, None, 0.0, "", "", why)
+        procs.become_subreaper()
+        with procs.Spawning() as spawning:
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *self.argv,
+                    cwd=self.cwd,
+                    env=self.env,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                why = f"cannot start: {exc}"
+                if exc.errno == errno.E2BIG:
+                    why += (
+                        " (the environment is too big: a variable over 128 KiB, or all over 2 MiB)"
+                    )
+                return ProcessResult(Ending.NOT_STARTED, None, 0.0, "", "", why)
+            spawning.registered(proc.pid)
         self.pid = proc.pid
         return proc
 
     async def wait(self, proc: asyncio.subprocess.Process) -> ProcessResult:
-        """Wait for the process to end, enforcing the timeout and interrupts."""
+        """Wait for the run to end, enforcing the timeout and interrupts.
+
+        The run ends when its leader exits (or is stopped) and everything else it started has
+        been stopped too; reading its output never waits past that.
+        """
         assert self.started_at is not None and proc.stdout and proc.stderr
         out, err = Tail(), Tail()
         readers = asyncio.gather(_pump(proc.stdout, out), _pump(proc.stderr, err))
-        # asyncio's wait() ends once the leader has exited *and* the pipes are closed; a child
-        # left behind can hold the pipes, so the leader's own exit is watched too (pidfd).
-        finished: asyncio.Future[int] = asyncio.ensure_future(proc.wait())
+        # Not proc.wait(): asyncio ends that only once the pipes are closed too (3.12+), and
+        # a helper the task left behind can hold them open for ever. A pidfd says when the
+        # leader itself is gone.
         exited = _leader_exit(proc)
-        interrupted = self._interrupt
         ending = Ending.EXITED
-        watched: set[asyncio.Future[Any]] = {finished, exited, interrupted}
+        left: str | None = None
         try:
             remaining = self.timeout - (time.monotonic() - self.started_at)
             done, _ = await asyncio.wait(
-                watched,
+                {exited, self._interrupt},
                 timeout=max(remaining, 0),
                 return_when=asyncio.FIRST_COMPLETED,
             )
-            if finished in done or exited in done:
-                if not finished.done():
-                    # Normally the pipes close with the leader, a moment later.
-                    await asyncio.wait({finished}, timeout=_PIPES_CLOSE_S)
-                if not finished.done() or _group_alive(proc.pid):
-                    # Something the task started lives on in its group (holding our pipes, or
-                    # with its output closed): stop it the same way, so nothing outlives the run.
-                    log.info("run of %s left processes behind; stopping them", self.argv[-1])
-                    await self._stop_group(proc.pid, None)
-            else:
-                ending = Ending.INTERRUPTED if interrupted in done else Ending.TIMEOUT
-                await self._stop_group(proc.pid, exited)
-            await asyncio.wait({finished}, timeout=max(self.grace, 1.0))
-            if not finished.done():
-                # A process that left the group (its own setsid) still holds a pipe. Close our
-                # ends: `_transport` is asyncio's, public in all but name since Python 3.4.
+            if exited not in done:
+                ending = Ending.INTERRUPTED if self._interrupt in done else Ending.TIMEOUT
+            found = await self._stop_all(proc.pid)
+            if ending is Ending.EXITED and found:
+                left = found
+                log.warning("run of %s left processes behind; stopped them: %s", self.name, left)
+            # Every process that could write to the pipes is gone: they close at once, unless
+            # one escaped us entirely. Then our ends are closed: the run is over regardless.
+            _, pending = await asyncio.wait({readers}, timeout=_PIPES_CLOSE_S)
+            if pending:
                 log.warning(
-                    "run of %s: a process outside its group holds its output; no longer reading it",
-                    self.argv[-1],
+                    "run of %s: a process we cannot find holds its output; no longer reading it",
+                    self.name,
                 )
+                # `_transport` is asyncio's, public in all but name since Python 3.4.
                 proc._transport.close()  # type: ignore[attr-defined]
-                await finished
-            await readers
+                await asyncio.wait({readers}, timeout=_PIPES_CLOSE_S)
+            returncode = await proc.wait()
         except asyncio.CancelledError:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
+            procs.send(procs.run_processes(proc.pid, self._tag()), signal.SIGKILL)
             readers.cancel()
-            finished.cancel()
             raise
         finally:
             if not exited.done():
                 exited.cancel()
+            if not readers.done():
+                readers.cancel()
+            procs.collected(proc.pid)
+            procs.reap_adopted()
         duration = time.monotonic() - self.started_at
-        return ProcessResult(ending, proc.returncode, duration, out.text(), err.text())
+        return ProcessResult(ending, returncode, duration, out.text(), err.text(), leftovers=left)
 
-    async def _stop_group(self, pgid: int, exited: asyncio.Future[None] | None) -> None:
-        _signal_group(pgid, signal.SIGTERM)
-        deadline = time.monotonic() + self.grace
-        while time.monotonic() < deadline:
-            if (exited is None or exited.done()) and not _group_alive(pgid):
-                return
-            await asyncio.sleep(_GROUP_POLL_S)
-        _signal_group(pgid, signal.SIGKILL)
+    @property
+    def name(self) -> str:
+        return self.argv[-1] if self.argv else "?"
+
+    def _tag(self) -> tuple[bytes, bytes] | None:
+        """This run's MOLTSCHED_DB and MOLTSCHED_RUN_ID, as its processes carry them."""
+        env = {os.fsencode(k): os.fsencode(v) for k, v in self.env.items()}
+        db, run_id = env.get(b"MOLTSCHED_DB"), env.get(b"MOLTSCHED_RUN_ID")
+        return (db, run_id) if db and run_id else None
+
+    async def _stop_all(self, leader: int) -> str:
+        """Stop everything the run started; what was found besides the leader ("" if none)."""
+        tag = self._tag()
+        seen = await stop_processes(lambda: procs.run_processes(leader, tag), self.grace)
+        if seen:
+            log.debug("run of %s: stopped %s", self.name, procs.describe(seen))
+        return procs.describe(p for p in seen if p.pid != leader)
+
+
+async def stop_processes(find: Callable[[], list[procs.Proc]], grace: float) -> list[procs.Proc]:
+    """SIGTERM what `find()` returns, wait up to `grace` for it to go, then SIGKILL what is
+    left; processes forked or re-parented meanwhile get the same. Returns all it found."""
+    found = find()
+    if not found:
+        return []
+    seen = {p.pid: p for p in found}
+    procs.send(found, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    # Polled: most of these are not our children, and there is no handle to wait on a tree.
+    # Only while something is being stopped.
+    while found and time.monotonic() < deadline:
+        await asyncio.sleep(_GROUP_POLL_S)
+        procs.reap_adopted()
+        found = find()
+        new = [p for p in found if p.pid not in seen]
+        seen.update((p.pid, p) for p in new)
+        procs.send(new, signal.SIGTERM)
+    for _ in range(_KILL_ROUNDS):
+        if not found:
+            break
+        procs.send(found, signal.SIGKILL)
+        await asyncio.sleep(_GROUP_POLL_S)
+        procs.reap_adopted()
+        found = find()
+        seen.update((p.pid, p) for p in found)
+    if found:
+        log.error("could not stop %s", procs.describe(found))
+    return list(seen.values())
+
+
+async def stop_strays(grace: float) -> int:
+    """At shutdown: stop every process of ours that no run owns any more (what escaped being
+    told apart while other runs were going). How many there were."""
+    return len(await stop_processes(procs.adopted, grace))
 
 
 def leftover_processes(db: str, run_ids: Collection[int]) -> list[tuple[int, int]]:

@@ -140,6 +140,7 @@ class Scheduler:
         self._listings = asyncio.Semaphore(LISTINGS)
         self._closing = False
         self._loop_running = False
+        self._drained = asyncio.Event()
         self._prepared = False
         # Encoded once: given a str environment, subprocess encodes every variable again on
         # every spawn, which cost a sixth of the burst throughput. It passes bytes through.
@@ -240,6 +241,7 @@ class Scheduler:
                     await self.clock.sleep_until(top, self._wake)
         finally:
             self._loop_running = False
+            self._drained.set()
             for w in self._waiting:
                 _fail(w.result, SchedulerError("the scheduler stopped before the run"))
             self._waiting.clear()
@@ -251,6 +253,10 @@ class Scheduler:
         for active in self._running.values():
             active.process.interrupt("the scheduler is stopping")
         self._wake.set()
+
+    async def drained(self) -> None:
+        """Returns once `run()` has ended, every run recorded."""
+        await self._drained.wait()
 
     def _enqueue_resumes(self) -> None:
         """Interrupted runs go again first, from their checkpoints."""
@@ -684,11 +690,12 @@ def _judge(spec: TaskSpec, pres: ProcessResult, reason: str = "") -> tuple[Outco
     if pres.ending is Ending.INTERRUPTED:
         return Outcome.INTERRUPTED, f"interrupted after {took}" + (f" ({reason})" if reason else "")
     code = pres.exit_code
+    left = f"; left behind and stopped: {pres.leftovers}" if pres.leftovers else ""
     if code == 0:
-        return Outcome.SUCCESS, f"exit 0 in {took}"
+        return Outcome.SUCCESS, f"exit 0 in {took}{left}"
     what = f"killed by signal {-code}" if code is not None and code < 0 else f"exit {code}"
     last = _last_line(pres.stderr) or _last_line(pres.stdout)
-    return Outcome.FAILED, f"{what} in {took}" + (f": {last}" if last else "")
+    return Outcome.FAILED, f"{what} in {took}" + (f": {last}" if last else "") + left
 
 
 def _last_line(text: str) -> str:

@@ -16,6 +16,7 @@ Times are stored as UNIX seconds (REAL) and returned as aware UTC datetimes.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import sqlite3
 import time
@@ -26,7 +27,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from scheduler_core.errors import StoreError
+from scheduler_core.errors import StoreError, describe_sqlite_error
 from scheduler_core.model import (
     OUTCOME_BY_VALUE,
     STATUS_BY_VALUE,
@@ -153,6 +154,54 @@ def _state(row: sqlite3.Row | tuple[Any, ...]) -> TaskState:
     )
 
 
+def translate(exc: sqlite3.Error, path: Path) -> StoreError:
+    """A sqlite3 error as one line a person can act on, with its kind."""
+    message, kind = describe_sqlite_error(exc, path)
+    return StoreError(message, kind)
+
+
+def _os_error(exc: OSError, what: str) -> StoreError:
+    kind = "permission" if isinstance(exc, PermissionError) else "unavailable"
+    if exc.errno == errno.ENOSPC:
+        kind = "full"
+    return StoreError(f"{what}: {exc.strerror or exc}", kind)
+
+
+async def _connect(
+    path: Path, conns: list[aiosqlite.Connection]
+) -> tuple[aiosqlite.Connection, aiosqlite.Connection]:
+    """The writer (set up and migrated) and the read-only reader; each connection is added
+    to `conns` as soon as it exists, so a failure can close it."""
+    # Opened once without aiosqlite first: when aiosqlite's own connect fails, its thread
+    # finishes after the caller has moved on, and complains about the closed event loop.
+    await asyncio.to_thread(lambda: sqlite3.connect(path, isolation_level=None).close())
+    writer = aiosqlite.connect(path, isolation_level=None)
+    conns.append(writer)
+    await writer
+
+    def setup(db: sqlite3.Connection) -> None:
+        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = NORMAL")
+        db.execute("PRAGMA foreign_keys = ON")
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            _migrate(db)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    await writer._execute(lambda: setup(writer._conn))  # type: ignore[no-untyped-call]
+    reader = aiosqlite.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+    conns.append(reader)
+    await reader
+    await reader._execute(  # type: ignore[no-untyped-call]
+        lambda: reader._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    )
+    return writer, reader
+
+
 class Store:
     """Task state, runs and the action log in one SQLite file."""
 
@@ -168,32 +217,27 @@ class Store:
 
     @classmethod
     async def open(cls, path: Path) -> Store:
-        """Open (creating if needed) and migrate the database at `path`."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            conn = await aiosqlite.connect(path, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open the database {path}: {exc}") from exc
-        store = cls(conn, path)
+        """Open (creating if needed) and migrate the database at `path`.
 
-        def setup(db: sqlite3.Connection) -> None:
-            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            db.execute("PRAGMA journal_mode = WAL")
-            db.execute("PRAGMA synchronous = NORMAL")
-            db.execute("PRAGMA foreign_keys = ON")
-
-        await store._in_thread(conn, setup)
-        await store._write(_migrate)
+        Fails with a StoreError, never leaving a connection (and its thread, which would keep
+        the process from exiting) behind."""
         try:
-            store._reader = await aiosqlite.connect(
-                f"file:{path}?mode=ro", uri=True, isolation_level=None
-            )
-        except sqlite3.Error as exc:
-            await conn.close()
-            raise StoreError(f"cannot open the database {path}: {exc}") from exc
-        await store._in_thread(
-            store._reader, lambda db: db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        )
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _os_error(exc, f"cannot create the state directory {path.parent}") from exc
+        conns: list[aiosqlite.Connection] = []
+        try:
+            writer, reader = await _connect(path, conns)
+        except BaseException as exc:
+            for conn in conns:
+                await conn.close()
+            if isinstance(exc, sqlite3.Error):
+                raise translate(exc, path) from exc
+            if isinstance(exc, OSError):
+                raise _os_error(exc, f"cannot open the database {path}") from exc
+            raise
+        store = cls(writer, path)
+        store._reader = reader
         return store
 
     async def close(self) -> None:
@@ -219,7 +263,7 @@ class Store:
         try:
             result: T = await conn._execute(call)  # type: ignore[no-untyped-call]
         except sqlite3.Error as exc:
-            raise StoreError(f"database error: {exc}") from exc
+            raise translate(exc, self.path) from exc
         except ValueError as exc:  # aiosqlite: "Connection closed"
             raise StoreError(f"database unavailable: {exc}") from exc
         return result

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from scheduler_core.runner import TAIL_BYTES, Ending, ProcessRun, Tail, stop_leftovers
+from tests.helpers import wait_for
 
 
 def alive(pid: int) -> bool:
@@ -153,20 +154,119 @@ async def test_a_task_that_closes_its_output_still_times_out(tmp_path: Path, clo
     assert result.ending is Ending.TIMEOUT  # type: ignore[attr-defined]
 
 
-async def test_a_process_that_left_the_group_cannot_hang_the_run(tmp_path: Path) -> None:
-    pidfile = tmp_path / "escaped"
-    # setsid puts the child in a session (and group) of its own, out of our reach, but it
-    # still holds the run's stdout.
-    script = f"setsid bash -c 'echo $$ > {pidfile}; exec sleep 300' & sleep 0.2; echo started"
+ESCAPES = {
+    # The everyday ways a script leaves something running and exits.
+    "setsid": "setsid bash -c 'echo $$ >> {pids}; exec sleep 300' &",
+    "subshell-setsid": "( setsid bash -c 'echo $$ >> {pids}; exec sleep 300' & )",
+    "nohup": "nohup bash -c 'echo $$ >> {pids}; exec sleep 300' >/dev/null 2>&1 &",
+    "double-fork": (
+        "python3 -c 'import os,sys\n"
+        "if os.fork(): sys.exit(0)\n"
+        "os.setsid()\n"
+        "if os.fork(): sys.exit(0)\n"
+        "fd = os.open(os.devnull, os.O_RDWR)\n"
+        "[os.dup2(fd, n) for n in (0, 1, 2)]\n"
+        'open("{pids}", "a").write(str(os.getpid()) + "\\n")\n'
+        'os.execvp("sleep", ["sleep", "300"])\''
+    ),
+    "ignores-term": (
+        "setsid bash -c 'trap \"\" TERM; echo $$ >> {pids}; while :; do sleep 1; done' &"
+    ),
+    "clears-env": "env -i setsid /bin/sleep 300 & echo $! >> {pids}",
+}
+
+
+AWAIT_PIDS = "while [ ! -s {pids} ]; do sleep 0.01; done"
+
+
+def tagged_env(run_id: int, tmp_path: Path) -> dict[str, str]:
+    return dict(
+        os.environ, MOLTSCHED_DB=str(tmp_path / "moltsched.db"), MOLTSCHED_RUN_ID=str(run_id)
+    )
+
+
+def read_pids(pids: Path) -> list[int]:
+    return [int(p) for p in pids.read_text().split()] if pids.exists() else []
+
+
+async def wait_for_pids(pids: Path, count: int) -> list[int]:
+    await wait_for(lambda: len(read_pids(pids)) >= count)
+    return read_pids(pids)
+
+
+@pytest.mark.parametrize("how", sorted(ESCAPES))
+async def test_what_a_run_leaves_behind_at_a_normal_exit_is_stopped_and_named(
+    tmp_path: Path, how: str
+) -> None:
+    pids = tmp_path / "pids"
+    script = f"{ESCAPES[how].format(pids=pids)}\n{AWAIT_PIDS.format(pids=pids)}\necho started"
     started = time.monotonic()
     try:
-        _, result = await run(["bash", "-c", script], tmp_path, grace=0.5)
+        _, result = await run(
+            ["bash", "-c", script], tmp_path, grace=0.5, env=tagged_env(1, tmp_path)
+        )
         assert time.monotonic() - started < 5
         assert result.ending is Ending.EXITED and result.exit_code == 0  # type: ignore[attr-defined]
         assert result.stdout == "started\n"  # type: ignore[attr-defined]
+        helpers = [int(p) for p in pids.read_text().split()]
+        assert result.leftovers and f"pid {helpers[0]}" in result.leftovers  # type: ignore[attr-defined]
+        assert not [p for p in helpers if alive(p)]
     finally:
-        if pidfile.exists():
-            os.kill(int(pidfile.read_text()), signal.SIGKILL)
+        for p in read_pids(pids):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("how", ["setsid", "ignores-term", "double-fork"])
+async def test_a_timeout_ends_the_run_and_its_escaped_helpers_in_time(
+    tmp_path: Path, how: str
+) -> None:
+    pids = tmp_path / "pids"
+    script = f"{ESCAPES[how].format(pids=pids)}\nexec sleep 300"
+    started = time.monotonic()
+    try:
+        _, result = await run(
+            ["bash", "-c", script], tmp_path, timeout=1, grace=0.5, env=tagged_env(2, tmp_path)
+        )
+        # timeout + grace + a margin, whatever the helpers hold open or ignore
+        assert time.monotonic() - started < 1 + 0.5 + 2
+        assert result.ending is Ending.TIMEOUT  # type: ignore[attr-defined]
+        assert not [p for p in await wait_for_pids(pids, 1) if alive(p)]
+    finally:
+        for p in read_pids(pids):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGKILL)
+
+
+async def test_runs_side_by_side_stop_only_their_own_helpers(tmp_path: Path) -> None:
+    """Two runs at once, each leaving a setsid helper: each run's end stops its own only."""
+    a_pids, b_pids = tmp_path / "a", tmp_path / "b"
+    helper = ESCAPES["setsid"] + "\n" + AWAIT_PIDS
+    long_run = asyncio.ensure_future(
+        run(
+            ["bash", "-c", helper.format(pids=b_pids) + "\nexec sleep 300"],
+            tmp_path,
+            timeout=3,
+            grace=0.5,
+            env=tagged_env(4, tmp_path),
+        )
+    )
+    try:
+        (b_helper,) = await wait_for_pids(b_pids, 1)
+        _, result = await run(
+            ["bash", "-c", helper.format(pids=a_pids)], tmp_path, env=tagged_env(3, tmp_path)
+        )
+        (a_helper,) = await wait_for_pids(a_pids, 1)
+        assert not alive(a_helper) and alive(b_helper)
+        assert f"pid {a_helper}" in result.leftovers  # type: ignore[attr-defined]
+        await long_run
+        assert not alive(b_helper)
+    finally:
+        long_run.cancel()
+        for f in (a_pids, b_pids):
+            for p in read_pids(f):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p, signal.SIGKILL)
 
 
 async def test_a_hundred_children_all_go_at_the_timeout(tmp_path: Path) -> None:

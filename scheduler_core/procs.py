@@ -1,0 +1,212 @@
+"""Finding everything a run started, wherever it went: process groups are not enough.
+
+A task that runs `setsid helper &`, `nohup tool &` or a double-forking daemon puts processes
+outside its group. Two things still find them:
+
+- The scheduler's process is a *child subreaper* (`PR_SET_CHILD_SUBREAPER`): an orphan whose
+  parent dies is re-parented to us, not to PID 1, so every escaped process of a run is either
+  a descendant of the run's leader or, once its parent is gone, a child of ours.
+- Each run's processes carry its `MOLTSCHED_DB` and `MOLTSCHED_RUN_ID` in their environment,
+  which tells the runs apart among our adopted children.
+
+Being a subreaper means reaping: adopted orphans that die become our zombies. `reap_adopted`
+waits for those, and never for a run's leader, whose exit status asyncio collects: leaders are
+registered from just before they are spawned until asyncio has their status.
+
+What still escapes: a process that clears its environment *and* re-parents itself away from
+us while other runs are going (it is stopped when the last run ends, or at shutdown), and
+anything that leaves by other means than fork (a `systemd-run` unit, an `at` job, ssh to
+another machine). Linux only: elsewhere the process group is all there is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+_PR_SET_CHILD_SUBREAPER = 36
+_subreaper: bool | None = None
+_leaders: set[int] = set()  # runs' leader pids whose status asyncio has not collected yet
+_spawning = 0  # leaders between fork and registration: nothing is reaped meanwhile
+
+
+def become_subreaper() -> bool:
+    """Make this process the reaper of its descendants' orphans (once; Linux only)."""
+    global _subreaper
+    if _subreaper is None:
+        _subreaper = False
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            _subreaper = libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            pass
+        if not _subreaper:
+            log.info("cannot become a child subreaper; a run's setsid helpers may escape")
+    return _subreaper
+
+
+class Spawning:
+    """Held around spawning a run's leader: `registered(pid)` once it is known."""
+
+    def __enter__(self) -> Spawning:
+        global _spawning
+        _spawning += 1
+        return self
+
+    def registered(self, pid: int) -> None:
+        _leaders.add(pid)
+
+    def __exit__(self, *_: object) -> None:
+        global _spawning
+        _spawning -= 1
+
+
+def collected(pid: int) -> None:
+    """asyncio has the leader's exit status: it is no longer ours to leave alone."""
+    _leaders.discard(pid)
+
+
+def other_leaders(pid: int) -> int:
+    """How many runs other than the one led by `pid` are going."""
+    return len(_leaders - {pid})
+
+
+@dataclass(frozen=True)
+class Proc:
+    """One line of /proc: enough to build trees and to say what it is."""
+
+    pid: int
+    ppid: int
+    pgrp: int
+    state: str
+    name: str
+
+
+def snapshot() -> dict[int, Proc]:
+    """Every process now, by pid (empty where there is no /proc)."""
+    procs: dict[int, Proc] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return procs
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                raw = f.read()
+        except OSError:
+            continue
+        head, _, rest = raw.rpartition(b")")
+        fields = rest.split()
+        if len(fields) < 3:
+            continue
+        name = head.partition(b"(")[2].decode(errors="replace")
+        pid = int(entry)
+        procs[pid] = Proc(pid, int(fields[1]), int(fields[2]), fields[0].decode(), name)
+    return procs
+
+
+def tagged(pid: int, db: bytes, run_id: bytes) -> bool:
+    """Whether the process carries this run's tag in its environment."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return False
+    return b"\0MOLTSCHED_RUN_ID=" + run_id + b"\0" in b"\0" + raw and (
+        b"\0MOLTSCHED_DB=" + db + b"\0" in b"\0" + raw
+    )
+
+
+def run_processes(
+    leader: int, tag: tuple[bytes, bytes] | None, procs: dict[int, Proc] | None = None
+) -> list[Proc]:
+    """The live processes of the run led by `leader`: the leader, its group, and the trees
+    under it and under every adopted child of ours that belongs to the run (by its tag, its
+    group, or because no other run is going)."""
+    procs = snapshot() if procs is None else procs
+    me = os.getpid()
+    roots: set[int] = set()
+    lead = procs.get(leader)
+    if lead is not None and lead.ppid == me and lead.state != "Z":
+        roots.add(leader)
+    # A leader being spawned is our child before it is registered: not "sole" meanwhile.
+    sole = other_leaders(leader) == 0 and not _spawning
+    for p in procs.values():
+        in_group = p.pgrp == leader and p.pid != me
+        if in_group or (
+            p.ppid == me
+            and p.pid not in _leaders
+            and p.pid != leader
+            and (sole or (tag is not None and tagged(p.pid, *tag)))
+        ):
+            roots.add(p.pid)
+    return [p for p in _trees(roots, procs) if p.state != "Z"]
+
+
+def adopted(procs: dict[int, Proc] | None = None) -> list[Proc]:
+    """Live processes under our adopted children (not under runs' leaders)."""
+    procs = snapshot() if procs is None else procs
+    me = os.getpid()
+    roots = {p.pid for p in procs.values() if p.ppid == me and p.pid not in _leaders}
+    return [p for p in _trees(roots, procs) if p.state != "Z"]
+
+
+def _trees(roots: Iterable[int], procs: dict[int, Proc]) -> list[Proc]:
+    children: dict[int, list[int]] = {}
+    for p in procs.values():
+        children.setdefault(p.ppid, []).append(p.pid)
+    seen: set[int] = set()
+    stack = list(roots)
+    while stack:
+        pid = stack.pop()
+        if pid in seen or pid not in procs:
+            continue
+        seen.add(pid)
+        stack.extend(children.get(pid, ()))
+    return [procs[p] for p in seen]
+
+
+def send(procs: Iterable[Proc], sig: signal.Signals) -> None:
+    """Signal each process, and its group where it leads one."""
+    for p in procs:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if p.pgrp == p.pid:
+                os.killpg(p.pid, sig)
+            else:
+                os.kill(p.pid, sig)
+
+
+def reap_adopted() -> int:
+    """Collect the exit status of adopted orphans that died; how many were reaped.
+
+    Never a run's leader (asyncio waits for those), and nothing at all while a leader is
+    being spawned and not yet registered."""
+    if _spawning or not _subreaper:
+        return 0
+    me = os.getpid()
+    reaped = 0
+    for p in snapshot().values():
+        if p.ppid == me and p.state == "Z" and p.pid not in _leaders:
+            with contextlib.suppress(ChildProcessError):
+                if os.waitpid(p.pid, os.WNOHANG)[0]:
+                    reaped += 1
+    return reaped
+
+
+def describe(procs: Iterable[Proc], limit: int = 5) -> str:
+    """`sleep (pid 12), bash (pid 11)`, at most `limit` of them."""
+    ordered = sorted(procs, key=lambda p: p.pid)
+    names = [f"{p.name} (pid {p.pid})" for p in ordered[:limit]]
+    if len(ordered) > limit:
+        names.append(f"{len(ordered) - limit} more")
+    return ", ".join(names)

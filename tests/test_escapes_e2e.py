@@ -1,0 +1,112 @@
+"""Everyday scripts that leave something running, on the real daemon: every run ends on time,
+and nothing a run started outlives it (timeout, normal exit, pause, `run`, shutdown)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from tests.helpers import MOLTSCHED, cli, query, wait_sync
+from tests.test_e2e import Daemon
+from tests.test_faults import processes_of
+
+SCRIPTS = {
+    # The reproduction from the issue: the helper keeps the run's pipes open.
+    "escape.sh": "( setsid bash -c 'sleep 600' & ); exit 0\n",
+    # A helper that ignores SIGTERM, started by a run that then works for a long time.
+    "stubborn.sh": "setsid bash -c 'trap \"\" TERM; while :; do sleep 1; done' &\nsleep 600\n",
+    # A proper daemon: double fork, output to /dev/null.
+    "daemonize.sh": (
+        "python3 -c 'import os,sys\n"
+        "if os.fork(): sys.exit(0)\n"
+        "os.setsid()\n"
+        "if os.fork(): sys.exit(0)\n"
+        "fd = os.open(os.devnull, os.O_RDWR)\n"
+        "[os.dup2(fd, n) for n in (0, 1, 2)]\n"
+        'os.execvp("sleep", ["sleep", "600"])\'\n'
+        "echo daemonized\n"
+    ),
+}
+
+
+def setup(tmp_path: Path, tasks: str) -> tuple[Path, Path]:
+    (tmp_path / "tasks").mkdir()
+    for name, text in SCRIPTS.items():
+        (tmp_path / "tasks" / name).write_text(text)
+    config = tmp_path / "moltsched.yaml"
+    config.write_text("max_concurrent: 10\ntasks:\n" + tasks)
+    return config, tmp_path / "state" / "moltsched.db"
+
+
+def test_ten_runs_that_leave_setsid_helpers_all_end_and_leave_nothing(tmp_path: Path) -> None:
+    tasks = "".join(
+        f"  - {{id: e{i}, script: escape.sh, every: 1h, timeout: 5s, grace: 1s}}\n"
+        for i in range(10)
+    )
+    tasks += "  - {id: d, script: daemonize.sh, every: 1h, timeout: 5s, grace: 1s}\n"
+    config, db = setup(tmp_path, tasks)
+    ids = {f"e{i}" for i in range(10)} | {"d"}
+    daemon = Daemon(config).start()
+    try:
+        # Each run ends at its normal exit, well before its 5 s timeout.
+        wait_sync(
+            lambda: query(db, "SELECT COUNT(*) FROM run WHERE outcome = 'success'") == [(11,)],
+            4.5,
+            "eleven successful runs",
+        )
+        wait_sync(lambda: processes_of(db, ids) == [], 5, "the helpers to be gone")
+        status = json.loads(cli("--json", "status", config=config).stdout)
+        assert {t["status"] for t in status["tasks"]} == {"idle"}
+        logged = [m for (m,) in query(db, "SELECT message FROM log WHERE action = 'completed'")]
+        assert len(logged) == 11
+        assert all("left behind and stopped: " in m and "(pid " in m for m in logged), logged
+    finally:
+        assert daemon.stop(timeout=10) == 0
+    assert processes_of(db, ids) == []
+
+
+def test_timeout_pause_run_and_shutdown_end_within_the_grace(tmp_path: Path) -> None:
+    tasks = (
+        "  - {id: timed, script: stubborn.sh, every: 1h, timeout: 2s, grace: 1s}\n"
+        "  - {id: paused, script: stubborn.sh, every: 1h, timeout: 1h, grace: 1s}\n"
+        "  - {id: asked, script: stubborn.sh, cron: '0 0 1 1 *', timeout: 3s, grace: 1s}\n"
+        "  - {id: left, script: stubborn.sh, every: 1h, timeout: 1h, grace: 1s}\n"
+    )
+    config, db = setup(tmp_path, tasks)
+    daemon = Daemon(config).start()
+    assert daemon.proc is not None
+    try:
+        wait_sync(lambda: len(processes_of(db, {"paused", "left"})) >= 4, 10, "the helpers")
+        # `run` waits for a run whose helper ignores SIGTERM: it gets its answer at the timeout.
+        asked = subprocess.Popen(
+            [MOLTSCHED, "--config", str(config), "--json", "run", "asked"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        # The timeout ends the run and its helper: 2 s + 1 s of grace + a margin.
+        wait_sync(
+            lambda: query(db, "SELECT outcome FROM run WHERE task_id = 'timed'") == [("timeout",)],
+            6,
+            "the timeout",
+        )
+        assert processes_of(db, {"timed"}) == []
+        before = time.monotonic()
+        paused = cli("pause", "paused", config=config)
+        assert paused.returncode == 0, paused.stderr
+        assert time.monotonic() - before < 1 + 3
+        assert processes_of(db, {"paused"}) == []
+        out, _ = asked.communicate(timeout=10)
+        assert asked.returncode == 1 and json.loads(out)["outcome"] == "timeout"
+        assert processes_of(db, {"asked"}) == []
+        before = time.monotonic()
+        assert daemon.stop(signal.SIGTERM, timeout=1 + 5) == 0
+        assert time.monotonic() - before < 1 + 5
+    finally:
+        if daemon.proc is not None and daemon.proc.poll() is None:
+            daemon.proc.kill()
+    assert processes_of(db, {"timed", "paused", "asked", "left"}) == []
+    (left,) = query(db, "SELECT outcome FROM run WHERE task_id = 'left'")[0]
+    assert left == "interrupted"
