@@ -1,0 +1,141 @@
+"""Damaged or unreachable state never hangs a process: garbage, a torn file, a read-only state
+directory, a database locked past the busy timeout. Every command and the daemon exit within
+seconds with one line and exit code 3 (JSON on stdout under --json); never a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import MOLTSCHED, cli
+
+TASKS = 300  # enough pages that a torn file loses some that every command reads
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "a.sh").write_text("echo hi\n")
+    path = tmp_path / "moltsched.yaml"
+    path.write_text(
+        "tasks:\n" + "".join(f"  - {{id: t{i}, script: a.sh, every: 1h}}\n" for i in range(TASKS))
+    )
+    return path
+
+
+def db_of(config: Path) -> Path:
+    return config.parent / "state" / "moltsched.db"
+
+
+def made(config: Path) -> Path:
+    """A real database with history, as the CLI leaves it."""
+    for i in range(3):
+        assert cli("run", f"t{i}", config=config).returncode == 0
+    return db_of(config)
+
+
+def garbage(config: Path) -> None:
+    db = made(config)
+    for extra in ("-wal", "-shm"):
+        Path(f"{db}{extra}").unlink(missing_ok=True)
+    db.write_bytes(os.urandom(db.stat().st_size))
+
+
+def torn(config: Path) -> None:
+    db = made(config)
+    for extra in ("-wal", "-shm"):
+        Path(f"{db}{extra}").unlink(missing_ok=True)
+    os.truncate(db, db.stat().st_size // 2)
+
+
+COMMANDS = [
+    ("status",),
+    ("status", "t1"),
+    ("run", "t1"),
+    ("logs",),
+    ("pause", "t2"),
+    ("checkpoint", "show", "t1"),
+    ("chat", "status"),
+]
+
+
+def assert_unreachable(config: Path, args: tuple[str, ...], kind: str, within: float = 20) -> None:
+    started = time.monotonic()
+    text = cli(*args, config=config, timeout=within)
+    as_json = cli("--json", *args, config=config, timeout=within)
+    assert time.monotonic() - started < 2 * within
+    for result in (text, as_json):
+        assert result.returncode == 3, (args, result.stdout, result.stderr)
+        assert "Traceback" not in result.stderr, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("moltsched: "), result.stderr
+    error = json.loads(as_json.stdout)
+    assert set(error) == {"error", "kind"} and error["kind"] == kind, error
+
+
+@pytest.mark.parametrize("damage", [garbage, torn], ids=["garbage", "torn"])
+def test_a_damaged_database_gives_one_line_and_exit_3(config: Path, damage: object) -> None:
+    damage(config)  # type: ignore[operator]
+    for args in COMMANDS:
+        assert_unreachable(config, args, "damaged")
+    daemon = subprocess.run(
+        [MOLTSCHED, "--config", str(config), "daemon"], capture_output=True, text=True, timeout=20
+    )
+    assert daemon.returncode == 3 and "Traceback" not in daemon.stderr, daemon.stderr
+    assert "damaged" in daemon.stderr.strip().splitlines()[-1]
+
+
+@pytest.fixture
+def read_only_state(config: Path) -> Iterator[Path]:
+    state = config.parent / "state"
+    state.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(state)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a read-only tmpfs here (needs root)")
+    yield state
+    subprocess.run(["umount", str(state)], check=False)
+
+
+def test_a_state_directory_that_cannot_be_written(config: Path, read_only_state: Path) -> None:
+    for args in [("status",), ("run", "t1"), ("logs",)]:
+        assert_unreachable(config, args, "permission")
+    daemon = subprocess.run(
+        [MOLTSCHED, "--config", str(config), "daemon"], capture_output=True, text=True, timeout=20
+    )
+    assert daemon.returncode == 3 and "Traceback" not in daemon.stderr, daemon.stderr
+
+
+def test_a_database_locked_past_the_busy_timeout(config: Path) -> None:
+    db = made(config)
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")  # and never lets go
+    try:
+        # What needs to write waits out the busy timeout (10 s), then says so.
+        procs = [
+            subprocess.Popen(
+                [MOLTSCHED, "--config", str(config), *args],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for args in (["--json", "run", "t1"], ["daemon"])
+        ]
+        outs = []
+        for proc in procs:
+            out, err = proc.communicate(timeout=30)
+            outs.append(out)
+            assert proc.returncode == 3, (out, err)
+            assert "Traceback" not in err and "locked" in err.strip().splitlines()[-1], err
+        assert json.loads(outs[0])["kind"] == "locked"
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
