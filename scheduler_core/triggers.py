@@ -8,12 +8,16 @@ in a repeated hour once; wildcard-hour jobs run in both copies of a repeated hou
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from cronsim import CronSim
+
+
+_SEARCH = 1000  # candidates looked at before jumping past a repeated hour
 
 
 class Trigger(Protocol):
@@ -45,8 +49,15 @@ class Cron:
     zone: ZoneInfo
 
     def next_after(self, when: datetime) -> datetime:
+        # cronsim counts in local wall time, where the autumn change repeats an hour: asked
+        # from the second copy of 02:30, it can answer 02:45 of the first copy, which is
+        # earlier. Such answers are passed over, so a slot is always strictly later.
         local = when.astimezone(self.zone)
-        return next(CronSim(self.expression, local)).astimezone(UTC)
+        for candidate in itertools.islice(CronSim(self.expression, local), _SEARCH):
+            slot = candidate.astimezone(UTC)
+            if slot > when:
+                return slot
+        return self.next_after(when + timedelta(hours=2))  # past the repeated hour
 
     def describe(self) -> str:
         return f"cron {self.expression}"

@@ -6,6 +6,8 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from scheduler_core.triggers import Cron, Every, advance, format_duration
 
@@ -77,3 +79,63 @@ def test_cron_results_are_utc() -> None:
 )
 def test_format_duration(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
+
+
+# Zones with the awkward changes: an hour back in autumn, the southern hemisphere, half an
+# hour (Lord Howe), and a change at midnight (Santiago).
+ZONES = ["Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "America/Santiago"]
+EXPRESSIONS = ["30 2 * * *", "45 1 * * *", "*/15 * * * *", "0 * * * *", "15 0 * * 0", "0 3 1 * *"]
+
+
+def transitions(zone: ZoneInfo, year: int) -> list[datetime]:
+    """The UTC instants in `year` at which `zone`'s offset changes (to the minute)."""
+    found = []
+    t = datetime(year, 1, 1, tzinfo=UTC)
+    step = timedelta(hours=1)
+    while t.year == year:
+        if t.astimezone(zone).utcoffset() != (t + step).astimezone(zone).utcoffset():
+            lo, hi = t, t + step
+            while hi - lo > timedelta(minutes=1):
+                mid = lo + (hi - lo) / 2
+                same = mid.astimezone(zone).utcoffset() == lo.astimezone(zone).utcoffset()
+                lo, hi = (mid, hi) if same else (lo, mid)
+            found.append(hi)
+        t += step
+    return found
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    zone=st.sampled_from(ZONES),
+    year=st.integers(2024, 2031),
+    expression=st.sampled_from(EXPRESSIONS),
+    which=st.integers(0, 1),
+    offset_s=st.integers(-3 * 3600, 3 * 3600),
+)
+def test_a_cron_slot_is_always_strictly_after_the_time_asked_about(
+    zone: str, year: int, expression: str, which: int, offset_s: int
+) -> None:
+    """Around every DST change: strictly later, never earlier for a later question (so a
+    reload in a repeated hour cannot bring back a slot that already ran)."""
+    tz = ZoneInfo(zone)
+    changes = transitions(tz, year)
+    assert changes, f"{zone} has DST changes in {year}"
+    when = changes[which % len(changes)] + timedelta(seconds=offset_s)
+    cron = Cron(expression, tz)
+    nxt = cron.next_after(when)
+    assert nxt > when
+    # Asked again a moment later (a reload), the answer does not go back.
+    later = when + timedelta(seconds=61)
+    assert cron.next_after(later) >= nxt or later >= nxt
+    # Asked again from the slot itself (the slot ran), the next one is later still.
+    assert cron.next_after(nxt) > nxt
+
+
+def test_a_reload_in_the_repeated_hour_does_not_run_a_fixed_time_job_twice() -> None:
+    cron = Cron("45 2 * * *", BERLIN)
+    ran = cron.next_after(local(2026, 10, 25, 1, 0))
+    assert ran == local(2026, 10, 25, 2, 45, fold=0).astimezone(UTC)
+    # Reloaded at 02:30 of the second copy of the hour (after the run at 02:45 of the
+    # first): the next run is tomorrow's, not the 02:45 that already passed.
+    again = cron.next_after(local(2026, 10, 25, 2, 30, fold=1).astimezone(UTC))
+    assert again == local(2026, 10, 26, 2, 45)
