@@ -287,6 +287,9 @@ def _checkpoint(config_path: Path, args: argparse.Namespace) -> int:
 
 
 def _daemon(config_path: Path) -> int:
+    from bot.signals import Signals
+
+    signals = Signals.early()  # before the slow imports: see bot.signals
     import asyncio
     import logging
 
@@ -300,7 +303,7 @@ def _daemon(config_path: Path) -> int:
     config = _load(config_path)
     if config is None:
         return EXIT_USAGE
-    return asyncio.run(serve(config))
+    return asyncio.run(serve(config, signals=signals))
 
 
 def _offline(config_path: Path, payload: dict[str, Any], hint: Path | None) -> int:

@@ -22,6 +22,7 @@ from bot.control import ControlServer
 from bot.lock import StateLock
 from bot.outbox import Alerter, Outbox
 from bot.respond import Answer, respond
+from bot.signals import Signals
 from bot.systemd import notify, watchdog, watchdog_interval
 from commands.chat import converse
 from commands.execute import Context
@@ -43,21 +44,38 @@ EXIT_OK = 0
 EXIT_USAGE = 2
 
 
-async def serve(config: AppConfig, *, clock: Clock | None = None) -> int:
-    """Run the daemon in the foreground until told to stop; the process's exit code."""
-    settings = config.settings
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
-    lock = StateLock(settings.state_dir)
-    if not lock.try_acquire():
-        if await asyncio.to_thread(client.request, settings.state_dir, {"ping": True}):
-            log.error("a daemon is already running on %s", settings.state_dir)
-            return EXIT_USAGE
-        log.info("waiting for a foreground `moltsched run` to finish before starting")
-        await lock.acquire()
+async def serve(
+    config: AppConfig, *, clock: Clock | None = None, signals: Signals | None = None
+) -> int:
+    """Run the daemon in the foreground until told to stop; the process's exit code.
+
+    `signals` carries what arrived before the event loop ran (see bot.signals)."""
+    signals = signals or Signals()
+    stop = signals.attach()
     try:
-        return await _serve_locked(config, clock)
+        settings = config.settings
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        lock = StateLock(settings.state_dir)
+        if not lock.try_acquire():
+            if await asyncio.to_thread(client.request, settings.state_dir, {"ping": True}):
+                log.error("a daemon is already running on %s", settings.state_dir)
+                return EXIT_USAGE
+            log.info("waiting for a foreground `moltsched run` to finish before starting")
+            acquired = asyncio.ensure_future(lock.acquire())
+            stopped = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({acquired, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            if not acquired.done():
+                acquired.cancel()
+                return EXIT_OK  # told to stop before it could start
+        try:
+            if stop.is_set():
+                return EXIT_OK
+            return await _serve_started(config, clock, signals)
+        finally:
+            lock.release()
     finally:
-        lock.release()
+        signals.detach()
 
 
 class Daemon:
@@ -150,22 +168,9 @@ class Daemon:
             self.alerter.policy = policy_of(new)
 
 
-async def _serve_locked(config: AppConfig, clock: Clock | None) -> int:
-    # Stop requests are honoured from the first moment: SIGTERM during start-up must not kill
-    # the process outright (Python's default), it ends the start-up cleanly instead.
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, _on_stop, sig, stop)
-    try:
-        return await _serve_started(config, clock, stop)
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
-            loop.remove_signal_handler(sig)
-
-
-async def _serve_started(config: AppConfig, clock: Clock | None, stop: asyncio.Event) -> int:
+async def _serve_started(config: AppConfig, clock: Clock | None, signals: Signals) -> int:
     settings = config.settings
+    stop = signals.stop
     loop = asyncio.get_running_loop()
     store = await Store.open(settings.db_path)
     try:
@@ -227,11 +232,13 @@ async def _serve_started(config: AppConfig, clock: Clock | None, stop: asyncio.E
         loop.add_signal_handler(signal.SIGCHLD, procs.reap_adopted)
         try:
             async with asyncio.TaskGroup() as tg:
-                loop.add_signal_handler(
-                    signal.SIGHUP, lambda: tg.create_task(daemon.reload(), name="reload")
-                )
                 tg.create_task(scheduler.run(), name="scheduler")
                 notify(f"READY=1\nSTATUS=running {len(config.tasks)} task(s)")
+
+                def reload() -> None:
+                    tg.create_task(daemon.reload(), name="reload")
+
+                signals.ready(reload)
                 interval = watchdog_interval()
                 if interval:
                     tg.create_task(watchdog(interval, stop), name="watchdog")
@@ -240,6 +247,7 @@ async def _serve_started(config: AppConfig, clock: Clock | None, stop: asyncio.E
                     signal_task = tg.create_task(front.run(), name="signal")
                     tg.create_task(outbox.run(), name="outbox")
                 await stop.wait()
+                signals.stopping()
                 notify("STOPPING=1")
                 await server.close()
                 scheduler.close()
@@ -250,6 +258,7 @@ async def _serve_started(config: AppConfig, clock: Clock | None, stop: asyncio.E
                     signal_task.cancel()
         finally:
             await server.close()
+            loop.remove_signal_handler(signal.SIGCHLD)
         if metrics is not None:
             await metrics.close()
         log.info("moltsched daemon stopped")
@@ -293,8 +302,3 @@ def task_environment() -> dict[str, str]:
     if ours not in parts:
         env["PATH"] = os.pathsep.join([ours, *parts])
     return env
-
-
-def _on_stop(sig: signal.Signals, stop: asyncio.Event) -> None:
-    log.info("%s: stopping; running runs are interrupted and recorded", sig.name)
-    stop.set()

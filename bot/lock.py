@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import fcntl
 import os
+import threading
 from pathlib import Path
 
 from bot.client import LOCK_NAME
@@ -37,14 +38,25 @@ class StateLock:
         return True
 
     async def acquire(self) -> None:
-        """Wait for the lock (in a thread, so the event loop stays free)."""
+        """Wait for the lock (in a thread, so the event loop stays free).
+
+        Cancelling gives up the wait: the thread is a daemon thread, so a process that stops
+        waiting can still exit, and the lock it might take later is released with it."""
         if self.try_acquire():
             return
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        loop = asyncio.get_running_loop()
+        taken: asyncio.Future[None] = loop.create_future()
+
+        def wait() -> None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            loop.call_soon_threadsafe(_settle, taken)
+
+        threading.Thread(target=wait, name="lock", daemon=True).start()
         try:
-            await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+            await taken
         except BaseException:
-            os.close(fd)
+            taken.cancel()  # the thread keeps the fd: it is closed with the process
             raise
         self._fd = fd
 
@@ -54,3 +66,8 @@ class StateLock:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+def _settle(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)

@@ -16,7 +16,6 @@ from zoneinfo import ZoneInfo
 
 from cronsim import CronSim
 
-
 _SEARCH = 1000  # candidates looked at before jumping past a repeated hour
 
 

@@ -1,0 +1,92 @@
+"""The daemon's signals, honoured from its first moment to its last.
+
+SIGTERM and SIGINT stop it, SIGHUP reloads its configuration. Python's default for all three
+is to die on the spot, so handlers go in before anything slow happens (`Signals.early()`, as
+the command line starts the daemon, before the heavy imports and the configuration): what
+arrives then is remembered. Once the event loop runs, the loop takes the signals over; a
+SIGHUP before the daemon is ready is a reload deferred until it is, one during shutdown is
+ignored. When the loop is gone the three are ignored: the process is stopping anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from types import FrameType
+
+log = logging.getLogger(__name__)
+
+STOPPING = (signal.SIGTERM, signal.SIGINT)
+HANDLED = (*STOPPING, signal.SIGHUP)
+
+
+class Signals:
+    """What the daemon has been asked by signal, and whom to tell."""
+
+    def __init__(self) -> None:
+        self.stop_signal: signal.Signals | None = None
+        self.reload_pending = False
+        self.stop = asyncio.Event()
+        self._reload: Callable[[], None] | None = None
+        self._stopping = False
+
+    @classmethod
+    def early(cls) -> Signals:
+        """Remember the signals that arrive before the event loop runs."""
+        signals = cls()
+        for sig in HANDLED:
+            signal.signal(sig, signals._early)
+        return signals
+
+    def _early(self, signum: int, _frame: FrameType | None) -> None:
+        sig = signal.Signals(signum)
+        if sig is signal.SIGHUP:
+            self.reload_pending = True
+        elif self.stop_signal is None:
+            self.stop_signal = sig
+
+    def attach(self) -> asyncio.Event:
+        """Take the signals over on the running loop; the event is set when asked to stop."""
+        loop = asyncio.get_running_loop()
+        for sig in HANDLED:
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        if self.stop_signal is not None:
+            self._on_signal(self.stop_signal)
+        return self.stop
+
+    def ready(self, reload: Callable[[], None]) -> None:
+        """The daemon runs: reloads go to `reload`, and one asked for meanwhile starts now."""
+        self._reload = reload
+        if self.reload_pending and not self._stopping:
+            self.reload_pending = False
+            log.info("SIGHUP arrived during start-up: reloading now")
+            reload()
+
+    def stopping(self) -> None:
+        """Shutdown has begun: a SIGHUP from now on is ignored."""
+        self._stopping = True
+        self._reload = None
+
+    def detach(self) -> None:
+        """The loop is ending: ignore the three signals until the process is gone."""
+        loop = asyncio.get_running_loop()
+        for sig in HANDLED:
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, signal.SIG_IGN)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if sig is signal.SIGHUP:
+            if self._stopping:
+                log.info("SIGHUP during shutdown: ignored")
+            elif self._reload is None:
+                self.reload_pending = True
+                log.info("SIGHUP during start-up: the reload waits until the daemon is ready")
+            else:
+                self._reload()
+            return
+        if not self.stop.is_set():
+            self.stop_signal = sig
+            log.info("%s: stopping; running runs are interrupted and recorded", sig.name)
+        self.stop.set()

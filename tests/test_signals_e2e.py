@@ -1,0 +1,96 @@
+"""Signals at any moment on the real daemon: SIGHUP, SIGTERM and SIGINT during start-up,
+recovery and shutdown are honoured (a reload waits until the daemon is ready), never Python's
+default action of dying on the spot."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import MOLTSCHED, query, wait_sync
+
+TASKS = 2000  # a start-up long enough to signal it many times
+
+
+def caught(pid: int) -> set[int]:
+    """The signals the process has handlers for (from /proc, as the kernel sees it)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            mask = int(line.split()[1], 16)
+            return {n for n in range(1, 65) if mask & (1 << (n - 1))}
+    return set()
+
+
+def start(tmp_path: Path, extra: str = "") -> tuple[subprocess.Popen[bytes], Path]:
+    (tmp_path / "tasks").mkdir(exist_ok=True)
+    (tmp_path / "tasks" / "a.sh").write_text("echo hi\n")
+    (tmp_path / "tasks" / "slow.sh").write_text("trap '' TERM; sleep 600\n")
+    config = tmp_path / "moltsched.yaml"
+    config.write_text(
+        "tasks:\n"
+        + "".join(f"  - {{id: t{i}, script: a.sh, every: 1h}}\n" for i in range(TASKS))
+        + extra
+    )
+    log = tmp_path / "daemon.log"
+    with open(log, "ab") as err:
+        proc = subprocess.Popen(
+            [MOLTSCHED, "--config", str(config), "daemon"], stdout=subprocess.DEVNULL, stderr=err
+        )
+    # Handlers are in place before the configuration is read: from then on, a signal is ours.
+    wait_sync(lambda: signal.SIGHUP in caught(proc.pid), 20, "the handlers")
+    return proc, log
+
+
+def test_sighup_storm_during_start_up_is_one_reload_once_ready(tmp_path: Path) -> None:
+    proc, log = start(tmp_path)
+    try:
+        sent = 0
+        while "daemon running" not in log.read_text():
+            assert proc.poll() is None, log.read_text()[-2000:]
+            proc.send_signal(signal.SIGHUP)
+            sent += 1
+            time.sleep(0.005)
+        assert sent > 3, "the start-up was too quick to signal"
+        wait_sync(lambda: "reloaded" in log.read_text(), 20, "the deferred reload")
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    text = log.read_text()
+    assert "Traceback" not in text
+    assert "daemon stopped" in text
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_during_start_up_ends_it_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
+    proc, log = start(tmp_path)
+    proc.send_signal(sig)
+    assert proc.wait(30) == 0
+    text = log.read_text()
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text
+
+
+def test_sighup_and_more_stops_during_shutdown_are_not_fatal(tmp_path: Path) -> None:
+    extra = "  - {id: slow, script: slow.sh, every: 1h, grace: 2s}\n"
+    proc, log = start(tmp_path, extra)
+    db = tmp_path / "state" / "moltsched.db"
+    wait_sync(
+        lambda: query(db, "SELECT status FROM task WHERE id = 'slow'") == [("running",)],
+        30,
+        "slow to run",
+    )
+    proc.send_signal(signal.SIGTERM)
+    # The slow run takes its 2 s of grace: meanwhile, more signals of every kind.
+    wait_sync(lambda: "SIGTERM: stopping" in log.read_text(), 10, "the stop")
+    for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        if proc.poll() is None:
+            os.kill(proc.pid, sig)
+    assert proc.wait(30) == 0
+    text = log.read_text()
+    assert "Traceback" not in text
+    assert query(db, "SELECT outcome FROM run WHERE task_id = 'slow'") == [("interrupted",)]
