@@ -16,6 +16,7 @@ from commands.command import Pause, Resume, Run, RunAll, from_wire
 from commands.execute import Context, execute
 from commands.grammar import ParseError, parse
 from commands.reply import EXIT_USAGE, output, render
+from scheduler_core.safe import safe_text
 from scheduler_core.scheduler import Scheduler
 
 Answer = tuple[dict[str, Any], AsyncIterator[str]]
@@ -67,7 +68,7 @@ async def _chat(text: str, ctx: Context, as_json: bool) -> AsyncIterator[str]:
         yield json.dumps({"replies": replies}, ensure_ascii=False) + "\n"
         return
     async for reply in converse(text, ctx):
-        yield reply.text + "\n"
+        yield safe_text(reply.text) + "\n"
 
 
 async def _nothing() -> AsyncIterator[str]:

@@ -25,6 +25,7 @@ from signalbot import SendMessage, SignalBot
 
 from bot.envelope import Decision, Gate, Verdict
 from config.loader import SignalConfig
+from scheduler_core.safe import safe_text
 from scheduler_core.store import Store
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ class SignalFront:
         """Deliver one message (the outbox's Sender); raises if it could not."""
         if self._bot is None or not self._ready:
             raise SignalNotConnected("Signal is not connected")
-        await self._bot.messages.send(SendMessage(text=text), recipient)
+        await self._bot.messages.send(SendMessage(text=safe_text(text)), recipient)
 
     async def _frame(self, raw: str) -> None:
         """One websocket frame; never raises, so no frame can stop the bot listening."""

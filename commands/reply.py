@@ -9,6 +9,8 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from scheduler_core.safe import safe_text
+
 EXIT_OK = 0
 EXIT_RUN_FAILED = 1
 EXIT_USAGE = 2
@@ -87,13 +89,14 @@ def tail_lines(text: str, lines: int = 5, width: int = 200) -> list[str]:
 
 
 def render(reply: Reply, as_json: bool) -> tuple[str, str]:
-    """What to print on stdout and on stderr for a reply."""
+    """What to print on stdout and on stderr for a reply. Text for a person is made safe for
+    a terminal (`safe_text`); JSON is exact."""
+    text = safe_text(reply.text) + "\n"
     if as_json:
-        out = encode_json(reply.data) + "\n"
-        return out, (reply.text + "\n" if reply.error else "")
+        return encode_json(reply.data) + "\n", (text if reply.error else "")
     if reply.error:
-        return "", reply.text + "\n"
-    return reply.text + "\n", ""
+        return "", text
+    return text, ""
 
 
 async def output(reply: Reply, as_json: bool) -> AsyncIterator[str]:

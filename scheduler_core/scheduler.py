@@ -34,6 +34,7 @@ from scheduler_core.model import (
     TaskState,
 )
 from scheduler_core.runner import Ending, ProcessResult, ProcessRun, stop_leftovers
+from scheduler_core.safe import safe_text
 from scheduler_core.store import Store
 from scheduler_core.triggers import Every, advance, format_duration
 
@@ -699,7 +700,7 @@ def _judge(spec: TaskSpec, pres: ProcessResult, reason: str = "") -> tuple[Outco
 
 
 def _last_line(text: str) -> str:
-    for line in reversed(text.splitlines()):
+    for line in reversed(safe_text(text).splitlines()):
         if line.strip():
             return line.strip()[:200]
     return ""
