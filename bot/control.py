@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,15 @@ log = logging.getLogger(__name__)
 # A handler answers a request with the metadata line and the text to print, piece by piece.
 Handler = Callable[[dict[str, Any]], Awaitable[tuple[dict[str, Any], AsyncIterator[str]]]]
 MAX_REQUEST = 1 << 20
+# No caller can hold the daemon: a request must arrive within REQUEST_S of connecting, and a
+# reader that takes nothing for WRITE_S is dropped (it would hold a listing slot and the
+# answer's memory). Past MAX_CONNECTIONS open at once, the oldest that has not sent its
+# request yet is closed for each new one, so idle connections can use up neither the file
+# descriptors that runs need nor the turn of a caller that asks at once.
+REQUEST_S = 5.0
+WRITE_S = 5.0
+MAX_CONNECTIONS = 128
+_FIELDS = {"command": dict, "chat": str, "json": bool, "actor": str, "ping": bool, "reload": bool}
 
 
 class ControlServer:
@@ -31,7 +41,10 @@ class ControlServer:
     def __init__(self, path: Path, handler: Handler) -> None:
         self.path = path
         self._handler = handler
+        self.accept_errors = AcceptErrors()
         self._server: asyncio.AbstractServer | None = None
+        self._open = 0
+        self._idle: dict[asyncio.StreamWriter, None] = {}  # waiting for their request, oldest first
 
     async def start(self) -> None:
         if self.path.exists() or self.path.is_symlink():
@@ -40,10 +53,13 @@ class ControlServer:
         # Bind with a umask so the socket is never reachable by others, not even briefly.
         old = os.umask(0o177)
         try:
-            self._server = await asyncio.start_unix_server(self._serve, path=str(self.path))
+            self._server = await asyncio.start_unix_server(
+                self._serve, path=str(self.path), limit=MAX_REQUEST
+            )
         finally:
             os.umask(old)
         os.chmod(self.path, 0o600)
+        self.accept_errors.install(asyncio.get_running_loop())
 
     async def close(self) -> None:
         """Stop accepting; remove the socket file."""
@@ -54,31 +70,109 @@ class ControlServer:
             self.path.unlink()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._open += 1
+        if self._open > MAX_CONNECTIONS and self._idle:
+            oldest = next(iter(self._idle))
+            del self._idle[oldest]
+            oldest.transport.abort()
         try:
-            raw = await reader.readline()
-            try:
-                request = json.loads(raw) if len(raw) <= MAX_REQUEST else None
-            except ValueError:
-                request = None
-            if not isinstance(request, dict):
-                writer.write(json.dumps({"err": "bad request\n", "exit": 2}).encode() + b"\n")
-            else:
-                meta, body = await self._handler(request)
-                writer.write(json.dumps(meta).encode() + b"\n")
-                try:
-                    async for chunk in body:
-                        writer.write(chunk.encode())
-                        await writer.drain()
-                finally:
-                    # Closed at once if the reader went away, so what it holds is let go now.
-                    if isinstance(body, AsyncGenerator):
-                        await body.aclose()
-            await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
+            await self._answer(reader, writer)
+            async with asyncio.timeout(WRITE_S):
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
+            pass  # the caller went away, or stopped reading: its turn is over
         except Exception:
             log.exception("control request failed")
         finally:
+            self._open -= 1
             writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
+            with contextlib.suppress(ConnectionError, TimeoutError):
+                async with asyncio.timeout(WRITE_S):
+                    await writer.wait_closed()
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._idle[writer] = None
+        try:
+            async with asyncio.timeout(REQUEST_S):
+                raw = await reader.readuntil(b"\n")
+        except asyncio.LimitOverrunError:
+            # The rest is read and dropped (for as long as a request may take), so the caller
+            # is not cut off mid-send and gets to read why.
+            with contextlib.suppress(TimeoutError, ConnectionError):
+                async with asyncio.timeout(REQUEST_S):
+                    while (dropped := await reader.read(1 << 16)) and b"\n" not in dropped:
+                        pass
+            writer.write(_error(f"the request is over {MAX_REQUEST} bytes", "bad-request"))
+            return
+        except asyncio.IncompleteReadError as exc:
+            raw = exc.partial  # no newline: the request ends with the connection
+        finally:
+            self._idle.pop(writer, None)
+        request = _parse(raw)
+        if request is None:
+            writer.write(_error("bad request", "bad-request"))
+            return
+        meta, body = await self._handler(request)
+        writer.write(json.dumps(meta).encode() + b"\n")
+        try:
+            async for chunk in body:
+                writer.write(chunk.encode())
+                async with asyncio.timeout(WRITE_S):
+                    await writer.drain()
+        finally:
+            # Closed at once if the reader went away, so what it holds is let go now.
+            if isinstance(body, AsyncGenerator):
+                await body.aclose()
+
+
+def _parse(raw: bytes) -> dict[str, Any] | None:
+    """The request, if it is one: a JSON object whose known fields have their types."""
+    try:
+        request = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(request, dict):
+        return None
+    for key, kind in _FIELDS.items():
+        if key in request and not isinstance(request[key], kind):
+            return None
+    return request
+
+
+def _error(message: str, kind: str) -> bytes:
+    return json.dumps({"err": message + "\n", "exit": 2, "kind": kind}).encode() + b"\n"
+
+
+class AcceptErrors:
+    """The loop's exception handler, quiet about running out of file descriptors.
+
+    asyncio reports a failed `accept()` (EMFILE, ENFILE) with a traceback, and retries every
+    second: thousands of tracebacks while the machine is short of descriptors. This logs one
+    line, then at most one a minute while it goes on, with how often it happened meanwhile;
+    anything else goes to asyncio's default handler."""
+
+    MESSAGE = "socket.accept() out of system resource"
+    EVERY_S = 60.0
+
+    def __init__(self) -> None:
+        self._reported = -self.EVERY_S
+        self._since = 0
+
+    def install(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.set_exception_handler(self._handle)
+
+    def _handle(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if context.get("message") != self.MESSAGE:
+            loop.default_exception_handler(context)
+            return
+        self._since += 1
+        now = time.monotonic()
+        if now - self._reported < self.EVERY_S:
+            return
+        more = f" ({self._since - 1} more time(s) in the last minute)" if self._since > 1 else ""
+        log.error(
+            "the control socket cannot accept connections: %s; retrying every second%s",
+            context.get("exception"),
+            more,
+        )
+        self._reported, self._since = now, 0
