@@ -129,7 +129,15 @@ async def scenario(
             root,
             [{"id": f"t{i}", "script": "noop.sh", "every": "1h"} for i in range(tasks)],
             CONCURRENCY,
-            signal={"service": service.service, "account": ACCOUNT, "admins": [ALICE]},
+            # The command path under load, not Signal's sending limit (which would hold
+            # 300 answers to one chat for most of an hour).
+            signal={
+                "service": service.service,
+                "account": ACCOUNT,
+                "admins": [ALICE],
+                "send_per_minute": 600,
+                "send_burst": 1000,
+            },
         )
         db = root / "state" / "moltsched.db"
         log = root / "daemon.log"

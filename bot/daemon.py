@@ -186,7 +186,7 @@ async def _serve_started(config: AppConfig, clock: Clock | None, signals: Signal
             from bot.signal_front import SignalFront
 
             daemon.signal = SignalFront(config.signal, daemon.replies, store)
-            outbox = Outbox(store, daemon.signal)
+            outbox = Outbox(store, daemon.signal, limiter=daemon.signal.limiter)
             daemon.alerter = Alerter(store, policy_of(config), config.signal.alert_to, outbox)
         metrics = None
         if config.metrics is not None:

@@ -6,6 +6,9 @@ a failed send is retried with exponential backoff, and later rows wait so the or
 row is marked sent as soon as the send returns, so each alert goes out once, also across a
 restart. (A crash between a send and its mark would send that one again: the one window
 that SQLite cannot close for a remote service without idempotency keys.)
+
+Sends to a recipient wait for its limiter (bot.limiter). Alerts that pile up meanwhile, or
+that are due together, go as one digest message naming every task in it.
 """
 
 from __future__ import annotations
@@ -16,9 +19,18 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from scheduler_core.alerts import AlertKind, AlertPolicy, alert_text, decide
+from bot.limiter import Limiter
+from scheduler_core.alerts import (
+    FLAP_RUNS,
+    AlertKind,
+    AlertPolicy,
+    alert_text,
+    decide,
+    decide_flapping,
+    quiet,
+)
 from scheduler_core.clock import Clock, SystemClock
-from scheduler_core.model import Outcome, TaskSpec, TaskState
+from scheduler_core.model import OutboxItem, Outcome, TaskSpec, TaskState
 from scheduler_core.scheduler import RunResult
 from scheduler_core.store import Store
 
@@ -26,6 +38,15 @@ log = logging.getLogger(__name__)
 
 BACKOFF_FIRST_S = 2.0
 BACKOFF_MAX_S = 300.0
+DIGEST_MAX = 500  # alerts folded into one message at most
+DIGEST_LINES = 10  # beyond this many, a digest names the tasks without their messages
+DIGEST_KINDS = {
+    "failure": "⚠️ failed",
+    "reminder": "⚠️ still failing",
+    "recovery": "✅ working again",
+    "flapping": "🔁 flapping",
+    "settled": "settled",
+}
 
 
 class Sender(Protocol):
@@ -37,10 +58,18 @@ class Sender(Protocol):
 class Outbox:
     """Delivers the outbox's alerts, in order, retrying with backoff."""
 
-    def __init__(self, store: Store, sender: Sender, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        sender: Sender,
+        *,
+        clock: Clock | None = None,
+        limiter: Limiter | None = None,
+    ) -> None:
         self.store = store
         self.sender = sender
         self.clock: Clock = clock or SystemClock()
+        self.limiter = limiter
         self._wake = asyncio.Event()
         self._closing = False
 
@@ -62,27 +91,60 @@ class Outbox:
             await self.clock.sleep_until(retry_at, self._wake)
 
     async def deliver_due(self) -> datetime | None:
-        """Send what is due, oldest first; the time of the next retry, or None if idle."""
-        for item in await self.store.pending_alerts():
-            now = self.clock.now()
-            if item.next_attempt > now:
-                return item.next_attempt  # keep the order: nothing after it goes first
+        """Send what is due, oldest first, one message per recipient (a digest if several are
+        due); the time to look again, or None if nothing waits."""
+        pending = await self.store.pending_alerts(DIGEST_MAX)
+        if not pending:
+            return None
+        now = self.clock.now()
+        by_recipient: dict[str, list[OutboxItem]] = {}
+        for item in pending:
+            by_recipient.setdefault(item.recipient, []).append(item)
+        later: list[datetime] = []
+        for recipient, items in by_recipient.items():
+            if items[0].next_attempt > now:
+                later.append(items[0].next_attempt)  # keep the order: nothing after it first
+                continue
+            due = [i for i in items if i.next_attempt <= now]
+            wait = self.limiter.ready_in(recipient) if self.limiter is not None else 0.0
+            if wait > 0:
+                later.append(now + timedelta(seconds=wait))  # more may pile up: one digest
+                continue
+            text = due[0].text if len(due) == 1 else digest(due)
             try:
-                await self.sender.send(item.recipient, item.text)
+                await self.sender.send(recipient, text)
             except Exception as exc:
-                delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2**item.attempts)
+                delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** due[0].attempts)
                 retry_at = now + timedelta(seconds=delay)
                 log.warning(
                     "alert to %s not delivered (attempt %d): %s; retrying in %.0fs",
-                    item.recipient,
-                    item.attempts + 1,
+                    recipient,
+                    due[0].attempts + 1,
                     exc,
                     delay,
                 )
-                await self.store.alert_failed(item, str(exc) or type(exc).__name__, retry_at)
-                return retry_at
-            await self.store.alert_sent(item, self.clock.now())
-        return None
+                await self.store.alerts_failed(due, str(exc) or type(exc).__name__, retry_at)
+                later.append(retry_at)
+                continue
+            await self.store.alerts_sent(due, self.clock.now())
+            if len(due) < len(items) or len(pending) == DIGEST_MAX:
+                later.append(now)
+        return min(later) if later else None
+
+
+def digest(items: Sequence[OutboxItem]) -> str:
+    """Several alerts in one message: every task named, each with its first line."""
+    lines = [f"{len(items)} alerts at once:"]
+    if len(items) <= DIGEST_LINES:
+        lines += [i.text.splitlines()[0][:120] for i in items]
+    else:  # names only, grouped by what happened
+        groups: dict[str, list[str]] = {}
+        for item in items:
+            groups.setdefault(DIGEST_KINDS.get(item.kind, item.kind), []).append(
+                item.task_id or "?"
+            )
+        lines += [f"{what}: {', '.join(dict.fromkeys(ids))}" for what, ids in groups.items()]
+    return "\n".join(lines)
 
 
 class Alerter:
@@ -107,9 +169,16 @@ class Alerter:
         if not spec.alert or not self.recipients:
             return
         now = self.clock.now()
-        kind = decide(
-            self.policy, result.outcome, state.consecutive_failures, state.alerted_at, now
-        )
+        kind: AlertKind | None = None
+        if result.outcome in (Outcome.SUCCESS, Outcome.FAILED, Outcome.TIMEOUT):
+            worked = await self.store.recent_outcomes(spec.id, FLAP_RUNS + 1)
+            kind = decide_flapping(worked)
+            if kind is None and quiet(worked):
+                return
+        if kind is None:
+            kind = decide(
+                self.policy, result.outcome, state.consecutive_failures, state.alerted_at, now
+            )
         if kind is None:
             if state.alerted_at is not None and result.outcome is Outcome.SUCCESS:
                 # Recovered with recovery messages off: the next failure alerts afresh.
@@ -123,7 +192,10 @@ class Alerter:
             failures=state.consecutive_failures,
             output=result.stderr or result.stdout,
         )
-        alerted_at = None if kind is AlertKind.RECOVERY else now
+        calm = kind is AlertKind.RECOVERY or (
+            kind is AlertKind.SETTLED and result.outcome is Outcome.SUCCESS
+        )
+        alerted_at = None if calm else now
         await self.store.queue_alert(
             spec.id, str(kind), [(to, text) for to in self.recipients], alerted_at, now
         )

@@ -18,12 +18,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 
 from signalbot import SendMessage, SignalBot
 
 from bot.envelope import Decision, Gate, Verdict
+from bot.limiter import Limiter
 from config.loader import SignalConfig
 from scheduler_core.safe import safe_text
 from scheduler_core.store import Store
@@ -34,6 +36,18 @@ Replies = Callable[[str, str], AsyncIterator[str]]
 RECONNECT_FIRST_S = 0.5
 RECONNECT_MAX_S = 5.0
 SEEN_KEPT = 2000
+# Replies waiting for the limiter, per chat, beyond what it lets go at once: past this many
+# the oldest go, and the next reply says how many (a flood of commands, not a person, fills it).
+QUEUED_MAX = 5
+
+
+@dataclass
+class _Mailbox:
+    """Replies to one chat waiting for their turn (see bot.limiter)."""
+
+    queue: deque[tuple[str | None, tuple[str, str]]] = field(default_factory=deque)
+    dropped: int = 0
+    pump: asyncio.Task[None] | None = None
 
 
 class SignalNotConnected(ConnectionError):
@@ -55,11 +69,18 @@ class SignalFront:
         self._closing = False
         self._stopped = asyncio.Event()
         self._handlers: set[asyncio.Task[None]] = set()
+        self.limiter = Limiter(config.send_per_minute, config.send_burst)
+        self._boxes: dict[str, _Mailbox] = {}
+        # Commands being answered, by (chat, text): the same one again meanwhile is counted,
+        # not answered again.
+        self._answering: dict[tuple[str, str], int] = {}
 
     def update(self, config: SignalConfig) -> None:
         """A reload: new admins and groups apply to the next message."""
         self.config = config
         self.gate = Gate(config.account, config.admins, config.groups)
+        self.limiter.per_minute = config.send_per_minute
+        self.limiter.burst = config.send_burst
 
     async def run(self) -> None:
         """Stay connected until `close()`."""
@@ -102,14 +123,19 @@ class SignalFront:
         self._stopped.set()
         if self._handlers:
             await asyncio.wait(self._handlers, timeout=5)
+        for box in self._boxes.values():
+            if box.pump is not None:
+                box.pump.cancel()
         if self._bot is not None:
             with contextlib.suppress(Exception):
                 await self._bot.close()
 
     async def send(self, recipient: str, text: str) -> None:
-        """Deliver one message (the outbox's Sender); raises if it could not."""
+        """Deliver one message now (the outbox's Sender, which asks `limiter` first); raises
+        if it could not. It counts against the recipient's limit."""
         if self._bot is None or not self._ready:
             raise SignalNotConnected("Signal is not connected")
+        self.limiter.take(recipient)
         await self._bot.messages.send(SendMessage(text=safe_text(text)), recipient)
 
     async def _frame(self, raw: str) -> None:
@@ -133,13 +159,63 @@ class SignalFront:
                     "denied", f"from {decision.sender} ({decision.why})", actor=decision.sender
                 )
             return
-        task = asyncio.create_task(self._answer(decision))
+        same = (decision.reply_to, " ".join(decision.text.lower().split()))
+        if same in self._answering:
+            self._answering[same] += 1  # answered once, with a count
+            return
+        self._answering[same] = 0
+        task = asyncio.create_task(self._answer(decision, same))
         self._handlers.add(task)
         task.add_done_callback(self._handlers.discard)
 
-    async def _answer(self, decision: Decision) -> None:
+    async def _answer(self, decision: Decision, same: tuple[str, str]) -> None:
         try:
             async for text in self.replies(decision.text, f"signal:{decision.sender}"):
-                await self.send(decision.reply_to, text)
+                self._post(decision.reply_to, text, same)
         except Exception:
             log.exception("Signal: could not answer %s", decision.sender)
+        finally:
+            self._post(decision.reply_to, None, same)  # the answer is complete
+
+    def _post(self, chat: str, text: str | None, same: tuple[str, str]) -> None:
+        """Queue a reply (None: the end of an answer) for the chat's pump."""
+        box = self._boxes.setdefault(chat, _Mailbox())
+        box.queue.append((text, same))
+        replies = [i for i, (t, _) in enumerate(box.queue) if t is not None]
+        if len(replies) > QUEUED_MAX + self.limiter.available(chat):
+            del box.queue[replies[0]]
+            box.dropped += 1
+        if box.pump is None or box.pump.done():
+            box.pump = asyncio.create_task(self._pump(chat, box))
+
+    async def _pump(self, chat: str, box: _Mailbox) -> None:
+        """Send a chat's queued replies as the limiter allows."""
+        while box.queue:
+            text, same = box.queue[0]
+            if text is None:
+                box.queue.popleft()
+                repeats = self._answering.pop(same, 0)
+                if repeats:
+                    log.info("Signal: %r came %d more time(s), answered once", same[1], repeats)
+                continue
+            wait = self.limiter.ready_in(chat)
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopped.wait(), wait)
+                if self._closing:
+                    return
+                continue
+            box.queue.popleft()
+            notes = []
+            if repeats := self._answering.get(same, 0):
+                self._answering[same] = 0
+                notes.append(f"(the same message came {repeats} more time(s); answered once)")
+            if box.dropped:
+                notes.append(f"({box.dropped} earlier repl(ies) dropped: too many at once)")
+                box.dropped = 0
+            try:
+                await self.send(chat, "\n".join([text, *notes]))
+            except Exception as exc:
+                log.warning("Signal: could not answer in %s: %s", chat, exc)
+        if self._boxes.get(chat) is box:
+            del self._boxes[chat]

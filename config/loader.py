@@ -45,6 +45,8 @@ class SignalConfig:
     admins: tuple[str, ...]
     groups: tuple[str, ...]
     alert_to: tuple[str, ...]
+    send_per_minute: float = 6.0
+    send_burst: int = 10
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,8 @@ def _build(model: ConfigModel, path: Path, base: Path, specs: tuple[TaskSpec, ..
             admins=tuple(s.admins),
             groups=tuple(s.groups),
             alert_to=tuple(s.alert_to if s.alert_to is not None else s.admins),
+            send_per_minute=s.send_per_minute,
+            send_burst=s.send_burst,
         )
     return AppConfig(
         path.resolve(), settings, _zone(model), specs, signal, model.alerts, model.metrics

@@ -160,6 +160,10 @@ class SignalModel(_Strict):
     admins: list[str] = Field(min_length=1)
     groups: list[str] = Field(default_factory=list)
     alert_to: list[str] | None = None
+    # Every send (replies and alerts) to one recipient: at most this many a minute, after a
+    # first burst (see bot.limiter).
+    send_per_minute: float = Field(default=6.0, gt=0, le=600)
+    send_burst: int = Field(default=10, ge=1, le=1000)
 
 
 class AlertsModel(_Strict):

@@ -5,10 +5,16 @@ keeps failing, a reminder goes out at most every `repeat_every`; when an alerted
 again, a recovery message says so (if `recovery`). A task that never alerted sends no recovery.
 Interrupted runs are neither failures nor successes. The outbox that carries the texts to the
 recipients lives in the store; delivery is the front end's (`bot.outbox`).
+
+A task that keeps changing between failing and working (`FLAP_CHANGES` changes in its last
+`FLAP_RUNS` runs) is *flapping*: that is said once, and nothing more until it settles (its
+last `SETTLE_RUNS` runs the same), which is said once too, as working or as failing.
 """
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -20,6 +26,13 @@ class AlertKind(StrEnum):
     FAILURE = "failure"
     REMINDER = "reminder"
     RECOVERY = "recovery"
+    FLAPPING = "flapping"
+    SETTLED = "settled"
+
+
+FLAP_RUNS = 10
+FLAP_CHANGES = 4
+SETTLE_RUNS = 5
 
 
 @dataclass(frozen=True)
@@ -52,6 +65,31 @@ def decide(
     return None
 
 
+def flapping(worked: Sequence[bool]) -> bool:
+    """Whether runs that ended so (True: worked, oldest first) make a flapping task."""
+    recent = worked[-FLAP_RUNS:]
+    changes = sum(a != b for a, b in itertools.pairwise(recent))
+    settled = len(worked) >= SETTLE_RUNS and len(set(worked[-SETTLE_RUNS:])) == 1
+    return changes >= FLAP_CHANGES and not settled
+
+
+def decide_flapping(worked: Sequence[bool]) -> AlertKind | None:
+    """FLAPPING when the newest run (last in `worked`) makes the task flap, SETTLED when it
+    ends the flapping, None when neither changes (then the usual policy applies unless the
+    task was flapping before and still is: see `quiet`)."""
+    before, now = flapping(worked[:-1]), flapping(worked)
+    if now and not before:
+        return AlertKind.FLAPPING
+    if before and not now:
+        return AlertKind.SETTLED
+    return None
+
+
+def quiet(worked: Sequence[bool]) -> bool:
+    """Flapping still: no alert for this run."""
+    return flapping(worked[:-1]) and flapping(worked)
+
+
 def alert_text(
     kind: AlertKind,
     task_name: str,
@@ -65,6 +103,15 @@ def alert_text(
     who = task_id if task_name == task_id else f"{task_name} ({task_id})"
     if kind is AlertKind.RECOVERY:
         return f"✅ {who} is working again: {message}"
+    if kind is AlertKind.FLAPPING:
+        return (
+            f"🔁 {who} is flapping between failing and working; "
+            "no more alerts for it until it settles. Last: " + message
+        )
+    if kind is AlertKind.SETTLED:
+        if failures == 0:
+            return f"✅ {who} has settled: working, {SETTLE_RUNS} runs in a row."
+        return f"⚠️ {who} has settled into failing ({failures} runs in a row): {message}"
     head = f"⚠️ {who} failed: {message}"
     if kind is AlertKind.REMINDER:
         head = f"⚠️ {who} is still failing ({failures} runs in a row): {message}"

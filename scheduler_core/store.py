@@ -629,25 +629,41 @@ class Store:
             for r in rows
         ]
 
-    async def alert_sent(self, item: OutboxItem, now: datetime) -> None:
-        """Mark an alert delivered, and log it."""
+    async def alerts_sent(self, items: Sequence[OutboxItem], now: datetime) -> None:
+        """Mark alerts delivered (together, as one message), and log them."""
         at = now.timestamp()
 
         def step(db: sqlite3.Connection) -> None:
-            db.execute("UPDATE outbox SET sent = ? WHERE id = ?", (at, item.id))
-            _log(db, at, item.task_id, "alert_sent", f"{item.kind} to {item.recipient}", None, None)
+            db.executemany("UPDATE outbox SET sent = ? WHERE id = ?", [(at, i.id) for i in items])
+            for item in items:
+                what = f"{item.kind} to {item.recipient}"
+                if len(items) > 1:
+                    what += f" (in a digest of {len(items)})"
+                _log(db, at, item.task_id, "alert_sent", what, None, None)
 
         await self._write(step)
 
-    async def alert_failed(self, item: OutboxItem, error: str, retry_at: datetime) -> None:
-        """Record a failed delivery; the alert is tried again at `retry_at`."""
+    async def alerts_failed(
+        self, items: Sequence[OutboxItem], error: str, retry_at: datetime
+    ) -> None:
+        """Record a failed delivery; the alerts are tried again at `retry_at`."""
         await self._write(
-            lambda db: db.execute(
+            lambda db: db.executemany(
                 "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt = ? "
                 "WHERE id = ?",
-                (error[:500], retry_at.timestamp(), item.id),
+                [(error[:500], retry_at.timestamp(), i.id) for i in items],
             )
         )
+
+    async def recent_outcomes(self, task_id: str, limit: int) -> list[bool]:
+        """Whether each of the task's newest finished runs worked (interrupted ones aside),
+        oldest first."""
+        rows = await self._read(
+            "SELECT outcome FROM run WHERE task_id = ? AND outcome IN "
+            "('success', 'failed', 'timeout') ORDER BY id DESC LIMIT ?",
+            (task_id, limit),
+        )
+        return [r[0] == "success" for r in reversed(rows)]
 
     async def alerts_waiting(self) -> int:
         """How many alerts are not delivered yet."""

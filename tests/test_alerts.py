@@ -6,7 +6,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from scheduler_core.alerts import AlertKind, AlertPolicy, alert_text, decide
+from scheduler_core.alerts import (
+    AlertKind,
+    AlertPolicy,
+    alert_text,
+    decide,
+    decide_flapping,
+    quiet,
+)
 from scheduler_core.model import Outcome
 
 NOW = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
@@ -62,3 +69,18 @@ def test_texts() -> None:
         alert_text(AlertKind.RECOVERY, "x", "x", message="exit 0 in 1.0s", failures=0, output="ok")
         == "✅ x is working again: exit 0 in 1.0s"
     )
+
+
+def test_flapping_is_said_once_and_settling_once() -> None:
+    said = []
+    runs: list[bool] = []
+    for worked in [False, True] * 6 + [True] * 5 + [False] * 6:
+        runs.append(worked)
+        said.append((decide_flapping(runs), quiet(runs)))
+    kinds = [str(k) for k, _ in said if k is not None]
+    assert kinds == ["flapping", "settled", "flapping", "settled"][: len(kinds)]
+    assert kinds[:2] == ["flapping", "settled"]
+    # Between saying it flaps and saying it settled, every run is quiet.
+    start = next(i for i, (k, _) in enumerate(said) if k is not None)
+    end = next(i for i, (k, _) in enumerate(said) if i > start and k is not None)
+    assert all(q for _, q in said[start + 1 : end])

@@ -68,7 +68,9 @@ class Bot:
             "tasks:\n"
             '  - {id: victim, script: victim.sh, cron: "0 0 1 1 *"}\n'
             f"signal: {{service: {self.service.service}, account: '{ACCOUNT}', "
-            f"admins: ['{ALICE}'], groups: ['{GROUP_ID}']}}\n"
+            f"admins: ['{ALICE}'], groups: ['{GROUP_ID}'], "
+            # About the gate, not the sending rate (tests/test_flood.py is about that).
+            "send_per_minute: 600, send_burst: 1000}\n"
         )
         self.log = root / "daemon.log"
         with open(self.log, "wb") as log:

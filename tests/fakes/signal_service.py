@@ -121,6 +121,7 @@ class SignalService:
         self.account = account
         self.groups = groups if groups is not None else [group_entry()]
         self.sent: list[dict[str, Any]] = []  # bodies of accepted /v2/send requests
+        self.sent_at: list[float] = []  # when each was accepted (time.monotonic)
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request
         self.send_status: int | None = None  # answer sends with this status, if set
         self.on_send: Callable[[dict[str, Any]], None] | None = None  # called for each send
@@ -247,6 +248,7 @@ class SignalService:
         if not isinstance(body, dict) or not body.get("recipients"):
             return self._json({"error": "please provide at least one recipient"}, 400)
         self.sent.append(body)
+        self.sent_at.append(time.monotonic())
         self._sent_changed.set()
         if self.on_send is not None:
             self.on_send(body)

@@ -1,0 +1,135 @@
+"""Signal is never flooded, on the real daemon against the emulator: identical commands get
+one answer, a hundred flapping tasks fold into a few messages within the per-recipient limit,
+each task is named, flapping is said once per task, and nothing is dropped uncounted."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import re
+import time
+from pathlib import Path
+
+from tests.fakes.signal_service import ACCOUNT, ALICE, ALICE_UUID, SignalService, text_frame
+from tests.helpers import MOLTSCHED, query, wait_for
+
+# Fails and works by turns.
+FLIP = 'f="$MOLTSCHED_TASK_ID.n"; n=$(cat "$f" 2>/dev/null || echo 0); echo $((n+1)) > "$f"\n'
+FLIP += '[ $((n % 2)) -eq 1 ] || { echo "down again" >&2; exit 1; }\n'
+
+
+async def start(
+    tmp_path: Path, service: SignalService, tasks: str, limits: str = ""
+) -> asyncio.subprocess.Process:
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "slow.sh").write_text("sleep 2; echo done\n")
+    (tmp_path / "tasks" / "flip.sh").write_text(FLIP)
+    config = tmp_path / "moltsched.yaml"
+    config.write_text(
+        f"max_concurrent: 4\ntasks:\n{tasks}"
+        f"signal: {{service: {service.service}, account: '{ACCOUNT}', admins: ['{ALICE}']"
+        f"{limits}}}\n"
+    )
+    with open(tmp_path / "daemon.log", "wb") as log:  # noqa: ASYNC230 - before any work
+        proc = await asyncio.create_subprocess_exec(
+            MOLTSCHED,
+            "--config",
+            str(config),
+            "daemon",
+            stderr=log,
+            env=os.environ | {"MOLTSCHED_LOG_LEVEL": "INFO"},
+        )
+    await service.wait_connected(20)
+    return proc
+
+
+async def stop(proc: asyncio.subprocess.Process, tmp_path: Path) -> None:
+    proc.terminate()
+    assert await asyncio.wait_for(proc.wait(), 30) == 0
+    assert "Traceback" not in (tmp_path / "daemon.log").read_text()
+
+
+async def test_five_hundred_identical_commands_get_one_answer(tmp_path: Path) -> None:
+    async with SignalService() as service:
+        proc = await start(tmp_path, service, "  - {id: x, script: slow.sh, cron: '0 0 1 1 *'}\n")
+        try:
+            for _ in range(500):  # a stuck client, a flaky phone, an angry thumb
+                await service.push(text_frame("run:x"))
+            await wait_for(lambda: any("x: success" in m["message"] for m in service.sent), 30)
+            # Frames are handled in order: once `help` is answered, every run:x was handled.
+            before = len(service.sent)
+            await service.push(text_frame("help"))
+            await service.wait_sent(before + 1, 30)
+            replies = [m["message"] for m in service.sent]
+            assert len(replies) == 3, replies  # the acknowledgement, the result, the help
+            assert replies[0].startswith("Started x.")
+            counted = sum(int(n) for n in re.findall(r"came (\d+) more time", "".join(replies)))
+            assert counted == 499, replies
+            db = tmp_path / "state" / "moltsched.db"
+            assert query(db, "SELECT COUNT(*) FROM run") == [(1,)]
+        finally:
+            await stop(proc, tmp_path)
+
+
+async def test_a_hundred_flapping_tasks_fold_into_a_few_messages(tmp_path: Path) -> None:
+    ids = [f"flap{i:02d}" for i in range(100)]
+    tasks = "".join(f"  - {{id: {t}, script: flip.sh, every: 2s}}\n" for t in ids)
+    async with SignalService() as service:
+        proc = await start(tmp_path, service, tasks)
+        started = time.monotonic()
+        try:
+
+            def flapping_named() -> set[str]:
+                text = "\n".join(m["message"] for m in service.sent if "flapping" in m["message"])
+                return {t for t in ids if re.search(rf"\b{t}\b", text)}
+
+            await wait_for(lambda: flapping_named() == set(ids), 120)
+            elapsed = time.monotonic() - started
+            sent = service.sent
+            # Within the limit: a burst of 10, then 6 a minute.
+            assert len(sent) <= 10 + 6 * elapsed / 60 + 1, (len(sent), elapsed)
+            assert all(m["recipients"] == [ALICE_UUID] or m["recipients"] == [ALICE] for m in sent)
+            # Flapping is said once per task, not on every change.
+            text = "\n".join(m["message"] for m in sent)
+            for t in ids:
+                mentions = re.findall(rf"flapping[^\n]*\b{t}\b|\b{t}\b is flapping", text)
+                assert len(mentions) == 1, (t, mentions)
+            # Nothing dropped uncounted: every alert queued is either sent or still waiting
+            # its turn in the outbox (and will go in the next digest).
+            db = tmp_path / "state" / "moltsched.db"
+            (queued,) = query(db, "SELECT COUNT(*) FROM outbox")[0]
+            (logged,) = query(db, "SELECT COUNT(*) FROM log WHERE action = 'alert_sent'")[0]
+            (waiting,) = query(db, "SELECT COUNT(*) FROM outbox WHERE sent IS NULL")[0]
+            assert logged + waiting == queued
+        finally:
+            await stop(proc, tmp_path)
+
+
+async def test_a_flood_of_different_commands_waits_its_turn_and_is_counted(
+    tmp_path: Path,
+) -> None:
+    """A hundred different commands at once: a burst is answered, then one a second (the
+    configured limit); what cannot wait is dropped, and the next answer says how many."""
+    async with SignalService() as service:
+        limits = ", send_per_minute: 60, send_burst: 10"
+        proc = await start(
+            tmp_path, service, "  - {id: x, script: slow.sh, cron: '0 0 1 1 *'}\n", limits
+        )
+        try:
+            for i in range(100):
+                await service.push(text_frame(f"status:nope{i}"))
+
+            def accounted() -> int:
+                dropped = re.findall(
+                    r"\((\d+) earlier repl", "".join(m["message"] for m in service.sent)
+                )
+                return len(service.sent) + sum(int(n) for n in dropped)
+
+            await wait_for(lambda: accounted() == 100, 60)
+            first = service.sent_at[0]
+            gaps = [b - a for a, b in itertools.pairwise(service.sent_at[10:])]
+            assert all(gap > 0.9 for gap in gaps), gaps  # one a second after the burst
+            assert len(service.sent) < 100 and service.sent_at[9] - first < 1
+        finally:
+            await stop(proc, tmp_path)
