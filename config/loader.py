@@ -112,6 +112,8 @@ def load_config(path: str | os.PathLike[str]) -> AppConfig:
         problems = _pydantic_problems(exc) + problems
     # Tasks are validated one at a time and turned into specs at once, so 10,000 raw tasks,
     # their models and their specs are never all in memory together.
+    if model is not None:
+        problems += _socket_problems(base / model.state_dir)
     tasks = raw.get("tasks")
     specs: list[TaskSpec] = []
     zone = _zone(model)
@@ -127,6 +129,21 @@ def load_config(path: str | os.PathLike[str]) -> AppConfig:
     if problems or model is None:
         raise ConfigError(path, problems)
     return _build(model, path, base, tuple(specs))
+
+
+# A unix socket's path holds at most 107 bytes on Linux (sun_path is 108, with its NUL).
+SOCKET_PATH_MAX = 107
+
+
+def _socket_problems(state_dir: Path) -> list[str]:
+    sock = state_dir.resolve() / "control.sock"
+    size = len(os.fsencode(sock))
+    if size <= SOCKET_PATH_MAX:
+        return []
+    return [
+        f"state_dir: its control socket {sock} would be {size} bytes long, and a unix socket's "
+        f"path can be at most {SOCKET_PATH_MAX}; choose a shorter state_dir"
+    ]
 
 
 def _seed_layout(raw: dict[str, Any], base: Path) -> bool:

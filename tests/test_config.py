@@ -244,3 +244,13 @@ def test_daemon_refuses_an_invalid_file(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "tasks[0].every" in result.stderr
     assert not (tmp_path / "state").exists()
+
+
+def test_validate_catches_a_state_dir_too_long_for_the_control_socket(tmp_path: Path) -> None:
+    deep = "state/" + "/".join(["a-rather-long-folder-name"] * 5)
+    bad = write(tmp_path, f"state_dir: {deep}\ntasks:\n  - {{id: a, script: a.sh, every: 1m}}\n")
+    result = cli("validate", config=bad)
+    assert result.returncode == 2
+    assert "state_dir: its control socket" in result.stderr and "at most 107" in result.stderr
+    daemon = cli("daemon", config=bad, timeout=30)
+    assert daemon.returncode == 2 and "Traceback" not in daemon.stderr
