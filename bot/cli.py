@@ -336,7 +336,7 @@ async def _offline_answer(config: AppConfig, payload: dict[str, Any]) -> int:
     from scheduler_core.store import Store
 
     settings = config.settings
-    store = await Store.open(settings.db_path)
+    store = await Store.open(settings.db_path, settings.retention)
     try:
         scheduler = Scheduler(store, settings, config.tasks, base_env=task_environment())
         if not runs_tasks(payload):

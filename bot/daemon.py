@@ -172,7 +172,7 @@ async def _serve_started(config: AppConfig, clock: Clock | None, signals: Signal
     settings = config.settings
     stop = signals.stop
     loop = asyncio.get_running_loop()
-    store = await Store.open(settings.db_path)
+    store = await Store.open(settings.db_path, settings.retention)
     try:
         scheduler = Scheduler(
             store, settings, config.tasks, clock=clock, base_env=task_environment()

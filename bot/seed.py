@@ -124,7 +124,7 @@ def import_seed(config_path: Path, seed_dir: Path, as_json: bool) -> int:
 async def _import(
     config: AppConfig, states: list[SeedState], logs: list[SeedLog]
 ) -> tuple[int, int]:
-    store = await Store.open(config.settings.db_path)
+    store = await Store.open(config.settings.db_path, config.settings.retention)
     try:
         await store.sync_tasks(config.tasks)
         return await store.import_seed(states, logs)

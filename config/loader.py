@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from config.locate import find_config_path
 from config.schema import AlertsModel, ConfigModel, MetricsModel, TaskModel
-from scheduler_core.model import CatchUp, EngineSettings, TaskSpec
+from scheduler_core.model import CatchUp, EngineSettings, Retention, TaskSpec
 from scheduler_core.triggers import Cron, Every, Trigger
 
 __all__ = ["AppConfig", "ConfigError", "SignalConfig", "find_config_path", "load_config"]
@@ -169,6 +169,11 @@ def _build(model: ConfigModel, path: Path, base: Path, specs: tuple[TaskSpec, ..
         tasks_dir=(base / model.tasks_dir).resolve(),
         config_path=path.resolve(),
         max_concurrent=model.max_concurrent,
+        retention=Retention(
+            runs_per_task=model.retention.runs_per_task,
+            log_days=model.retention.log_days,
+            output_bytes=model.retention.output,
+        ),
     )
     signal = None
     if model.signal is not None:

@@ -47,6 +47,24 @@ def parse_duration(value: object) -> float:
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmg]i?b|b)?", re.IGNORECASE)
+_UNIT_B = {"b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "kib": 1024, "mib": 1024**2}
+_UNIT_B["gib"] = 1024**3
+
+
+def parse_size(value: object) -> int:
+    """`64MB`, `500KiB`, `1GB` or a number of bytes -> bytes."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    match = _SIZE.fullmatch(value.strip()) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError(f"{value!r} is not a size (use 64MB, 500KiB, 1GB or bytes)")
+    number, unit = match.groups()
+    return int(float(number) * _UNIT_B[(unit or "b").lower()])
+
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+
 
 @functools.lru_cache(maxsize=256)
 def cron_problem(expression: str) -> str | None:
@@ -172,6 +190,12 @@ class AlertsModel(_Strict):
     recovery: bool = True
 
 
+class RetentionModel(_Strict):
+    runs_per_task: int = Field(default=1000, ge=1)
+    log_days: float = Field(default=90, ge=0)
+    output: Size = 64 * 1000**2  # all tasks' kept stdout and stderr together
+
+
 class MetricsModel(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(ge=1, le=65535)
@@ -199,6 +223,7 @@ class ConfigModel(_Strict):
     tasks: list[Any] = Field(default_factory=list)
     signal: SignalModel | None = None
     alerts: AlertsModel = Field(default_factory=AlertsModel)
+    retention: RetentionModel = Field(default_factory=RetentionModel)
     metrics: MetricsModel | None = None  # off unless configured
 
     @field_validator("timezone")

@@ -73,6 +73,17 @@ class TaskSpec:
 
 
 @dataclass(frozen=True)
+class Retention:
+    """How much history the store keeps (the `retention:` section)."""
+
+    runs_per_task: int = 1000
+    log_days: float = 90.0
+    # Stdout and stderr kept with runs, all tasks together; past it, the oldest runs'
+    # output is cleared (the runs themselves stay, within runs_per_task).
+    output_bytes: int = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
 class EngineSettings:
     """What the engine needs to know beyond the tasks."""
 
@@ -80,6 +91,7 @@ class EngineSettings:
     tasks_dir: Path
     config_path: Path | None = None
     max_concurrent: int = 2
+    retention: Retention = Retention()
 
     @property
     def db_path(self) -> Path:

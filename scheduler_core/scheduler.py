@@ -529,6 +529,7 @@ class Scheduler:
         changed = [i for i in new if i in old and new[i] != old[i]]
         await self.store.sync_tasks(specs)
         self._specs, self.settings = new, settings
+        self.store.retention = settings.retention
         for task_id in removed:
             self._gen[task_id] = self._gen.get(task_id, 0) + 1
             self._paused.discard(task_id)

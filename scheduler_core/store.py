@@ -35,6 +35,7 @@ from scheduler_core.model import (
     LogEntry,
     OutboxItem,
     Outcome,
+    Retention,
     RunRecord,
     Status,
     TaskSpec,
@@ -45,9 +46,9 @@ from scheduler_core.seed import SeedLog, SeedState
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-RUNS_KEPT_PER_TASK = 1000
-LOG_KEPT_S = 90 * 86400
 _LOG_PRUNE_EVERY_S = 3600.0
+DEFAULT_RETENTION = Retention()
+_CLEAR_BATCH = 500  # runs whose output is cleared in one transaction, at most
 BUSY_TIMEOUT_MS = 10_000
 
 MIGRATIONS: list[list[str]] = [
@@ -115,6 +116,18 @@ MIGRATIONS: list[list[str]] = [
         ) STRICT""",
         "CREATE INDEX outbox_pending ON outbox(id) WHERE sent IS NULL",
     ],
+    [
+        # The size of each run's kept output, and of all of it (one row), so the retention
+        # budget is checked without adding up a million rows.
+        "ALTER TABLE run ADD COLUMN output_bytes INTEGER NOT NULL DEFAULT 0",
+        "UPDATE run SET output_bytes = length(CAST(stdout AS BLOB)) + length(CAST(stderr AS BLOB))",
+        "CREATE INDEX run_with_output ON run(id) WHERE output_bytes > 0",
+        """CREATE TABLE usage (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            output_bytes INTEGER NOT NULL
+        ) STRICT""",
+        "INSERT INTO usage VALUES (1, (SELECT COALESCE(SUM(output_bytes), 0) FROM run))",
+    ],
 ]
 
 _TASK_COLUMNS = (
@@ -181,6 +194,14 @@ async def _connect(
 
     def setup(db: sqlite3.Connection) -> None:
         db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        (auto_vacuum,) = db.execute("PRAGMA auto_vacuum").fetchone()
+        if auto_vacuum != 2:
+            # Incremental, so pruning can give space back (`prune_output`). Set before the
+            # first table is made; an older file is rebuilt once to take it.
+            db.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            (tables,) = db.execute("SELECT COUNT(*) FROM sqlite_schema").fetchone()
+            if tables:
+                db.execute("VACUUM")
         db.execute("PRAGMA journal_mode = WAL")
         db.execute("PRAGMA synchronous = NORMAL")
         db.execute("PRAGMA foreign_keys = ON")
@@ -205,7 +226,9 @@ async def _connect(
 class Store:
     """Task state, runs and the action log in one SQLite file."""
 
-    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+    def __init__(
+        self, conn: aiosqlite.Connection, path: Path, retention: Retention = DEFAULT_RETENTION
+    ) -> None:
         self._conn = conn
         # Reads go through a connection (and thread) of their own: while another process holds
         # the write lock, a write waits out the busy timeout on the writer's thread, and WAL
@@ -213,10 +236,11 @@ class Store:
         self._reader: aiosqlite.Connection | None = None
         self._later: set[asyncio.Task[None]] = set()  # writes nobody waits for (log_later)
         self.path = path
+        self.retention = retention
         self._last_log_prune = 0.0
 
     @classmethod
-    async def open(cls, path: Path) -> Store:
+    async def open(cls, path: Path, retention: Retention = DEFAULT_RETENTION) -> Store:
         """Open (creating if needed) and migrate the database at `path`.
 
         Fails with a StoreError, never leaving a connection (and its thread, which would keep
@@ -236,7 +260,7 @@ class Store:
             if isinstance(exc, OSError):
                 raise _os_error(exc, f"cannot open the database {path}") from exc
             raise
-        store = cls(writer, path)
+        store = cls(writer, path, retention)
         store._reader = reader
         return store
 
@@ -453,24 +477,72 @@ class Store:
             params = (message, str(outcome), task_id)
         action = "completed" if outcome is Outcome.SUCCESS else str(outcome)
 
-        def step(db: sqlite3.Connection) -> TaskState:
+        size = len(stdout.encode()) + len(stderr.encode())
+        keep = self.retention
+
+        def step(db: sqlite3.Connection) -> tuple[TaskState, int]:
             db.execute(
                 "UPDATE run SET ended = ?, outcome = ?, exit_code = ?, duration_s = ?, "
-                "stdout = ?, stderr = ? WHERE id = ?",
-                (at, str(outcome), exit_code, duration_s, stdout, stderr, run_id),
+                "stdout = ?, stderr = ?, output_bytes = ? WHERE id = ?",
+                (at, str(outcome), exit_code, duration_s, stdout, stderr, size, run_id),
             )
             row = db.execute(sql, params).fetchone()
             _log(db, at, task_id, action, message, duration_s, None)
-            db.execute(
+            gone = db.execute(
                 "DELETE FROM run WHERE task_id = ? AND id <= (SELECT id FROM run "
-                "WHERE task_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
-                (task_id, task_id, RUNS_KEPT_PER_TASK),
-            )
+                "WHERE task_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?) RETURNING output_bytes",
+                (task_id, task_id, keep.runs_per_task),
+            ).fetchall()
+            freed = sum(r[0] for r in gone)
             if prune_log:
-                db.execute("DELETE FROM log WHERE time < ?", (now - LOG_KEPT_S,))
-            return _state(row)
+                db.execute("DELETE FROM log WHERE time < ?", (now - keep.log_days * 86400,))
+            ((total,),) = db.execute(
+                "UPDATE usage SET output_bytes = output_bytes + ? RETURNING output_bytes",
+                (size - freed,),
+            ).fetchall()
+            return _state(row), total
 
-        return await self._write(step)
+        state, total = await self._write(step)
+        if total > keep.output_bytes or prune_log:
+            await self.prune_output(total)
+        return state
+
+    async def prune_output(self, total: int | None = None) -> int:
+        """Clear the output of the oldest runs until all that is kept fits the retention
+        budget, then give the freed pages back to the file system. Returns bytes cleared."""
+        budget = self.retention.output_bytes
+
+        def step(db: sqlite3.Connection) -> tuple[int, bool]:
+            (now_total,) = db.execute("SELECT output_bytes FROM usage").fetchone()
+            excess = now_total - budget
+            cleared = 0
+            rows = db.execute(
+                "SELECT id, output_bytes FROM run WHERE output_bytes > 0 AND outcome IS NOT NULL "
+                "ORDER BY id LIMIT ?",
+                (_CLEAR_BATCH,),
+            ).fetchall()
+            ids = []
+            for run_id, size in rows:
+                if cleared >= excess:
+                    break
+                ids.append((run_id,))
+                cleared += size
+            db.executemany(
+                "UPDATE run SET stdout = '', stderr = '', output_bytes = 0 WHERE id = ?", ids
+            )
+            db.execute("UPDATE usage SET output_bytes = output_bytes - ?", (cleared,))
+            return cleared, cleared < excess and len(rows) == _CLEAR_BATCH
+
+        cleared = 0
+        more = total is None or total > budget
+        while more:
+            done, more = await self._write(step)
+            cleared += done
+            if not done:
+                break
+        # A pragma that frees one page per step: executescript steps it to the end.
+        await self._in_thread(self._conn, lambda db: db.executescript("PRAGMA incremental_vacuum"))
+        return cleared
 
     async def recover_crashed(self, now: datetime) -> list[tuple[int, str]]:
         """Runs still open from a daemon that died are recorded `interrupted`; returns their
