@@ -97,7 +97,10 @@ async def chat_burst(service: SignalService, chats: int, into: Round) -> None:
     before = len(service.sent)
     began = time.perf_counter()
     for n in range(chats):
-        await service.push(text_frame(texts[n % len(texts)].format(n)))
+        # Each text differs (by trailing spaces, which the grammar ignores): identical
+        # messages arriving together get one answer, and this measures a burst of answers.
+        text = texts[n % len(texts)].format(n) + " " * (n // len(texts))
+        await service.push(text_frame(text))
     into.chats = chats
     into.pushed_s = time.perf_counter() - began
     sent = await service.wait_sent(before + chats, timeout=600)

@@ -159,7 +159,7 @@ class SignalFront:
                     "denied", f"from {decision.sender} ({decision.why})", actor=decision.sender
                 )
             return
-        same = (decision.reply_to, " ".join(decision.text.lower().split()))
+        same = (decision.reply_to, decision.text)
         if same in self._answering:
             self._answering[same] += 1  # answered once, with a count
             return

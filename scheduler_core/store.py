@@ -16,8 +16,10 @@ Times are stored as UNIX seconds (REAL) and returned as aware UTC datetimes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -173,6 +175,25 @@ def translate(exc: sqlite3.Error, path: Path) -> StoreError:
     return StoreError(message, kind)
 
 
+def _swap_in(restoring: Path, path: Path) -> None:
+    """Put `restoring` at `path`, setting aside what is there now."""
+    if path.exists():
+        aside = path.with_name(f"{path.name}.replaced-{int(time.time())}")
+        os.replace(path, aside)
+        log.error("what was at %s is kept as %s", path, aside)
+    for extra in ("-wal", "-shm"):  # a new file's, or none: never ours any more
+        Path(f"{path}{extra}").unlink(missing_ok=True)
+    os.replace(restoring, path)
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def _os_error(exc: OSError, what: str) -> StoreError:
     kind = "permission" if isinstance(exc, PermissionError) else "unavailable"
     if exc.errno == errno.ENOSPC:
@@ -238,6 +259,9 @@ class Store:
         self.path = path
         self.retention = retention
         self._last_log_prune = 0.0
+        self._identity = _identity(path)  # to notice the file deleted or replaced under us
+        self._usable = asyncio.Event()
+        self._usable.set()
 
     @classmethod
     async def open(cls, path: Path, retention: Retention = DEFAULT_RETENTION) -> Store:
@@ -268,18 +292,62 @@ class Store:
         """Close the connections; writes already queued finish first."""
         if self._later:
             await asyncio.wait(self._later, timeout=BUSY_TIMEOUT_MS / 1000 + 1)
+        if self._deleted():
+            with contextlib.suppress(StoreError, OSError):
+                await self._put_back()
         if self._reader is not None:
             await self._reader.close()
         await self._conn.close()
 
-    async def _in_thread(
-        self, conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], T]
-    ) -> T:
-        """Run `fn(connection)` on aiosqlite's connection thread, in one round trip.
+    def _deleted(self) -> bool:
+        """Whether the file at `path` is no longer the one we have open."""
+        return self._usable.is_set() and _identity(self.path) != self._identity
+
+    async def _put_back(self) -> None:
+        """The database file was deleted (or replaced) while we had it open. Our connection
+        still holds all of it: write it back to `path` (setting aside whatever is there now),
+        then carry on with the file put back. Nothing committed is lost."""
+        self._usable.clear()
+        try:
+            path = self.path
+            restoring = path.with_name(path.name + ".restoring")
+            log.error("the database %s was deleted or replaced while in use; putting it back", path)
+
+            def backup(db: sqlite3.Connection) -> None:
+                restoring.unlink(missing_ok=True)
+                target = sqlite3.connect(restoring)
+                try:
+                    db.backup(target)
+                finally:
+                    target.close()
+
+            conn = self._conn
+            await conn._execute(lambda: backup(conn._conn))  # type: ignore[no-untyped-call]
+            if self._reader is not None:
+                await self._reader.close()
+            await conn.close()
+            _swap_in(restoring, path)
+            conns: list[aiosqlite.Connection] = []
+            try:
+                self._conn, self._reader = await _connect(path, conns)
+            except BaseException:
+                for c in conns:
+                    await c.close()
+                raise
+            self._identity = _identity(path)
+            log.error("the database %s is back, with everything committed before", path)
+        finally:
+            self._usable.set()
+
+    async def _in_thread(self, fn: Callable[[sqlite3.Connection], T], *, read: bool = False) -> T:
+        """Run `fn(connection)` on the writer's (or the reader's) thread, in one round trip.
 
         `Connection._execute` is the queue aiosqlite's own methods use; it has no public name
         for "run this function". aiosqlite is pinned below 0.23 in pyproject.toml.
         """
+        if not self._usable.is_set():
+            await self._usable.wait()  # the file is being put back (see `_put_back`)
+        conn = (self._reader or self._conn) if read else self._conn
 
         def call() -> T:
             return fn(conn._conn)
@@ -305,11 +373,12 @@ class Store:
             db.execute("COMMIT")
             return result
 
-        return await self._in_thread(self._conn, tx)
+        if self._deleted():
+            await self._put_back()
+        return await self._in_thread(tx)
 
     async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        conn = self._reader or self._conn
-        return await self._in_thread(conn, lambda db: db.execute(sql, params).fetchall())
+        return await self._in_thread(lambda db: db.execute(sql, params).fetchall(), read=True)
 
     # --- tasks -------------------------------------------------------------------------------
 
@@ -541,7 +610,7 @@ class Store:
             if not done:
                 break
         # A pragma that frees one page per step: executescript steps it to the end.
-        await self._in_thread(self._conn, lambda db: db.executescript("PRAGMA incremental_vacuum"))
+        await self._in_thread(lambda db: db.executescript("PRAGMA incremental_vacuum"))
         return cleared
 
     async def recover_crashed(self, now: datetime) -> list[tuple[int, str]]:

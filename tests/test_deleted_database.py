@@ -1,0 +1,47 @@
+"""A database deleted while the daemon runs loses nothing: the daemon notices, puts it back
+from the file it still has open, says so, and carries on; history and checkpoints survive
+the next start too."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import cli, query, wait_sync
+from tests.test_e2e import Daemon
+
+
+@pytest.mark.parametrize("what", ["the file", "the file, its WAL and its index"])
+def test_a_database_deleted_under_the_daemon_is_put_back(tmp_path: Path, what: str) -> None:
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "tick.sh").write_text("echo tick\n")
+    config = tmp_path / "moltsched.yaml"
+    config.write_text("tasks:\n  - {id: tick, script: tick.sh, every: 1s}\n")
+    db = tmp_path / "state" / "moltsched.db"
+    daemon = Daemon(config).start()
+    try:
+        wait_sync(lambda: query(db, "SELECT run_count FROM task")[0][0] >= 3, 20, "ticks")
+        assert cli("checkpoint", "save", "tick", '{"page": 7}', config=config).returncode == 0
+        runs = query(db, "SELECT COUNT(*) FROM run")[0][0]
+        removed = [db] if what == "the file" else [db, Path(f"{db}-wal"), Path(f"{db}-shm")]
+        for path in removed:
+            path.unlink(missing_ok=True)
+        wait_sync(lambda: "is back" in daemon.log.read_text(), 20, "the database put back")
+        wait_sync(lambda: query(db, "SELECT COUNT(*) FROM run")[0][0] >= runs + 2, 20, "runs")
+        status = json.loads(cli("--json", "status", config=config).stdout)
+        assert status["tasks"][0]["checkpoint"] == {"page": 7}
+    finally:
+        assert daemon.stop() == 0
+    after = query(db, "SELECT COUNT(*) FROM run")[0][0]
+    assert after >= runs + 2
+    daemon.start()
+    try:
+        shown = json.loads(cli("--json", "status", config=config).stdout)["tasks"][0]
+        assert shown["checkpoint"] == {"page": 7} and shown["run_count"] >= after
+    finally:
+        assert daemon.stop() == 0
+    log = daemon.log.read_text()
+    assert "was deleted or replaced while in use" in log and "Traceback" not in log
+    assert query(db, "PRAGMA integrity_check") == [("ok",)]
