@@ -13,10 +13,10 @@ Being a subreaper means reaping: adopted orphans that die become our zombies. `r
 waits for those, and never for a run's leader, whose exit status asyncio collects: leaders are
 registered from just before they are spawned until asyncio has their status.
 
-What still escapes: a process that clears its environment *and* re-parents itself away from
-us while other runs are going (it is stopped when the last run ends, or at shutdown), and
-anything that leaves by other means than fork (a `systemd-run` unit, an `at` job, ssh to
-another machine). Linux only: elsewhere the process group is all there is.
+What still escapes its run: a process that clears its environment *and* leaves the run's
+process tree while other runs are going (it is stopped at shutdown), and anything started by
+other means than fork (a `systemd-run` unit, an `at` job, a command over ssh). Linux only:
+elsewhere the process group is all there is.
 """
 
 from __future__ import annotations
@@ -90,15 +90,18 @@ class Proc:
     name: str
 
 
-def snapshot() -> dict[int, Proc]:
-    """Every process now, by pid (empty where there is no /proc)."""
+def snapshot(since: int = 0) -> dict[int, Proc]:
+    """Every process now, by pid (empty where there is no /proc); with `since`, only those
+    started after that pid was handed out (and every one, if pids have wrapped since)."""
     procs: dict[int, Proc] = {}
     try:
         entries = os.listdir("/proc")
     except OSError:
         return procs
+    if since and _last_pid() < since:
+        since = 0  # pids wrapped around: newer processes can have smaller pids
     for entry in entries:
-        if not entry.isdigit():
+        if not entry.isdigit() or int(entry) < since:
             continue
         try:
             with open(f"/proc/{entry}/stat", "rb") as f:
@@ -113,6 +116,15 @@ def snapshot() -> dict[int, Proc]:
         pid = int(entry)
         procs[pid] = Proc(pid, int(fields[1]), int(fields[2]), fields[0].decode(), name)
     return procs
+
+
+def _last_pid() -> int:
+    """The pid the kernel handed out last (0 if unknown)."""
+    try:
+        with open("/proc/loadavg", "rb") as f:
+            return int(f.read().split()[-1])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def tagged(pid: int, db: bytes, run_id: bytes) -> bool:
@@ -133,7 +145,8 @@ def run_processes(
     """The live processes of the run led by `leader`: the leader, its group, and the trees
     under it and under every adopted child of ours that belongs to the run (by its tag, its
     group, or because no other run is going)."""
-    procs = snapshot() if procs is None else procs
+    # What a run started came after its leader: older processes need not be read.
+    procs = snapshot(since=leader) if procs is None else procs
     me = os.getpid()
     roots: set[int] = set()
     lead = procs.get(leader)
@@ -192,6 +205,11 @@ def reap_adopted() -> int:
     Never a run's leader (asyncio waits for those), and nothing at all while a leader is
     being spawned and not yet registered."""
     if _spawning or not _subreaper:
+        return 0
+    try:  # is any child a zombie at all? (one syscall; WNOWAIT leaves it be)
+        if os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+            return 0
+    except ChildProcessError:
         return 0
     me = os.getpid()
     reaped = 0
