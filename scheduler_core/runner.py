@@ -11,7 +11,6 @@ its pipes are closed even if something we could not find still holds them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import logging
 import os
@@ -253,89 +252,22 @@ async def stop_strays(grace: float) -> int:
     return len(await stop_processes(procs.adopted, grace))
 
 
-def leftover_processes(db: str, run_ids: Collection[int]) -> list[tuple[int, int]]:
-    """(pid, process group) of every live process started by one of `run_ids` of the database
-    `db`: each carries its run's `MOLTSCHED_DB` and `MOLTSCHED_RUN_ID`, which is how they are
-    told apart from processes that merely reuse a pid after a reboot. Linux only (/proc);
-    elsewhere nothing is found."""
-    wanted_db = os.fsencode(db)
-    wanted_runs = {str(r).encode() for r in run_ids}
-    own = {os.getpid(), os.getpgrp()}
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return []
-    found = []
-    for entry in entries:
-        if not entry.isdigit() or int(entry) in own:
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                raw = f.read()
-            env = dict(item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
-            if (
-                env.get(b"MOLTSCHED_DB") == wanted_db
-                and env.get(b"MOLTSCHED_RUN_ID") in wanted_runs
-            ):
-                pgid = os.getpgid(int(entry))
-                if pgid not in own:
-                    found.append((int(entry), pgid))
-        except OSError:
-            continue  # gone meanwhile, or not ours to read
-    return found
-
-
 async def stop_leftovers(db: str, run_ids: Collection[int], grace: float) -> int:
-    """Stop what `leftover_processes` finds, group by group: SIGTERM, up to `grace` for them to
-    go, then SIGKILL. Returns how many processes were found."""
-    found = leftover_processes(db, run_ids)
-    groups = {pgid for _, pgid in found}
-    for pgid in groups:
-        _signal_group(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    # Polled: these are not our children, and a group has no handle to wait on. Start-up only.
-    while time.monotonic() < deadline and any(_group_alive(g) for g in groups):  # noqa: ASYNC110
-        await asyncio.sleep(_GROUP_POLL_S * 5)
-    for pgid in groups:
-        if _group_alive(pgid):
-            _signal_group(pgid, signal.SIGKILL)
-    return len(found)
+    """Stop every live process started by one of `run_ids` of the database `db` (what a
+    daemon that was killed on its own left running): SIGTERM, up to `grace`, then SIGKILL.
+    They are found by their run's `MOLTSCHED_DB` and `MOLTSCHED_RUN_ID`, so a process that
+    merely reuses a pid after a reboot is never touched. Returns how many there were."""
+    tags = [(os.fsencode(db), str(r).encode()) for r in run_ids]
 
+    def find() -> list[procs.Proc]:
+        me = os.getpid()
+        return [
+            p
+            for p in procs.snapshot().values()
+            if p.pid != me and p.state != "Z" and any(procs.tagged(p.pid, *t) for t in tags)
+        ]
 
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def _group_alive(pgid: int) -> bool:
-    """Whether any live (non-zombie) process is left in the group.
-
-    `killpg(pgid, 0)` alone would count zombies: an orphaned grandchild that already died waits
-    for PID 1 to reap it, and some PID 1s (containers, VMs) take their time. So a positive
-    answer is checked against /proc.
-    """
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return True
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        # After the command name: state, ppid, pgrp.
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != b"Z":
-            return True
-    return False
+    return len(await stop_processes(find, grace))
 
 
 def _leader_exit(proc: asyncio.subprocess.Process) -> asyncio.Future[None]:
