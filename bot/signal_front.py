@@ -27,6 +27,7 @@ from signalbot import SendMessage, SignalBot
 from bot.envelope import Decision, Gate, Verdict
 from bot.limiter import Limiter
 from config.loader import SignalConfig
+from scheduler_core.errors import log_failure
 from scheduler_core.safe import safe_text
 from scheduler_core.store import Store
 
@@ -173,7 +174,7 @@ class SignalFront:
             async for text in self.replies(decision.text, f"signal:{decision.sender}"):
                 self._post(decision.reply_to, text, same)
         except Exception:
-            log.exception("Signal: could not answer %s", decision.sender)
+            log_failure(log, "Signal: could not answer %s", decision.sender)
         finally:
             self._post(decision.reply_to, None, same)  # the answer is complete
 

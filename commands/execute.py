@@ -22,6 +22,7 @@ from commands.grammar import VERBS, help_text
 from commands.reply import (
     EXIT_OK,
     EXIT_RUN_FAILED,
+    EXIT_STATE,
     Reply,
     encode_json,
     iso,
@@ -30,7 +31,7 @@ from commands.reply import (
     tail_lines,
     usage_error,
 )
-from scheduler_core.errors import SchedulerError, TaskNotFoundError
+from scheduler_core.errors import SchedulerError, StoreError, TaskNotFoundError, log_failure
 from scheduler_core.model import Outcome, TaskSpec, TaskState
 from scheduler_core.model import Status as TaskStatus
 from scheduler_core.scheduler import Admission, RunResult, Scheduler
@@ -76,7 +77,7 @@ async def _audit(cmd: Command, ctx: Context) -> None:
     try:
         await store.log("command", describe(cmd)[:200], task_id=known, actor=ctx.actor)
     except Exception:  # an audit write must not stop the command (e.g. the disk is full)
-        log.exception("could not audit %s from %s", describe(cmd), ctx.actor)
+        log_failure(log, "could not audit %s from %s", describe(cmd), ctx.actor)
 
 
 async def execute(cmd: Command, ctx: Context) -> Reply:
@@ -102,6 +103,8 @@ async def execute(cmd: Command, ctx: Context) -> Reply:
                 return Reply(help_text(), {"commands": [v.usage for v in VERBS]})
     except TaskNotFoundError as exc:
         return usage_error(str(exc), {"error": str(exc), "nearest": exc.nearest})
+    except StoreError as exc:  # the database cannot be reached: one line, exit 3
+        return Reply(str(exc), {"error": str(exc), "kind": exc.kind}, EXIT_STATE, error=True)
     except SchedulerError as exc:
         return Reply(str(exc), {"error": str(exc)}, EXIT_RUN_FAILED, error=True)
     except Exception:

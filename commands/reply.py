@@ -14,6 +14,7 @@ from scheduler_core.safe import safe_text
 EXIT_OK = 0
 EXIT_RUN_FAILED = 1
 EXIT_USAGE = 2
+EXIT_STATE = 3  # the scheduler's state cannot be reached
 
 
 _encode = json.JSONEncoder(ensure_ascii=False).encode

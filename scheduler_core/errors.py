@@ -7,6 +7,7 @@ SchedulerError
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -78,3 +79,15 @@ def describe_sqlite_error(exc: Exception, path: Path) -> tuple[str, str]:
     advice = _ADVICE.get(kind)
     what = f"the database {path}: {exc}"
     return (f"{what} ({advice})" if advice else what), kind
+
+
+def log_failure(log: logging.Logger, message: str, *args: object) -> None:
+    """From an `except` block: a StoreError (the database refused, an expected trouble with
+    its own clear message) in one line; anything else, a bug, with its traceback."""
+    import sys
+
+    exc = sys.exc_info()[1]
+    if isinstance(exc, StoreError):
+        log.error(message + ": %s", *args, exc)
+    else:
+        log.exception(message, *args)

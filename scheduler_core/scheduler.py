@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from scheduler_core.clock import Clock, SystemClock
-from scheduler_core.errors import SchedulerError, TaskNotFoundError
+from scheduler_core.errors import SchedulerError, TaskNotFoundError, log_failure
 from scheduler_core.model import (
     CatchUp,
     Cause,
@@ -333,13 +333,13 @@ class Scheduler:
         try:
             await self.store.log("missed", message, task_id=task_id, when=now)
         except Exception:
-            log.exception("could not log for %s: %s", task_id, message)
+            log_failure(log, "could not log for %s: %s", task_id, message)
 
     async def _save_next_runs(self, updates: list[tuple[str, datetime | None]]) -> None:
         try:
             await self.store.set_next_runs(updates)
         except Exception:  # the heap still has them; the next save or a restart fixes the db
-            log.exception("could not save the next run times of %d task(s)", len(updates))
+            log_failure(log, "could not save the next run times of %d task(s)", len(updates))
 
     def _enqueue(self, task_id: str, cause: Cause, due: datetime | None) -> _Waiting:
         spec = self._specs[task_id]
@@ -409,7 +409,7 @@ class Scheduler:
                 [(a.spec.id, a.waiting.cause, a.waiting.due) for a in batch], started
             )
         except Exception as exc:  # e.g. the disk is full: fail these runs, keep scheduling
-            log.exception("could not record the start of %d run(s)", len(batch))
+            log_failure(log, "could not record the start of %d run(s)", len(batch))
             for active in batch:
                 self._running.pop(active.spec.id, None)
                 _fail(active.result, exc)
@@ -423,7 +423,7 @@ class Scheduler:
         try:
             result = await self._run_one(active)
         except Exception as exc:  # a broken run must never take the loop down
-            log.exception("run of %s failed inside the scheduler", active.spec.id)
+            log_failure(log, "run of %s failed inside the scheduler", active.spec.id)
             _fail(active.result, exc)
         else:
             if not active.result.done():
@@ -488,7 +488,7 @@ class Scheduler:
             try:
                 await self.on_finish(spec, result, state)
             except Exception:
-                log.exception("after-run hook failed for %s", spec.id)
+                log_failure(log, "after-run hook failed for %s", spec.id)
         return result
 
     # --- requests ----------------------------------------------------------------------------

@@ -91,6 +91,8 @@ def test_the_state_directory_fills_up_and_frees_again(tmp_path: Path) -> None:
         finally:
             assert daemon.stop() == 0
         assert query(db, "PRAGMA integrity_check") == [("ok",)]
+        # Reported in a line each, like any trouble with the database: never a traceback.
+        assert "Traceback" not in daemon.log.read_text()
     finally:
         subprocess.run(["umount", str(state)], check=False)
 
