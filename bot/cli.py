@@ -332,6 +332,7 @@ async def _offline_answer(config: AppConfig, payload: dict[str, Any]) -> int:
     from bot.daemon import task_environment
     from bot.lock import StateLock
     from bot.respond import respond, runs_tasks
+    from scheduler_core import procs
     from scheduler_core.scheduler import Scheduler
     from scheduler_core.store import Store
 
@@ -350,6 +351,7 @@ async def _offline_answer(config: AppConfig, payload: dict[str, Any]) -> int:
             await lock.acquire()
         try:
             await scheduler.prepare()
+            procs.only_runs()  # a foreground run: this process starts nothing else
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, scheduler.close)

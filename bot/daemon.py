@@ -228,7 +228,8 @@ async def _serve_started(config: AppConfig, clock: Clock | None, signals: Signal
         if config.signal is None:
             log.info("no signal: section in the configuration; running without Signal")
         # Orphans of runs are re-parented to us (see scheduler_core.procs): collect them as
-        # they die, so none lingers as a zombie.
+        # they die, so none lingers as a zombie. The daemon starts nothing else.
+        procs.only_runs()
         loop.add_signal_handler(signal.SIGCHLD, procs.reap_adopted)
         try:
             async with asyncio.TaskGroup() as tg:

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 _PR_SET_CHILD_SUBREAPER = 36
 _subreaper: bool | None = None
+_only_runs = False  # this process starts no children but runs (see `only_runs`)
 _leaders: set[int] = set()  # runs' leader pids whose status asyncio has not collected yet
 _spawning = 0  # leaders between fork and registration: nothing is reaped meanwhile
 
@@ -51,6 +52,15 @@ def become_subreaper() -> bool:
         if not _subreaper:
             log.info("cannot become a child subreaper; a run's setsid helpers may escape")
     return _subreaper
+
+
+def only_runs() -> None:
+    """Say that this process starts no children but task runs (the daemon, a foreground
+    `moltsched run`): then an orphan it adopts with no run's tag, while a single run goes,
+    is that run's. Elsewhere (a test process, an embedding program) such an orphan could be
+    anyone's, and is left alone."""
+    global _only_runs
+    _only_runs = True
 
 
 class Spawning:
@@ -153,7 +163,7 @@ def run_processes(
     if lead is not None and lead.ppid == me and lead.state != "Z":
         roots.add(leader)
     # A leader being spawned is our child before it is registered: not "sole" meanwhile.
-    sole = other_leaders(leader) == 0 and not _spawning
+    sole = _only_runs and other_leaders(leader) == 0 and not _spawning
     for p in procs.values():
         in_group = p.pgrp == leader and p.pid != me
         if in_group or (

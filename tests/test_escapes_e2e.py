@@ -12,6 +12,7 @@ from pathlib import Path
 from tests.helpers import MOLTSCHED, cli, query, wait_sync
 from tests.test_e2e import Daemon
 from tests.test_faults import processes_of
+from tests.test_runner import alive
 
 SCRIPTS = {
     # The reproduction from the issue: the helper keeps the run's pipes open.
@@ -110,3 +111,22 @@ def test_timeout_pause_run_and_shutdown_end_within_the_grace(tmp_path: Path) -> 
     assert processes_of(db, {"timed", "paused", "asked", "left"}) == []
     (left,) = query(db, "SELECT outcome FROM run WHERE task_id = 'left'")[0]
     assert left == "interrupted"
+
+
+def test_a_helper_that_clears_its_environment_is_found_too(tmp_path: Path) -> None:
+    """`env -i setsid helper &` carries no run's tag; the daemon, which starts nothing but
+    runs, still knows it for the run's when no other run is going."""
+    config, db = setup(tmp_path, "  - {id: bare, script: bare.sh, every: 1h}\n")
+    pidfile = tmp_path / "helper.pid"
+    (tmp_path / "tasks" / "bare.sh").write_text(
+        f"env -i setsid /bin/sleep 600 &\necho $! > {pidfile}\n"
+    )
+    daemon = Daemon(config).start()
+    try:
+        wait_sync(lambda: query(db, "SELECT outcome FROM run") == [("success",)], 10, "the run")
+        helper = int(pidfile.read_text())
+        assert not alive(helper)
+        (message,) = query(db, "SELECT message FROM log WHERE action = 'completed'")[0]
+        assert "left behind and stopped: " in message and f"(pid {helper})" in message
+    finally:
+        assert daemon.stop() == 0

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from scheduler_core import procs
 from scheduler_core.runner import TAIL_BYTES, Ending, ProcessRun, Tail, stop_leftovers
 from tests.helpers import wait_for
 
@@ -194,9 +195,15 @@ async def wait_for_pids(pids: Path, count: int) -> list[int]:
     return read_pids(pids)
 
 
+@pytest.fixture
+def only_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As in the daemon: this process starts nothing but runs (see procs.only_runs)."""
+    monkeypatch.setattr(procs, "_only_runs", True)
+
+
 @pytest.mark.parametrize("how", sorted(ESCAPES))
 async def test_what_a_run_leaves_behind_at_a_normal_exit_is_stopped_and_named(
-    tmp_path: Path, how: str
+    tmp_path: Path, how: str, only_runs: None
 ) -> None:
     pids = tmp_path / "pids"
     script = f"{ESCAPES[how].format(pids=pids)}\n{AWAIT_PIDS.format(pids=pids)}\necho started"
