@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -171,7 +170,6 @@ class Daemon:
 async def _serve_started(config: AppConfig, clock: Clock | None, signals: Signals) -> int:
     settings = config.settings
     stop = signals.stop
-    loop = asyncio.get_running_loop()
     store = await Store.open(settings.db_path, settings.retention)
     try:
         scheduler = Scheduler(
@@ -227,10 +225,10 @@ async def _serve_started(config: AppConfig, clock: Clock | None, signals: Signal
         )
         if config.signal is None:
             log.info("no signal: section in the configuration; running without Signal")
-        # Orphans of runs are re-parented to us (see scheduler_core.procs): collect them as
-        # they die, so none lingers as a zombie. The daemon starts nothing else.
+        # Orphans of runs are re-parented to us (see scheduler_core.procs); the daemon starts
+        # nothing else. They are reaped as each run ends (not on SIGCHLD: a burst of runs
+        # would overflow the loop's signal wake-up pipe), and stopped at shutdown.
         procs.only_runs()
-        loop.add_signal_handler(signal.SIGCHLD, procs.reap_adopted)
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(scheduler.run(), name="scheduler")
@@ -259,7 +257,6 @@ async def _serve_started(config: AppConfig, clock: Clock | None, signals: Signal
                     signal_task.cancel()
         finally:
             await server.close()
-            loop.remove_signal_handler(signal.SIGCHLD)
         if metrics is not None:
             await metrics.close()
         log.info("moltsched daemon stopped")

@@ -10,8 +10,9 @@ outside its group. Two things still find them:
   which tells the runs apart among our adopted children.
 
 Being a subreaper means reaping: adopted orphans that die become our zombies. `reap_adopted`
-waits for those, and never for a run's leader, whose exit status asyncio collects: leaders are
-registered from just before they are spawned until asyncio has their status.
+(called as each run ends) waits for those, and never for a run's leader, whose exit status
+asyncio collects: leaders are registered from just before they are spawned until asyncio has
+their status.
 
 What still escapes its run: a process that clears its environment *and* leaves the run's
 process tree while other runs are going (it is stopped at shutdown), and anything started by

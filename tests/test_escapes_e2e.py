@@ -33,6 +33,19 @@ SCRIPTS = {
 }
 
 
+def zombies_of(pid: int) -> list[int]:
+    """The dead children `pid` has not reaped."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] == "Z" and int(fields[1]) == pid:
+            found.append(int(proc.name))
+    return found
+
+
 def setup(tmp_path: Path, tasks: str) -> tuple[Path, Path]:
     (tmp_path / "tasks").mkdir()
     for name, text in SCRIPTS.items():
@@ -59,6 +72,8 @@ def test_ten_runs_that_leave_setsid_helpers_all_end_and_leave_nothing(tmp_path: 
             "eleven successful runs",
         )
         wait_sync(lambda: processes_of(db, ids) == [], 5, "the helpers to be gone")
+        assert daemon.proc is not None
+        assert zombies_of(daemon.proc.pid) == []  # the adopted helpers were reaped
         status = json.loads(cli("--json", "status", config=config).stdout)
         assert {t["status"] for t in status["tasks"]} == {"idle"}
         logged = [m for (m,) in query(db, "SELECT message FROM log WHERE action = 'completed'")]
