@@ -28,6 +28,7 @@ from commands.execute import Context
 from config.loader import AppConfig, ConfigError, load_config
 from scheduler_core import procs
 from scheduler_core.alerts import AlertPolicy
+from scheduler_core.cgroups import RunCgroups
 from scheduler_core.clock import Clock
 from scheduler_core.model import TaskSpec, TaskState
 from scheduler_core.runner import stop_strays
@@ -173,7 +174,12 @@ async def _serve_started(config: AppConfig, clock: Clock | None, signals: Signal
     store = await Store.open(settings.db_path, settings.retention)
     try:
         scheduler = Scheduler(
-            store, settings, config.tasks, clock=clock, base_env=task_environment()
+            store,
+            settings,
+            config.tasks,
+            clock=clock,
+            base_env=task_environment(),
+            cgroups=RunCgroups.take(),  # under systemd with Delegate=yes (see the unit)
         )
         await scheduler.prepare()
         daemon = Daemon(config, scheduler)

@@ -15,9 +15,10 @@ asyncio collects: leaders are registered from just before they are spawned until
 their status.
 
 What still escapes its run: a process that clears its environment *and* leaves the run's
-process tree while other runs are going (it is stopped at shutdown), and anything started by
-other means than fork (a `systemd-run` unit, an `at` job, a command over ssh). Linux only:
-elsewhere the process group is all there is.
+process tree while other runs are going (it is stopped at shutdown; a delegated cgroup closes
+this gap, see `cgroups`), and anything started by other means than fork (a `systemd-run`
+unit, an `at` job, a command over ssh). Linux only: elsewhere the process group is all there
+is.
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ import contextlib
 import logging
 import os
 import signal
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
 _PR_SET_CHILD_SUBREAPER = 36
+_ENVIRON_TRIES = 20
 _subreaper: bool | None = None
 _only_runs = False  # this process starts no children but runs (see `only_runs`)
 _leaders: set[int] = set()  # runs' leader pids whose status asyncio has not collected yet
@@ -140,26 +143,36 @@ def _last_pid() -> int:
 
 def tagged(pid: int, db: bytes, run_id: bytes) -> bool:
     """Whether the process carries this run's tag in its environment."""
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            raw = f.read()
-    except OSError:
-        return False
+    raw = b""
+    for _ in range(_ENVIRON_TRIES):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                raw = f.read()
+        except OSError:
+            return False
+        if raw:
+            break
+        # Empty: the process is in the middle of execve (its new environment is not in place
+        # yet), which takes well under a millisecond. Asking again beats missing it.
+        time.sleep(0.0005)
     return b"\0MOLTSCHED_RUN_ID=" + run_id + b"\0" in b"\0" + raw and (
         b"\0MOLTSCHED_DB=" + db + b"\0" in b"\0" + raw
     )
 
 
 def run_processes(
-    leader: int, tag: tuple[bytes, bytes] | None, procs: dict[int, Proc] | None = None
+    leader: int,
+    tag: tuple[bytes, bytes] | None,
+    members: Iterable[int] = (),
+    procs: dict[int, Proc] | None = None,
 ) -> list[Proc]:
-    """The live processes of the run led by `leader`: the leader, its group, and the trees
-    under it and under every adopted child of ours that belongs to the run (by its tag, its
-    group, or because no other run is going)."""
+    """The live processes of the run led by `leader`: the leader, its group, the members of
+    its cgroup (if it has one), and the trees under them and under every adopted child of
+    ours that belongs to the run (by its tag, its group, or because no other run is going)."""
     # What a run started came after its leader: older processes need not be read.
     procs = snapshot(since=leader) if procs is None else procs
     me = os.getpid()
-    roots: set[int] = set()
+    roots: set[int] = {m for m in members if m != me}
     lead = procs.get(leader)
     if lead is not None and lead.ppid == me and lead.state != "Z":
         roots.add(leader)
@@ -169,6 +182,7 @@ def run_processes(
         in_group = p.pgrp == leader and p.pid != me
         if in_group or (
             p.ppid == me
+            and p.state != "Z"
             and p.pid not in _leaders
             and p.pid != leader
             and (sole or (tag is not None and tagged(p.pid, *tag)))

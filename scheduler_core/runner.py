@@ -22,6 +22,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from scheduler_core import procs
+from scheduler_core.cgroups import RunCgroups
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +94,11 @@ class ProcessRun:
         env: Mapping[str, str] | Mapping[bytes, bytes],
         timeout: float,
         grace: float,
+        cgroups: RunCgroups | None = None,
     ) -> None:
         self.argv = tuple(argv)
+        self.cgroups = cgroups
+        self._cgroup_run: int | None = None  # the run id whose cgroup it runs in
         self.cwd = cwd
         self.env: Mapping[str, str] | Mapping[bytes, bytes] = env
         self.timeout = timeout
@@ -120,10 +124,18 @@ class ProcessRun:
         if self.interrupted:  # stopped before it began: nothing to start or to kill
             return ProcessResult(Ending.INTERRUPTED, None, 0.0, "", "")
         procs.become_subreaper()
+        argv = self.argv
+        tag = self._tag()
+        if self.cgroups is not None and tag is not None:
+            try:
+                argv = self.cgroups.wrap(int(tag[1]), argv)
+                self._cgroup_run = int(tag[1])
+            except OSError as exc:
+                log.warning("run of %s: no cgroup of its own (%s)", self.name, exc)
         with procs.Spawning() as spawning:
             try:
                 proc = await asyncio.create_subprocess_exec(
-                    *self.argv,
+                    *argv,
                     cwd=self.cwd,
                     env=self.env,
                     stdin=asyncio.subprocess.DEVNULL,
@@ -209,10 +221,28 @@ class ProcessRun:
     async def _stop_all(self, leader: int) -> str:
         """Stop everything the run started; what was found besides the leader ("" if none)."""
         tag = self._tag()
-        seen = await stop_processes(lambda: procs.run_processes(leader, tag), self.grace)
+        cgroups, run = self.cgroups, self._cgroup_run
+
+        def find() -> list[procs.Proc]:
+            members = cgroups.members(run) if cgroups is not None and run is not None else []
+            return procs.run_processes(leader, tag, members)
+
+        seen = await stop_processes(find, self.grace)
+        if cgroups is not None and run is not None:
+            cgroups.kill(run)  # whatever hid from /proc meanwhile: none of it can leave
+            await _until_removed(cgroups, run)
         if seen:
             log.debug("run of %s: stopped %s", self.name, procs.describe(seen))
         return procs.describe(p for p in seen if p.pid != leader)
+
+
+async def _until_removed(cgroups: RunCgroups, run: int) -> None:
+    """Remove the run's cgroup; killed processes leave it a moment after the kill."""
+    for _ in range(_KILL_ROUNDS):
+        if not cgroups.members(run):
+            break
+        await asyncio.sleep(_GROUP_POLL_S)
+    cgroups.remove(run)
 
 
 async def stop_processes(find: Callable[[], list[procs.Proc]], grace: float) -> list[procs.Proc]:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from scheduler_core.cgroups import RunCgroups
 from scheduler_core.clock import Clock, SystemClock
 from scheduler_core.errors import SchedulerError, TaskNotFoundError, log_failure
 from scheduler_core.model import (
@@ -121,11 +122,13 @@ class Scheduler:
         clock: Clock | None = None,
         on_finish: FinishHook | None = None,
         base_env: Mapping[str, str] | None = None,
+        cgroups: RunCgroups | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
         self.on_finish = on_finish
+        self._cgroups = cgroups  # a cgroup per run, where the daemon was given a subtree
         self._specs: dict[str, TaskSpec] = {s.id: s for s in specs}
         self._heap: list[tuple[datetime, int, str]] = []
         self._gen: dict[str, int] = {}
@@ -369,6 +372,7 @@ class Scheduler:
                 env={},  # set in _run_one, once the run id and checkpoint are known
                 timeout=spec.timeout,
                 grace=spec.grace,
+                cgroups=self._cgroups,
             )
             active = self._running[w.task_id] = _Active(w, spec, process)
             batch.append(active)
