@@ -40,13 +40,20 @@ def own_cgroup() -> Path | None:
 
 
 def delegated(path: Path | None) -> bool:
-    """Whether the cgroup at `path` was handed to us to manage (and can kill a subtree)."""
-    if path is None or not (path / "cgroup.procs").exists():
-        return False
+    """Whether the cgroup at `path` was handed to us to manage, and we can."""
+    return (
+        path is not None
+        and (path / "cgroup.kill").exists()  # Linux 5.14
+        and _marked(path)
+        and os.access(path, os.W_OK)
+    )
+
+
+def _marked(path: Path) -> bool:
     for mark in _MARKS:
         with contextlib.suppress(OSError):
             if os.getxattr(path, mark) == b"1":
-                return os.access(path, os.W_OK)
+                return True
     return False
 
 
@@ -63,6 +70,12 @@ class RunCgroups:
         if base is not None and base.name == "supervisor" and delegated(base.parent):
             return cls(base.parent)  # already moved (a second scheduler in the process)
         if not delegated(base):
+            if base is not None and _marked(base):
+                log.info(
+                    "the cgroup %s is delegated but cannot be written (read-only, as with "
+                    "ProtectControlGroups=yes); runs are found without cgroups",
+                    base,
+                )
             return None
         assert base is not None
         try:
