@@ -12,24 +12,13 @@ from pathlib import Path
 from tests.helpers import MOLTSCHED, cli, query, wait_sync
 from tests.test_e2e import Daemon
 from tests.test_faults import processes_of
-from tests.test_runner import alive
+from tests.test_runner import ESCAPES, alive
 
 SCRIPTS = {
     # The reproduction from the issue: the helper keeps the run's pipes open.
     "escape.sh": "( setsid bash -c 'sleep 600' & ); exit 0\n",
     # A helper that ignores SIGTERM, started by a run that then works for a long time.
     "stubborn.sh": "setsid bash -c 'trap \"\" TERM; while :; do sleep 1; done' &\nsleep 600\n",
-    # A proper daemon: double fork, output to /dev/null.
-    "daemonize.sh": (
-        "python3 -c 'import os,sys\n"
-        "if os.fork(): sys.exit(0)\n"
-        "os.setsid()\n"
-        "if os.fork(): sys.exit(0)\n"
-        "fd = os.open(os.devnull, os.O_RDWR)\n"
-        "[os.dup2(fd, n) for n in (0, 1, 2)]\n"
-        'os.execvp("sleep", ["sleep", "600"])\'\n'
-        "echo daemonized\n"
-    ),
 }
 
 
@@ -50,6 +39,9 @@ def setup(tmp_path: Path, tasks: str) -> tuple[Path, Path]:
     (tmp_path / "tasks").mkdir()
     for name, text in SCRIPTS.items():
         (tmp_path / "tasks" / name).write_text(text)
+    # A proper daemon: double fork, output to /dev/null.
+    daemonize = ESCAPES["double-fork"].format(pids=tmp_path / "daemon.pids")
+    (tmp_path / "tasks" / "daemonize.sh").write_text(daemonize + "\necho daemonized\n")
     config = tmp_path / "moltsched.yaml"
     config.write_text("max_concurrent: 10\ntasks:\n" + tasks)
     return config, tmp_path / "state" / "moltsched.db"

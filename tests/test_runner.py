@@ -190,6 +190,14 @@ def read_pids(pids: Path) -> list[int]:
     return [int(p) for p in pids.read_text().split()] if pids.exists() else []
 
 
+def kill_listed(*files: Path) -> None:
+    """Whatever a failed test left running, by the pids it wrote down."""
+    for f in files:
+        for p in read_pids(f):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGKILL)
+
+
 async def wait_for_pids(pids: Path, count: int) -> list[int]:
     await wait_for(lambda: len(read_pids(pids)) >= count)
     return read_pids(pids)
@@ -219,9 +227,7 @@ async def test_what_a_run_leaves_behind_at_a_normal_exit_is_stopped_and_named(
         assert result.leftovers and f"pid {helpers[0]}" in result.leftovers  # type: ignore[attr-defined]
         assert not [p for p in helpers if alive(p)]
     finally:
-        for p in read_pids(pids):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(p, signal.SIGKILL)
+        kill_listed(pids)
 
 
 @pytest.mark.parametrize("how", ["setsid", "ignores-term", "double-fork"])
@@ -240,9 +246,7 @@ async def test_a_timeout_ends_the_run_and_its_escaped_helpers_in_time(
         assert result.ending is Ending.TIMEOUT  # type: ignore[attr-defined]
         assert not [p for p in await wait_for_pids(pids, 1) if alive(p)]
     finally:
-        for p in read_pids(pids):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(p, signal.SIGKILL)
+        kill_listed(pids)
 
 
 async def test_runs_side_by_side_stop_only_their_own_helpers(tmp_path: Path) -> None:
@@ -270,10 +274,7 @@ async def test_runs_side_by_side_stop_only_their_own_helpers(tmp_path: Path) -> 
         assert not alive(b_helper)
     finally:
         long_run.cancel()
-        for f in (a_pids, b_pids):
-            for p in read_pids(f):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(p, signal.SIGKILL)
+        kill_listed(a_pids, b_pids)
 
 
 async def test_a_hundred_children_all_go_at_the_timeout(tmp_path: Path) -> None:
