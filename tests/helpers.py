@@ -131,6 +131,15 @@ async def acli(*args: str, config: Path | str) -> subprocess.CompletedProcess[st
     return subprocess.CompletedProcess(args, proc.returncode, out.decode(), err.decode())
 
 
+def ticking(root: Path) -> tuple[Path, Path]:
+    """A configuration in `root` with one task that runs every second; (config, database)."""
+    (root / "tasks").mkdir()
+    (root / "tasks" / "tick.sh").write_text("echo tick\n")
+    config = root / "moltsched.yaml"
+    config.write_text("tasks:\n  - {id: tick, script: tick.sh, every: 1s}\n")
+    return config, root / "state" / "moltsched.db"
+
+
 def query(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     """Read the database as another process would."""
     conn = sqlite3.connect(db, timeout=10)

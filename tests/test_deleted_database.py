@@ -9,17 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import cli, query, wait_sync
+from tests.helpers import cli, query, ticking, wait_sync
 from tests.test_e2e import Daemon
 
 
 @pytest.mark.parametrize("what", ["the file", "the file, its WAL and its index"])
 def test_a_database_deleted_under_the_daemon_is_put_back(tmp_path: Path, what: str) -> None:
-    (tmp_path / "tasks").mkdir()
-    (tmp_path / "tasks" / "tick.sh").write_text("echo tick\n")
-    config = tmp_path / "moltsched.yaml"
-    config.write_text("tasks:\n  - {id: tick, script: tick.sh, every: 1s}\n")
-    db = tmp_path / "state" / "moltsched.db"
+    config, db = ticking(tmp_path)
     daemon = Daemon(config).start()
     try:
         wait_sync(lambda: query(db, "SELECT run_count FROM task")[0][0] >= 3, 20, "ticks")

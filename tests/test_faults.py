@@ -12,16 +12,12 @@ from pathlib import Path
 import pytest
 
 from bench.__main__ import proc_status
-from tests.helpers import MOLTSCHED, cli, query, wait_sync
+from tests.helpers import MOLTSCHED, cli, query, ticking, wait_sync
 from tests.test_e2e import Daemon
 
 
 def test_the_database_locked_by_another_process_for_seconds(tmp_path: Path) -> None:
-    (tmp_path / "tasks").mkdir()
-    (tmp_path / "tasks" / "tick.sh").write_text("echo tick\n")
-    config = tmp_path / "moltsched.yaml"
-    config.write_text("tasks:\n  - {id: tick, script: tick.sh, every: 1s}\n")
-    db = tmp_path / "state" / "moltsched.db"
+    config, db = ticking(tmp_path)
     daemon = Daemon(config).start()
     try:
         wait_sync(lambda: query(db, "SELECT run_count FROM task")[0][0] >= 2, 20, "ticks")
@@ -64,11 +60,7 @@ def test_the_state_directory_fills_up_and_frees_again(tmp_path: Path) -> None:
     if mounted.returncode != 0:
         pytest.skip("cannot mount a small tmpfs here (needs root)")
     try:
-        (tmp_path / "tasks").mkdir()
-        (tmp_path / "tasks" / "tick.sh").write_text("echo tick\n")
-        config = tmp_path / "moltsched.yaml"
-        config.write_text("tasks:\n  - {id: tick, script: tick.sh, every: 1s}\n")
-        db = state / "moltsched.db"
+        config, db = ticking(tmp_path)
         daemon = Daemon(config).start()
         try:
             wait_sync(lambda: query(db, "SELECT run_count FROM task")[0][0] >= 2, 20, "ticks")
