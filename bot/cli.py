@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from bot import client
 from commands.grammar import VERBS, help_text
 from config.locate import find_config_path, state_dir_hint
+from scheduler_core import __version__
 from scheduler_core.errors import StoreError
 
 if TYPE_CHECKING:
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="configuration file (default: $MOLTSCHED_CONFIG, else config/moltsched.yaml)",
     )
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    parser.add_argument("--version", action="version", version=f"moltsched {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("daemon", parents=[common], help="run the scheduler in the foreground")
     # The commands that chat has too take their help from the one command table.
@@ -212,19 +214,42 @@ def _reload(config_path: Path, payload: dict[str, Any]) -> int:
 
 
 def _validate(config_path: Path, as_json: bool) -> int:
+    from config.checks import task_warnings
     from config.loader import ConfigError, load_config
 
     try:
         config = load_config(config_path)
     except ConfigError as exc:
         if as_json:
-            print(json.dumps({"valid": False, "path": str(config_path), "problems": exc.problems}))
+            print(
+                json.dumps(
+                    {
+                        "valid": False,
+                        "path": str(config_path),
+                        "problems": exc.problems,
+                        "error": str(exc).splitlines()[0],
+                        "kind": "config",
+                    }
+                )
+            )
         print(exc, file=sys.stderr)
         return EXIT_USAGE
+    warnings = task_warnings(config.tasks, config.settings.tasks_dir, os.environ.get("PATH"))
     if as_json:
-        print(json.dumps({"valid": True, "path": str(config_path), "tasks": len(config.tasks)}))
+        print(
+            json.dumps(
+                {
+                    "valid": True,
+                    "path": str(config.path),
+                    "tasks": len(config.tasks),
+                    "warnings": warnings,
+                }
+            )
+        )
     else:
-        print(f"{config_path}: valid, {len(config.tasks)} task(s)")
+        print(f"{config.path}: valid, {len(config.tasks)} task(s)")
+    for warning in warnings:
+        print(f"moltsched: warning: {warning}", file=sys.stderr)
     return 0
 
 

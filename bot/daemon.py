@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +27,7 @@ from bot.systemd import notify, watchdog, watchdog_interval
 from commands.chat import converse
 from commands.execute import Context
 from config.loader import AppConfig, ConfigError, load_config
-from scheduler_core import procs
+from scheduler_core import __version__, procs
 from scheduler_core.alerts import AlertPolicy
 from scheduler_core.cgroups import RunCgroups
 from scheduler_core.clock import Clock
@@ -223,7 +224,8 @@ async def _serve_started(config: AppConfig, clock: Clock | None, signals: Signal
             log.error("cannot open the control socket %s: %s", server.path, exc)
             return EXIT_USAGE
         log.info(
-            "moltsched daemon running: %d task(s), max_concurrent %d, state in %s, pid %d",
+            "moltsched %s daemon running: %d task(s), max_concurrent %d, state in %s, pid %d",
+            __version__,
             len(config.tasks),
             settings.max_concurrent,
             settings.state_dir,
@@ -294,15 +296,37 @@ async def _nothing() -> AsyncIterator[str]:
     yield
 
 
-def task_environment() -> dict[str, str]:
-    """The environment runs start from: ours, with our own bin folder first on PATH.
+# What systemd hands the daemon alone: a task that saw NOTIFY_SOCKET could tell systemd the
+# service is ready or stopping, and one that saw WATCHDOG_* or LISTEN_* could act on them.
+SYSTEMD_ONLY = ("NOTIFY_SOCKET", "JOURNAL_STREAM")
+SYSTEMD_PREFIXES = ("WATCHDOG_", "LISTEN_")
 
-    So a task script finds `moltsched` (for `moltsched checkpoint save`) and the `python` that
-    has `scheduler_core.checkpoint`, also under systemd, where the venv is not on PATH.
+
+def task_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment runs start from (DESIGN.md section 5): the owner's world, not ours.
+
+    PATH stays the daemon's own, so `#!/usr/bin/env python3` finds the system's Python and a
+    `pip install` in a task does not change our environment; the folder of `moltsched` is
+    added at the end only when `moltsched` is not found on it (under systemd, say), so
+    `moltsched checkpoint save` works from any script. `MOLTSCHED_PYTHON` names an
+    interpreter that has `scheduler_core.checkpoint`.
     """
-    env = dict(os.environ)
-    ours = str(Path(sys.executable).parent)
-    parts = env.get("PATH", os.defpath).split(os.pathsep)
-    if ours not in parts:
-        env["PATH"] = os.pathsep.join([ours, *parts])
+    env = {
+        k: v
+        for k, v in (os.environ if environ is None else environ).items()
+        if k not in SYSTEMD_ONLY and not k.startswith(SYSTEMD_PREFIXES)
+    }
+    path = env.get("PATH", os.defpath)
+    if shutil.which("moltsched", path=path) is None:
+        ours = str(_moltsched_folder())
+        env["PATH"] = os.pathsep.join([p for p in path.split(os.pathsep) if p] + [ours])
+    env["MOLTSCHED_PYTHON"] = sys.executable
     return env
+
+
+def _moltsched_folder() -> Path:
+    """Where the `moltsched` that runs us lives (the console script beside our Python)."""
+    argv0 = Path(sys.argv[0])
+    if argv0.name == "moltsched" and argv0.is_file():
+        return argv0.resolve().parent
+    return Path(sys.executable).parent

@@ -31,6 +31,7 @@ from commands.reply import (
     tail_lines,
     usage_error,
 )
+from scheduler_core import __version__
 from scheduler_core.errors import SchedulerError, StoreError, TaskNotFoundError, log_failure
 from scheduler_core.model import Outcome, TaskSpec, TaskState
 from scheduler_core.model import Status as TaskStatus
@@ -223,7 +224,8 @@ async def _status_json(ctx: Context) -> AsyncIterator[str]:
     signal = encode_json(ctx.signal_connected)
     waiting = await ctx.scheduler.store.alerts_waiting()
     yield (
-        f'{{"running": {running}, "signal_connected": {signal}, "alerts_waiting": {waiting}, '
+        f'{{"running": {running}, "version": "{__version__}", '
+        f'"signal_connected": {signal}, "alerts_waiting": {waiting}, '
         f'"task_count": {len(specs)}, "tasks": ['
     )
     sep = ""

@@ -193,8 +193,10 @@ def _build(model: ConfigModel, path: Path, base: Path, specs: tuple[TaskSpec, ..
 
 
 def _spec(task: TaskModel, tasks_dir: Path, zone: ZoneInfo) -> TaskSpec:
+    script = None
     if task.script is not None:
-        argv: tuple[str, ...] = ("bash", os.path.join(tasks_dir, task.script))
+        script = os.path.join(tasks_dir, task.script)
+        argv: tuple[str, ...] = ("bash", script)
     else:
         assert task.command is not None
         argv = tuple(task.command)
@@ -212,6 +214,7 @@ def _spec(task: TaskModel, tasks_dir: Path, zone: ZoneInfo) -> TaskSpec:
         interruptible=task.interruptible,
         alert=task.alert,
         env=dict(task.env),
+        script=script,
     )
 
 

@@ -2,3 +2,5 @@
 
 It imports nothing from `bot`, `commands` or `config`; they build on it.
 """
+
+__version__ = "0.2.0"

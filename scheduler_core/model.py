@@ -70,6 +70,9 @@ class TaskSpec:
     interruptible: bool = True
     alert: bool = True
     env: Mapping[str, str] = field(default_factory=dict)
+    # A `script:` task's file; its `#!` line is read as each run starts (see `runner.script_argv`)
+    # and `argv` is what runs when it has none.
+    script: str | None = None
 
 
 @dataclass(frozen=True)

@@ -300,6 +300,31 @@ async def stop_leftovers(db: str, run_ids: Collection[int], grace: float) -> int
     return len(await stop_processes(find, grace))
 
 
+# The kernel reads at most this much of a `#!` line (BINPRM_BUF_SIZE).
+SHEBANG_MAX = 256
+
+
+def script_argv(script: str) -> tuple[str, ...]:
+    """How a `script:` runs: with the interpreter its `#!` line names, as the kernel would run
+    it (the interpreter, the rest of the line as one argument, the script), else with bash.
+
+    Read as each run starts, so an edited first line applies at the next run; a file that
+    cannot be read is left to bash, which says why.
+    """
+    try:
+        with open(script, "rb") as f:
+            head = f.read(SHEBANG_MAX)
+    except OSError:
+        return ("bash", script)
+    if not head.startswith(b"#!"):
+        return ("bash", script)
+    line = head[2:].split(b"\n", 1)[0].rstrip(b"\r").strip()
+    words = line.split(None, 1)
+    if not words:
+        return ("bash", script)
+    return (*(os.fsdecode(w.strip()) for w in words), script)
+
+
 def _leader_exit(proc: asyncio.subprocess.Process) -> asyncio.Future[None]:
     """Resolves when the leader process exits.
 

@@ -34,7 +34,7 @@ from scheduler_core.model import (
     TaskSpec,
     TaskState,
 )
-from scheduler_core.runner import Ending, ProcessResult, ProcessRun, stop_leftovers
+from scheduler_core.runner import Ending, ProcessResult, ProcessRun, script_argv, stop_leftovers
 from scheduler_core.safe import safe_text
 from scheduler_core.store import Store
 from scheduler_core.triggers import Every, advance, format_duration
@@ -367,7 +367,7 @@ class Scheduler:
             del self._waiting_by_task[w.task_id]
             spec = self._specs[w.task_id]
             process = ProcessRun(
-                spec.argv,
+                spec.argv if spec.script is None else script_argv(spec.script),
                 cwd=self.settings.tasks_dir,
                 env={},  # set in _run_one, once the run id and checkpoint are known
                 timeout=spec.timeout,
