@@ -27,7 +27,7 @@ TASKS = int(os.environ.get("SOAK_TASKS", "200"))
 SECONDS = float(os.environ.get("SOAK_SECONDS", "600"))
 WARMUP = 15.0
 
-CHECKPOINTER = """
+CHECKPOINTER = """#!/usr/bin/env -S ${MOLTSCHED_PYTHON}
 from scheduler_core.checkpoint import load_checkpoint, save_checkpoint
 n = (load_checkpoint() or {"n": 0})["n"] + 1
 save_checkpoint({"n": n})
@@ -46,7 +46,7 @@ def config_text(service: str, state: Path, tasks_dir: Path) -> str:
         if i % 10 == 4:
             body = "script: fail.sh"
         elif i % 10 == 9:
-            body = "command: [python, checkpoint.py]"
+            body = "script: checkpoint.py"
         else:
             body = "script: ok.sh"
         lines.append(f"  - {{id: s{i}, {body}, every: {interval(i)}s, catch_up: skip}}")

@@ -14,16 +14,17 @@ The path where the daemon answers imports only the standard library: `moltsched 
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from bot import client
+from bot.access import user_name
 from commands.grammar import VERBS, help_text
-from config.locate import find_config_path, state_dir_hint
+from commands.match import find_task
+from config.locate import ConfigNotFound, find_config_path, state_dir_hint
 from scheduler_core import __version__
 from scheduler_core.errors import StoreError
 
@@ -36,8 +37,30 @@ EXIT_USAGE = 2
 EXIT_STATE = 3  # the scheduler's state cannot be reached
 
 
+class Failure(Exception):
+    """A command that cannot be carried out: one line on stderr, exit `code`, and under
+    `--json` `{"error", "kind", ...extra}` on stdout (see `fail`)."""
+
+    def __init__(
+        self, message: str, kind: str, code: int = EXIT_USAGE, extra: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.code = code
+        self.extra = extra or {}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error under `--json` is JSON on stdout too."""
+
+    def error(self, message: str) -> NoReturn:
+        if "--json" in sys.argv[1:]:
+            print(json.dumps({"error": f"{self.prog}: {message}", "kind": "usage"}))
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "--json",
         action="store_true",
@@ -47,18 +70,22 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--config", default=argparse.SUPPRESS, metavar="PATH", help="the configuration file"
     )
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="moltsched",
         description="A background-task scheduler controlled from Signal and this command line.",
     )
     parser.add_argument(
         "--config",
         metavar="PATH",
-        help="configuration file (default: $MOLTSCHED_CONFIG, else config/moltsched.yaml)",
+        help="configuration file (default: $MOLTSCHED_CONFIG, else the first of "
+        "./config/moltsched.yaml, $XDG_CONFIG_HOME/moltsched/moltsched.yaml, "
+        "/etc/moltsched/moltsched.yaml)",
     )
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
     parser.add_argument("--version", action="version", version=f"moltsched {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
     sub.add_parser("daemon", parents=[common], help="run the scheduler in the foreground")
     # The commands that chat has too take their help from the one command table.
     verbs = {v.name: v.help for v in VERBS}
@@ -70,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("pause", "resume"):
         p = sub.add_parser(name, parents=[common], help=verbs[name])
         p.add_argument("task")
+    p = sub.add_parser("output", parents=[common], help=verbs["output"])
+    p.add_argument("task")
+    p.add_argument("run_id", nargs="?", type=int, metavar="RUN_ID", help="default: the newest")
     p = sub.add_parser("logs", parents=[common], help=verbs["logs"])
     p.add_argument("task", nargs="?")
     p.add_argument(
@@ -89,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("value", nargs="?", help="the JSON value to save ('-' reads standard input)")
     sub.add_parser("validate", parents=[common], help="check the configuration; exit 2 if bad")
     sub.add_parser(
+        "doctor",
+        parents=[common],
+        help="check the installation and say how to fix what is wrong; exit 1 if anything fails",
+    )
+    sub.add_parser(
         "reload", parents=[common], help="make the running daemon re-read its configuration"
     )
     p = sub.add_parser(
@@ -104,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _main(args)
+    except Failure as exc:
+        return fail(str(exc), exc.kind, exc.code, args.json, exc.extra)
     except StoreError as exc:
         return fail(str(exc), exc.kind, EXIT_STATE, args.json)
     except OSError as exc:
@@ -113,16 +150,25 @@ def main(argv: list[str] | None = None) -> int:
         return fail(f"cannot use{where}: {exc.strerror or exc}", kind, EXIT_STATE, args.json)
 
 
-def fail(message: str, kind: str, code: int, as_json: bool) -> int:
+def fail(
+    message: str, kind: str, code: int, as_json: bool, extra: dict[str, Any] | None = None
+) -> int:
     """Report a failure in one line on stderr, and as JSON on stdout under `--json`."""
     if as_json:
-        print(json.dumps({"error": message, "kind": kind}))
+        print(json.dumps({"error": message, "kind": kind, **(extra or {})}))
     print(f"moltsched: {message}", file=sys.stderr)
     return code
 
 
 def _main(args: argparse.Namespace) -> int:
-    config_path = find_config_path(args.config)
+    if args.command == "doctor":
+        from bot.doctor import doctor
+
+        return doctor(args.config, args.json)
+    try:
+        config_path = find_config_path(args.config, existing=args.command != "import-seed")
+    except ConfigNotFound as exc:
+        raise Failure(str(exc), "config", extra={"looked": [str(p) for p in exc.places]}) from None
     if args.command == "daemon":
         return _daemon(config_path)
     if args.command == "validate":
@@ -133,7 +179,8 @@ def _main(args: argparse.Namespace) -> int:
         from bot.seed import import_seed
 
         return import_seed(config_path, args.dir, args.json)
-    payload: dict[str, Any] = {"json": args.json, "actor": f"cli:{_user()}"}
+    # Who asks is what the kernel says: the daemon reads it from the socket (bot.access).
+    payload: dict[str, Any] = {"json": args.json, "actor": f"cli:{user_name(os.getuid())}"}
     if args.command == "reload":
         return _reload(config_path, payload)
     if args.command == "chat":
@@ -155,6 +202,8 @@ def _command(args: argparse.Namespace) -> dict[str, Any]:
         return {"verb": "run-all"}
     if args.command == "logs":
         return {"verb": "logs", "task": args.task, "limit": args.limit}
+    if args.command == "output":
+        return {"verb": "output", "task": args.task, "run_id": args.run_id}
     raise AssertionError(args.command)
 
 
@@ -164,52 +213,55 @@ def _ask_daemon(state_dir: Path, payload: dict[str, Any]) -> int | None:
         reply = client.request(state_dir, payload, sys.stdout.buffer)
     except client.DaemonGone as exc:
         # What was asked may have been a run, and it was cut short: as an interrupted run.
-        return fail(str(exc), "daemon-gone", 1, bool(payload.get("json")))
+        raise Failure(str(exc), "daemon-gone", 1) from None
     except PermissionError:
         sock = state_dir / client.SOCKET_NAME
-        return fail(
-            f"no permission to use {sock}; run this as the daemon's user",
+        raise Failure(
+            f"no permission to use {sock}; run this as the daemon's user, or as a member of "
+            "the group the configuration's control.group names",
             "permission",
             EXIT_STATE,
-            bool(payload.get("json")),
-        )
+        ) from None
     except OSError as exc:
-        return fail(
-            f"cannot reach the daemon: {exc}", "unavailable", EXIT_STATE, bool(payload.get("json"))
-        )
+        raise Failure(f"cannot reach the daemon: {exc}", "unavailable", EXIT_STATE) from None
     if reply is None:
         return None
+    if "kind" in reply:  # refused before any answer (bot.control)
+        raise Failure(str(reply.get("error", "")), str(reply["kind"]), int(reply.get("exit", 2)))
     sys.stderr.write(reply.get("err", ""))
     return int(reply.get("exit", 1))
 
 
-def _load(config_path: Path) -> AppConfig | None:
+def _load(config_path: Path) -> AppConfig:
     from config.loader import ConfigError, load_config
 
     try:
         return load_config(config_path)
     except ConfigError as exc:
-        print(f"moltsched: {exc}", file=sys.stderr)
-        return None
+        code = EXIT_STATE if exc.kind == "permission" else EXIT_USAGE
+        raise Failure(str(exc), exc.kind, code, {"problems": exc.problems}) from None
 
 
 def _reload(config_path: Path, payload: dict[str, Any]) -> int:
-    """Ask the daemon to reload (as SIGHUP does); with no daemon, check the file instead."""
-    payload = {"reload": True, "actor": payload["actor"]}
+    """Ask the daemon to reload (as SIGHUP does) and wait for it: exit 0 once the new file is
+    in use, 2 if it was rejected (the old one stays). With no daemon, check the file."""
+    payload = {"reload": True, "json": payload["json"]}
     hint = state_dir_hint(config_path)
     answered = _ask_daemon(hint, payload) if hint is not None else None
     if answered is not None:
         return answered
     config = _load(config_path)
-    if config is None:
-        return EXIT_USAGE
     answered = _ask_daemon(config.settings.state_dir, payload)
     if answered is not None:
         return answered
-    print(
-        f"No daemon is running on {config.settings.state_dir}; it reads {config_path} "
+    message = (
+        f"No daemon is running on {config.settings.state_dir}; it reads {config.path} "
         "when it starts (the file is valid)."
     )
+    if payload["json"]:
+        print(json.dumps({"reloaded": False, "daemon": False, "message": message}))
+    else:
+        print(message)
     return 0
 
 
@@ -227,13 +279,13 @@ def _validate(config_path: Path, as_json: bool) -> int:
                         "valid": False,
                         "path": str(config_path),
                         "problems": exc.problems,
-                        "error": str(exc).splitlines()[0],
-                        "kind": "config",
+                        "error": str(exc),
+                        "kind": exc.kind,
                     }
                 )
             )
         print(exc, file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_STATE if exc.kind == "permission" else EXIT_USAGE
     warnings = task_warnings(config.tasks, config.settings.tasks_dir, os.environ.get("PATH"))
     if as_json:
         print(
@@ -271,16 +323,12 @@ def _checkpoint(config_path: Path, args: argparse.Namespace) -> int:
     db = os.environ.get("MOLTSCHED_DB") if task_id == os.environ.get("MOLTSCHED_TASK_ID") else None
     if db is None:
         config = _load(config_path)
-        if config is None:
-            return EXIT_USAGE
-        if task_id not in {t.id for t in config.tasks}:
-            from scheduler_core.errors import TaskNotFoundError
+        from scheduler_core.errors import TaskNotFoundError
 
-            print(
-                f"moltsched: {TaskNotFoundError(task_id, (t.id for t in config.tasks))}",
-                file=sys.stderr,
-            )
-            return EXIT_USAGE
+        try:
+            task_id = find_task(task_id, [t.id for t in config.tasks])
+        except TaskNotFoundError as exc:
+            raise Failure(str(exc), "unknown-task", extra={"nearest": exc.nearest}) from None
         db = str(config.settings.db_path)
     try:
         if args.action == "show":
@@ -295,20 +343,17 @@ def _checkpoint(config_path: Path, args: argparse.Namespace) -> int:
             return 0
         raw = sys.stdin.read() if args.value == "-" else args.value
         if raw is None:
-            print("moltsched: checkpoint save needs a JSON value", file=sys.stderr)
-            return EXIT_USAGE
+            raise Failure("checkpoint save needs a JSON value", "usage")
         try:
             value = json.loads(raw)
         except ValueError as exc:
-            print(f"moltsched: the checkpoint is not JSON: {exc}", file=sys.stderr)
-            return EXIT_USAGE
+            raise Failure(f"the checkpoint is not JSON: {exc}", "usage") from None
         save_checkpoint(value, task_id, db=db)
         return 0
     except CheckpointStoreError:
         raise  # the state cannot be reached: see main()
     except CheckpointError as exc:
-        print(f"moltsched: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        raise Failure(str(exc), "usage") from None
 
 
 def _daemon(config_path: Path) -> int:
@@ -319,15 +364,14 @@ def _daemon(config_path: Path) -> int:
     import logging
 
     from bot.daemon import serve
+    from bot.logs import setup_logging
 
-    logging.basicConfig(
-        level=os.environ.get("MOLTSCHED_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    config = _load(config_path)
-    if config is None:
-        return EXIT_USAGE
+    setup_logging()
+    try:
+        config = _load(config_path)
+    except Failure as exc:
+        logging.getLogger("moltsched").error("%s", exc)
+        return exc.code
     return asyncio.run(serve(config, signals=signals))
 
 
@@ -335,8 +379,6 @@ def _offline(config_path: Path, payload: dict[str, Any], hint: Path | None) -> i
     import asyncio
 
     config = _load(config_path)
-    if config is None:
-        return EXIT_USAGE
     if config.settings.state_dir != hint:
         # The quick look at the file was wrong or could not tell: ask the real place.
         answered = _ask_daemon(config.settings.state_dir, payload)
@@ -401,13 +443,6 @@ async def _print(meta: dict[str, Any], body: AsyncIterator[str]) -> int:
         sys.stdout.flush()
     sys.stderr.write(str(meta.get("err", "")))
     return int(meta.get("exit", 1))
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return str(os.getuid())
 
 
 if __name__ == "__main__":

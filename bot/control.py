@@ -1,6 +1,8 @@
 """The daemon's control socket: `STATE_DIR/control.sock`, mode 0600, one request per connection.
 
-A request is one JSON line (`{"command": {...}, "json": bool, "actor": "cli:alice"}`). The reply
+A request is one JSON line (`{"command": {...}, "json": bool}`). Who sent it is what the kernel
+says (`SO_PEERCRED`, see `bot.access`): the server sets the request's `actor` from it, over
+anything the client wrote there, and refuses callers `Access` does not allow. The reply
 is one JSON line of metadata (`{"err": text-for-stderr, "exit": code, ...}`) followed by the
 text to print on stdout, raw, up to the end of the connection (so a 3 MB status is not escaped
 into a JSON string and parsed again). The daemon holds the state lock before it binds, so a
@@ -18,6 +20,8 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+from bot.access import Access, Peer, peer_of
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +42,17 @@ _FIELDS = {"command": dict, "chat": str, "json": bool, "actor": str, "ping": boo
 class ControlServer:
     """Serves control requests on a unix socket."""
 
-    def __init__(self, path: Path, handler: Handler) -> None:
+    def __init__(
+        self,
+        path: Path,
+        handler: Handler,
+        access: Access | None = None,
+        on_denied: Callable[[Peer | None], None] | None = None,
+    ) -> None:
         self.path = path
         self._handler = handler
+        self.access = access or Access(None)
+        self._on_denied = on_denied
         self.accept_errors = AcceptErrors()
         self._server: asyncio.AbstractServer | None = None
         self._open = 0
@@ -59,6 +71,7 @@ class ControlServer:
         finally:
             os.umask(old)
         os.chmod(self.path, 0o600)
+        self.access.open_up(self.path.parent, self.path)
         self.accept_errors.install(asyncio.get_running_loop())
 
     async def close(self) -> None:
@@ -108,10 +121,21 @@ class ControlServer:
             raw = exc.partial  # no newline: the request ends with the connection
         finally:
             self._idle.pop(writer, None)
+        peer = peer_of(writer.get_extra_info("socket"))
+        if not self.access.allows(peer):
+            if self._on_denied is not None:
+                self._on_denied(peer)
+            who = peer.name if peer is not None else "this user"
+            writer.write(
+                _error(f"{who} may not use this scheduler (see control.group)", "permission", 3)
+            )
+            return
+        assert peer is not None
         request = _parse(raw)
         if request is None:
             writer.write(_error("bad request", "bad-request"))
             return
+        request["actor"] = peer.actor
         meta, body = await self._handler(request)
         writer.write(json.dumps(meta).encode() + b"\n")
         try:
@@ -139,8 +163,11 @@ def _parse(raw: bytes) -> dict[str, Any] | None:
     return request
 
 
-def _error(message: str, kind: str) -> bytes:
-    return json.dumps({"err": message + "\n", "exit": 2, "kind": kind}).encode() + b"\n"
+def _error(message: str, kind: str, code: int = 2) -> bytes:
+    return (
+        json.dumps({"err": message + "\n", "exit": code, "kind": kind, "error": message}).encode()
+        + b"\n"
+    )
 
 
 class AcceptErrors:

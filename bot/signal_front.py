@@ -26,6 +26,7 @@ from signalbot import SendMessage, SignalBot
 
 from bot.envelope import Decision, Gate, Verdict
 from bot.limiter import Limiter
+from bot.logs import quiet_signalbot
 from config.loader import SignalConfig
 from scheduler_core.errors import log_failure
 from scheduler_core.safe import safe_text
@@ -91,9 +92,13 @@ class SignalFront:
                 "signal_service": self.config.service,
                 "download_attachments": False,
                 "retry_interval": 1,
+                # Nothing is kept in signalbot's storage; said so, its warning goes.
+                "storage": {"type": "in-memory"},
             }
         )
-        backoff = RECONNECT_FIRST_S
+        quiet_signalbot()
+        backoff = previous = RECONNECT_FIRST_S
+        failures = 0  # in a row; a failure is logged once per back-off step, not per attempt
         try:
             while not self._closing:
                 try:
@@ -101,20 +106,39 @@ class SignalFront:
                         await self._bot._async_init()  # health, about, groups; waits if down
                         self._ready = True
                     self.connected = True
-                    log.info("Signal connected to %s", self.config.service)
+                    if failures:
+                        log.info(
+                            "Signal connected to %s again, after %d failed attempt(s)",
+                            self.config.service,
+                            failures,
+                        )
+                    else:
+                        log.info("Signal connected to %s", self.config.service)
+                    failures = 0
                     async for raw in self._bot._signal.messages.receive():
-                        backoff = RECONNECT_FIRST_S
+                        backoff = previous = RECONNECT_FIRST_S
                         await self._frame(raw)
                     log.warning("Signal: the service closed the connection; reconnecting")
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    log.warning("Signal connection lost (%s); reconnecting in %.1fs", exc, backoff)
+                    failures += 1
+                    if backoff < RECONNECT_MAX_S or failures == 1:
+                        log.warning(
+                            "Signal connection lost (%s); reconnecting in %.1fs", exc, backoff
+                        )
+                    elif backoff > previous:  # the last step: said once
+                        log.warning(
+                            "Signal still unreachable (%s); trying every %.0fs, quiet until it "
+                            "is back",
+                            exc,
+                            RECONNECT_MAX_S,
+                        )
                     self._ready = False
                 self.connected = False
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopped.wait(), backoff)
-                backoff = min(backoff * 2, RECONNECT_MAX_S)
+                previous, backoff = backoff, min(backoff * 2, RECONNECT_MAX_S)
         finally:
             self.connected = False
 

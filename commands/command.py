@@ -61,10 +61,19 @@ class Logs:
     limit: int = 20
 
 
-Command = Status | Run | RunAll | Pause | Resume | Logs | Help
+@dataclass(frozen=True)
+class Output:
+    """What a run printed: the tails of its stdout and stderr (the newest run by default)."""
+
+    verb: ClassVar[str] = "output"
+    task: str
+    run_id: int | None = None
+
+
+Command = Status | Run | RunAll | Pause | Resume | Logs | Output | Help
 
 _BY_VERB: dict[str, type[Command]] = {
-    c.verb: c for c in (Status, Run, RunAll, Pause, Resume, Logs, Help)
+    c.verb: c for c in (Status, Run, RunAll, Pause, Resume, Logs, Output, Help)
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,8 +18,9 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from commands.command import Command, Help, Logs, Pause, Resume, Run, RunAll, Status
+from commands.command import Command, Help, Logs, Output, Pause, Resume, Run, RunAll, Status
 from commands.grammar import VERBS, help_text
+from commands.match import find_task
 from commands.reply import (
     EXIT_OK,
     EXIT_RUN_FAILED,
@@ -71,7 +73,7 @@ async def _audit(cmd: Command, ctx: Context) -> None:
     task = getattr(cmd, "task", None)
     known = task if task in {s.id for s in ctx.scheduler.specs} else None
     store = ctx.scheduler.store
-    if isinstance(cmd, Status | Logs | Help):
+    if isinstance(cmd, Status | Logs | Output | Help):
         # A read is answered at once, even while another process holds the write lock.
         store.log_later("query", describe(cmd)[:200], task_id=known, actor=ctx.actor)
         return
@@ -84,6 +86,7 @@ async def _audit(cmd: Command, ctx: Context) -> None:
 async def execute(cmd: Command, ctx: Context) -> Reply:
     """Carry out `cmd`; never raises for anything but cancellation."""
     try:
+        cmd = _resolved(cmd, ctx)
         await _audit(cmd, ctx)
         match cmd:
             case Status(task=None):
@@ -100,6 +103,8 @@ async def execute(cmd: Command, ctx: Context) -> Reply:
                 return await _resume(ctx, task_id)
             case Logs(task=task_id, limit=limit):
                 return await _logs(ctx, task_id, limit)
+            case Output(task=task_id, run_id=run_id):
+                return await _output(ctx, task_id, run_id)
             case Help():
                 return Reply(help_text(), {"commands": [v.usage for v in VERBS]})
     except TaskNotFoundError as exc:
@@ -117,6 +122,19 @@ async def execute(cmd: Command, ctx: Context) -> Reply:
             error=True,
         )
     raise AssertionError(f"unhandled command {cmd!r}")
+
+
+def _resolved(cmd: Command, ctx: Context) -> Command:
+    """`cmd` with its task id as configured (`Flaky` is `flaky`); TaskNotFoundError if the
+    id names no task. The audit below records what was meant."""
+    task = getattr(cmd, "task", None)
+    if not isinstance(task, str):
+        return cmd
+    try:
+        found = find_task(task, ctx.scheduler.task_ids)
+    except TaskNotFoundError:
+        return cmd  # audited as asked, then refused with the nearest ids
+    return cmd if found == task else type(cmd)(**{**dataclasses.asdict(cmd), "task": found})
 
 
 def _blank(spec: TaskSpec) -> TaskState:
@@ -285,6 +303,12 @@ async def _status_one(ctx: Context, task_id: str) -> Reply:
         lines.append(f"last error: {state.last_error}")
     if state.checkpoint:
         lines.append(f"checkpoint: {state.checkpoint[:200]}")
+    if runs:
+        lines.append(
+            f"what it printed: send output:{spec.id}"
+            if ctx.chat
+            else f"what it printed: moltsched output {spec.id} [RUN_ID]"
+        )
     return Reply("\n".join(lines), data)
 
 
@@ -408,3 +432,44 @@ async def _logs(ctx: Context, task_id: str | None, limit: int) -> Reply:
         for e in entries
     ]
     return Reply(_cut(lines, ctx, "moltsched logs -n N shows more"), data)
+
+
+OUTPUT_CHAT_LINES = 12  # of stdout; stderr gets a few more under it
+
+
+async def _output(ctx: Context, task_id: str, run_id: int | None) -> Reply:
+    spec = ctx.scheduler.spec(task_id)
+    record = await ctx.scheduler.store.run(spec.id, run_id)
+    if record is None:
+        if run_id is not None:
+            message = f"{spec.id} has no run {run_id}; `status {spec.id}` lists its recent runs"
+            return usage_error(message, {"error": message, "kind": "unknown-run"})
+        return Reply(f"{spec.id} has not finished a run yet.", None)
+    data = {
+        "task_id": record.task_id,
+        "run_id": record.run_id,
+        "cause": str(record.cause),
+        "started": iso(record.started, ctx.zone),
+        "ended": iso(record.ended, ctx.zone),
+        "outcome": str(record.outcome) if record.outcome else None,
+        "exit_code": record.exit_code,
+        "duration_s": record.duration_s,
+        "stdout": record.stdout,
+        "stderr": record.stderr,
+    }
+    now = ctx.scheduler.clock.now()
+    head = (
+        f"{spec.id} run {record.run_id} ({record.cause}), "
+        f"{short_time(record.started, ctx.zone, now)}: {record.outcome or 'running'}"
+        + (f", exit {record.exit_code}" if record.exit_code is not None else "")
+    )
+    if ctx.chat:
+        out = tail_lines(record.stdout, OUTPUT_CHAT_LINES)
+        err = tail_lines(record.stderr, 5)
+        lines = [head, *(out or ["(no output)"])]
+        if err:
+            lines += ["stderr:", *err]
+        return Reply("\n".join(lines), data)
+    parts = [head, "--- stdout ---", record.stdout.rstrip("\n") or "(nothing)"]
+    parts += ["--- stderr ---", record.stderr.rstrip("\n") or "(nothing)"]
+    return Reply("\n".join(parts), data)

@@ -1,6 +1,7 @@
 """The chat grammar: text in, a Command (or a ParseError with the usage) out. Pure.
 
-`status`, `status:TASK`, `run:TASK`, `pause:TASK`, `resume:TASK`, `logs`, `logs:TASK`, `help`.
+`status`, `status:TASK`, `run:TASK`, `pause:TASK`, `resume:TASK`, `logs`, `logs:TASK`,
+`output:TASK`, `help`.
 The verb is case-insensitive, spaces around the `:` and the text are ignored, a leading `/` is
 allowed, and `run TASK` (a space for the colon) is read the same way. One table (`VERBS`)
 drives parsing, the chat help and the command line's help, so they cannot drift apart.
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
-from commands.command import Command, Help, Logs, Pause, Resume, Run, Status
+from commands.command import Command, Help, Logs, Output, Pause, Resume, Run, Status
 
 MAX_TEXT = 200  # longer than any command; a longer message is not one
 
@@ -52,6 +53,7 @@ VERBS: tuple[Verb, ...] = (
     Verb("pause", Arg.REQUIRED, lambda t: Pause(t or ""), "no scheduled runs until resume"),
     Verb("resume", Arg.REQUIRED, lambda t: Resume(t or ""), "schedule a paused task again"),
     Verb("logs", Arg.OPTIONAL, lambda t: Logs(t), "the newest log entries"),
+    Verb("output", Arg.REQUIRED, lambda t: Output(t or ""), "what a task's newest run printed"),
     Verb("help", Arg.NONE, lambda _: Help(), "this help"),
 )
 _BY_NAME = {v.name: v for v in VERBS}

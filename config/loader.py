@@ -28,9 +28,10 @@ __all__ = ["AppConfig", "ConfigError", "SignalConfig", "find_config_path", "load
 class ConfigError(Exception):
     """A configuration file that cannot be used; `problems` lists every reason."""
 
-    def __init__(self, path: Path | str, problems: list[str]) -> None:
+    def __init__(self, path: Path | str, problems: list[str], kind: str = "config") -> None:
         self.path = Path(path)
         self.problems = problems
+        self.kind = kind  # "permission" when the file could not be read for that
         listing = "\n".join(f"  {p}" for p in problems)
         count = "1 problem" if len(problems) == 1 else f"{len(problems)} problems"
         super().__init__(f"{path}: {count}:\n{listing}")
@@ -60,6 +61,8 @@ class AppConfig:
     signal: SignalConfig | None
     alerts: AlertsModel
     metrics: MetricsModel | None = None
+    # `control.group`: members use the CLI through the daemon's socket.
+    control_group: str | None = None
 
 
 def read_raw(path: Path) -> Any:
@@ -68,6 +71,10 @@ def read_raw(path: Path) -> Any:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(path, ["the file does not exist"]) from None
+    except PermissionError as exc:
+        raise ConfigError(
+            path, [f"cannot read it: {exc.strerror} (ask its owner for read access)"], "permission"
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(path, [f"cannot read it: {exc}"]) from None
     if path.suffix.lower() == ".json":
@@ -188,7 +195,14 @@ def _build(model: ConfigModel, path: Path, base: Path, specs: tuple[TaskSpec, ..
             send_burst=s.send_burst,
         )
     return AppConfig(
-        path.resolve(), settings, _zone(model), specs, signal, model.alerts, model.metrics
+        path.resolve(),
+        settings,
+        _zone(model),
+        specs,
+        signal,
+        model.alerts,
+        model.metrics,
+        model.control.group,
     )
 
 

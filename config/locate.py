@@ -15,19 +15,54 @@ import re
 from pathlib import Path
 
 DEFAULT_CONFIG = Path("config/moltsched.yaml")
+SYSTEM_CONFIG = Path("/etc/moltsched/moltsched.yaml")
+
+
+class ConfigNotFound(Exception):
+    """No configuration file in any of the places looked; the message names each."""
+
+    def __init__(self, places: list[Path]) -> None:
+        self.places = places
+        listing = ", ".join(str(p) for p in places)
+        super().__init__(
+            f"no configuration file found; looked for {listing}. "
+            "Name one with --config PATH or MOLTSCHED_CONFIG=PATH"
+        )
+
 
 _TOP_KEY = re.compile(r"^(?:state_dir|\"state_dir\"|'state_dir')\s*:(.*)$")
 _PLAIN = re.compile(r"^[^\s\"'\[\]{}&*!|>%@`#,][^#]*?$")
 
 
-def find_config_path(arg: str | os.PathLike[str] | None = None) -> Path:
-    """`--config PATH`, else `$MOLTSCHED_CONFIG`, else `config/moltsched.yaml` here."""
+def config_places() -> list[Path]:
+    """Where a configuration is looked for when none is named (DESIGN.md section 3)."""
+    xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return [
+        DEFAULT_CONFIG.absolute(),
+        Path(xdg, "moltsched", "moltsched.yaml"),
+        SYSTEM_CONFIG,
+    ]
+
+
+def find_config_path(arg: str | os.PathLike[str] | None = None, *, existing: bool = True) -> Path:
+    """`--config PATH`, else `$MOLTSCHED_CONFIG`, else the first of `config_places()` that
+    exists. With none there, ConfigNotFound naming every place; with `existing=False` (to
+    write a new file), `./config/moltsched.yaml`."""
     if arg:
         return Path(arg)
     env = os.environ.get("MOLTSCHED_CONFIG")
     if env:
         return Path(env)
-    return DEFAULT_CONFIG
+    places = config_places()
+    for place in places:
+        try:
+            if place.is_file():
+                return place
+        except OSError:  # a folder on the way we may not search: look further
+            continue
+    if not existing:
+        return DEFAULT_CONFIG
+    raise ConfigNotFound(places)
 
 
 def state_dir_hint(path: Path) -> Path | None:

@@ -214,6 +214,27 @@ class MetricsModel(_Strict):
         return value
 
 
+class ControlModel(_Strict):
+    """Who besides the daemon's own user may use the CLI through the daemon."""
+
+    group: str | None = None
+
+    @field_validator("group")
+    @classmethod
+    def _group(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        import grp
+
+        try:
+            grp.getgrnam(value)
+        except KeyError:
+            raise ValueError(
+                f"{value!r} is not a group on this machine; create it: groupadd {value}"
+            ) from None
+        return value
+
+
 class ConfigModel(_Strict):
     state_dir: str = "state"
     tasks_dir: str = "tasks"
@@ -225,6 +246,7 @@ class ConfigModel(_Strict):
     alerts: AlertsModel = Field(default_factory=AlertsModel)
     retention: RetentionModel = Field(default_factory=RetentionModel)
     metrics: MetricsModel | None = None  # off unless configured
+    control: ControlModel = Field(default_factory=ControlModel)
 
     @field_validator("timezone")
     @classmethod

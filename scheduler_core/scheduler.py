@@ -17,7 +17,7 @@ import heapq
 import itertools
 import logging
 import os
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, KeysView, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -160,6 +160,10 @@ class Scheduler:
     @property
     def specs(self) -> list[TaskSpec]:
         return list(self._specs.values())
+
+    @property
+    def task_ids(self) -> KeysView[str]:
+        return self._specs.keys()
 
     def spec(self, task_id: str) -> TaskSpec:
         try:

@@ -23,6 +23,7 @@ import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -645,26 +646,24 @@ class Store:
     async def runs(self, task_id: str, limit: int = 20) -> list[RunRecord]:
         """The newest runs of a task, newest first."""
         rows = await self._read(
-            "SELECT id, task_id, cause, due, started, ended, outcome, exit_code, duration_s, "
-            "stdout, stderr FROM run WHERE task_id = ? ORDER BY id DESC LIMIT ?",
+            f"SELECT {_RUN_COLUMNS} FROM run WHERE task_id = ? ORDER BY id DESC LIMIT ?",
             (task_id, limit),
         )
-        return [
-            RunRecord(
-                run_id=r[0],
-                task_id=r[1],
-                cause=Cause(r[2]),
-                due=from_epoch(r[3]),
-                started=datetime.fromtimestamp(r[4], UTC),
-                ended=from_epoch(r[5]),
-                outcome=Outcome(r[6]) if r[6] else None,
-                exit_code=r[7],
-                duration_s=r[8],
-                stdout=r[9],
-                stderr=r[10],
+        return [_run(r) for r in rows]
+
+    async def run(self, task_id: str, run_id: int | None = None) -> RunRecord | None:
+        """One run of a task (the newest that has ended, by default), with its output."""
+        if run_id is None:
+            rows = await self._read(
+                f"SELECT {_RUN_COLUMNS} FROM run WHERE task_id = ? AND ended IS NOT NULL "
+                "ORDER BY id DESC LIMIT 1",
+                (task_id,),
             )
-            for r in rows
-        ]
+        else:
+            rows = await self._read(
+                f"SELECT {_RUN_COLUMNS} FROM run WHERE task_id = ? AND id = ?", (task_id, run_id)
+            )
+        return _run(rows[0]) if rows else None
 
     async def import_seed(
         self, states: Sequence[SeedState], logs: Sequence[SeedLog]
@@ -862,6 +861,59 @@ class Store:
         return [
             LogEntry(datetime.fromtimestamp(r[0], UTC), r[1], r[2], r[3], r[4], r[5]) for r in rows
         ]
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """What `moltsched doctor` reads from a database, without changing it."""
+
+    problem: str | None  # None: `PRAGMA quick_check` says ok
+    alerts_waiting: int = 0
+    oldest_alert: datetime | None = None
+
+
+def inspect(path: Path) -> Inspection:
+    """Open the database read-only and check it (`quick_check`); StoreError if it cannot
+    be opened at all (missing, no permission). Never writes, never creates the file."""
+    if not path.exists():
+        raise StoreError(f"the database {path} does not exist yet", "missing")
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2)
+    except sqlite3.Error as exc:
+        raise translate(exc, path) from exc
+    try:
+        (verdict,) = db.execute("PRAGMA quick_check(5)").fetchone()
+        if verdict != "ok":
+            return Inspection(f"quick_check: {verdict}")
+        count, oldest = db.execute(
+            "SELECT COUNT(*), MIN(created) FROM outbox WHERE sent IS NULL"
+        ).fetchone()
+        return Inspection(None, count, from_epoch(oldest))
+    except sqlite3.Error as exc:
+        raise translate(exc, path) from exc
+    finally:
+        db.close()
+
+
+_RUN_COLUMNS = (
+    "id, task_id, cause, due, started, ended, outcome, exit_code, duration_s, stdout, stderr"
+)
+
+
+def _run(r: Sequence[Any]) -> RunRecord:
+    return RunRecord(
+        run_id=r[0],
+        task_id=r[1],
+        cause=Cause(r[2]),
+        due=from_epoch(r[3]),
+        started=datetime.fromtimestamp(r[4], UTC),
+        ended=from_epoch(r[5]),
+        outcome=Outcome(r[6]) if r[6] else None,
+        exit_code=r[7],
+        duration_s=r[8],
+        stdout=r[9],
+        stderr=r[10],
+    )
 
 
 def _migrate(db: sqlite3.Connection) -> None:

@@ -61,7 +61,7 @@ def test_checkpoint_commands(tmp_path: Path) -> None:
     assert query(db, "SELECT checkpoint FROM task WHERE id = 'counter'") == [(None,)]
 
 
-SAVER = """
+SAVER = """#!/usr/bin/env -S ${MOLTSCHED_PYTHON}
 from scheduler_core.checkpoint import save_checkpoint
 for i in range(1, 201):
     save_checkpoint({"n": i})
@@ -74,9 +74,7 @@ def test_checkpoint_saves_beside_a_busy_daemon(tmp_path: Path) -> None:
     (tmp_path / "tasks").mkdir()
     (tmp_path / "tasks" / "saver.py").write_text(SAVER)
     (tmp_path / "tasks" / "noop.sh").write_text("true\n")
-    savers = "\n".join(
-        f"  - {{id: saver{i}, command: [python, saver.py], every: 1h}}" for i in range(4)
-    )
+    savers = "\n".join(f"  - {{id: saver{i}, script: saver.py, every: 1h}}" for i in range(4))
     noops = "\n".join(f"  - {{id: noop{i}, script: noop.sh, every: 1s}}" for i in range(4))
     config = tmp_path / "moltsched.yaml"
     config.write_text(f"max_concurrent: 8\ntasks:\n{savers}\n{noops}\n")

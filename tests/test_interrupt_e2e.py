@@ -20,7 +20,7 @@ from tests.test_runner import alive
 N = 40
 
 # Processes items 0..N-1, recording each, checkpointing after each.
-WORKER = f"""
+WORKER = f"""#!/usr/bin/env -S ${{MOLTSCHED_PYTHON}}
 import os, time
 from scheduler_core.checkpoint import load_checkpoint, save_checkpoint
 
@@ -37,7 +37,7 @@ with open("../items.log", "a") as log:
 CONFIG = """
 max_concurrent: 1
 tasks:
-  - {id: worker, command: [python, worker.py], every: 1h, priority: 9, grace: 2s}
+  - {id: worker, script: worker.py, every: 1h, priority: 9, grace: 2s}
   - {id: quick, script: quick.sh, cron: "0 0 1 1 *"}
 """
 
@@ -251,7 +251,7 @@ def test_kill_9_of_the_daemon_alone(config: Path) -> None:
 
 SAVES = 2000
 # Saves a checkpoint of 60 kB (near the limit) over and over, saying before and after each save.
-SAVER = f"""
+SAVER = f"""#!/usr/bin/env -S ${{MOLTSCHED_PYTHON}}
 import os
 from scheduler_core.checkpoint import load_checkpoint, save_checkpoint
 
@@ -299,7 +299,7 @@ def test_kill_9_during_checkpoint_saves_again_and_again(tmp_path: Path) -> None:
     (tmp_path / "tasks").mkdir()
     (tmp_path / "tasks" / "saver.py").write_text(SAVER)
     config = tmp_path / "moltsched.yaml"
-    config.write_text("tasks:\n  - {id: saver, command: [python, saver.py], every: 1h}\n")
+    config.write_text("tasks:\n  - {id: saver, script: saver.py, every: 1h}\n")
     database = tmp_path / "state" / "moltsched.db"
     during_a_save = 0
     for cut in range(10):

@@ -1,3 +1,4 @@
+#!/usr/bin/env -S ${MOLTSCHED_PYTHON}
 """Demo task: counts up by one per run and keeps the count in its checkpoint."""
 
 from scheduler_core.checkpoint import load_checkpoint, save_checkpoint

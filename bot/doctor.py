@@ -1,0 +1,340 @@
+"""`moltsched doctor`: check the installation, and say how to fix each thing that is wrong.
+
+Each check is `{"name", "status": ok|warn|fail, "detail", "fix"}`; the exit code is 1 when any
+fails. It changes nothing: the database is opened read-only, the daemon is only pinged, the
+Signal service is only asked `GET`s, and systemd only `systemctl show`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bot import client
+from bot.access import user_name
+from config.checks import task_warnings
+from config.loader import AppConfig, ConfigError, load_config
+from config.locate import ConfigNotFound, find_config_path
+from scheduler_core.errors import StoreError
+from scheduler_core.store import inspect
+
+LOW_SPACE = 200 * 1024 * 1024  # a warning below this; a failure below a tenth of it
+HTTP_TIMEOUT_S = 3.0
+UNIT = "moltsched.service"
+MIN_SIGNAL_API = (0, 101)  # what signalbot 2.2 needs
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str  # ok | warn | fail
+    detail: str
+    fix: str = ""
+
+
+def doctor(config_arg: str | None, as_json: bool) -> int:
+    checks = run_checks(config_arg)
+    if as_json:
+        print(json.dumps({"checks": [asdict(c) for c in checks]}))
+    else:
+        for c in checks:
+            mark = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}[c.status]
+            print(f"{mark} {c.name}: {c.detail}")
+            if c.fix and c.status != "ok":
+                print(f"     fix: {c.fix}")
+    return 1 if any(c.status == "fail" for c in checks) else 0
+
+
+def run_checks(config_arg: str | None) -> list[Check]:
+    checks: list[Check] = []
+    config = _config(config_arg, checks)
+    if config is not None:
+        state_dir = config.settings.state_dir
+        checks.append(_state_dir(state_dir))
+        waiting = _database(config.settings.db_path, checks)
+        checks.append(_daemon(state_dir, config.control_group))
+        if config.signal is not None:
+            checks += _signal(config, waiting)
+    unit = _unit()
+    if unit is not None:
+        checks.append(unit)
+    return checks
+
+
+def _config(config_arg: str | None, checks: list[Check]) -> AppConfig | None:
+    try:
+        path = find_config_path(config_arg)
+    except ConfigNotFound as exc:
+        checks.append(
+            Check(
+                "config",
+                "fail",
+                str(exc),
+                "create /etc/moltsched/moltsched.yaml (see deploy/moltsched.example.yaml), "
+                "or name yours with --config or MOLTSCHED_CONFIG",
+            )
+        )
+        return None
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        fix = (
+            f"let {user_name(os.geteuid())} read it (or run doctor as the daemon's user)"
+            if exc.kind == "permission"
+            else f"correct the file; moltsched --config {path} validate lists every problem"
+        )
+        checks.append(Check("config", "fail", f"{path}: " + "; ".join(exc.problems), fix))
+        return None
+    checks.append(Check("config", "ok", f"{config.path}: valid, {len(config.tasks)} task(s)"))
+    warnings = task_warnings(config.tasks, config.settings.tasks_dir, os.environ.get("PATH"))
+    if warnings:
+        checks.append(
+            Check(
+                "tasks",
+                "warn",
+                "; ".join(warnings),
+                "each warning says what to change; validate lists them too",
+            )
+        )
+    return config
+
+
+def _state_dir(state_dir: Path) -> Check:
+    if not state_dir.exists():
+        return Check(
+            "state_dir",
+            "warn",
+            f"{state_dir} does not exist yet; the daemon creates it",
+            f"make sure its parent {state_dir.parent} is writable by the daemon's user",
+        )
+    try:
+        usage = shutil.disk_usage(state_dir)
+    except OSError as exc:
+        return Check("state_dir", "fail", f"{state_dir}: {exc.strerror}", "check its permissions")
+    free = f"{usage.free / 1e9:.1f} GB free"
+    if not os.access(state_dir, os.W_OK | os.X_OK):
+        return Check(
+            "state_dir",
+            "warn",
+            f"{state_dir} is not writable by {user_name(os.geteuid())} ({free}); "
+            "commands need the daemon running",
+            "run commands as the daemon's user, or as a member of control.group",
+        )
+    if usage.free < LOW_SPACE:
+        status = "fail" if usage.free < LOW_SPACE // 10 else "warn"
+        return Check(
+            "state_dir",
+            status,
+            f"{state_dir}: only {free}",
+            "free some space, or lower retention.output",
+        )
+    return Check("state_dir", "ok", f"{state_dir}: writable, {free}")
+
+
+def _database(db: Path, checks: list[Check]) -> tuple[int, datetime | None] | None:
+    """The database check; the alerts waiting in it (None if it could not be read)."""
+    try:
+        found = inspect(db)
+    except StoreError as exc:
+        if exc.kind == "missing":
+            checks.append(Check("database", "warn", str(exc), "the daemon creates it at start"))
+        elif exc.kind == "permission":
+            checks.append(
+                Check(
+                    "database",
+                    "warn",
+                    f"{db} cannot be read by {user_name(os.geteuid())}",
+                    "run doctor as the daemon's user to check it",
+                )
+            )
+        else:
+            checks.append(Check("database", "fail", str(exc), _DB_FIX))
+        return None
+    if found.problem is not None:
+        checks.append(Check("database", "fail", f"{db}: {found.problem}", _DB_FIX))
+        return None
+    checks.append(Check("database", "ok", f"{db}: quick_check ok"))
+    return found.alerts_waiting, found.oldest_alert
+
+
+_DB_FIX = (
+    "stop the daemon, move the file aside and start it again (a new database is made; "
+    "see the README, 'When the database is damaged')"
+)
+
+
+def _daemon(state_dir: Path, group: str | None) -> Check:
+    me = user_name(os.geteuid())
+    try:
+        reply = client.request(state_dir, {"ping": True})
+    except PermissionError:
+        return Check(
+            "daemon",
+            "fail",
+            f"running, but {me} may not use {state_dir / client.SOCKET_NAME}",
+            f"add {me} to the group control.group names ({group})"
+            if group
+            else f"set control.group in the configuration and add {me} to that group",
+        )
+    except (OSError, client.DaemonGone) as exc:
+        return Check("daemon", "fail", f"cannot reach it: {exc}", "see its log")
+    if reply is None:
+        return Check(
+            "daemon",
+            "fail",
+            f"not running on {state_dir}",
+            "systemctl start moltsched (or moltsched daemon in the foreground)",
+        )
+    if "kind" in reply:
+        return Check("daemon", "fail", str(reply.get("error")), "see control.group")
+    return Check("daemon", "ok", f"running (pid {reply.get('pid')}), reachable by {me}")
+
+
+def _get(service: str, path: str) -> tuple[int, Any]:
+    url = f"http://{service}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as response:
+            body = response.read()
+            return response.status, json.loads(body) if body else None
+    except urllib.error.HTTPError as exc:
+        return exc.code, None
+
+
+def _signal(config: AppConfig, waiting: tuple[int, datetime | None] | None) -> list[Check]:
+    assert config.signal is not None
+    service, account = config.signal.service, config.signal.account
+    checks: list[Check] = []
+    up = "docker compose -f deploy/docker-compose.yml up -d (see the README, 'Signal')"
+    try:
+        status, _ = _get(service, "/v1/health")
+        about_status, about = _get(service, "/v1/about")
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return [Check("signal", "fail", f"{service} cannot be reached: {reason}", up)]
+    if status != 204 or about_status != 200 or not isinstance(about, dict):
+        return [Check("signal", "fail", f"{service} does not answer as signal-cli-rest-api", up)]
+    mode, version = about.get("mode"), str(about.get("version", "?"))
+    if mode != "json-rpc":
+        checks.append(
+            Check(
+                "signal",
+                "fail",
+                f"{service} runs in {mode} mode; moltsched needs json-rpc",
+                "set MODE=json-rpc for the container (deploy/docker-compose.yml does)",
+            )
+        )
+    elif version != "unset" and _version(version) < MIN_SIGNAL_API:
+        checks.append(
+            Check(
+                "signal",
+                "fail",
+                f"{service}: signal-cli-rest-api {version}; 0.101 or later is needed",
+                "pull a newer bbernhard/signal-cli-rest-api image",
+            )
+        )
+    else:
+        checks.append(Check("signal", "ok", f"{service}: json-rpc mode, version {version}"))
+    try:
+        accounts_status, accounts = _get(service, "/v1/accounts")
+    except (OSError, ValueError) as exc:
+        accounts_status, accounts = 0, str(exc)
+    if accounts_status == 200 and isinstance(accounts, list):
+        if account in accounts:
+            checks.append(Check("signal account", "ok", f"{account} is registered"))
+        else:
+            checks.append(
+                Check(
+                    "signal account",
+                    "fail",
+                    f"{account} is not registered with {service}",
+                    "link or register it (see the README, 'Signal')",
+                )
+            )
+    else:
+        checks.append(
+            Check("signal account", "warn", f"could not list the accounts of {service}", "")
+        )
+    if waiting is not None:
+        count, oldest = waiting
+        if count == 0:
+            checks.append(Check("alerts", "ok", "no alerts waiting"))
+        else:
+            assert oldest is not None
+            age = (datetime.now(UTC) - oldest).total_seconds()
+            checks.append(
+                Check(
+                    "alerts",
+                    "warn" if age < 3600 else "fail",
+                    f"{count} alert(s) waiting, the oldest for {_age(age)}",
+                    "they go out once Signal delivers again; see the daemon's log",
+                )
+            )
+    return checks
+
+
+def _version(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(p) for p in text.split(".")[:2])
+    except ValueError:
+        return (0,)
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def _unit() -> Check | None:
+    """The systemd unit's reload and restart settings, if it is installed."""
+    if shutil.which("systemctl") is None:
+        return None
+    try:
+        shown = subprocess.run(
+            [
+                "systemctl",
+                "show",
+                UNIT,
+                "-p",
+                "LoadState",
+                "-p",
+                "ExecReload",
+                "-p",
+                "RestartPreventExitStatus",
+                "-p",
+                "Restart",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    props = dict(line.partition("=")[::2] for line in shown.stdout.splitlines())
+    if shown.returncode != 0 or props.get("LoadState") != "loaded":
+        return None
+    problems = []
+    if "moltsched" not in props.get("ExecReload", "") or "reload" not in props.get(
+        "ExecReload", ""
+    ):
+        problems.append("ExecReload is not `moltsched reload` (a bad file would go unnoticed)")
+    if "2" not in props.get("RestartPreventExitStatus", "").split():
+        problems.append("RestartPreventExitStatus lacks 2 (a bad file restarts it in a loop)")
+    if not problems:
+        return Check("unit", "ok", f"{UNIT}: reload waits for the result; no restart loop")
+    return Check(
+        "unit",
+        "warn",
+        f"{UNIT}: " + "; ".join(problems),
+        "install the unit from this version's deploy/moltsched.service",
+    )
