@@ -9,10 +9,12 @@ exit 0. Only `bot/` knows about sockets and signals; the engine knows neither.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import shutil
 import sys
+import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +33,7 @@ from scheduler_core import __version__, procs
 from scheduler_core.alerts import AlertPolicy
 from scheduler_core.cgroups import RunCgroups
 from scheduler_core.clock import Clock
+from scheduler_core.errors import log_failure
 from scheduler_core.model import TaskSpec, TaskState
 from scheduler_core.runner import stop_strays
 from scheduler_core.scheduler import RunResult, Scheduler
@@ -43,6 +46,8 @@ log = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_USAGE = 2
+# Beyond the longest grace of a running task: time to record the runs and close the store.
+STOP_MARGIN_S = 10.0
 
 
 async def serve(
@@ -106,22 +111,41 @@ class Daemon:
         if request.get("ping"):
             return {"err": "", "exit": 0, "pid": os.getpid()}, _nothing()
         if request.get("reload"):
-            code, message = await self.reload()
-            return (
-                ({"err": message + "\n", "exit": code}, _nothing())
-                if code
-                else (
-                    {"err": "", "exit": 0},
-                    _lines(message),
+            code, message = await self.reload(str(request.get("actor") or "cli"))
+            if request.get("json"):
+                body = {"reloaded": code == 0, "daemon": True, "message": message}
+                if code:
+                    body |= {"error": message, "kind": "config"}
+                return {"err": message + "\n" if code else "", "exit": code}, _lines(
+                    json.dumps(body)
                 )
-            )
+            if code:
+                return {"err": message + "\n", "exit": code}, _nothing()
+            return {"err": "", "exit": 0}, _lines(message)
         connected = self.signal.connected if self.signal is not None else None
         return await respond(
             request, self.scheduler, self.config.zone, daemon=True, signal_connected=connected
         )
 
-    async def reload(self) -> tuple[int, str]:
-        """Re-read the configuration (SIGHUP, `moltsched reload`); keep the old one if bad."""
+    async def reload(self, actor: str = "SIGHUP") -> tuple[int, str]:
+        """Re-read the configuration (SIGHUP, `moltsched reload`); keep the old one if bad.
+
+        systemd hears RELOADING=1 before and READY=1 after, whatever the outcome (the old
+        configuration stays in use when the new one is rejected); the action log records it
+        with who asked."""
+        notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        try:
+            code, message = await self._reload()
+        finally:
+            notify(f"READY=1\nSTATUS=running {len(self.config.tasks)} task(s)")
+        action = "reloaded" if code == 0 else "reload_rejected"
+        try:
+            await self.scheduler.store.log(action, message[:500], actor=actor)
+        except Exception:  # the log must not turn a reload into a failure
+            log_failure(log, "could not record the reload")
+        return code, message
+
+    async def _reload(self) -> tuple[int, str]:
         async with self._reloading:
             path = self.config.path
             try:
@@ -243,7 +267,7 @@ async def _serve_started(config: AppConfig, clock: Clock | None, signals: Signal
                 notify(f"READY=1\nSTATUS=running {len(config.tasks)} task(s)")
 
                 def reload() -> None:
-                    tg.create_task(daemon.reload(), name="reload")
+                    tg.create_task(daemon.reload("SIGHUP"), name="reload")
 
                 signals.ready(reload)
                 interval = watchdog_interval()
@@ -256,6 +280,11 @@ async def _serve_started(config: AppConfig, clock: Clock | None, signals: Signal
                 await stop.wait()
                 signals.stopping()
                 notify("STOPPING=1")
+                # The runs get their grace; tell systemd before its TimeoutStopSec runs out.
+                graces = [spec.grace for spec in scheduler.running_specs()]
+                if graces:
+                    needed = max(graces) + STOP_MARGIN_S
+                    notify(f"EXTEND_TIMEOUT_USEC={int(needed * 1_000_000)}")
                 await server.close()
                 scheduler.close()
                 tg.create_task(_stop_strays(scheduler), name="strays")

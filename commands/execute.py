@@ -29,13 +29,15 @@ from commands.reply import (
     encode_json,
     iso,
     parse_checkpoint,
+    short_actor,
     short_time,
+    shorten_ids,
     tail_lines,
     usage_error,
 )
 from scheduler_core import __version__
 from scheduler_core.errors import SchedulerError, StoreError, TaskNotFoundError, log_failure
-from scheduler_core.model import Outcome, TaskSpec, TaskState
+from scheduler_core.model import LogEntry, Outcome, TaskSpec, TaskState
 from scheduler_core.model import Status as TaskStatus
 from scheduler_core.scheduler import Admission, RunResult, Scheduler
 
@@ -412,7 +414,11 @@ async def _logs(ctx: Context, task_id: str | None, limit: int) -> Reply:
         ctx.scheduler.spec(task_id)
     if limit < 1:
         return usage_error("-n must be at least 1")
-    entries = await ctx.scheduler.store.logs(task_id, limit)
+    # A phone shows one line per run: `started` goes when the run's end is in view, so read
+    # enough to fill the screen anyway.
+    entries = await ctx.scheduler.store.logs(task_id, limit * 2 if ctx.chat else limit)
+    if ctx.chat:
+        entries = _one_line_per_run(entries)[:limit]
     data = [
         {
             "time": iso(e.time, ctx.zone),
@@ -420,18 +426,59 @@ async def _logs(ctx: Context, task_id: str | None, limit: int) -> Reply:
             "action": e.action,
             "message": e.message,
             "duration_s": e.duration_s,
+            "actor": e.actor,
         }
         for e in entries
     ]
     if not entries:
         return Reply("No log entries yet.", data)
     now: datetime = ctx.scheduler.clock.now()
-    lines = [
-        f"{short_time(e.time, ctx.zone, now)} {e.task_id or '-'} {e.action}"
-        + (f": {e.message[:120]}" if e.message else "")
-        for e in entries
-    ]
+    if ctx.chat:
+        lines = [_phone_line(e, ctx, now) for e in entries]
+    else:
+        lines = [
+            f"{short_time(e.time, ctx.zone, now)} {e.task_id or '-'} {e.action}"
+            + (f": {e.message[:120]}" if e.message else "")
+            + (f" [{e.actor}]" if e.actor and e.actor not in e.message else "")
+            for e in entries
+        ]
     return Reply(_cut(lines, ctx, "moltsched logs -n N shows more"), data)
+
+
+_ENDS = {"completed", "failed", "timeout", "interrupted"}
+
+
+def _one_line_per_run(entries: list[LogEntry]) -> list[LogEntry]:
+    """Newest first; a run's `started` entry is left out once its end is listed (a task never
+    overlaps itself, so the newer end of the same task is that run's)."""
+    ended: set[str | None] = set()
+    kept = []
+    for e in entries:
+        if e.action in _ENDS:
+            ended.add(e.task_id)
+        elif e.action == "started" and e.task_id in ended:
+            ended.discard(e.task_id)
+            continue
+        kept.append(e)
+    return kept
+
+
+_PHONE_ACTION = {"completed": "ok", "failed": "FAILED", "timeout": "TIMEOUT", "started": "running"}
+
+
+def _phone_line(e: LogEntry, ctx: Context, now: datetime) -> str:
+    when = short_time(e.time, ctx.zone, now)
+    action = _PHONE_ACTION.get(e.action, e.action)
+    message = shorten_ids(e.message)
+    if e.action == "completed" and e.duration_s is not None:
+        message = f"{e.duration_s:.1f}s"
+    elif e.action == "started":
+        message = message.removesuffix(" run").replace("scheduled", "")
+    who = f" ({short_actor(e.actor)})" if e.actor and e.action in ("command", "reload") else ""
+    if e.action == "command":  # "run:tick by alice" reads better as what was asked
+        return f"{when} {message}{who}"
+    text = f"{when} {e.task_id or '-'} {action}" + (f": {message[:80]}" if message else "")
+    return text + who
 
 
 OUTPUT_CHAT_LINES = 12  # of stdout; stderr gets a few more under it

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -71,6 +72,26 @@ def short_time(when: datetime | None, zone: ZoneInfo, now: datetime) -> str:
     if abs((local.date() - today).days) < 7:
         return local.strftime("%a %H:%M")
     return local.strftime("%Y-%m-%d %H:%M")
+
+
+_UUID = re.compile(r"\b([0-9a-f]{8})-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.I)
+_NUMBER = re.compile(r"\+\d{6,}(\d{4})\b")
+
+
+def shorten_ids(text: str) -> str:
+    """Signal ids cut to what a person tells apart on a phone: a UUID to its first 8
+    characters, a phone number to its last four digits (`…5678`)."""
+    return _NUMBER.sub(r"…\1", _UUID.sub(r"\1…", text))
+
+
+def short_actor(actor: str | None) -> str:
+    """`signal:+4917612345678` as `…5678`, `cli:alice` as `alice`."""
+    if not actor:
+        return ""
+    kind, _, who = actor.partition(":")
+    if kind == "cli" and who:
+        return who
+    return shorten_ids(who or actor)
 
 
 def parse_checkpoint(text: str | None) -> Any:

@@ -115,5 +115,8 @@ def alert_text(
     head = f"⚠️ {who} failed: {message}"
     if kind is AlertKind.REMINDER:
         head = f"⚠️ {who} is still failing ({failures} runs in a row): {message}"
+    # The output's last lines, but not one the message already quotes (it ends with the
+    # last line of stderr): an alert says each thing once.
     lines = [ln.rstrip()[:160] for ln in output.splitlines() if ln.strip()][-5:]
+    lines = [ln for ln in lines if ln.strip() not in message]
     return "\n".join([head, *lines])

@@ -161,6 +161,10 @@ class Scheduler:
     def specs(self) -> list[TaskSpec]:
         return list(self._specs.values())
 
+    def running_specs(self) -> list[TaskSpec]:
+        """The tasks with a run under way now."""
+        return [active.spec for active in self._running.values()]
+
     @property
     def task_ids(self) -> KeysView[str]:
         return self._specs.keys()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import MOLTSCHED, REPO
+from tests.helpers import MOLTSCHED, REPO, cli, query, wait_sync
 
 UNIT = REPO / "deploy" / "moltsched.service"
 
@@ -30,8 +32,9 @@ def test_the_unit_has_what_a_deployment_needs() -> None:
     assert d["Type"] == "notify" and int(d["WatchdogSec"]) > 0
     assert d["ExecStart"].endswith("/.venv/bin/moltsched daemon")  # no shell wrapper
     assert d["ExecStartPre"].endswith("moltsched validate")
-    assert d["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    assert d["ExecReload"].endswith("/.venv/bin/moltsched reload")  # waits, fails if rejected
     assert d["Restart"] == "on-failure" and d["KillMode"] == "mixed"
+    assert "2" in d["RestartPreventExitStatus"].split()  # a bad configuration: no loop
     assert int(d["TimeoutStopSec"]) > 10 + 5  # the default task grace, and time to record
     assert d["StateDirectory"] == d["ConfigurationDirectory"] == "moltsched"
     assert d["User"] == "moltsched"
@@ -58,6 +61,104 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
     )
     complaints = [ln for ln in result.stderr.splitlines() if str(unit) in ln]
     assert result.returncode == 0 and complaints == []
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd is not installed")
+def test_systemd_analyze_security_rates_the_unit_5_or_lower(tmp_path: Path) -> None:
+    unit = tmp_path / "moltsched.service"
+    unit.write_text(UNIT.read_text().replace("/opt/moltsched/.venv/bin/moltsched", MOLTSCHED))
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", str(unit)],
+        capture_output=True,
+        text=True,
+    )
+    if "--offline" in result.stderr and "unrecognized" in result.stderr:
+        pytest.skip("this systemd-analyze cannot rate a unit file offline (systemd < 250)")
+    overall = [ln for ln in result.stdout.splitlines() if "Overall exposure level" in ln]
+    assert overall, result.stdout + result.stderr
+    score = float(overall[0].split(":")[1].split()[0])
+    assert score <= 5.0, overall[0]
+
+
+def receive_until(sock: socket.socket, wanted: str) -> list[str]:
+    """Datagrams up to and including the first that starts with `wanted` (watchdog pings
+    left out)."""
+    seen = []
+    while True:
+        msg = sock.recv(4096).decode()
+        if msg != "WATCHDOG=1":
+            seen.append(msg)
+        if msg.startswith(wanted):
+            return seen
+
+
+def test_reload_says_reloading_then_ready_and_waits_for_the_verdict(tmp_path: Path) -> None:
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "t.sh").write_text("true\n")
+    config = tmp_path / "moltsched.yaml"
+    config.write_text("tasks:\n  - {id: t, script: t.sh, cron: '0 0 1 1 *'}\n")
+    address = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(address)
+        sock.settimeout(15)
+        daemon = subprocess.Popen(
+            [MOLTSCHED, "--config", str(config), "daemon"],
+            stderr=subprocess.DEVNULL,
+            env=os.environ | {"NOTIFY_SOCKET": address},
+        )
+        try:
+            receive_until(sock, "READY=1")
+            config.write_text(config.read_text() + "  - {id: u, script: t.sh, every: 1h}\n")
+            done = cli("reload", config=config)
+            assert done.returncode == 0 and "added u" in done.stdout, done.stderr
+            seen = receive_until(sock, "READY=1")
+            assert seen[0].startswith("RELOADING=1\nMONOTONIC_USEC=")
+            assert "STATUS=running 2 task(s)" in seen[-1]
+            config.write_text("tasks: [{id: BAD}]\n")
+            rejected = cli("--json", "reload", config=config)
+            assert rejected.returncode == 2
+            verdict = json.loads(rejected.stdout)
+            assert verdict["reloaded"] is False and verdict["kind"] == "config"
+            assert "tasks[0].id" in verdict["error"]
+            seen = receive_until(sock, "READY=1")  # still ready, on the old configuration
+            assert seen[0].startswith("RELOADING=1") and "2 task(s)" in seen[-1]
+            logs = json.loads(cli("--json", "logs", config=config).stdout)
+            actions = [(e["action"], e["actor"]) for e in logs]
+            me = f"cli:{pwd.getpwuid(os.getuid()).pw_name}"
+            assert ("reload_rejected", me) in actions and ("reloaded", me) in actions
+        finally:
+            daemon.kill()
+            daemon.wait()
+
+
+def test_stopping_extends_the_timeout_by_a_running_tasks_grace(tmp_path: Path) -> None:
+    (tmp_path / "tasks").mkdir()
+    # Ignores SIGTERM for a while, so the daemon must wait out its grace.
+    (tmp_path / "tasks" / "slow.sh").write_text("trap '' TERM\nsleep 1.5\n")
+    config = tmp_path / "moltsched.yaml"
+    config.write_text("tasks:\n  - {id: slow, script: slow.sh, every: 1h, grace: 45s}\n")
+    address = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(address)
+        sock.settimeout(15)
+        daemon = subprocess.Popen(
+            [MOLTSCHED, "--config", str(config), "daemon"],
+            stderr=subprocess.DEVNULL,
+            env=os.environ | {"NOTIFY_SOCKET": address},
+        )
+        try:
+            receive_until(sock, "READY=1")
+            db = tmp_path / "state" / "moltsched.db"
+            wait_sync(lambda: query(db, "SELECT COUNT(*) FROM run")[0][0] == 1, 15, "the run")
+            daemon.send_signal(signal.SIGTERM)
+            seen = receive_until(sock, "EXTEND_TIMEOUT_USEC=")
+            assert "STOPPING=1" in seen
+            assert int(seen[-1].split("=")[1]) >= 45_000_000
+            assert daemon.wait(15) == 0
+        finally:
+            if daemon.poll() is None:
+                daemon.kill()
+                daemon.wait()
 
 
 def test_ready_watchdog_and_stopping_on_a_real_notify_socket(tmp_path: Path) -> None:
