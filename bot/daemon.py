@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot import client
+from bot.access import Access, Peer
 from bot.control import ControlServer
 from bot.lock import StateLock
 from bot.outbox import Alerter, Outbox
@@ -125,6 +126,16 @@ class Daemon:
         connected = self.signal.connected if self.signal is not None else None
         return await respond(
             request, self.scheduler, self.config.zone, daemon=True, signal_connected=connected
+        )
+
+    def denied(self, peer: Peer | None) -> None:
+        """A caller the control socket refused: logged, like a stranger on Signal."""
+        who = peer.name if peer is not None else "an unknown process"
+        log.warning("control socket: refused %s (not in control.group)", who)
+        self.scheduler.store.log_later(
+            "denied",
+            f"control socket: {who} is not allowed (see control.group)",
+            actor=peer.actor if peer is not None else None,
         )
 
     async def reload(self, actor: str = "SIGHUP") -> tuple[int, str]:
@@ -240,7 +251,12 @@ async def _serve_started(config: AppConfig, clock: Clock | None, signals: Signal
                     await hook(spec, result, state)
 
             scheduler.on_finish = after_run
-        server = ControlServer(settings.state_dir / client.SOCKET_NAME, daemon.handle)
+        server = ControlServer(
+            settings.state_dir / client.SOCKET_NAME,
+            daemon.handle,
+            Access(config.control_group),
+            on_denied=daemon.denied,
+        )
         try:
             await server.start()
         except OSError as exc:

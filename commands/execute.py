@@ -110,16 +110,20 @@ async def execute(cmd: Command, ctx: Context) -> Reply:
             case Help():
                 return Reply(help_text(), {"commands": [v.usage for v in VERBS]})
     except TaskNotFoundError as exc:
-        return usage_error(str(exc), {"error": str(exc), "nearest": exc.nearest})
+        return usage_error(
+            str(exc), {"error": str(exc), "kind": "unknown-task", "nearest": exc.nearest}
+        )
     except StoreError as exc:  # the database cannot be reached: one line, exit 3
         return Reply(str(exc), {"error": str(exc), "kind": exc.kind}, EXIT_STATE, error=True)
     except SchedulerError as exc:
-        return Reply(str(exc), {"error": str(exc)}, EXIT_RUN_FAILED, error=True)
+        return Reply(
+            str(exc), {"error": str(exc), "kind": "scheduler"}, EXIT_RUN_FAILED, error=True
+        )
     except Exception:
         log.exception("command %r failed", cmd)
         return Reply(
             "Something went wrong; the daemon log has the details.",
-            {"error": "internal error"},
+            {"error": "internal error", "kind": "internal"},
             EXIT_RUN_FAILED,
             error=True,
         )
@@ -354,6 +358,8 @@ async def _run(ctx: Context, task_id: str) -> Reply:
     result = await submission.result
     data = run_json(result, ctx.zone) | {"admission": str(submission.admission)}
     code = EXIT_OK if result.outcome is Outcome.SUCCESS else EXIT_RUN_FAILED
+    if code:  # a failure under --json always carries these two (DESIGN.md section 4)
+        data |= {"error": result.message, "kind": str(result.outcome)}
     return Reply(run_text(result), data, code)
 
 
@@ -370,6 +376,8 @@ async def _run_all(ctx: Context) -> Reply:
     lines += [f"{r.task_id}: {r.outcome} ({r.message})" for r in results]
     lines += errors
     code = EXIT_RUN_FAILED if failed or errors else EXIT_OK
+    if code:
+        data |= {"error": f"{len(failed) + len(errors)} run(s) did not succeed", "kind": "failed"}
     return Reply("\n".join(lines), data, code)
 
 

@@ -48,7 +48,7 @@ class Reply:
 
 def usage_error(message: str, data: Any = None) -> Reply:
     """A reply for a command that cannot be carried out as asked (exit 2)."""
-    payload = data if data is not None else {"error": message}
+    payload = data if data is not None else {"error": message, "kind": "usage"}
     return Reply(message, payload, EXIT_USAGE, error=True)
 
 

@@ -1,0 +1,198 @@
+"""The agent as a first-class user (issue 12, point 1), with real Unix users: the daemon runs as
+a service user, the agent is in `control.group`, a stranger is not. Who did what is what the
+kernel says (SO_PEERCRED), whatever the client writes in its request."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import query, wait_sync
+from tests.unix_users import User, moltsched_as, popen_as, run_as, unix_group, unix_user
+
+# A raw request claiming to be root; the daemon must record who really sent it.
+FORGED = """
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(json.dumps({"command": {"verb": "pause", "task": "tick"}, "actor": "cli:root"}).encode()
+          + b"\\n")
+s.shutdown(socket.SHUT_WR)
+print(s.recv(65536).decode())
+"""
+
+
+@pytest.fixture
+def world() -> Iterator[tuple[Path, str, User, User, User]]:
+    """(root folder, group, service user, agent, stranger), removed after."""
+    with (
+        unix_group() as group,
+        unix_user((group,)) as service,
+        unix_user((group,)) as agent,
+        unix_user() as stranger,
+    ):
+        root = Path(tempfile.mkdtemp(prefix="moltsched-access-", dir="/tmp"))
+        try:
+            root.chmod(0o755)
+            (root / "tasks").mkdir()
+            (root / "tasks" / "tick.sh").write_text("echo tick\n")
+            # As systemd's StateDirectoryMode=0700 leaves it: only the service user.
+            (root / "state").mkdir(mode=0o700)
+            for path in (root, root / "tasks", root / "state"):
+                os.chown(path, service.uid, service.gid)
+            yield root, group, service, agent, stranger
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def test_members_of_control_group_use_it_and_everyone_else_is_refused(
+    world: tuple[Path, str, User, User, User],
+) -> None:
+    root, group, service, agent, stranger = world
+    config = root / "moltsched.yaml"
+    config.write_text(
+        f"control:\n  group: {group}\ntasks:\n  - {{id: tick, script: tick.sh, every: 1h}}\n"
+    )
+    config.chmod(0o644)
+    argv, env = moltsched_as(service)
+    log = root / "daemon.log"
+    with open(log, "wb") as err:
+        daemon = popen_as(service, [*argv, "--config", str(config), "daemon"], env, err)
+    try:
+        sock = root / "state" / "control.sock"
+        wait_sync(lambda: "daemon running" in log.read_text(), 30, "the daemon")
+        # The daemon opened the socket and the state directory to the group, no further.
+        info = sock.stat()
+        assert stat.S_IMODE(info.st_mode) == 0o660 and info.st_gid == _gid(group)
+        state = (root / "state").stat()
+        assert state.st_gid == _gid(group) and stat.S_IMODE(state.st_mode) == 0o710
+
+        agent_argv, agent_env = moltsched_as(agent)
+        done = run_as(agent, [*agent_argv, "--config", str(config), "--json", "status"], agent_env)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["running"] is True
+        done = run_as(
+            agent, [*agent_argv, "--config", str(config), "--json", "run", "TICK"], agent_env
+        )
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["outcome"] == "success"
+
+        # A request that claims to be root is recorded as the agent's.
+        system_python = agent_argv[0] if agent_argv[0].endswith("python3") else "python3"
+        forged = run_as(agent, [system_python, "-c", FORGED, str(sock)], {})
+        assert forged.returncode == 0, forged.stderr
+        db = root / "state" / "moltsched.db"
+        actors = {a for (a,) in query(db, "SELECT actor FROM log WHERE actor IS NOT NULL")}
+        assert f"cli:{agent.name}" in actors and "cli:root" not in actors
+        logs = run_as(agent, [*agent_argv, "--config", str(config), "--json", "logs"], agent_env)
+        entries = json.loads(logs.stdout)
+        paused = next(e for e in entries if e["action"] == "paused")
+        assert paused["actor"] == f"cli:{agent.name}"
+        ran = next(e for e in entries if e["message"] == "run:tick")  # as configured
+        assert ran["actor"] == f"cli:{agent.name}" and ran["action"] == "command"
+        text = run_as(agent, [*agent_argv, "--config", str(config), "logs"], agent_env).stdout
+        assert f"cli:{agent.name}" in text
+
+        # A stranger: exit 3, one line on stderr, and under --json a JSON error on stdout.
+        stranger_argv, stranger_env = moltsched_as(stranger)
+        for extra in (["--json"], []):
+            done = run_as(
+                stranger, [*stranger_argv, "--config", str(config), *extra, "status"], stranger_env
+            )
+            assert done.returncode == 3, done.stderr
+            assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+            if extra:
+                error = json.loads(done.stdout)
+                assert error["kind"] == "permission" and "control.group" in error["error"]
+            else:
+                assert done.stdout == ""
+    finally:
+        daemon.terminate()
+        assert daemon.wait(20) == 0
+    assert "members of group" in log.read_text()
+
+
+def test_a_caller_who_can_reach_the_socket_but_is_not_allowed_is_refused(
+    world: tuple[Path, str, User, User, User],
+) -> None:
+    """The kernel's word is checked again by the daemon: a socket opened to everyone by
+    mistake still admits only the group."""
+    root, group, service, _, stranger = world
+    config = root / "moltsched.yaml"
+    config.write_text(
+        f"control:\n  group: {group}\ntasks:\n  - {{id: tick, script: tick.sh, every: 1h}}\n"
+    )
+    argv, env = moltsched_as(service)
+    log = root / "daemon.log"
+    with open(log, "wb") as err:
+        daemon = popen_as(service, [*argv, "--config", str(config), "daemon"], env, err)
+    try:
+        wait_sync(lambda: "daemon running" in log.read_text(), 30, "the daemon")
+        sock = root / "state" / "control.sock"
+        (root / "state").chmod(0o711)
+        sock.chmod(0o666)  # the mistake
+        stranger_argv, stranger_env = moltsched_as(stranger)
+        done = run_as(
+            stranger, [*stranger_argv, "--config", str(config), "--json", "status"], stranger_env
+        )
+        assert done.returncode == 3
+        assert json.loads(done.stdout)["kind"] == "permission"
+        db = root / "state" / "moltsched.db"
+        wait_sync(
+            lambda: (
+                query(db, "SELECT actor FROM log WHERE action = 'denied'")
+                == [(f"cli:{stranger.name}",)]
+            ),
+            10,
+            "the denial in the action log",
+        )
+    finally:
+        daemon.terminate()
+        daemon.wait(20)
+
+
+def _gid(group: str) -> int:
+    import grp
+
+    return grp.getgrnam(group).gr_gid
+
+
+def test_json_errors_are_always_on_stdout(tmp_path: Path) -> None:
+    """Every failure under --json: {"error", "kind"} on stdout, the exit code of DESIGN.md."""
+    from tests.helpers import MOLTSCHED, cli
+
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "t.sh").write_text("exit 3\n")
+    config = tmp_path / "moltsched.yaml"
+    config.write_text("tasks:\n  - {id: t, script: t.sh, every: 1h}\n")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("tasks: [{id: X}]\n")
+    cases = [
+        (["--json", "status", "nope"], config, 2, "unknown-task"),
+        (["--json", "run", "nope"], config, 2, "unknown-task"),
+        (["--json", "checkpoint", "show", "nope"], config, 2, "unknown-task"),
+        (["--json", "checkpoint", "save", "t", "{not json"], config, 2, "usage"),
+        (["--json", "status"], bad, 2, "config"),
+        (["--json", "status"], tmp_path / "missing.yaml", 2, "config"),
+        (["--json", "logs", "-n", "0"], config, 2, "usage"),
+        (["--json", "output", "t", "99"], config, 2, "unknown-run"),
+        (["--json", "run", "t"], config, 1, "failed"),
+    ]
+    for args, path, code, kind in cases:
+        done = cli(*args, config=path)
+        assert done.returncode == code, (args, done.stdout, done.stderr)
+        answer = json.loads(done.stdout)
+        assert answer["kind"] == kind and answer["error"], (args, answer)
+    # A usage error that argparse finds.
+    done = subprocess.run(
+        [MOLTSCHED, "--json", "status", "a", "b"], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 2 and json.loads(done.stdout)["kind"] == "usage"
