@@ -21,6 +21,7 @@ import logging
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from signalbot import SendMessage, SignalBot
 
@@ -50,6 +51,18 @@ class _Mailbox:
     queue: deque[tuple[str | None, tuple[str, str]]] = field(default_factory=deque)
     dropped: int = 0
     pump: asyncio.Task[None] | None = None
+
+
+def bot_config(config: SignalConfig) -> dict[str, Any]:
+    """signalbot's configuration for ours."""
+    return {
+        "phone_number": config.account,
+        "signal_service": config.service,
+        "download_attachments": False,
+        "retry_interval": 1,
+        # Nothing is kept in signalbot's storage; saying so drops its warning about it.
+        "storage": {"type": "in-memory"},
+    }
 
 
 class SignalNotConnected(ConnectionError):
@@ -86,16 +99,8 @@ class SignalFront:
 
     async def run(self) -> None:
         """Stay connected until `close()`."""
-        self._bot = SignalBot(
-            {
-                "phone_number": self.config.account,
-                "signal_service": self.config.service,
-                "download_attachments": False,
-                "retry_interval": 1,
-                # Nothing is kept in signalbot's storage; said so, its warning goes.
-                "storage": {"type": "in-memory"},
-            }
-        )
+        quiet_signalbot()  # before: its notices while it is made; after: its own handler
+        self._bot = SignalBot(bot_config(self.config))
         quiet_signalbot()
         backoff = previous = RECONNECT_FIRST_S
         failures = 0  # in a row; a failure is logged once per back-off step, not per attempt
@@ -103,7 +108,11 @@ class SignalFront:
             while not self._closing:
                 try:
                     if not self._ready:
-                        await self._bot._async_init()  # health, about, groups; waits if down
+                        # signalbot's own start-up waits out a service that is down, logging
+                        # an error a second: ask first, and back off here instead.
+                        if not await self._bot._signal.check_signal_service():
+                            raise SignalNotConnected(f"{self.config.service} does not answer")
+                        await self._bot._async_init()  # health, about, groups
                         self._ready = True
                     self.connected = True
                     if failures:

@@ -69,6 +69,16 @@ def test_texts() -> None:
         alert_text(AlertKind.RECOVERY, "x", "x", message="exit 0 in 1.0s", failures=0, output="ok")
         == "✅ x is working again: exit 0 in 1.0s"
     )
+    # The message quotes stderr's last line; the output under it does not say it again.
+    text = alert_text(
+        AlertKind.FAILURE,
+        "x",
+        "x",
+        message="exit 4 in 0.0s: disk on fire",
+        failures=1,
+        output="checking\ndisk on fire\n",
+    )
+    assert text.splitlines() == ["⚠️ x failed: exit 4 in 0.0s: disk on fire", "checking"]
 
 
 def test_flapping_is_said_once_and_settling_once() -> None:

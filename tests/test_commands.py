@@ -12,9 +12,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from commands.command import Logs, Run, RunAll, Status, from_wire, to_wire
+from commands.command import Logs, Output, Pause, Run, RunAll, Status, from_wire, to_wire
 from commands.execute import Context, execute, task_json, task_json_text
-from commands.reply import EXIT_USAGE, Reply, output, render
+from commands.reply import EXIT_USAGE, Reply, output, render, short_actor, shorten_ids
 from scheduler_core.model import EngineSettings, Outcome, TaskState
 from scheduler_core.model import Status as TaskStatus
 from scheduler_core.scheduler import Scheduler
@@ -112,6 +112,7 @@ async def test_runs_and_their_replies(ctx: Context) -> None:
         assert unknown.exit_code == EXIT_USAGE and unknown.error
         assert unknown.data == {
             "error": "unknown task 'bda' (did you mean bad?)",
+            "kind": "unknown-task",
             "nearest": ["bad"],
         }
         assert render(unknown, False) == ("", "unknown task 'bda' (did you mean bad?)\n")
@@ -150,7 +151,76 @@ async def test_logs(ctx: Context) -> None:
             "action": "completed",
             "message": "exit 0 in 1.0s",
             "duration_s": 1.0,
+            "actor": None,
         }
     ]
     assert (await execute(Logs("ok", 0), ctx)).exit_code == EXIT_USAGE
     assert (await execute(Logs("nope"), ctx)).exit_code == EXIT_USAGE
+
+
+async def test_task_ids_are_matched_whatever_their_case(ctx: Context) -> None:
+    await ctx.scheduler.prepare()
+    paused = await execute(Pause("Ok"), replace(ctx, actor="signal:+4917612345678"))
+    assert paused.exit_code == 0 and paused.text.startswith("Paused ok")
+    assert (await execute(Status("OK"), ctx)).text.startswith("ok (ok)")
+    assert (await execute(Logs("oK"), ctx)).exit_code == 0
+    # Only ASCII folds: a Kelvin sign is not a k, and gets the nearest ids.
+    kelvin = await execute(Status("o\u212a"), replace(ctx, json=True))
+    assert kelvin.exit_code == EXIT_USAGE and kelvin.data["kind"] == "unknown-task"
+    assert kelvin.data["nearest"] == ["ok"]
+
+
+async def test_output_of_a_run_and_how_status_points_at_it(ctx: Context) -> None:
+    await ctx.scheduler.prepare()
+    loop_task = asyncio.create_task(ctx.scheduler.run(schedule=False))
+    try:
+        first = await execute(Run("bad"), ctx)
+        await execute(Run("bad"), ctx)
+    finally:
+        ctx.scheduler.close()
+        await loop_task
+    newest = await execute(Output("bad"), replace(ctx, json=True))
+    assert newest.data["run_id"] > first.data["run_id"]
+    assert newest.data["stderr"] == "it broke\n" and newest.data["outcome"] == "failed"
+    older = await execute(Output("bad", first.data["run_id"]), replace(ctx, json=True))
+    assert older.data["run_id"] == first.data["run_id"]
+    text = (await execute(Output("Bad"), ctx)).text
+    assert "--- stderr ---\nit broke" in text and "exit 5" in text.splitlines()[0]
+    chat = (await execute(Output("bad"), replace(ctx, chat=True))).text
+    assert chat.splitlines()[-2:] == ["stderr:", "it broke"]
+    missing = await execute(Output("bad", 999), replace(ctx, json=True))
+    assert missing.exit_code == EXIT_USAGE and missing.data["kind"] == "unknown-run"
+    never = await execute(Output("ok"), ctx)
+    assert never.exit_code == 0 and "has not finished a run" in never.text
+    assert "moltsched output bad" in (await execute(Status("bad"), ctx)).text
+    assert "send output:bad" in (await execute(Status("bad"), replace(ctx, chat=True))).text
+
+
+async def test_logs_on_a_phone_are_one_line_per_run_with_short_names(ctx: Context) -> None:
+    store = ctx.scheduler.store
+    uuid = "3f9c2a7e-1b4d-4c8a-8e2f-6d5b9a0c7e14"
+    await store.log("command", "run:ok", task_id="ok", actor=f"signal:{uuid}", when=T0)
+    await store.log("started", "on-demand run", task_id="ok", when=T0)
+    await store.log("completed", "exit 0 in 1.2s", task_id="ok", when=T0, duration_s=1.2)
+    await store.log("started", "scheduled run", task_id="bad", when=T0)
+    await store.log("failed", "exit 5 in 0.1s: it broke", task_id="bad", when=T0)
+    await store.log("started", "scheduled run", task_id="ok", when=T0)  # still running
+    await store.log("denied", "from +4915199999999 (not an admin)", when=T0)
+    chat = (await execute(Logs(), replace(ctx, chat=True))).text.splitlines()
+    assert [line.split(" ", 1)[1] for line in chat] == [
+        "- denied: from …9999 (not an admin)",
+        "ok running",
+        "bad FAILED: exit 5 in 0.1s: it broke",
+        "ok ok: 1.2s",
+        "run:ok (3f9c2a7e…)",
+    ]
+    # The command line keeps every entry, with who did it.
+    text = (await execute(Logs(), ctx)).text.splitlines()
+    assert len(text) == 7 and text[-1].endswith(f"command: run:ok [signal:{uuid}]")
+
+
+def test_short_names() -> None:
+    assert short_actor("signal:+4917612345678") == "…5678"
+    assert short_actor("cli:alice") == "alice"
+    assert short_actor(None) == ""
+    assert shorten_ids("from 3F9C2A7E-1b4d-4c8a-8e2f-6d5b9a0c7e14 x") == "from 3F9C2A7E… x"

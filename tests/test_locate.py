@@ -53,3 +53,54 @@ def test_unusual_files_are_left_to_the_real_parser(tmp_path: Path, text: str) ->
 
 def test_missing_file(tmp_path: Path) -> None:
     assert state_dir_hint(tmp_path / "none.yaml") is None
+
+
+def test_the_configuration_is_found_where_servers_keep_it(tmp_path: Path) -> None:
+    """--config, $MOLTSCHED_CONFIG, ./config/moltsched.yaml, $XDG_CONFIG_HOME/moltsched/,
+    /etc/moltsched/: the first there wins; with none, the error names every place."""
+    import json
+    import os
+    import subprocess
+
+    from config.locate import SYSTEM_CONFIG
+    from tests.helpers import MOLTSCHED
+
+    if SYSTEM_CONFIG.exists():
+        pytest.skip(f"{SYSTEM_CONFIG} exists on this machine")
+    here, xdg = tmp_path / "here", tmp_path / "xdg"
+    here.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "MOLTSCHED_CONFIG"}
+    env["XDG_CONFIG_HOME"] = str(xdg)
+
+    def validate(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [MOLTSCHED, *args, "--json", "validate"],
+            cwd=here,
+            env=env | extra,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    nothing = validate()
+    assert nothing.returncode == 2
+    for place in (here / "config" / "moltsched.yaml", xdg / "moltsched" / "moltsched.yaml"):
+        assert str(place) in nothing.stderr
+    assert str(SYSTEM_CONFIG) in nothing.stderr and "--config" in nothing.stderr
+    answer = json.loads(nothing.stdout)
+    assert answer["kind"] == "config" and len(answer["looked"]) == 3
+
+    def place(path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("tasks: []\n")
+        return path
+
+    user = place(xdg / "moltsched" / "moltsched.yaml")
+    assert json.loads(validate().stdout)["path"] == str(user)
+    local = place(here / "config" / "moltsched.yaml")
+    assert json.loads(validate().stdout)["path"] == str(local)
+    named = place(tmp_path / "named.yaml")
+    assert json.loads(validate(MOLTSCHED_CONFIG=str(named)).stdout)["path"] == str(named)
+    flag = place(tmp_path / "flag.yaml")
+    chosen = validate("--config", str(flag), MOLTSCHED_CONFIG=str(named))
+    assert json.loads(chosen.stdout)["path"] == str(flag)
