@@ -126,6 +126,8 @@ class SignalService:
         self.send_status: int | None = None  # answer sends with this status, if set
         self.on_send: Callable[[dict[str, Any]], None] | None = None  # called for each send
         self.refused_sends = 0
+        self.mode = "json-rpc"  # what /v1/about says
+        self.version = "0.101"
         self.port = 0
         self._runner: web.AppRunner | None = None
         self._sockets: set[web.WebSocketResponse] = set()
@@ -142,6 +144,7 @@ class SignalService:
         r = app.router
         r.add_get("/v1/health", self._health)
         r.add_get("/v1/about", self._about)
+        r.add_get("/v1/accounts", self._accounts)
         r.add_get("/v1/groups/{number}", self._groups)
         r.add_get("/v1/groups/{number}/{gid}", self._group)
         r.add_post("/v2/send", self._send)
@@ -222,11 +225,16 @@ class SignalService:
             {
                 "versions": ["v1", "v2"],
                 "build": 2,
-                "mode": "json-rpc",
-                "version": "0.101",
+                "mode": self.mode,
+                "version": self.version,
                 "capabilities": {"v2/send": ["quotes", "mentions"]},
             }
         )
+
+    async def _accounts(self, request: web.Request) -> web.Response:
+        """The registered numbers, as `GET /v1/accounts` lists them."""
+        self._seen(request)
+        return self._json([self.account])
 
     async def _groups(self, request: web.Request) -> web.Response:
         self._seen(request)

@@ -1,0 +1,83 @@
+"""`moltsched doctor` (issue 12, point 6) against real files, a real daemon and the Signal
+emulator: each check says what it found and how to fix it; exit 1 when any fails."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from tests.fakes.signal_service import ACCOUNT, SignalService
+from tests.helpers import acli
+from tests.test_e2e import Daemon
+
+
+def checks(stdout: str) -> dict[str, dict[str, str]]:
+    found = json.loads(stdout)["checks"]
+    assert all(set(c) == {"name", "status", "detail", "fix"} for c in found)
+    assert all(c["status"] in ("ok", "warn", "fail") for c in found)
+    return {c["name"]: c for c in found}
+
+
+def write_config(root: Path, signal: str = "") -> Path:
+    (root / "tasks").mkdir(exist_ok=True)
+    (root / "tasks" / "t.sh").write_text("true\n")
+    config = root / "moltsched.yaml"
+    config.write_text(f"tasks:\n  - {{id: t, script: t.sh, every: 1h}}\n{signal}")
+    return config
+
+
+async def test_a_fresh_install_with_no_daemon(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    done = await acli("--json", "doctor", config=config)
+    assert done.returncode == 1
+    found = checks(done.stdout)
+    assert found["config"]["status"] == "ok" and str(config) in found["config"]["detail"]
+    assert found["state_dir"]["status"] == "warn"  # made at the first start
+    assert found["database"]["status"] == "warn"
+    assert found["daemon"]["status"] == "fail" and "systemctl start" in found["daemon"]["fix"]
+    text = await acli("doctor", config=config)
+    assert text.returncode == 1 and "FAIL daemon: not running" in text.stdout
+    assert "fix: systemctl start moltsched" in text.stdout
+
+
+async def test_everything_in_order_then_signal_in_the_wrong_mode(tmp_path: Path) -> None:
+    async with SignalService() as service:
+        config = write_config(
+            tmp_path,
+            f'signal:\n  service: {service.service}\n  account: "{ACCOUNT}"\n'
+            '  admins: ["+4917600000000"]\n',
+        )
+        daemon = Daemon(config)
+        await asyncio.to_thread(daemon.start)
+        try:
+            done = await acli("--json", "doctor", config=config)
+            found = checks(done.stdout)
+            assert done.returncode == 0, found
+            for name in ("config", "state_dir", "database", "daemon", "signal", "alerts"):
+                assert found[name]["status"] == "ok", found[name]
+            assert "0.101" in found["signal"]["detail"]
+            assert found["signal account"]["status"] == "ok"
+            service.mode = "normal"
+            done = await acli("--json", "doctor", config=config)
+            assert done.returncode == 1
+            wrong = checks(done.stdout)["signal"]
+            assert wrong["status"] == "fail" and "MODE=json-rpc" in wrong["fix"]
+            service.mode, service.account = "json-rpc", "+4915100000001"
+            unregistered = checks((await acli("--json", "doctor", config=config)).stdout)
+            assert unregistered["signal account"]["status"] == "fail"
+        finally:
+            await asyncio.to_thread(daemon.stop)
+
+
+async def test_a_damaged_database_and_an_invalid_file(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "moltsched.db").write_bytes(b"SQLite format 3\0" + b"\xff" * 8000)
+    found = checks((await acli("--json", "doctor", config=config)).stdout)
+    assert found["database"]["status"] == "fail" and found["database"]["fix"]
+    config.write_text("tasks: [{id: X}]\n")
+    done = await acli("--json", "doctor", config=config)
+    assert done.returncode == 1
+    bad = checks(done.stdout)["config"]
+    assert bad["status"] == "fail" and "tasks[0].id" in bad["detail"] and "validate" in bad["fix"]
