@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -49,12 +48,20 @@ def seed_config(seed_dir: Path, config_path: Path) -> dict[str, Any]:
             if key in t:
                 task[key] = t[key]
         ours.append({k: v for k, v in task.items() if v is not None})
-    folder = config_path.resolve().parent
     return {
-        "state_dir": "state",
-        "tasks_dir": os.path.relpath((seed_dir / "tasks").resolve(), folder),
+        "state_dir": str(state_dir_for(config_path)),
+        "tasks_dir": str((seed_dir / "tasks").resolve()),
         "tasks": ours,
     }
+
+
+def state_dir_for(config_path: Path) -> Path:
+    """Where a new configuration keeps its state: absolute, so the file can be moved, and
+    /var/lib/moltsched (the unit's StateDirectory) for one written under /etc."""
+    folder = config_path.resolve().parent
+    if folder.is_relative_to("/etc"):
+        return Path("/var/lib/moltsched")
+    return folder / "state"
 
 
 def import_seed(config_path: Path, seed_dir: Path, as_json: bool) -> int:
@@ -95,9 +102,14 @@ def import_seed(config_path: Path, seed_dir: Path, as_json: bool) -> int:
     lock = StateLock(config.settings.state_dir)
     if not lock.try_acquire():
         return _fail("the daemon is running on this state directory; stop it, then import")
+    not_found: list[str] = []
     try:
         db = seed_dir / "data" / "scheduler.db"
-        states, logs = read_seed_db(db, config.zone) if db.exists() else ([], [])
+        if db.exists():
+            states, logs = read_seed_db(db, config.zone)
+        else:
+            states, logs = [], []
+            not_found.append(str(db))
         new_states, new_logs = asyncio.run(_import(config, states, logs))
     except SeedError as exc:
         return _fail(str(exc))
@@ -109,6 +121,7 @@ def import_seed(config_path: Path, seed_dir: Path, as_json: bool) -> int:
         "tasks": len(config.tasks),
         "states_imported": new_states,
         "log_entries_imported": new_logs,
+        "not_found": not_found,
     }
     if as_json:
         print(json.dumps(summary))
@@ -118,6 +131,8 @@ def import_seed(config_path: Path, seed_dir: Path, as_json: bool) -> int:
             f"{what} {config_path} ({len(config.tasks)} task(s)); imported {new_states} task "
             f"state(s) and {new_logs} log entr{'y' if new_logs == 1 else 'ies'}"
         )
+        for path in not_found:
+            print(f"not found: {path} (no task states, checkpoints or log to import from it)")
     return 0
 
 

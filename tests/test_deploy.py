@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import yaml
 from packaging.version import Version
 
@@ -19,3 +21,42 @@ def test_signal_cli_rest_api_compose_file() -> None:
     (volume,) = service["volumes"]
     name, _, target = volume.partition(":")
     assert name in compose["volumes"] and target == "/home/.local/share/signal-cli"
+
+
+def test_the_example_configuration_is_valid_and_shows_every_key(tmp_path: Path) -> None:
+    import grp
+    import os
+
+    from config.loader import load_config
+    from config.schema import (
+        AlertsModel,
+        ConfigModel,
+        ControlModel,
+        MetricsModel,
+        RetentionModel,
+        SignalModel,
+        TaskModel,
+    )
+
+    example = REPO / "deploy" / "moltsched.example.yaml"
+    text = example.read_text()
+    models = (ConfigModel, TaskModel, SignalModel, AlertsModel, ControlModel, RetentionModel)
+    for model in (*models, MetricsModel):
+        for key in model.model_fields:
+            if key != "description":  # the seed's, ignored
+                assert f"{key}:" in text, f"{model.__name__}.{key} is not in the example"
+    # As installed: its paths and group made to exist here.
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "check-calendar.sh").write_text("true\n")
+    local = (
+        text.replace("/var/lib/moltsched", str(tmp_path / "state"))
+        .replace("/etc/moltsched/tasks", str(tasks))
+        .replace("group: moltbot", f"group: {grp.getgrgid(os.getgid()).gr_name}")
+    )
+    path = tmp_path / "moltsched.yaml"
+    path.write_text(local)
+    config = load_config(path)
+    assert [t.id for t in config.tasks] == ["check-calendar", "scrape-prices"]
+    assert config.signal is not None and config.metrics is not None
+    assert config.settings.retention.output_bytes == 64 * 1000**2

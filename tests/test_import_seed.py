@@ -6,6 +6,8 @@ import json
 import sqlite3
 from pathlib import Path
 
+import yaml
+
 from tests.helpers import cli, query
 
 # The seed skill's schema, as its StateManager creates it.
@@ -127,8 +129,13 @@ def test_import_seed_twice(tmp_path: Path) -> None:
         "tasks": 3,
         "states_imported": 3,
         "log_entries_imported": 3,
+        "not_found": [],
     }
     assert cli("validate", config=config).returncode == 0
+    # Absolute paths: the file works wherever it is moved (to /etc, say).
+    written = yaml.safe_load(config.read_text())
+    assert written["tasks_dir"] == str((seed / "tasks").resolve())
+    assert written["state_dir"] == str(config.parent.resolve() / "state")
 
     status = {
         t["id"]: t for t in json.loads(cli("--json", "status", config=config).stdout)["tasks"]
@@ -182,3 +189,22 @@ def test_the_seed_tasks_json_works_unchanged_as_the_configuration(tmp_path: Path
     assert cli("validate", config=config).returncode == 0
     ran = json.loads(cli("--json", "run", "check-email", config=config).stdout)
     assert ran["outcome"] == "success" and ran["stdout"] == "email.sh\n"
+
+
+def test_a_seed_without_its_database_says_so(tmp_path: Path) -> None:
+    seed = make_seed(tmp_path)
+    (seed / "data" / "scheduler.db").unlink()
+    config = tmp_path / "new" / "moltsched.yaml"
+    done = cli("import-seed", str(seed), config=config)
+    assert done.returncode == 0, done.stderr
+    assert f"not found: {seed / 'data' / 'scheduler.db'}" in done.stdout
+    assert "imported 0 task state(s)" in done.stdout
+    config.unlink()
+    answer = json.loads(cli("--json", "import-seed", str(seed), config=config).stdout)
+    assert answer["not_found"] == [str(seed / "data" / "scheduler.db")]
+
+
+def test_a_configuration_written_under_etc_keeps_its_state_in_var_lib() -> None:
+    from bot.seed import state_dir_for
+
+    assert state_dir_for(Path("/etc/moltsched/moltsched.yaml")) == Path("/var/lib/moltsched")
