@@ -1,10 +1,14 @@
 """The SQLite store: every SQL statement of the daemon lives here.
 
 One aiosqlite connection per process for writing (and a read-only one, see `Store`), in
-autocommit mode; each state change is one short
-`BEGIN IMMEDIATE ... COMMIT`. A whole transaction runs as one function on aiosqlite's
-connection thread (`_in_thread`), so it costs one round trip instead of one per statement, can
-never interleave with another, and finishes even if the awaiting caller is cancelled. WAL lets
+autocommit mode, used through aiosqlite's public API only. Every statement is a trip to
+aiosqlite's thread, so the hot paths are single statements, each its own transaction
+(`_write_one`): a run starting is one INSERT and a run ending one UPDATE, and triggers in
+the schema (migration 4) do the rest in the same statement. Other changes are a short
+`BEGIN IMMEDIATE ... COMMIT` (`_write`) that runs in a task of its own, so it finishes even
+if the awaiting caller is cancelled. Both take turns on the writer (one lock), so no
+statement lands inside another coroutine's transaction. The file is created and migrated
+with a plain connection before aiosqlite opens it (`_prepare`). WAL lets
 task scripts save checkpoints (`scheduler_core.checkpoint`) while the daemon writes.
 `synchronous=NORMAL` in WAL mode keeps every commit across a crash of the daemon; only a power
 cut can lose the newest few commits, never the database. Migrations are single statements
@@ -22,7 +26,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -131,11 +135,61 @@ MIGRATIONS: list[list[str]] = [
         ) STRICT""",
         "INSERT INTO usage VALUES (1, (SELECT COALESCE(SUM(output_bytes), 0) FROM run))",
     ],
+    [
+        # A run starting and a run ending each change three tables. Written as one statement
+        # whose triggers do the rest, each is one trip to the connection's thread and its
+        # own transaction (see Store.start_runs, finish_run): a run row inserted is a run
+        # that started; a run given its outcome is a run that ended. The triggers run before
+        # the statement's RETURNING is read, so it can give back the task as they left it.
+        "ALTER TABLE run ADD COLUMN message TEXT NOT NULL DEFAULT ''",
+        """CREATE TABLE retention (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            runs_per_task INTEGER NOT NULL
+        ) STRICT""",
+        "INSERT INTO retention VALUES (1, 1000)",
+        """CREATE TRIGGER run_started AFTER INSERT ON run BEGIN
+            UPDATE task SET status = 'running', last_run = NEW.started WHERE id = NEW.task_id;
+            INSERT INTO log (time, task_id, action, message)
+                VALUES (NEW.started, NEW.task_id, 'started', NEW.cause || ' run');
+        END""",
+        """CREATE TRIGGER run_ended BEFORE UPDATE OF outcome ON run
+            WHEN OLD.outcome IS NULL AND NEW.outcome IS NOT NULL BEGIN
+            UPDATE task SET
+                status = CASE NEW.outcome WHEN 'success' THEN 'idle'
+                    WHEN 'interrupted' THEN 'interrupted' ELSE 'error' END,
+                run_count = run_count + (NEW.outcome != 'interrupted'),
+                error_count = error_count + (NEW.outcome NOT IN ('success', 'interrupted')),
+                consecutive_failures = CASE NEW.outcome WHEN 'success' THEN 0
+                    WHEN 'interrupted' THEN consecutive_failures
+                    ELSE consecutive_failures + 1 END,
+                last_error = CASE NEW.outcome WHEN 'success' THEN NULL
+                    WHEN 'interrupted' THEN last_error ELSE NEW.message END,
+                last_outcome = CASE NEW.outcome WHEN 'interrupted' THEN last_outcome
+                    ELSE NEW.outcome END
+                WHERE id = NEW.task_id;
+            INSERT INTO log (time, task_id, action, message, duration_s)
+                VALUES (NEW.ended, NEW.task_id,
+                    CASE NEW.outcome WHEN 'success' THEN 'completed' ELSE NEW.outcome END,
+                    NEW.message, NEW.duration_s);
+            UPDATE usage SET output_bytes = output_bytes + NEW.output_bytes - OLD.output_bytes;
+            DELETE FROM run WHERE task_id = NEW.task_id AND id < NEW.id AND id <= (
+                SELECT id FROM run WHERE task_id = NEW.task_id ORDER BY id DESC LIMIT 1
+                OFFSET (SELECT runs_per_task FROM retention));
+        END""",
+        # Every run deleted gives its output's bytes back to the budget.
+        """CREATE TRIGGER run_gone AFTER DELETE ON run BEGIN
+            UPDATE usage SET output_bytes = output_bytes - OLD.output_bytes;
+        END""",
+    ],
 ]
 
 _TASK_COLUMNS = (
     "id, name, status, paused, last_run, next_run, run_count, error_count, "
     "consecutive_failures, last_error, last_outcome, checkpoint, alerted_at"
+)
+# The task of a run, each column as the RETURNING of a statement on `run` can read it.
+_TASK_AFTER_RUN = ", ".join(
+    f"(SELECT {column} FROM task WHERE id = run.task_id)" for column in _TASK_COLUMNS.split(", ")
 )
 
 
@@ -202,19 +256,10 @@ def _os_error(exc: OSError, what: str) -> StoreError:
     return StoreError(f"{what}: {exc.strerror or exc}", kind)
 
 
-async def _connect(
-    path: Path, conns: list[aiosqlite.Connection]
-) -> tuple[aiosqlite.Connection, aiosqlite.Connection]:
-    """The writer (set up and migrated) and the read-only reader; each connection is added
-    to `conns` as soon as it exists, so a failure can close it."""
-    # Opened once without aiosqlite first: when aiosqlite's own connect fails, its thread
-    # finishes after the caller has moved on, and complains about the closed event loop.
-    await asyncio.to_thread(lambda: sqlite3.connect(path, isolation_level=None).close())
-    writer = aiosqlite.connect(path, isolation_level=None)
-    conns.append(writer)
-    await writer
-
-    def setup(db: sqlite3.Connection) -> None:
+def _prepare(path: Path) -> None:
+    """Create or migrate the file, on a plain connection (run in a thread)."""
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
         db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         (auto_vacuum,) = db.execute("PRAGMA auto_vacuum").fetchone()
         if auto_vacuum != 2:
@@ -225,8 +270,6 @@ async def _connect(
             if tables:
                 db.execute("VACUUM")
         db.execute("PRAGMA journal_mode = WAL")
-        db.execute("PRAGMA synchronous = NORMAL")
-        db.execute("PRAGMA foreign_keys = ON")
         db.execute("BEGIN IMMEDIATE")
         try:
             _migrate(db)
@@ -234,15 +277,77 @@ async def _connect(
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+    finally:
+        db.close()
 
-    await writer._execute(lambda: setup(writer._conn))  # type: ignore[no-untyped-call]
+
+async def _connect(
+    path: Path, conns: list[aiosqlite.Connection]
+) -> tuple[aiosqlite.Connection, aiosqlite.Connection]:
+    """The writer and the read-only reader of a prepared file; each connection is added to
+    `conns` as soon as it exists, so a failure can close it."""
+    # Prepared without aiosqlite first: when aiosqlite's own connect fails, its thread
+    # finishes after the caller has moved on, and complains about the closed event loop.
+    await asyncio.to_thread(_prepare, path)
+    writer = aiosqlite.connect(path, isolation_level=None)
+    conns.append(writer)
+    await writer
+    for pragma in (
+        f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}",
+        "PRAGMA synchronous = NORMAL",
+        "PRAGMA foreign_keys = ON",
+    ):
+        await writer.execute(pragma)
     reader = aiosqlite.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
     conns.append(reader)
     await reader
-    await reader._execute(  # type: ignore[no-untyped-call]
-        lambda: reader._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    )
+    await reader.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     return writer, reader
+
+
+# Runs per statement when they start together: four parameters each (SQLite allows 32,766).
+_BATCH = 500
+
+
+class _Tx:
+    """The writer inside one transaction (see `Store._write`): each statement is one trip to
+    aiosqlite's connection thread."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    async def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Execute a statement; how many rows it changed."""
+        cursor = await self._conn.execute(sql, params)
+        return cursor.rowcount
+
+    async def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Execute a statement (a query, or one with RETURNING); all its rows."""
+        return list(await self._conn.execute_fetchall(sql, params))
+
+    async def row(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """The first row, or None."""
+        found = await self.rows(sql, params)
+        return found[0] if found else None
+
+    async def many(self, sql: str, params: Iterable[Sequence[Any]]) -> None:
+        await self._conn.executemany(sql, params)
+
+    async def log(
+        self,
+        at: float,
+        task_id: str | None,
+        action: str,
+        message: str,
+        duration_s: float | None = None,
+        actor: str | None = None,
+    ) -> None:
+        await self.run(_LOG_INSERT, (at, task_id, action, message, duration_s, actor))
+
+
+_LOG_INSERT = (
+    "INSERT INTO log (time, task_id, action, message, duration_s, actor) VALUES (?, ?, ?, ?, ?, ?)"
+)
 
 
 class Store:
@@ -257,9 +362,12 @@ class Store:
         # still lets reads through, so `status` answers at once instead of queueing behind it.
         self._reader: aiosqlite.Connection | None = None
         self._later: set[asyncio.Task[None]] = set()  # writes nobody waits for (log_later)
+        self._writes: set[asyncio.Task[Any]] = set()  # transactions under way (see _write)
+        self._writing = asyncio.Lock()  # one transaction at a time on the writer
         self.path = path
         self.retention = retention
         self._last_log_prune = 0.0
+        self._runs_per_task: int | None = None  # as the `retention` table has it
         self._identity = _identity(path)  # to notice the file deleted or replaced under us
         self._usable = asyncio.Event()
         self._usable.set()
@@ -293,6 +401,8 @@ class Store:
         """Close the connections; writes already queued finish first."""
         if self._later:
             await asyncio.wait(self._later, timeout=BUSY_TIMEOUT_MS / 1000 + 1)
+        if self._writes:
+            await asyncio.wait(self._writes, timeout=BUSY_TIMEOUT_MS / 1000 + 1)
         if self._deleted():
             with contextlib.suppress(StoreError, OSError):
                 await self._put_back()
@@ -308,78 +418,100 @@ class Store:
         """The database file was deleted (or replaced) while we had it open. Our connection
         still holds all of it: write it back to `path` (setting aside whatever is there now),
         then carry on with the file put back. Nothing committed is lost."""
-        self._usable.clear()
-        try:
-            path = self.path
-            restoring = path.with_name(path.name + ".restoring")
-            log.error("the database %s was deleted or replaced while in use; putting it back", path)
-
-            def backup(db: sqlite3.Connection) -> None:
-                restoring.unlink(missing_ok=True)
-                target = sqlite3.connect(restoring)
-                try:
-                    db.backup(target)
-                finally:
-                    target.close()
-
-            conn = self._conn
-            await conn._execute(lambda: backup(conn._conn))  # type: ignore[no-untyped-call]
-            if self._reader is not None:
-                await self._reader.close()
-            await conn.close()
-            _swap_in(restoring, path)
-            conns: list[aiosqlite.Connection] = []
+        async with self._writing:
+            if not self._deleted():
+                return  # put back meanwhile, by the transaction this one waited for
+            self._usable.clear()
             try:
-                self._conn, self._reader = await _connect(path, conns)
-            except BaseException:
-                for c in conns:
-                    await c.close()
-                raise
-            self._identity = _identity(path)
-            log.error("the database %s is back, with everything committed before", path)
+                await self._restore()
+            finally:
+                self._usable.set()
+
+    async def _restore(self) -> None:
+        path = self.path
+        restoring = path.with_name(path.name + ".restoring")
+        log.error("the database %s was deleted or replaced while in use; putting it back", path)
+        restoring.unlink(missing_ok=True)
+        target = await asyncio.to_thread(sqlite3.connect, restoring, check_same_thread=False)
+        try:
+            await self._conn.backup(target)
         finally:
-            self._usable.set()
-
-    async def _in_thread(self, fn: Callable[[sqlite3.Connection], T], *, read: bool = False) -> T:
-        """Run `fn(connection)` on the writer's (or the reader's) thread, in one round trip.
-
-        `Connection._execute` is the queue aiosqlite's own methods use; it has no public name
-        for "run this function". aiosqlite is pinned below 0.23 in pyproject.toml.
-        """
-        if not self._usable.is_set():
-            await self._usable.wait()  # the file is being put back (see `_put_back`)
-        conn = (self._reader or self._conn) if read else self._conn
-
-        def call() -> T:
-            return fn(conn._conn)
-
+            target.close()
+        if self._reader is not None:
+            await self._reader.close()
+        await self._conn.close()
+        _swap_in(restoring, path)
+        conns: list[aiosqlite.Connection] = []
         try:
-            result: T = await conn._execute(call)  # type: ignore[no-untyped-call]
-        except sqlite3.Error as exc:
-            raise translate(exc, self.path) from exc
-        except ValueError as exc:  # aiosqlite: "Connection closed"
-            raise StoreError(f"database unavailable: {exc}") from exc
-        return result
+            self._conn, self._reader = await _connect(path, conns)
+        except BaseException:
+            for c in conns:
+                await c.close()
+            raise
+        self._identity = _identity(path)
+        log.error("the database %s is back, with everything committed before", path)
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn` inside one IMMEDIATE transaction."""
+    async def _write(self, fn: Callable[[_Tx], Awaitable[T]]) -> T:
+        """Run `fn` inside one IMMEDIATE transaction, after any other under way.
 
-        def tx(db: sqlite3.Connection) -> T:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(db)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-            return result
-
+        The transaction runs in a task of its own: a caller that is cancelled (a client
+        that went away) leaves it to finish, never half done."""
         if self._deleted():
             await self._put_back()
-        return await self._in_thread(tx)
+        task = asyncio.ensure_future(self._transaction(fn))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+        return await asyncio.shield(task)
+
+    async def _transaction(self, fn: Callable[[_Tx], Awaitable[T]]) -> T:
+        if not self._usable.is_set():
+            await self._usable.wait()  # the file is being put back (see `_put_back`)
+        async with self._writing:
+            conn = self._conn
+            try:
+                await conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = await fn(_Tx(conn))
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error, ValueError):
+                        await conn.execute("ROLLBACK")
+                    raise
+                await conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise translate(exc, self.path) from exc
+            except ValueError as exc:  # aiosqlite: "Connection closed"
+                raise StoreError(f"database unavailable: {exc}") from exc
+            return result
+
+    async def _write_one(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        """One statement, which is its own transaction (autocommit): one trip, its rows.
+
+        Taken in its turn on the writer, so it never lands inside another coroutine's
+        transaction. No task of its own is needed: once handed to aiosqlite's queue it runs
+        whole, whether or not the caller is still waiting."""
+        if self._deleted():
+            await self._put_back()
+        if not self._usable.is_set():
+            await self._usable.wait()
+        async with self._writing:
+            try:
+                return list(await self._conn.execute_fetchall(sql, params))
+            except sqlite3.Error as exc:
+                raise translate(exc, self.path) from exc
+            except ValueError as exc:
+                raise StoreError(f"database unavailable: {exc}") from exc
 
     async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        return await self._in_thread(lambda db: db.execute(sql, params).fetchall(), read=True)
+        """One query, on the reader (which WAL lets through while another process writes)."""
+        if not self._usable.is_set():
+            await self._usable.wait()
+        conn = self._reader or self._conn
+        try:
+            return list(await conn.execute_fetchall(sql, params))
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path) from exc
+        except ValueError as exc:
+            raise StoreError(f"database unavailable: {exc}") from exc
 
     # --- tasks -------------------------------------------------------------------------------
 
@@ -387,9 +519,9 @@ class Store:
         """Make the task table match the configuration; removed tasks keep their history."""
         rows = [(s.id, s.name, i) for i, s in enumerate(specs)]
 
-        def step(db: sqlite3.Connection) -> None:
-            db.execute("UPDATE task SET configured = 0")
-            db.executemany(
+        async def step(tx: _Tx) -> None:
+            await tx.run("UPDATE task SET configured = 0")
+            await tx.many(
                 "INSERT INTO task (id, name, position, configured) VALUES (?, ?, ?, 1) "
                 "ON CONFLICT (id) DO UPDATE SET name = excluded.name, "
                 "position = excluded.position, configured = 1",
@@ -445,33 +577,36 @@ class Store:
         if not items:
             return
         rows = [(to_epoch(when), tid) for tid, when in items]
-        await self._write(
-            lambda db: db.executemany("UPDATE task SET next_run = ? WHERE id = ?", rows)
-        )
+        for i in range(0, len(rows), _BATCH):  # one statement per batch: one trip each
+            batch = rows[i : i + _BATCH]
+            await self._write_one(
+                "UPDATE task SET next_run = v.column1 FROM (VALUES "
+                + ", ".join("(?, ?)" for _ in batch)
+                + ") AS v WHERE task.id = v.column2",
+                [value for row in batch for value in row],
+            )
 
     async def set_paused(self, task_id: str, paused: bool, actor: str | None) -> TaskState:
         """Pause or resume a task (it persists across restarts), and log who did it."""
         at = time.time()
         action = "paused" if paused else "resumed"
 
-        def step(db: sqlite3.Connection) -> TaskState:
-            row = db.execute(
+        async def step(tx: _Tx) -> TaskState:
+            row = await tx.row(
                 f"UPDATE task SET paused = ? WHERE id = ? RETURNING {_TASK_COLUMNS}",
                 (int(paused), task_id),
-            ).fetchone()
-            _log(db, at, task_id, action, f"{action} by {actor or 'unknown'}", None, actor)
+            )
+            await tx.log(at, task_id, action, f"{action} by {actor or 'unknown'}", None, actor)
             return _state(row)
 
         return await self._write(step)
 
     async def set_checkpoint(self, task_id: str, text: str | None) -> None:
         """Replace (or with None clear) a task's checkpoint."""
-        await self._write(
-            lambda db: db.execute(
-                "INSERT INTO task (id, name, configured, checkpoint) VALUES (?, ?, 0, ?) "
-                "ON CONFLICT (id) DO UPDATE SET checkpoint = excluded.checkpoint",
-                (task_id, task_id, text),
-            )
+        await self._write_one(
+            "INSERT INTO task (id, name, configured, checkpoint) VALUES (?, ?, 0, ?) "
+            "ON CONFLICT (id) DO UPDATE SET checkpoint = excluded.checkpoint",
+            (task_id, task_id, text),
         )
 
     # --- runs --------------------------------------------------------------------------------
@@ -486,27 +621,20 @@ class Store:
     async def start_runs(
         self, runs: Sequence[tuple[str, Cause, datetime | None]], started: datetime
     ) -> list[tuple[int, str | None]]:
-        """Record runs that start together, in one transaction; (run id, checkpoint) each."""
+        """Record runs that start together; (run id, checkpoint) each. One statement per
+        batch of runs (the `run_started` trigger updates the task and the log)."""
         at = started.timestamp()
-
-        def step(db: sqlite3.Connection) -> list[tuple[int, str | None]]:
-            records = []
-            for task_id, cause, due in runs:
-                cur = db.execute(
-                    "INSERT INTO run (task_id, cause, due, started) VALUES (?, ?, ?, ?)",
-                    (task_id, str(cause), to_epoch(due), at),
-                )
-                (checkpoint,) = db.execute(
-                    "UPDATE task SET status = 'running', last_run = ? WHERE id = ? "
-                    "RETURNING checkpoint",
-                    (at, task_id),
-                ).fetchone()
-                _log(db, at, task_id, "started", f"{cause} run", None, None)
-                assert cur.lastrowid is not None
-                records.append((cur.lastrowid, checkpoint))
-            return records
-
-        return await self._write(step)
+        records: dict[str, tuple[int, str | None]] = {}
+        for i in range(0, len(runs), _BATCH):
+            batch = runs[i : i + _BATCH]
+            for run_id, task_id, checkpoint in await self._write_one(
+                "INSERT INTO run (task_id, cause, due, started) VALUES "
+                + ", ".join("(?, ?, ?, ?)" for _ in batch)
+                + " RETURNING id, task_id, (SELECT checkpoint FROM task WHERE id = task_id)",
+                [v for t, cause, due in batch for v in (t, str(cause), to_epoch(due), at)],
+            ):
+                records[task_id] = (run_id, checkpoint)
+        return [records[t] for t, _, _ in runs]
 
     async def finish_run(
         self,
@@ -522,85 +650,63 @@ class Store:
         message: str,
     ) -> TaskState:
         """Record how a run ended, update the task's counters, and apply retention."""
-        now = time.time()
-        prune_log = now - self._last_log_prune > _LOG_PRUNE_EVERY_S
-        if prune_log:
-            self._last_log_prune = now
-        at = ended.timestamp()
-        if outcome is Outcome.SUCCESS:
-            sql = (
-                "UPDATE task SET status = 'idle', run_count = run_count + 1, "
-                "consecutive_failures = 0, last_error = NULL, last_outcome = 'success' "
-                f"WHERE id = ? RETURNING {_TASK_COLUMNS}"
-            )
-            params: tuple[Any, ...] = (task_id,)
-        elif outcome is Outcome.INTERRUPTED:
-            sql = f"UPDATE task SET status = 'interrupted' WHERE id = ? RETURNING {_TASK_COLUMNS}"
-            params = (task_id,)
-        else:
-            sql = (
-                "UPDATE task SET status = 'error', run_count = run_count + 1, "
-                "error_count = error_count + 1, "
-                "consecutive_failures = consecutive_failures + 1, "
-                f"last_error = ?, last_outcome = ? WHERE id = ? RETURNING {_TASK_COLUMNS}"
-            )
-            params = (message, str(outcome), task_id)
-        action = "completed" if outcome is Outcome.SUCCESS else str(outcome)
-
-        size = len(stdout.encode()) + len(stderr.encode())
         keep = self.retention
-
-        def step(db: sqlite3.Connection) -> tuple[TaskState, int]:
-            db.execute(
-                "UPDATE run SET ended = ?, outcome = ?, exit_code = ?, duration_s = ?, "
-                "stdout = ?, stderr = ?, output_bytes = ? WHERE id = ?",
-                (at, str(outcome), exit_code, duration_s, stdout, stderr, size, run_id),
-            )
-            row = db.execute(sql, params).fetchone()
-            _log(db, at, task_id, action, message, duration_s, None)
-            gone = db.execute(
-                "DELETE FROM run WHERE task_id = ? AND id <= (SELECT id FROM run "
-                "WHERE task_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?) RETURNING output_bytes",
-                (task_id, task_id, keep.runs_per_task),
-            ).fetchall()
-            freed = sum(r[0] for r in gone)
-            if prune_log:
-                db.execute("DELETE FROM log WHERE time < ?", (now - keep.log_days * 86400,))
-            ((total,),) = db.execute(
-                "UPDATE usage SET output_bytes = output_bytes + ? RETURNING output_bytes",
-                (size - freed,),
-            ).fetchall()
-            return _state(row), total
-
-        state, total = await self._write(step)
-        if total > keep.output_bytes or prune_log:
+        if keep.runs_per_task != self._runs_per_task:  # at the first run, and after a reload
+            await self._write_one("UPDATE retention SET runs_per_task = ?", (keep.runs_per_task,))
+            self._runs_per_task = keep.runs_per_task
+        size = len(stdout.encode()) + len(stderr.encode())
+        rows = await self._write_one(
+            "UPDATE run SET ended = ?, outcome = ?, exit_code = ?, duration_s = ?, stdout = ?, "
+            "stderr = ?, output_bytes = ?, message = ? WHERE id = ? RETURNING "
+            + _TASK_AFTER_RUN
+            + ", (SELECT output_bytes FROM usage)",
+            (
+                ended.timestamp(),
+                str(outcome),
+                exit_code,
+                duration_s,
+                stdout,
+                stderr,
+                size,
+                message,
+                run_id,
+            ),
+        )
+        total = rows[0][-1]
+        now = time.time()
+        if now - self._last_log_prune > _LOG_PRUNE_EVERY_S:
+            self._last_log_prune = now
+            cutoff = now - keep.log_days * 86400
+            await self._write_one("DELETE FROM log WHERE time < ?", (cutoff,))
             await self.prune_output(total)
-        return state
+        elif total > keep.output_bytes:
+            await self.prune_output(total)
+        return _state(rows[0])
 
     async def prune_output(self, total: int | None = None) -> int:
         """Clear the output of the oldest runs until all that is kept fits the retention
         budget, then give the freed pages back to the file system. Returns bytes cleared."""
         budget = self.retention.output_bytes
 
-        def step(db: sqlite3.Connection) -> tuple[int, bool]:
-            (now_total,) = db.execute("SELECT output_bytes FROM usage").fetchone()
+        async def step(tx: _Tx) -> tuple[int, bool]:
+            (now_total,) = await tx.row("SELECT output_bytes FROM usage")
             excess = now_total - budget
             cleared = 0
-            rows = db.execute(
+            rows = await tx.rows(
                 "SELECT id, output_bytes FROM run WHERE output_bytes > 0 AND outcome IS NOT NULL "
                 "ORDER BY id LIMIT ?",
                 (_CLEAR_BATCH,),
-            ).fetchall()
+            )
             ids = []
             for run_id, size in rows:
                 if cleared >= excess:
                     break
                 ids.append((run_id,))
                 cleared += size
-            db.executemany(
+            await tx.many(
                 "UPDATE run SET stdout = '', stderr = '', output_bytes = 0 WHERE id = ?", ids
             )
-            db.execute("UPDATE usage SET output_bytes = output_bytes - ?", (cleared,))
+            await tx.run("UPDATE usage SET output_bytes = output_bytes - ?", (cleared,))
             return cleared, cleared < excess and len(rows) == _CLEAR_BATCH
 
         cleared = 0
@@ -610,8 +716,13 @@ class Store:
             cleared += done
             if not done:
                 break
-        # A pragma that frees one page per step: executescript steps it to the end.
-        await self._in_thread(lambda db: db.executescript("PRAGMA incremental_vacuum"))
+        # A pragma that frees one page per step: executescript steps it to the end. On the
+        # writer, so in its turn: never inside another coroutine's transaction.
+        async with self._writing:
+            try:
+                await self._conn.executescript("PRAGMA incremental_vacuum")
+            except sqlite3.Error as exc:
+                raise translate(exc, self.path) from exc
         return cleared
 
     async def recover_crashed(self, now: datetime) -> list[tuple[int, str]]:
@@ -619,26 +730,14 @@ class Store:
         (run id, task id)."""
         at = now.timestamp()
 
-        def step(db: sqlite3.Connection) -> list[tuple[int, str]]:
-            rows = db.execute(
-                "SELECT id, task_id, started FROM run WHERE outcome IS NULL"
-            ).fetchall()
-            for run_id, task_id, started in rows:
-                db.execute(
-                    "UPDATE run SET outcome = 'interrupted', ended = ?, duration_s = ? "
-                    "WHERE id = ?",
-                    (at, max(0.0, at - started), run_id),
-                )
-                db.execute("UPDATE task SET status = 'interrupted' WHERE id = ?", (task_id,))
-                _log(
-                    db,
-                    at,
-                    task_id,
-                    "interrupted",
-                    "the daemon stopped during this run; it will resume",
-                    None,
-                    None,
-                )
+        async def step(tx: _Tx) -> list[tuple[int, str]]:
+            rows = await tx.rows("SELECT id, task_id, started FROM run WHERE outcome IS NULL")
+            # The run_ended trigger marks each task interrupted and logs it.
+            await tx.many(
+                "UPDATE run SET outcome = 'interrupted', ended = ?, duration_s = ?, "
+                "message = 'the daemon stopped during this run; it will resume' WHERE id = ?",
+                [(at, max(0.0, at - started), run_id) for run_id, _, started in rows],
+            )
             return [(run_id, task_id) for run_id, task_id, _ in rows]
 
         return await self._write(step)
@@ -675,24 +774,24 @@ class Store:
         """
         status_of = {"paused": "idle", "running": "interrupted", "error": "error"}
 
-        def step(db: sqlite3.Connection) -> tuple[int, int]:
+        async def step(tx: _Tx) -> tuple[int, int]:
             new_states = 0
             for st in states:
-                ours = db.execute(
+                ours = await tx.row(
                     "SELECT run_count, last_run FROM task WHERE id = ?", (st.task_id,)
-                ).fetchone()
+                )
                 seeded = (st.run_count, to_epoch(st.last_run))
                 if ours is not None and ours != (0, None) and tuple(ours) != seeded:
                     continue  # it has run here since: ours is newer
                 outcome = (
                     "failed" if st.status == "error" else ("success" if st.run_count else None)
                 )
-                db.execute(
+                await tx.run(
                     "INSERT INTO task (id, name, configured) VALUES (?, ?, 0) "
                     "ON CONFLICT (id) DO NOTHING",
                     (st.task_id, st.name),
                 )
-                changed = db.execute(
+                changed = await tx.run(
                     "UPDATE task SET status = ?, paused = ?, last_run = ?, next_run = ?, "
                     "run_count = ?, error_count = ?, last_error = ?, last_outcome = ?, "
                     "checkpoint = ? WHERE id = ? AND NOT (run_count IS ? AND last_run IS ? "
@@ -713,19 +812,19 @@ class Store:
                         st.checkpoint,
                         int(st.status == "paused"),
                     ),
-                ).rowcount
+                )
                 new_states += changed
             new_logs = 0
             for entry in logs:
                 at = entry.time.timestamp()
-                seen = db.execute(
+                seen = await tx.row(
                     "SELECT 1 FROM log WHERE time = ? AND task_id = ? AND action = ? "
                     "AND message = ? AND actor = 'seed'",
                     (at, entry.task_id, entry.action, entry.message),
-                ).fetchone()
+                )
                 if seen is None:
-                    _log(
-                        db, at, entry.task_id, entry.action, entry.message, entry.duration_s, "seed"
+                    await tx.log(
+                        at, entry.task_id, entry.action, entry.message, entry.duration_s, "seed"
                     )
                     new_logs += 1
             return new_states, new_logs
@@ -745,13 +844,13 @@ class Store:
         """Queue (recipient, text) messages and set the task's `alerted_at`, atomically."""
         at = now.timestamp()
 
-        def step(db: sqlite3.Connection) -> None:
-            db.executemany(
+        async def step(tx: _Tx) -> None:
+            await tx.many(
                 "INSERT INTO outbox (created, task_id, kind, recipient, text, next_attempt) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 [(at, task_id, kind, to, text, at) for to, text in messages],
             )
-            db.execute(
+            await tx.run(
                 "UPDATE task SET alerted_at = ? WHERE id = ?", (to_epoch(alerted_at), task_id)
             )
 
@@ -773,13 +872,16 @@ class Store:
         """Mark alerts delivered (together, as one message), and log them."""
         at = now.timestamp()
 
-        def step(db: sqlite3.Connection) -> None:
-            db.executemany("UPDATE outbox SET sent = ? WHERE id = ?", [(at, i.id) for i in items])
-            for item in items:
-                what = f"{item.kind} to {item.recipient}"
-                if len(items) > 1:
-                    what += f" (in a digest of {len(items)})"
-                _log(db, at, item.task_id, "alert_sent", what, None, None)
+        def what(item: OutboxItem) -> str:
+            text = f"{item.kind} to {item.recipient}"
+            return text + (f" (in a digest of {len(items)})" if len(items) > 1 else "")
+
+        async def step(tx: _Tx) -> None:
+            await tx.many("UPDATE outbox SET sent = ? WHERE id = ?", [(at, i.id) for i in items])
+            await tx.many(
+                _LOG_INSERT,
+                [(at, i.task_id, "alert_sent", what(i), None, None) for i in items],
+            )
 
         await self._write(step)
 
@@ -788,7 +890,7 @@ class Store:
     ) -> None:
         """Record a failed delivery; the alerts are tried again at `retry_at`."""
         await self._write(
-            lambda db: db.executemany(
+            lambda tx: tx.many(
                 "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt = ? "
                 "WHERE id = ?",
                 [(error[:500], retry_at.timestamp(), i.id) for i in items],
@@ -824,7 +926,7 @@ class Store:
     ) -> None:
         """Append one entry to the action log."""
         at = (when or datetime.now(UTC)).timestamp()
-        await self._write(lambda db: _log(db, at, task_id, action, message, duration_s, actor))
+        await self._write_one(_LOG_INSERT, (at, task_id, action, message, duration_s, actor))
 
     def log_later(self, action: str, message: str = "", **kw: Any) -> None:
         """`log()`, without waiting for it: for audit entries of reads, which must not wait
@@ -922,19 +1024,3 @@ def _migrate(db: sqlite3.Connection) -> None:
         for sql in statements:
             db.execute(sql)
         db.execute(f"PRAGMA user_version = {number}")
-
-
-def _log(
-    db: sqlite3.Connection,
-    at: float,
-    task_id: str | None,
-    action: str,
-    message: str,
-    duration_s: float | None,
-    actor: str | None,
-) -> None:
-    db.execute(
-        "INSERT INTO log (time, task_id, action, message, duration_s, actor) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
-        (at, task_id, action, message, duration_s, actor),
-    )

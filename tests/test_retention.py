@@ -79,6 +79,8 @@ async def test_an_old_file_is_taken_over_and_keeps_its_history(tmp_path: Path) -
     await store.close()
     conn = sqlite3.connect(db, isolation_level=None)  # back to how version 2 left it
     conn.executescript(
+        "DROP TRIGGER run_gone; DROP TRIGGER run_ended; DROP TABLE retention;"
+        "DROP TRIGGER run_started; ALTER TABLE run DROP COLUMN message;"
         "PRAGMA auto_vacuum = NONE; VACUUM; DROP TABLE usage; DROP INDEX run_with_output;"
         "ALTER TABLE run DROP COLUMN output_bytes; PRAGMA user_version = 2;"
     )
