@@ -6,7 +6,7 @@ import json
 import shlex
 from pathlib import Path
 
-from tests.helpers import REPO, cli
+from tests.helpers import REPO, cli, query, wait_sync
 from tests.test_e2e import Daemon
 
 SKILL = REPO / "deploy" / "moltbot" / "SKILL.md"
@@ -19,8 +19,16 @@ def commands() -> list[list[str]]:
 
 
 def test_header() -> None:
+    import yaml
+
     head = SKILL.read_text().split("---\n")[1]
     assert head.startswith("name: moltsched\ndescription: ")
+    meta = yaml.safe_load(head)
+    assert meta["metadata"]["openclaw"]["requires"]["bins"] == ["moltsched"]  # OpenClaw gating
+    text = SKILL.read_text()
+    for code in ("`0`", "`1`", "`2`", "`3`"):
+        assert f"- {code}:" in text  # what the agent says for each exit code
+    assert "control: {group:" in text  # how to give the agent access
 
 
 def test_every_command_in_the_skill(tmp_path: Path) -> None:
@@ -34,9 +42,16 @@ def test_every_command_in_the_skill(tmp_path: Path) -> None:
         "  - {id: check-email, name: Email, script: email.sh, every: 1h}\n"
     )
     found = commands()
-    assert len(found) == 8
+    assert len(found) == 9
     daemon = Daemon(config).start()
     try:
+        # Both are new, so they run at the start; `output` below reads check-email's run.
+        db = tmp_path / "state" / "moltsched.db"
+        wait_sync(
+            lambda: query(db, "SELECT run_count FROM task WHERE id = 'check-email'") == [(1,)],
+            20,
+            "check-email's first run",
+        )
         for argv in found:
             result = cli(*argv, config=config)
             assert result.returncode in (0, 1), (argv, result.stderr)
@@ -45,6 +60,8 @@ def test_every_command_in_the_skill(tmp_path: Path) -> None:
                 assert data["running"] is True and data["task_count"] == 2
             if argv[1:2] == ["run"]:
                 assert data["outcome"] == "success" and result.returncode == 0
+            if argv[1:2] == ["output"]:
+                assert data["task_id"] == "check-email" and "imap timeout" in data["stderr"]
         # What the file says about exit code 2.
         unknown = cli("--json", "run", "scrape", config=config)
         assert unknown.returncode == 2 and json.loads(unknown.stdout)["nearest"] == ["scrape-all"]
