@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from scheduler_core import __version__
 from tests.helpers import MOLTSCHED, cli, query, wait_sync
 
 CONFIG = """
@@ -120,6 +121,7 @@ def test_daemon_runs_tasks_answers_the_cli_and_stops_cleanly(daemon: Daemon, con
     assert result.returncode == 0, result.stderr
     status = json.loads(result.stdout)
     assert status["running"] is True and status["task_count"] == 3
+    assert status["version"] == __version__
     tick = next(t for t in status["tasks"] if t["id"] == "tick")
     assert set(tick) == {
         "id",
@@ -154,7 +156,7 @@ def test_daemon_runs_tasks_answers_the_cli_and_stops_cleanly(daemon: Daemon, con
     result = cli("--json", "logs", "fails", "-n", "3", config=config)
     entries = json.loads(result.stdout)
     assert [e["action"] for e in entries] == ["failed", "started", "command"]
-    assert set(entries[0]) == {"time", "task_id", "action", "message", "duration_s"}
+    assert set(entries[0]) == {"time", "task_id", "action", "message", "duration_s", "actor"}
     result = cli("status", "fails", config=config)
     assert "last error: exit 4" in result.stdout
 
@@ -314,3 +316,14 @@ def test_after_kill_9_the_next_daemon_records_the_run_interrupted_and_resumes_it
         assert query(db(config), "PRAGMA integrity_check") == [("ok",)]
     finally:
         assert again.stop() == 0
+
+
+def test_version(daemon: Daemon) -> None:
+    from importlib.metadata import version
+
+    done = subprocess.run([MOLTSCHED, "--version"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0 and done.stdout == f"moltsched {__version__}\n"
+    assert version("moltbot-scheduler") == __version__  # what pip installed says the same
+    assert f"moltsched {__version__} daemon running" in daemon.log.read_text()
+    changelog = (Path(__file__).parent.parent / "CHANGELOG.md").read_text()
+    assert f"## {__version__} (" in changelog
