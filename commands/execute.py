@@ -509,6 +509,7 @@ async def _output(ctx: Context, task_id: str, run_id: int | None) -> Reply:
         "outcome": str(record.outcome) if record.outcome else None,
         "exit_code": record.exit_code,
         "duration_s": record.duration_s,
+        "message": record.message,
         "stdout": record.stdout,
         "stderr": record.stderr,
     }
@@ -516,7 +517,7 @@ async def _output(ctx: Context, task_id: str, run_id: int | None) -> Reply:
     head = (
         f"{spec.id} run {record.run_id} ({record.cause}), "
         f"{short_time(record.started, ctx.zone, now)}: {record.outcome or 'running'}"
-        + (f", exit {record.exit_code}" if record.exit_code is not None else "")
+        + (f" ({record.message})" if record.message else "")
     )
     if ctx.chat:
         out = tail_lines(record.stdout, OUTPUT_CHAT_LINES)

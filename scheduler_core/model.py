@@ -151,6 +151,7 @@ class RunRecord:
     duration_s: float | None
     stdout: str
     stderr: str
+    message: str = ""  # how it ended, in a line ("exit 3 in 0.2s: imap timeout")
 
 
 @dataclass(frozen=True)

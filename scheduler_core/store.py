@@ -998,7 +998,8 @@ def inspect(path: Path) -> Inspection:
 
 
 _RUN_COLUMNS = (
-    "id, task_id, cause, due, started, ended, outcome, exit_code, duration_s, stdout, stderr"
+    "id, task_id, cause, due, started, ended, outcome, exit_code, duration_s, stdout, stderr, "
+    "message"
 )
 
 
@@ -1015,6 +1016,7 @@ def _run(r: Sequence[Any]) -> RunRecord:
         duration_s=r[8],
         stdout=r[9],
         stderr=r[10],
+        message=r[11],
     )
 
 

@@ -182,6 +182,7 @@ async def test_output_of_a_run_and_how_status_points_at_it(ctx: Context) -> None
     newest = await execute(Output("bad"), replace(ctx, json=True))
     assert newest.data["run_id"] > first.data["run_id"]
     assert newest.data["stderr"] == "it broke\n" and newest.data["outcome"] == "failed"
+    assert newest.data["message"].startswith("exit 5 in ")
     older = await execute(Output("bad", first.data["run_id"]), replace(ctx, json=True))
     assert older.data["run_id"] == first.data["run_id"]
     text = (await execute(Output("Bad"), ctx)).text
