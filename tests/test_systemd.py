@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -9,6 +10,7 @@ import shutil
 import signal
 import socket
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -92,104 +94,87 @@ def receive_until(sock: socket.socket, wanted: str) -> list[str]:
             return seen
 
 
-def test_reload_says_reloading_then_ready_and_waits_for_the_verdict(tmp_path: Path) -> None:
-    (tmp_path / "tasks").mkdir()
-    (tmp_path / "tasks" / "t.sh").write_text("true\n")
-    config = tmp_path / "moltsched.yaml"
-    config.write_text("tasks:\n  - {id: t, script: t.sh, cron: '0 0 1 1 *'}\n")
-    address = str(tmp_path / "notify.sock")
+@contextlib.contextmanager
+def notified_daemon(
+    root: Path, tasks: str, scripts: dict[str, str], env: dict[str, str] | None = None
+) -> Iterator[tuple[subprocess.Popen[bytes], socket.socket, Path]]:
+    """The daemon on `tasks` (YAML lines) with a notify socket of ours: (daemon, socket,
+    config). Killed at the end if it is still running."""
+    (root / "tasks").mkdir()
+    for name, text in scripts.items():
+        (root / "tasks" / name).write_text(text)
+    config = root / "moltsched.yaml"
+    config.write_text("tasks:\n" + tasks)
+    address = str(root / "notify.sock")
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.bind(address)
         sock.settimeout(15)
         daemon = subprocess.Popen(
             [MOLTSCHED, "--config", str(config), "daemon"],
             stderr=subprocess.DEVNULL,
-            env=os.environ | {"NOTIFY_SOCKET": address},
+            env=os.environ | {"NOTIFY_SOCKET": address} | (env or {}),
         )
         try:
-            receive_until(sock, "READY=1")
-            config.write_text(config.read_text() + "  - {id: u, script: t.sh, every: 1h}\n")
-            done = cli("reload", config=config)
-            assert done.returncode == 0 and "added u" in done.stdout, done.stderr
-            seen = receive_until(sock, "READY=1")
-            assert seen[0].startswith("RELOADING=1\nMONOTONIC_USEC=")
-            assert "STATUS=running 2 task(s)" in seen[-1]
-            config.write_text("tasks: [{id: BAD}]\n")
-            rejected = cli("--json", "reload", config=config)
-            assert rejected.returncode == 2
-            verdict = json.loads(rejected.stdout)
-            assert verdict["reloaded"] is False and verdict["kind"] == "config"
-            assert "tasks[0].id" in verdict["error"]
-            seen = receive_until(sock, "READY=1")  # still ready, on the old configuration
-            assert seen[0].startswith("RELOADING=1") and "2 task(s)" in seen[-1]
-            logs = json.loads(cli("--json", "logs", config=config).stdout)
-            actions = [(e["action"], e["actor"]) for e in logs]
-            me = f"cli:{pwd.getpwuid(os.getuid()).pw_name}"
-            assert ("reload_rejected", me) in actions and ("reloaded", me) in actions
+            yield daemon, sock, config
         finally:
-            daemon.kill()
-            daemon.wait()
+            if daemon.poll() is None:
+                daemon.kill()
+                daemon.wait()
+
+
+def test_reload_says_reloading_then_ready_and_waits_for_the_verdict(tmp_path: Path) -> None:
+    tasks = "  - {id: t, script: t.sh, cron: '0 0 1 1 *'}\n"
+    with notified_daemon(tmp_path, tasks, {"t.sh": "true\n"}) as (_, sock, config):
+        receive_until(sock, "READY=1")
+        config.write_text(config.read_text() + "  - {id: u, script: t.sh, every: 1h}\n")
+        done = cli("reload", config=config)
+        assert done.returncode == 0 and "added u" in done.stdout, done.stderr
+        seen = receive_until(sock, "READY=1")
+        assert seen[0].startswith("RELOADING=1\nMONOTONIC_USEC=")
+        assert "STATUS=running 2 task(s)" in seen[-1]
+        config.write_text("tasks: [{id: BAD}]\n")
+        rejected = cli("--json", "reload", config=config)
+        assert rejected.returncode == 2
+        verdict = json.loads(rejected.stdout)
+        assert verdict["reloaded"] is False and verdict["kind"] == "config"
+        assert "tasks[0].id" in verdict["error"]
+        seen = receive_until(sock, "READY=1")  # still ready, on the old configuration
+        assert seen[0].startswith("RELOADING=1") and "2 task(s)" in seen[-1]
+        logs = json.loads(cli("--json", "logs", config=config).stdout)
+        actions = [(e["action"], e["actor"]) for e in logs]
+        me = f"cli:{pwd.getpwuid(os.getuid()).pw_name}"
+        assert ("reload_rejected", me) in actions and ("reloaded", me) in actions
 
 
 def test_stopping_extends_the_timeout_by_a_running_tasks_grace(tmp_path: Path) -> None:
-    (tmp_path / "tasks").mkdir()
     # Ignores SIGTERM for a while, so the daemon must wait out its grace.
-    (tmp_path / "tasks" / "slow.sh").write_text("trap '' TERM\nsleep 1.5\n")
-    config = tmp_path / "moltsched.yaml"
-    config.write_text("tasks:\n  - {id: slow, script: slow.sh, every: 1h, grace: 45s}\n")
-    address = str(tmp_path / "notify.sock")
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.bind(address)
-        sock.settimeout(15)
-        daemon = subprocess.Popen(
-            [MOLTSCHED, "--config", str(config), "daemon"],
-            stderr=subprocess.DEVNULL,
-            env=os.environ | {"NOTIFY_SOCKET": address},
-        )
-        try:
-            receive_until(sock, "READY=1")
-            db = tmp_path / "state" / "moltsched.db"
-            wait_sync(lambda: query(db, "SELECT COUNT(*) FROM run")[0][0] == 1, 15, "the run")
-            daemon.send_signal(signal.SIGTERM)
-            seen = receive_until(sock, "EXTEND_TIMEOUT_USEC=")
-            assert "STOPPING=1" in seen
-            assert int(seen[-1].split("=")[1]) >= 45_000_000
-            assert daemon.wait(15) == 0
-        finally:
-            if daemon.poll() is None:
-                daemon.kill()
-                daemon.wait()
+    slow = {"slow.sh": "trap '' TERM\nsleep 1.5\n"}
+    tasks = "  - {id: slow, script: slow.sh, every: 1h, grace: 45s}\n"
+    with notified_daemon(tmp_path, tasks, slow) as (daemon, sock, _):
+        receive_until(sock, "READY=1")
+        db = tmp_path / "state" / "moltsched.db"
+        wait_sync(lambda: query(db, "SELECT COUNT(*) FROM run")[0][0] == 1, 15, "the run")
+        daemon.send_signal(signal.SIGTERM)
+        seen = receive_until(sock, "EXTEND_TIMEOUT_USEC=")
+        assert "STOPPING=1" in seen
+        assert int(seen[-1].split("=")[1]) >= 45_000_000
+        assert daemon.wait(15) == 0
 
 
 def test_ready_watchdog_and_stopping_on_a_real_notify_socket(tmp_path: Path) -> None:
-    (tmp_path / "tasks").mkdir()
-    (tmp_path / "tasks" / "t.sh").write_text("true\n")
-    config = tmp_path / "moltsched.yaml"
-    config.write_text("tasks:\n  - {id: t, script: t.sh, cron: '0 0 1 1 *'}\n")
-    address = str(tmp_path / "notify.sock")
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.bind(address)
-        sock.settimeout(15)
-        daemon = subprocess.Popen(
-            [MOLTSCHED, "--config", str(config), "daemon"],
-            stderr=subprocess.DEVNULL,
-            env=os.environ | {"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "200000"},
-        )
-        try:
-            ready = sock.recv(4096).decode()
-            assert ready.startswith("READY=1\n") and "STATUS=running 1 task(s)" in ready
-            pings = [sock.recv(4096).decode() for _ in range(3)]  # every 0.1 s
-            assert pings == ["WATCHDOG=1"] * 3
-            daemon.send_signal(signal.SIGTERM)
-            rest = []
-            while (msg := sock.recv(4096).decode()) != "STOPPING=1":
-                rest.append(msg)
-            assert set(rest) <= {"WATCHDOG=1"}
-            assert daemon.wait(15) == 0
-        finally:
-            if daemon.poll() is None:
-                daemon.kill()
-                daemon.wait()
+    tasks = "  - {id: t, script: t.sh, cron: '0 0 1 1 *'}\n"
+    every_100ms = {"WATCHDOG_USEC": "200000"}
+    with notified_daemon(tmp_path, tasks, {"t.sh": "true\n"}, every_100ms) as (daemon, sock, _):
+        ready = sock.recv(4096).decode()
+        assert ready.startswith("READY=1\n") and "STATUS=running 1 task(s)" in ready
+        pings = [sock.recv(4096).decode() for _ in range(3)]  # every 0.1 s
+        assert pings == ["WATCHDOG=1"] * 3
+        daemon.send_signal(signal.SIGTERM)
+        rest = []
+        while (msg := sock.recv(4096).decode()) != "STOPPING=1":
+            rest.append(msg)
+        assert set(rest) <= {"WATCHDOG=1"}
+        assert daemon.wait(15) == 0
 
 
 def test_no_notify_socket_no_watchdog() -> None:
