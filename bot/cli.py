@@ -396,17 +396,16 @@ async def _offline_answer(config: AppConfig, payload: dict[str, Any]) -> int:
     import asyncio
     import signal
 
-    from bot.daemon import task_environment
+    from bot.engine import build_engine
     from bot.lock import StateLock
     from bot.respond import respond, runs_tasks
     from scheduler_core import procs
-    from scheduler_core.scheduler import Scheduler
     from scheduler_core.store import Store
 
     settings = config.settings
     store = await Store.open(settings.db_path, settings.retention)
     try:
-        scheduler = Scheduler(store, settings, config.tasks, base_env=task_environment())
+        scheduler = build_engine(config, store).scheduler
         if not runs_tasks(payload):
             return await _print(*await respond(payload, scheduler, config.zone, daemon=False))
         lock = StateLock(settings.state_dir)

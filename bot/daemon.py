@@ -12,18 +12,16 @@ import asyncio
 import json
 import logging
 import os
-import shutil
-import sys
 import time
-from collections.abc import AsyncIterator, Mapping
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from bot import client
 from bot.access import Access, Peer
 from bot.control import ControlServer
+from bot.engine import Engine, build_engine
 from bot.lock import StateLock
-from bot.outbox import Alerter, Outbox
+from bot.outbox import Outbox
 from bot.respond import Answer, respond
 from bot.signals import Signals
 from bot.systemd import notify, watchdog, watchdog_interval
@@ -31,13 +29,11 @@ from commands.chat import converse
 from commands.execute import Context
 from config.loader import AppConfig, ConfigError, load_config
 from scheduler_core import __version__, procs
-from scheduler_core.alerts import AlertPolicy
 from scheduler_core.cgroups import RunCgroups
 from scheduler_core.clock import Clock
 from scheduler_core.errors import log_failure
-from scheduler_core.model import TaskSpec, TaskState
 from scheduler_core.runner import stop_strays
-from scheduler_core.scheduler import RunResult, Scheduler
+from scheduler_core.scheduler import Scheduler
 from scheduler_core.store import Store
 
 if TYPE_CHECKING:
@@ -88,12 +84,15 @@ async def serve(
 class Daemon:
     """The running daemon's parts and its current configuration."""
 
-    def __init__(self, config: AppConfig, scheduler: Scheduler) -> None:
-        self.config = config
-        self.scheduler = scheduler
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.scheduler = engine.scheduler
         self.signal: SignalFront | None = None
-        self.alerter: Alerter | None = None
         self._reloading = asyncio.Lock()
+
+    @property
+    def config(self) -> AppConfig:
+        return self.engine.config
 
     async def replies(self, text: str, actor: str) -> AsyncIterator[str]:
         """The bot's answers to an admin's message (what `moltsched chat` prints)."""
@@ -177,7 +176,7 @@ class Daemon:
                 log.exception("reload failed")
                 return 1, f"reload failed: {exc}"
             self._apply_signal(new)
-            self.config = new
+            self.engine.reconfigure(new)
             parts = [f"{len(new.tasks)} task(s)"]
             for word, ids in (("added", added), ("removed", removed), ("changed", changed)):
                 if ids:
@@ -199,9 +198,6 @@ class Daemon:
             return
         if self.signal is not None and new_signal is not None:
             self.signal.update(new_signal)
-        if self.alerter is not None and new_signal is not None:
-            self.alerter.recipients = tuple(new_signal.alert_to)
-            self.alerter.policy = policy_of(new)
 
 
 async def _serve_started(config: AppConfig, clock: Clock | None, signals: Signals) -> int:
@@ -209,16 +205,11 @@ async def _serve_started(config: AppConfig, clock: Clock | None, signals: Signal
     stop = signals.stop
     store = await Store.open(settings.db_path, settings.retention)
     try:
-        scheduler = Scheduler(
-            store,
-            settings,
-            config.tasks,
-            clock=clock,
-            base_env=task_environment(),
-            cgroups=RunCgroups.take(),  # under systemd with Delegate=yes (see the unit)
-        )
+        # Runs get cgroups of their own under systemd with Delegate=yes (see the unit).
+        engine = build_engine(config, store, clock=clock, cgroups=RunCgroups.take())
+        scheduler = engine.scheduler
         await scheduler.prepare()
-        daemon = Daemon(config, scheduler)
+        daemon = Daemon(engine)
         outbox: Outbox | None = None
         if config.signal is not None:
             # Imported only when configured: signalbot brings aiohttp and more, which a daemon
@@ -226,8 +217,7 @@ async def _serve_started(config: AppConfig, clock: Clock | None, signals: Signal
             from bot.signal_front import SignalFront
 
             daemon.signal = SignalFront(config.signal, daemon.replies, store)
-            outbox = Outbox(store, daemon.signal, limiter=daemon.signal.limiter)
-            daemon.alerter = Alerter(store, policy_of(config), config.signal.alert_to, outbox)
+            outbox = engine.deliver_alerts(daemon.signal, daemon.signal.limiter)
         metrics = None
         if config.metrics is not None:
             from bot.metrics import Metrics  # imported only when asked for (RSS)
@@ -243,14 +233,7 @@ async def _serve_started(config: AppConfig, clock: Clock | None, signals: Signal
                     exc,
                 )
                 return EXIT_USAGE
-        hooks = [h.on_finish for h in (daemon.alerter, metrics) if h is not None]
-        if hooks:
-
-            async def after_run(spec: TaskSpec, result: RunResult, state: TaskState) -> None:
-                for hook in hooks:
-                    await hook(spec, result, state)
-
-            scheduler.on_finish = after_run
+            engine.hooks.append(metrics.on_finish)
         server = ControlServer(
             settings.state_dir / client.SOCKET_NAME,
             daemon.handle,
@@ -327,11 +310,6 @@ async def _stop_strays(scheduler: Scheduler) -> None:
         log.warning("stopped %d process(es) left behind by earlier runs", stopped)
 
 
-def policy_of(config: AppConfig) -> AlertPolicy:
-    a = config.alerts
-    return AlertPolicy(a.after_failures, a.repeat_every, a.recovery)
-
-
 async def _lines(text: str) -> AsyncIterator[str]:
     yield text + "\n"
 
@@ -339,39 +317,3 @@ async def _lines(text: str) -> AsyncIterator[str]:
 async def _nothing() -> AsyncIterator[str]:
     return
     yield
-
-
-# What systemd hands the daemon alone: a task that saw NOTIFY_SOCKET could tell systemd the
-# service is ready or stopping, and one that saw WATCHDOG_* or LISTEN_* could act on them.
-SYSTEMD_ONLY = ("NOTIFY_SOCKET", "JOURNAL_STREAM")
-SYSTEMD_PREFIXES = ("WATCHDOG_", "LISTEN_")
-
-
-def task_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment runs start from (DESIGN.md section 5): the owner's world, not ours.
-
-    PATH stays the daemon's own, so `#!/usr/bin/env python3` finds the system's Python and a
-    `pip install` in a task does not change our environment; the folder of `moltsched` is
-    added at the end only when `moltsched` is not found on it (under systemd, say), so
-    `moltsched checkpoint save` works from any script. `MOLTSCHED_PYTHON` names an
-    interpreter that has `scheduler_core.checkpoint`.
-    """
-    env = {
-        k: v
-        for k, v in (os.environ if environ is None else environ).items()
-        if k not in SYSTEMD_ONLY and not k.startswith(SYSTEMD_PREFIXES)
-    }
-    path = env.get("PATH", os.defpath)
-    if shutil.which("moltsched", path=path) is None:
-        ours = str(_moltsched_folder())
-        env["PATH"] = os.pathsep.join([p for p in path.split(os.pathsep) if p] + [ours])
-    env["MOLTSCHED_PYTHON"] = sys.executable
-    return env
-
-
-def _moltsched_folder() -> Path:
-    """Where the `moltsched` that runs us lives (the console script beside our Python)."""
-    argv0 = Path(sys.argv[0])
-    if argv0.name == "moltsched" and argv0.is_file():
-        return argv0.resolve().parent
-    return Path(sys.executable).parent

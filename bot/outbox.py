@@ -29,7 +29,7 @@ from scheduler_core.alerts import (
     decide_flapping,
     quiet,
 )
-from scheduler_core.clock import Clock, SystemClock
+from scheduler_core.clock import Clock
 from scheduler_core.model import OutboxItem, Outcome, TaskSpec, TaskState
 from scheduler_core.scheduler import RunResult
 from scheduler_core.store import Store
@@ -63,12 +63,12 @@ class Outbox:
         store: Store,
         sender: Sender,
         *,
-        clock: Clock | None = None,
+        clock: Clock,
         limiter: Limiter | None = None,
     ) -> None:
         self.store = store
         self.sender = sender
-        self.clock: Clock = clock or SystemClock()
+        self.clock = clock  # the scheduler's (bot.engine): one clock for all timing
         self.limiter = limiter
         self._wake = asyncio.Event()
         self._closing = False
@@ -157,13 +157,13 @@ class Alerter:
         recipients: Sequence[str],
         outbox: Outbox | None,
         *,
-        clock: Clock | None = None,
+        clock: Clock,
     ) -> None:
         self.store = store
         self.policy = policy
         self.recipients = tuple(recipients)
-        self.outbox = outbox
-        self.clock: Clock = clock or SystemClock()
+        self.outbox = outbox  # None: the alerts wait until a daemon delivers them
+        self.clock = clock
 
     async def on_finish(self, spec: TaskSpec, result: RunResult, state: TaskState) -> None:
         if not spec.alert or not self.recipients:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import errno
 import logging
 import os
 import sys
@@ -69,22 +70,27 @@ class _TimerFd:
         spec = _Itimerspec(_Timespec(0, 0), _Timespec(0, 0))
         self._libc.timerfd_settime(self.fd, 0, ctypes.byref(spec), None)
 
-    def drain(self) -> None:
-        # ECANCELED (clock was set) and EAGAIN both just mean "look at the time again".
-        with contextlib.suppress(OSError):
+    def drain(self) -> bool:
+        """Read the expiry; True if the clock was set (ECANCELED) rather than reached."""
+        try:
             os.read(self.fd, 8)
+        except OSError as exc:
+            return exc.errno == errno.ECANCELED
+        return False
 
     def close(self) -> None:
         os.close(self.fd)
 
 
 class SystemClock:
-    """The real wall clock."""
+    """The real wall clock, shared by everything that waits for a time (the scheduler, the
+    alert outbox): one timer armed for the earliest sleeper, each woken when its time comes,
+    and all of them when the clock is set."""
 
     def __init__(self) -> None:
         self._timer: _TimerFd | None = None
         self._armed: datetime | None = None
-        self._waiting: asyncio.Event | None = None
+        self._sleepers: dict[asyncio.Event, datetime | None] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         if sys.platform.startswith("linux"):
             try:
@@ -109,24 +115,36 @@ class SystemClock:
             # finished run, and re-registering each time was measurable in the burst benchmark.
             loop.add_reader(timer.fd, self._fire)
             self._loop = loop
-        if when != self._armed:
-            if when is None:
-                timer.disarm()
-            else:
-                timer.arm(when.timestamp())
-            self._armed = when
-        self._waiting = wake
+        self._sleepers[wake] = when
+        self._arm()
         try:
             await wake.wait()
         finally:
-            self._waiting = None
+            self._sleepers.pop(wake, None)
+
+    def _arm(self) -> None:
+        """The timer set for the earliest sleeper (left alone when it already is)."""
+        assert self._timer is not None
+        earliest = min((w for w in self._sleepers.values() if w is not None), default=None)
+        if earliest == self._armed:
+            return
+        if earliest is None:
+            self._timer.disarm()
+        else:
+            self._timer.arm(earliest.timestamp())
+        self._armed = earliest
 
     def _fire(self) -> None:
         assert self._timer is not None
-        self._timer.drain()
-        self._armed = None  # expired (or the clock was set): arm again next time
-        if self._waiting is not None:
-            self._waiting.set()
+        clock_set = self._timer.drain()
+        self._armed = None  # expired (or the clock was set): arm again for who is left
+        now = self.now()
+        for wake, when in list(self._sleepers.items()):
+            if clock_set or (when is not None and when <= now):
+                del self._sleepers[wake]
+                wake.set()
+        if self._sleepers:
+            self._arm()
 
     def close(self) -> None:
         if self._timer is not None:

@@ -21,11 +21,12 @@ MOLTSCHED = str(Path(sys.executable).parent / "moltsched")
 
 
 class ManualClock:
-    """Wall time that moves only when a test says so."""
+    """Wall time that moves only when a test says so. Any number of sleepers, as with the
+    real clock (the scheduler and the alert outbox share one)."""
 
     def __init__(self, start: datetime | None = None) -> None:
         self.t = start or datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
-        self._pending: tuple[datetime | None, asyncio.Event] | None = None
+        self._sleepers: dict[asyncio.Event, datetime | None] = {}
 
     def now(self) -> datetime:
         return self.t
@@ -33,22 +34,21 @@ class ManualClock:
     async def sleep_until(self, when: datetime | None, wake: asyncio.Event) -> None:
         if when is not None and when <= self.t:
             return
-        self._pending = (when, wake)
+        self._sleepers[wake] = when
         try:
             await wake.wait()
         finally:
-            self._pending = None
+            self._sleepers.pop(wake, None)
 
     def jump(self, seconds: float) -> None:
         """Someone sets the clock: like the real timerfd, wake whoever sleeps."""
         self.t += timedelta(seconds=seconds)
-        if self._pending is not None:
-            self._pending[1].set()
+        for wake in self._sleepers:
+            wake.set()
 
     def advance(self, seconds: float) -> None:
         self.t += timedelta(seconds=seconds)
-        if self._pending is not None:
-            when, wake = self._pending
+        for wake, when in self._sleepers.items():
             if when is not None and when <= self.t:
                 wake.set()
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.daemon import task_environment
+from bot.engine import task_environment
 from scheduler_core.runner import script_argv
 from tests.helpers import MOLTSCHED, cli, wait_sync
 

@@ -1,0 +1,66 @@
+"""One wiring for the daemon and the CLI with no daemon (issue 13, point 3): a run in the
+foreground goes through the same after-run hooks, so a failing one alerts like any other."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.helpers import cli, query
+
+
+def test_a_failing_foreground_run_queues_its_alert(tmp_path: Path) -> None:
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "bad.sh").write_text("echo 'disk on fire' >&2; exit 4\n")
+    config = tmp_path / "moltsched.yaml"
+    # Signal is configured but down: the alert waits in the outbox for the daemon to send.
+    config.write_text(
+        "tasks:\n  - {id: bad, script: bad.sh, every: 1h}\n"
+        'signal:\n  service: 127.0.0.1:9\n  account: "+4915100000000"\n'
+        '  admins: ["+4917600000000", "+4917600000001"]\n'
+    )
+    done = cli("--json", "run", "bad", config=config)
+    assert done.returncode == 1 and json.loads(done.stdout)["outcome"] == "failed"
+    db = tmp_path / "state" / "moltsched.db"
+    queued = query(db, "SELECT recipient, kind, text FROM outbox ORDER BY id")
+    assert [(r, k) for r, k, _ in queued] == [
+        ("+4917600000000", "failure"),
+        ("+4917600000001", "failure"),
+    ]
+    assert "bad failed: exit 4" in queued[0][2] and "disk on fire" in queued[0][2]
+    status = json.loads(cli("--json", "status", config=config).stdout)
+    assert status["alerts_waiting"] == 2
+
+
+async def test_one_system_clock_wakes_each_of_its_sleepers_at_its_own_time() -> None:
+    """The scheduler and the outbox sleep on the one clock the engine passes them both: a
+    second sleeper must not take the first one's wake-up (it did: a daemon with Signal
+    configured ran each task once, then slept for ever)."""
+    import asyncio
+    from datetime import timedelta
+
+    from scheduler_core.clock import SystemClock
+
+    clock = SystemClock()
+    try:
+        now = clock.now()
+        soon, later, never = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        order: list[str] = []
+
+        async def sleep(name: str, when: object, wake: asyncio.Event) -> None:
+            await clock.sleep_until(when, wake)  # type: ignore[arg-type]
+            order.append(name)
+
+        sleepers = [
+            asyncio.create_task(sleep("later", now + timedelta(seconds=0.3), later)),
+            asyncio.create_task(sleep("soon", now + timedelta(seconds=0.1), soon)),
+            asyncio.create_task(sleep("never", None, never)),
+        ]
+        async with asyncio.timeout(10):
+            await asyncio.gather(*sleepers[:2])
+        assert order == ["soon", "later"]
+        assert clock.now() >= now + timedelta(seconds=0.3)
+        never.set()  # a sleeper with no time wakes by its event alone
+        await sleepers[2]
+    finally:
+        clock.close()
