@@ -23,7 +23,7 @@ run: $(STAMP)
 # The bot without a Signal account: the emulator, the daemon on the demo tasks, and a prompt
 # where what you type arrives as a message from the admin's phone.
 demo: $(STAMP)
-	$(BIN)/python -m tests.fakes.demo
+	$(BIN)/python -m support.demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

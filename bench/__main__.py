@@ -16,7 +16,6 @@ import asyncio
 import json
 import math
 import os
-import signal
 import sqlite3
 import statistics
 import subprocess
@@ -28,7 +27,8 @@ from pathlib import Path
 
 import aiosqlite
 
-MOLTSCHED = str(Path(sys.executable).parent / "moltsched")
+from support.daemon import MOLTSCHED, DaemonProcess, proc_status
+
 STAMP = 'echo "$EPOCHREALTIME"\n'
 
 
@@ -57,43 +57,10 @@ def write_config(
     return path
 
 
-class DaemonProcess:
-    def __init__(self, config: Path) -> None:
-        self.config = config
-        self.log = config.parent / "daemon.log"
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(
-                [MOLTSCHED, "--config", str(config), "daemon"],
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-                env=os.environ | {"MOLTSCHED_LOG_LEVEL": "INFO"},
-            )
-        deadline = time.monotonic() + 120
-        while "daemon running" not in self.log.read_text():
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise RuntimeError(f"daemon did not start:\n{self.log.read_text()}")
-            time.sleep(0.02)
-
-    @property
-    def db(self) -> Path:
-        return self.config.parent / "state" / "moltsched.db"
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(60)
-
-
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     k = max(0, min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1))))
     return ordered[k]
-
-
-def proc_status(pid: int, key: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    raise KeyError(key)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -132,7 +99,7 @@ def bench_lateness() -> None:
         root = Path(td)
         tasks = [{"id": f"t{i}", "script": "stamp.sh", "every": 1} for i in range(LATENESS_TASKS)]
         config = write_config(root, tasks, LATENESS_TASKS)
-        daemon = DaemonProcess(config)
+        daemon = DaemonProcess(config, env={"MOLTSCHED_LOG_LEVEL": "INFO"}).start()
         conn = sqlite3.connect(daemon.db, timeout=30)
         anchor = None
         while anchor is None:  # the daemon's slots: its first due time, plus whole seconds
@@ -205,7 +172,7 @@ def bench_burst() -> None:
 def _daemon_burst(root: Path) -> float:
     tasks = [{"id": f"b{i}", "script": "noop.sh", "every": "1d"} for i in range(BURST_TASKS)]
     config = write_config(root, tasks, BURST_CONCURRENCY)
-    daemon = DaemonProcess(config)
+    daemon = DaemonProcess(config, env={"MOLTSCHED_LOG_LEVEL": "INFO"}).start()
     conn = sqlite3.connect(daemon.db, timeout=30)
     deadline = time.monotonic() + 600
     done = "SELECT COUNT(*) FROM run WHERE outcome IS NOT NULL"
@@ -297,9 +264,9 @@ def yearly(n: int, prefix: str) -> list[dict[str, object]]:
 def bench_idle() -> None:
     with tempfile.TemporaryDirectory() as td:
         config = write_config(Path(td), yearly(IDLE_TASKS, "i"), 2)
-        daemon = DaemonProcess(config)
+        daemon = DaemonProcess(config, env={"MOLTSCHED_LOG_LEVEL": "INFO"}).start()
         time.sleep(2)
-        pid = daemon.proc.pid
+        pid = daemon.pid
         cpu0, wake0 = cpu_seconds(pid), wakeups(pid)
         time.sleep(IDLE_SECONDS)
         cpu1, wake1 = cpu_seconds(pid), wakeups(pid)
@@ -337,10 +304,10 @@ def bench_status_and_rss() -> None:
 
         argv = [MOLTSCHED, "--config", str(config), "--json", "status"]
         offline = timed(argv, 5, ten_thousand)
-        daemon = DaemonProcess(config)
+        daemon = DaemonProcess(config, env={"MOLTSCHED_LOG_LEVEL": "INFO"}).start()
         time.sleep(1)
         online = timed(argv, REPEATS, ten_thousand)
-        rss = proc_status(daemon.proc.pid, "VmHWM") / 1024
+        rss = proc_status(daemon.pid, "VmHWM") / 1024
         daemon.stop()
     floor = timed([sys.executable, "-c", "pass"])
     libs = subprocess.run(

@@ -24,15 +24,14 @@ from pathlib import Path
 
 from bench.__main__ import (
     BURST_TASKS,
-    MOLTSCHED,
     _raw_burst,
     header,
     percentile,
-    proc_status,
     row,
     write_config,
 )
-from tests.fakes.signal_service import ACCOUNT, ALICE, SignalService, text_frame
+from support.daemon import MOLTSCHED, proc_status
+from support.signal_service import ACCOUNT, ALICE, SignalService, text_frame
 
 TASKS = int(os.environ.get("LOAD_TASKS", "10000"))
 CALLERS = 100

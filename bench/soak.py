@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.fakes.signal_service import ACCOUNT, ALICE, SignalService, text_frame
+from support.signal_service import ACCOUNT, ALICE, SignalService, text_frame
 
 MOLTSCHED = str(Path(sys.executable).parent / "moltsched")
 # 200 tasks every 1-5 s is ~90 runs/s. At ~130/s this 2-core VM's disk was the limit (100%

@@ -147,3 +147,61 @@ def query(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, .
         return conn.execute(sql, params).fetchall()
     finally:
         conn.close()
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie waiting for init to reap it is dead for our purposes.
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+def processes_of(db: Path, tasks: set[str]) -> list[int]:
+    """Every process on the machine that a run of one of `tasks` (of this database) started:
+    they all carry the run's environment."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            env = dict(
+                item.split(b"=", 1)
+                for item in (proc / "environ").read_bytes().split(b"\0")
+                if b"=" in item
+            )
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        if env.get(b"MOLTSCHED_DB") == str(db).encode() and (
+            env.get(b"MOLTSCHED_TASK_ID", b"").decode() in tasks
+        ):
+            found.append(int(proc.name))
+    return found
+
+
+# The ways a script leaves something running and exits (each writes its pid to {pids}).
+ESCAPES = {
+    # The everyday ways a script leaves something running and exits.
+    "setsid": "setsid bash -c 'echo $$ >> {pids}; exec sleep 300' &",
+    "subshell-setsid": "( setsid bash -c 'echo $$ >> {pids}; exec sleep 300' & )",
+    "nohup": "nohup bash -c 'echo $$ >> {pids}; exec sleep 300' >/dev/null 2>&1 &",
+    "double-fork": (
+        "python3 -c 'import os,sys\n"
+        "if os.fork(): sys.exit(0)\n"
+        "os.setsid()\n"
+        "if os.fork(): sys.exit(0)\n"
+        "fd = os.open(os.devnull, os.O_RDWR)\n"
+        "[os.dup2(fd, n) for n in (0, 1, 2)]\n"
+        'open("{pids}", "a").write(str(os.getpid()) + "\\n")\n'
+        'os.execvp("sleep", ["sleep", "300"])\''
+    ),
+    "ignores-term": (
+        "setsid bash -c 'trap \"\" TERM; echo $$ >> {pids}; while :; do sleep 1; done' &"
+    ),
+    "clears-env": "env -i setsid /bin/sleep 300 & echo $! >> {pids}",
+}

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import MOLTSCHED, query, wait_sync
-from tests.test_runner import alive
+from tests.helpers import MOLTSCHED, alive, query, wait_sync
 
 
 def cgroup2_root() -> Path | None:

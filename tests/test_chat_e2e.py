@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from support.daemon import DaemonProcess
 from tests.helpers import cli, query, wait_sync
-from tests.test_e2e import Daemon
 
 CONFIG = """
 state_dir: state
@@ -58,7 +58,7 @@ def items(config: Path) -> list[int]:
 
 
 def test_pause_interrupts_survives_a_restart_and_resume_goes_on(config: Path) -> None:
-    daemon = Daemon(config).start()
+    daemon = DaemonProcess(config).start()
     try:
         wait_sync(
             lambda: len(items(config)) >= 5 if (config.parent / "items.log").exists() else False,
@@ -75,7 +75,7 @@ def test_pause_interrupts_survives_a_restart_and_resume_goes_on(config: Path) ->
     finally:
         assert daemon.stop() == 0
     seen = len(items(config))
-    again = Daemon(config).start()  # the pause persists: the interrupted run does not resume
+    again = DaemonProcess(config).start()  # the pause persists: the interrupted run does not resume
     try:
         assert "paused" in cli("status", config=config).stdout
         result = cli("resume", "worker", config=config)
@@ -113,7 +113,7 @@ def test_chat_answers_like_the_bot_with_and_without_a_daemon(config: Path) -> No
     assert offline.returncode == 0
     ack, result, out = offline.stdout.splitlines()
     assert ack == "Started quick." and result.startswith("quick: success") and out == "quick"
-    daemon = Daemon(config).start()
+    daemon = DaemonProcess(config).start()
     try:
         online = cli("chat", "/RUN : quick", config=config)
         assert online.stdout.splitlines()[0] in (
@@ -163,7 +163,7 @@ def test_unknown_tasks_get_the_nearest_ids(config: Path) -> None:
 def test_a_pause_made_without_a_daemon_holds_when_it_starts(config: Path) -> None:
     result = cli("pause", "quick", config=config)
     assert result.returncode == 0 and result.stdout.startswith("Paused quick")
-    daemon = Daemon(config).start()
+    daemon = DaemonProcess(config).start()
     try:
         # worker (new, every 1h) runs at once; quick, paused, must not.
         wait_sync(

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from scheduler_core.checkpoint import CheckpointError, save_checkpoint
+from support.daemon import DaemonProcess
 from tests.helpers import cli, query, wait_sync
-from tests.test_e2e import Daemon
 
 CONFIG = """
 tasks:
@@ -78,7 +78,7 @@ def test_checkpoint_saves_beside_a_busy_daemon(tmp_path: Path) -> None:
     noops = "\n".join(f"  - {{id: noop{i}, script: noop.sh, every: 1s}}" for i in range(4))
     config = tmp_path / "moltsched.yaml"
     config.write_text(f"max_concurrent: 8\ntasks:\n{savers}\n{noops}\n")
-    daemon = Daemon(config).start()
+    daemon = DaemonProcess(config).start()
     db = tmp_path / "state" / "moltsched.db"
     try:
         wait_sync(

@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from support.daemon import DaemonProcess
 from tests.helpers import cli, query, wait_sync
-from tests.test_e2e import Daemon
 
 TASKS = 3000  # a `status --json` answer far bigger than a socket's buffers
 
 
 @pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[Daemon]:
+def daemon(tmp_path: Path) -> Iterator[DaemonProcess]:
     (tmp_path / "tasks").mkdir()
     (tmp_path / "tasks" / "a.sh").write_text("echo hi\n")
     config = tmp_path / "moltsched.yaml"
@@ -33,24 +33,24 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
             for i in range(TASKS)
         )
     )
-    d = Daemon(config).start()
+    d = DaemonProcess(config).start()
     yield d
     assert d.stop() == 0
     log = d.log.read_text()
     assert "Traceback" not in log
 
 
-def sock_path(d: Daemon) -> str:
+def sock_path(d: DaemonProcess) -> str:
     return str(d.config.parent / "state" / "control.sock")
 
 
-def connect(d: Daemon) -> socket.socket:
+def connect(d: DaemonProcess) -> socket.socket:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.connect(sock_path(d))
     return s
 
 
-def ask(d: Daemon, raw: bytes) -> dict[str, object]:
+def ask(d: DaemonProcess, raw: bytes) -> dict[str, object]:
     with connect(d) as s:
         s.sendall(raw)
         s.shutdown(socket.SHUT_WR)
@@ -60,18 +60,18 @@ def ask(d: Daemon, raw: bytes) -> dict[str, object]:
     return json.loads(data.split(b"\n", 1)[0])
 
 
-def ticks(d: Daemon) -> int:
+def ticks(d: DaemonProcess) -> int:
     db = d.config.parent / "state" / "moltsched.db"
     return query(db, "SELECT run_count FROM task WHERE id = 'tick'")[0][0]
 
 
-def status_ok(d: Daemon) -> None:
+def status_ok(d: DaemonProcess) -> None:
     result = cli("--json", "status", config=d.config, timeout=30)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["task_count"] == TASKS + 1
 
 
-def test_readers_that_stop_reading_do_not_hold_up_the_others(daemon: Daemon) -> None:
+def test_readers_that_stop_reading_do_not_hold_up_the_others(daemon: DaemonProcess) -> None:
     request = json.dumps({"command": {"verb": "status", "task": None}, "json": True}) + "\n"
     stalled = []
     for _ in range(4):  # more than there are listing slots
@@ -89,7 +89,7 @@ def test_readers_that_stop_reading_do_not_hold_up_the_others(daemon: Daemon) -> 
             s.close()
 
 
-def test_hundreds_of_idle_connections_leave_runs_and_answers_alone(daemon: Daemon) -> None:
+def test_hundreds_of_idle_connections_leave_runs_and_answers_alone(daemon: DaemonProcess) -> None:
     before = ticks(daemon)
     idle = []
     try:
@@ -103,7 +103,7 @@ def test_hundreds_of_idle_connections_leave_runs_and_answers_alone(daemon: Daemo
     status_ok(daemon)
 
 
-def test_oversized_and_malformed_requests_get_an_error_answer(daemon: Daemon) -> None:
+def test_oversized_and_malformed_requests_get_an_error_answer(daemon: DaemonProcess) -> None:
     huge = ask(daemon, b"{" + b" " * (2 << 20) + b"}\n")
     assert huge["exit"] == 2 and huge["kind"] == "bad-request"
     for raw in [
@@ -121,7 +121,7 @@ def test_oversized_and_malformed_requests_get_an_error_answer(daemon: Daemon) ->
     status_ok(daemon)
 
 
-def test_out_of_file_descriptors_is_logged_once_and_survived(daemon: Daemon) -> None:
+def test_out_of_file_descriptors_is_logged_once_and_survived(daemon: DaemonProcess) -> None:
     assert daemon.proc is not None
     pid = daemon.proc.pid
     soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)

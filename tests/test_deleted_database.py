@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from support.daemon import DaemonProcess
 from tests.helpers import cli, query, ticking, wait_sync
-from tests.test_e2e import Daemon
 
 
 @pytest.mark.parametrize("what", ["the file", "the file, its WAL and its index"])
 def test_a_database_deleted_under_the_daemon_is_put_back(tmp_path: Path, what: str) -> None:
     config, db = ticking(tmp_path)
-    daemon = Daemon(config).start()
+    daemon = DaemonProcess(config).start()
     try:
         wait_sync(lambda: query(db, "SELECT run_count FROM task")[0][0] >= 3, 20, "ticks")
         assert cli("checkpoint", "save", "tick", '{"page": 7}', config=config).returncode == 0

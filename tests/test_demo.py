@@ -10,7 +10,7 @@ from tests.helpers import REPO
 
 def test_demo_prompt_answers_like_the_bot() -> None:
     with subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.demo"],
+        [sys.executable, "-m", "support.demo"],
         cwd=REPO,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,

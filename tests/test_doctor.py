@@ -7,9 +7,9 @@ import asyncio
 import json
 from pathlib import Path
 
-from tests.fakes.signal_service import ACCOUNT, SignalService
+from support.daemon import DaemonProcess
+from support.signal_service import ACCOUNT, SignalService
 from tests.helpers import acli
-from tests.test_e2e import Daemon
 
 
 def checks(stdout: str) -> dict[str, dict[str, str]]:
@@ -48,7 +48,7 @@ async def test_everything_in_order_then_signal_in_the_wrong_mode(tmp_path: Path)
             f'signal:\n  service: {service.service}\n  account: "{ACCOUNT}"\n'
             '  admins: ["+4917600000000"]\n',
         )
-        daemon = Daemon(config)
+        daemon = DaemonProcess(config)
         await asyncio.to_thread(daemon.start)
         try:
             done = await acli("--json", "doctor", config=config)

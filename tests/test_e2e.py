@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from scheduler_core import __version__
+from support.daemon import DaemonProcess
 from tests.helpers import MOLTSCHED, cli, query, wait_sync
 
 CONFIG = """
@@ -55,40 +56,9 @@ def config(tmp_path: Path) -> Path:
     return path
 
 
-class Daemon:
-    def __init__(self, config: Path, slow_for: float = 1) -> None:
-        self.config = config
-        self.slow_for = slow_for
-        self.log = config.parent / "daemon.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Daemon:
-        """Start the daemon; returns once it says it is running (the log may already hold an
-        earlier daemon's lines: a new one is waited for)."""
-        earlier = self.log.read_text().count("daemon running") if self.log.exists() else 0
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [MOLTSCHED, "--config", str(self.config), "daemon"],
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-                env=os.environ | {"SLOW_FOR": str(self.slow_for)},
-            )
-        wait_sync(
-            lambda: self.log.read_text().count("daemon running") > earlier,
-            20,
-            "the daemon to start",
-        )
-        return self
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-        return self.proc.wait(timeout)
-
-
 @pytest.fixture
-def daemon(config: Path) -> Iterator[Daemon]:
-    d = Daemon(config).start()
+def daemon(config: Path) -> Iterator[DaemonProcess]:
+    d = DaemonProcess(config).start()
     yield d
     if d.proc is not None and d.proc.poll() is None:
         d.proc.kill()
@@ -111,7 +81,9 @@ def no_overlap(intervals: list[tuple[float, float]]) -> bool:
     return all(a_end <= b_start for (_, a_end), (b_start, _) in itertools.pairwise(ordered))
 
 
-def test_daemon_runs_tasks_answers_the_cli_and_stops_cleanly(daemon: Daemon, config: Path) -> None:
+def test_daemon_runs_tasks_answers_the_cli_and_stops_cleanly(
+    daemon: DaemonProcess, config: Path
+) -> None:
     wait_sync(
         lambda: query(db(config), "SELECT run_count FROM task WHERE id = 'tick'")[0][0] >= 3,
         20,
@@ -170,7 +142,7 @@ def test_daemon_runs_tasks_answers_the_cli_and_stops_cleanly(daemon: Daemon, con
 
 
 def test_sigterm_interrupts_a_running_run_and_records_it(config: Path) -> None:
-    daemon = Daemon(config, slow_for=30).start()
+    daemon = DaemonProcess(config, env={"SLOW_FOR": "30"}).start()
     runner = subprocess.Popen(
         [MOLTSCHED, "--config", str(config), "--json", "run", "slow"],
         stdout=subprocess.PIPE,
@@ -191,7 +163,9 @@ def test_sigterm_interrupts_a_running_run_and_records_it(config: Path) -> None:
     assert outcomes == [("interrupted",)]
 
 
-def test_two_runs_of_one_task_through_the_daemon_join_one_run(daemon: Daemon, config: Path) -> None:
+def test_two_runs_of_one_task_through_the_daemon_join_one_run(
+    daemon: DaemonProcess, config: Path
+) -> None:
     procs = [
         subprocess.Popen(
             [MOLTSCHED, "--config", str(config), "--json", "run", "slow"],
@@ -208,7 +182,7 @@ def test_two_runs_of_one_task_through_the_daemon_join_one_run(daemon: Daemon, co
     assert len(slow_intervals(config)) == 1
 
 
-def test_a_second_daemon_refuses_to_start(daemon: Daemon, config: Path) -> None:
+def test_a_second_daemon_refuses_to_start(daemon: DaemonProcess, config: Path) -> None:
     result = cli("daemon", config=config, timeout=20)
     assert result.returncode == 2 and "already running" in result.stderr
 
@@ -266,7 +240,7 @@ def test_a_stale_socket_from_a_crashed_daemon_is_replaced(config: Path) -> None:
     stale = socket.socket(socket.AF_UNIX)
     stale.bind(str(state / "control.sock"))
     stale.close()  # the file stays, nobody listens: what a kill -9 leaves
-    daemon = Daemon(config).start()
+    daemon = DaemonProcess(config).start()
     try:
         assert "replacing a stale control socket" in daemon.log.read_text()
         assert (state / "control.sock").stat().st_mode & 0o777 == 0o600
@@ -279,7 +253,7 @@ def test_a_stale_socket_from_a_crashed_daemon_is_replaced(config: Path) -> None:
 def test_after_kill_9_the_next_daemon_records_the_run_interrupted_and_resumes_it(
     config: Path,
 ) -> None:
-    daemon = Daemon(config, slow_for=30).start()
+    daemon = DaemonProcess(config, env={"SLOW_FOR": "30"}).start()
     runner = subprocess.Popen(
         [MOLTSCHED, "--config", str(config), "run", "slow"],
         stdout=subprocess.DEVNULL,
@@ -299,7 +273,7 @@ def test_after_kill_9_the_next_daemon_records_the_run_interrupted_and_resumes_it
         ["pgrep", "-f", "slow.sh"], capture_output=True, text=True
     ).stdout.split():
         os.killpg(int(line), signal.SIGKILL)
-    again = Daemon(config).start()
+    again = DaemonProcess(config).start()
     try:
         wait_sync(
             lambda: (
@@ -318,7 +292,7 @@ def test_after_kill_9_the_next_daemon_records_the_run_interrupted_and_resumes_it
         assert again.stop() == 0
 
 
-def test_version(daemon: Daemon) -> None:
+def test_version(daemon: DaemonProcess) -> None:
     from importlib.metadata import version
 
     done = subprocess.run([MOLTSCHED, "--version"], capture_output=True, text=True, timeout=30)

@@ -9,10 +9,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.helpers import MOLTSCHED, cli, query, wait_sync
-from tests.test_e2e import Daemon
-from tests.test_faults import processes_of
-from tests.test_runner import ESCAPES, alive
+from support.daemon import DaemonProcess
+from tests.helpers import ESCAPES, MOLTSCHED, alive, cli, processes_of, query, wait_sync
 
 SCRIPTS = {
     # The reproduction from the issue: the helper keeps the run's pipes open.
@@ -55,7 +53,7 @@ def test_ten_runs_that_leave_setsid_helpers_all_end_and_leave_nothing(tmp_path: 
     tasks += "  - {id: d, script: daemonize.sh, every: 1h, timeout: 5s, grace: 1s}\n"
     config, db = setup(tmp_path, tasks)
     ids = {f"e{i}" for i in range(10)} | {"d"}
-    daemon = Daemon(config).start()
+    daemon = DaemonProcess(config).start()
     try:
         # Each run ends at its normal exit, well before its 5 s timeout.
         wait_sync(
@@ -84,7 +82,7 @@ def test_timeout_pause_run_and_shutdown_end_within_the_grace(tmp_path: Path) -> 
         "  - {id: left, script: stubborn.sh, every: 1h, timeout: 1h, grace: 1s}\n"
     )
     config, db = setup(tmp_path, tasks)
-    daemon = Daemon(config).start()
+    daemon = DaemonProcess(config).start()
     assert daemon.proc is not None
     try:
         wait_sync(lambda: len(processes_of(db, {"paused", "left"})) >= 4, 10, "the helpers")
@@ -128,7 +126,7 @@ def test_a_helper_that_clears_its_environment_is_found_too(tmp_path: Path) -> No
     (tmp_path / "tasks" / "bare.sh").write_text(
         f"env -i setsid /bin/sleep 600 &\necho $! > {pidfile}\n"
     )
-    daemon = Daemon(config).start()
+    daemon = DaemonProcess(config).start()
     try:
         wait_sync(lambda: query(db, "SELECT outcome FROM run") == [("success",)], 10, "the run")
         helper = int(pidfile.read_text())

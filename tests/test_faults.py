@@ -11,14 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from bench.__main__ import proc_status
-from tests.helpers import MOLTSCHED, cli, query, ticking, wait_sync
-from tests.test_e2e import Daemon
+from support.daemon import DaemonProcess, proc_status
+from tests.helpers import MOLTSCHED, cli, processes_of, query, ticking, wait_sync
 
 
 def test_the_database_locked_by_another_process_for_seconds(tmp_path: Path) -> None:
     config, db = ticking(tmp_path)
-    daemon = Daemon(config).start()
+    daemon = DaemonProcess(config).start()
     try:
         wait_sync(lambda: query(db, "SELECT run_count FROM task")[0][0] >= 2, 20, "ticks")
         other = sqlite3.connect(db, isolation_level=None)
@@ -61,7 +60,7 @@ def test_the_state_directory_fills_up_and_frees_again(tmp_path: Path) -> None:
         pytest.skip("cannot mount a small tmpfs here (needs root)")
     try:
         config, db = ticking(tmp_path)
-        daemon = Daemon(config).start()
+        daemon = DaemonProcess(config).start()
         try:
             wait_sync(lambda: query(db, "SELECT run_count FROM task")[0][0] >= 2, 20, "ticks")
             filler = state / "filler"
@@ -102,28 +101,6 @@ WILD = {
 }
 
 
-def processes_of(db: Path, tasks: set[str]) -> list[int]:
-    """Every process on the machine that a run of one of `tasks` (of this database) started:
-    they all carry the run's environment."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            env = dict(
-                item.split(b"=", 1)
-                for item in (proc / "environ").read_bytes().split(b"\0")
-                if b"=" in item
-            )
-        except OSError:
-            continue  # gone meanwhile, or not ours to read
-        if env.get(b"MOLTSCHED_DB") == str(db).encode() and (
-            env.get(b"MOLTSCHED_TASK_ID", b"").decode() in tasks
-        ):
-            found.append(int(proc.name))
-    return found
-
-
 def test_wild_tasks_on_the_daemon(tmp_path: Path) -> None:
     """Four tasks gone wild at once, on the real daemon: every one is ended with everything it
     started, the output is kept to its tail, the daemon's memory stays flat, and the other
@@ -143,7 +120,7 @@ def test_wild_tasks_on_the_daemon(tmp_path: Path) -> None:
     )
     db = tmp_path / "state" / "moltsched.db"
     wild = {"forker", "printer", "closer", "stubborn"}
-    daemon = Daemon(config).start()
+    daemon = DaemonProcess(config).start()
     assert daemon.proc is not None
     try:
         wait_sync(lambda: len(processes_of(db, {"forker"})) > 100, 20, "the forker's children")

@@ -11,7 +11,7 @@ import re
 import time
 from pathlib import Path
 
-from tests.fakes.signal_service import ACCOUNT, ALICE, ALICE_UUID, SignalService, text_frame
+from support.signal_service import ACCOUNT, ALICE, ALICE_UUID, SignalService, text_frame
 from tests.helpers import MOLTSCHED, query, wait_for
 
 # Fails and works by turns.

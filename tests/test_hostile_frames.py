@@ -26,7 +26,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.fakes.signal_service import (
+from support.signal_service import (
     ACCOUNT,
     ALICE,
     ALICE_UUID,

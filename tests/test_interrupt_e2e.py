@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import cli, query, wait_sync
-from tests.test_e2e import Daemon
-from tests.test_runner import alive
+from support.daemon import DaemonProcess
+from tests.helpers import alive, cli, query, wait_sync
 
 N = 40
 
@@ -88,13 +87,13 @@ def assert_all_items_once(config: Path, cuts: int) -> None:
 
 
 def test_shutdown_and_restart(config: Path) -> None:
-    daemon = Daemon(config).start()
+    daemon = DaemonProcess(config).start()
     worker_going(config)
     began = time.monotonic()
     assert daemon.stop() == 0
     assert time.monotonic() - began < 5  # grace 2s and a little
     assert last_run(config) == ("schedule", "interrupted")
-    again = Daemon(config).start()  # interrupted runs resume first
+    again = DaemonProcess(config).start()  # interrupted runs resume first
     try:
         wait_sync(lambda: last_run(config) == ("resume", "success"), 20, "the resumed run")
     finally:
@@ -103,7 +102,7 @@ def test_shutdown_and_restart(config: Path) -> None:
 
 
 def test_kill_9_of_the_daemon_and_its_tasks(config: Path) -> None:
-    daemon = Daemon(config).start()
+    daemon = DaemonProcess(config).start()
     worker_going(config)
     assert daemon.proc is not None
     pgids = {os.getpgid(pid) for pid in workers()}
@@ -113,7 +112,7 @@ def test_kill_9_of_the_daemon_and_its_tasks(config: Path) -> None:
         os.killpg(pgid, signal.SIGKILL)
     before = json.loads(cli("--json", "checkpoint", "show", "worker", config=config).stdout)
     assert before["next"] >= 10  # what was committed is there
-    again = Daemon(config).start()
+    again = DaemonProcess(config).start()
     try:
         wait_sync(lambda: last_run(config) == ("resume", "success"), 20, "the resumed run")
         runs = query(db(config), "SELECT outcome FROM run WHERE task_id = 'worker' ORDER BY id")
@@ -131,7 +130,7 @@ def test_kill_9_of_the_daemon_and_its_tasks(config: Path) -> None:
 
 
 def test_preempted_by_an_on_demand_run(config: Path) -> None:
-    daemon = Daemon(config).start()
+    daemon = DaemonProcess(config).start()
     try:
         worker_going(config)
         quick = cli("--json", "run", "quick", config=config)  # max_concurrent: 1
@@ -157,11 +156,11 @@ def test_missed_slots_after_downtime(tmp_path: Path) -> None:
         "  - {id: once, script: t.sh, every: 1s, catch_up: once}\n"
         "  - {id: skip, script: t.sh, every: 1s, catch_up: skip}\n"
     )
-    daemon = Daemon(config).start()
+    daemon = DaemonProcess(config).start()
     wait_sync(lambda: query(db(config), "SELECT COUNT(*) FROM run")[0][0] >= 4, 10, "runs")
     assert daemon.stop() == 0
     time.sleep(3.5)  # down for three and a half slots
-    again = Daemon(config).start()
+    again = DaemonProcess(config).start()
     try:
         wait_sync(
             lambda: len(query(db(config), "SELECT 1 FROM log WHERE action = 'missed'")) >= 2,
@@ -194,7 +193,7 @@ def test_kill_9_five_times_in_a_row(config: Path) -> None:
     """Power cuts, again and again, while the task checkpoints after every item."""
     cuts = 0
     for _ in range(5):
-        daemon = Daemon(config).start()
+        daemon = DaemonProcess(config).start()
         seen = len(items(config))
         wait_sync(lambda seen=seen: len(items(config)) >= seen + 3, 20, "progress")
         assert daemon.proc is not None
@@ -207,7 +206,7 @@ def test_kill_9_five_times_in_a_row(config: Path) -> None:
         cuts += 1
         if set(items(config)) >= set(range(N)):
             break
-    final = Daemon(config).start()
+    final = DaemonProcess(config).start()
     try:
         wait_sync(
             lambda: (
@@ -229,14 +228,14 @@ def test_kill_9_five_times_in_a_row(config: Path) -> None:
 def test_kill_9_of_the_daemon_alone(config: Path) -> None:
     """An OOM kill or a `kill -9` of the daemon only: its run goes on as an orphan. The next
     daemon must stop that orphan before it resumes the task, or the task runs twice at once."""
-    daemon = Daemon(config).start()
+    daemon = DaemonProcess(config).start()
     worker_going(config)
     assert daemon.proc is not None
     orphans = workers()
     assert orphans
     daemon.proc.kill()
     daemon.proc.wait()
-    again = Daemon(config).start()
+    again = DaemonProcess(config).start()
     try:
         wait_sync(lambda: last_run(config) == ("resume", "success"), 30, "the resumed run")
         assert not [p for p in orphans if alive(p)]
@@ -303,7 +302,7 @@ def test_kill_9_during_checkpoint_saves_again_and_again(tmp_path: Path) -> None:
     database = tmp_path / "state" / "moltsched.db"
     during_a_save = 0
     for cut in range(10):
-        daemon = Daemon(config).start()
+        daemon = DaemonProcess(config).start()
         assert daemon.proc is not None
         pgid, mid_save = cut_in_the_middle_of_a_save(tmp_path, len(save_events(tmp_path)))
         daemon.proc.kill()
@@ -321,7 +320,7 @@ def test_kill_9_during_checkpoint_saves_again_and_again(tmp_path: Path) -> None:
         else:  # only the daemon died (an OOM kill): its run goes on, until the next daemon
             os.killpg(pgid, signal.SIGCONT)  # stops it before resuming
         assert query(database, "PRAGMA integrity_check") == [("ok",)]
-    final = Daemon(config).start()
+    final = DaemonProcess(config).start()
     try:
         wait_sync(lambda: last_saver_outcome(database) == "success", 60, "the saver to finish")
     finally:

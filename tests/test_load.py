@@ -14,8 +14,8 @@ import pytest
 
 from bench.load import scenario
 from scheduler_core.scheduler import LISTINGS
+from support.daemon import DaemonProcess
 from tests.helpers import MOLTSCHED, cli
-from tests.test_e2e import Daemon
 
 TASKS = 10_000
 
@@ -49,7 +49,7 @@ def test_status_readers_that_go_away_free_their_turn(tmp_path: Path) -> None:
     tasks = "\n".join(f'  - {{id: t{i}, script: t.sh, cron: "0 0 1 1 *"}}' for i in range(3000))
     config = tmp_path / "moltsched.yaml"
     config.write_text(f"tasks:\n{tasks}\n")
-    daemon = Daemon(config).start()
+    daemon = DaemonProcess(config).start()
     try:
         for _ in range(2 * LISTINGS + 1):
             head = subprocess.run(

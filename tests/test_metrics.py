@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from config.loader import ConfigError, load_config
+from support.daemon import DaemonProcess
 from tests.helpers import cli
-from tests.test_e2e import Daemon
 
 
 def free_port() -> int:
@@ -38,7 +38,7 @@ def test_runs_durations_queue_and_signal(tmp_path: Path) -> None:
         "  - {id: ok, script: ok.sh, cron: '0 0 1 1 *'}\n"
         "  - {id: bad, script: bad.sh, cron: '0 0 1 1 *'}\n"
     )
-    daemon = Daemon(config).start()
+    daemon = DaemonProcess(config).start()
     try:
         before = scrape(port)
         assert "moltsched_queue_length 0.0" in before

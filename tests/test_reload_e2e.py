@@ -7,8 +7,8 @@ import signal
 import subprocess
 from pathlib import Path
 
+from support.daemon import DaemonProcess
 from tests.helpers import MOLTSCHED, cli, query, wait_sync
-from tests.test_e2e import Daemon
 
 BEFORE = """
 tasks:
@@ -31,7 +31,7 @@ def test_reload_applies_changes_without_disturbing_a_run(tmp_path: Path) -> None
     config = tmp_path / "moltsched.yaml"
     config.write_text(BEFORE)
     db = tmp_path / "state" / "moltsched.db"
-    daemon = Daemon(config).start()
+    daemon = DaemonProcess(config).start()
     try:
         cli("run", "goes", config=config)
         runner = subprocess.Popen(

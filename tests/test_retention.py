@@ -11,8 +11,8 @@ from pathlib import Path
 
 from scheduler_core.model import Cause, Outcome, Retention
 from scheduler_core.store import Store
+from support.daemon import DaemonProcess
 from tests.helpers import cli, query, wait_sync
-from tests.test_e2e import Daemon
 
 T0 = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 CHUNK = "x" * 60_000 + "\n"
@@ -101,7 +101,7 @@ def test_a_chatty_task_on_the_daemon(tmp_path: Path) -> None:
         "tasks:\n  - {id: chatty, script: chatty.sh, every: 1s}\n"
     )
     db = tmp_path / "state" / "moltsched.db"
-    daemon = Daemon(config).start()
+    daemon = DaemonProcess(config).start()
     try:
         wait_sync(lambda: query(db, "SELECT run_count FROM task")[0][0] >= 25, 60, "25 chatty runs")
         assert query(db, "SELECT COUNT(*) FROM run")[0][0] <= 21

@@ -15,20 +15,7 @@ import pytest
 
 from scheduler_core import procs
 from scheduler_core.runner import TAIL_BYTES, Ending, ProcessRun, Tail, stop_leftovers
-from tests.helpers import wait_for
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie waiting for init to reap it is dead for our purposes.
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state != "Z"
+from tests.helpers import ESCAPES, alive, wait_for
 
 
 async def run(
@@ -153,28 +140,6 @@ async def test_background_children_do_not_outlive_the_run(tmp_path: Path) -> Non
 async def test_a_task_that_closes_its_output_still_times_out(tmp_path: Path, closes: str) -> None:
     _, result = await run(["bash", "-c", f"{closes}; sleep 300"], tmp_path, timeout=0.5, grace=0.5)
     assert result.ending is Ending.TIMEOUT  # type: ignore[attr-defined]
-
-
-ESCAPES = {
-    # The everyday ways a script leaves something running and exits.
-    "setsid": "setsid bash -c 'echo $$ >> {pids}; exec sleep 300' &",
-    "subshell-setsid": "( setsid bash -c 'echo $$ >> {pids}; exec sleep 300' & )",
-    "nohup": "nohup bash -c 'echo $$ >> {pids}; exec sleep 300' >/dev/null 2>&1 &",
-    "double-fork": (
-        "python3 -c 'import os,sys\n"
-        "if os.fork(): sys.exit(0)\n"
-        "os.setsid()\n"
-        "if os.fork(): sys.exit(0)\n"
-        "fd = os.open(os.devnull, os.O_RDWR)\n"
-        "[os.dup2(fd, n) for n in (0, 1, 2)]\n"
-        'open("{pids}", "a").write(str(os.getpid()) + "\\n")\n'
-        'os.execvp("sleep", ["sleep", "300"])\''
-    ),
-    "ignores-term": (
-        "setsid bash -c 'trap \"\" TERM; echo $$ >> {pids}; while :; do sleep 1; done' &"
-    ),
-    "clears-env": "env -i setsid /bin/sleep 300 & echo $! >> {pids}",
-}
 
 
 AWAIT_PIDS = "while [ ! -s {pids} ]; do sleep 0.01; done"

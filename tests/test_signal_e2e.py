@@ -11,11 +11,10 @@ import json
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.fakes.signal_service import (
+from support.signal_service import (
     ACCOUNT,
     ALICE,
     ALICE_UUID,
@@ -23,13 +22,14 @@ from tests.fakes.signal_service import (
     GROUP_ID,
     GROUP_INTERNAL,
     SignalService,
+    answers,
     group_entry,
     sync_frame,
     text_frame,
 )
-from tests.helpers import MOLTSCHED, acli, query, wait_for
+from tests.helpers import MOLTSCHED, REPO, acli, query, wait_for
 
-ENVELOPES = Path(__file__).parent / "fakes" / "envelopes"
+ENVELOPES = REPO / "support" / "envelopes"
 DAVE = "+12065550188"
 OTHER_GROUP = "T3RoZXJHcm91cElkMTIzNDU2Nzg5MDEyMzQ1Njc4OTA="
 text = text_frame
@@ -80,14 +80,6 @@ async def stop_daemon(proc: asyncio.subprocess.Process) -> int:
     code = await asyncio.wait_for(proc.wait(), 20)
     proc.log.close()  # type: ignore[attr-defined]
     return code
-
-
-async def answers(
-    service: SignalService, frame: dict[str, Any] | str, n: int = 1
-) -> list[dict[str, Any]]:
-    before = len(service.sent)
-    await service.push(frame)
-    return (await service.wait_sent(before + n))[before:]
 
 
 async def only_help_answered(service: SignalService) -> None:

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 
 import aiohttp
 from signalbot import DataMessageContext, DataMessageHandler, SendMessage, SignalBot
 
-from tests.fakes.signal_service import ACCOUNT, ALICE_UUID, GROUP_ID, SignalService
+from support.signal_service import ACCOUNT, ALICE_UUID, GROUP_ID, SignalService
+from tests.helpers import REPO
 
-ENVELOPES = Path(__file__).parent / "fakes" / "envelopes"
+ENVELOPES = REPO / "support" / "envelopes"
 
 
 class Echo(DataMessageHandler):

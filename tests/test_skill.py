@@ -6,8 +6,8 @@ import json
 import shlex
 from pathlib import Path
 
+from support.daemon import DaemonProcess
 from tests.helpers import REPO, cli, query, wait_sync
-from tests.test_e2e import Daemon
 
 SKILL = REPO / "deploy" / "moltbot" / "SKILL.md"
 
@@ -43,7 +43,7 @@ def test_every_command_in_the_skill(tmp_path: Path) -> None:
     )
     found = commands()
     assert len(found) == 9
-    daemon = Daemon(config).start()
+    daemon = DaemonProcess(config).start()
     try:
         # Both are new, so they run at the start; `output` below reads check-email's run.
         db = tmp_path / "state" / "moltsched.db"

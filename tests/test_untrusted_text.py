@@ -14,9 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from scheduler_core.safe import safe_text
-from tests.fakes.signal_service import ACCOUNT, ALICE, SignalService, text_frame
+from support.signal_service import ACCOUNT, ALICE, SignalService, answers, text_frame
 from tests.helpers import MOLTSCHED, acli, wait_for
-from tests.test_signal_e2e import answers
 
 # What a hostile or careless task prints: colours, a title change, an OSC 8 link that shows
 # one address and opens another, a cursor move that overwrites the line before, a bell, a

@@ -301,3 +301,11 @@ class SignalService:
     async def __aexit__(self, *_: object) -> None:
         with contextlib.suppress(Exception):
             await self.stop()
+
+
+async def answers(
+    service: SignalService, frame: dict[str, Any] | str, n: int = 1
+) -> list[dict[str, Any]]:
+    before = len(service.sent)
+    await service.push(frame)
+    return (await service.wait_sent(before + n))[before:]

@@ -16,9 +16,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tests.fakes.signal_service import ACCOUNT, ALICE, ALICE_UUID, SignalService, text_frame
+from support.signal_service import ACCOUNT, ALICE, ALICE_UUID, SignalService, text_frame
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 MOLTSCHED = str(Path(sys.executable).parent / "moltsched")
 
 
