@@ -176,9 +176,12 @@ def _main(args: argparse.Namespace) -> int:
     if args.command == "checkpoint":
         return _checkpoint(config_path, args)
     if args.command == "import-seed":
-        from bot.seed import import_seed
+        from bot.import_seed import SeedError, import_seed
 
-        return import_seed(config_path, args.dir, args.json)
+        try:
+            return import_seed(config_path, args.dir, args.json)
+        except SeedError as exc:
+            raise Failure(str(exc), "usage") from None
     # Who asks is what the kernel says: the daemon reads it from the socket (bot.access).
     payload: dict[str, Any] = {"json": args.json, "actor": f"cli:{user_name(os.getuid())}"}
     if args.command == "reload":

@@ -48,7 +48,6 @@ from scheduler_core.model import (
     TaskSpec,
     TaskState,
 )
-from scheduler_core.seed import SeedLog, SeedState
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -764,67 +763,61 @@ class Store:
             )
         return _run(rows[0]) if rows else None
 
-    async def import_seed(
-        self, states: Sequence[SeedState], logs: Sequence[SeedLog]
+    async def import_history(
+        self, states: Sequence[TaskState], logs: Sequence[LogEntry], actor: str
     ) -> tuple[int, int]:
-        """Bring in the seed's task states and log; safe to repeat. Returns what was new.
+        """Bring in task states and log entries kept elsewhere (`bot.import_seed`); safe to
+        repeat. Returns how many states changed and how many entries were new.
 
-        A task that has history of ours keeps it (the seed's state is older). Log entries
-        are marked `actor = 'seed'` and not inserted twice.
+        A task that has run here since keeps its own state (the imported one is older). Log
+        entries are written with `actor` and not inserted twice.
         """
-        status_of = {"paused": "idle", "running": "interrupted", "error": "error"}
 
         async def step(tx: _Tx) -> tuple[int, int]:
             new_states = 0
             for st in states:
-                ours = await tx.row(
-                    "SELECT run_count, last_run FROM task WHERE id = ?", (st.task_id,)
-                )
-                seeded = (st.run_count, to_epoch(st.last_run))
-                if ours is not None and ours != (0, None) and tuple(ours) != seeded:
+                ours = await tx.row("SELECT run_count, last_run FROM task WHERE id = ?", (st.id,))
+                imported = (st.run_count, to_epoch(st.last_run))
+                if ours is not None and ours != (0, None) and tuple(ours) != imported:
                     continue  # it has run here since: ours is newer
-                outcome = (
-                    "failed" if st.status == "error" else ("success" if st.run_count else None)
-                )
                 await tx.run(
                     "INSERT INTO task (id, name, configured) VALUES (?, ?, 0) "
                     "ON CONFLICT (id) DO NOTHING",
-                    (st.task_id, st.name),
+                    (st.id, st.name),
                 )
-                changed = await tx.run(
+                new_states += await tx.run(
                     "UPDATE task SET status = ?, paused = ?, last_run = ?, next_run = ?, "
                     "run_count = ?, error_count = ?, last_error = ?, last_outcome = ?, "
                     "checkpoint = ? WHERE id = ? AND NOT (run_count IS ? AND last_run IS ? "
                     "AND checkpoint IS ? AND paused = ?)",
                     (
-                        status_of.get(st.status, "idle"),
-                        int(st.status == "paused"),
+                        str(st.status),
+                        int(st.paused),
                         to_epoch(st.last_run),
                         to_epoch(st.next_run),
                         st.run_count,
                         st.error_count,
                         st.last_error,
-                        outcome,
+                        str(st.last_outcome) if st.last_outcome else None,
                         st.checkpoint,
-                        st.task_id,
+                        st.id,
                         st.run_count,
                         to_epoch(st.last_run),
                         st.checkpoint,
-                        int(st.status == "paused"),
+                        int(st.paused),
                     ),
                 )
-                new_states += changed
             new_logs = 0
             for entry in logs:
                 at = entry.time.timestamp()
                 seen = await tx.row(
                     "SELECT 1 FROM log WHERE time = ? AND task_id = ? AND action = ? "
-                    "AND message = ? AND actor = 'seed'",
-                    (at, entry.task_id, entry.action, entry.message),
+                    "AND message = ? AND actor = ?",
+                    (at, entry.task_id, entry.action, entry.message, actor),
                 )
                 if seen is None:
                     await tx.log(
-                        at, entry.task_id, entry.action, entry.message, entry.duration_s, "seed"
+                        at, entry.task_id, entry.action, entry.message, entry.duration_s, actor
                     )
                     new_logs += 1
             return new_states, new_logs

@@ -205,6 +205,11 @@ def test_a_seed_without_its_database_says_so(tmp_path: Path) -> None:
 
 
 def test_a_configuration_written_under_etc_keeps_its_state_in_var_lib() -> None:
-    from bot.seed import state_dir_for
+    from bot.import_seed import state_dir_for
 
     assert state_dir_for(Path("/etc/moltsched/moltsched.yaml")) == Path("/var/lib/moltsched")
+
+
+def test_an_import_that_cannot_be_done_is_a_json_error_too(tmp_path: Path) -> None:
+    result = cli("--json", "import-seed", str(tmp_path), config=tmp_path / "c.yaml")
+    assert result.returncode == 2 and json.loads(result.stdout)["kind"] == "usage"
