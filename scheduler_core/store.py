@@ -188,7 +188,8 @@ _TASK_COLUMNS = (
 )
 # The task of a run, each column as the RETURNING of a statement on `run` can read it.
 _TASK_AFTER_RUN = ", ".join(
-    f"(SELECT {column} FROM task WHERE id = run.task_id)" for column in _TASK_COLUMNS.split(", ")
+    f"(SELECT {column} FROM task WHERE id = run.task_id) AS {column}"
+    for column in _TASK_COLUMNS.split(", ")
 )
 
 
@@ -200,26 +201,28 @@ def from_epoch(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
 
 
-def _state(row: sqlite3.Row | tuple[Any, ...]) -> TaskState:
-    paused = bool(row[3])
-    status = STATUS_BY_VALUE[row[2]]
+def _state(row: sqlite3.Row) -> TaskState:
+    """A task row (the `_TASK_COLUMNS`, by name) as its state."""
+    paused = bool(row["paused"])
+    status = STATUS_BY_VALUE[row["status"]]
     if paused and status is not Status.RUNNING:
         status = Status.PAUSED
-    last_run, next_run = row[4], row[5]
+    last_run, next_run = row["last_run"], row["next_run"]
+    outcome, alerted_at = row["last_outcome"], row["alerted_at"]
     return TaskState(
-        row[0],
-        row[1],
+        row["id"],
+        row["name"],
         status,
         paused,
         None if last_run is None else datetime.fromtimestamp(last_run, UTC),
         None if next_run is None else datetime.fromtimestamp(next_run, UTC),
-        row[6],
-        row[7],
-        row[8],
-        row[9],
-        OUTCOME_BY_VALUE[row[10]] if row[10] else None,
-        row[11],
-        None if row[12] is None else datetime.fromtimestamp(row[12], UTC),
+        row["run_count"],
+        row["error_count"],
+        row["consecutive_failures"],
+        row["last_error"],
+        OUTCOME_BY_VALUE[outcome] if outcome else None,
+        row["checkpoint"],
+        None if alerted_at is None else datetime.fromtimestamp(alerted_at, UTC),
     )
 
 
@@ -291,6 +294,7 @@ async def _connect(
     writer = aiosqlite.connect(path, isolation_level=None)
     conns.append(writer)
     await writer
+    writer.row_factory = sqlite3.Row  # rows are read by column name
     for pragma in (
         f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}",
         "PRAGMA synchronous = NORMAL",
@@ -300,6 +304,7 @@ async def _connect(
     reader = aiosqlite.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
     conns.append(reader)
     await reader
+    reader.row_factory = sqlite3.Row
     await reader.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     return writer, reader
 
@@ -551,8 +556,8 @@ class Store:
             )
             if not rows:
                 return
-            after = rows[-1][0]
-            yield [_state(r[1:]) for r in rows]
+            after = rows[-1]["position"]
+            yield [_state(r) for r in rows]
             if len(rows) < batch:
                 return
 
@@ -658,7 +663,7 @@ class Store:
             "UPDATE run SET ended = ?, outcome = ?, exit_code = ?, duration_s = ?, stdout = ?, "
             "stderr = ?, output_bytes = ?, message = ? WHERE id = ? RETURNING "
             + _TASK_AFTER_RUN
-            + ", (SELECT output_bytes FROM usage)",
+            + ", (SELECT output_bytes FROM usage) AS output_total",
             (
                 ended.timestamp(),
                 str(outcome),
@@ -671,7 +676,7 @@ class Store:
                 run_id,
             ),
         )
-        total = rows[0][-1]
+        total = rows[0]["output_total"]
         now = time.time()
         if now - self._last_log_prune > _LOG_PRUNE_EVERY_S:
             self._last_log_prune = now
@@ -778,7 +783,8 @@ class Store:
             for st in states:
                 ours = await tx.row("SELECT run_count, last_run FROM task WHERE id = ?", (st.id,))
                 imported = (st.run_count, to_epoch(st.last_run))
-                if ours is not None and ours != (0, None) and tuple(ours) != imported:
+                kept = None if ours is None else (ours["run_count"], ours["last_run"])
+                if kept is not None and kept != (0, None) and kept != imported:
                     continue  # it has run here since: ours is newer
                 await tx.run(
                     "INSERT INTO task (id, name, configured) VALUES (?, ?, 0) "
@@ -857,7 +863,15 @@ class Store:
             (limit,),
         )
         return [
-            OutboxItem(r[0], r[1], r[2], r[3], r[4], r[5], datetime.fromtimestamp(r[6], UTC))
+            OutboxItem(
+                r["id"],
+                r["task_id"],
+                r["kind"],
+                r["recipient"],
+                r["text"],
+                r["attempts"],
+                datetime.fromtimestamp(r["next_attempt"], UTC),
+            )
             for r in rows
         ]
 
@@ -898,12 +912,12 @@ class Store:
             "('success', 'failed', 'timeout') ORDER BY id DESC LIMIT ?",
             (task_id, limit),
         )
-        return [r[0] == "success" for r in reversed(rows)]
+        return [r["outcome"] == "success" for r in reversed(rows)]
 
     async def alerts_waiting(self) -> int:
         """How many alerts are not delivered yet."""
-        rows = await self._read("SELECT COUNT(*) FROM outbox WHERE sent IS NULL")
-        return int(rows[0][0])
+        rows = await self._read("SELECT COUNT(*) AS waiting FROM outbox WHERE sent IS NULL")
+        return int(rows[0]["waiting"])
 
     # --- action log --------------------------------------------------------------------------
 
@@ -954,7 +968,15 @@ class Store:
                 (task_id, limit),
             )
         return [
-            LogEntry(datetime.fromtimestamp(r[0], UTC), r[1], r[2], r[3], r[4], r[5]) for r in rows
+            LogEntry(
+                datetime.fromtimestamp(r["time"], UTC),
+                r["task_id"],
+                r["action"],
+                r["message"],
+                r["duration_s"],
+                r["actor"],
+            )
+            for r in rows
         ]
 
 
@@ -996,20 +1018,21 @@ _RUN_COLUMNS = (
 )
 
 
-def _run(r: Sequence[Any]) -> RunRecord:
+def _run(r: sqlite3.Row) -> RunRecord:
+    """A run row (the `_RUN_COLUMNS`, by name)."""
     return RunRecord(
-        run_id=r[0],
-        task_id=r[1],
-        cause=Cause(r[2]),
-        due=from_epoch(r[3]),
-        started=datetime.fromtimestamp(r[4], UTC),
-        ended=from_epoch(r[5]),
-        outcome=Outcome(r[6]) if r[6] else None,
-        exit_code=r[7],
-        duration_s=r[8],
-        stdout=r[9],
-        stderr=r[10],
-        message=r[11],
+        run_id=r["id"],
+        task_id=r["task_id"],
+        cause=Cause(r["cause"]),
+        due=from_epoch(r["due"]),
+        started=datetime.fromtimestamp(r["started"], UTC),
+        ended=from_epoch(r["ended"]),
+        outcome=Outcome(r["outcome"]) if r["outcome"] else None,
+        exit_code=r["exit_code"],
+        duration_s=r["duration_s"],
+        stdout=r["stdout"],
+        stderr=r["stderr"],
+        message=r["message"],
     )
 
 
