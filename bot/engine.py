@@ -21,6 +21,7 @@ from config.loader import AppConfig
 from scheduler_core.alerts import AlertPolicy
 from scheduler_core.cgroups import RunCgroups
 from scheduler_core.clock import Clock, SystemClock
+from scheduler_core.launcher import ProcessLauncher
 from scheduler_core.model import TaskSpec, TaskState
 from scheduler_core.scheduler import FinishHook, RunResult, Scheduler
 from scheduler_core.store import Store
@@ -65,14 +66,8 @@ def build_engine(
     cgroups: RunCgroups | None = None,
 ) -> Engine:
     clock = clock or SystemClock()
-    scheduler = Scheduler(
-        store,
-        config.settings,
-        config.tasks,
-        clock=clock,
-        base_env=task_environment(),
-        cgroups=cgroups,
-    )
+    launcher = ProcessLauncher(config.settings, task_environment(), cgroups)
+    scheduler = Scheduler(store, config.settings, config.tasks, clock=clock, launcher=launcher)
     alerter = None
     if config.signal is not None:
         alerter = Alerter(store, policy_of(config), config.signal.alert_to, None, clock=clock)

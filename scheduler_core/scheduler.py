@@ -16,15 +16,14 @@ import asyncio
 import heapq
 import itertools
 import logging
-import os
-from collections.abc import AsyncGenerator, Awaitable, Callable, KeysView, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, KeysView, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from scheduler_core.cgroups import RunCgroups
 from scheduler_core.clock import Clock, SystemClock
 from scheduler_core.errors import SchedulerError, TaskNotFoundError, log_failure
+from scheduler_core.launcher import Launcher, ProcessLauncher, Run
 from scheduler_core.model import (
     CatchUp,
     Cause,
@@ -34,10 +33,8 @@ from scheduler_core.model import (
     TaskSpec,
     TaskState,
 )
-from scheduler_core.runner import Ending, ProcessResult, ProcessRun, script_argv, stop_leftovers
-from scheduler_core.safe import safe_text
 from scheduler_core.store import Store
-from scheduler_core.triggers import Every, advance, format_duration
+from scheduler_core.triggers import Every, advance
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +92,7 @@ class _Waiting:
 class _Active:
     waiting: _Waiting
     spec: TaskSpec
-    process: ProcessRun
+    run: Run
     preempted: bool = False  # interrupted to free its slot for an on-demand run
     # Known once the start is recorded (see _launch).
     run_id: int = 0
@@ -121,14 +118,13 @@ class Scheduler:
         *,
         clock: Clock | None = None,
         on_finish: FinishHook | None = None,
-        base_env: Mapping[str, str] | None = None,
-        cgroups: RunCgroups | None = None,
+        launcher: Launcher | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
         self.on_finish = on_finish
-        self._cgroups = cgroups  # a cgroup per run, where the daemon was given a subtree
+        self.launcher: Launcher = launcher or ProcessLauncher(settings)
         self._specs: dict[str, TaskSpec] = {s.id: s for s in specs}
         self._heap: list[tuple[datetime, int, str]] = []
         self._gen: dict[str, int] = {}
@@ -146,14 +142,6 @@ class Scheduler:
         self._loop_running = False
         self._drained = asyncio.Event()
         self._prepared = False
-        # Encoded once: given a str environment, subprocess encodes every variable again on
-        # every spawn, which cost a sixth of the burst throughput. It passes bytes through.
-        base = dict(os.environ if base_env is None else base_env)
-        base.update(
-            MOLTSCHED_DB=str(settings.db_path),
-            MOLTSCHED_CONFIG=str(settings.config_path or ""),
-        )
-        self._base_env = {os.fsencode(k): os.fsencode(v) for k, v in base.items()}
 
     # --- setup -------------------------------------------------------------------------------
 
@@ -196,9 +184,8 @@ class Scheduler:
                 if due is not None:
                     updates.append((spec.id, None))
                 continue
-            if due is None:
-                # Never scheduled: an interval task runs at once, a cron task at its next slot.
-                due = now if isinstance(spec.trigger, Every) else spec.trigger.next_after(now)
+            if due is None:  # never scheduled
+                due = spec.trigger.first_due(now)
                 updates.append((spec.id, due))
             self._push(spec.id, due)
         await self.store.set_next_runs(updates)
@@ -209,8 +196,7 @@ class Scheduler:
         orphans. They are stopped (SIGTERM, the task's grace, SIGKILL) before anything is
         resumed; otherwise a resumed task would run twice at once, both saving checkpoints."""
         grace = max((self._specs[t].grace for _, t in crashed if t in self._specs), default=10.0)
-        run_ids = [run_id for run_id, _ in crashed]
-        stopped = await stop_leftovers(str(self.settings.db_path), run_ids, grace)
+        stopped = await self.launcher.stop_leftovers([run_id for run_id, _ in crashed], grace)
         if stopped:
             log.warning("stopped %d process(es) left running by the daemon that died", stopped)
 
@@ -263,7 +249,7 @@ class Scheduler:
         """Stop dispatching and interrupt running runs; `run()` returns once they are recorded."""
         self._closing = True
         for active in self._running.values():
-            active.process.interrupt("the scheduler is stopping")
+            active.run.interrupt("the scheduler is stopping")
         self._wake.set()
 
     async def drained(self) -> None:
@@ -374,15 +360,7 @@ class Scheduler:
             # its task runs is logged missed instead of queued.
             del self._waiting_by_task[w.task_id]
             spec = self._specs[w.task_id]
-            process = ProcessRun(
-                spec.argv if spec.script is None else script_argv(spec.script),
-                cwd=self.settings.tasks_dir,
-                env={},  # set in _run_one, once the run id and checkpoint are known
-                timeout=spec.timeout,
-                grace=spec.grace,
-                cgroups=self._cgroups,
-            )
-            active = self._running[w.task_id] = _Active(w, spec, process)
+            active = self._running[w.task_id] = _Active(w, spec, self.launcher.prepare(spec))
             batch.append(active)
         if batch:
             tg.create_task(self._launch(batch, tg))
@@ -408,7 +386,7 @@ class Scheduler:
         for victim, w in zip(victims[: max(needed, 0)], asking, strict=False):
             victim.preempted = True
             log.info("interrupting %s for an on-demand run of %s", victim.spec.id, w.task_id)
-            victim.process.interrupt(f"for an on-demand run of {w.task_id}")
+            victim.run.interrupt(f"for an on-demand run of {w.task_id}")
 
     async def _launch(self, batch: list[_Active], tg: asyncio.TaskGroup) -> None:
         """Record the starts of runs dispatched together in one transaction, then start them.
@@ -445,41 +423,28 @@ class Scheduler:
             self._wake.set()
 
     async def _run_one(self, active: _Active) -> RunResult:
-        spec, process, run_id, cause = (
+        spec, run_id, cause, started = (
             active.spec,
-            active.process,
             active.run_id,
             active.waiting.cause,
+            active.started,
         )
-        started = active.started
         assert started is not None
-        env = self._base_env.copy()
-        for key, value in spec.env.items():
-            env[os.fsencode(key)] = os.fsencode(value)
-        env[b"MOLTSCHED_TASK_ID"] = os.fsencode(spec.id)
-        env[b"MOLTSCHED_RUN_ID"] = str(run_id).encode()
-        env[b"MOLTSCHED_CHECKPOINT"] = os.fsencode(active.checkpoint or "")
-        process.env = env
-        started_proc = await process.start()
-        if isinstance(started_proc, ProcessResult):
-            pres = started_proc
-        else:
-            pres = await process.wait(started_proc)
-        outcome, message = _judge(spec, pres, process.reason)
+        ended = await active.run.go(run_id, active.checkpoint)
+        outcome, message = ended.outcome, ended.message
         level = (
             logging.INFO if outcome in (Outcome.SUCCESS, Outcome.INTERRUPTED) else logging.WARNING
         )
         log.log(level, "%s (%s run): %s, %s", spec.id, cause, outcome, message)
-        ended = self.clock.now()
         state = await self.store.finish_run(
             run_id,
             spec.id,
             outcome=outcome,
-            exit_code=pres.exit_code,
-            ended=ended,
-            duration_s=round(pres.duration_s, 3),
-            stdout=pres.stdout,
-            stderr=pres.stderr,
+            exit_code=ended.exit_code,
+            ended=self.clock.now(),
+            duration_s=round(ended.duration_s, 3),
+            stdout=ended.stdout,
+            stderr=ended.stderr,
             message=message,
         )
         result = RunResult(
@@ -487,10 +452,10 @@ class Scheduler:
             run_id,
             cause,
             outcome,
-            pres.exit_code,
-            pres.duration_s,
-            pres.stdout,
-            pres.stderr,
+            ended.exit_code,
+            ended.duration_s,
+            ended.stdout,
+            ended.stderr,
             message,
             started,
         )
@@ -567,10 +532,10 @@ class Scheduler:
                 continue
             if before is None and state is not None and state.next_run is not None:
                 due = state.next_run  # a task that comes back: as at start-up
-            elif before is None and isinstance(spec.trigger, Every):
-                due = now
+            elif before is None:
+                due = spec.trigger.first_due(now)
             else:
-                due = spec.trigger.next_after(now)
+                due = spec.trigger.next_after(now)  # a changed schedule applies from now
             self._push(task_id, due)
             self._next_runs.append((task_id, due))
         self._wake.set()
@@ -603,7 +568,7 @@ class Scheduler:
         active = self._running.get(task_id)
         cut: RunResult | None = None
         if active is not None:
-            active.process.interrupt("paused")
+            active.run.interrupt("paused")
             done, _ = await asyncio.wait({active.result}, timeout=spec.grace + 5)
             if done and not active.result.exception():
                 cut = active.result.result()
@@ -631,7 +596,7 @@ class Scheduler:
         if spec.enabled:
             due = state.next_run
             if due is None:
-                due = now if isinstance(spec.trigger, Every) else spec.trigger.next_after(now)
+                due = spec.trigger.first_due(now)
             elif due <= now:
                 due = advance(spec.trigger, due, now)[0]
             self._push(task_id, due)
@@ -693,27 +658,3 @@ def _fail(fut: asyncio.Future[RunResult], exc: BaseException) -> None:
 
 def _slots(n: int) -> str:
     return "1 slot" if n == 1 else f"{n} slots"
-
-
-def _judge(spec: TaskSpec, pres: ProcessResult, reason: str = "") -> tuple[Outcome, str]:
-    took = f"{pres.duration_s:.1f}s"
-    if pres.ending is Ending.NOT_STARTED:
-        return Outcome.FAILED, pres.error or "could not start"
-    if pres.ending is Ending.TIMEOUT:
-        return Outcome.TIMEOUT, f"timed out after {format_duration(spec.timeout)}"
-    if pres.ending is Ending.INTERRUPTED:
-        return Outcome.INTERRUPTED, f"interrupted after {took}" + (f" ({reason})" if reason else "")
-    code = pres.exit_code
-    left = f"; left behind and stopped: {pres.leftovers}" if pres.leftovers else ""
-    if code == 0:
-        return Outcome.SUCCESS, f"exit 0 in {took}{left}"
-    what = f"killed by signal {-code}" if code is not None and code < 0 else f"exit {code}"
-    last = _last_line(pres.stderr) or _last_line(pres.stdout)
-    return Outcome.FAILED, f"{what} in {took}" + (f": {last}" if last else "") + left
-
-
-def _last_line(text: str) -> str:
-    for line in reversed(safe_text(text).splitlines()):
-        if line.strip():
-            return line.strip()[:200]
-    return ""

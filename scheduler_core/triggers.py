@@ -24,6 +24,10 @@ class Trigger(Protocol):
 
     def next_after(self, when: datetime) -> datetime: ...
 
+    def first_due(self, now: datetime) -> datetime:
+        """When a task that has never been scheduled first runs."""
+        ...
+
     def describe(self) -> str: ...
 
 
@@ -35,6 +39,10 @@ class Every:
 
     def next_after(self, when: datetime) -> datetime:
         return when + timedelta(seconds=self.seconds)
+
+    def first_due(self, now: datetime) -> datetime:
+        """At once: a new interval task runs now, then every `seconds`."""
+        return now
 
     def describe(self) -> str:
         return f"every {format_duration(self.seconds)}"
@@ -57,6 +65,10 @@ class Cron:
             if slot > when:
                 return slot
         return self.next_after(when + timedelta(hours=2))  # past the repeated hour
+
+    def first_due(self, now: datetime) -> datetime:
+        """At its next slot: a cron task runs when its expression says, never at once."""
+        return self.next_after(now)
 
     def describe(self) -> str:
         return f"cron {self.expression}"

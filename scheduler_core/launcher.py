@@ -1,0 +1,143 @@
+"""The seam between scheduling and processes.
+
+The scheduler decides which task runs when; a `Launcher` turns a decision into a run and
+tells how it ended. `ProcessLauncher` is the real one: it builds each run's environment,
+reads a script's `#!` line, starts the process group (in a cgroup of its own where the daemon
+has them), enforces the timeout and stops everything on an interrupt (`scheduler_core.runner`),
+and judges the ending. Tests of the scheduler use an in-process launcher instead, whose runs
+end when the test says, so they wait for events rather than for processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from scheduler_core.cgroups import RunCgroups
+from scheduler_core.model import EngineSettings, Outcome, TaskSpec
+from scheduler_core.runner import Ending, ProcessResult, ProcessRun, script_argv, stop_leftovers
+from scheduler_core.safe import safe_text
+from scheduler_core.triggers import format_duration
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Ended:
+    """How a run ended, judged."""
+
+    outcome: Outcome
+    message: str  # in a line: "exit 3 in 0.2s: imap timeout"
+    exit_code: int | None
+    duration_s: float
+    stdout: str
+    stderr: str
+
+
+class Run(Protocol):
+    """One run, from its dispatch to its end."""
+
+    def interrupt(self, reason: str) -> None:
+        """Cut it short (a pause, a preemption, the daemon stopping); before it has started,
+        it will not start."""
+        ...
+
+    async def go(self, run_id: int, checkpoint: str | None) -> Ended:
+        """Start it, once its start is recorded, and wait for its end."""
+        ...
+
+
+class Launcher(Protocol):
+    def prepare(self, spec: TaskSpec) -> Run:
+        """A run of `spec`, not started yet (it can be interrupted already)."""
+        ...
+
+    async def stop_leftovers(self, run_ids: Sequence[int], grace: float) -> int:
+        """Stop what runs of an earlier daemon (killed on its own) left going; how many."""
+        ...
+
+
+class ProcessLauncher:
+    """Runs as process groups, with the environment of DESIGN.md section 5."""
+
+    def __init__(
+        self,
+        settings: EngineSettings,
+        base_env: Mapping[str, str] | None = None,
+        cgroups: RunCgroups | None = None,
+    ) -> None:
+        self.settings = settings
+        self.cgroups = cgroups  # a cgroup per run, where the daemon was given a subtree
+        # Encoded once: given a str environment, subprocess encodes every variable again on
+        # every spawn, which cost a sixth of the burst throughput. It passes bytes through.
+        base = dict(os.environ if base_env is None else base_env)
+        base.update(
+            MOLTSCHED_DB=str(settings.db_path),
+            MOLTSCHED_CONFIG=str(settings.config_path or ""),
+        )
+        self.base_env = {os.fsencode(k): os.fsencode(v) for k, v in base.items()}
+
+    def prepare(self, spec: TaskSpec) -> _ProcessTaskRun:
+        return _ProcessTaskRun(self, spec)
+
+    async def stop_leftovers(self, run_ids: Sequence[int], grace: float) -> int:
+        return await stop_leftovers(str(self.settings.db_path), run_ids, grace)
+
+
+class _ProcessTaskRun:
+    def __init__(self, launcher: ProcessLauncher, spec: TaskSpec) -> None:
+        self.launcher = launcher
+        self.spec = spec
+        self.process = ProcessRun(
+            spec.argv if spec.script is None else script_argv(spec.script),
+            cwd=launcher.settings.tasks_dir,
+            env={},  # set in go(), once the run id and checkpoint are known
+            timeout=spec.timeout,
+            grace=spec.grace,
+            cgroups=launcher.cgroups,
+        )
+
+    def interrupt(self, reason: str) -> None:
+        self.process.interrupt(reason)
+
+    async def go(self, run_id: int, checkpoint: str | None) -> Ended:
+        spec = self.spec
+        env = self.launcher.base_env.copy()
+        for key, value in spec.env.items():
+            env[os.fsencode(key)] = os.fsencode(value)
+        env[b"MOLTSCHED_TASK_ID"] = os.fsencode(spec.id)
+        env[b"MOLTSCHED_RUN_ID"] = str(run_id).encode()
+        env[b"MOLTSCHED_CHECKPOINT"] = os.fsencode(checkpoint or "")
+        self.process.env = env
+        started = await self.process.start()
+        pres = started if isinstance(started, ProcessResult) else await self.process.wait(started)
+        outcome, message = judge(spec, pres, self.process.reason)
+        return Ended(outcome, message, pres.exit_code, pres.duration_s, pres.stdout, pres.stderr)
+
+
+def judge(spec: TaskSpec, pres: ProcessResult, reason: str = "") -> tuple[Outcome, str]:
+    """A process's ending as the run's outcome and its message."""
+    took = f"{pres.duration_s:.1f}s"
+    if pres.ending is Ending.NOT_STARTED:
+        return Outcome.FAILED, pres.error or "could not start"
+    if pres.ending is Ending.TIMEOUT:
+        return Outcome.TIMEOUT, f"timed out after {format_duration(spec.timeout)}"
+    if pres.ending is Ending.INTERRUPTED:
+        return Outcome.INTERRUPTED, f"interrupted after {took}" + (f" ({reason})" if reason else "")
+    code = pres.exit_code
+    left = f"; left behind and stopped: {pres.leftovers}" if pres.leftovers else ""
+    if code == 0:
+        return Outcome.SUCCESS, f"exit 0 in {took}{left}"
+    what = f"killed by signal {-code}" if code is not None and code < 0 else f"exit {code}"
+    last = _last_line(pres.stderr) or _last_line(pres.stdout)
+    return Outcome.FAILED, f"{what} in {took}" + (f": {last}" if last else "") + left
+
+
+def _last_line(text: str) -> str:
+    for line in reversed(safe_text(text).splitlines()):
+        if line.strip():
+            return line.strip()[:200]
+    return ""
