@@ -1,0 +1,71 @@
+"""An in-process launcher for scheduler tests: a run is a Python object that starts when the
+scheduler starts it and ends when the test says, so tests wait for events, never for time.
+
+It is the real `Launcher` interface with real behaviour behind it: an interrupt ends a run
+that has started as `interrupted` (and one that has not, before it starts), as the process
+launcher does; what the test does not end stays running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from scheduler_core.launcher import Ended
+from scheduler_core.model import Outcome, TaskSpec
+
+
+class FakeRun:
+    def __init__(self, launcher: FakeLauncher, spec: TaskSpec) -> None:
+        self.launcher = launcher
+        self.spec = spec
+        self.run_id = 0
+        self.checkpoint: str | None = None
+        self.interrupted: str | None = None  # the reason, once interrupted
+        self._end: asyncio.Future[Ended] = asyncio.get_running_loop().create_future()
+
+    def interrupt(self, reason: str) -> None:
+        self.interrupted = reason
+        self.end(Outcome.INTERRUPTED, f"interrupted ({reason})")
+
+    async def go(self, run_id: int, checkpoint: str | None) -> Ended:
+        self.run_id, self.checkpoint = run_id, checkpoint
+        if self._end.done():  # interrupted before it started: it never does
+            return self._end.result()
+        self.launcher.started_runs.append(self)
+        self.launcher.changed()
+        return await self._end
+
+    def end(self, outcome: Outcome = Outcome.SUCCESS, message: str = "", stdout: str = "") -> None:
+        """The run ends now, as `outcome`."""
+        if not self._end.done():
+            code = 0 if outcome is Outcome.SUCCESS else 1
+            text = message or f"exit {code} in 0.0s"
+            self._end.set_result(Ended(outcome, text, code, 0.0, stdout, ""))
+
+
+class FakeLauncher:
+    def __init__(self) -> None:
+        self.started_runs: list[FakeRun] = []
+        self._changed = asyncio.Event()
+
+    def prepare(self, spec: TaskSpec) -> FakeRun:
+        return FakeRun(self, spec)
+
+    async def stop_leftovers(self, run_ids: Sequence[int], grace: float) -> int:
+        return 0  # runs of this launcher die with the test
+
+    def changed(self) -> None:
+        self._changed.set()
+
+    def order(self) -> list[str]:
+        """The task ids, in the order their runs started."""
+        return [run.spec.id for run in self.started_runs]
+
+    async def started(self, count: int, timeout: float = 10) -> list[FakeRun]:
+        """Once `count` runs have started in all, the runs started so far."""
+        async with asyncio.timeout(timeout):
+            while len(self.started_runs) < count:
+                self._changed.clear()
+                await self._changed.wait()
+        return list(self.started_runs)
