@@ -164,3 +164,19 @@ class LogEntry:
     message: str
     duration_s: float | None
     actor: str | None = None
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How one run ended, for whoever asked for it."""
+
+    task_id: str
+    run_id: int | None
+    cause: Cause
+    outcome: Outcome
+    exit_code: int | None
+    duration_s: float
+    stdout: str
+    stderr: str
+    message: str
+    started: datetime

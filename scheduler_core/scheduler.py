@@ -1,23 +1,25 @@
-"""The scheduler: one heap of due times, one wake event, one TaskGroup of runs.
+"""The scheduler loop: one heap of due times, one wake event, one TaskGroup of runs.
+
+Its parts: slot timing (`scheduler_core.slots`, pure), the waiting queue
+(`scheduler_core.queue`), crash recovery (`scheduler_core.recovery`), and runs through a
+launcher (`scheduler_core.launcher`). This module owns the loop, its one life-cycle state
+(`Phase`), and the requests made of it (run, pause, resume, reload, the state listing).
+
 
 The store holds the truth (`next_run` per task); the heap is derived from it in `prepare()`.
 `run()` sleeps until the heap's top is due or the wake event is set (a command, a finished
 run, a close), never on a fixed poll. Due slots become waiting runs; waiting runs start in the
 order on-demand, resume, then priority, then due time, at most `max_concurrent` at once, and a
 task never overlaps itself. A failing run is data: it is recorded and never disturbs the others.
-
-Late slots (downtime, suspend, a clock jump) follow the task's `catch_up`: `once` runs one
-catch-up run, `skip` waits for the next slot; either way the missed slots are logged `missed`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import heapq
-import itertools
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, KeysView, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -25,40 +27,36 @@ from scheduler_core.clock import Clock, SystemClock
 from scheduler_core.errors import SchedulerError, TaskNotFoundError, log_failure
 from scheduler_core.launcher import Launcher, ProcessLauncher, Run
 from scheduler_core.model import (
-    CatchUp,
     Cause,
     EngineSettings,
     Outcome,
+    RunResult,
     Status,
     TaskSpec,
     TaskState,
 )
+
+__all__ = ["Admission", "FinishHook", "Phase", "RunResult", "Scheduler", "Submission"]
+from scheduler_core.queue import RunQueue, Waiting, victims
+from scheduler_core.recovery import recover
+from scheduler_core.slots import after_clock_went_back, decide
 from scheduler_core.store import Store
-from scheduler_core.triggers import Every, advance
+from scheduler_core.triggers import advance
 
 log = logging.getLogger(__name__)
 
-# A slot processed later than this (or than one period, if shorter) counts as missed.
-MISFIRE_GRACE_S = 60.0
 LISTINGS = 2  # long answers (`status --json`) produced at once; see `iter_states`
 
-_RANK = {Cause.ON_DEMAND: 0, Cause.RESUME: 1, Cause.CATCH_UP: 2, Cause.SCHEDULE: 2}
 
+class Phase(StrEnum):
+    """Where the scheduler is in its life: made, prepared (heap built), running its loop,
+    closing (no new runs; running ones interrupted), stopped (every run recorded)."""
 
-@dataclass(frozen=True)
-class RunResult:
-    """How one run ended, for whoever asked for it."""
-
-    task_id: str
-    run_id: int | None
-    cause: Cause
-    outcome: Outcome
-    exit_code: int | None
-    duration_s: float
-    stdout: str
-    stderr: str
-    message: str
-    started: datetime
+    NEW = "new"
+    PREPARED = "prepared"
+    RUNNING = "running"
+    CLOSING = "closing"
+    STOPPED = "stopped"
 
 
 class Admission(StrEnum):
@@ -78,19 +76,9 @@ class Submission:
     result: asyncio.Future[RunResult]
 
 
-@dataclass(order=True)
-class _Waiting:
-    key: tuple[int, int, float, int]
-    task_id: str = field(compare=False)
-    cause: Cause = field(compare=False)
-    due: datetime | None = field(compare=False)
-    result: asyncio.Future[RunResult] = field(compare=False)
-    live: bool = field(default=True, compare=False)
-
-
 @dataclass
 class _Active:
-    waiting: _Waiting
+    waiting: Waiting
     spec: TaskSpec
     run: Run
     preempted: bool = False  # interrupted to free its slot for an on-demand run
@@ -102,6 +90,23 @@ class _Active:
     @property
     def result(self) -> asyncio.Future[RunResult]:
         return self.waiting.result
+
+    # What `queue.victims` weighs.
+    @property
+    def priority(self) -> int:
+        return self.spec.priority
+
+    @property
+    def cuttable(self) -> bool:
+        return (
+            not self.preempted
+            and self.waiting.cause is not Cause.ON_DEMAND
+            and self.spec.interruptible
+        )
+
+    @property
+    def started_at(self) -> float:
+        return self.started.timestamp() if self.started else 0.0
 
 
 FinishHook = Callable[[TaskSpec, RunResult, TaskState], Awaitable[None]]
@@ -127,21 +132,17 @@ class Scheduler:
         self.launcher: Launcher = launcher or ProcessLauncher(settings)
         self._specs: dict[str, TaskSpec] = {s.id: s for s in specs}
         self._heap: list[tuple[datetime, int, str]] = []
-        self._gen: dict[str, int] = {}
-        self._waiting: list[_Waiting] = []
-        self._waiting_by_task: dict[str, _Waiting] = {}
+        self._gen: dict[str, int] = {}  # a heap entry of an older generation is stale
+        self._queue = RunQueue()
         self._running: dict[str, _Active] = {}
         self._to_resume: list[str] = []
         self._next_runs: list[tuple[str, datetime | None]] = []  # to save to the store
         self._paused: set[str] = set()
         self._last_now: datetime | None = None  # to notice the clock going back
-        self._seq = itertools.count()
         self._wake = asyncio.Event()
         self._listings = asyncio.Semaphore(LISTINGS)
-        self._closing = False
-        self._loop_running = False
+        self.phase = Phase.NEW
         self._drained = asyncio.Event()
-        self._prepared = False
 
     # --- setup -------------------------------------------------------------------------------
 
@@ -167,10 +168,7 @@ class Scheduler:
         """Sync the store with the tasks, record crashed runs, and build the heap."""
         now = self.clock.now()
         await self.store.sync_tasks(list(self._specs.values()))
-        crashed = await self.store.recover_crashed(now)
-        if crashed:
-            log.warning("recorded %d run(s) cut short by a crash as interrupted", len(crashed))
-            await self._stop_leftovers(crashed)
+        await recover(self.store, self.launcher, self._specs, now)
         updates: list[tuple[str, datetime | None]] = []
         for state in await self.store.states():
             spec = self._specs[state.id]
@@ -189,21 +187,17 @@ class Scheduler:
                 updates.append((spec.id, due))
             self._push(spec.id, due)
         await self.store.set_next_runs(updates)
-        self._prepared = True
+        if self.phase is Phase.NEW:
+            self.phase = Phase.PREPARED
 
-    async def _stop_leftovers(self, crashed: list[tuple[int, str]]) -> None:
-        """A daemon killed on its own (`kill -9`, the OOM killer) leaves its runs going as
-        orphans. They are stopped (SIGTERM, the task's grace, SIGKILL) before anything is
-        resumed; otherwise a resumed task would run twice at once, both saving checkpoints."""
-        grace = max((self._specs[t].grace for _, t in crashed if t in self._specs), default=10.0)
-        stopped = await self.launcher.stop_leftovers([run_id for run_id, _ in crashed], grace)
-        if stopped:
-            log.warning("stopped %d process(es) left running by the daemon that died", stopped)
+    def _forget(self, task_id: str) -> None:
+        """Its heap entry, if any, goes stale (it is dropped when it comes up)."""
+        self._gen[task_id] = self._gen.get(task_id, 0) + 1
 
     def _push(self, task_id: str, due: datetime) -> None:
-        gen = self._gen.get(task_id, 0) + 1
-        self._gen[task_id] = gen
-        heapq.heappush(self._heap, (due, gen, task_id))
+        """Its next due time, in place of any earlier one."""
+        self._forget(task_id)
+        heapq.heappush(self._heap, (due, self._gen[task_id], task_id))
 
     # --- the loop ----------------------------------------------------------------------------
 
@@ -213,14 +207,15 @@ class Scheduler:
         With `schedule=False` nothing starts by itself: only `submit`/`run_due` requests run
         (the foreground mode of the CLI when no daemon is up).
         """
-        if not self._prepared:
+        if self.phase is Phase.NEW:
             await self.prepare()
-        self._loop_running = True
+        if self.phase is Phase.PREPARED:
+            self.phase = Phase.RUNNING
         try:
             async with asyncio.TaskGroup() as tg:
                 while True:
                     self._wake.clear()
-                    if self._closing:
+                    if self.phase is Phase.CLOSING:
                         if not self._running:
                             break
                     else:
@@ -233,21 +228,19 @@ class Scheduler:
                             # for this commit (tasks start in the order they were created).
                             tg.create_task(self._save_next_runs(self._next_runs))
                             self._next_runs = []
-                    top = (
-                        self._heap[0][0] if schedule and self._heap and not self._closing else None
-                    )
+                    running = self.phase is Phase.RUNNING
+                    top = self._heap[0][0] if schedule and self._heap and running else None
                     await self.clock.sleep_until(top, self._wake)
         finally:
-            self._loop_running = False
+            self.phase = Phase.STOPPED
             self._drained.set()
-            for w in self._waiting:
+            for w in self._queue.clear():
                 _fail(w.result, SchedulerError("the scheduler stopped before the run"))
-            self._waiting.clear()
-            self._waiting_by_task.clear()
 
     def close(self) -> None:
         """Stop dispatching and interrupt running runs; `run()` returns once they are recorded."""
-        self._closing = True
+        if self.phase is not Phase.STOPPED:
+            self.phase = Phase.CLOSING
         for active in self._running.values():
             active.run.interrupt("the scheduler is stopping")
         self._wake.set()
@@ -259,7 +252,7 @@ class Scheduler:
     def _enqueue_resumes(self) -> None:
         """Interrupted runs go again first, from their checkpoints."""
         for task_id in self._to_resume:
-            idle = task_id not in self._running and task_id not in self._waiting_by_task
+            idle = task_id not in self._running and task_id not in self._queue
             if task_id in self._specs and idle and task_id not in self._paused:
                 self._enqueue(task_id, Cause.RESUME, None)
         self._to_resume.clear()
@@ -275,53 +268,28 @@ class Scheduler:
             spec = self._specs.get(task_id)
             if spec is None or gen != self._gen.get(task_id):
                 continue
-            trigger = spec.trigger
-            if isinstance(trigger, Every) and due > now + timedelta(seconds=trigger.seconds):
-                nxt = now + timedelta(seconds=trigger.seconds)
+            nxt = after_clock_went_back(spec.trigger, due, now)
+            if nxt is not None:
                 self._push(task_id, nxt)
                 self._next_runs.append((task_id, nxt))
 
-    async def _process_due(self, now: datetime) -> list[_Waiting]:
+    async def _process_due(self, now: datetime) -> list[Waiting]:
         """Turn every due heap entry into a waiting run (or a logged miss)."""
         self._clock_went_back(now)
-        created: list[_Waiting] = []
-        updates = self._next_runs
+        created: list[Waiting] = []
         while self._heap and self._heap[0][0] <= now:
             due, gen, task_id = heapq.heappop(self._heap)
             spec = self._specs.get(task_id)
             if spec is None or gen != self._gen.get(task_id) or not spec.enabled:
                 continue  # stale (rescheduled, paused) or disabled
-            nxt, skipped = advance(spec.trigger, due, now)
-            period = (spec.trigger.next_after(due) - due).total_seconds()
-            late = (now - due).total_seconds() > min(MISFIRE_GRACE_S, period)
-            missed = skipped + (1 if late else 0)
-            busy = task_id in self._running or task_id in self._waiting_by_task
-            if busy:
-                missed = skipped + 1
-                await self._note(
-                    task_id, now, f"{_slots(missed)} missed: the previous run is still going"
-                )
-            elif late and spec.catch_up is CatchUp.ONCE:
-                created.append(self._enqueue(task_id, Cause.CATCH_UP, due))
-                await self._note(
-                    task_id,
-                    now,
-                    f"{_slots(missed)} missed since {due.isoformat(timespec='seconds')}; "
-                    "running one catch-up run",
-                )
-            else:
-                if not late:
-                    created.append(self._enqueue(task_id, Cause.SCHEDULE, due))
-                if missed:
-                    what = "skipped (catch_up: skip)" if late else "skipped"
-                    await self._note(
-                        task_id,
-                        now,
-                        f"{_slots(missed)} missed since {due.isoformat(timespec='seconds')}; "
-                        f"{what}",
-                    )
-            self._push(task_id, nxt)
-            updates.append((task_id, nxt))
+            busy = task_id in self._running or task_id in self._queue
+            decision = decide(spec, due, now, busy)
+            if decision.start is not None:
+                created.append(self._enqueue(task_id, decision.start, due))
+            if decision.note is not None:
+                await self._note(task_id, now, decision.note)
+            self._push(task_id, decision.next_due)
+            self._next_runs.append((task_id, decision.next_due))
         return created
 
     async def _note(self, task_id: str, now: datetime, message: str) -> None:
@@ -338,52 +306,35 @@ class Scheduler:
         except Exception:  # the heap still has them; the next save or a restart fixes the db
             log_failure(log, "could not save the next run times of %d task(s)", len(updates))
 
-    def _enqueue(self, task_id: str, cause: Cause, due: datetime | None) -> _Waiting:
-        spec = self._specs[task_id]
-        fut: asyncio.Future[RunResult] = asyncio.get_running_loop().create_future()
-        due_key = due.timestamp() if due else 0.0
-        w = _Waiting(
-            (_RANK[cause], spec.priority, due_key, next(self._seq)), task_id, cause, due, fut
-        )
-        heapq.heappush(self._waiting, w)
-        self._waiting_by_task[task_id] = w
+    def _enqueue(self, task_id: str, cause: Cause, due: datetime | None) -> Waiting:
+        result: asyncio.Future[RunResult] = asyncio.get_running_loop().create_future()
+        waiting = self._queue.add(task_id, cause, due, self._specs[task_id].priority, result)
         self._wake.set()
-        return w
+        return waiting
 
     def _dispatch(self, tg: asyncio.TaskGroup) -> None:
         batch: list[_Active] = []
-        while self._waiting and len(self._running) < self.settings.max_concurrent:
-            w = heapq.heappop(self._waiting)
-            if not w.live:
-                continue
+        while len(self._running) < self.settings.max_concurrent:
             # Never also running: submit() joins a run under way, and a slot that comes while
             # its task runs is logged missed instead of queued.
-            del self._waiting_by_task[w.task_id]
+            w = self._queue.pop()
+            if w is None:
+                break
             spec = self._specs[w.task_id]
             active = self._running[w.task_id] = _Active(w, spec, self.launcher.prepare(spec))
             batch.append(active)
         if batch:
             tg.create_task(self._launch(batch, tg))
-        if self._waiting and self._waiting[0].cause is Cause.ON_DEMAND:
-            self._preempt()
+        asking = self._queue.on_demand()
+        if asking:
+            self._preempt(asking)
 
-    def _preempt(self) -> None:
+    def _preempt(self, asking: list[Waiting]) -> None:
         """On-demand runs do not wait behind background runs: for each one still waiting, cut
-        the lowest-priority interruptible background run (it resumes from its checkpoint as
-        soon as a slot frees, after the on-demand runs)."""
-        asking = [w for w in self._waiting if w.live and w.cause is Cause.ON_DEMAND]
+        a background run (`queue.victims`); it resumes from its checkpoint as soon as a slot
+        frees, after the on-demand runs."""
         needed = len(asking) - sum(1 for a in self._running.values() if a.preempted)
-        victims = sorted(
-            (
-                a
-                for a in self._running.values()
-                if not a.preempted
-                and a.waiting.cause is not Cause.ON_DEMAND
-                and a.spec.interruptible
-            ),
-            key=lambda a: (-a.spec.priority, -(a.started.timestamp() if a.started else 0)),
-        )
-        for victim, w in zip(victims[: max(needed, 0)], asking, strict=False):
+        for victim, w in zip(victims(self._running.values(), needed), asking, strict=False):
             victim.preempted = True
             log.info("interrupting %s for an on-demand run of %s", victim.spec.id, w.task_id)
             victim.run.interrupt(f"for an on-demand run of {w.task_id}")
@@ -459,7 +410,7 @@ class Scheduler:
             message,
             started,
         )
-        if outcome is Outcome.INTERRUPTED and not self._closing:
+        if outcome is Outcome.INTERRUPTED and self.phase is Phase.RUNNING:
             self._to_resume.append(spec.id)
         if self.on_finish is not None:
             try:
@@ -472,19 +423,16 @@ class Scheduler:
 
     def submit(self, task_id: str, cause: Cause = Cause.ON_DEMAND) -> Submission:
         """Ask for a run now. Joins the run already under way or waiting, if there is one."""
-        self.spec(task_id)
-        if self._closing:
+        spec = self.spec(task_id)
+        if self.phase in (Phase.CLOSING, Phase.STOPPED):
             raise SchedulerError("the scheduler is shutting down")
         active = self._running.get(task_id)
         if active is not None:
             return Submission(Admission.ALREADY_RUNNING, active.result)
-        waiting = self._waiting_by_task.get(task_id)
+        waiting = self._queue.get(task_id)
         if waiting is not None:
-            if cause is Cause.ON_DEMAND and waiting.cause is not Cause.ON_DEMAND:
-                # Promote it: an on-demand request does not wait behind background runs.
-                waiting.live = False
-                promoted = self._enqueue(task_id, cause, waiting.due)
-                promoted.result = waiting.result
+            if cause is Cause.ON_DEMAND and self._queue.promote(task_id, spec.priority):
+                self._wake.set()  # an on-demand request does not wait behind background runs
             return Submission(Admission.ALREADY_QUEUED, waiting.result)
         w = self._enqueue(task_id, cause, None)
         free = len(self._running) < self.settings.max_concurrent
@@ -508,11 +456,10 @@ class Scheduler:
         self._specs, self.settings = new, settings
         self.store.retention = settings.retention
         for task_id in removed:
-            self._gen[task_id] = self._gen.get(task_id, 0) + 1
+            self._forget(task_id)
             self._paused.discard(task_id)
-            waiting = self._waiting_by_task.pop(task_id, None)
+            waiting = self._queue.drop(task_id)
             if waiting is not None:
-                waiting.live = False
                 _fail(waiting.result, SchedulerError(f"{task_id} was removed by a reload"))
         states = {s.id: s for s in await self.store.states()}
         for task_id in added + changed:
@@ -523,7 +470,7 @@ class Scheduler:
                 spec.enabled,
             ):
                 continue  # same schedule: its heap entry stands
-            self._gen[task_id] = self._gen.get(task_id, 0) + 1
+            self._forget(task_id)
             if state is not None and state.paused:
                 self._paused.add(task_id)
                 continue
@@ -543,7 +490,7 @@ class Scheduler:
 
     def counts(self) -> tuple[int, int]:
         """Runs under way, and runs waiting for a slot."""
-        return len(self._running), len(self._waiting_by_task)
+        return len(self._running), len(self._queue)
 
     def is_paused(self, task_id: str) -> bool:
         return task_id in self._paused
@@ -559,10 +506,9 @@ class Scheduler:
             assert state is not None
             return state, None
         self._paused.add(task_id)
-        self._gen[task_id] = self._gen.get(task_id, 0) + 1  # drops its heap entry
-        waiting = self._waiting_by_task.pop(task_id, None)
+        self._forget(task_id)
+        waiting = self._queue.drop(task_id)
         if waiting is not None:
-            waiting.live = False
             _fail(waiting.result, SchedulerError(f"{task_id} was paused before it started"))
         state = await self.store.set_paused(task_id, True, actor)
         active = self._running.get(task_id)
@@ -590,7 +536,7 @@ class Scheduler:
         state = await self.store.set_paused(task_id, False, actor)
         now = self.clock.now()
         started = False
-        if state.status is Status.INTERRUPTED and self._loop_running and not self._closing:
+        if state.status is Status.INTERRUPTED and self.phase is Phase.RUNNING:
             self._enqueue(task_id, Cause.RESUME, None)
             started = True
         if spec.enabled:
@@ -600,7 +546,7 @@ class Scheduler:
             elif due <= now:
                 due = advance(spec.trigger, due, now)[0]
             self._push(task_id, due)
-            if self._loop_running:
+            if self.phase in (Phase.RUNNING, Phase.CLOSING):
                 self._next_runs.append((task_id, due))
                 self._wake.set()
             else:
@@ -617,14 +563,14 @@ class Scheduler:
     async def states(self) -> list[TaskState]:
         """Every task's state, with runs waiting for a slot shown as `queued`."""
         states = await self.store.states()
-        if not self._waiting_by_task:
+        if not self._queue:
             return states
         return [self._overlay(s) for s in states]
 
     async def states_of(self, ids: Sequence[str]) -> list[TaskState]:
         """`states()` of just these tasks: what a chat answer shows of thousands."""
         states = await self.store.states_of(ids)
-        if not self._waiting_by_task:
+        if not self._queue:
             return states
         return [self._overlay(s) for s in states]
 
@@ -638,12 +584,12 @@ class Scheduler:
         """
         async with self._listings:
             async for states in self.store.iter_states(batch):
-                if self._waiting_by_task:
+                if self._queue:
                     states = [self._overlay(s) for s in states]
                 yield states
 
     def _overlay(self, state: TaskState) -> TaskState:
-        if state.id in self._waiting_by_task and state.status is not Status.RUNNING:
+        if state.id in self._queue and state.status is not Status.RUNNING:
             return state._replace(status=Status.QUEUED)
         return state
 
@@ -654,7 +600,3 @@ def _fail(fut: asyncio.Future[RunResult], exc: BaseException) -> None:
     if not fut.done():
         fut.set_exception(exc)
         fut.add_done_callback(lambda f: f.exception())
-
-
-def _slots(n: int) -> str:
-    return "1 slot" if n == 1 else f"{n} slots"

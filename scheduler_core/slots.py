@@ -1,0 +1,61 @@
+"""Slot timing, pure: a due slot and the time now in, a decision out. No I/O, no state.
+
+A slot processed more than a minute late (or more than one period, if that is shorter)
+counts as missed, as do the slots it skipped over. Then the task's `catch_up` decides:
+`once` runs one catch-up run, `skip` waits for the next slot. A slot that comes while its
+task runs or waits is missed, never queued behind it. Each miss is said once, in `note`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from scheduler_core.model import CatchUp, Cause, TaskSpec
+from scheduler_core.triggers import Every, Trigger, advance
+
+# A slot processed later than this (or than one period, if shorter) counts as missed.
+MISFIRE_GRACE_S = 60.0
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do with one due slot."""
+
+    start: Cause | None  # a run to queue, or None
+    next_due: datetime  # the task's next slot after this one
+    note: str | None  # what was missed, for the action log
+
+
+def decide(spec: TaskSpec, due: datetime, now: datetime, busy: bool) -> Decision:
+    """The slot `due` of `spec`, processed at `now`; `busy`: the task runs or waits already."""
+    nxt, skipped = advance(spec.trigger, due, now)
+    period = (spec.trigger.next_after(due) - due).total_seconds()
+    late = (now - due).total_seconds() > min(MISFIRE_GRACE_S, period)
+    missed = skipped + (1 if late else 0)
+    since = due.isoformat(timespec="seconds")
+    if busy:
+        missed = skipped + 1
+        return Decision(None, nxt, f"{_slots(missed)} missed: the previous run is still going")
+    if late and spec.catch_up is CatchUp.ONCE:
+        return Decision(
+            Cause.CATCH_UP, nxt, f"{_slots(missed)} missed since {since}; running one catch-up run"
+        )
+    note = None
+    if missed:
+        what = "skipped (catch_up: skip)" if late else "skipped"
+        note = f"{_slots(missed)} missed since {since}; {what}"
+    return Decision(None if late else Cause.SCHEDULE, nxt, note)
+
+
+def after_clock_went_back(trigger: Trigger, due: datetime, now: datetime) -> datetime | None:
+    """The wall clock moved back: an interval task keeps its interval from now, instead of
+    waiting for a slot that is now far away (the new due time; None to leave it). Cron tasks
+    follow the wall clock."""
+    if isinstance(trigger, Every) and due > now + timedelta(seconds=trigger.seconds):
+        return now + timedelta(seconds=trigger.seconds)
+    return None
+
+
+def _slots(n: int) -> str:
+    return "1 slot" if n == 1 else f"{n} slots"
