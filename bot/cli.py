@@ -22,6 +22,19 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from bot import client
 from bot.access import user_name
+from commands.command import (
+    Chat,
+    Command,
+    Logs,
+    Output,
+    Pause,
+    Reload,
+    Request,
+    Resume,
+    Run,
+    RunAll,
+    Status,
+)
 from commands.grammar import VERBS, help_text
 from commands.match import find_task
 from config.locate import ConfigNotFound, find_config_path, state_dir_hint
@@ -182,38 +195,46 @@ def _main(args: argparse.Namespace) -> int:
             return import_seed(config_path, args.dir, args.json)
         except SeedError as exc:
             raise Failure(str(exc), "usage") from None
-    # Who asks is what the kernel says: the daemon reads it from the socket (bot.access).
-    payload: dict[str, Any] = {"json": args.json, "actor": f"cli:{user_name(os.getuid())}"}
-    if args.command == "reload":
-        return _reload(config_path, payload)
-    if args.command == "chat":
-        payload["chat"] = " ".join(args.text)
-    else:
-        payload["command"] = _command(args)
+    # The daemon takes who asks from the socket (bot.access); with no daemon, it is us.
+    request = Request(_command(args), args.json, f"cli:{user_name(os.getuid())}")
+    if isinstance(request.command, Reload):
+        return _reload(config_path, request)
     hint = state_dir_hint(config_path)
     if hint is not None:
-        answered = _ask_daemon(hint, payload)
+        answered = _ask_daemon(hint, request)
         if answered is not None:
             return answered
-    return _offline(config_path, payload, hint)
+    return _offline(config_path, request, hint)
 
 
-def _command(args: argparse.Namespace) -> dict[str, Any]:
-    if args.command in ("status", "run", "pause", "resume"):
-        return {"verb": args.command, "task": args.task}
-    if args.command == "run-all":
-        return {"verb": "run-all"}
-    if args.command == "logs":
-        return {"verb": "logs", "task": args.task, "limit": args.limit}
-    if args.command == "output":
-        return {"verb": "output", "task": args.task, "run_id": args.run_id}
+def _command(args: argparse.Namespace) -> Command:
+    """The command the arguments ask for, as the daemon will read it."""
+    match args.command:
+        case "status":
+            return Status(args.task)
+        case "run":
+            return Run(args.task)
+        case "pause":
+            return Pause(args.task)
+        case "resume":
+            return Resume(args.task)
+        case "run-all":
+            return RunAll()
+        case "logs":
+            return Logs(args.task, args.limit)
+        case "output":
+            return Output(args.task, args.run_id)
+        case "chat":
+            return Chat(" ".join(args.text))
+        case "reload":
+            return Reload()
     raise AssertionError(args.command)
 
 
-def _ask_daemon(state_dir: Path, payload: dict[str, Any]) -> int | None:
+def _ask_daemon(state_dir: Path, request: Request) -> int | None:
     """Have the daemon answer, printing as the answer arrives; None if no daemon is up."""
     try:
-        reply = client.request(state_dir, payload, sys.stdout.buffer)
+        reply = client.request(state_dir, request.to_wire(), sys.stdout.buffer)
     except client.DaemonGone as exc:
         # What was asked may have been a run, and it was cut short: as an interrupted run.
         raise Failure(str(exc), "daemon-gone", 1) from None
@@ -245,23 +266,22 @@ def _load(config_path: Path) -> AppConfig:
         raise Failure(str(exc), exc.kind, code, {"problems": exc.problems}) from None
 
 
-def _reload(config_path: Path, payload: dict[str, Any]) -> int:
+def _reload(config_path: Path, request: Request) -> int:
     """Ask the daemon to reload (as SIGHUP does) and wait for it: exit 0 once the new file is
     in use, 2 if it was rejected (the old one stays). With no daemon, check the file."""
-    payload = {"reload": True, "json": payload["json"]}
     hint = state_dir_hint(config_path)
-    answered = _ask_daemon(hint, payload) if hint is not None else None
+    answered = _ask_daemon(hint, request) if hint is not None else None
     if answered is not None:
         return answered
     config = _load(config_path)
-    answered = _ask_daemon(config.settings.state_dir, payload)
+    answered = _ask_daemon(config.settings.state_dir, request)
     if answered is not None:
         return answered
     message = (
         f"No daemon is running on {config.settings.state_dir}; it reads {config.path} "
         "when it starts (the file is valid)."
     )
-    if payload["json"]:
+    if request.json:
         print(json.dumps({"reloaded": False, "daemon": False, "message": message}))
     else:
         print(message)
@@ -378,19 +398,19 @@ def _daemon(config_path: Path) -> int:
     return asyncio.run(serve(config, signals=signals))
 
 
-def _offline(config_path: Path, payload: dict[str, Any], hint: Path | None) -> int:
+def _offline(config_path: Path, request: Request, hint: Path | None) -> int:
     import asyncio
 
     config = _load(config_path)
     if config.settings.state_dir != hint:
         # The quick look at the file was wrong or could not tell: ask the real place.
-        answered = _ask_daemon(config.settings.state_dir, payload)
+        answered = _ask_daemon(config.settings.state_dir, request)
         if answered is not None:
             return answered
-    return asyncio.run(_offline_answer(config, payload))
+    return asyncio.run(_offline_answer(config, request))
 
 
-async def _offline_answer(config: AppConfig, payload: dict[str, Any]) -> int:
+async def _offline_answer(config: AppConfig, request: Request) -> int:
     """Answer with no daemon and print the answer; returns the exit code.
 
     Reads work on the database directly. What may start or stop runs happens in the
@@ -409,11 +429,11 @@ async def _offline_answer(config: AppConfig, payload: dict[str, Any]) -> int:
     store = await Store.open(settings.db_path, settings.retention)
     try:
         scheduler = build_engine(config, store).scheduler
-        if not runs_tasks(payload):
-            return await _print(*await respond(payload, scheduler, config.zone, daemon=False))
+        if not runs_tasks(request.command):
+            return await _print(*await respond(request, scheduler, config.zone, daemon=False))
         lock = StateLock(settings.state_dir)
         if not lock.try_acquire():
-            answered = _ask_daemon(settings.state_dir, payload)
+            answered = _ask_daemon(settings.state_dir, request)
             if answered is not None:
                 return answered
             print("moltsched: waiting for another foreground run to finish", file=sys.stderr)
@@ -428,7 +448,7 @@ async def _offline_answer(config: AppConfig, payload: dict[str, Any]) -> int:
                 tg.create_task(scheduler.run(schedule=False))
                 try:
                     return await _print(
-                        *await respond(payload, scheduler, config.zone, daemon=False)
+                        *await respond(request, scheduler, config.zone, daemon=False)
                     )
                 finally:
                     scheduler.close()

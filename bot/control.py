@@ -1,8 +1,8 @@
 """The daemon's control socket: `STATE_DIR/control.sock`, mode 0600, one request per connection.
 
-A request is one JSON line (`{"command": {...}, "json": bool}`). Who sent it is what the kernel
-says (`SO_PEERCRED`, see `bot.access`): the server sets the request's `actor` from it, over
-anything the client wrote there, and refuses callers `Access` does not allow. The reply
+A request is one JSON line, a `commands.command.Request` (`{"command": {...}, "json": bool}`).
+Who sent it is what the kernel says (`SO_PEERCRED`, see `bot.access`): the server sets the
+request's `actor` from it, and refuses callers `Access` does not allow. The reply
 is one JSON line of metadata (`{"err": text-for-stderr, "exit": code, ...}`) followed by the
 text to print on stdout, raw, up to the end of the connection (so a 3 MB status is not escaped
 into a JSON string and parsed again). The daemon holds the state lock before it binds, so a
@@ -18,15 +18,17 @@ import logging
 import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from bot.access import Access, Peer, peer_of
+from commands.command import Request
 
 log = logging.getLogger(__name__)
 
 # A handler answers a request with the metadata line and the text to print, piece by piece.
-Handler = Callable[[dict[str, Any]], Awaitable[tuple[dict[str, Any], AsyncIterator[str]]]]
+Handler = Callable[[Request], Awaitable[tuple[dict[str, Any], AsyncIterator[str]]]]
 MAX_REQUEST = 1 << 20
 # No caller can hold the daemon: a request must arrive within REQUEST_S of connecting, and a
 # reader that takes nothing for WRITE_S is dropped (it would hold a listing slot and the
@@ -36,7 +38,6 @@ MAX_REQUEST = 1 << 20
 REQUEST_S = 5.0
 WRITE_S = 5.0
 MAX_CONNECTIONS = 128
-_FIELDS = {"command": dict, "chat": str, "json": bool, "actor": str, "ping": bool, "reload": bool}
 
 
 class ControlServer:
@@ -131,11 +132,11 @@ class ControlServer:
             )
             return
         assert peer is not None
-        request = _parse(raw)
-        if request is None:
-            writer.write(_error("bad request", "bad-request"))
+        try:
+            request = replace(Request.from_wire(json.loads(raw)), actor=peer.actor)
+        except (ValueError, RecursionError) as exc:
+            writer.write(_error(f"bad request: {exc}", "bad-request"))
             return
-        request["actor"] = peer.actor
         meta, body = await self._handler(request)
         writer.write(json.dumps(meta).encode() + b"\n")
         try:
@@ -147,20 +148,6 @@ class ControlServer:
             # Closed at once if the reader went away, so what it holds is let go now.
             if isinstance(body, AsyncGenerator):
                 await body.aclose()
-
-
-def _parse(raw: bytes) -> dict[str, Any] | None:
-    """The request, if it is one: a JSON object whose known fields have their types."""
-    try:
-        request = json.loads(raw)
-    except ValueError:
-        return None
-    if not isinstance(request, dict):
-        return None
-    for key, kind in _FIELDS.items():
-        if key in request and not isinstance(request[key], kind):
-            return None
-    return request
 
 
 def _error(message: str, kind: str, code: int = 2) -> bytes:

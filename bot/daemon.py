@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bot import client
 from bot.access import Access, Peer
@@ -26,6 +26,7 @@ from bot.respond import Answer, respond
 from bot.signals import Signals
 from bot.systemd import notify, watchdog, watchdog_interval
 from commands.chat import converse
+from commands.command import Ping, Reload, Request
 from commands.execute import Context
 from config.loader import AppConfig, ConfigError, load_config
 from scheduler_core import __version__, procs
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_USAGE = 2
+PING = Request(Ping()).to_wire()
 # Beyond the longest grace of a running task: time to record the runs and close the store.
 STOP_MARGIN_S = 10.0
 
@@ -60,7 +62,7 @@ async def serve(
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         lock = StateLock(settings.state_dir)
         if not lock.try_acquire():
-            if await asyncio.to_thread(client.request, settings.state_dir, {"ping": True}):
+            if await asyncio.to_thread(client.request, settings.state_dir, PING):
                 log.error("a daemon is already running on %s", settings.state_dir)
                 return EXIT_USAGE
             log.info("waiting for a foreground `moltsched run` to finish before starting")
@@ -106,13 +108,13 @@ class Daemon:
         async for reply in converse(text, ctx):
             yield reply.text
 
-    async def handle(self, request: dict[str, Any]) -> Answer:
+    async def handle(self, request: Request) -> Answer:
         """One control request."""
-        if request.get("ping"):
+        if isinstance(request.command, Ping):
             return {"err": "", "exit": 0, "pid": os.getpid()}, _nothing()
-        if request.get("reload"):
-            code, message = await self.reload(str(request.get("actor") or "cli"))
-            if request.get("json"):
+        if isinstance(request.command, Reload):
+            code, message = await self.reload(request.actor)
+            if request.json:
                 body = {"reloaded": code == 0, "daemon": True, "message": message}
                 if code:
                     body |= {"error": message, "kind": "config"}

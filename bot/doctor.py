@@ -20,6 +20,7 @@ from typing import Any
 
 from bot import client
 from bot.access import user_name
+from commands.command import Ping, Request
 from config.checks import task_warnings
 from config.loader import AppConfig, ConfigError, load_config
 from config.locate import ConfigNotFound, find_config_path
@@ -174,7 +175,7 @@ _DB_FIX = (
 def _daemon(state_dir: Path, group: str | None) -> Check:
     me = user_name(os.geteuid())
     try:
-        reply = client.request(state_dir, {"ping": True})
+        reply = client.request(state_dir, Request(Ping()).to_wire())
     except PermissionError:
         return Check(
             "daemon",

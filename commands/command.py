@@ -1,7 +1,10 @@
-"""The commands, as small frozen dataclasses that travel over the control socket as JSON."""
+"""The commands, as small frozen dataclasses, and the one request type that carries one over
+the control socket as JSON: the CLI builds a `Request` and the daemon reads it back with the
+same code (`to_wire` / `from_wire`), for every command, chat, reload and ping alike."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
@@ -70,10 +73,32 @@ class Output:
     run_id: int | None = None
 
 
-Command = Status | Run | RunAll | Pause | Resume | Logs | Output | Help
+@dataclass(frozen=True)
+class Chat:
+    """A message as an admin would send it on Signal; answered as the bot answers."""
+
+    verb: ClassVar[str] = "chat"
+    text: str
+
+
+@dataclass(frozen=True)
+class Reload:
+    """Re-read the configuration (as SIGHUP does); the answer says whether it was taken."""
+
+    verb: ClassVar[str] = "reload"
+
+
+@dataclass(frozen=True)
+class Ping:
+    """Is a daemon there? (Answered with its pid.)"""
+
+    verb: ClassVar[str] = "ping"
+
+
+Command = Status | Run | RunAll | Pause | Resume | Logs | Output | Help | Chat | Reload | Ping
 
 _BY_VERB: dict[str, type[Command]] = {
-    c.verb: c for c in (Status, Run, RunAll, Pause, Resume, Logs, Output, Help)
+    c.verb: c for c in (Status, Run, RunAll, Pause, Resume, Logs, Output, Help, Chat, Reload, Ping)
 }
 
 
@@ -89,7 +114,40 @@ def from_wire(data: dict[str, Any]) -> Command:
     cls = _BY_VERB.get(verb) if isinstance(verb, str) else None
     if cls is None:
         raise ValueError(f"unknown command {verb!r}")
+    kinds = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+    for name, value in fields.items():
+        kind = kinds.get(name, "")
+        fits = (
+            (value is None and "None" in kind)
+            or (isinstance(value, str) and "str" in kind)
+            or (isinstance(value, int) and not isinstance(value, bool) and "int" in kind)
+        )
+        if name in kinds and not fits:
+            raise ValueError(f"bad arguments for {verb}: {name} must be {kind}")
     try:
         return cls(**fields)
     except TypeError as exc:
         raise ValueError(f"bad arguments for {verb}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Request:
+    """One command, how to answer it (`json`), and who asked. The receiver sets `actor` from
+    what the kernel says about the caller (`bot.access`), never from the wire."""
+
+    command: Command
+    json: bool = False
+    actor: str = "cli"
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"command": to_wire(self.command), "json": self.json}
+
+    @classmethod
+    def from_wire(cls, data: object) -> Request:
+        """The request a JSON value describes; ValueError if it describes none."""
+        if not isinstance(data, dict) or not isinstance(data.get("command"), dict):
+            raise ValueError('a request is {"command": {...}, "json": bool}')
+        as_json = data.get("json", False)
+        if not isinstance(as_json, bool):
+            raise ValueError("json must be true or false")
+        return cls(from_wire(data["command"]), as_json)

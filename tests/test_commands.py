@@ -60,8 +60,18 @@ def test_fast_task_json_equals_the_dict(tasks_dir: Path, state: TaskState, enabl
 
 
 def test_commands_round_trip_the_wire() -> None:
+    from commands.command import Chat, Ping, Reload, Request
+
     for cmd in (Status(), Status("a"), Run("a"), RunAll(), Logs("a", 5), Logs()):
         assert from_wire(to_wire(cmd)) == cmd
+    # Chat, reload and ping are commands like the others, in the one request type.
+    for cmd in (Chat("run:a"), Reload(), Ping(), Output("a", 3)):
+        request = Request(cmd, True, actor="cli:mallory")
+        back = Request.from_wire(request.to_wire())
+        assert back.command == cmd and back.json is True
+        assert back.actor == "cli"  # never taken from the wire: the receiver sets it
+    with pytest.raises(ValueError, match="text must be str"):
+        from_wire({"verb": "chat", "text": 5})
     with pytest.raises(ValueError, match="unknown command"):
         from_wire({"verb": "rm -rf"})
     with pytest.raises(ValueError, match="bad arguments"):

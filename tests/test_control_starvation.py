@@ -110,6 +110,8 @@ def test_oversized_and_malformed_requests_get_an_error_answer(daemon: DaemonProc
         b"not json\n",
         b"[1, 2]\n",
         b'{"chat": 5}\n',
+        b'{"command": {"verb": "chat", "text": 5}}\n',
+        b'{"command": {"verb": "logs", "limit": "all"}}\n',
         b'{"command": "status"}\n',
         b'{"command": {"verb": 7}}\n',
         b'{"json": "yes", "command": {"verb": "status"}}\n',
