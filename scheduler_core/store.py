@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from scheduler_core.errors import StoreError, describe_sqlite_error
+from scheduler_core.migrations import MIGRATIONS
 from scheduler_core.model import (
     OUTCOME_BY_VALUE,
     STATUS_BY_VALUE,
@@ -57,130 +58,6 @@ DEFAULT_RETENTION = Retention()
 _CLEAR_BATCH = 500  # runs whose output is cleared in one transaction, at most
 BUSY_TIMEOUT_MS = 10_000
 
-MIGRATIONS: list[list[str]] = [
-    [
-        """CREATE TABLE task (
-            id TEXT PRIMARY KEY,
-            name TEXT NOT NULL,
-            position INTEGER NOT NULL DEFAULT 0,
-            configured INTEGER NOT NULL DEFAULT 1,
-            status TEXT NOT NULL DEFAULT 'idle',
-            paused INTEGER NOT NULL DEFAULT 0,
-            last_run REAL,
-            next_run REAL,
-            run_count INTEGER NOT NULL DEFAULT 0,
-            error_count INTEGER NOT NULL DEFAULT 0,
-            consecutive_failures INTEGER NOT NULL DEFAULT 0,
-            last_error TEXT,
-            last_outcome TEXT,
-            checkpoint TEXT
-        ) STRICT""",
-        """CREATE TABLE run (
-            id INTEGER PRIMARY KEY,
-            task_id TEXT NOT NULL REFERENCES task(id),
-            cause TEXT NOT NULL,
-            due REAL,
-            started REAL NOT NULL,
-            ended REAL,
-            outcome TEXT,
-            exit_code INTEGER,
-            duration_s REAL,
-            stdout TEXT NOT NULL DEFAULT '',
-            stderr TEXT NOT NULL DEFAULT ''
-        ) STRICT""",
-        "CREATE INDEX task_by_position ON task(configured, position)",
-        "CREATE INDEX run_by_task ON run(task_id, id)",
-        "CREATE INDEX run_open ON run(outcome) WHERE outcome IS NULL",
-        """CREATE TABLE log (
-            id INTEGER PRIMARY KEY,
-            time REAL NOT NULL,
-            task_id TEXT,
-            action TEXT NOT NULL,
-            message TEXT NOT NULL DEFAULT '',
-            duration_s REAL,
-            actor TEXT
-        ) STRICT""",
-        "CREATE INDEX log_by_task ON log(task_id, id)",
-        "CREATE INDEX log_by_time ON log(time)",
-    ],
-    [
-        # When the task's current failure streak was last alerted (NULL: not alerted).
-        "ALTER TABLE task ADD COLUMN alerted_at REAL",
-        # Alerts are written here before any send, one row per recipient, and marked sent
-        # only once delivered: so each goes out once, in order, also across a restart.
-        """CREATE TABLE outbox (
-            id INTEGER PRIMARY KEY,
-            created REAL NOT NULL,
-            task_id TEXT,
-            kind TEXT NOT NULL,
-            recipient TEXT NOT NULL,
-            text TEXT NOT NULL,
-            attempts INTEGER NOT NULL DEFAULT 0,
-            next_attempt REAL NOT NULL,
-            last_error TEXT,
-            sent REAL
-        ) STRICT""",
-        "CREATE INDEX outbox_pending ON outbox(id) WHERE sent IS NULL",
-    ],
-    [
-        # The size of each run's kept output, and of all of it (one row), so the retention
-        # budget is checked without adding up a million rows.
-        "ALTER TABLE run ADD COLUMN output_bytes INTEGER NOT NULL DEFAULT 0",
-        "UPDATE run SET output_bytes = length(CAST(stdout AS BLOB)) + length(CAST(stderr AS BLOB))",
-        "CREATE INDEX run_with_output ON run(id) WHERE output_bytes > 0",
-        """CREATE TABLE usage (
-            id INTEGER PRIMARY KEY CHECK (id = 1),
-            output_bytes INTEGER NOT NULL
-        ) STRICT""",
-        "INSERT INTO usage VALUES (1, (SELECT COALESCE(SUM(output_bytes), 0) FROM run))",
-    ],
-    [
-        # A run starting and a run ending each change three tables. Written as one statement
-        # whose triggers do the rest, each is one trip to the connection's thread and its
-        # own transaction (see Store.start_runs, finish_run): a run row inserted is a run
-        # that started; a run given its outcome is a run that ended. The triggers run before
-        # the statement's RETURNING is read, so it can give back the task as they left it.
-        "ALTER TABLE run ADD COLUMN message TEXT NOT NULL DEFAULT ''",
-        """CREATE TABLE retention (
-            id INTEGER PRIMARY KEY CHECK (id = 1),
-            runs_per_task INTEGER NOT NULL
-        ) STRICT""",
-        "INSERT INTO retention VALUES (1, 1000)",
-        """CREATE TRIGGER run_started AFTER INSERT ON run BEGIN
-            UPDATE task SET status = 'running', last_run = NEW.started WHERE id = NEW.task_id;
-            INSERT INTO log (time, task_id, action, message)
-                VALUES (NEW.started, NEW.task_id, 'started', NEW.cause || ' run');
-        END""",
-        """CREATE TRIGGER run_ended BEFORE UPDATE OF outcome ON run
-            WHEN OLD.outcome IS NULL AND NEW.outcome IS NOT NULL BEGIN
-            UPDATE task SET
-                status = CASE NEW.outcome WHEN 'success' THEN 'idle'
-                    WHEN 'interrupted' THEN 'interrupted' ELSE 'error' END,
-                run_count = run_count + (NEW.outcome != 'interrupted'),
-                error_count = error_count + (NEW.outcome NOT IN ('success', 'interrupted')),
-                consecutive_failures = CASE NEW.outcome WHEN 'success' THEN 0
-                    WHEN 'interrupted' THEN consecutive_failures
-                    ELSE consecutive_failures + 1 END,
-                last_error = CASE NEW.outcome WHEN 'success' THEN NULL
-                    WHEN 'interrupted' THEN last_error ELSE NEW.message END,
-                last_outcome = CASE NEW.outcome WHEN 'interrupted' THEN last_outcome
-                    ELSE NEW.outcome END
-                WHERE id = NEW.task_id;
-            INSERT INTO log (time, task_id, action, message, duration_s)
-                VALUES (NEW.ended, NEW.task_id,
-                    CASE NEW.outcome WHEN 'success' THEN 'completed' ELSE NEW.outcome END,
-                    NEW.message, NEW.duration_s);
-            UPDATE usage SET output_bytes = output_bytes + NEW.output_bytes - OLD.output_bytes;
-            DELETE FROM run WHERE task_id = NEW.task_id AND id < NEW.id AND id <= (
-                SELECT id FROM run WHERE task_id = NEW.task_id ORDER BY id DESC LIMIT 1
-                OFFSET (SELECT runs_per_task FROM retention));
-        END""",
-        # Every run deleted gives its output's bytes back to the budget.
-        """CREATE TRIGGER run_gone AFTER DELETE ON run BEGIN
-            UPDATE usage SET output_bytes = output_bytes - OLD.output_bytes;
-        END""",
-    ],
-]
 
 # The task table's columns are TaskState's fields, by the same names (see `_state`).
 _TASK_COLUMNS = ", ".join(TaskState._fields)

@@ -1,0 +1,164 @@
+"""How answers look: the fields of a task, a run and a log entry, for JSON and for text.
+
+Each shape is read from one place, so what `status --json` says and what the text shows
+come from the same values (`task_values`; a run's `run_json`).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from commands.reply import (
+    encode_json,
+    iso,
+    parse_checkpoint,
+    short_actor,
+    short_time,
+    shorten_ids,
+    tail_lines,
+)
+from scheduler_core.model import LogEntry, Outcome, RunResult, TaskSpec, TaskState
+
+# A task in `status --json` (DESIGN.md section 4): one table of fields, read by both the dict
+# (`task_json`) and the text written directly (`task_json_text`), so the two cannot differ.
+# Each field has a kind that says how its value becomes JSON.
+TASK_FIELDS: tuple[tuple[str, str], ...] = (
+    ("id", "text"),
+    ("name", "text"),
+    ("status", "text"),
+    ("enabled", "bool"),
+    ("last_run", "time"),
+    ("next_run", "time"),
+    ("run_count", "int"),
+    ("error_count", "int"),
+    ("last_error", "text"),
+    ("last_outcome", "text"),
+    ("checkpoint", "checkpoint"),
+)
+
+
+def task_values(spec: TaskSpec, state: TaskState) -> tuple[Any, ...]:
+    """The values of `TASK_FIELDS`, in order, before they become JSON."""
+    scheduled = spec.enabled and not state.paused
+    return (
+        spec.id,
+        spec.name,
+        str(state.status),
+        spec.enabled,
+        state.last_run,
+        state.next_run if scheduled else None,
+        state.run_count,
+        state.error_count,
+        state.last_error,
+        str(state.last_outcome) if state.last_outcome else None,
+        state.checkpoint,
+    )
+
+
+def task_json(spec: TaskSpec, state: TaskState, zone: ZoneInfo) -> dict[str, Any]:
+    """One task as a JSON-ready dict."""
+    out: dict[str, Any] = {}
+    for (name, kind), value in zip(TASK_FIELDS, task_values(spec, state), strict=True):
+        if kind == "time":
+            value = iso(value, zone)
+        elif kind == "checkpoint":
+            value = parse_checkpoint(value)
+        out[name] = value
+    return out
+
+
+_quote = json.encoder.encode_basestring  # C-accelerated: a str as a JSON string literal
+_TEMPLATE = "{" + ", ".join(f'"{name}": %s' for name, _ in TASK_FIELDS) + "}"
+_KINDS = tuple(kind for _, kind in TASK_FIELDS)
+
+
+def task_json_text(
+    spec: TaskSpec, state: TaskState, zone: ZoneInfo, times: dict[datetime, str]
+) -> str:
+    """`task_json` as JSON text, written out directly from the same table.
+
+    The hot path of `status --json` (the agent polls it with 10,000 tasks): building the
+    dict and encoding it took twice as long. `times` memoises ISO texts within one answer;
+    tasks added together share their slot times.
+    """
+    parts = []
+    for kind, value in zip(_KINDS, task_values(spec, state), strict=True):
+        if value is None:
+            parts.append("null")
+        elif kind == "text":
+            parts.append(_quote(value))
+        elif kind == "time":
+            text = times.get(value)
+            if text is None:
+                text = times[value] = f'"{value.astimezone(zone).isoformat(timespec="seconds")}"'
+            parts.append(text)
+        elif kind == "bool":
+            parts.append("true" if value else "false")
+        elif kind == "int":
+            parts.append(str(value))
+        else:  # a checkpoint: the stored JSON text, normalised
+            parts.append(encode_json(parse_checkpoint(value)))
+    return _TEMPLATE % tuple(parts)
+
+
+def run_json(result: RunResult, zone: ZoneInfo) -> dict[str, Any]:
+    """A finished run for `run --json`."""
+    return {
+        "task_id": result.task_id,
+        "run_id": result.run_id,
+        "cause": str(result.cause),
+        "outcome": str(result.outcome),
+        "exit_code": result.exit_code,
+        "duration_s": round(result.duration_s, 3),
+        "started": iso(result.started, zone),
+        "message": result.message,
+        "stdout": result.stdout,
+        "stderr": result.stderr,
+    }
+
+
+def run_text(result: RunResult) -> str:
+    """A finished run in a few lines: the verdict, then the last lines of output."""
+    head = f"{result.task_id}: {result.outcome} ({result.message})"
+    out = tail_lines(result.stderr if result.outcome is not Outcome.SUCCESS else "", 3)
+    out = out or tail_lines(result.stdout, 5)
+    return "\n".join([head, *out])
+
+
+_ENDS = {"completed", "failed", "timeout", "interrupted"}
+
+
+def one_line_per_run(entries: list[LogEntry]) -> list[LogEntry]:
+    """Newest first; a run's `started` entry is left out once its end is listed (a task never
+    overlaps itself, so the newer end of the same task is that run's)."""
+    ended: set[str | None] = set()
+    kept = []
+    for e in entries:
+        if e.action in _ENDS:
+            ended.add(e.task_id)
+        elif e.action == "started" and e.task_id in ended:
+            ended.discard(e.task_id)
+            continue
+        kept.append(e)
+    return kept
+
+
+_PHONE_ACTION = {"completed": "ok", "failed": "FAILED", "timeout": "TIMEOUT", "started": "running"}
+
+
+def phone_line(e: LogEntry, zone: ZoneInfo, now: datetime) -> str:
+    when = short_time(e.time, zone, now)
+    action = _PHONE_ACTION.get(e.action, e.action)
+    message = shorten_ids(e.message)
+    if e.action == "completed" and e.duration_s is not None:
+        message = f"{e.duration_s:.1f}s"
+    elif e.action == "started":
+        message = message.removesuffix(" run").replace("scheduled", "")
+    who = f" ({short_actor(e.actor)})" if e.actor and e.action in ("command", "reload") else ""
+    if e.action == "command":  # "run:tick by alice" reads better as what was asked
+        return f"{when} {message}{who}"
+    text = f"{when} {e.task_id or '-'} {action}" + (f": {message[:80]}" if message else "")
+    return text + who
