@@ -10,7 +10,7 @@ reconnects within seconds whatever happened. `SignalBot.stop()` is never called:
 the event loop; the session is closed instead.
 
 Uses signalbot internals (`_async_init`, `_signal`), hence the exact pin in pyproject.toml;
-tests/test_signal_front.py runs the real SignalBot against the emulator.
+tests/test_signal_e2e.py runs the real SignalBot against the emulator (support/signal_service.py).
 """
 
 from __future__ import annotations

@@ -81,7 +81,7 @@ def task_json_text(
     """`task_json` as JSON text, written out directly from the same table.
 
     The hot path of `status --json` (the agent polls it with 10,000 tasks): building the
-    dict and encoding it took twice as long. `times` memoises ISO texts within one answer;
+    dict and encoding it takes twice as long. `times` memoises ISO texts within one answer;
     tasks added together share their slot times.
     """
     parts = []

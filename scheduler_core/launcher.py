@@ -72,7 +72,7 @@ class ProcessLauncher:
         self.settings = settings
         self.cgroups = cgroups  # a cgroup per run, where the daemon was given a subtree
         # Encoded once: given a str environment, subprocess encodes every variable again on
-        # every spawn, which cost a sixth of the burst throughput. It passes bytes through.
+        # every spawn (a sixth of the burst's throughput). It passes bytes through.
         base = dict(os.environ if base_env is None else base_env)
         base.update(
             MOLTSCHED_DB=str(settings.db_path),

@@ -579,8 +579,8 @@ class Scheduler:
 
         At most `LISTINGS` of these go at once; more wait their turn. Each holds a batch and
         its text in memory while its reader catches up: a hundred `status --json` calls at
-        once on 10,000 tasks took 430 MB before, and the daemon's one core does not answer
-        them sooner by interleaving them (it only made every one of them as slow as the last).
+        once on 10,000 tasks would hold 430 MB, and the daemon's one core does not answer
+        them sooner by interleaving them (it only makes every one of them as slow as the last).
         """
         async with self._listings:
             async for states in self.store.iter_states(batch):

@@ -79,7 +79,7 @@ def from_epoch(value: float | None) -> datetime | None:
 def _state(row: Sequence[Any]) -> TaskState:
     """A task row as its state. The row holds the `_TASK_COLUMNS`, which are TaskState's own
     field names, so each value is unpacked into the name it has in both. (Tuples rather than
-    sqlite3.Row: `status --json` reads 10,000 of these, and Row took half as long again.)"""
+    sqlite3.Row: `status --json` reads 10,000 of these, and Row takes half as long again.)"""
     (
         task_id,
         name,
