@@ -40,6 +40,11 @@ class ManualClock:
         finally:
             self._sleepers.pop(wake, None)
 
+    def asleep(self) -> bool:
+        """Someone waits on this clock and has not been woken: a scheduler loop that has
+        done all it was woken for (nothing can start until the clock moves or it is asked)."""
+        return any(not wake.is_set() for wake in self._sleepers)
+
     def jump(self, seconds: float) -> None:
         """Someone sets the clock: like the real timerfd, wake whoever sleeps."""
         self.t += timedelta(seconds=seconds)

@@ -41,6 +41,12 @@ async def make(store: Store, settings: EngineSettings) -> AsyncIterator[Callable
         await asyncio.wait_for(task, 10)
 
 
+async def settled(sched: Scheduler, clock: ManualClock) -> None:
+    """The loop has done all it was woken for and nothing runs or waits: from here, nothing
+    starts until the clock moves or someone asks (so "nothing happened" can be asserted)."""
+    await wait_for(lambda: clock.asleep() and sched.counts() == (0, 0))
+
+
 def starts(path: Path) -> list[str]:
     return path.read_text().split() if path.exists() else []
 
@@ -54,12 +60,12 @@ async def test_interval_task_runs_at_once_then_keeps_its_cadence(
 ) -> None:
     clock = ManualClock()
     t0 = clock.now()
-    make([spec("a", "echo hi", tasks_dir, trigger=Every(60))], clock=clock)
+    sched = make([spec("a", "echo hi", tasks_dir, trigger=Every(60))], clock=clock)
     await wait_for(lambda: _count(store, "a", 1))
     state = await store.state("a")
     assert state is not None and state.next_run == t0 + timedelta(seconds=60)
     clock.advance(59)
-    await asyncio.sleep(0.2)
+    await settled(sched, clock)
     assert await runs_of(store, "a") == 1
     clock.advance(1.5)
     await wait_for(lambda: _count(store, "a", 2))
@@ -80,15 +86,22 @@ async def test_cron_task_waits_for_its_first_slot(
     clock.advance(30)
     from zoneinfo import ZoneInfo
 
-    make([spec("c", "true", tasks_dir, trigger=Cron("*/5 * * * *", ZoneInfo("UTC")))], clock=clock)
+    sched = make(
+        [spec("c", "true", tasks_dir, trigger=Cron("*/5 * * * *", ZoneInfo("UTC")))], clock=clock
+    )
     await wait_for(lambda: _next_run_set(store, "c"))
     state = await store.state("c")
     assert state is not None and state.next_run is not None
     assert state.next_run.strftime("%H:%M:%S") == "09:05:00"
-    await asyncio.sleep(0.2)
+    await settled(sched, clock)
     assert await runs_of(store, "c") == 0
     clock.advance(270)
     await wait_for(lambda: _count(store, "c", 1))
+
+
+async def _next_run_is(store: Store, task_id: str, when: object) -> bool:
+    state = await store.state(task_id)
+    return state is not None and state.next_run == when
 
 
 async def _next_run_set(store: Store, task_id: str) -> bool:
@@ -142,7 +155,7 @@ async def test_a_task_never_overlaps_itself(make: Factory, store: Store, tasks_d
     gate.touch()
     result = await asyncio.wait_for(again.result, 10)
     assert result.cause is Cause.SCHEDULE
-    await asyncio.sleep(0.2)
+    await settled(sched, clock)
     assert starts(log) == ["start"]
     (entry,) = [e for e in await store.logs("slow") if e.action == "missed"]
     assert entry.message == "1 slot missed: the previous run is still going"
@@ -161,7 +174,7 @@ async def test_downtime_catch_up_policies(
     task = spec("t", "true", tasks_dir, trigger=Every(60), catch_up=policy)
     await store.sync_tasks([task])
     await store.set_next_runs([("t", now - timedelta(minutes=10))])  # down for ten minutes
-    make([task], clock=clock)
+    sched = make([task], clock=clock)
     await wait_for(lambda: _logged(store, "t", "missed"))
     (entry,) = [e for e in await store.logs("t") if e.action == "missed"]
     state = await store.state("t")
@@ -175,7 +188,7 @@ async def test_downtime_catch_up_policies(
     else:
         assert entry.message.startswith("11 slots missed since")
         assert entry.message.endswith("skipped (catch_up: skip)")
-        await asyncio.sleep(0.3)
+        await settled(sched, clock)
         assert await store.runs("t") == []
 
 
@@ -381,7 +394,7 @@ async def test_the_clock_jumping_forward_an_hour_and_back(
     clock = ManualClock()  # 09:00
     interval = spec("iv", "true", tasks_dir, trigger=Every(60))
     hourly = spec("cr", "true", tasks_dir, trigger=Cron("0 * * * *", ZoneInfo("UTC")))
-    make([interval, hourly], clock=clock)
+    sched = make([interval, hourly], clock=clock)
     await wait_for(lambda: _count(store, "iv", 1))
 
     clock.jump(3600)  # forward an hour (a suspend, an NTP correction)
@@ -394,10 +407,9 @@ async def test_the_clock_jumping_forward_an_hour_and_back(
     assert len(missed) == 1 and missed[0].startswith("60 slots missed")
 
     clock.jump(-3600)  # and back
-    await asyncio.sleep(0.2)
-    state = await store.state("iv")
-    assert state is not None and state.next_run == clock.now() + timedelta(seconds=60)
+    expected = clock.now() + timedelta(seconds=60)
+    await wait_for(lambda: _next_run_is(store, "iv", expected))
     clock.advance(60)  # every minute still means every minute
     await wait_for(lambda: _count(store, "iv", 3))
-    await asyncio.sleep(0.2)
+    await settled(sched, clock)
     assert await runs_of(store, "iv") == 3 and await runs_of(store, "cr") == 1  # no burst
