@@ -168,7 +168,9 @@ async def _status_all(ctx: Context) -> Reply:
     # `status` messages at once on 10,000 tasks cost what sixty screens cost.
     shown = specs[: CHAT_LINES - 2] if ctx.chat and len(specs) >= CHAT_LINES else specs
     found = await (
-        ctx.scheduler.states() if shown is specs else ctx.scheduler.states_of([s.id for s in shown])
+        ctx.scheduler.listing.states()
+        if shown is specs
+        else ctx.scheduler.listing.states_of([s.id for s in shown])
     )
     states = {s.id: s for s in found}
     rows = [(spec, states.get(spec.id) or _blank(spec)) for spec in shown]
@@ -204,7 +206,7 @@ async def _status_json(ctx: Context) -> AsyncIterator[str]:
     sep = ""
     seen: set[str] = set()
     times: dict[datetime, str] = {}
-    listing = ctx.scheduler.iter_states()
+    listing = ctx.scheduler.listing.iter_states()
     async with contextlib.aclosing(listing):
         async for states in listing:
             parts = []
@@ -227,7 +229,7 @@ async def _status_json(ctx: Context) -> AsyncIterator[str]:
 
 async def _status_one(ctx: Context, task_id: str) -> Reply:
     spec = ctx.scheduler.spec(task_id)
-    state = next(iter(await ctx.scheduler.states_of([task_id])), None) or _blank(spec)
+    state = next(iter(await ctx.scheduler.listing.states_of([task_id])), None) or _blank(spec)
     runs = await ctx.scheduler.store.runs(task_id, 5)
     data = task_json(spec, state, ctx.zone) | {
         "running_daemon": ctx.daemon,

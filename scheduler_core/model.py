@@ -24,6 +24,16 @@ class Status(StrEnum):
     INTERRUPTED = "interrupted"
 
 
+def shown_status(stored: Status, paused: bool, queued: bool) -> Status:
+    """A task's status as `status` shows it, from what is stored (idle, running, error,
+    interrupted), its pause, and whether a run of it waits for a slot: the one rule."""
+    if stored is Status.RUNNING:
+        return stored
+    if paused:
+        return Status.PAUSED
+    return Status.QUEUED if queued else stored
+
+
 class Outcome(StrEnum):
     """How a run ended."""
 

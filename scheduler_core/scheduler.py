@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable, KeysView, Sequence
+from collections.abc import Awaitable, Callable, KeysView, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -37,6 +37,7 @@ from scheduler_core.model import (
 )
 
 __all__ = ["Admission", "FinishHook", "Phase", "RunResult", "Scheduler", "Submission"]
+from scheduler_core.listing import Listing
 from scheduler_core.queue import RunQueue, Waiting, victims
 from scheduler_core.recovery import recover
 from scheduler_core.slots import after_clock_went_back, decide
@@ -44,8 +45,6 @@ from scheduler_core.store import Store
 from scheduler_core.triggers import advance
 
 log = logging.getLogger(__name__)
-
-LISTINGS = 2  # long answers (`status --json`) produced at once; see `iter_states`
 
 
 class Phase(StrEnum):
@@ -134,13 +133,13 @@ class Scheduler:
         self._heap: list[tuple[datetime, int, str]] = []
         self._gen: dict[str, int] = {}  # a heap entry of an older generation is stale
         self._queue = RunQueue()
+        self.listing = Listing(store, self._queue)  # every task's state, as shown
         self._running: dict[str, _Active] = {}
         self._to_resume: list[str] = []
         self._next_runs: list[tuple[str, datetime | None]] = []  # to save to the store
         self._paused: set[str] = set()
         self._last_now: datetime | None = None  # to notice the clock going back
         self._wake = asyncio.Event()
-        self._listings = asyncio.Semaphore(LISTINGS)
         self.phase = Phase.NEW
         self._drained = asyncio.Event()
 
@@ -559,39 +558,6 @@ class Scheduler:
         created = await self._process_due(self.clock.now())
         self._wake.set()  # the loop saves the new next-run times
         return [w.result for w in created]
-
-    async def states(self) -> list[TaskState]:
-        """Every task's state, with runs waiting for a slot shown as `queued`."""
-        states = await self.store.states()
-        if not self._queue:
-            return states
-        return [self._overlay(s) for s in states]
-
-    async def states_of(self, ids: Sequence[str]) -> list[TaskState]:
-        """`states()` of just these tasks: what a chat answer shows of thousands."""
-        states = await self.store.states_of(ids)
-        if not self._queue:
-            return states
-        return [self._overlay(s) for s in states]
-
-    async def iter_states(self, batch: int = 500) -> AsyncGenerator[list[TaskState], None]:
-        """Like `states()`, a batch at a time (for answers about thousands of tasks).
-
-        At most `LISTINGS` of these go at once; more wait their turn. Each holds a batch and
-        its text in memory while its reader catches up: a hundred `status --json` calls at
-        once on 10,000 tasks would hold 430 MB, and the daemon's one core does not answer
-        them sooner by interleaving them (it only makes every one of them as slow as the last).
-        """
-        async with self._listings:
-            async for states in self.store.iter_states(batch):
-                if self._queue:
-                    states = [self._overlay(s) for s in states]
-                yield states
-
-    def _overlay(self, state: TaskState) -> TaskState:
-        if state.id in self._queue and state.status is not Status.RUNNING:
-            return state._replace(status=Status.QUEUED)
-        return state
 
 
 def _fail(fut: asyncio.Future[RunResult], exc: BaseException) -> None:

@@ -45,9 +45,9 @@ from scheduler_core.model import (
     Outcome,
     Retention,
     RunRecord,
-    Status,
     TaskSpec,
     TaskState,
+    shown_status,
 )
 
 T = TypeVar("T")
@@ -95,13 +95,10 @@ def _state(row: Sequence[Any]) -> TaskState:
         checkpoint,
         alerted_at,
     ) = row
-    shown = STATUS_BY_VALUE[status]
-    if paused and shown is not Status.RUNNING:
-        shown = Status.PAUSED
     return TaskState(
         task_id,
         name,
-        shown,
+        shown_status(STATUS_BY_VALUE[status], bool(paused), queued=False),
         bool(paused),
         None if last_run is None else datetime.fromtimestamp(last_run, UTC),
         None if next_run is None else datetime.fromtimestamp(next_run, UTC),

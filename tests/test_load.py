@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bench.load import scenario
-from scheduler_core.scheduler import LISTINGS
+from scheduler_core.listing import LISTINGS
 from support.daemon import DaemonProcess
 from tests.helpers import MOLTSCHED, cli
 

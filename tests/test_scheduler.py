@@ -125,7 +125,7 @@ async def test_slots_priority_and_on_demand_first(
     clock = ManualClock()
     sched = make(specs, clock=clock, max_concurrent=1)
     await wait_for(lambda: starts(log) == ["blocker"])
-    states = {s.id: s.status for s in await sched.states()}
+    states = {s.id: s.status for s in await sched.listing.states()}
     assert states == {
         "blocker": Status.RUNNING,
         "low": Status.QUEUED,

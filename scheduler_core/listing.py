@@ -1,0 +1,50 @@
+"""Every task's state as `status` shows it: the store's, with runs waiting for a slot shown
+as `queued` (only the scheduler's queue knows them), and at most `LISTINGS` long listings
+produced at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Sequence
+
+from scheduler_core.model import TaskState, shown_status
+from scheduler_core.queue import RunQueue
+from scheduler_core.store import Store
+
+LISTINGS = 2  # long answers (`status --json`) produced at once; see `iter_states`
+
+
+class Listing:
+    def __init__(self, store: Store, queue: RunQueue) -> None:
+        self.store = store
+        self.queue = queue
+        self._listings = asyncio.Semaphore(LISTINGS)
+
+    async def states(self) -> list[TaskState]:
+        """Every task's state, with runs waiting for a slot shown as `queued`."""
+        return self._shown(await self.store.states())
+
+    async def states_of(self, ids: Sequence[str]) -> list[TaskState]:
+        """`states()` of just these tasks: what a chat answer shows of thousands."""
+        return self._shown(await self.store.states_of(ids))
+
+    async def iter_states(self, batch: int = 500) -> AsyncGenerator[list[TaskState], None]:
+        """Like `states()`, a batch at a time (for answers about thousands of tasks).
+
+        At most `LISTINGS` of these go at once; more wait their turn. Each holds a batch and
+        its text in memory while its reader catches up: a hundred `status --json` calls at
+        once on 10,000 tasks would hold 430 MB, and the daemon's one core does not answer
+        them sooner by interleaving them (it only makes every one of them as slow as the last).
+        """
+        async with self._listings:
+            async for states in self.store.iter_states(batch):
+                yield self._shown(states)
+
+    def _shown(self, states: list[TaskState]) -> list[TaskState]:
+        if not self.queue:
+            return states
+        return [
+            s._replace(status=shown_status(s.status, s.paused, True)) if s.id in self.queue else s
+            for s in states
+        ]
