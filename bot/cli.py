@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from bot import client
 from bot.access import user_name
+from bot.direct import checkpoint, validate
+from bot.failure import EXIT_STATE, Failure, fail, load
 from commands.command import (
     Chat,
     Command,
@@ -36,7 +38,6 @@ from commands.command import (
     Status,
 )
 from commands.grammar import VERBS, help_text
-from commands.match import find_task
 from config.locate import ConfigNotFound, find_config_path, state_dir_hint
 from scheduler_core import __version__
 from scheduler_core.errors import StoreError
@@ -45,22 +46,6 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from config.loader import AppConfig
-
-EXIT_USAGE = 2
-EXIT_STATE = 3  # the scheduler's state cannot be reached
-
-
-class Failure(Exception):
-    """A command that cannot be carried out: one line on stderr, exit `code`, and under
-    `--json` `{"error", "kind", ...extra}` on stdout (see `fail`)."""
-
-    def __init__(
-        self, message: str, kind: str, code: int = EXIT_USAGE, extra: dict[str, Any] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.code = code
-        self.extra = extra or {}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -163,16 +148,6 @@ def main(argv: list[str] | None = None) -> int:
         return fail(f"cannot use{where}: {exc.strerror or exc}", kind, EXIT_STATE, args.json)
 
 
-def fail(
-    message: str, kind: str, code: int, as_json: bool, extra: dict[str, Any] | None = None
-) -> int:
-    """Report a failure in one line on stderr, and as JSON on stdout under `--json`."""
-    if as_json:
-        print(json.dumps({"error": message, "kind": kind, **(extra or {})}))
-    print(f"moltsched: {message}", file=sys.stderr)
-    return code
-
-
 def _main(args: argparse.Namespace) -> int:
     if args.command == "doctor":
         from bot.doctor import doctor
@@ -185,9 +160,9 @@ def _main(args: argparse.Namespace) -> int:
     if args.command == "daemon":
         return _daemon(config_path)
     if args.command == "validate":
-        return _validate(config_path, args.json)
+        return validate(config_path, args.json)
     if args.command == "checkpoint":
-        return _checkpoint(config_path, args)
+        return checkpoint(config_path, args)
     if args.command == "import-seed":
         from bot.import_seed import SeedError, import_seed
 
@@ -256,16 +231,6 @@ def _ask_daemon(state_dir: Path, request: Request) -> int | None:
     return int(reply.get("exit", 1))
 
 
-def _load(config_path: Path) -> AppConfig:
-    from config.loader import ConfigError, load_config
-
-    try:
-        return load_config(config_path)
-    except ConfigError as exc:
-        code = EXIT_STATE if exc.kind == "permission" else EXIT_USAGE
-        raise Failure(str(exc), exc.kind, code, {"problems": exc.problems}) from None
-
-
 def _reload(config_path: Path, request: Request) -> int:
     """Ask the daemon to reload (as SIGHUP does) and wait for it: exit 0 once the new file is
     in use, 2 if it was rejected (the old one stays). With no daemon, check the file."""
@@ -273,7 +238,7 @@ def _reload(config_path: Path, request: Request) -> int:
     answered = _ask_daemon(hint, request) if hint is not None else None
     if answered is not None:
         return answered
-    config = _load(config_path)
+    config = load(config_path)
     answered = _ask_daemon(config.settings.state_dir, request)
     if answered is not None:
         return answered
@@ -288,97 +253,6 @@ def _reload(config_path: Path, request: Request) -> int:
     return 0
 
 
-def _validate(config_path: Path, as_json: bool) -> int:
-    from config.checks import task_warnings
-    from config.loader import ConfigError, load_config
-
-    try:
-        config = load_config(config_path)
-    except ConfigError as exc:
-        if as_json:
-            print(
-                json.dumps(
-                    {
-                        "valid": False,
-                        "path": str(config_path),
-                        "problems": exc.problems,
-                        "error": str(exc),
-                        "kind": exc.kind,
-                    }
-                )
-            )
-        print(exc, file=sys.stderr)
-        return EXIT_STATE if exc.kind == "permission" else EXIT_USAGE
-    warnings = task_warnings(config.tasks, config.settings.tasks_dir, os.environ.get("PATH"))
-    if as_json:
-        print(
-            json.dumps(
-                {
-                    "valid": True,
-                    "path": str(config.path),
-                    "tasks": len(config.tasks),
-                    "warnings": warnings,
-                }
-            )
-        )
-    else:
-        print(f"{config.path}: valid, {len(config.tasks)} task(s)")
-    for warning in warnings:
-        print(f"moltsched: warning: {warning}", file=sys.stderr)
-    return 0
-
-
-def _checkpoint(config_path: Path, args: argparse.Namespace) -> int:
-    """`checkpoint show|save|clear TASK [JSON]`, straight on the database.
-
-    Inside a task run `$MOLTSCHED_DB` names the database and the task id is trusted; elsewhere
-    the configuration is loaded to find the database and to check the id. Writing directly is
-    safe beside a running daemon (WAL, busy timeout) and durable once the command returns.
-    """
-    from scheduler_core.checkpoint import (
-        CheckpointError,
-        CheckpointStoreError,
-        load_checkpoint,
-        save_checkpoint,
-    )
-
-    task_id: str = args.task
-    db = os.environ.get("MOLTSCHED_DB") if task_id == os.environ.get("MOLTSCHED_TASK_ID") else None
-    if db is None:
-        config = _load(config_path)
-        from scheduler_core.errors import TaskNotFoundError
-
-        try:
-            task_id = find_task(task_id, [t.id for t in config.tasks])
-        except TaskNotFoundError as exc:
-            raise Failure(str(exc), "unknown-task", extra={"nearest": exc.nearest}) from None
-        db = str(config.settings.db_path)
-    try:
-        if args.action == "show":
-            value = load_checkpoint(task_id, db=db)
-            if args.json:
-                print(json.dumps(value))
-            else:
-                print("no checkpoint" if value is None else json.dumps(value, indent=2))
-            return 0
-        if args.action == "clear":
-            save_checkpoint(None, task_id, db=db)
-            return 0
-        raw = sys.stdin.read() if args.value == "-" else args.value
-        if raw is None:
-            raise Failure("checkpoint save needs a JSON value", "usage")
-        try:
-            value = json.loads(raw)
-        except ValueError as exc:
-            raise Failure(f"the checkpoint is not JSON: {exc}", "usage") from None
-        save_checkpoint(value, task_id, db=db)
-        return 0
-    except CheckpointStoreError:
-        raise  # the state cannot be reached: see main()
-    except CheckpointError as exc:
-        raise Failure(str(exc), "usage") from None
-
-
 def _daemon(config_path: Path) -> int:
     from bot.signals import Signals
 
@@ -391,7 +265,7 @@ def _daemon(config_path: Path) -> int:
 
     setup_logging()
     try:
-        config = _load(config_path)
+        config = load(config_path)
     except Failure as exc:
         logging.getLogger("moltsched").error("%s", exc)
         return exc.code
@@ -401,7 +275,7 @@ def _daemon(config_path: Path) -> int:
 def _offline(config_path: Path, request: Request, hint: Path | None) -> int:
     import asyncio
 
-    config = _load(config_path)
+    config = load(config_path)
     if config.settings.state_dir != hint:
         # The quick look at the file was wrong or could not tell: ask the real place.
         answered = _ask_daemon(config.settings.state_dir, request)

@@ -1,0 +1,105 @@
+"""The CLI commands that work on files directly, never through the daemon: `validate` (the
+configuration) and `checkpoint` (the database, also from inside a running task).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from bot.failure import EXIT_STATE, EXIT_USAGE, Failure, load
+from commands.match import find_task
+
+
+def validate(config_path: Path, as_json: bool) -> int:
+    from config.checks import task_warnings
+    from config.loader import ConfigError, load_config
+
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        if as_json:
+            print(
+                json.dumps(
+                    {
+                        "valid": False,
+                        "path": str(config_path),
+                        "problems": exc.problems,
+                        "error": str(exc),
+                        "kind": exc.kind,
+                    }
+                )
+            )
+        print(exc, file=sys.stderr)
+        return EXIT_STATE if exc.kind == "permission" else EXIT_USAGE
+    warnings = task_warnings(config.tasks, config.settings.tasks_dir, os.environ.get("PATH"))
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "valid": True,
+                    "path": str(config.path),
+                    "tasks": len(config.tasks),
+                    "warnings": warnings,
+                }
+            )
+        )
+    else:
+        print(f"{config.path}: valid, {len(config.tasks)} task(s)")
+    for warning in warnings:
+        print(f"moltsched: warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def checkpoint(config_path: Path, args: argparse.Namespace) -> int:
+    """`checkpoint show|save|clear TASK [JSON]`, straight on the database.
+
+    Inside a task run `$MOLTSCHED_DB` names the database and the task id is trusted; elsewhere
+    the configuration is loaded to find the database and to check the id. Writing directly is
+    safe beside a running daemon (WAL, busy timeout) and durable once the command returns.
+    """
+    from scheduler_core.checkpoint import (
+        CheckpointError,
+        CheckpointStoreError,
+        load_checkpoint,
+        save_checkpoint,
+    )
+
+    task_id: str = args.task
+    db = os.environ.get("MOLTSCHED_DB") if task_id == os.environ.get("MOLTSCHED_TASK_ID") else None
+    if db is None:
+        config = load(config_path)
+        from scheduler_core.errors import TaskNotFoundError
+
+        try:
+            task_id = find_task(task_id, [t.id for t in config.tasks])
+        except TaskNotFoundError as exc:
+            raise Failure(str(exc), "unknown-task", extra={"nearest": exc.nearest}) from None
+        db = str(config.settings.db_path)
+    try:
+        if args.action == "show":
+            value = load_checkpoint(task_id, db=db)
+            if args.json:
+                print(json.dumps(value))
+            else:
+                print("no checkpoint" if value is None else json.dumps(value, indent=2))
+            return 0
+        if args.action == "clear":
+            save_checkpoint(None, task_id, db=db)
+            return 0
+        raw = sys.stdin.read() if args.value == "-" else args.value
+        if raw is None:
+            raise Failure("checkpoint save needs a JSON value", "usage")
+        try:
+            value = json.loads(raw)
+        except ValueError as exc:
+            raise Failure(f"the checkpoint is not JSON: {exc}", "usage") from None
+        save_checkpoint(value, task_id, db=db)
+        return 0
+    except CheckpointStoreError:
+        raise  # the state cannot be reached: see main()
+    except CheckpointError as exc:
+        raise Failure(str(exc), "usage") from None
