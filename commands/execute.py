@@ -20,6 +20,8 @@ from commands.command import Command, Help, Logs, Output, Pause, Resume, Run, Ru
 from commands.grammar import VERBS, help_text
 from commands.match import find_task
 from commands.render import (
+    log_json,
+    log_line,
     one_line_per_run,
     phone_line,
     run_json,
@@ -354,29 +356,14 @@ async def _logs(ctx: Context, task_id: str | None, limit: int) -> Reply:
     entries = await ctx.scheduler.store.logs(task_id, limit * 2 if ctx.chat else limit)
     if ctx.chat:
         entries = one_line_per_run(entries)[:limit]
-    data = [
-        {
-            "time": iso(e.time, ctx.zone),
-            "task_id": e.task_id,
-            "action": e.action,
-            "message": e.message,
-            "duration_s": e.duration_s,
-            "actor": e.actor,
-        }
-        for e in entries
-    ]
+    data = [log_json(e, ctx.zone) for e in entries]
     if not entries:
         return Reply("No log entries yet.", data)
     now: datetime = ctx.scheduler.clock.now()
     if ctx.chat:
         lines = [phone_line(e, ctx.zone, now) for e in entries]
     else:
-        lines = [
-            f"{short_time(e.time, ctx.zone, now)} {e.task_id or '-'} {e.action}"
-            + (f": {e.message[:120]}" if e.message else "")
-            + (f" [{e.actor}]" if e.actor and e.actor not in e.message else "")
-            for e in entries
-        ]
+        lines = [log_line(e, ctx.zone, now) for e in entries]
     return Reply(_cut(lines, ctx, "moltsched logs -n N shows more"), data)
 
 

@@ -6,6 +6,7 @@ come from the same values (`task_values`; a run's `run_json`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import datetime
 from typing import Any
@@ -105,19 +106,15 @@ def task_json_text(
 
 
 def run_json(result: RunResult, zone: ZoneInfo) -> dict[str, Any]:
-    """A finished run for `run --json`."""
-    return {
-        "task_id": result.task_id,
-        "run_id": result.run_id,
-        "cause": str(result.cause),
-        "outcome": str(result.outcome),
-        "exit_code": result.exit_code,
-        "duration_s": round(result.duration_s, 3),
-        "started": iso(result.started, zone),
-        "message": result.message,
-        "stdout": result.stdout,
-        "stderr": result.stderr,
-    }
+    """A finished run for `run --json`: RunResult's fields, by their names."""
+    data = dataclasses.asdict(result)
+    data.update(
+        cause=str(result.cause),
+        outcome=str(result.outcome),
+        duration_s=round(result.duration_s, 3),
+        started=iso(result.started, zone),
+    )
+    return data
 
 
 def run_text(result: RunResult) -> str:
@@ -126,6 +123,21 @@ def run_text(result: RunResult) -> str:
     out = tail_lines(result.stderr if result.outcome is not Outcome.SUCCESS else "", 3)
     out = out or tail_lines(result.stdout, 5)
     return "\n".join([head, *out])
+
+
+def log_json(entry: LogEntry, zone: ZoneInfo) -> dict[str, Any]:
+    """An action-log entry for `logs --json`: LogEntry's fields, by their names."""
+    return dataclasses.asdict(entry) | {"time": iso(entry.time, zone)}
+
+
+def log_line(entry: LogEntry, zone: ZoneInfo, now: datetime) -> str:
+    """The same entry as a line for a terminal, with who did it."""
+    e = entry
+    return (
+        f"{short_time(e.time, zone, now)} {e.task_id or '-'} {e.action}"
+        + (f": {e.message[:120]}" if e.message else "")
+        + (f" [{e.actor}]" if e.actor and e.actor not in e.message else "")
+    )
 
 
 _ENDS = {"completed", "failed", "timeout", "interrupted"}
