@@ -26,6 +26,7 @@ from enum import StrEnum
 from scheduler_core.clock import Clock, SystemClock
 from scheduler_core.errors import SchedulerError, TaskNotFoundError, log_failure
 from scheduler_core.launcher import Launcher, ProcessLauncher, Run
+from scheduler_core.listing import Listing
 from scheduler_core.model import (
     Cause,
     EngineSettings,
@@ -35,14 +36,14 @@ from scheduler_core.model import (
     TaskSpec,
     TaskState,
 )
-
-__all__ = ["Admission", "FinishHook", "Phase", "RunResult", "Scheduler", "Submission"]
-from scheduler_core.listing import Listing
 from scheduler_core.queue import RunQueue, Waiting, victims
 from scheduler_core.recovery import recover
 from scheduler_core.slots import after_clock_went_back, decide
 from scheduler_core.store import Store
 from scheduler_core.triggers import advance
+
+# RunResult is the model's; it is named here too, as what a run request gets back.
+__all__ = ["Admission", "FinishHook", "Phase", "RunResult", "Scheduler", "Submission"]
 
 log = logging.getLogger(__name__)
 
