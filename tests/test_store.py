@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from scheduler_core import store as store_module
 from scheduler_core.checkpoint import load_checkpoint, save_checkpoint
+from scheduler_core.migrations import MIGRATIONS
 from scheduler_core.model import Cause, EngineSettings, Outcome, Status
 from scheduler_core.store import Store
 from scheduler_core.triggers import Every
@@ -32,7 +32,7 @@ async def finish_ok(store: Store, run_id: int, task_id: str) -> None:
 async def test_schema_pragmas_and_reopening(store: Store, settings: EngineSettings) -> None:
     db = settings.db_path
     assert query(db, "PRAGMA journal_mode") == [("wal",)]
-    assert query(db, "PRAGMA user_version") == [(len(store_module.MIGRATIONS),)]
+    assert query(db, "PRAGMA user_version") == [(len(MIGRATIONS),)]
     await store.close()
     again = await Store.open(db)  # migrating an up-to-date file changes nothing
     assert await again.states() == []

@@ -1,0 +1,157 @@
+"""The outbox of alerts and the action log: rows written before anything is sent, and
+everything that happened, with who did it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from scheduler_core.model import LogEntry, OutboxItem
+from scheduler_core.store.core import _LOG_INSERT, StoreCore, _Tx, to_epoch
+
+log = logging.getLogger(__name__)
+
+
+class AlertAndLogRows(StoreCore):
+    async def queue_alert(
+        self,
+        task_id: str,
+        kind: str,
+        messages: Sequence[tuple[str, str]],
+        alerted_at: datetime | None,
+        now: datetime,
+    ) -> None:
+        """Queue (recipient, text) messages and set the task's `alerted_at`, atomically."""
+        at = now.timestamp()
+
+        async def step(tx: _Tx) -> None:
+            await tx.many(
+                "INSERT INTO outbox (created, task_id, kind, recipient, text, next_attempt) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(at, task_id, kind, to, text, at) for to, text in messages],
+            )
+            await tx.run(
+                "UPDATE task SET alerted_at = ? WHERE id = ?", (to_epoch(alerted_at), task_id)
+            )
+
+        await self._write(step)
+
+    async def pending_alerts(self, limit: int = 100) -> list[OutboxItem]:
+        """Alerts not yet delivered, oldest first."""
+        rows = await self._read(
+            "SELECT id, task_id, kind, recipient, text, attempts, next_attempt FROM outbox "
+            "WHERE sent IS NULL ORDER BY id LIMIT ?",
+            (limit,),
+        )
+        return [
+            OutboxItem(
+                item_id,
+                task_id,
+                kind,
+                recipient,
+                text,
+                attempts,
+                datetime.fromtimestamp(next_attempt, UTC),
+            )
+            for item_id, task_id, kind, recipient, text, attempts, next_attempt in rows
+        ]
+
+    async def alerts_sent(self, items: Sequence[OutboxItem], now: datetime) -> None:
+        """Mark alerts delivered (together, as one message), and log them."""
+        at = now.timestamp()
+
+        def what(item: OutboxItem) -> str:
+            text = f"{item.kind} to {item.recipient}"
+            return text + (f" (in a digest of {len(items)})" if len(items) > 1 else "")
+
+        async def step(tx: _Tx) -> None:
+            await tx.many("UPDATE outbox SET sent = ? WHERE id = ?", [(at, i.id) for i in items])
+            await tx.many(
+                _LOG_INSERT,
+                [(at, i.task_id, "alert_sent", what(i), None, None) for i in items],
+            )
+
+        await self._write(step)
+
+    async def alerts_failed(
+        self, items: Sequence[OutboxItem], error: str, retry_at: datetime
+    ) -> None:
+        """Record a failed delivery; the alerts are tried again at `retry_at`."""
+        await self._write(
+            lambda tx: tx.many(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt = ? "
+                "WHERE id = ?",
+                [(error[:500], retry_at.timestamp(), i.id) for i in items],
+            )
+        )
+
+    async def recent_outcomes(self, task_id: str, limit: int) -> list[bool]:
+        """Whether each of the task's newest finished runs worked (interrupted ones aside),
+        oldest first."""
+        rows = await self._read(
+            "SELECT outcome FROM run WHERE task_id = ? AND outcome IN "
+            "('success', 'failed', 'timeout') ORDER BY id DESC LIMIT ?",
+            (task_id, limit),
+        )
+        return [outcome == "success" for (outcome,) in reversed(rows)]
+
+    async def alerts_waiting(self) -> int:
+        """How many alerts are not delivered yet."""
+        ((waiting,),) = await self._read("SELECT COUNT(*) FROM outbox WHERE sent IS NULL")
+        return int(waiting)
+
+    # --- action log --------------------------------------------------------------------------
+
+    async def log(
+        self,
+        action: str,
+        message: str = "",
+        *,
+        task_id: str | None = None,
+        duration_s: float | None = None,
+        actor: str | None = None,
+        when: datetime | None = None,
+    ) -> None:
+        """Append one entry to the action log."""
+        at = (when or datetime.now(UTC)).timestamp()
+        await self._write_one(_LOG_INSERT, (at, task_id, action, message, duration_s, actor))
+
+    def log_later(self, action: str, message: str = "", **kw: Any) -> None:
+        """`log()`, without waiting for it: for audit entries of reads, which must not wait
+        behind another process's write lock. A failure is logged, not raised."""
+        task = asyncio.ensure_future(self.log(action, message, **kw))
+        self._later.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._later.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.warning("could not write a log entry: %s", t.exception())
+
+        task.add_done_callback(done)
+
+    async def logs(
+        self, task_id: str | None = None, limit: int = 20, *, queries: bool = False
+    ) -> list[LogEntry]:
+        """The newest action-log entries, newest first.
+
+        Read-only commands are audited as `query` entries; they are left out unless asked for,
+        so an agent polling `status` does not bury the runs.
+        """
+        cols = "time, task_id, action, message, duration_s, actor"
+        skip = "" if queries else "AND action != 'query'"
+        if task_id is None:
+            rows = await self._read(
+                f"SELECT {cols} FROM log WHERE 1 {skip} ORDER BY id DESC LIMIT ?", (limit,)
+            )
+        else:
+            rows = await self._read(
+                f"SELECT {cols} FROM log WHERE task_id = ? {skip} ORDER BY id DESC LIMIT ?",
+                (task_id, limit),
+            )
+        return [
+            LogEntry(datetime.fromtimestamp(at, UTC), task_id, action, message, duration_s, actor)
+            for at, task_id, action, message, duration_s, actor in rows
+        ]

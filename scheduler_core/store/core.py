@@ -1,0 +1,387 @@
+"""The store's core: the connections, the transactions, a file deleted under us.
+
+One aiosqlite connection per process for writing (and a read-only one, see `Store`), in
+autocommit mode, used through aiosqlite's public API only. Every statement is a trip to
+aiosqlite's thread, so the hot paths are single statements, each its own transaction
+(`_write_one`): a run starting is one INSERT and a run ending one UPDATE, and triggers in
+the schema (migration 4) do the rest in the same statement. Other changes are a short
+`BEGIN IMMEDIATE ... COMMIT` (`_write`) that runs in a task of its own, so it finishes even
+if the awaiting caller is cancelled. Both take turns on the writer (one lock), so no
+statement lands inside another coroutine's transaction. The file is created and migrated
+with a plain connection before aiosqlite opens it (`_prepare`). WAL lets
+task scripts save checkpoints (`scheduler_core.checkpoint`) while the daemon writes.
+`synchronous=NORMAL` in WAL mode keeps every commit across a crash of the daemon; only a power
+cut can lose the newest few commits, never the database. Migrations are single statements
+under `PRAGMA user_version`.
+
+Times are stored as UNIX seconds (REAL) and returned as aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Self, TypeVar
+
+import aiosqlite
+
+from scheduler_core.errors import StoreError, describe_sqlite_error
+from scheduler_core.migrations import MIGRATIONS
+from scheduler_core.model import Retention
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+_LOG_PRUNE_EVERY_S = 3600.0
+DEFAULT_RETENTION = Retention()
+_CLEAR_BATCH = 500  # runs whose output is cleared in one transaction, at most
+BUSY_TIMEOUT_MS = 10_000
+
+
+# The task table's columns are TaskState's fields, by the same names (see `_state`).
+def to_epoch(when: datetime | None) -> float | None:
+    return None if when is None else when.timestamp()
+
+
+def from_epoch(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+def translate(exc: sqlite3.Error, path: Path) -> StoreError:
+    """A sqlite3 error as one line a person can act on, with its kind."""
+    message, kind = describe_sqlite_error(exc, path)
+    return StoreError(message, kind)
+
+
+def _swap_in(restoring: Path, path: Path) -> None:
+    """Put `restoring` at `path`, setting aside what is there now."""
+    if path.exists():
+        aside = path.with_name(f"{path.name}.replaced-{int(time.time())}")
+        os.replace(path, aside)
+        log.error("what was at %s is kept as %s", path, aside)
+    for extra in ("-wal", "-shm"):  # a new file's, or none: never ours any more
+        Path(f"{path}{extra}").unlink(missing_ok=True)
+    os.replace(restoring, path)
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _os_error(exc: OSError, what: str) -> StoreError:
+    kind = "permission" if isinstance(exc, PermissionError) else "unavailable"
+    if exc.errno == errno.ENOSPC:
+        kind = "full"
+    return StoreError(f"{what}: {exc.strerror or exc}", kind)
+
+
+def _prepare(path: Path) -> None:
+    """Create or migrate the file, on a plain connection (run in a thread)."""
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        (auto_vacuum,) = db.execute("PRAGMA auto_vacuum").fetchone()
+        if auto_vacuum != 2:
+            # Incremental, so pruning can give space back (`prune_output`). Set before the
+            # first table is made; an older file is rebuilt once to take it.
+            db.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            (tables,) = db.execute("SELECT COUNT(*) FROM sqlite_schema").fetchone()
+            if tables:
+                db.execute("VACUUM")
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            _migrate(db)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+    finally:
+        db.close()
+
+
+async def _connect(
+    path: Path, conns: list[aiosqlite.Connection]
+) -> tuple[aiosqlite.Connection, aiosqlite.Connection]:
+    """The writer and the read-only reader of a prepared file; each connection is added to
+    `conns` as soon as it exists, so a failure can close it."""
+    # Prepared without aiosqlite first: when aiosqlite's own connect fails, its thread
+    # finishes after the caller has moved on, and complains about the closed event loop.
+    await asyncio.to_thread(_prepare, path)
+    writer = aiosqlite.connect(path, isolation_level=None)
+    conns.append(writer)
+    await writer
+    for pragma in (
+        f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}",
+        "PRAGMA synchronous = NORMAL",
+        "PRAGMA foreign_keys = ON",
+    ):
+        await writer.execute(pragma)
+    reader = aiosqlite.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+    conns.append(reader)
+    await reader
+    await reader.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    return writer, reader
+
+
+# Runs per statement when they start together: four parameters each (SQLite allows 32,766).
+_BATCH = 500
+
+
+class _Tx:
+    """The writer inside one transaction (see `Store._write`): each statement is one trip to
+    aiosqlite's connection thread."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    async def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Execute a statement; how many rows it changed."""
+        cursor = await self._conn.execute(sql, params)
+        return cursor.rowcount
+
+    async def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Execute a statement (a query, or one with RETURNING); all its rows."""
+        return list(await self._conn.execute_fetchall(sql, params))
+
+    async def row(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """The first row, or None."""
+        found = await self.rows(sql, params)
+        return found[0] if found else None
+
+    async def many(self, sql: str, params: Iterable[Sequence[Any]]) -> None:
+        await self._conn.executemany(sql, params)
+
+    async def log(
+        self,
+        at: float,
+        task_id: str | None,
+        action: str,
+        message: str,
+        duration_s: float | None = None,
+        actor: str | None = None,
+    ) -> None:
+        await self.run(_LOG_INSERT, (at, task_id, action, message, duration_s, actor))
+
+
+_LOG_INSERT = (
+    "INSERT INTO log (time, task_id, action, message, duration_s, actor) VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+
+class StoreCore:
+    """The connections to one SQLite file and the ways to use them: transactions, single
+    statements, reads. The rows of each table are parts of their own (see `Store`)."""
+
+    def __init__(
+        self, conn: aiosqlite.Connection, path: Path, retention: Retention = DEFAULT_RETENTION
+    ) -> None:
+        self._conn = conn
+        # Reads go through a connection (and thread) of their own: while another process holds
+        # the write lock, a write waits out the busy timeout on the writer's thread, and WAL
+        # still lets reads through, so `status` answers at once instead of queueing behind it.
+        self._reader: aiosqlite.Connection | None = None
+        self._later: set[asyncio.Task[None]] = set()  # writes nobody waits for (log_later)
+        self._writes: set[asyncio.Task[Any]] = set()  # transactions under way (see _write)
+        self._writing = asyncio.Lock()  # one transaction at a time on the writer
+        self.path = path
+        self.retention = retention
+        self._last_log_prune = 0.0
+        self._runs_per_task: int | None = None  # as the `retention` table has it
+        self._identity = _identity(path)  # to notice the file deleted or replaced under us
+        self._usable = asyncio.Event()
+        self._usable.set()
+
+    @classmethod
+    async def open(cls, path: Path, retention: Retention = DEFAULT_RETENTION) -> Self:
+        """Open (creating if needed) and migrate the database at `path`.
+
+        Fails with a StoreError, never leaving a connection (and its thread, which would keep
+        the process from exiting) behind."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _os_error(exc, f"cannot create the state directory {path.parent}") from exc
+        conns: list[aiosqlite.Connection] = []
+        try:
+            writer, reader = await _connect(path, conns)
+        except BaseException as exc:
+            for conn in conns:
+                await conn.close()
+            if isinstance(exc, sqlite3.Error):
+                raise translate(exc, path) from exc
+            if isinstance(exc, OSError):
+                raise _os_error(exc, f"cannot open the database {path}") from exc
+            raise
+        store = cls(writer, path, retention)
+        store._reader = reader
+        return store
+
+    async def close(self) -> None:
+        """Close the connections; writes already queued finish first."""
+        if self._later:
+            await asyncio.wait(self._later, timeout=BUSY_TIMEOUT_MS / 1000 + 1)
+        if self._writes:
+            await asyncio.wait(self._writes, timeout=BUSY_TIMEOUT_MS / 1000 + 1)
+        if self._deleted():
+            with contextlib.suppress(StoreError, OSError):
+                await self._put_back()
+        if self._reader is not None:
+            await self._reader.close()
+        await self._conn.close()
+
+    def _deleted(self) -> bool:
+        """Whether the file at `path` is no longer the one we have open."""
+        return self._usable.is_set() and _identity(self.path) != self._identity
+
+    async def _put_back(self) -> None:
+        """The database file was deleted (or replaced) while we had it open. Our connection
+        still holds all of it: write it back to `path` (setting aside whatever is there now),
+        then carry on with the file put back. Nothing committed is lost."""
+        async with self._writing:
+            if not self._deleted():
+                return  # put back meanwhile, by the transaction this one waited for
+            self._usable.clear()
+            try:
+                await self._restore()
+            finally:
+                self._usable.set()
+
+    async def _restore(self) -> None:
+        path = self.path
+        restoring = path.with_name(path.name + ".restoring")
+        log.error("the database %s was deleted or replaced while in use; putting it back", path)
+        restoring.unlink(missing_ok=True)
+        target = await asyncio.to_thread(sqlite3.connect, restoring, check_same_thread=False)
+        try:
+            await self._conn.backup(target)
+        finally:
+            target.close()
+        if self._reader is not None:
+            await self._reader.close()
+        await self._conn.close()
+        _swap_in(restoring, path)
+        conns: list[aiosqlite.Connection] = []
+        try:
+            self._conn, self._reader = await _connect(path, conns)
+        except BaseException:
+            for c in conns:
+                await c.close()
+            raise
+        self._identity = _identity(path)
+        log.error("the database %s is back, with everything committed before", path)
+
+    async def _write(self, fn: Callable[[_Tx], Awaitable[T]]) -> T:
+        """Run `fn` inside one IMMEDIATE transaction, after any other under way.
+
+        The transaction runs in a task of its own: a caller that is cancelled (a client
+        that went away) leaves it to finish, never half done."""
+        if self._deleted():
+            await self._put_back()
+        task = asyncio.ensure_future(self._transaction(fn))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+        return await asyncio.shield(task)
+
+    async def _transaction(self, fn: Callable[[_Tx], Awaitable[T]]) -> T:
+        if not self._usable.is_set():
+            await self._usable.wait()  # the file is being put back (see `_put_back`)
+        async with self._writing:
+            conn = self._conn
+            try:
+                await conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = await fn(_Tx(conn))
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error, ValueError):
+                        await conn.execute("ROLLBACK")
+                    raise
+                await conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise translate(exc, self.path) from exc
+            except ValueError as exc:  # aiosqlite: "Connection closed"
+                raise StoreError(f"database unavailable: {exc}") from exc
+            return result
+
+    async def _write_one(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        """One statement, which is its own transaction (autocommit): one trip, its rows.
+
+        Taken in its turn on the writer, so it never lands inside another coroutine's
+        transaction. No task of its own is needed: once handed to aiosqlite's queue it runs
+        whole, whether or not the caller is still waiting."""
+        if self._deleted():
+            await self._put_back()
+        if not self._usable.is_set():
+            await self._usable.wait()
+        async with self._writing:
+            try:
+                return list(await self._conn.execute_fetchall(sql, params))
+            except sqlite3.Error as exc:
+                raise translate(exc, self.path) from exc
+            except ValueError as exc:
+                raise StoreError(f"database unavailable: {exc}") from exc
+
+    async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """One query, on the reader (which WAL lets through while another process writes)."""
+        if not self._usable.is_set():
+            await self._usable.wait()
+        conn = self._reader or self._conn
+        try:
+            return list(await conn.execute_fetchall(sql, params))
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path) from exc
+        except ValueError as exc:
+            raise StoreError(f"database unavailable: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """What `moltsched doctor` reads from a database, without changing it."""
+
+    problem: str | None  # None: `PRAGMA quick_check` says ok
+    alerts_waiting: int = 0
+    oldest_alert: datetime | None = None
+
+
+def inspect(path: Path) -> Inspection:
+    """Open the database read-only and check it (`quick_check`); StoreError if it cannot
+    be opened at all (missing, no permission). Never writes, never creates the file."""
+    if not path.exists():
+        raise StoreError(f"the database {path} does not exist yet", "missing")
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2)
+    except sqlite3.Error as exc:
+        raise translate(exc, path) from exc
+    try:
+        (verdict,) = db.execute("PRAGMA quick_check(5)").fetchone()
+        if verdict != "ok":
+            return Inspection(f"quick_check: {verdict}")
+        count, oldest = db.execute(
+            "SELECT COUNT(*), MIN(created) FROM outbox WHERE sent IS NULL"
+        ).fetchone()
+        return Inspection(None, count, from_epoch(oldest))
+    except sqlite3.Error as exc:
+        raise translate(exc, path) from exc
+    finally:
+        db.close()
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    (version,) = db.execute("PRAGMA user_version").fetchone()
+    for number, statements in enumerate(MIGRATIONS[version:], start=version + 1):
+        for sql in statements:
+            db.execute(sql)
+        db.execute(f"PRAGMA user_version = {number}")

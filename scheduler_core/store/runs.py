@@ -1,0 +1,216 @@
+"""The run table's rows: a run starting and ending (one statement each, see migration 4),
+crash recovery, retention of runs and their output."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from scheduler_core.model import Cause, Outcome, RunRecord, TaskState
+from scheduler_core.store.core import (
+    _BATCH,
+    _CLEAR_BATCH,
+    _LOG_PRUNE_EVERY_S,
+    StoreCore,
+    _Tx,
+    from_epoch,
+    to_epoch,
+    translate,
+)
+from scheduler_core.store.tasks import _TASK_AFTER_RUN, _state
+
+
+class RunRows(StoreCore):
+    async def start_run(
+        self, task_id: str, cause: Cause, due: datetime | None, started: datetime
+    ) -> tuple[int, str | None]:
+        """Record that a run started; returns its run id and the task's checkpoint."""
+        (record,) = await self.start_runs([(task_id, cause, due)], started)
+        return record
+
+    async def start_runs(
+        self, runs: Sequence[tuple[str, Cause, datetime | None]], started: datetime
+    ) -> list[tuple[int, str | None]]:
+        """Record runs that start together; (run id, checkpoint) each. One statement per
+        batch of runs (the `run_started` trigger updates the task and the log)."""
+        at = started.timestamp()
+        records: dict[str, tuple[int, str | None]] = {}
+        for i in range(0, len(runs), _BATCH):
+            batch = runs[i : i + _BATCH]
+            for run_id, task_id, checkpoint in await self._write_one(
+                "INSERT INTO run (task_id, cause, due, started) VALUES "
+                + ", ".join("(?, ?, ?, ?)" for _ in batch)
+                + " RETURNING id, task_id, (SELECT checkpoint FROM task WHERE id = task_id)",
+                [v for t, cause, due in batch for v in (t, str(cause), to_epoch(due), at)],
+            ):
+                records[task_id] = (run_id, checkpoint)
+        return [records[t] for t, _, _ in runs]
+
+    async def finish_run(
+        self,
+        run_id: int,
+        task_id: str,
+        *,
+        outcome: Outcome,
+        exit_code: int | None,
+        ended: datetime,
+        duration_s: float,
+        stdout: str,
+        stderr: str,
+        message: str,
+    ) -> TaskState:
+        """Record how a run ended, update the task's counters, and apply retention."""
+        keep = self.retention
+        if keep.runs_per_task != self._runs_per_task:  # at the first run, and after a reload
+            await self._write_one("UPDATE retention SET runs_per_task = ?", (keep.runs_per_task,))
+            self._runs_per_task = keep.runs_per_task
+        size = len(stdout.encode()) + len(stderr.encode())
+        rows = await self._write_one(
+            "UPDATE run SET ended = ?, outcome = ?, exit_code = ?, duration_s = ?, stdout = ?, "
+            "stderr = ?, output_bytes = ?, message = ? WHERE id = ? RETURNING "
+            + _TASK_AFTER_RUN
+            + ", (SELECT output_bytes FROM usage) AS output_total",
+            (
+                ended.timestamp(),
+                str(outcome),
+                exit_code,
+                duration_s,
+                stdout,
+                stderr,
+                size,
+                message,
+                run_id,
+            ),
+        )
+        *task, total = rows[0]  # the task's columns, then the output total
+        now = time.time()
+        if now - self._last_log_prune > _LOG_PRUNE_EVERY_S:
+            self._last_log_prune = now
+            cutoff = now - keep.log_days * 86400
+            await self._write_one("DELETE FROM log WHERE time < ?", (cutoff,))
+            await self.prune_output(total)
+        elif total > keep.output_bytes:
+            await self.prune_output(total)
+        return _state(task)
+
+    async def prune_output(self, total: int | None = None) -> int:
+        """Clear the output of the oldest runs until all that is kept fits the retention
+        budget, then give the freed pages back to the file system. Returns bytes cleared."""
+        budget = self.retention.output_bytes
+
+        async def step(tx: _Tx) -> tuple[int, bool]:
+            (now_total,) = await tx.row("SELECT output_bytes FROM usage")
+            excess = now_total - budget
+            cleared = 0
+            rows = await tx.rows(
+                "SELECT id, output_bytes FROM run WHERE output_bytes > 0 AND outcome IS NOT NULL "
+                "ORDER BY id LIMIT ?",
+                (_CLEAR_BATCH,),
+            )
+            ids = []
+            for run_id, size in rows:
+                if cleared >= excess:
+                    break
+                ids.append((run_id,))
+                cleared += size
+            await tx.many(
+                "UPDATE run SET stdout = '', stderr = '', output_bytes = 0 WHERE id = ?", ids
+            )
+            await tx.run("UPDATE usage SET output_bytes = output_bytes - ?", (cleared,))
+            return cleared, cleared < excess and len(rows) == _CLEAR_BATCH
+
+        cleared = 0
+        more = total is None or total > budget
+        while more:
+            done, more = await self._write(step)
+            cleared += done
+            if not done:
+                break
+        # A pragma that frees one page per step: executescript steps it to the end. On the
+        # writer, so in its turn: never inside another coroutine's transaction.
+        async with self._writing:
+            try:
+                await self._conn.executescript("PRAGMA incremental_vacuum")
+            except sqlite3.Error as exc:
+                raise translate(exc, self.path) from exc
+        return cleared
+
+    async def recover_crashed(self, now: datetime) -> list[tuple[int, str]]:
+        """Runs still open from a daemon that died are recorded `interrupted`; returns their
+        (run id, task id)."""
+        at = now.timestamp()
+
+        async def step(tx: _Tx) -> list[tuple[int, str]]:
+            rows = await tx.rows("SELECT id, task_id, started FROM run WHERE outcome IS NULL")
+            # The run_ended trigger marks each task interrupted and logs it.
+            await tx.many(
+                "UPDATE run SET outcome = 'interrupted', ended = ?, duration_s = ?, "
+                "message = 'the daemon stopped during this run; it will resume' WHERE id = ?",
+                [(at, max(0.0, at - started), run_id) for run_id, _, started in rows],
+            )
+            return [(run_id, task_id) for run_id, task_id, _ in rows]
+
+        return await self._write(step)
+
+    async def runs(self, task_id: str, limit: int = 20) -> list[RunRecord]:
+        """The newest runs of a task, newest first."""
+        rows = await self._read(
+            f"SELECT {_RUN_COLUMNS} FROM run WHERE task_id = ? ORDER BY id DESC LIMIT ?",
+            (task_id, limit),
+        )
+        return [_run(r) for r in rows]
+
+    async def run(self, task_id: str, run_id: int | None = None) -> RunRecord | None:
+        """One run of a task (the newest that has ended, by default), with its output."""
+        if run_id is None:
+            rows = await self._read(
+                f"SELECT {_RUN_COLUMNS} FROM run WHERE task_id = ? AND ended IS NOT NULL "
+                "ORDER BY id DESC LIMIT 1",
+                (task_id,),
+            )
+        else:
+            rows = await self._read(
+                f"SELECT {_RUN_COLUMNS} FROM run WHERE task_id = ? AND id = ?", (task_id, run_id)
+            )
+        return _run(rows[0]) if rows else None
+
+
+_RUN_COLUMNS = (
+    "id, task_id, cause, due, started, ended, outcome, exit_code, duration_s, stdout, stderr, "
+    "message"
+)
+
+
+def _run(row: Sequence[Any]) -> RunRecord:
+    """A run row (the `_RUN_COLUMNS`, unpacked by name)."""
+    (
+        run_id,
+        task_id,
+        cause,
+        due,
+        started,
+        ended,
+        outcome,
+        exit_code,
+        duration_s,
+        stdout,
+        stderr,
+        message,
+    ) = row
+    return RunRecord(
+        run_id=run_id,
+        task_id=task_id,
+        cause=Cause(cause),
+        due=from_epoch(due),
+        started=datetime.fromtimestamp(started, UTC),
+        ended=from_epoch(ended),
+        outcome=Outcome(outcome) if outcome else None,
+        exit_code=exit_code,
+        duration_s=duration_s,
+        stdout=stdout,
+        stderr=stderr,
+        message=message,
+    )
