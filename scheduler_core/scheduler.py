@@ -16,16 +16,15 @@ task never overlaps itself. A failing run is data: it is recorded and never dist
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
-from collections.abc import Awaitable, Callable, KeysView, Sequence
-from dataclasses import dataclass
+from collections.abc import KeysView, Sequence
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from scheduler_core.active import Active, Admission, FinishHook, Submission, fail
 from scheduler_core.clock import Clock, SystemClock
 from scheduler_core.errors import SchedulerError, TaskNotFoundError, log_failure
-from scheduler_core.launcher import Launcher, ProcessLauncher, Run
+from scheduler_core.launcher import Launcher, ProcessLauncher
 from scheduler_core.listing import Listing
 from scheduler_core.model import (
     Cause,
@@ -40,6 +39,7 @@ from scheduler_core.queue import RunQueue, Waiting, victims
 from scheduler_core.recovery import recover
 from scheduler_core.slots import after_clock_went_back, decide
 from scheduler_core.store import Store
+from scheduler_core.timetable import Timetable
 from scheduler_core.triggers import advance
 
 # RunResult is the model's; it is named here too, as what a run request gets back.
@@ -57,59 +57,6 @@ class Phase(StrEnum):
     RUNNING = "running"
     CLOSING = "closing"
     STOPPED = "stopped"
-
-
-class Admission(StrEnum):
-    """What happened to a run request: started, queued, or joined one already under way."""
-
-    STARTED = "started"
-    QUEUED = "queued"
-    ALREADY_RUNNING = "already-running"
-    ALREADY_QUEUED = "already-queued"
-
-
-@dataclass(frozen=True)
-class Submission:
-    """A run request's admission and the future of its result."""
-
-    admission: Admission
-    result: asyncio.Future[RunResult]
-
-
-@dataclass
-class _Active:
-    waiting: Waiting
-    spec: TaskSpec
-    run: Run
-    preempted: bool = False  # interrupted to free its slot for an on-demand run
-    # Known once the start is recorded (see _launch).
-    run_id: int = 0
-    checkpoint: str | None = None
-    started: datetime | None = None
-
-    @property
-    def result(self) -> asyncio.Future[RunResult]:
-        return self.waiting.result
-
-    # What `queue.victims` weighs.
-    @property
-    def priority(self) -> int:
-        return self.spec.priority
-
-    @property
-    def cuttable(self) -> bool:
-        return (
-            not self.preempted
-            and self.waiting.cause is not Cause.ON_DEMAND
-            and self.spec.interruptible
-        )
-
-    @property
-    def started_at(self) -> float:
-        return self.started.timestamp() if self.started else 0.0
-
-
-FinishHook = Callable[[TaskSpec, RunResult, TaskState], Awaitable[None]]
 
 
 class Scheduler:
@@ -131,13 +78,11 @@ class Scheduler:
         self.on_finish = on_finish
         self.launcher: Launcher = launcher or ProcessLauncher(settings)
         self._specs: dict[str, TaskSpec] = {s.id: s for s in specs}
-        self._heap: list[tuple[datetime, int, str]] = []
-        self._gen: dict[str, int] = {}  # a heap entry of an older generation is stale
+        self._timetable = Timetable()
         self._queue = RunQueue()
         self.listing = Listing(store, self._queue)  # every task's state, as shown
-        self._running: dict[str, _Active] = {}
+        self._running: dict[str, Active] = {}
         self._to_resume: list[str] = []
-        self._next_runs: list[tuple[str, datetime | None]] = []  # to save to the store
         self._paused: set[str] = set()
         self._last_now: datetime | None = None  # to notice the clock going back
         self._wake = asyncio.Event()
@@ -185,19 +130,10 @@ class Scheduler:
             if due is None:  # never scheduled
                 due = spec.trigger.first_due(now)
                 updates.append((spec.id, due))
-            self._push(spec.id, due)
+            self._timetable.set(spec.id, due, save=False)
         await self.store.set_next_runs(updates)
         if self.phase is Phase.NEW:
             self.phase = Phase.PREPARED
-
-    def _forget(self, task_id: str) -> None:
-        """Its heap entry, if any, goes stale (it is dropped when it comes up)."""
-        self._gen[task_id] = self._gen.get(task_id, 0) + 1
-
-    def _push(self, task_id: str, due: datetime) -> None:
-        """Its next due time, in place of any earlier one."""
-        self._forget(task_id)
-        heapq.heappush(self._heap, (due, self._gen[task_id], task_id))
 
     # --- the loop ----------------------------------------------------------------------------
 
@@ -223,19 +159,19 @@ class Scheduler:
                             self._enqueue_resumes()
                             await self._process_due(self.clock.now())
                         self._dispatch(tg)
-                        if self._next_runs:
+                        saves = self._timetable.take_saves()
+                        if saves:
                             # Saved after the launch is queued, so runs due now do not wait
                             # for this commit (tasks start in the order they were created).
-                            tg.create_task(self._save_next_runs(self._next_runs))
-                            self._next_runs = []
+                            tg.create_task(self._save_next_runs(saves))
                     running = self.phase is Phase.RUNNING
-                    top = self._heap[0][0] if schedule and self._heap and running else None
+                    top = self._timetable.top() if schedule and running else None
                     await self.clock.sleep_until(top, self._wake)
         finally:
             self.phase = Phase.STOPPED
             self._drained.set()
             for w in self._queue.clear():
-                _fail(w.result, SchedulerError("the scheduler stopped before the run"))
+                fail(w.result, SchedulerError("the scheduler stopped before the run"))
 
     def close(self) -> None:
         """Stop dispatching and interrupt running runs; `run()` returns once they are recorded."""
@@ -264,32 +200,27 @@ class Scheduler:
         if last is None or now >= last - timedelta(seconds=1):
             return
         log.warning("the clock went back by %s; rescheduling interval tasks", last - now)
-        for due, gen, task_id in list(self._heap):
+        for due, task_id in self._timetable.entries():
             spec = self._specs.get(task_id)
-            if spec is None or gen != self._gen.get(task_id):
-                continue
-            nxt = after_clock_went_back(spec.trigger, due, now)
+            nxt = None if spec is None else after_clock_went_back(spec.trigger, due, now)
             if nxt is not None:
-                self._push(task_id, nxt)
-                self._next_runs.append((task_id, nxt))
+                self._timetable.set(task_id, nxt)
 
     async def _process_due(self, now: datetime) -> list[Waiting]:
         """Turn every due heap entry into a waiting run (or a logged miss)."""
         self._clock_went_back(now)
         created: list[Waiting] = []
-        while self._heap and self._heap[0][0] <= now:
-            due, gen, task_id = heapq.heappop(self._heap)
+        for due, task_id in list(self._timetable.pop_due(now)):
             spec = self._specs.get(task_id)
-            if spec is None or gen != self._gen.get(task_id) or not spec.enabled:
-                continue  # stale (rescheduled, paused) or disabled
+            if spec is None or not spec.enabled:
+                continue  # removed or disabled
             busy = task_id in self._running or task_id in self._queue
             decision = decide(spec, due, now, busy)
             if decision.start is not None:
                 created.append(self._enqueue(task_id, decision.start, due))
             if decision.note is not None:
                 await self._note(task_id, now, decision.note)
-            self._push(task_id, decision.next_due)
-            self._next_runs.append((task_id, decision.next_due))
+            self._timetable.set(task_id, decision.next_due)
         return created
 
     async def _note(self, task_id: str, now: datetime, message: str) -> None:
@@ -313,7 +244,7 @@ class Scheduler:
         return waiting
 
     def _dispatch(self, tg: asyncio.TaskGroup) -> None:
-        batch: list[_Active] = []
+        batch: list[Active] = []
         while len(self._running) < self.settings.max_concurrent:
             # Never also running: submit() joins a run under way, and a slot that comes while
             # its task runs is logged missed instead of queued.
@@ -321,7 +252,7 @@ class Scheduler:
             if w is None:
                 break
             spec = self._specs[w.task_id]
-            active = self._running[w.task_id] = _Active(w, spec, self.launcher.prepare(spec))
+            active = self._running[w.task_id] = Active(w, spec, self.launcher.prepare(spec))
             batch.append(active)
         if batch:
             tg.create_task(self._launch(batch, tg))
@@ -339,7 +270,7 @@ class Scheduler:
             log.info("interrupting %s for an on-demand run of %s", victim.spec.id, w.task_id)
             victim.run.interrupt(f"for an on-demand run of {w.task_id}")
 
-    async def _launch(self, batch: list[_Active], tg: asyncio.TaskGroup) -> None:
+    async def _launch(self, batch: list[Active], tg: asyncio.TaskGroup) -> None:
         """Record the starts of runs dispatched together in one transaction, then start them.
 
         Ten tasks due at the same second then wait for one commit, not for ten in a row.
@@ -353,19 +284,19 @@ class Scheduler:
             log_failure(log, "could not record the start of %d run(s)", len(batch))
             for active in batch:
                 self._running.pop(active.spec.id, None)
-                _fail(active.result, exc)
+                fail(active.result, exc)
             self._wake.set()
             return
         for active, (run_id, checkpoint) in zip(batch, records, strict=True):
             active.run_id, active.checkpoint, active.started = run_id, checkpoint, started
             tg.create_task(self._execute(active), name=f"run:{active.spec.id}")
 
-    async def _execute(self, active: _Active) -> None:
+    async def _execute(self, active: Active) -> None:
         try:
             result = await self._run_one(active)
         except Exception as exc:  # a broken run must never take the loop down
             log_failure(log, "run of %s failed inside the scheduler", active.spec.id)
-            _fail(active.result, exc)
+            fail(active.result, exc)
         else:
             if not active.result.done():
                 active.result.set_result(result)
@@ -373,7 +304,7 @@ class Scheduler:
             self._running.pop(active.spec.id, None)
             self._wake.set()
 
-    async def _run_one(self, active: _Active) -> RunResult:
+    async def _run_one(self, active: Active) -> RunResult:
         spec, run_id, cause, started = (
             active.spec,
             active.run_id,
@@ -456,11 +387,11 @@ class Scheduler:
         self._specs, self.settings = new, settings
         self.store.retention = settings.retention
         for task_id in removed:
-            self._forget(task_id)
+            self._timetable.forget(task_id)
             self._paused.discard(task_id)
             waiting = self._queue.drop(task_id)
             if waiting is not None:
-                _fail(waiting.result, SchedulerError(f"{task_id} was removed by a reload"))
+                fail(waiting.result, SchedulerError(f"{task_id} was removed by a reload"))
         states = {s.id: s for s in await self.store.states()}
         for task_id in added + changed:
             spec, state = new[task_id], states.get(task_id)
@@ -470,12 +401,12 @@ class Scheduler:
                 spec.enabled,
             ):
                 continue  # same schedule: its heap entry stands
-            self._forget(task_id)
+            self._timetable.forget(task_id)
             if state is not None and state.paused:
                 self._paused.add(task_id)
                 continue
             if not spec.enabled:
-                self._next_runs.append((task_id, None))
+                self._timetable.forget(task_id, save=True)
                 continue
             if before is None and state is not None and state.next_run is not None:
                 due = state.next_run  # a task that comes back: as at start-up
@@ -483,8 +414,7 @@ class Scheduler:
                 due = spec.trigger.first_due(now)
             else:
                 due = spec.trigger.next_after(now)  # a changed schedule applies from now
-            self._push(task_id, due)
-            self._next_runs.append((task_id, due))
+            self._timetable.set(task_id, due)
         self._wake.set()
         return added, removed, changed
 
@@ -506,10 +436,10 @@ class Scheduler:
             assert state is not None
             return state, None
         self._paused.add(task_id)
-        self._forget(task_id)
+        self._timetable.forget(task_id)
         waiting = self._queue.drop(task_id)
         if waiting is not None:
-            _fail(waiting.result, SchedulerError(f"{task_id} was paused before it started"))
+            fail(waiting.result, SchedulerError(f"{task_id} was paused before it started"))
         state = await self.store.set_paused(task_id, True, actor)
         active = self._running.get(task_id)
         cut: RunResult | None = None
@@ -545,9 +475,9 @@ class Scheduler:
                 due = spec.trigger.first_due(now)
             elif due <= now:
                 due = advance(spec.trigger, due, now)[0]
-            self._push(task_id, due)
-            if self.phase in (Phase.RUNNING, Phase.CLOSING):
-                self._next_runs.append((task_id, due))
+            looping = self.phase in (Phase.RUNNING, Phase.CLOSING)
+            self._timetable.set(task_id, due, save=looping)
+            if looping:
                 self._wake.set()
             else:
                 await self.store.set_next_runs([(task_id, due)])
@@ -559,11 +489,3 @@ class Scheduler:
         created = await self._process_due(self.clock.now())
         self._wake.set()  # the loop saves the new next-run times
         return [w.result for w in created]
-
-
-def _fail(fut: asyncio.Future[RunResult], exc: BaseException) -> None:
-    """Fail a run's future. Scheduled runs have no one waiting for the result: mark the
-    exception as seen (it was logged) so asyncio does not complain about it at exit."""
-    if not fut.done():
-        fut.set_exception(exc)
-        fut.add_done_callback(lambda f: f.exception())

@@ -1,0 +1,74 @@
+"""A run request's answer, and a run from its dispatch to its end (what the loop holds)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from scheduler_core.launcher import Run
+from scheduler_core.model import Cause, RunResult, TaskSpec, TaskState
+from scheduler_core.queue import Waiting
+
+
+class Admission(StrEnum):
+    """What happened to a run request: started, queued, or joined one already under way."""
+
+    STARTED = "started"
+    QUEUED = "queued"
+    ALREADY_RUNNING = "already-running"
+    ALREADY_QUEUED = "already-queued"
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A run request's admission and the future of its result."""
+
+    admission: Admission
+    result: asyncio.Future[RunResult]
+
+
+@dataclass
+class Active:
+    waiting: Waiting
+    spec: TaskSpec
+    run: Run
+    preempted: bool = False  # interrupted to free its slot for an on-demand run
+    # Known once the start is recorded (see _launch).
+    run_id: int = 0
+    checkpoint: str | None = None
+    started: datetime | None = None
+
+    @property
+    def result(self) -> asyncio.Future[RunResult]:
+        return self.waiting.result
+
+    # What `queue.victims` weighs.
+    @property
+    def priority(self) -> int:
+        return self.spec.priority
+
+    @property
+    def cuttable(self) -> bool:
+        return (
+            not self.preempted
+            and self.waiting.cause is not Cause.ON_DEMAND
+            and self.spec.interruptible
+        )
+
+    @property
+    def started_at(self) -> float:
+        return self.started.timestamp() if self.started else 0.0
+
+
+FinishHook = Callable[[TaskSpec, RunResult, TaskState], Awaitable[None]]
+
+
+def fail(fut: asyncio.Future[RunResult], exc: BaseException) -> None:
+    """Fail a run's future. Scheduled runs have no one waiting for the result: mark the
+    exception as seen (it was logged) so asyncio does not complain about it at exit."""
+    if not fut.done():
+        fut.set_exception(exc)
+        fut.add_done_callback(lambda f: f.exception())

@@ -1,0 +1,51 @@
+"""When each task is due next: a heap of due times, and the changes not yet saved.
+
+Setting a task's due time makes any earlier entry of it stale (a generation per task), so
+rescheduling, pausing and removing never search the heap. The store holds the truth
+(`next_run` per task); changes made here are handed to the loop to save (`take_saves`).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator
+from datetime import datetime
+
+
+class Timetable:
+    def __init__(self) -> None:
+        self._heap: list[tuple[datetime, int, str]] = []
+        self._gen: dict[str, int] = {}  # an entry of an older generation is stale
+        self._saves: list[tuple[str, datetime | None]] = []
+
+    def set(self, task_id: str, due: datetime, *, save: bool = True) -> None:
+        """The task is next due at `due`, in place of any earlier time."""
+        self.forget(task_id)
+        heapq.heappush(self._heap, (due, self._gen[task_id], task_id))
+        if save:
+            self._saves.append((task_id, due))
+
+    def forget(self, task_id: str, *, save: bool = False) -> None:
+        """The task is not due at all (paused, removed, disabled)."""
+        self._gen[task_id] = self._gen.get(task_id, 0) + 1
+        if save:
+            self._saves.append((task_id, None))
+
+    def top(self) -> datetime | None:
+        """The earliest due time (perhaps of a stale entry: waking for one costs a look)."""
+        return self._heap[0][0] if self._heap else None
+
+    def pop_due(self, now: datetime) -> Iterator[tuple[datetime, str]]:
+        """Take out every live entry due by `now`, earliest first."""
+        while self._heap and self._heap[0][0] <= now:
+            due, gen, task_id = heapq.heappop(self._heap)
+            if gen == self._gen.get(task_id):
+                yield due, task_id
+
+    def entries(self) -> list[tuple[datetime, str]]:
+        """Every live entry, in no order."""
+        return [(due, t) for due, gen, t in self._heap if gen == self._gen.get(t)]
+
+    def take_saves(self) -> list[tuple[str, datetime | None]]:
+        saves, self._saves = self._saves, []
+        return saves
