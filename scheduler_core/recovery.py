@@ -1,4 +1,5 @@
-"""Crash recovery: what a daemon that died (`kill -9`, the OOM killer, a power cut) left.
+"""What a start finds: what a daemon that died (`kill -9`, the OOM killer, a power cut) left,
+and each task's place (paused, to resume, due when).
 
 Runs the database still shows as running are recorded `interrupted` (their tasks resume
 first, from their checkpoints), and whatever processes they left going are stopped (SIGTERM,
@@ -10,11 +11,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from scheduler_core.launcher import Launcher
-from scheduler_core.model import TaskSpec
+from scheduler_core.model import Status, TaskSpec
 from scheduler_core.store import Store
+from scheduler_core.timetable import Timetable
 
 log = logging.getLogger(__name__)
 
@@ -30,3 +33,42 @@ async def recover(
     stopped = await launcher.stop_leftovers([run_id for run_id, _ in crashed], grace)
     if stopped:
         log.warning("stopped %d process(es) left running by the daemon that died", stopped)
+
+
+@dataclass
+class Restored:
+    paused: set[str] = field(default_factory=set)  # not scheduled until resumed
+    to_resume: list[str] = field(default_factory=list)  # interrupted: they go again first
+
+
+async def restore(
+    store: Store,
+    launcher: Launcher,
+    specs: Mapping[str, TaskSpec],
+    timetable: Timetable,
+    now: datetime,
+) -> Restored:
+    """Recover from a crash, then put every task in its place from the store's truth: a
+    paused task stays off the timetable, an interrupted one resumes first, and one never
+    scheduled gets its first due time (saved)."""
+    await recover(store, launcher, specs, now)
+    found = Restored()
+    updates: list[tuple[str, datetime | None]] = []
+    for state in await store.states():
+        spec = specs[state.id]
+        if state.paused:
+            found.paused.add(spec.id)
+            continue
+        if state.status is Status.INTERRUPTED and spec.enabled:
+            found.to_resume.append(spec.id)
+        due = state.next_run
+        if not spec.enabled:
+            if due is not None:
+                updates.append((spec.id, None))
+            continue
+        if due is None:  # never scheduled
+            due = spec.trigger.first_due(now)
+            updates.append((spec.id, due))
+        timetable.set(spec.id, due, save=False)
+    await store.set_next_runs(updates)
+    return found

@@ -36,11 +36,10 @@ from scheduler_core.model import (
     TaskState,
 )
 from scheduler_core.queue import RunQueue, Waiting, victims
-from scheduler_core.recovery import recover
-from scheduler_core.slots import after_clock_went_back, decide
+from scheduler_core.recovery import restore
+from scheduler_core.slots import after_clock_went_back, decide, due_after_reload, due_on_resume
 from scheduler_core.store import Store
 from scheduler_core.timetable import Timetable
-from scheduler_core.triggers import advance
 
 # RunResult is the model's; it is named here too, as what a run request gets back.
 __all__ = ["Admission", "FinishHook", "Phase", "RunResult", "Scheduler", "Submission"]
@@ -110,28 +109,12 @@ class Scheduler:
             raise TaskNotFoundError(task_id, self._specs) from None
 
     async def prepare(self) -> None:
-        """Sync the store with the tasks, record crashed runs, and build the heap."""
-        now = self.clock.now()
+        """Sync the store with the tasks, recover from a crash, and build the timetable."""
         await self.store.sync_tasks(list(self._specs.values()))
-        await recover(self.store, self.launcher, self._specs, now)
-        updates: list[tuple[str, datetime | None]] = []
-        for state in await self.store.states():
-            spec = self._specs[state.id]
-            if state.paused:
-                self._paused.add(spec.id)  # no heap entry, no resume, until resumed
-                continue
-            if state.status is Status.INTERRUPTED and spec.enabled:
-                self._to_resume.append(spec.id)
-            due = state.next_run
-            if not spec.enabled:
-                if due is not None:
-                    updates.append((spec.id, None))
-                continue
-            if due is None:  # never scheduled
-                due = spec.trigger.first_due(now)
-                updates.append((spec.id, due))
-            self._timetable.set(spec.id, due, save=False)
-        await self.store.set_next_runs(updates)
+        found = await restore(
+            self.store, self.launcher, self._specs, self._timetable, self.clock.now()
+        )
+        self._paused, self._to_resume = found.paused, found.to_resume
         if self.phase is Phase.NEW:
             self.phase = Phase.PREPARED
 
@@ -408,12 +391,8 @@ class Scheduler:
             if not spec.enabled:
                 self._timetable.forget(task_id, save=True)
                 continue
-            if before is None and state is not None and state.next_run is not None:
-                due = state.next_run  # a task that comes back: as at start-up
-            elif before is None:
-                due = spec.trigger.first_due(now)
-            else:
-                due = spec.trigger.next_after(now)  # a changed schedule applies from now
+            stored = state.next_run if state is not None else None
+            due = due_after_reload(before, spec, stored, now)
             self._timetable.set(task_id, due)
         self._wake.set()
         return added, removed, changed
@@ -470,11 +449,7 @@ class Scheduler:
             self._enqueue(task_id, Cause.RESUME, None)
             started = True
         if spec.enabled:
-            due = state.next_run
-            if due is None:
-                due = spec.trigger.first_due(now)
-            elif due <= now:
-                due = advance(spec.trigger, due, now)[0]
+            due = due_on_resume(spec, state.next_run, now)
             looping = self.phase in (Phase.RUNNING, Phase.CLOSING)
             self._timetable.set(task_id, due, save=looping)
             if looping:

@@ -57,5 +57,23 @@ def after_clock_went_back(trigger: Trigger, due: datetime, now: datetime) -> dat
     return None
 
 
+def due_after_reload(
+    before: TaskSpec | None, spec: TaskSpec, stored: datetime | None, now: datetime
+) -> datetime:
+    """A task a reload added or changed: one that comes back keeps its stored slot (as at
+    start-up), a new one starts as new tasks do, and a changed schedule applies from now."""
+    if before is None:
+        return stored if stored is not None else spec.trigger.first_due(now)
+    return spec.trigger.next_after(now)
+
+
+def due_on_resume(spec: TaskSpec, stored: datetime | None, now: datetime) -> datetime:
+    """A task resumed: its next slot from now. Slots that passed while it was paused are not
+    caught up (the pause was meant)."""
+    if stored is None:
+        return spec.trigger.first_due(now)
+    return stored if stored > now else advance(spec.trigger, stored, now)[0]
+
+
 def _slots(n: int) -> str:
     return "1 slot" if n == 1 else f"{n} slots"

@@ -85,3 +85,18 @@ def test_victims_are_the_lowest_priority_then_the_newest() -> None:
     ]
     assert [v.name for v in victims(running, 2)] == ["new-low", "old-low"]
     assert victims(running, 0) == []
+
+
+def test_due_times_after_a_reload_and_on_resume(tmp_path: Path) -> None:
+    from scheduler_core.slots import due_after_reload, due_on_resume
+
+    hourly = spec("a", "true", tmp_path, trigger=Every(3600))
+    cron = spec("c", "true", tmp_path, trigger=Cron("0 * * * *", UTC))  # type: ignore[arg-type]
+    later = T0 + timedelta(minutes=20)
+    assert due_after_reload(None, hourly, None, T0) == T0  # new: at once
+    assert due_after_reload(None, cron, None, later) == T0 + timedelta(hours=1)  # new: next slot
+    assert due_after_reload(None, hourly, later, T0) == later  # back again: its stored slot
+    assert due_after_reload(hourly, hourly, later, T0) == T0 + timedelta(hours=1)  # changed
+    assert due_on_resume(hourly, later, T0) == later  # still ahead: kept
+    # Passed while paused: the next slot from now, none caught up.
+    assert due_on_resume(hourly, T0, T0 + timedelta(hours=2, minutes=5)) == T0 + timedelta(hours=3)
