@@ -38,13 +38,6 @@ class Reply:
     # in place of `data`, so it never sits in memory whole. Front ends use `output()`.
     json_chunks: AsyncIterator[str] | None = None
 
-    def to_wire(self) -> dict[str, Any]:
-        return {"text": self.text, "data": self.data, "exit": self.exit_code, "error": self.error}
-
-    @classmethod
-    def from_wire(cls, data: dict[str, Any]) -> Reply:
-        return cls(data["text"], data.get("data"), int(data["exit"]), bool(data.get("error")))
-
 
 def usage_error(message: str, data: Any = None) -> Reply:
     """A reply for a command that cannot be carried out as asked (exit 2)."""

@@ -41,9 +41,7 @@ from scheduler_core.model import Retention
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-_LOG_PRUNE_EVERY_S = 3600.0
 DEFAULT_RETENTION = Retention()
-_CLEAR_BATCH = 500  # runs whose output is cleared in one transaction, at most
 BUSY_TIMEOUT_MS = 10_000
 
 

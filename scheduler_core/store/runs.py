@@ -12,8 +12,6 @@ from typing import Any
 from scheduler_core.model import Cause, Outcome, RunRecord, TaskState
 from scheduler_core.store.core import (
     _BATCH,
-    _CLEAR_BATCH,
-    _LOG_PRUNE_EVERY_S,
     StoreCore,
     _Tx,
     from_epoch,
@@ -21,6 +19,9 @@ from scheduler_core.store.core import (
     translate,
 )
 from scheduler_core.store.tasks import _TASK_AFTER_RUN, _state
+
+_LOG_PRUNE_EVERY_S = 3600.0  # the action log is pruned with a run's end at most this often
+_CLEAR_BATCH = 500  # runs whose output is cleared in one transaction, at most
 
 
 class RunRows(StoreCore):
