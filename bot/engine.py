@@ -18,12 +18,13 @@ from pathlib import Path
 from bot.limiter import Limiter
 from bot.outbox import Alerter, Outbox, Sender
 from config.loader import AppConfig
+from scheduler_core.active import FinishHook
 from scheduler_core.alerts import AlertPolicy
 from scheduler_core.cgroups import RunCgroups
 from scheduler_core.clock import Clock, SystemClock
 from scheduler_core.launcher import ProcessLauncher
-from scheduler_core.model import TaskSpec, TaskState
-from scheduler_core.scheduler import FinishHook, RunResult, Scheduler
+from scheduler_core.model import RunResult, TaskSpec, TaskState
+from scheduler_core.scheduler import Scheduler
 from scheduler_core.store import Store
 
 

@@ -22,8 +22,8 @@ from prometheus_client import (
     generate_latest,
 )
 
-from scheduler_core.model import TaskSpec, TaskState
-from scheduler_core.scheduler import RunResult, Scheduler
+from scheduler_core.model import RunResult, TaskSpec, TaskState
+from scheduler_core.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 

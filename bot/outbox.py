@@ -30,8 +30,7 @@ from scheduler_core.alerts import (
     quiet,
 )
 from scheduler_core.clock import Clock
-from scheduler_core.model import OutboxItem, Outcome, TaskSpec, TaskState
-from scheduler_core.scheduler import RunResult
+from scheduler_core.model import OutboxItem, Outcome, RunResult, TaskSpec, TaskState
 from scheduler_core.store import Store
 
 log = logging.getLogger(__name__)

@@ -20,10 +20,12 @@ from commands.command import Command, Help, Logs, Output, Pause, Resume, Run, Ru
 from commands.grammar import VERBS, help_text
 from commands.match import find_task
 from commands.render import (
+    RECENT_FIELDS,
     log_json,
     log_line,
     one_line_per_run,
     phone_line,
+    record_json,
     run_json,
     run_text,
     task_json,
@@ -35,16 +37,15 @@ from commands.reply import (
     EXIT_STATE,
     Reply,
     encode_json,
-    iso,
     short_time,
     tail_lines,
     usage_error,
 )
 from scheduler_core import __version__
+from scheduler_core.active import Admission
 from scheduler_core.errors import SchedulerError, StoreError, TaskNotFoundError, log_failure
-from scheduler_core.model import Outcome, TaskSpec, TaskState
-from scheduler_core.model import Status as TaskStatus
-from scheduler_core.scheduler import Admission, RunResult, Scheduler
+from scheduler_core.model import Outcome, RunResult, TaskState
+from scheduler_core.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -148,12 +149,6 @@ def _resolved(cmd: Command, ctx: Context) -> Command:
     return cmd if found == task else type(cmd)(**{**dataclasses.asdict(cmd), "task": found})
 
 
-def _blank(spec: TaskSpec) -> TaskState:
-    return TaskState(
-        spec.id, spec.name, TaskStatus.IDLE, False, None, None, 0, 0, 0, None, None, None
-    )
-
-
 _MARK = {
     Outcome.SUCCESS: "ok",
     Outcome.FAILED: "FAILED",
@@ -175,7 +170,7 @@ async def _status_all(ctx: Context) -> Reply:
         else ctx.scheduler.listing.states_of([s.id for s in shown])
     )
     states = {s.id: s for s in found}
-    rows = [(spec, states.get(spec.id) or _blank(spec)) for spec in shown]
+    rows = [(spec, states.get(spec.id) or TaskState.blank(spec)) for spec in shown]
     now = ctx.scheduler.clock.now()
     head = f"{len(specs)} task(s), daemon {'running' if ctx.daemon else 'not running'}"
     if ctx.signal_connected is not None:
@@ -222,7 +217,9 @@ async def _status_json(ctx: Context) -> AsyncIterator[str]:
                 sep = ", "
     # Tasks the database has not seen yet (no daemon has run since they were added).
     missing = [
-        encode_json(task_json(s, _blank(s), ctx.zone)) for s in specs.values() if s.id not in seen
+        encode_json(task_json(s, TaskState.blank(s), ctx.zone))
+        for s in specs.values()
+        if s.id not in seen
     ]
     if missing:
         yield sep + ", ".join(missing)
@@ -231,22 +228,16 @@ async def _status_json(ctx: Context) -> AsyncIterator[str]:
 
 async def _status_one(ctx: Context, task_id: str) -> Reply:
     spec = ctx.scheduler.spec(task_id)
-    state = next(iter(await ctx.scheduler.listing.states_of([task_id])), None) or _blank(spec)
+    state = next(iter(await ctx.scheduler.listing.states_of([task_id])), None) or TaskState.blank(
+        spec
+    )
     runs = await ctx.scheduler.store.runs(task_id, 5)
     data = task_json(spec, state, ctx.zone) | {
         "running_daemon": ctx.daemon,
         "schedule": spec.trigger.describe(),
         "priority": spec.priority,
         "recent_runs": [
-            {
-                "run_id": r.run_id,
-                "cause": str(r.cause),
-                "started": iso(r.started, ctx.zone),
-                "outcome": str(r.outcome) if r.outcome else None,
-                "exit_code": r.exit_code,
-                "duration_s": r.duration_s,
-            }
-            for r in runs
+            {k: v for k, v in record_json(r, ctx.zone).items() if k in RECENT_FIELDS} for r in runs
         ],
     }
     now = ctx.scheduler.clock.now()
@@ -378,19 +369,7 @@ async def _output(ctx: Context, task_id: str, run_id: int | None) -> Reply:
             message = f"{spec.id} has no run {run_id}; `status {spec.id}` lists its recent runs"
             return usage_error(message, {"error": message, "kind": "unknown-run"})
         return Reply(f"{spec.id} has not finished a run yet.", None)
-    data = {
-        "task_id": record.task_id,
-        "run_id": record.run_id,
-        "cause": str(record.cause),
-        "started": iso(record.started, ctx.zone),
-        "ended": iso(record.ended, ctx.zone),
-        "outcome": str(record.outcome) if record.outcome else None,
-        "exit_code": record.exit_code,
-        "duration_s": record.duration_s,
-        "message": record.message,
-        "stdout": record.stdout,
-        "stderr": record.stderr,
-    }
+    data = record_json(record, ctx.zone)
     now = ctx.scheduler.clock.now()
     head = (
         f"{spec.id} run {record.run_id} ({record.cause}), "

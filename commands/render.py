@@ -21,7 +21,7 @@ from commands.reply import (
     shorten_ids,
     tail_lines,
 )
-from scheduler_core.model import LogEntry, Outcome, RunResult, TaskSpec, TaskState
+from scheduler_core.model import LogEntry, Outcome, RunRecord, RunResult, TaskSpec, TaskState
 
 # A task in `status --json` (DESIGN.md section 4): one table of fields, read by both the dict
 # (`task_json`) and the text written directly (`task_json_text`), so the two cannot differ.
@@ -115,6 +115,21 @@ def run_json(result: RunResult, zone: ZoneInfo) -> dict[str, Any]:
         started=iso(result.started, zone),
     )
     return data
+
+
+def record_json(r: RunRecord, zone: ZoneInfo) -> dict[str, Any]:
+    """A stored run for `output --json`: RunRecord's fields, by their names."""
+    return dataclasses.asdict(r) | {
+        "cause": str(r.cause),
+        "due": iso(r.due, zone),
+        "started": iso(r.started, zone),
+        "ended": iso(r.ended, zone),
+        "outcome": str(r.outcome) if r.outcome else None,
+    }
+
+
+# A run among a task's recent runs (`status TASK`): the first fields of `record_json`.
+RECENT_FIELDS = ("run_id", "cause", "started", "outcome", "exit_code", "duration_s")
 
 
 def run_text(result: RunResult) -> str:

@@ -9,7 +9,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from scheduler_core.launcher import Run
-from scheduler_core.model import Cause, RunResult, TaskSpec, TaskState
+from scheduler_core.model import Cause, Ended, RunResult, TaskSpec, TaskState
 from scheduler_core.queue import Waiting
 
 
@@ -61,6 +61,22 @@ class Active:
     @property
     def started_at(self) -> float:
         return self.started.timestamp() if self.started else 0.0
+
+    def result_of(self, end: Ended) -> RunResult:
+        assert self.started is not None
+        w = self.waiting
+        return RunResult(
+            self.spec.id,
+            self.run_id,
+            w.cause,
+            end.outcome,
+            end.exit_code,
+            end.duration_s,
+            end.stdout,
+            end.stderr,
+            end.message,
+            self.started,
+        )
 
 
 FinishHook = Callable[[TaskSpec, RunResult, TaskState], Awaitable[None]]

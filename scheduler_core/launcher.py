@@ -13,28 +13,15 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 from scheduler_core.cgroups import RunCgroups
-from scheduler_core.model import EngineSettings, Outcome, TaskSpec
+from scheduler_core.model import Ended, EngineSettings, Outcome, TaskSpec
 from scheduler_core.runner import Ending, ProcessResult, ProcessRun, script_argv, stop_leftovers
 from scheduler_core.safe import safe_text
 from scheduler_core.triggers import format_duration
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Ended:
-    """How a run ended, judged."""
-
-    outcome: Outcome
-    message: str  # in a line: "exit 3 in 0.2s: imap timeout"
-    exit_code: int | None
-    duration_s: float
-    stdout: str
-    stderr: str
 
 
 class Run(Protocol):

@@ -132,6 +132,11 @@ class TaskState(NamedTuple):
     checkpoint: str | None
     alerted_at: datetime | None = None  # when its current failure streak was last alerted
 
+    @classmethod
+    def blank(cls, spec: TaskSpec) -> TaskState:
+        """A task the store has no row for yet (added since a daemon last ran)."""
+        return cls(spec.id, spec.name, Status.IDLE, False, None, None, 0, 0, 0, None, None, None)
+
 
 @dataclass(frozen=True)
 class OutboxItem:
@@ -174,6 +179,18 @@ class LogEntry:
     message: str
     duration_s: float | None
     actor: str | None = None
+
+
+@dataclass(frozen=True)
+class Ended:
+    """How a run ended, judged."""
+
+    outcome: Outcome
+    message: str  # in a line: "exit 3 in 0.2s: imap timeout"
+    exit_code: int | None
+    duration_s: float
+    stdout: str
+    stderr: str
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,9 @@
 """The scheduler loop: one heap of due times, one wake event, one TaskGroup of runs.
 
-Its parts: slot timing (`scheduler_core.slots`, pure), the waiting queue
-(`scheduler_core.queue`), crash recovery (`scheduler_core.recovery`), and runs through a
-launcher (`scheduler_core.launcher`). This module owns the loop, its one life-cycle state
-(`Phase`), and the requests made of it (run, pause, resume, reload, the state listing).
-
+Its parts: slot timing (`slots`, pure), the due times (`timetable`), the waiting queue
+(`queue`), crash recovery (`recovery`), and runs through a launcher (`launcher`). This module
+owns the loop, its one life-cycle state (`Phase`), and the requests made of it (run, pause,
+resume, reload, the state listing).
 
 The store holds the truth (`next_run` per task); the heap is derived from it in `prepare()`.
 `run()` sleeps until the heap's top is due or the wake event is set (a command, a finished
@@ -17,8 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import KeysView, Sequence
-from datetime import datetime, timedelta
+from collections.abc import Awaitable, KeysView, Sequence
+from datetime import datetime
 from enum import StrEnum
 
 from scheduler_core.active import Active, Admission, FinishHook, Submission, fail
@@ -37,12 +36,9 @@ from scheduler_core.model import (
 )
 from scheduler_core.queue import RunQueue, Waiting, victims
 from scheduler_core.recovery import restore
-from scheduler_core.slots import after_clock_went_back, decide, due_after_reload, due_on_resume
+from scheduler_core.slots import decide, due_after_reload, due_on_resume
 from scheduler_core.store import Store
 from scheduler_core.timetable import Timetable
-
-# RunResult is the model's; it is named here too, as what a run request gets back.
-__all__ = ["Admission", "FinishHook", "Phase", "RunResult", "Scheduler", "Submission"]
 
 log = logging.getLogger(__name__)
 
@@ -83,12 +79,9 @@ class Scheduler:
         self._running: dict[str, Active] = {}
         self._to_resume: list[str] = []
         self._paused: set[str] = set()
-        self._last_now: datetime | None = None  # to notice the clock going back
         self._wake = asyncio.Event()
         self.phase = Phase.NEW
         self._drained = asyncio.Event()
-
-    # --- setup -------------------------------------------------------------------------------
 
     @property
     def specs(self) -> list[TaskSpec]:
@@ -111,9 +104,8 @@ class Scheduler:
     async def prepare(self) -> None:
         """Sync the store with the tasks, recover from a crash, and build the timetable."""
         await self.store.sync_tasks(list(self._specs.values()))
-        found = await restore(
-            self.store, self.launcher, self._specs, self._timetable, self.clock.now()
-        )
+        now = self.clock.now()
+        found = await restore(self.store, self.launcher, self._specs, self._timetable, now)
         self._paused, self._to_resume = found.paused, found.to_resume
         if self.phase is Phase.NEW:
             self.phase = Phase.PREPARED
@@ -121,11 +113,8 @@ class Scheduler:
     # --- the loop ----------------------------------------------------------------------------
 
     async def run(self, *, schedule: bool = True) -> None:
-        """Run until `close()`, then interrupt what is running and return once drained.
-
-        With `schedule=False` nothing starts by itself: only `submit`/`run_due` requests run
-        (the foreground mode of the CLI when no daemon is up).
-        """
+        """Run until `close()`, then interrupt what is running and return once drained. With
+        `schedule=False` (the CLI's foreground mode) only `submit`/`run_due` start runs."""
         if self.phase is Phase.NEW:
             await self.prepare()
         if self.phase is Phase.PREPARED:
@@ -146,7 +135,8 @@ class Scheduler:
                         if saves:
                             # Saved after the launch is queued, so runs due now do not wait
                             # for this commit (tasks start in the order they were created).
-                            tg.create_task(self._save_next_runs(saves))
+                            save = self.store.set_next_runs(saves)
+                            tg.create_task(self._quietly(save, "save the next run times"))
                     running = self.phase is Phase.RUNNING
                     top = self._timetable.top() if schedule and running else None
                     await self.clock.sleep_until(top, self._wake)
@@ -176,22 +166,11 @@ class Scheduler:
                 self._enqueue(task_id, Cause.RESUME, None)
         self._to_resume.clear()
 
-    def _clock_went_back(self, now: datetime) -> None:
-        """The wall clock moved back: `every` tasks keep their interval from now on, instead of
-        waiting for slot times that are now far away. (Cron tasks follow the wall clock.)"""
-        last, self._last_now = self._last_now, now
-        if last is None or now >= last - timedelta(seconds=1):
-            return
-        log.warning("the clock went back by %s; rescheduling interval tasks", last - now)
-        for due, task_id in self._timetable.entries():
-            spec = self._specs.get(task_id)
-            nxt = None if spec is None else after_clock_went_back(spec.trigger, due, now)
-            if nxt is not None:
-                self._timetable.set(task_id, nxt)
-
     async def _process_due(self, now: datetime) -> list[Waiting]:
         """Turn every due heap entry into a waiting run (or a logged miss)."""
-        self._clock_went_back(now)
+        back = self._timetable.rewind(now, self._specs)
+        if back is not None:
+            log.warning("the clock went back by %s; rescheduling interval tasks", back)
         created: list[Waiting] = []
         for due, task_id in list(self._timetable.pop_due(now)):
             spec = self._specs.get(task_id)
@@ -202,23 +181,19 @@ class Scheduler:
             if decision.start is not None:
                 created.append(self._enqueue(task_id, decision.start, due))
             if decision.note is not None:
-                await self._note(task_id, now, decision.note)
+                log.info("%s: %s", task_id, decision.note)
+                entry = self.store.log("missed", decision.note, task_id=task_id, when=now)
+                await self._quietly(entry, f"log a missed slot of {task_id}")
             self._timetable.set(task_id, decision.next_due)
         return created
 
-    async def _note(self, task_id: str, now: datetime, message: str) -> None:
-        """Log a missed slot; a failing write is logged, never a reason to stop scheduling."""
-        log.info("%s: %s", task_id, message)
+    async def _quietly(self, write: Awaitable[object], what: str) -> None:
+        """A failing write is logged, never a reason to stop scheduling (due times stay in the
+        heap; the next save or a restart puts them right in the store)."""
         try:
-            await self.store.log("missed", message, task_id=task_id, when=now)
+            await write
         except Exception:
-            log_failure(log, "could not log for %s: %s", task_id, message)
-
-    async def _save_next_runs(self, updates: list[tuple[str, datetime | None]]) -> None:
-        try:
-            await self.store.set_next_runs(updates)
-        except Exception:  # the heap still has them; the next save or a restart fixes the db
-            log_failure(log, "could not save the next run times of %d task(s)", len(updates))
+            log_failure(log, "could not %s", what)
 
     def _enqueue(self, task_id: str, cause: Cause, due: datetime | None) -> Waiting:
         result: asyncio.Future[RunResult] = asyncio.get_running_loop().create_future()
@@ -275,65 +250,30 @@ class Scheduler:
             tg.create_task(self._execute(active), name=f"run:{active.spec.id}")
 
     async def _execute(self, active: Active) -> None:
+        spec, cause = active.spec, active.waiting.cause
         try:
-            result = await self._run_one(active)
+            end = await active.run.go(active.run_id, active.checkpoint)
+            quiet = end.outcome in (Outcome.SUCCESS, Outcome.INTERRUPTED)
+            level = logging.INFO if quiet else logging.WARNING
+            log.log(level, "%s (%s run): %s, %s", spec.id, cause, end.outcome, end.message)
+            state = await self.store.finish_run(active.run_id, end, self.clock.now())
+            result = active.result_of(end)
+            if end.outcome is Outcome.INTERRUPTED and self.phase is Phase.RUNNING:
+                self._to_resume.append(spec.id)
+            if self.on_finish is not None:
+                try:
+                    await self.on_finish(spec, result, state)
+                except Exception:
+                    log_failure(log, "after-run hook failed for %s", spec.id)
         except Exception as exc:  # a broken run must never take the loop down
-            log_failure(log, "run of %s failed inside the scheduler", active.spec.id)
+            log_failure(log, "run of %s failed inside the scheduler", spec.id)
             fail(active.result, exc)
         else:
             if not active.result.done():
                 active.result.set_result(result)
         finally:
-            self._running.pop(active.spec.id, None)
+            self._running.pop(spec.id, None)
             self._wake.set()
-
-    async def _run_one(self, active: Active) -> RunResult:
-        spec, run_id, cause, started = (
-            active.spec,
-            active.run_id,
-            active.waiting.cause,
-            active.started,
-        )
-        assert started is not None
-        ended = await active.run.go(run_id, active.checkpoint)
-        outcome, message = ended.outcome, ended.message
-        level = (
-            logging.INFO if outcome in (Outcome.SUCCESS, Outcome.INTERRUPTED) else logging.WARNING
-        )
-        log.log(level, "%s (%s run): %s, %s", spec.id, cause, outcome, message)
-        state = await self.store.finish_run(
-            run_id,
-            spec.id,
-            outcome=outcome,
-            exit_code=ended.exit_code,
-            ended=self.clock.now(),
-            duration_s=round(ended.duration_s, 3),
-            stdout=ended.stdout,
-            stderr=ended.stderr,
-            message=message,
-        )
-        result = RunResult(
-            spec.id,
-            run_id,
-            cause,
-            outcome,
-            ended.exit_code,
-            ended.duration_s,
-            ended.stdout,
-            ended.stderr,
-            message,
-            started,
-        )
-        if outcome is Outcome.INTERRUPTED and self.phase is Phase.RUNNING:
-            self._to_resume.append(spec.id)
-        if self.on_finish is not None:
-            try:
-                await self.on_finish(spec, result, state)
-            except Exception:
-                log_failure(log, "after-run hook failed for %s", spec.id)
-        return result
-
-    # --- requests ----------------------------------------------------------------------------
 
     def submit(self, task_id: str, cause: Cause = Cause.ON_DEMAND) -> Submission:
         """Ask for a run now. Joins the run already under way or waiting, if there is one."""
@@ -377,23 +317,17 @@ class Scheduler:
                 fail(waiting.result, SchedulerError(f"{task_id} was removed by a reload"))
         states = {s.id: s for s in await self.store.states()}
         for task_id in added + changed:
-            spec, state = new[task_id], states.get(task_id)
-            before = old.get(task_id)
-            if before is not None and (before.trigger, before.enabled) == (
-                spec.trigger,
-                spec.enabled,
-            ):
+            spec, state, before = new[task_id], states.get(task_id), old.get(task_id)
+            if before and (before.trigger, before.enabled) == (spec.trigger, spec.enabled):
                 continue  # same schedule: its heap entry stands
-            self._timetable.forget(task_id)
             if state is not None and state.paused:
+                self._timetable.forget(task_id)
                 self._paused.add(task_id)
-                continue
-            if not spec.enabled:
+            elif spec.enabled:
+                stored = state.next_run if state else None
+                self._timetable.set(task_id, due_after_reload(before, spec, stored, now))
+            else:
                 self._timetable.forget(task_id, save=True)
-                continue
-            stored = state.next_run if state is not None else None
-            due = due_after_reload(before, spec, stored, now)
-            self._timetable.set(task_id, due)
         self._wake.set()
         return added, removed, changed
 
@@ -411,9 +345,7 @@ class Scheduler:
         """
         spec = self.spec(task_id)
         if task_id in self._paused:
-            state = await self.store.state(task_id)
-            assert state is not None
-            return state, None
+            return await self._state(task_id), None
         self._paused.add(task_id)
         self._timetable.forget(task_id)
         waiting = self._queue.drop(task_id)
@@ -438,18 +370,14 @@ class Scheduler:
         """
         spec = self.spec(task_id)
         if task_id not in self._paused:
-            state = await self.store.state(task_id)
-            assert state is not None
-            return state, False
+            return await self._state(task_id), False
         self._paused.discard(task_id)
         state = await self.store.set_paused(task_id, False, actor)
-        now = self.clock.now()
-        started = False
-        if state.status is Status.INTERRUPTED and self.phase is Phase.RUNNING:
+        started = state.status is Status.INTERRUPTED and self.phase is Phase.RUNNING
+        if started:
             self._enqueue(task_id, Cause.RESUME, None)
-            started = True
         if spec.enabled:
-            due = due_on_resume(spec, state.next_run, now)
+            due = due_on_resume(spec, state.next_run, self.clock.now())
             looping = self.phase in (Phase.RUNNING, Phase.CLOSING)
             self._timetable.set(task_id, due, save=looping)
             if looping:
@@ -458,6 +386,11 @@ class Scheduler:
                 await self.store.set_next_runs([(task_id, due)])
             state = state._replace(next_run=due)
         return state, started
+
+    async def _state(self, task_id: str) -> TaskState:
+        state = await self.store.state(task_id)
+        assert state is not None  # every configured task has a row
+        return state
 
     async def run_due(self) -> list[asyncio.Future[RunResult]]:
         """Start every task whose slot is due now; their results' futures."""

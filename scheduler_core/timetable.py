@@ -8,8 +8,11 @@ rescheduling, pausing and removing never search the heap. The store holds the tr
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator
-from datetime import datetime
+from collections.abc import Iterator, Mapping
+from datetime import datetime, timedelta
+
+from scheduler_core.model import TaskSpec
+from scheduler_core.slots import after_clock_went_back
 
 
 class Timetable:
@@ -17,6 +20,7 @@ class Timetable:
         self._heap: list[tuple[datetime, int, str]] = []
         self._gen: dict[str, int] = {}  # an entry of an older generation is stale
         self._saves: list[tuple[str, datetime | None]] = []
+        self._last_now: datetime | None = None  # to notice the clock going back
 
     def set(self, task_id: str, due: datetime, *, save: bool = True) -> None:
         """The task is next due at `due`, in place of any earlier time."""
@@ -42,9 +46,20 @@ class Timetable:
             if gen == self._gen.get(task_id):
                 yield due, task_id
 
-    def entries(self) -> list[tuple[datetime, str]]:
-        """Every live entry, in no order."""
-        return [(due, t) for due, gen, t in self._heap if gen == self._gen.get(t)]
+    def rewind(self, now: datetime, specs: Mapping[str, TaskSpec]) -> timedelta | None:
+        """If the wall clock went back since the last call, `every` tasks keep their interval
+        from now on instead of waiting for slot times now far away (cron tasks follow the wall
+        clock); how far it went back."""
+        last, self._last_now = self._last_now, now
+        if last is None or now >= last - timedelta(seconds=1):
+            return None
+        for due, gen, task_id in list(self._heap):
+            spec = specs.get(task_id)
+            if gen == self._gen.get(task_id) and spec is not None:
+                nxt = after_clock_went_back(spec.trigger, due, now)
+                if nxt is not None:
+                    self.set(task_id, nxt)
+        return last - now
 
     def take_saves(self) -> list[tuple[str, datetime | None]]:
         saves, self._saves = self._saves, []

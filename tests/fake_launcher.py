@@ -11,8 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from scheduler_core.launcher import Ended
-from scheduler_core.model import Outcome, TaskSpec
+from scheduler_core.model import Ended, Outcome, TaskSpec
 
 
 class FakeRun:

@@ -9,7 +9,7 @@ import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
-from scheduler_core.model import Cause, Outcome, Retention
+from scheduler_core.model import Cause, Ended, Outcome, Retention
 from scheduler_core.store import Store
 from support.daemon import DaemonProcess
 from tests.helpers import cli, query, wait_sync
@@ -30,17 +30,7 @@ def file_bytes(db: Path) -> int:
 
 async def run_once(store: Store, task: str, out: str) -> None:
     run_id, _ = await store.start_run(task, Cause.SCHEDULE, None, T0)
-    await store.finish_run(
-        run_id,
-        task,
-        outcome=Outcome.SUCCESS,
-        exit_code=0,
-        ended=T0,
-        duration_s=0.1,
-        stdout=out,
-        stderr=out,
-        message="exit 0",
-    )
+    await store.finish_run(run_id, Ended(Outcome.SUCCESS, "exit 0", 0, 0.1, out, out), T0)
 
 
 async def test_kept_output_stays_within_its_budget_and_the_file_shrinks(tmp_path: Path) -> None:

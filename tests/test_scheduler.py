@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from scheduler_core.active import Admission
 from scheduler_core.model import CatchUp, Cause, EngineSettings, Outcome, Status, TaskSpec
-from scheduler_core.scheduler import Admission, Scheduler
+from scheduler_core.scheduler import Scheduler
 from scheduler_core.store import Store
 from scheduler_core.triggers import Cron, Every
 from tests.helpers import ManualClock, spec, wait_for

@@ -12,8 +12,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from scheduler_core.active import Admission
 from scheduler_core.model import Cause, EngineSettings, TaskSpec
-from scheduler_core.scheduler import Admission, Scheduler
+from scheduler_core.scheduler import Scheduler
 from scheduler_core.store import Store
 from scheduler_core.triggers import Cron, Every
 from tests.fake_launcher import FakeLauncher

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from scheduler_core.checkpoint import load_checkpoint, save_checkpoint
 from scheduler_core.migrations import MIGRATIONS
-from scheduler_core.model import Cause, EngineSettings, Outcome, Status
+from scheduler_core.model import Cause, Ended, EngineSettings, Outcome, Status
 from scheduler_core.store import Store
 from scheduler_core.triggers import Every
 from tests.helpers import query, spec
@@ -16,17 +16,7 @@ T0 = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 
 
 async def finish_ok(store: Store, run_id: int, task_id: str) -> None:
-    await store.finish_run(
-        run_id,
-        task_id,
-        outcome=Outcome.SUCCESS,
-        exit_code=0,
-        ended=T0,
-        duration_s=0.0,
-        stdout="",
-        stderr="",
-        message="",
-    )
+    await store.finish_run(run_id, Ended(Outcome.SUCCESS, "", 0, 0.0, "", ""), T0)
 
 
 async def test_schema_pragmas_and_reopening(store: Store, settings: EngineSettings) -> None:
@@ -50,29 +40,13 @@ async def test_a_run_updates_state_counts_and_log(store: Store, tasks_dir: Path)
     assert state is not None and state.status is Status.RUNNING and state.last_run == T0
     state = await store.finish_run(
         run_id,
-        "a",
-        outcome=Outcome.FAILED,
-        exit_code=3,
-        ended=T0 + timedelta(seconds=2),
-        duration_s=2.0,
-        stdout="out",
-        stderr="boom",
-        message="exit 3 in 2.0s: boom",
+        Ended(Outcome.FAILED, "exit 3 in 2.0s: boom", 3, 2.0, "out", "boom"),
+        T0 + timedelta(seconds=2),
     )
     assert (state.status, state.run_count, state.error_count) == (Status.ERROR, 1, 1)
     assert state.last_error == "exit 3 in 2.0s: boom" and state.last_outcome is Outcome.FAILED
     run_id, _ = await store.start_run("a", Cause.ON_DEMAND, None, T0)
-    state = await store.finish_run(
-        run_id,
-        "a",
-        outcome=Outcome.SUCCESS,
-        exit_code=0,
-        ended=T0,
-        duration_s=0.1,
-        stdout="",
-        stderr="",
-        message="exit 0",
-    )
+    state = await store.finish_run(run_id, Ended(Outcome.SUCCESS, "exit 0", 0, 0.1, "", ""), T0)
     assert (state.status, state.run_count, state.error_count) == (Status.IDLE, 2, 1)
     assert state.last_error is None and state.consecutive_failures == 0
     (latest, first) = await store.runs("a")

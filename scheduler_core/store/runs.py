@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from scheduler_core.model import Cause, Outcome, RunRecord, TaskState
+from scheduler_core.model import Cause, Ended, Outcome, RunRecord, TaskState
 from scheduler_core.store.core import (
     _BATCH,
     StoreCore,
@@ -50,39 +50,27 @@ class RunRows(StoreCore):
                 records[task_id] = (run_id, checkpoint)
         return [records[t] for t, _, _ in runs]
 
-    async def finish_run(
-        self,
-        run_id: int,
-        task_id: str,
-        *,
-        outcome: Outcome,
-        exit_code: int | None,
-        ended: datetime,
-        duration_s: float,
-        stdout: str,
-        stderr: str,
-        message: str,
-    ) -> TaskState:
+    async def finish_run(self, run_id: int, end: Ended, when: datetime) -> TaskState:
         """Record how a run ended, update the task's counters, and apply retention."""
         keep = self.retention
         if keep.runs_per_task != self._runs_per_task:  # at the first run, and after a reload
             await self._write_one("UPDATE retention SET runs_per_task = ?", (keep.runs_per_task,))
             self._runs_per_task = keep.runs_per_task
-        size = len(stdout.encode()) + len(stderr.encode())
+        size = len(end.stdout.encode()) + len(end.stderr.encode())
         rows = await self._write_one(
             "UPDATE run SET ended = ?, outcome = ?, exit_code = ?, duration_s = ?, stdout = ?, "
             "stderr = ?, output_bytes = ?, message = ? WHERE id = ? RETURNING "
             + _TASK_AFTER_RUN
             + ", (SELECT output_bytes FROM usage) AS output_total",
             (
-                ended.timestamp(),
-                str(outcome),
-                exit_code,
-                duration_s,
-                stdout,
-                stderr,
+                when.timestamp(),
+                str(end.outcome),
+                end.exit_code,
+                round(end.duration_s, 3),
+                end.stdout,
+                end.stderr,
                 size,
-                message,
+                end.message,
                 run_id,
             ),
         )
