@@ -1,13 +1,13 @@
-"""`make bench`: dispatch lateness, burst throughput, idle cost, CLI latency and memory.
+"""`make bench`: moltsched against a raw asyncio floor and APScheduler 3.11, side by side.
 
-Every figure is measured against a floor in the same run, because these machines are noisy:
-- lateness and burst: a raw asyncio loop that spawns the same bash script with the same
-  concurrency (and, for the burst, records the same rows in SQLite);
-- idle CPU: absolute (the target is "nothing"), with the wake-ups counted;
-- `status --json`: bare interpreter start-up;
-- RSS: a bare interpreter that imports the same libraries.
+All three are measured in the same run, the same way, because these machines are noisy:
+each is a process started from nothing (`bench.rivals` has the floor and the APScheduler
+program), ready when it says READY=1 on its notify socket, running the same bash scripts with
+the same concurrency and committing a SQLite row per run. The tables give each system's
+figure and moltsched's ratio to APScheduler's and to the floor's.
 
-Run one with `python -m bench lateness` (names: lateness burst idle status rss).
+`python -m bench NAME...` runs some (names: burst startup memory status lateness idle chat
+scaling); `BENCH_QUICK=1` makes every figure cheaper (fewer rounds and repeats).
 """
 
 from __future__ import annotations
@@ -21,46 +21,79 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-
-import aiosqlite
+from typing import Any
 
 from support.daemon import MOLTSCHED, DaemonProcess, proc_status
+from support.signal_service import ACCOUNT, ALICE, SignalService, text_frame
 
+REPO = Path(__file__).resolve().parents[1]
+QUICK = bool(os.environ.get("BENCH_QUICK"))
+ROUNDS = 1 if QUICK else 3
+REPEATS = 5 if QUICK else 15
+CONCURRENCY = 4
+SYSTEMS = ("floor", "aps", "moltsched")
 STAMP = 'echo "$EPOCHREALTIME"\n'
 
+# --- running the three systems ----------------------------------------------------------------
 
-# --- helpers --------------------------------------------------------------------------------
 
-
-def write_config(
-    root: Path, tasks: list[dict[str, object]], max_concurrent: int, **more: object
-) -> Path:
+def write_config(root: Path, tasks: list[dict[str, object]], **more: object) -> Path:
     (root / "tasks").mkdir(parents=True, exist_ok=True)
     (root / "tasks" / "stamp.sh").write_text(STAMP)
     (root / "tasks" / "noop.sh").write_text("exit 0\n")
     path = root / "moltsched.json"
-    path.write_text(
-        json.dumps(
-            {
-                "state_dir": "state",
-                "tasks_dir": "tasks",
-                "max_concurrent": max_concurrent,
-                "timezone": "UTC",
-                "tasks": tasks,
-                **more,
-            }
-        )
-    )
+    settings = {"state_dir": "state", "tasks_dir": "tasks", "max_concurrent": CONCURRENCY}
+    path.write_text(json.dumps(settings | {"timezone": "UTC", "tasks": tasks} | more))
     return path
+
+
+def every(n: int, prefix: str, interval: object = "1d", script: str = "noop.sh") -> list[Any]:
+    return [{"id": f"{prefix}{i}", "script": script, "every": interval} for i in range(n)]
+
+
+def yearly(n: int, prefix: str) -> list[dict[str, object]]:
+    # Due once a year: present, scheduled, and not running during the measurement.
+    return [{"id": f"{prefix}{i}", "script": "noop.sh", "cron": "0 0 1 1 *"} for i in range(n)]
+
+
+def process(system: str, config: Path, env: dict[str, str] | None = None) -> DaemonProcess:
+    argv = None
+    if system != "moltsched":
+        argv = [sys.executable, "-m", "bench.rivals", system, str(config)]
+    env = {"MOLTSCHED_LOG_LEVEL": "INFO", "PYTHONPATH": str(REPO)} | (env or {})
+    return DaemonProcess(config, env=env, argv=argv)
+
+
+@contextmanager
+def running(system: str, config: Path, env: dict[str, str] | None = None) -> Iterator[Any]:
+    d = process(system, config, env)
+    d.start()
+    try:
+        yield d
+    finally:
+        d.kill()
+
+
+def db_of(system: str, config: Path) -> Path:
+    return config.parent / ("state/moltsched.db" if system == "moltsched" else "rival.db")
+
+
+def finished_runs(system: str, config: Path) -> list[tuple[float | None, float, str]]:
+    """(due, ended, stdout) of every finished run."""
+    with sqlite3.connect(db_of(system, config), timeout=30) as conn:
+        return conn.execute(
+            "SELECT due, ended, stdout FROM run WHERE ended IS NOT NULL ORDER BY ended"
+        ).fetchall()
 
 
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    k = max(0, min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1))))
-    return ordered[k]
+    return ordered[max(0, min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1))))]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -77,214 +110,8 @@ def wakeups(pid: int) -> int:
     return total
 
 
-def row(name: str, value: str, floor: str, ratio: str, target: str) -> None:
-    print(f"  {name:<34} {value:>14} {floor:>14} {ratio:>8}   {target}")
-
-
-def header(title: str) -> None:
-    print(f"\n{title}")
-    row("measure", "moltsched", "floor", "ratio", "target")
-
-
-# --- 1. dispatch lateness --------------------------------------------------------------------
-
-LATENESS_TASKS = 10
-LATENESS_SECONDS = 20
-
-
-def bench_lateness() -> None:
-    """The daemon and the floor run in the same 20 s, the floor's slots half a second after
-    the daemon's: both see the same machine, and they never spawn at the same instant."""
-    with tempfile.TemporaryDirectory() as td:
-        root = Path(td)
-        tasks = [{"id": f"t{i}", "script": "stamp.sh", "every": 1} for i in range(LATENESS_TASKS)]
-        config = write_config(root, tasks, LATENESS_TASKS)
-        daemon = DaemonProcess(config, env={"MOLTSCHED_LOG_LEVEL": "INFO"}).start()
-        conn = sqlite3.connect(daemon.db, timeout=30)
-        anchor = None
-        while anchor is None:  # the daemon's slots: its first due time, plus whole seconds
-            anchor = conn.execute("SELECT MIN(due) FROM run").fetchone()[0]
-            time.sleep(0.05)
-        first = anchor + math.ceil(time.time() - anchor) + 1
-        floor = asyncio.run(_raw_lateness(root / "tasks" / "stamp.sh", first + 0.5))
-        time.sleep(1)
-        daemon.stop()
-        rows = conn.execute(
-            "SELECT due, stdout FROM run WHERE cause = 'schedule' AND outcome = 'success' "
-            "AND due >= ? AND due < ?",
-            (first - 0.001, first + LATENESS_SECONDS - 0.5),
-        ).fetchall()
-        conn.close()
-        ours = [(float(out.strip()) - due) * 1000 for due, out in rows]
-    header(
-        f"dispatch lateness: {LATENESS_TASKS} tasks every 1 s for {LATENESS_SECONDS} s "
-        f"({len(ours)} runs; floor {len(floor)})"
-    )
-    for name, p in (("p50", 50), ("p99", 99), ("max", 100)):
-        a, b = percentile(ours, p), percentile(floor, p)
-        target = "<= 1.1x floor" if name == "p99" else ""
-        row(f"lateness {name} (ms)", f"{a:.2f}", f"{b:.2f}", f"{a / b:.2f}x", target)
-
-
-async def _raw_lateness(script: Path, start: float) -> list[float]:
-    """The floor: sleep until each slot, spawn bash, read the time it printed."""
-    out: list[float] = []
-
-    async def one(_: int) -> None:
-        for k in range(LATENESS_SECONDS):
-            due = start + k
-            await asyncio.sleep(max(0.0, due - time.time()))
-            proc = await asyncio.create_subprocess_exec(
-                "bash", str(script), stdout=asyncio.subprocess.PIPE, start_new_session=True
-            )
-            stdout, _ = await proc.communicate()
-            out.append((float(stdout.strip()) - due) * 1000)
-
-    await asyncio.gather(*(one(i) for i in range(LATENESS_TASKS)))
-    return out
-
-
-# --- 2. burst --------------------------------------------------------------------------------
-
-BURST_TASKS = 1000
-BURST_CONCURRENCY = 4
-
-
-BURST_ROUNDS = 3
-
-
-def bench_burst() -> None:
-    """Best of a few alternating rounds each: a single round swings by 15% on these machines."""
-    ours, floor = [], []
-    for _ in range(BURST_ROUNDS):
-        with tempfile.TemporaryDirectory() as td:
-            root = Path(td)
-            ours.append(_daemon_burst(root))
-            floor.append(asyncio.run(_raw_burst(root / "tasks" / "noop.sh", root / "raw.db")))
-    header(
-        f"burst: {BURST_TASKS} tasks due together, max_concurrent {BURST_CONCURRENCY} "
-        f"(best of {BURST_ROUNDS})"
-    )
-    a, b = max(ours), max(floor)
-    row("runs per second", f"{a:.0f}", f"{b:.0f}", f"{a / b:.2f}x", ">= 0.9x floor")
-
-
-def _daemon_burst(root: Path) -> float:
-    tasks = [{"id": f"b{i}", "script": "noop.sh", "every": "1d"} for i in range(BURST_TASKS)]
-    config = write_config(root, tasks, BURST_CONCURRENCY)
-    daemon = DaemonProcess(config, env={"MOLTSCHED_LOG_LEVEL": "INFO"}).start()
-    conn = sqlite3.connect(daemon.db, timeout=30)
-    deadline = time.monotonic() + 600
-    done = "SELECT COUNT(*) FROM run WHERE outcome IS NOT NULL"
-    while conn.execute(done).fetchone()[0] < BURST_TASKS:
-        if time.monotonic() > deadline:
-            raise RuntimeError("burst did not finish")
-        time.sleep(0.1)
-    first, last = conn.execute("SELECT MIN(started), MAX(ended) FROM run").fetchone()
-    conn.close()
-    daemon.stop()
-    return float(BURST_TASKS / (last - first))
-
-
-async def _raw_burst(script: Path, db: Path) -> float:
-    """The floor: a semaphore, the same script, and the same rows written per run."""
-    conn = await aiosqlite.connect(db, isolation_level=None)
-    await conn.execute("PRAGMA journal_mode = WAL")
-    await conn.execute("PRAGMA synchronous = NORMAL")
-    await conn.execute(
-        "CREATE TABLE run (id INTEGER PRIMARY KEY, task_id TEXT, started REAL, "
-        "ended REAL, outcome TEXT, stdout TEXT, stderr TEXT)"
-    )
-    await conn.execute("CREATE TABLE task (id TEXT PRIMARY KEY, status TEXT, run_count INT)")
-    await conn.execute(
-        "CREATE TABLE log (id INTEGER PRIMARY KEY, time REAL, task_id TEXT, action TEXT)"
-    )
-    await conn.executemany(
-        "INSERT INTO task VALUES (?, 'idle', 0)", [(f"b{i}",) for i in range(BURST_TASKS)]
-    )
-    lock = asyncio.Lock()
-    sem = asyncio.Semaphore(BURST_CONCURRENCY)
-
-    async def tx(*statements: tuple[str, tuple[object, ...]]) -> int | None:
-        async with lock:
-            await conn.execute("BEGIN IMMEDIATE")
-            rowid = None
-            for sql, params in statements:
-                cur = await conn.execute(sql, params)
-                rowid = rowid or cur.lastrowid
-            await conn.execute("COMMIT")
-            return rowid
-
-    async def one(i: int) -> None:
-        async with sem:
-            tid, now = f"b{i}", time.time()
-            run_id = await tx(
-                ("INSERT INTO run (task_id, started) VALUES (?, ?)", (tid, now)),
-                ("UPDATE task SET status = 'running' WHERE id = ?", (tid,)),
-                ("INSERT INTO log (time, task_id, action) VALUES (?, ?, 'started')", (now, tid)),
-            )
-            proc = await asyncio.create_subprocess_exec(
-                "bash",
-                str(script),
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                stdin=asyncio.subprocess.DEVNULL,
-                start_new_session=True,
-            )
-            out, err = await proc.communicate()
-            end = time.time()
-            await tx(
-                (
-                    "UPDATE run SET ended = ?, outcome = 'success', stdout = ?, stderr = ? "
-                    "WHERE id = ?",
-                    (end, out.decode(), err.decode(), run_id),
-                ),
-                ("UPDATE task SET status = 'idle', run_count = run_count + 1 WHERE id = ?", (tid,)),
-                ("INSERT INTO log (time, task_id, action) VALUES (?, ?, 'completed')", (end, tid)),
-            )
-
-    started = time.time()
-    await asyncio.gather(*(one(i) for i in range(BURST_TASKS)))
-    elapsed = time.time() - started
-    await conn.close()
-    return BURST_TASKS / elapsed
-
-
-# --- 3. idle ---------------------------------------------------------------------------------
-
-IDLE_TASKS = 1000
-IDLE_SECONDS = 30
-
-
-def yearly(n: int, prefix: str) -> list[dict[str, object]]:
-    # Due once a year: present, scheduled, and not running during the measurement.
-    return [{"id": f"{prefix}{i}", "script": "noop.sh", "cron": "0 0 1 1 *"} for i in range(n)]
-
-
-def bench_idle() -> None:
-    with tempfile.TemporaryDirectory() as td:
-        config = write_config(Path(td), yearly(IDLE_TASKS, "i"), 2)
-        daemon = DaemonProcess(config, env={"MOLTSCHED_LOG_LEVEL": "INFO"}).start()
-        time.sleep(2)
-        pid = daemon.pid
-        cpu0, wake0 = cpu_seconds(pid), wakeups(pid)
-        time.sleep(IDLE_SECONDS)
-        cpu1, wake1 = cpu_seconds(pid), wakeups(pid)
-        daemon.stop()
-    header(f"idle daemon: {IDLE_TASKS} tasks, none due, over {IDLE_SECONDS} s")
-    row("CPU seconds", f"{cpu1 - cpu0:.3f}", "-", "-", "< 0.05")
-    row("context switches (all threads)", f"{wake1 - wake0}", "-", "-", "0: no periodic wake-up")
-
-
-# --- 4. status --json ------------------------------------------------------------------------
-
-STATUS_TASKS = 10_000
-REPEATS = 15
-
-
-def timed(
-    argv: list[str], repeats: int = REPEATS, check: Callable[[bytes], None] | None = None
-) -> float:
+def timed(argv: list[str], repeats: int = REPEATS, check: Callable[[bytes], None] | None = None):
+    """Median wall time of running `argv` to its end (ms)."""
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
@@ -295,57 +122,286 @@ def timed(
     return statistics.median(times) * 1000
 
 
-def bench_status_and_rss() -> None:
+# --- the table --------------------------------------------------------------------------------
+
+FIGURES: list[tuple[str, dict[str, float | None], str, bool]] = []
+
+
+def figure(
+    name: str, values: dict[str, float | None], unit: str, higher_better: bool = False
+) -> None:
+    """One row: the three systems' values, and moltsched's ratios to APScheduler and floor."""
+    FIGURES.append((name, values, unit, higher_better))
+    cells = [_fmt(values.get(s)) for s in SYSTEMS]
+    ours = values.get("moltsched")
+    ratios = [_ratio(ours, values.get(s), higher_better) for s in ("aps", "floor")]
+    print(f"| {name} ({unit}) | " + " | ".join(cells + ratios) + " |", flush=True)
+
+
+def _fmt(v: float | None) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.0f}" if abs(v) >= 100 else f"{v:.1f}" if abs(v) >= 10 else f"{v:.2f}"
+
+
+def _ratio(ours: float | None, other: float | None, higher_better: bool) -> str:
+    if ours is None or not other:
+        return "-"
+    r = ours / other
+    good = r >= 1 if higher_better else r <= 1
+    return f"{r:.2f}x {'ahead' if good else 'behind'}" if r != 1 else "1.00x even"
+
+
+def section(title: str) -> None:
+    print(f"\n### {title}\n")
+    print("| figure | raw floor | APScheduler 3.11 | moltsched | vs APScheduler | vs floor |")
+    print("| --- | --- | --- | --- | --- | --- |", flush=True)
+
+
+# --- 1. burst ----------------------------------------------------------------------------------
+
+
+def burst_rate(system: str, n: int) -> float:
+    """Runs per second from spawning the system to its n-th run recorded (n tasks due at
+    once, CONCURRENCY at a time)."""
     with tempfile.TemporaryDirectory() as td:
-        config = write_config(Path(td), yearly(STATUS_TASKS, "s"), 2)
+        config = write_config(Path(td), every(n, "b"))
+        spawned = time.time()
+        with running(system, config):
+            deadline = time.monotonic() + 600
+            while len(done := finished_runs(system, config)) < n:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{system}: the burst of {n} did not finish")
+                time.sleep(0.05)
+        return n / (done[n - 1][1] - spawned)
 
-        def ten_thousand(out: bytes) -> None:
-            assert json.loads(out)["task_count"] == STATUS_TASKS
 
+def bench_burst(sizes: tuple[int, ...] = (200, 1000)) -> None:
+    section(f"burst: N tasks due at once, {CONCURRENCY} at a time, spawn to the N-th run recorded")
+    for n in sizes:
+        rates: dict[str, list[float]] = {s: [] for s in SYSTEMS}
+        for _ in range(ROUNDS):  # alternating, best of each: one round swings by 15%
+            for system in SYSTEMS:
+                rates[system].append(burst_rate(system, n))
+        best = {s: max(r) for s, r in rates.items()}
+        figure(f"burst N={n:,}, best of {ROUNDS}", dict(best), "runs/s", higher_better=True)
+
+
+# --- 2. start-up -------------------------------------------------------------------------------
+
+
+def bench_startup(sizes: tuple[int, ...] = (1000, 10_000)) -> None:
+    section("start-up: spawn to ready (READY=1), median")
+    for n in sizes:
+        values = {}
+        for system in SYSTEMS:
+            times = []
+            for _ in range(ROUNDS):
+                with tempfile.TemporaryDirectory() as td:
+                    with running(system, write_config(Path(td), yearly(n, "y"))) as d:
+                        times.append((d.ready - d.spawned) * 1000)
+            values[system] = statistics.median(times)
+        figure(f"spawn to ready, {n:,} tasks", values, "ms")
+
+
+# --- 3. memory ---------------------------------------------------------------------------------
+
+
+def idle_rss(system: str, n: int, settle: float = 2.0) -> float:
+    """Peak RSS (MB) of the system with n tasks, after `settle` seconds idle."""
+    with tempfile.TemporaryDirectory() as td:
+        with running(system, write_config(Path(td), yearly(n, "m"))) as d:
+            time.sleep(settle)
+            return proc_status(d.pid, "VmHWM") / 1024
+
+
+class Emulator:
+    """The Signal emulator on a thread of its own, for a daemon to connect to."""
+
+    def __enter__(self) -> Emulator:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.service = SignalService()
+        self.call(self.service.start())
+        return self
+
+    def call(self, coro: Any, timeout: float = 30) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def __exit__(self, *_: object) -> None:
+        self.call(self.service.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+    def signal_section(self) -> dict[str, object]:
+        return {"service": self.service.service, "account": ACCOUNT, "admins": [ALICE]}
+
+
+def bench_memory() -> None:
+    section("memory: peak RSS, idle")
+    figure("idle, 1,000 tasks", {s: idle_rss(s, 1000) for s in SYSTEMS}, "MB")
+    figure("10,000 tasks", {s: idle_rss(s, 10_000) for s in SYSTEMS}, "MB")
+    with Emulator() as emu, tempfile.TemporaryDirectory() as td:
+        config = write_config(Path(td), yearly(10, "c"), signal=emu.signal_section())
+        with running("moltsched", config) as d:
+            emu.call(emu.service.wait_connected())
+            time.sleep(2)
+            rss = proc_status(d.pid, "VmRSS") / 1024
+    figure("Signal connected, 10 tasks (VmRSS)", {"moltsched": rss}, "MB")
+
+
+# --- 4. status --json --------------------------------------------------------------------------
+
+
+def status_times(n: int, repeats: int = REPEATS) -> dict[str, float | None]:
+    """`status --json` as whole processes: moltsched with its daemon up and with none, a
+    status command built on APScheduler, and a bare interpreter as the floor."""
+
+    def all_tasks(out: bytes) -> None:
+        assert json.loads(out)["task_count"] == n
+
+    with tempfile.TemporaryDirectory() as td:
+        config = write_config(Path(td), yearly(n, "s"))
         argv = [MOLTSCHED, "--config", str(config), "--json", "status"]
-        offline = timed(argv, 5, ten_thousand)
-        daemon = DaemonProcess(config, env={"MOLTSCHED_LOG_LEVEL": "INFO"}).start()
-        time.sleep(1)
-        online = timed(argv, REPEATS, ten_thousand)
-        rss = proc_status(daemon.pid, "VmHWM") / 1024
-        daemon.stop()
-    floor = timed([sys.executable, "-c", "pass"])
-    libs = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import asyncio, aiosqlite, yaml, pydantic, cronsim\n"
-            "print(open('/proc/self/status').read())",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    libs_rss = next(int(ln.split()[1]) for ln in libs.splitlines() if ln.startswith("VmHWM")) / 1024
-    header(f"CLI: moltsched --json status with {STATUS_TASKS:,} tasks (median wall time)")
-    row("daemon up (ms)", f"{online:.0f}", f"{floor:.0f}", f"{online / floor:.1f}x", "< 250 ms")
-    row(
-        "no daemon, reads the db (ms)",
-        f"{offline:.0f}",
-        f"{floor:.0f}",
-        f"{offline / floor:.1f}x",
-        "",
-    )
-    header(f"memory: daemon peak RSS with {STATUS_TASKS:,} tasks (floor: bare imports)")
-    row("peak RSS (MB)", f"{rss:.1f}", f"{libs_rss:.1f}", f"{rss / libs_rss:.2f}x", "< 60 MB")
+        offline = timed(argv, max(3, repeats // 3), all_tasks)
+        with running("moltsched", config):
+            online = timed(argv, repeats, all_tasks)
+        with running("aps", config):
+            rival = [sys.executable, "-m", "bench.rivals", "aps-status", str(config)]
+            aps = timed(rival, repeats, all_tasks)
+    floor = timed([sys.executable, "-c", "pass"], repeats)
+    return {"floor": floor, "aps": aps, "moltsched": online, "offline": offline}
+
+
+def bench_status() -> None:
+    section("`status --json` with 10,000 tasks, whole process, median")
+    t = status_times(10_000)
+    figure("daemon up", {k: t[k] for k in SYSTEMS}, "ms")
+    figure("no daemon", {"floor": t["floor"], "moltsched": t["offline"]}, "ms")
+
+
+# --- 5. lateness -------------------------------------------------------------------------------
+
+LATENESS_TASKS = 10
+LATENESS_SECONDS = 20
+
+
+def bench_lateness() -> None:
+    """The three run in the same 20 s, their slots a third of a second apart: they see the
+    same machine, and never spawn at the same instant."""
+    with tempfile.TemporaryDirectory() as td:
+        roots = {s: Path(td) / s for s in SYSTEMS}
+        tasks = every(LATENESS_TASKS, "t", 1, "stamp.sh")
+        configs = {s: write_config(roots[s], tasks, max_concurrent=LATENESS_TASKS) for s in SYSTEMS}
+        with running("moltsched", configs["moltsched"]) as ours:
+            conn = sqlite3.connect(ours.db, timeout=30)
+            anchor = None
+            while anchor is None:  # moltsched's slots: its first due time, plus whole seconds
+                anchor = conn.execute("SELECT MIN(due) FROM run").fetchone()[0]
+                time.sleep(0.05)
+            conn.close()
+            first = anchor + math.ceil(time.time() - anchor) + 2
+            window = (first - 0.001, first + LATENESS_SECONDS - 0.5)
+            rivals = {}
+            for k, system in enumerate(("floor", "aps"), start=1):
+                env = {"BENCH_ANCHOR": str(first + k / 3)}
+                rivals[system] = process(system, configs[system], env).start()
+            try:
+                time.sleep(max(0.0, first + LATENESS_SECONDS + 1 - time.time()))
+            finally:
+                for d in rivals.values():
+                    d.kill()
+        late: dict[str, list[float]] = {}
+        for system in SYSTEMS:
+            shift = 0.0 if system == "moltsched" else (1 if system == "floor" else 2) / 3
+            lo, hi = window[0] + shift, window[1] + shift
+            late[system] = [
+                (float(out.strip()) - due) * 1000
+                for due, _, out in finished_runs(system, configs[system])
+                if due is not None and lo <= due < hi and out.strip()
+            ]
+    counts = ", ".join(f"{s} {len(v)}" for s, v in late.items())
+    section(f"start lateness: {LATENESS_TASKS} tasks every 1 s for {LATENESS_SECONDS} s ({counts})")
+    for name, p in (("p50", 50), ("p99", 99), ("max", 100)):
+        figure(f"lateness {name}", {s: percentile(v, p) for s, v in late.items()}, "ms")
+
+
+# --- 6. idle -----------------------------------------------------------------------------------
+
+IDLE_SECONDS = 30
+
+
+def bench_idle() -> None:
+    """The three idle side by side, 1,000 tasks each, none due."""
+    with tempfile.TemporaryDirectory() as td:
+        procs = {}
+        try:
+            for system in SYSTEMS:
+                config = write_config(Path(td) / system, yearly(1000, "i"))
+                procs[system] = process(system, config).start()
+            time.sleep(2)
+            before = {s: (cpu_seconds(d.pid), wakeups(d.pid)) for s, d in procs.items()}
+            time.sleep(5 if QUICK else IDLE_SECONDS)
+            after = {s: (cpu_seconds(d.pid), wakeups(d.pid)) for s, d in procs.items()}
+        finally:
+            for d in procs.values():
+                d.kill()
+    section(f"idle: 1,000 tasks, none due, over {5 if QUICK else IDLE_SECONDS} s")
+    figure("CPU", {s: (after[s][0] - before[s][0]) * 1000 for s in SYSTEMS}, "ms")
+    figure("context switches", {s: after[s][1] - before[s][1] for s in SYSTEMS}, "count")
+
+
+# --- 7. chat -----------------------------------------------------------------------------------
+
+
+def bench_chat(messages: int = 20 if QUICK else 100) -> None:
+    """`status` from the admin's phone: the frame pushed to the reply sent, through the
+    emulator, one message at a time."""
+    with Emulator() as emu, tempfile.TemporaryDirectory() as td:
+        config = write_config(Path(td), yearly(10, "c"), signal=emu.signal_section())
+        with running("moltsched", config):
+            emu.call(emu.service.wait_connected())
+            took = []
+            for _ in range(messages):
+                before = len(emu.service.sent)
+                pushed = time.monotonic()
+                emu.call(emu.service.push(text_frame("status")))
+                emu.call(emu.service.wait_sent(before + 1))
+                took.append((emu.service.sent_at[before] - pushed) * 1000)
+    section(f"chat: `status` through the Signal emulator ({messages} messages, 10 tasks)")
+    for name, p in (("p50", 50), ("p99", 99)):
+        figure(f"round trip {name}", {"moltsched": percentile(took, p)}, "ms")
+
+
+# --- 8. scaling --------------------------------------------------------------------------------
+
+
+def bench_scaling() -> None:
+    section("how cost grows: burst (all tasks due at once) and status, by number of tasks")
+    for n in (100, 1000, 10_000):
+        rates = {s: burst_rate(s, n) for s in SYSTEMS}
+        figure(f"burst, {n:,} tasks", dict(rates), "runs/s", higher_better=True)
+    for n in (100, 1000, 10_000):
+        t = status_times(n, max(3, REPEATS // 3))
+        figure(f"status --json, {n:,} tasks, daemon up", {k: t[k] for k in SYSTEMS}, "ms")
+        figure(f"status --json, {n:,} tasks, no daemon", {"moltsched": t["offline"]}, "ms")
 
 
 BENCHES = {
-    "lateness": bench_lateness,
     "burst": bench_burst,
+    "startup": bench_startup,
+    "memory": bench_memory,
+    "status": bench_status,
+    "lateness": bench_lateness,
     "idle": bench_idle,
-    "status": bench_status_and_rss,
-    "rss": bench_status_and_rss,
+    "chat": bench_chat,
+    "scaling": bench_scaling,
 }
 
 
 def main() -> None:
-    names = sys.argv[1:] or ["lateness", "burst", "idle", "status"]
+    names = sys.argv[1:] or list(BENCHES)
     print(f"moltsched benchmarks on {os.cpu_count()} cores, Python {sys.version.split()[0]}")
     for name in names:
         BENCHES[name]()

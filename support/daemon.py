@@ -29,11 +29,16 @@ class DaemonNotReady(RuntimeError):
 
 
 class DaemonProcess:
-    """`moltsched --config CONFIG daemon`, started by `start()`."""
+    """`moltsched --config CONFIG daemon` (or `argv`, another program that speaks sd_notify),
+    started by `start()`; `spawned` and `ready` are when it was started and said READY=1."""
 
-    def __init__(self, config: Path, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, config: Path, env: Mapping[str, str] | None = None, argv: list[str] | None = None
+    ) -> None:
         self.config = config
+        self.argv = argv or [MOLTSCHED, "--config", str(config), "daemon"]
         self.env = dict(env or {})
+        self.spawned = self.ready = 0.0  # time.monotonic()
         self.log = config.parent / "daemon.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.notify_path = config.parent / f"notify-{os.getpid()}-{next(_names)}.sock"
@@ -53,8 +58,9 @@ class DaemonProcess:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
             notify.bind(str(self.notify_path))
             with open(self.log, "ab") as log:
+                self.spawned = time.monotonic()
                 self.proc = subprocess.Popen(
-                    [MOLTSCHED, "--config", str(self.config), "daemon"],
+                    self.argv,
                     stdout=subprocess.DEVNULL,
                     stderr=log,
                     env=os.environ | self.env | {"NOTIFY_SOCKET": str(self.notify_path)},
@@ -72,6 +78,7 @@ class DaemonProcess:
         while True:
             try:
                 if notify.recv(4096).startswith(b"READY=1"):
+                    self.ready = time.monotonic()
                     return
             except TimeoutError:
                 pass
