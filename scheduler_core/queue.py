@@ -40,6 +40,7 @@ class RunQueue:
     def __init__(self) -> None:
         self._heap: list[Waiting] = []
         self._by_task: dict[str, Waiting] = {}
+        self._asking: dict[str, Waiting] = {}  # the on-demand ones (a burst must not scan)
         self._seq = itertools.count()
 
     def __len__(self) -> int:
@@ -63,6 +64,8 @@ class RunQueue:
         waiting = Waiting(key, task_id, cause, due, result)
         heapq.heappush(self._heap, waiting)
         self._by_task[task_id] = waiting
+        if cause is Cause.ON_DEMAND:
+            self._asking[task_id] = waiting
         return waiting
 
     def promote(self, task_id: str, priority: int) -> Waiting | None:
@@ -77,6 +80,7 @@ class RunQueue:
     def drop(self, task_id: str) -> Waiting | None:
         """Take a task's waiting run out (a pause, a removal); it is returned."""
         waiting = self._by_task.pop(task_id, None)
+        self._asking.pop(task_id, None)
         if waiting is not None:
             waiting.live = False
         return waiting
@@ -87,17 +91,19 @@ class RunQueue:
             waiting = heapq.heappop(self._heap)
             if waiting.live:
                 del self._by_task[waiting.task_id]
+                self._asking.pop(waiting.task_id, None)
                 return waiting
         return None
 
     def on_demand(self) -> list[Waiting]:
-        return [w for w in self._heap if w.live and w.cause is Cause.ON_DEMAND]
+        return list(self._asking.values())
 
     def clear(self) -> list[Waiting]:
         """Empty it; what was waiting."""
         left = list(self._by_task.values())
         self._heap.clear()
         self._by_task.clear()
+        self._asking.clear()
         return left
 
 

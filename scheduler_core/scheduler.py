@@ -256,7 +256,7 @@ class Scheduler:
             quiet = end.outcome in (Outcome.SUCCESS, Outcome.INTERRUPTED)
             level = logging.INFO if quiet else logging.WARNING
             log.log(level, "%s (%s run): %s, %s", spec.id, cause, end.outcome, end.message)
-            state = await self.store.finish_run(active.run_id, end, self.clock.now())
+            state = await self.store.finish_run(active.run_id, spec.id, end, self.clock.now())
             result = active.result_of(end)
             if end.outcome is Outcome.INTERRUPTED and self.phase is Phase.RUNNING:
                 self._to_resume.append(spec.id)

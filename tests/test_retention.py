@@ -30,7 +30,7 @@ def file_bytes(db: Path) -> int:
 
 async def run_once(store: Store, task: str, out: str) -> None:
     run_id, _ = await store.start_run(task, Cause.SCHEDULE, None, T0)
-    await store.finish_run(run_id, Ended(Outcome.SUCCESS, "exit 0", 0, 0.1, out, out), T0)
+    await store.finish_run(run_id, task, Ended(Outcome.SUCCESS, "exit 0", 0, 0.1, out, out), T0)
 
 
 async def test_kept_output_stays_within_its_budget_and_the_file_shrinks(tmp_path: Path) -> None:

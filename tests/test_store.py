@@ -16,7 +16,7 @@ T0 = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 
 
 async def finish_ok(store: Store, run_id: int, task_id: str) -> None:
-    await store.finish_run(run_id, Ended(Outcome.SUCCESS, "", 0, 0.0, "", ""), T0)
+    await store.finish_run(run_id, task_id, Ended(Outcome.SUCCESS, "", 0, 0.0, "", ""), T0)
 
 
 async def test_schema_pragmas_and_reopening(store: Store, settings: EngineSettings) -> None:
@@ -40,13 +40,16 @@ async def test_a_run_updates_state_counts_and_log(store: Store, tasks_dir: Path)
     assert state is not None and state.status is Status.RUNNING and state.last_run == T0
     state = await store.finish_run(
         run_id,
+        "a",
         Ended(Outcome.FAILED, "exit 3 in 2.0s: boom", 3, 2.0, "out", "boom"),
         T0 + timedelta(seconds=2),
     )
     assert (state.status, state.run_count, state.error_count) == (Status.ERROR, 1, 1)
     assert state.last_error == "exit 3 in 2.0s: boom" and state.last_outcome is Outcome.FAILED
     run_id, _ = await store.start_run("a", Cause.ON_DEMAND, None, T0)
-    state = await store.finish_run(run_id, Ended(Outcome.SUCCESS, "exit 0", 0, 0.1, "", ""), T0)
+    state = await store.finish_run(
+        run_id, "a", Ended(Outcome.SUCCESS, "exit 0", 0, 0.1, "", ""), T0
+    )
     assert (state.status, state.run_count, state.error_count) == (Status.IDLE, 2, 1)
     assert state.last_error is None and state.consecutive_failures == 0
     (latest, first) = await store.runs("a")

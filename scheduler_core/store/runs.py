@@ -18,7 +18,7 @@ from scheduler_core.store.core import (
     to_epoch,
     translate,
 )
-from scheduler_core.store.tasks import _TASK_AFTER_RUN, _state
+from scheduler_core.store.tasks import _state, _task_of
 
 _LOG_PRUNE_EVERY_S = 3600.0  # the action log is pruned with a run's end at most this often
 _CLEAR_BATCH = 500  # runs whose output is cleared in one transaction, at most
@@ -50,7 +50,7 @@ class RunRows(StoreCore):
                 records[task_id] = (run_id, checkpoint)
         return [records[t] for t, _, _ in runs]
 
-    async def finish_run(self, run_id: int, end: Ended, when: datetime) -> TaskState:
+    async def finish_run(self, run_id: int, task_id: str, end: Ended, when: datetime) -> TaskState:
         """Record how a run ended, update the task's counters, and apply retention."""
         keep = self.retention
         if keep.runs_per_task != self._runs_per_task:  # at the first run, and after a reload
@@ -60,7 +60,7 @@ class RunRows(StoreCore):
         rows = await self._write_one(
             "UPDATE run SET ended = ?, outcome = ?, exit_code = ?, duration_s = ?, stdout = ?, "
             "stderr = ?, output_bytes = ?, message = ? WHERE id = ? RETURNING "
-            + _TASK_AFTER_RUN
+            + _task_of("?10")
             + ", (SELECT output_bytes FROM usage) AS output_total",
             (
                 when.timestamp(),
@@ -72,6 +72,7 @@ class RunRows(StoreCore):
                 size,
                 end.message,
                 run_id,
+                task_id,
             ),
         )
         *task, total = rows[0]  # the task's columns, then the output total

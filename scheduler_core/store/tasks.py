@@ -19,11 +19,15 @@ from scheduler_core.model import (
 from scheduler_core.store.core import _BATCH, StoreCore, _Tx, to_epoch
 
 _TASK_COLUMNS = ", ".join(TaskState._fields)
-# The task of a run, each column as the RETURNING of a statement on `run` can read it.
-_TASK_AFTER_RUN = ", ".join(
-    f"(SELECT {column} FROM task WHERE id = run.task_id) AS {column}"
-    for column in _TASK_COLUMNS.split(", ")
-)
+
+
+def _task_of(param: str) -> str:
+    """A task's columns, as the RETURNING of a statement on `run` can read them: the task's
+    id is the parameter `param` (`run.task_id` there would make SQLite scan every task)."""
+    return ", ".join(
+        f"(SELECT {column} FROM task WHERE id = {param}) AS {column}"
+        for column in _TASK_COLUMNS.split(", ")
+    )
 
 
 def _state(row: Sequence[Any]) -> TaskState:
