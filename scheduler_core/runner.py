@@ -21,6 +21,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from scheduler_core import procs
 from scheduler_core.cgroups import RunCgroups
@@ -102,6 +103,8 @@ class ProcessRun:
         self._cgroup_run: int | None = None  # the run id whose cgroup it runs in
         self.cwd = cwd
         self.env: Mapping[str, str] | Mapping[bytes, bytes] = env
+        self._tag_of: object = None
+        self._tag_value: tuple[bytes, bytes] | None = None
         self.timeout = timeout
         self.grace = grace
         self.pid: int | None = None
@@ -216,9 +219,13 @@ class ProcessRun:
 
     def _tag(self) -> tuple[bytes, bytes] | None:
         """This run's MOLTSCHED_DB and MOLTSCHED_RUN_ID, as its processes carry them."""
-        env = {os.fsencode(k): os.fsencode(v) for k, v in self.env.items()}
-        db, run_id = env.get(b"MOLTSCHED_DB"), env.get(b"MOLTSCHED_RUN_ID")
-        return (db, run_id) if db and run_id else None
+        env: Mapping[Any, Any] = self.env  # str or bytes keys
+        if self._tag_of is not env:  # read once per environment, not per look at /proc
+            self._tag_of = env
+            db = env.get(b"MOLTSCHED_DB") or env.get("MOLTSCHED_DB")
+            run_id = env.get(b"MOLTSCHED_RUN_ID") or env.get("MOLTSCHED_RUN_ID")
+            self._tag_value = (os.fsencode(db), os.fsencode(run_id)) if db and run_id else None
+        return self._tag_value
 
     async def _stop_all(self, leader: int) -> str:
         """Stop everything the run started; what was found besides the leader ("" if none)."""
