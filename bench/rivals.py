@@ -98,8 +98,7 @@ def first_due(task: dict[str, Any], now: float) -> float:
     return float(os.environ.get("BENCH_ANCHOR", now))
 
 
-async def floor(config: Path) -> None:
-    data = json.loads(config.read_text())
+async def floor(config: Path, data: dict[str, Any]) -> None:
     conn = await open_db(config)
     rec = Recorder(config, conn, data["max_concurrent"])
     now = time.time()
@@ -126,14 +125,13 @@ async def floor(config: Path) -> None:
     await conn.close()
 
 
-async def aps(config: Path) -> None:
+async def aps(config: Path, data: dict[str, Any]) -> None:
     from datetime import UTC, datetime
 
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
     from apscheduler.triggers.cron import CronTrigger
     from apscheduler.triggers.interval import IntervalTrigger
 
-    data = json.loads(config.read_text())
     conn = await open_db(config)
     rec = Recorder(config, conn, data["max_concurrent"])
     scheduler = AsyncIOScheduler(
@@ -193,7 +191,8 @@ def main() -> None:
     if what == "aps-status":
         aps_status(config)
     else:
-        asyncio.run(floor(config) if what == "floor" else aps(config))
+        data = json.loads(config.read_text())
+        asyncio.run(floor(config, data) if what == "floor" else aps(config, data))
 
 
 if __name__ == "__main__":

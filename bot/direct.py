@@ -19,7 +19,7 @@ def validate(config_path: Path, as_json: bool) -> int:
     from config.loader import ConfigError, load_config
 
     try:
-        config = load_config(config_path)
+        config = load_config(config_path, cached=False)
     except ConfigError as exc:
         if as_json:
             print(

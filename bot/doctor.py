@@ -85,7 +85,7 @@ def _config(config_arg: str | None, checks: list[Check]) -> AppConfig | None:
         )
         return None
     try:
-        config = load_config(path)
+        config = load_config(path, cached=False)
     except ConfigError as exc:
         fix = (
             f"let {user_name(os.geteuid())} read it (or run doctor as the daemon's user)"

@@ -216,11 +216,8 @@ async def _status_json(ctx: Context) -> AsyncIterator[str]:
                 yield sep + ", ".join(parts)
                 sep = ", "
     # Tasks the database has not seen yet (no daemon has run since they were added).
-    missing = [
-        encode_json(task_json(s, TaskState.blank(s), ctx.zone))
-        for s in specs.values()
-        if s.id not in seen
-    ]
+    blank, zone = TaskState.blank, ctx.zone
+    missing = [task_json_text(s, blank(s), zone, times) for s in specs.values() if s.id not in seen]
     if missing:
         yield sep + ", ".join(missing)
     yield "]}"

@@ -6,21 +6,24 @@ to the file's folder. `find_config_path` applies the lookup order of DESIGN.md s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-import yaml
-from pydantic import ValidationError
-
+from config import cache
 from config.locate import find_config_path
-from config.schema import AlertsModel, ConfigModel, MetricsModel, TaskModel
 from scheduler_core.model import CatchUp, EngineSettings, Retention, TaskSpec
 from scheduler_core.triggers import Cron, Every, Trigger
+
+if TYPE_CHECKING:  # imported when a file is validated, not when its cached result is read
+    from pydantic import ValidationError
+
+    from config.schema import ConfigModel, TaskModel
 
 __all__ = ["AppConfig", "ConfigError", "SignalConfig", "find_config_path", "load_config"]
 
@@ -51,6 +54,23 @@ class SignalConfig:
 
 
 @dataclass(frozen=True)
+class AlertSettings:
+    """The `alerts:` section."""
+
+    after_failures: int = 1
+    repeat_every: float = 6 * 3600.0
+    recovery: bool = True
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    """The `metrics:` section."""
+
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
 class AppConfig:
     """A loaded, valid configuration."""
 
@@ -59,14 +79,16 @@ class AppConfig:
     zone: ZoneInfo
     tasks: tuple[TaskSpec, ...]
     signal: SignalConfig | None
-    alerts: AlertsModel
-    metrics: MetricsModel | None = None
+    alerts: AlertSettings
+    metrics: MetricsSettings | None = None
     # `control.group`: members use the CLI through the daemon's socket.
     control_group: str | None = None
 
 
 def read_raw(path: Path) -> Any:
     """The file's data: JSON for `.json`, YAML otherwise. Raises ConfigError."""
+    import yaml
+
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -97,9 +119,31 @@ def read_raw(path: Path) -> Any:
         raise ConfigError(path, ["nested too deeply to be a configuration"]) from None
 
 
-def load_config(path: str | os.PathLike[str]) -> AppConfig:
-    """Read and validate a configuration file. Raises ConfigError listing every problem."""
+def load_config(path: str | os.PathLike[str], *, cached: bool = True) -> AppConfig:
+    """Read and validate a configuration file. Raises ConfigError listing every problem.
+
+    With `cached`, a file whose identity has not changed since it last loaded is not read
+    again (`config.cache`); `validate` and `doctor` check it afresh.
+    """
     path = Path(path)
+    key = None
+    if cached:
+        with contextlib.suppress(OSError):  # no such file: `_load` says so
+            key = cache.identity(path)
+    found = cache.read(path, key) if key is not None else None
+    if isinstance(found, AppConfig):
+        return found
+    config = _load(path)
+    if key is not None:
+        cache.write(path, key, config)
+    return config
+
+
+def _load(path: Path) -> AppConfig:
+    from pydantic import ValidationError
+
+    from config.schema import ConfigModel, TaskModel
+
     raw = read_raw(path)
     if raw is None:
         raw = {}
@@ -194,14 +238,15 @@ def _build(model: ConfigModel, path: Path, base: Path, specs: tuple[TaskSpec, ..
             send_per_minute=s.send_per_minute,
             send_burst=s.send_burst,
         )
+    a, m = model.alerts, model.metrics
     return AppConfig(
         path.resolve(),
         settings,
         _zone(model),
         specs,
         signal,
-        model.alerts,
-        model.metrics,
+        AlertSettings(a.after_failures, a.repeat_every, a.recovery),
+        None if m is None else MetricsSettings(m.host, m.port),
         model.control.group,
     )
 

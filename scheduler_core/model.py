@@ -84,6 +84,11 @@ class TaskSpec:
     # and `argv` is what runs when it has none.
     script: str | None = None
 
+    def __reduce__(self) -> tuple[type[TaskSpec], tuple[object, ...]]:
+        # Rebuilt by its constructor: a slotted frozen dataclass restores its state field by
+        # field in Python, and a cached configuration holds 10,000 of these (config.cache).
+        return TaskSpec, tuple(getattr(self, f) for f in self.__slots__)
+
 
 @dataclass(frozen=True)
 class Retention:

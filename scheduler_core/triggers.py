@@ -47,6 +47,9 @@ class Every:
     def describe(self) -> str:
         return f"every {format_duration(self.seconds)}"
 
+    def __reduce__(self) -> tuple[type[Every], tuple[float]]:
+        return Every, (self.seconds,)  # see TaskSpec.__reduce__
+
 
 @dataclass(frozen=True, slots=True)
 class Cron:
@@ -72,6 +75,9 @@ class Cron:
 
     def describe(self) -> str:
         return f"cron {self.expression}"
+
+    def __reduce__(self) -> tuple[type[Cron], tuple[str, ZoneInfo]]:
+        return Cron, (self.expression, self.zone)  # see TaskSpec.__reduce__
 
 
 def advance(trigger: Trigger, due: datetime, now: datetime) -> tuple[datetime, int]:

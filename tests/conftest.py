@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -9,6 +12,18 @@ import pytest
 
 from scheduler_core.model import EngineSettings
 from scheduler_core.store import Store
+
+_CACHE = tempfile.mkdtemp(prefix="moltsched-test-cache-")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Loaded configurations are cached per user (config.cache): the suite's thousands of
+    # temporary files go to a folder of its own, daemons it starts included, not to ~/.cache.
+    os.environ["XDG_CACHE_HOME"] = _CACHE
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(_CACHE, ignore_errors=True)
 
 
 @pytest.fixture

@@ -1,0 +1,121 @@
+"""A loaded configuration, kept so that a file whose identity has not changed is not parsed
+and validated again: a daemon restart, a reload of the same file, or a `status` with no
+daemon reads 10,000 tasks without YAML, pydantic or a look at every script.
+
+The identity is the file's device, inode, size, modification and change times, the
+program's version, the files of the code that defines what is kept,
+and what the host's time zone comes from. Only a configuration that
+loaded without a problem is kept, so a file with a problem is checked afresh every time; a
+script deleted after a good load is found when it is due to run (the run fails and alerts).
+
+Entries are pickles, so they are read only from a folder of our own that no one else can
+write (made 0700, owned by us); anything odd about an entry (missing, another identity,
+damaged, not ours) means the file is validated again. `$CACHE_DIRECTORY` (systemd's
+`CacheDirectory=`) is used when set, else `$XDG_CACHE_HOME/moltsched` or `~/.cache/moltsched`.
+A cache that cannot be written is no cache, never an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import pickle
+import stat
+import tempfile
+from pathlib import Path
+
+from scheduler_core import __version__
+
+_ZONE_FILES = ("/etc/localtime", "/etc/timezone")
+
+
+def folder() -> Path | None:
+    systemd = os.environ.get("CACHE_DIRECTORY")
+    if systemd:
+        return Path(systemd.split(":")[0])
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg:
+        return Path(xdg) / "moltsched"
+    home = os.environ.get("HOME")
+    return Path(home) / ".cache" / "moltsched" if home else None
+
+
+def _code() -> list[object]:
+    """The files that define what is kept: an edited checkout keeps its version number."""
+    import config.loader
+    import scheduler_core.model
+    import scheduler_core.triggers
+
+    modules = (config.loader, scheduler_core.model, scheduler_core.triggers)
+    return [os.stat(m.__file__ or "").st_mtime_ns for m in modules]
+
+
+def identity(path: Path) -> tuple[object, ...]:
+    st = path.stat()
+    zone: list[object] = [os.environ.get("TZ"), *_code()]
+    for name in _ZONE_FILES:
+        with contextlib.suppress(OSError):
+            z = os.stat(name)
+            zone += [z.st_ino, z.st_mtime_ns, z.st_size]
+    return (
+        __version__,
+        str(path.resolve()),
+        st.st_dev,
+        st.st_ino,
+        st.st_size,
+        st.st_mtime_ns,
+        st.st_ctime_ns,
+        *zone,
+    )
+
+
+def _entry(path: Path) -> Path | None:
+    where = folder()
+    if where is None:
+        return None
+    name = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:24]
+    return where / f"config-{name}.pickle"
+
+
+def _ours(st: os.stat_result) -> bool:
+    return st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def read(path: Path, key: tuple[object, ...]) -> object | None:
+    """The configuration kept for `path` if it was kept under `key` (its `identity`)."""
+    try:
+        entry = _entry(path)
+        if entry is None or not _ours(os.stat(entry.parent)):
+            return None
+        with open(entry, "rb") as f:
+            if not _ours(os.fstat(f.fileno())):
+                return None
+            kept, config = pickle.load(f)
+        return config if kept == key else None
+    except Exception:  # missing, damaged, from another version: validate again
+        return None
+
+
+def write(path: Path, key: tuple[object, ...], config: object) -> None:
+    """Keep `config` as what `path` loads to while its identity is `key` (taken before it
+    was read, so a file changed meanwhile is not taken for the one that was loaded)."""
+    try:
+        entry = _entry(path)
+        if entry is None:
+            return
+        entry.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not _ours(os.stat(entry.parent)):
+            return
+        data = pickle.dumps((key, config), protocol=pickle.HIGHEST_PROTOCOL)
+        fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=".config-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, entry)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    except Exception:  # a home that cannot be written to, a full disk: no cache
+        return

@@ -1,0 +1,72 @@
+"""A loaded configuration is kept while the file's identity stays the same (config.cache)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from config import cache
+from config.loader import ConfigError, load_config
+
+
+@pytest.fixture
+def cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home))
+    monkeypatch.delenv("CACHE_DIRECTORY", raising=False)
+    return home / "moltsched"
+
+
+def write(root: Path, every: str = "5m") -> Path:
+    (root / "tasks").mkdir(exist_ok=True)
+    (root / "tasks" / "a.sh").write_text("exit 0\n")
+    path = root / "moltsched.yaml"
+    path.write_text(f"state_dir: state\ntasks:\n  - id: a\n    script: a.sh\n    every: {every}\n")
+    return path
+
+
+def test_an_unchanged_file_is_not_validated_again(tmp_path: Path, cache_home: Path) -> None:
+    path = write(tmp_path)
+    first = load_config(path)
+    assert len(list(cache_home.iterdir())) == 1
+    assert oct(cache_home.stat().st_mode & 0o777) == "0o700"
+    (tmp_path / "tasks" / "a.sh").unlink()  # validation would now refuse it
+    assert load_config(path) == first
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(path, cached=False)  # what validate and doctor do
+
+
+def test_a_changed_file_is_read_again(tmp_path: Path, cache_home: Path) -> None:
+    path = write(tmp_path)
+    assert load_config(path).tasks[0].trigger.describe() == "every 5m"
+    write(tmp_path, "7m")
+    assert load_config(path).tasks[0].trigger.describe() == "every 7m"
+    (tmp_path / "tasks" / "a.sh").unlink()
+    path.write_text(path.read_text() + "\n")
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(path)
+
+
+def test_a_damaged_or_foreign_entry_is_ignored(tmp_path: Path, cache_home: Path) -> None:
+    path = write(tmp_path)
+    load_config(path)
+    (entry,) = cache_home.iterdir()
+    entry.write_bytes(b"\x80\x05not a pickle")
+    assert load_config(path).tasks[0].id == "a"  # validated again, and kept again
+    (tmp_path / "tasks" / "a.sh").unlink()
+    os.chmod(cache_home, 0o770)  # a folder others could write to is not trusted
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(path)
+
+
+def test_a_cache_that_cannot_be_written_is_no_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the folder would be")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    path = write(tmp_path)
+    assert load_config(path).tasks[0].id == "a"
+    assert cache.read(path, cache.identity(path)) is None
