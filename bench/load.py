@@ -5,7 +5,7 @@ Signal emulator as fast as it can.
 `scenario()` is the load itself; tests/test_load.py runs it and checks that everything was
 answered, every run done, nothing "database is locked", memory bounded. `make load` runs it
 with floors measured in the same run: the same status calls and chat commands against the
-same daemon once it is idle, and a raw asyncio burst of the same script (bench/__main__.py).
+same daemon once it is idle, and a raw asyncio burst of the same script (bench/rivals.py).
 """
 
 from __future__ import annotations
@@ -22,14 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.__main__ import (
-    BURST_TASKS,
-    _raw_burst,
-    header,
-    percentile,
-    row,
-    write_config,
-)
+from bench.__main__ import burst_rate, percentile, write_config
 from support.daemon import MOLTSCHED, proc_status
 from support.signal_service import ACCOUNT, ALICE, SignalService, text_frame
 
@@ -37,6 +30,16 @@ TASKS = int(os.environ.get("LOAD_TASKS", "10000"))
 CALLERS = 100
 CHATS = 300
 CONCURRENCY = 4
+FLOOR_TASKS = 1000  # the raw floor's burst (bench.rivals)
+
+
+def row(name: str, value: str, floor: str, ratio: str, note: str) -> None:
+    print(f"  {name:<38} {value:>10} {floor:>10} {ratio:>8}   {note}")
+
+
+def header(title: str) -> None:
+    print(f"\n{title}")
+    row("measure", "moltsched", "floor", "ratio", "")
 
 
 @dataclass
@@ -130,7 +133,7 @@ async def scenario(
         config = write_config(
             root,
             [{"id": f"t{i}", "script": "noop.sh", "every": "1h"} for i in range(tasks)],
-            CONCURRENCY,
+            max_concurrent=CONCURRENCY,
             # The command path under load, not Signal's sending limit (which would hold
             # 300 answers to one chat for most of an hour).
             signal={
@@ -191,9 +194,7 @@ async def scenario(
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="moltsched-load-") as td:
         load = asyncio.run(scenario(Path(td) / "daemon", idle_round=True))
-        raw = Path(td) / "raw"
-        write_config(raw, [], CONCURRENCY)
-        floor_rate = asyncio.run(_raw_burst(raw / "tasks" / "noop.sh", raw / "raw.db"))
+    floor_rate = burst_rate("floor", FLOOR_TASKS)
     busy, idle = load.busy, load.idle
     assert idle is not None
     print(f"moltsched load on {os.cpu_count()} cores, Python {sys.version.split()[0]}")
@@ -214,7 +215,7 @@ def main() -> int:
         f"{rate:.0f}",
         f"{floor_rate:.0f}",
         f"{rate / floor_rate:.2f}x",
-        f"raw: {BURST_TASKS} runs, no load",
+        f"raw: {FLOOR_TASKS} runs, no load",
     )
     a, b = load.rss_peak_mb, load.rss_start_mb
     row("daemon peak RSS (MB; floor: at start)", f"{a:.1f}", f"{b:.1f}", f"{a / b:.2f}x", "")
