@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -258,7 +259,10 @@ def _watch_with_pidfds() -> None:
         return
     watcher = asyncio.PidfdChildWatcher()
     watcher.attach_loop(loop)
-    asyncio.set_child_watcher(watcher)
+    with warnings.catch_warnings():
+        # The watcher replaced was a closed loop's: its children are nobody's to wait for now.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        asyncio.set_child_watcher(watcher)
     _pidfd_loop = loop
 
 
