@@ -14,6 +14,7 @@ import pytest
 
 from scheduler_core.active import Admission
 from scheduler_core.model import Cause, EngineSettings, TaskSpec
+from scheduler_core.queue import RunQueue
 from scheduler_core.scheduler import Scheduler
 from scheduler_core.store import Store
 from scheduler_core.triggers import Cron, Every
@@ -112,3 +113,21 @@ async def test_a_slot_that_comes_while_its_task_runs_is_missed_not_queued(
     clock.advance(60)
     await launcher.started(2)
     assert launcher.order() == ["a", "a"]
+
+
+async def test_the_queue_knows_its_on_demand_runs_through_every_change() -> None:
+    """`on_demand` (what preemption weighs) follows adds, promotions, drops and pops."""
+    q = RunQueue()
+    loop = asyncio.get_running_loop()
+    q.add("bg", Cause.SCHEDULE, None, 5, loop.create_future())
+    q.add("asked", Cause.ON_DEMAND, None, 5, loop.create_future())
+    assert [w.task_id for w in q.on_demand()] == ["asked"]
+    q.promote("bg", 5)  # asked for while waiting in the background
+    assert sorted(w.task_id for w in q.on_demand()) == ["asked", "bg"]
+    q.drop("asked")
+    assert [w.task_id for w in q.on_demand()] == ["bg"]
+    popped = q.pop()
+    assert popped is not None and popped.task_id == "bg" and q.on_demand() == []
+    q.add("again", Cause.ON_DEMAND, None, 5, loop.create_future())
+    q.clear()
+    assert q.on_demand() == [] and len(q) == 0

@@ -9,6 +9,7 @@ from scheduler_core.checkpoint import load_checkpoint, save_checkpoint
 from scheduler_core.migrations import MIGRATIONS
 from scheduler_core.model import Cause, Ended, EngineSettings, Outcome, Status
 from scheduler_core.store import Store
+from scheduler_core.store.runs import FINISH_RUN
 from scheduler_core.triggers import Every
 from tests.helpers import query, spec
 
@@ -124,3 +125,15 @@ async def test_checkpoints_from_a_task_process_reach_the_store(
     assert load_checkpoint("a", db=settings.db_path) == {"last_index": 10}
     save_checkpoint(None, "a", db=settings.db_path)
     assert load_checkpoint("a", db=settings.db_path) is None
+
+
+async def test_a_run_end_reads_its_task_by_key_not_by_scanning(
+    store: Store, tasks_dir: Path
+) -> None:
+    """The task's columns in the RETURNING are looked up by its id: correlated on
+    `run.task_id` instead, SQLite scans every task for each column of every run's end."""
+    await store.sync_tasks([spec(f"t{i}", "true", tasks_dir) for i in range(50)])
+    plan = query(store.path, "EXPLAIN QUERY PLAN " + FINISH_RUN, (*range(9), "t1"))
+    details = [row[-1] for row in plan]
+    assert any(d.startswith("SEARCH task") for d in details), details
+    assert not [d for d in details if d.startswith("SCAN task")], details

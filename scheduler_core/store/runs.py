@@ -24,6 +24,16 @@ _LOG_PRUNE_EVERY_S = 3600.0  # the action log is pruned with a run's end at most
 _CLEAR_BATCH = 500  # runs whose output is cleared in one transaction, at most
 
 
+# A run's end: its row, and (RETURNING, after the `run_ended` trigger) its task as left and
+# the output kept in all. Parameters: the run's columns, its id, then the task's id (?10).
+FINISH_RUN = (
+    "UPDATE run SET ended = ?, outcome = ?, exit_code = ?, duration_s = ?, stdout = ?, "
+    "stderr = ?, output_bytes = ?, message = ? WHERE id = ? RETURNING "
+    + _task_of("?10")
+    + ", (SELECT output_bytes FROM usage) AS output_total"
+)
+
+
 class RunRows(StoreCore):
     async def start_run(
         self, task_id: str, cause: Cause, due: datetime | None, started: datetime
@@ -58,10 +68,7 @@ class RunRows(StoreCore):
             self._runs_per_task = keep.runs_per_task
         size = len(end.stdout.encode()) + len(end.stderr.encode())
         rows = await self._write_one(
-            "UPDATE run SET ended = ?, outcome = ?, exit_code = ?, duration_s = ?, stdout = ?, "
-            "stderr = ?, output_bytes = ?, message = ? WHERE id = ? RETURNING "
-            + _task_of("?10")
-            + ", (SELECT output_bytes FROM usage) AS output_total",
+            FINISH_RUN,
             (
                 when.timestamp(),
                 str(end.outcome),
