@@ -1,6 +1,6 @@
 """A loaded configuration, kept so that a file whose identity has not changed is not parsed
 and validated again: a daemon restart, a reload of the same file, or a `status` with no
-daemon reads 10,000 tasks without YAML, pydantic or a look at every script.
+daemon reads 10,000 tasks without parsing YAML, checking every field or looking at every script.
 
 The identity is the file's device, inode, size, modification and change times, the
 program's version, the files of the code that defines what is kept,

@@ -12,18 +12,14 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from config import cache
 from config.locate import find_config_path
+from config.schema import ConfigModel, TaskModel, build
 from scheduler_core.model import CatchUp, EngineSettings, Retention, TaskSpec
 from scheduler_core.triggers import Cron, Every, Trigger
-
-if TYPE_CHECKING:  # imported when a file is validated, not when its cached result is read
-    from pydantic import ValidationError
-
-    from config.schema import ConfigModel, TaskModel
 
 __all__ = ["AppConfig", "ConfigError", "SignalConfig", "find_config_path", "load_config"]
 
@@ -140,10 +136,6 @@ def load_config(path: str | os.PathLike[str], *, cached: bool = True) -> AppConf
 
 
 def _load(path: Path) -> AppConfig:
-    from pydantic import ValidationError
-
-    from config.schema import ConfigModel, TaskModel
-
     raw = read_raw(path)
     if raw is None:
         raw = {}
@@ -155,12 +147,9 @@ def _load(path: Path) -> AppConfig:
     if "tasks_dir" not in raw and _seed_layout(raw, base):
         # The seed kept tasks.json in DIR/config and its scripts in DIR/tasks.
         raw = {**raw, "tasks_dir": "../tasks"}
-    problems = _raw_problems(raw, base)
-    model: ConfigModel | None = None
-    try:
-        model = ConfigModel.model_validate(raw)
-    except ValidationError as exc:
-        problems = _pydantic_problems(exc) + problems
+    found: list[str] = []
+    model = build(ConfigModel, raw, "", found)
+    problems = found + _raw_problems(raw, base)
     # Tasks are validated one at a time and turned into specs at once, so 10,000 raw tasks,
     # their models and their specs are never all in memory together.
     if model is not None:
@@ -170,12 +159,8 @@ def _load(path: Path) -> AppConfig:
     zone = _zone(model)
     tasks_dir = (base / model.tasks_dir).resolve() if model else base
     for i, item in enumerate(tasks if isinstance(tasks, list) else ()):
-        try:
-            task = TaskModel.model_validate(item)
-        except ValidationError as exc:
-            problems += _pydantic_problems(exc, ("tasks", i))
-            continue
-        if not problems:
+        task = TaskModel.read(item, f"tasks[{i}]", problems)
+        if task is not None and not problems:
             specs.append(_spec(task, tasks_dir, zone))
     if problems or model is None:
         raise ConfigError(path, problems)
@@ -288,7 +273,7 @@ def host_zone() -> ZoneInfo:
 
 
 def _raw_problems(raw: Mapping[str, Any], base: Path) -> list[str]:
-    """What pydantic cannot see per field: duplicate ids and scripts that do not exist."""
+    """What no single field shows: duplicate ids and scripts that do not exist."""
     problems: list[str] = []
     tasks = raw.get("tasks")
     if not isinstance(tasks, list):
@@ -312,30 +297,3 @@ def _raw_problems(raw: Mapping[str, Any], base: Path) -> list[str]:
             if not target.is_file():
                 problems.append(f"tasks[{i}].{key}: no such file {str(target)!r}")
     return problems
-
-
-def _pydantic_problems(exc: ValidationError, prefix: tuple[int | str, ...] = ()) -> list[str]:
-    problems = []
-    for err in exc.errors():
-        where = _dotted(prefix + tuple(err["loc"]))
-        kind = err["type"]
-        if kind == "extra_forbidden":
-            msg = "unknown key"
-        elif kind == "missing":
-            msg = "is required"
-        else:
-            msg = str(err["msg"]).removeprefix("Value error, ")
-        problems.append(f"{where}: {msg}" if where else msg)
-    return problems
-
-
-def _dotted(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif str(part).startswith("function-"):
-            continue
-        else:
-            out += f".{part}" if out else str(part)
-    return out
