@@ -22,7 +22,6 @@ import hashlib
 import os
 import pickle
 import stat
-import tempfile
 from pathlib import Path
 
 from scheduler_core import __version__
@@ -107,6 +106,8 @@ def write(path: Path, key: tuple[object, ...], config: object) -> None:
         entry.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not _ours(os.stat(entry.parent)):
             return
+        import tempfile  # only when a file was read afresh
+
         data = pickle.dumps((key, config), protocol=pickle.HIGHEST_PROTOCOL)
         fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=".config-")
         try:

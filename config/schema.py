@@ -16,10 +16,21 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
+import reprlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
+
+_SHOWN = reprlib.Repr()
+_SHOWN.maxlevel, _SHOWN.maxstring, _SHOWN.maxother = 2, 60, 60
+
+
+def _show(value: object) -> str:
+    """A value as a problem quotes it: short, and never expanded (a YAML alias bomb is nine
+    lists of nine lists of ..., cheap until printed)."""
+    return _SHOWN.repr(value)
+
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)", re.IGNORECASE)
 _UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -40,13 +51,13 @@ def parse_duration(value: object) -> float:
             parts = _DURATION_PART.findall(text)
             if not parts or _DURATION_PART.sub("", text).strip():
                 raise ValueError(
-                    f"{value!r} is not a duration (use 90s, 15m, 2h, 1d or seconds)"
+                    f"{_show(value)} is not a duration (use 90s, 15m, 2h, 1d or seconds)"
                 ) from None
             seconds = sum(float(n) * _UNIT_S[u.lower()] for n, u in parts)
     else:
         raise ValueError("a duration, like 90s, 15m, 2h, 1d or a number of seconds")
     if seconds != seconds or seconds < 0:
-        raise ValueError(f"{value!r} is not a duration (must not be negative)")
+        raise ValueError(f"{_show(value)} is not a duration (must not be negative)")
     return seconds
 
 
@@ -61,7 +72,7 @@ def parse_size(value: object) -> int:
         return value
     match = _SIZE.fullmatch(value.strip()) if isinstance(value, str) else None
     if match is None:
-        raise ValueError(f"{value!r} is not a size (use 64MB, 500KiB, 1GB or bytes)")
+        raise ValueError(f"{_show(value)} is not a size (use 64MB, 500KiB, 1GB or bytes)")
     number, unit = match.groups()
     return int(float(number) * _UNIT_B[(unit or "b").lower()])
 
@@ -89,7 +100,7 @@ _FALSE = {"false", "no", "off", "n", "f", "0"}
 
 def text(value: object) -> str:
     if not isinstance(value, str):
-        raise ValueError(f"must be text, not {value!r}")
+        raise ValueError(f"must be text, not {_show(value)}")
     return value.strip()
 
 
@@ -106,7 +117,7 @@ def whole(lo: int | None = None, hi: int | None = None) -> Parser:
         if isinstance(number, float) and number.is_integer():
             number = int(number)
         if isinstance(number, bool) or not isinstance(number, int):
-            raise ValueError(f"must be a whole number, not {value!r}")
+            raise ValueError(f"must be a whole number, not {_show(value)}")
         _in_range(number, lo, hi)
         return number
 
@@ -120,11 +131,11 @@ def number(
 
     def parse(value: object) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float | str):
-            raise ValueError(f"must be a number, not {value!r}")
+            raise ValueError(f"must be a number, not {_show(value)}")
         try:
             result = float(value)
         except ValueError:
-            raise ValueError(f"must be a number, not {value!r}") from None
+            raise ValueError(f"must be a number, not {_show(value)}") from None
         if result != result:
             raise ValueError("must be a number, not NaN")
         if above is not None and result <= above:
@@ -149,7 +160,7 @@ def boolean(value: object) -> bool:
         return bool(value)
     if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
         return value.strip().lower() in _TRUE
-    raise ValueError(f"must be true or false, not {value!r}")
+    raise ValueError(f"must be true or false, not {_show(value)}")
 
 
 def texts(min_items: int = 0) -> Parser:
@@ -157,7 +168,7 @@ def texts(min_items: int = 0) -> Parser:
 
     def parse(value: object) -> list[str]:
         if not isinstance(value, list):
-            raise ValueError(f"must be a list, not {value!r}")
+            raise ValueError(f"must be a list, not {_show(value)}")
         items = [text(v) for v in value]
         if len(items) < min_items:
             raise ValueError(f"must list at least {min_items}")
@@ -168,11 +179,11 @@ def texts(min_items: int = 0) -> Parser:
 
 def text_map(value: object) -> dict[str, str]:
     if not isinstance(value, dict):
-        raise ValueError(f"must be a mapping of names to texts, not {value!r}")
+        raise ValueError(f"must be a mapping of names to texts, not {_show(value)}")
     out = {}
     for k, v in value.items():
         if not isinstance(k, str) or not isinstance(v, str):
-            raise ValueError(f"{k!r}: names and values must be text (quote numbers)")
+            raise ValueError(f"{_show(k)}: names and values must be text (quote numbers)")
         out[k] = v
     return out
 
@@ -181,7 +192,7 @@ def one_of(*choices: str) -> Parser:
     def parse(value: object) -> str:
         found = text(value)
         if found not in choices:
-            raise ValueError(f"must be one of {', '.join(choices)}, not {value!r}")
+            raise ValueError(f"must be one of {', '.join(choices)}, not {_show(value)}")
         return found
 
     return parse
@@ -217,7 +228,7 @@ def section(cls: type, default: Any = dataclasses.MISSING, *, nullable: bool = F
 def build(cls: type[S], data: object, place: str, problems: list[str]) -> S | None:
     """An instance of the section `cls` from `data`, or None with every problem added."""
     if not isinstance(data, dict):
-        problems.append(f"{place or 'the file'}: must be a mapping of settings, not {data!r}")
+        problems.append(f"{place or 'the file'}: must be a mapping of settings, not {_show(data)}")
         return None
     count = len(problems)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
@@ -240,7 +251,8 @@ def build(cls: type[S], data: object, place: str, problems: list[str]) -> S | No
             problems.append(f"{where}: {exc}")
     for name in data:
         if name not in fields:
-            problems.append(f"{place}.{name}: unknown key" if place else f"{name}: unknown key")
+            shown = name if isinstance(name, str) and len(name) <= 60 else _show(name)
+            problems.append(f"{place}.{shown}: unknown key" if place else f"{shown}: unknown key")
     if len(problems) > count:
         return None
     try:
@@ -256,7 +268,8 @@ def build(cls: type[S], data: object, place: str, problems: list[str]) -> S | No
 def _task_id(value: str) -> str:
     if not TASK_ID.fullmatch(value):
         raise ValueError(
-            f"{value!r} is not a task id: use 1-64 of a-z 0-9 _ -, starting with a letter or digit"
+            f"{_show(value)} is not a task id: use 1-64 of a-z 0-9 _ -, starting with a letter "
+            "or digit"
         )
     return value
 
@@ -281,7 +294,7 @@ def _timeout(value: float) -> float:
 
 def _cron(value: str) -> str:
     if problem := cron_problem(value):
-        raise ValueError(f"{value!r} is not a cron expression: {problem}")
+        raise ValueError(f"{_show(value)} is not a cron expression: {problem}")
     return value
 
 
@@ -302,7 +315,7 @@ def seed_aliases(data: dict[str, Any]) -> dict[str, Any]:
         value = data.pop(seed_key)
         if seed_key == "interval_minutes":
             if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ValueError(f"interval_minutes must be a number, not {value!r}")
+                raise ValueError(f"interval_minutes must be a number, not {_show(value)}")
             value = float(value) * 60
         data[ours] = value
     return data
@@ -382,7 +395,7 @@ def _loopback(value: str) -> str:
     except ValueError:
         loopback = False
     if not loopback:
-        raise ValueError(f"{value!r}: metrics are served on a loopback address only")
+        raise ValueError(f"{_show(value)}: metrics are served on a loopback address only")
     return value
 
 
@@ -399,7 +412,7 @@ def _group(value: str) -> str:
         grp.getgrnam(value)
     except KeyError:
         raise ValueError(
-            f"{value!r} is not a group on this machine; create it: groupadd {value}"
+            f"{_show(value)} is not a group on this machine; create it: groupadd {value}"
         ) from None
     return value
 
@@ -417,13 +430,13 @@ def _zone(value: str) -> str:
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"{value!r} is not a time zone (like Europe/Berlin or UTC)") from None
+        raise ValueError(f"{_show(value)} is not a time zone (like Europe/Berlin or UTC)") from None
     return value
 
 
 def _tasks(value: object) -> list[Any]:
     if not isinstance(value, list):
-        raise ValueError(f"must be a list of tasks, not {value!r}")
+        raise ValueError(f"must be a list of tasks, not {_show(value)}")
     return value
 
 

@@ -8,6 +8,7 @@ in a repeated hour once; wildcard-hour jobs run in both copies of a repeated hou
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -51,6 +52,21 @@ class Every:
         return Every, (self.seconds,)  # see TaskSpec.__reduce__
 
 
+@functools.lru_cache(maxsize=1024)
+def _cron_next(expression: str, zone: ZoneInfo, when: datetime) -> datetime:
+    """The slot of `expression` strictly after `when`. Remembered: tasks that share an
+    expression share their slots (10,000 tasks at start-up ask for the same one)."""
+    # cronsim counts in local wall time, where the autumn change repeats an hour: asked
+    # from the second copy of 02:30, it can answer 02:45 of the first copy, which is
+    # earlier. Such answers are passed over, so a slot is always strictly later.
+    local = when.astimezone(zone)
+    for candidate in itertools.islice(CronSim(expression, local), _SEARCH):
+        slot = candidate.astimezone(UTC)
+        if slot > when:
+            return slot
+    return _cron_next(expression, zone, when + timedelta(hours=2))  # past the repeated hour
+
+
 @dataclass(frozen=True, slots=True)
 class Cron:
     """A five-field cron expression evaluated in `zone`."""
@@ -59,15 +75,7 @@ class Cron:
     zone: ZoneInfo
 
     def next_after(self, when: datetime) -> datetime:
-        # cronsim counts in local wall time, where the autumn change repeats an hour: asked
-        # from the second copy of 02:30, it can answer 02:45 of the first copy, which is
-        # earlier. Such answers are passed over, so a slot is always strictly later.
-        local = when.astimezone(self.zone)
-        for candidate in itertools.islice(CronSim(self.expression, local), _SEARCH):
-            slot = candidate.astimezone(UTC)
-            if slot > when:
-                return slot
-        return self.next_after(when + timedelta(hours=2))  # past the repeated hour
+        return _cron_next(self.expression, self.zone, when)
 
     def first_due(self, now: datetime) -> datetime:
         """At its next slot: a cron task runs when its expression says, never at once."""
