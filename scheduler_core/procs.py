@@ -88,6 +88,29 @@ def collected(pid: int) -> None:
     _leaders.discard(pid)
 
 
+def left_nothing(leader: int) -> bool:
+    """Sure, at the cost of two system calls, that the run led by `leader` (gone) left no
+    process: its group is empty and we have no child but runs' leaders. As the subreaper,
+    whatever a run started is in its group or under a child of ours, whose orphans come to
+    our main thread. False whenever unsure (no subreaper, no `children` file, a zombie)."""
+    if not _subreaper:
+        return False
+    try:
+        os.killpg(leader, 0)
+        return False  # someone, perhaps the unreaped leader, is still in the group
+    except ProcessLookupError:
+        pass
+    except OSError:
+        return False
+    me = os.getpid()
+    try:
+        with open(f"/proc/{me}/task/{me}/children", "rb") as f:
+            children = f.read().split()
+    except OSError:
+        return False
+    return all(int(pid) in _leaders for pid in children)
+
+
 def other_leaders(pid: int) -> int:
     """How many runs other than the one led by `pid` are going."""
     return len(_leaders - {pid})

@@ -232,6 +232,8 @@ class ProcessRun:
         """Stop everything the run started; what was found besides the leader ("" if none)."""
         tag = self._tag()
         cgroups, run = self.cgroups, self._cgroup_run
+        if run is None and procs.left_nothing(leader):
+            return ""  # the common case, without reading /proc
 
         def find() -> list[procs.Proc]:
             members = cgroups.members(run) if cgroups is not None and run is not None else []

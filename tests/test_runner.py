@@ -298,3 +298,25 @@ async def test_leftovers_of_crashed_runs_are_found_by_their_environment_and_stop
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(leader.pid, signal.SIGKILL)
             leader.wait()
+
+
+async def test_a_clean_end_is_told_without_proc_and_anything_left_is_not(tmp_path: Path) -> None:
+    """`procs.left_nothing`, the cheap check after each run: sure only when the run's group
+    is empty and no child of ours but a run's leader lives; else the full look at /proc."""
+    proc_run, _ = await run(["true"], tmp_path)
+    assert proc_run.pid is not None and procs.left_nothing(proc_run.pid)
+    sleep = ["sleep", "30"]
+    group = await asyncio.create_subprocess_exec(*sleep, start_new_session=True)
+    with procs.Spawning() as spawning:
+        spawning.registered(group.pid)  # a leader: only its live group speaks against it
+    assert procs.left_nothing(proc_run.pid)
+    assert not procs.left_nothing(group.pid)
+    stray = await asyncio.create_subprocess_exec(*sleep)  # a child that no run leads
+    try:
+        assert not procs.left_nothing(proc_run.pid)  # its group is empty, but the stray lives
+    finally:
+        for p in (group, stray):
+            p.kill()
+            await p.wait()
+        procs.collected(group.pid)
+    assert procs.left_nothing(proc_run.pid)
