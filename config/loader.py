@@ -12,14 +12,16 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from config import cache
 from config.locate import find_config_path
-from config.schema import ConfigModel, TaskModel, build
 from scheduler_core.model import CatchUp, EngineSettings, Retention, TaskSpec
 from scheduler_core.triggers import Cron, Every, Trigger
+
+if TYPE_CHECKING:  # imported when a file is read afresh, not when its cached result is used
+    from config.schema import ConfigModel, TaskModel
 
 __all__ = ["AppConfig", "ConfigError", "SignalConfig", "find_config_path", "load_config"]
 
@@ -136,6 +138,8 @@ def load_config(path: str | os.PathLike[str], *, cached: bool = True) -> AppConf
 
 
 def _load(path: Path) -> AppConfig:
+    from config.schema import ConfigModel, TaskModel, build
+
     raw = read_raw(path)
     if raw is None:
         raw = {}
