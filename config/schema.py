@@ -1,5 +1,5 @@
 """The configuration file's schema (DESIGN.md section 3): one frozen dataclass per section,
-each field carrying the parser that checks and converts its value (`build`).
+each field carrying the parser that checks and converts its value (`config.fields`).
 
 Unknown keys are errors; durations, sizes and cron expressions are checked here, so a bad
 file fails before the daemon starts, with every problem at its dotted place. Values are taken
@@ -13,68 +13,33 @@ start-up, and a schema library cost them a third of their start and a quarter of
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import re
-import reprlib
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
-_SHOWN = reprlib.Repr()
-_SHOWN.maxlevel, _SHOWN.maxstring, _SHOWN.maxother = 2, 60, 60
+from config.fields import (
+    boolean,
+    build,
+    key,
+    number,
+    one_of,
+    optional,
+    parse_duration,
+    parse_size,
+    section,
+    show,
+    text,
+    text_map,
+    texts,
+    then,
+    whole,
+)
 
+__all__ = ["TASK_ID", "build", "cron_problem", "parse_duration", "parse_size"]
 
-def _show(value: object) -> str:
-    """A value as a problem quotes it: short, and never expanded (a YAML alias bomb is nine
-    lists of nine lists of ..., cheap until printed)."""
-    return _SHOWN.repr(value)
-
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)", re.IGNORECASE)
-_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 TASK_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
-
-
-def parse_duration(value: object) -> float:
-    """`90s`, `15m`, `2h`, `1d`, `1h30m` or a number of seconds -> seconds."""
-    if isinstance(value, bool):
-        raise ValueError("a duration, like 90s, 15m, 2h, 1d or a number of seconds")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str):
-        text = value.strip()
-        try:
-            seconds = float(text)
-        except ValueError:
-            parts = _DURATION_PART.findall(text)
-            if not parts or _DURATION_PART.sub("", text).strip():
-                raise ValueError(
-                    f"{_show(value)} is not a duration (use 90s, 15m, 2h, 1d or seconds)"
-                ) from None
-            seconds = sum(float(n) * _UNIT_S[u.lower()] for n, u in parts)
-    else:
-        raise ValueError("a duration, like 90s, 15m, 2h, 1d or a number of seconds")
-    if seconds != seconds or seconds < 0:
-        raise ValueError(f"{_show(value)} is not a duration (must not be negative)")
-    return seconds
-
-
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmg]i?b|b)?", re.IGNORECASE)
-_UNIT_B = {"b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "kib": 1024, "mib": 1024**2}
-_UNIT_B["gib"] = 1024**3
-
-
-def parse_size(value: object) -> int:
-    """`64MB`, `500KiB`, `1GB` or a number of bytes -> bytes."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    match = _SIZE.fullmatch(value.strip()) if isinstance(value, str) else None
-    if match is None:
-        raise ValueError(f"{_show(value)} is not a size (use 64MB, 500KiB, 1GB or bytes)")
-    number, unit = match.groups()
-    return int(float(number) * _UNIT_B[(unit or "b").lower()])
 
 
 @functools.lru_cache(maxsize=256)
@@ -90,185 +55,13 @@ def cron_problem(expression: str) -> str | None:
     return None
 
 
-# --- the parsers a field can carry -----------------------------------------------------------
-
-Parser = Callable[[object], Any]
-T = TypeVar("T")
-_TRUE = {"true", "yes", "on", "y", "t", "1"}
-_FALSE = {"false", "no", "off", "n", "f", "0"}
-
-
-def text(value: object) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"must be text, not {_show(value)}")
-    return value.strip()
-
-
-def whole(lo: int | None = None, hi: int | None = None) -> Parser:
-    """A whole number within [lo, hi]."""
-
-    def parse(value: object) -> int:
-        number: object = value
-        if isinstance(value, str):
-            try:
-                number = float(value.strip())
-            except ValueError:
-                number = None
-        if isinstance(number, float) and number.is_integer():
-            number = int(number)
-        if isinstance(number, bool) or not isinstance(number, int):
-            raise ValueError(f"must be a whole number, not {_show(value)}")
-        _in_range(number, lo, hi)
-        return number
-
-    return parse
-
-
-def number(
-    lo: float | None = None, hi: float | None = None, *, above: float | None = None
-) -> Parser:
-    """A number within [lo, hi], and more than `above`."""
-
-    def parse(value: object) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float | str):
-            raise ValueError(f"must be a number, not {_show(value)}")
-        try:
-            result = float(value)
-        except ValueError:
-            raise ValueError(f"must be a number, not {_show(value)}") from None
-        if result != result:
-            raise ValueError("must be a number, not NaN")
-        if above is not None and result <= above:
-            raise ValueError(f"must be more than {above:g}")
-        _in_range(result, lo, hi)
-        return result
-
-    return parse
-
-
-def _in_range(value: float, lo: float | None, hi: float | None) -> None:
-    if lo is not None and value < lo:
-        raise ValueError(f"must be at least {lo:g}, not {value:g}")
-    if hi is not None and value > hi:
-        raise ValueError(f"must be at most {hi:g}, not {value:g}")
-
-
-def boolean(value: object) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-        return value.strip().lower() in _TRUE
-    raise ValueError(f"must be true or false, not {_show(value)}")
-
-
-def texts(min_items: int = 0) -> Parser:
-    """A list of texts, at least `min_items` long."""
-
-    def parse(value: object) -> list[str]:
-        if not isinstance(value, list):
-            raise ValueError(f"must be a list, not {_show(value)}")
-        items = [text(v) for v in value]
-        if len(items) < min_items:
-            raise ValueError(f"must list at least {min_items}")
-        return items
-
-    return parse
-
-
-def text_map(value: object) -> dict[str, str]:
-    if not isinstance(value, dict):
-        raise ValueError(f"must be a mapping of names to texts, not {_show(value)}")
-    out = {}
-    for k, v in value.items():
-        if not isinstance(k, str) or not isinstance(v, str):
-            raise ValueError(f"{_show(k)}: names and values must be text (quote numbers)")
-        out[k] = v
-    return out
-
-
-def one_of(*choices: str) -> Parser:
-    def parse(value: object) -> str:
-        found = text(value)
-        if found not in choices:
-            raise ValueError(f"must be one of {', '.join(choices)}, not {_show(value)}")
-        return found
-
-    return parse
-
-
-def optional(parse: Parser) -> Parser:
-    return lambda value: None if value is None else parse(value)
-
-
-def then(parse: Parser, check: Callable[[Any], Any]) -> Parser:
-    """`parse`, then `check` on what it gave (which raises ValueError or returns the value)."""
-    return lambda value: check(parse(value))
-
-
-def key(parse: Parser, default: Any = dataclasses.MISSING, *, factory: Any = None) -> Any:
-    """A field of a section: its parser, and its default (none: the key is required)."""
-    if factory is not None:
-        return field(default_factory=factory, metadata={"parse": parse})
-    return field(default=default, metadata={"parse": parse})
-
-
-S = TypeVar("S")
-
-
-def section(cls: type, default: Any = dataclasses.MISSING, *, nullable: bool = False) -> Any:
-    """A field that is a section of its own (`cls`), its problems placed under its name."""
-    meta = {"section": cls, "nullable": nullable}
-    if default is dataclasses.MISSING and not nullable:
-        return field(default_factory=cls, metadata=meta)
-    return field(default=None, metadata=meta)
-
-
-def build(cls: type[S], data: object, place: str, problems: list[str]) -> S | None:
-    """An instance of the section `cls` from `data`, or None with every problem added."""
-    if not isinstance(data, dict):
-        problems.append(f"{place or 'the file'}: must be a mapping of settings, not {_show(data)}")
-        return None
-    count = len(problems)
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    values: dict[str, Any] = {}
-    for name, f in fields.items():
-        where = f"{place}.{name}" if place else name
-        if name not in data:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                problems.append(f"{where}: is required")
-            continue
-        value = data[name]
-        sub = f.metadata.get("section")
-        if sub is not None:
-            if value is not None or not f.metadata["nullable"]:
-                values[name] = build(sub, value, where, problems)
-            continue
-        try:
-            values[name] = f.metadata["parse"](value)
-        except ValueError as exc:
-            problems.append(f"{where}: {exc}")
-    for name in data:
-        if name not in fields:
-            shown = name if isinstance(name, str) and len(name) <= 60 else _show(name)
-            problems.append(f"{place}.{shown}: unknown key" if place else f"{shown}: unknown key")
-    if len(problems) > count:
-        return None
-    try:
-        return cls(**values)
-    except ValueError as exc:  # a check across fields (__post_init__)
-        problems.append(f"{place}: {exc}" if place else str(exc))
-        return None
-
-
 # --- the sections ----------------------------------------------------------------------------
 
 
 def _task_id(value: str) -> str:
     if not TASK_ID.fullmatch(value):
         raise ValueError(
-            f"{_show(value)} is not a task id: use 1-64 of a-z 0-9 _ -, starting with a letter "
+            f"{show(value)} is not a task id: use 1-64 of a-z 0-9 _ -, starting with a letter "
             "or digit"
         )
     return value
@@ -294,7 +87,7 @@ def _timeout(value: float) -> float:
 
 def _cron(value: str) -> str:
     if problem := cron_problem(value):
-        raise ValueError(f"{_show(value)} is not a cron expression: {problem}")
+        raise ValueError(f"{show(value)} is not a cron expression: {problem}")
     return value
 
 
@@ -315,7 +108,7 @@ def seed_aliases(data: dict[str, Any]) -> dict[str, Any]:
         value = data.pop(seed_key)
         if seed_key == "interval_minutes":
             if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ValueError(f"interval_minutes must be a number, not {_show(value)}")
+                raise ValueError(f"interval_minutes must be a number, not {show(value)}")
             value = float(value) * 60
         data[ours] = value
     return data
@@ -395,7 +188,7 @@ def _loopback(value: str) -> str:
     except ValueError:
         loopback = False
     if not loopback:
-        raise ValueError(f"{_show(value)}: metrics are served on a loopback address only")
+        raise ValueError(f"{show(value)}: metrics are served on a loopback address only")
     return value
 
 
@@ -412,7 +205,7 @@ def _group(value: str) -> str:
         grp.getgrnam(value)
     except KeyError:
         raise ValueError(
-            f"{_show(value)} is not a group on this machine; create it: groupadd {value}"
+            f"{show(value)} is not a group on this machine; create it: groupadd {value}"
         ) from None
     return value
 
@@ -430,13 +223,14 @@ def _zone(value: str) -> str:
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"{_show(value)} is not a time zone (like Europe/Berlin or UTC)") from None
+        zone = show(value)
+        raise ValueError(f"{zone} is not a time zone (like Europe/Berlin or UTC)") from None
     return value
 
 
 def _tasks(value: object) -> list[Any]:
     if not isinstance(value, list):
-        raise ValueError(f"must be a list of tasks, not {_show(value)}")
+        raise ValueError(f"must be a list of tasks, not {show(value)}")
     return value
 
 

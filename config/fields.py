@@ -1,0 +1,238 @@
+"""The pieces the configuration schema is built of (`config.schema`): parsers for values as
+YAML and JSON give them, with the usual leniency, and `build`, which reads a section (a frozen
+dataclass whose fields carry their parsers) and places every problem at its dotted name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import reprlib
+from collections.abc import Callable
+from dataclasses import field
+from typing import Any, TypeVar
+
+_SHOWN = reprlib.Repr()
+_SHOWN.maxlevel, _SHOWN.maxstring, _SHOWN.maxother = 2, 60, 60
+
+
+def show(value: object) -> str:
+    """A value as a problem quotes it: short, and never expanded (a YAML alias bomb is nine
+    lists of nine lists of ..., cheap until printed)."""
+    return _SHOWN.repr(value)
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)", re.IGNORECASE)
+_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: object) -> float:
+    """`90s`, `15m`, `2h`, `1d`, `1h30m` or a number of seconds -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError("a duration, like 90s, 15m, 2h, 1d or a number of seconds")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            seconds = float(text)
+        except ValueError:
+            parts = _DURATION_PART.findall(text)
+            if not parts or _DURATION_PART.sub("", text).strip():
+                raise ValueError(
+                    f"{show(value)} is not a duration (use 90s, 15m, 2h, 1d or seconds)"
+                ) from None
+            seconds = sum(float(n) * _UNIT_S[u.lower()] for n, u in parts)
+    else:
+        raise ValueError("a duration, like 90s, 15m, 2h, 1d or a number of seconds")
+    if seconds != seconds or seconds < 0:
+        raise ValueError(f"{show(value)} is not a duration (must not be negative)")
+    return seconds
+
+
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmg]i?b|b)?", re.IGNORECASE)
+_UNIT_B = {"b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "kib": 1024, "mib": 1024**2}
+_UNIT_B["gib"] = 1024**3
+
+
+def parse_size(value: object) -> int:
+    """`64MB`, `500KiB`, `1GB` or a number of bytes -> bytes."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    match = _SIZE.fullmatch(value.strip()) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError(f"{show(value)} is not a size (use 64MB, 500KiB, 1GB or bytes)")
+    number, unit = match.groups()
+    return int(float(number) * _UNIT_B[(unit or "b").lower()])
+
+
+# --- the parsers a field can carry -----------------------------------------------------------
+
+Parser = Callable[[object], Any]
+T = TypeVar("T")
+_TRUE = {"true", "yes", "on", "y", "t", "1"}
+_FALSE = {"false", "no", "off", "n", "f", "0"}
+
+
+def text(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"must be text, not {show(value)}")
+    return value.strip()
+
+
+def whole(lo: int | None = None, hi: int | None = None) -> Parser:
+    """A whole number within [lo, hi]."""
+
+    def parse(value: object) -> int:
+        number: object = value
+        if isinstance(value, str):
+            try:
+                number = float(value.strip())
+            except ValueError:
+                number = None
+        if isinstance(number, float) and number.is_integer():
+            number = int(number)
+        if isinstance(number, bool) or not isinstance(number, int):
+            raise ValueError(f"must be a whole number, not {show(value)}")
+        _in_range(number, lo, hi)
+        return number
+
+    return parse
+
+
+def number(
+    lo: float | None = None, hi: float | None = None, *, above: float | None = None
+) -> Parser:
+    """A number within [lo, hi], and more than `above`."""
+
+    def parse(value: object) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise ValueError(f"must be a number, not {show(value)}")
+        try:
+            result = float(value)
+        except ValueError:
+            raise ValueError(f"must be a number, not {show(value)}") from None
+        if result != result:
+            raise ValueError("must be a number, not NaN")
+        if above is not None and result <= above:
+            raise ValueError(f"must be more than {above:g}")
+        _in_range(result, lo, hi)
+        return result
+
+    return parse
+
+
+def _in_range(value: float, lo: float | None, hi: float | None) -> None:
+    if lo is not None and value < lo:
+        raise ValueError(f"must be at least {lo:g}, not {value:g}")
+    if hi is not None and value > hi:
+        raise ValueError(f"must be at most {hi:g}, not {value:g}")
+
+
+def boolean(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ValueError(f"must be true or false, not {show(value)}")
+
+
+def texts(min_items: int = 0) -> Parser:
+    """A list of texts, at least `min_items` long."""
+
+    def parse(value: object) -> list[str]:
+        if not isinstance(value, list):
+            raise ValueError(f"must be a list, not {show(value)}")
+        items = [text(v) for v in value]
+        if len(items) < min_items:
+            raise ValueError(f"must list at least {min_items}")
+        return items
+
+    return parse
+
+
+def text_map(value: object) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise ValueError(f"must be a mapping of names to texts, not {show(value)}")
+    out = {}
+    for k, v in value.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise ValueError(f"{show(k)}: names and values must be text (quote numbers)")
+        out[k] = v
+    return out
+
+
+def one_of(*choices: str) -> Parser:
+    def parse(value: object) -> str:
+        found = text(value)
+        if found not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}, not {show(value)}")
+        return found
+
+    return parse
+
+
+def optional(parse: Parser) -> Parser:
+    return lambda value: None if value is None else parse(value)
+
+
+def then(parse: Parser, check: Callable[[Any], Any]) -> Parser:
+    """`parse`, then `check` on what it gave (which raises ValueError or returns the value)."""
+    return lambda value: check(parse(value))
+
+
+def key(parse: Parser, default: Any = dataclasses.MISSING, *, factory: Any = None) -> Any:
+    """A field of a section: its parser, and its default (none: the key is required)."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"parse": parse})
+    return field(default=default, metadata={"parse": parse})
+
+
+S = TypeVar("S")
+
+
+def section(cls: type, default: Any = dataclasses.MISSING, *, nullable: bool = False) -> Any:
+    """A field that is a section of its own (`cls`), its problems placed under its name."""
+    meta = {"section": cls, "nullable": nullable}
+    if default is dataclasses.MISSING and not nullable:
+        return field(default_factory=cls, metadata=meta)
+    return field(default=None, metadata=meta)
+
+
+def build(cls: type[S], data: object, place: str, problems: list[str]) -> S | None:
+    """An instance of the section `cls` from `data`, or None with every problem added."""
+    if not isinstance(data, dict):
+        problems.append(f"{place or 'the file'}: must be a mapping of settings, not {show(data)}")
+        return None
+    count = len(problems)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    values: dict[str, Any] = {}
+    for name, f in fields.items():
+        where = f"{place}.{name}" if place else name
+        if name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                problems.append(f"{where}: is required")
+            continue
+        value = data[name]
+        sub = f.metadata.get("section")
+        if sub is not None:
+            if value is not None or not f.metadata["nullable"]:
+                values[name] = build(sub, value, where, problems)
+            continue
+        try:
+            values[name] = f.metadata["parse"](value)
+        except ValueError as exc:
+            problems.append(f"{where}: {exc}")
+    for name in data:
+        if name not in fields:
+            shown = name if isinstance(name, str) and len(name) <= 60 else show(name)
+            problems.append(f"{place}.{shown}: unknown key" if place else f"{shown}: unknown key")
+    if len(problems) > count:
+        return None
+    try:
+        return cls(**values)
+    except ValueError as exc:  # a check across fields (__post_init__)
+        problems.append(f"{place}: {exc}" if place else str(exc))
+        return None
