@@ -88,11 +88,12 @@ def collected(pid: int) -> None:
     _leaders.discard(pid)
 
 
-def left_nothing(leader: int) -> bool:
-    """Sure, at the cost of two system calls, that the run led by `leader` (gone) left no
-    process: its group is empty and we have no child but runs' leaders. As the subreaper,
-    whatever a run started is in its group or under a child of ours, whose orphans come to
-    our main thread. False whenever unsure (no subreaper, no `children` file, a zombie)."""
+def left_nothing(leader: int, tag: tuple[bytes, bytes] | None) -> bool:
+    """Sure, at the cost of a few system calls, that the run led by `leader` (gone) left no
+    process: what `run_processes` would find is empty. As the subreaper, whatever a run
+    started is in its group or under a child of ours (orphans come to our main thread); a
+    child that no run leads is the run's on the same terms as there (by its tag, or because
+    no other run goes). False whenever unsure (no subreaper, no `children` file, a zombie)."""
     if not _subreaper:
         return False
     try:
@@ -105,10 +106,14 @@ def left_nothing(leader: int) -> bool:
     me = os.getpid()
     try:
         with open(f"/proc/{me}/task/{me}/children", "rb") as f:
-            children = f.read().split()
+            children = [int(pid) for pid in f.read().split()]
     except OSError:
         return False
-    return all(int(pid) in _leaders for pid in children)
+    sole = _only_runs and other_leaders(leader) == 0 and not _spawning
+    for pid in children:
+        if pid not in _leaders and (sole or (tag is not None and tagged(pid, *tag))):
+            return False
+    return True
 
 
 def other_leaders(pid: int) -> int:

@@ -232,7 +232,7 @@ class ProcessRun:
         """Stop everything the run started; what was found besides the leader ("" if none)."""
         tag = self._tag()
         cgroups, run = self.cgroups, self._cgroup_run
-        if run is None and procs.left_nothing(leader):
+        if run is None and procs.left_nothing(leader, tag):
             return ""  # the common case, without reading /proc
 
         def find() -> list[procs.Proc]:

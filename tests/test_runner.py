@@ -302,21 +302,30 @@ async def test_leftovers_of_crashed_runs_are_found_by_their_environment_and_stop
 
 async def test_a_clean_end_is_told_without_proc_and_anything_left_is_not(tmp_path: Path) -> None:
     """`procs.left_nothing`, the cheap check after each run: sure only when the run's group
-    is empty and no child of ours but a run's leader lives; else the full look at /proc."""
-    proc_run, _ = await run(["true"], tmp_path)
-    assert proc_run.pid is not None and procs.left_nothing(proc_run.pid)
+    is empty and no child of ours that no run leads is the run's (by its tag here, as this
+    process starts more than runs); else the full look at /proc."""
+    env = os.environ | {"MOLTSCHED_DB": str(tmp_path / "x.db"), "MOLTSCHED_RUN_ID": "7"}
+    proc_run, _ = await run(["true"], tmp_path, env=env)
+    tag = (os.fsencode(env["MOLTSCHED_DB"]), b"7")
+    assert proc_run.pid is not None and procs.left_nothing(proc_run.pid, tag)
     sleep = ["sleep", "30"]
     group = await asyncio.create_subprocess_exec(*sleep, start_new_session=True)
     with procs.Spawning() as spawning:
         spawning.registered(group.pid)  # a leader: only its live group speaks against it
-    assert procs.left_nothing(proc_run.pid)
-    assert not procs.left_nothing(group.pid)
-    stray = await asyncio.create_subprocess_exec(*sleep)  # a child that no run leads
+    other = await asyncio.create_subprocess_exec(*sleep, env=env | {"MOLTSCHED_RUN_ID": "8"})
+    kids: list[asyncio.subprocess.Process] = [group, other]
     try:
-        assert not procs.left_nothing(proc_run.pid)  # its group is empty, but the stray lives
+        assert not procs.left_nothing(group.pid, None)
+        # Another run's process, or anyone's: not this run's.
+        await wait_for(lambda: procs.tagged(other.pid, os.fsencode(env["MOLTSCHED_DB"]), b"8"))
+        assert procs.left_nothing(proc_run.pid, tag)
+        mine = await asyncio.create_subprocess_exec(*sleep, env=env)  # carries the run's tag
+        kids.append(mine)
+        await wait_for(lambda: procs.tagged(mine.pid, *tag))
+        assert not procs.left_nothing(proc_run.pid, tag)
     finally:
-        for p in (group, stray):
+        for p in kids:
             p.kill()
             await p.wait()
         procs.collected(group.pid)
-    assert procs.left_nothing(proc_run.pid)
+    assert procs.left_nothing(proc_run.pid, tag)
