@@ -85,8 +85,6 @@ class AppConfig:
 
 def read_raw(path: Path) -> Any:
     """The file's data: JSON for `.json`, YAML otherwise. Raises ConfigError."""
-    import yaml
-
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -104,6 +102,8 @@ def read_raw(path: Path) -> Any:
             raise ConfigError(path, [f"line {exc.lineno}, column {exc.colno}: {exc.msg}"]) from None
         except RecursionError:
             raise ConfigError(path, ["nested too deeply to be a configuration"]) from None
+    import yaml  # not for JSON: its import costs a daemon on 10,000 tasks half a megabyte
+
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
         return yaml.load(text, Loader=loader)
