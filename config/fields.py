@@ -31,7 +31,10 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError("a duration, like 90s, 15m, 2h, 1d or a number of seconds")
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            raise ValueError(f"{show(value)} is not a duration (too long)") from None
     elif isinstance(value, str):
         text = value.strip()
         try:
@@ -69,7 +72,6 @@ def parse_size(value: object) -> int:
 # --- the parsers a field can carry -----------------------------------------------------------
 
 Parser = Callable[[object], Any]
-T = TypeVar("T")
 _TRUE = {"true", "yes", "on", "y", "t", "1"}
 _FALSE = {"false", "no", "off", "n", "f", "0"}
 
@@ -110,7 +112,7 @@ def number(
             raise ValueError(f"must be a number, not {show(value)}")
         try:
             result = float(value)
-        except ValueError:
+        except (ValueError, OverflowError):
             raise ValueError(f"must be a number, not {show(value)}") from None
         if result != result:
             raise ValueError("must be a number, not NaN")
@@ -193,12 +195,13 @@ def key(parse: Parser, default: Any = dataclasses.MISSING, *, factory: Any = Non
 S = TypeVar("S")
 
 
-def section(cls: type, default: Any = dataclasses.MISSING, *, nullable: bool = False) -> Any:
-    """A field that is a section of its own (`cls`), its problems placed under its name."""
+def section(cls: type, *, nullable: bool = False) -> Any:
+    """A field that is a section of its own (`cls`), its problems placed under its name;
+    missing, it is `cls()`, or None if `nullable` (a section that is off unless given)."""
     meta = {"section": cls, "nullable": nullable}
-    if default is dataclasses.MISSING and not nullable:
-        return field(default_factory=cls, metadata=meta)
-    return field(default=None, metadata=meta)
+    if nullable:
+        return field(default=None, metadata=meta)
+    return field(default_factory=cls, metadata=meta)
 
 
 def build(cls: type[S], data: object, place: str, problems: list[str]) -> S | None:

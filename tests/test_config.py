@@ -254,3 +254,13 @@ def test_validate_catches_a_state_dir_too_long_for_the_control_socket(tmp_path: 
     assert "state_dir: its control socket" in result.stderr and "at most 107" in result.stderr
     daemon = cli("daemon", config=bad, timeout=30)
     assert daemon.returncode == 2 and "Traceback" not in daemon.stderr
+
+
+def test_numbers_too_big_for_a_float_are_problems_not_crashes(tmp_path: Path) -> None:
+    huge = "1" + "0" * 400
+    path = write(
+        tmp_path,
+        f"retention: {{log_days: {huge}}}\ntasks:\n  - {{id: a, command: [echo], every: {huge}}}\n",
+    )
+    found = problems(path)
+    assert [p.split(":")[0] for p in found] == ["retention.log_days", "tasks[0].every"], found
