@@ -83,26 +83,42 @@ def task_json_text(
 
     The hot path of `status --json` (the agent polls it with 10,000 tasks): building the
     dict and encoding it takes twice as long. `times` memoises ISO texts within one answer;
-    tasks added together share their slot times.
+    tasks added together share their slot times. A task whose values are the same as at the
+    last answer gets the same text back (`_TEXTS`): between two polls, most have not run.
     """
+    values = task_values(spec, state)
+    key = (zone, values)
+    text = _TEXTS.get(key)
+    if text is not None:
+        return text
     parts = []
-    for kind, value in zip(_KINDS, task_values(spec, state), strict=True):
+    for kind, value in zip(_KINDS, values, strict=True):
         if value is None:
             parts.append("null")
         elif kind == "text":
             parts.append(_quote(value))
         elif kind == "time":
-            text = times.get(value)
-            if text is None:
-                text = times[value] = f'"{value.astimezone(zone).isoformat(timespec="seconds")}"'
-            parts.append(text)
+            iso_text = times.get(value)
+            if iso_text is None:
+                iso_text = f'"{value.astimezone(zone).isoformat(timespec="seconds")}"'
+                times[value] = iso_text
+            parts.append(iso_text)
         elif kind == "bool":
             parts.append("true" if value else "false")
         elif kind == "int":
             parts.append(str(value))
         else:  # a checkpoint: the stored JSON text, normalised
             parts.append(encode_json(parse_checkpoint(value)))
-    return _TEMPLATE % tuple(parts)
+    text = _TEMPLATE % tuple(parts)
+    if len(_TEXTS) >= _TEXTS_MAX:
+        _TEXTS.clear()  # tasks removed or changed since: start again rather than grow
+    _TEXTS[key] = text
+    return text
+
+
+# The texts of the last answers, by their values (see task_json_text); a bound on memory.
+_TEXTS: dict[tuple[ZoneInfo, tuple[Any, ...]], str] = {}
+_TEXTS_MAX = 50_000
 
 
 def run_json(result: RunResult, zone: ZoneInfo) -> dict[str, Any]:

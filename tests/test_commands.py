@@ -58,6 +58,14 @@ def test_fast_task_json_equals_the_dict(tasks_dir: Path, state: TaskState, enabl
     fast = json.loads(task_json_text(task, state, BERLIN, times))
     assert fast == task_json(task, state, BERLIN)
     assert list(fast) == list(task_json(task, state, BERLIN))  # same key order
+    # Asked again (the next poll), the same values give the same text, from memory; other
+    # values, or another zone, their own.
+    again = task_json_text(task, state, BERLIN, {})
+    assert again is task_json_text(task, state, BERLIN, {}) and json.loads(again) == fast
+    ran = state._replace(run_count=state.run_count + 1)
+    assert json.loads(task_json_text(task, ran, BERLIN, {})) == task_json(task, ran, BERLIN)
+    utc = ZoneInfo("UTC")
+    assert json.loads(task_json_text(task, state, utc, {})) == task_json(task, state, utc)
 
 
 def test_commands_round_trip_the_wire() -> None:
