@@ -70,3 +70,21 @@ def test_a_cache_that_cannot_be_written_is_no_cache(
     path = write(tmp_path)
     assert load_config(path).tasks[0].id == "a"
     assert cache.read(path, cache.identity(path)) is None
+
+
+def test_equal_parts_of_tasks_are_one_object_before_and_after_the_cache(
+    tmp_path: Path, cache_home: Path
+) -> None:
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "a.sh").write_text("exit 0\n")
+    tasks = "".join(
+        f"  - {{id: t{i}, script: a.sh, cron: '0 3 * * *', env: {{K: v}}}}\n" for i in range(3)
+    )
+    path = tmp_path / "moltsched.yaml"
+    path.write_text(f"state_dir: state\ntasks:\n{tasks}  - {{id: odd, script: a.sh, every: 5m}}\n")
+    for config in (load_config(path), load_config(path)):  # validated, then from the cache
+        same, odd = config.tasks[:3], config.tasks[3]
+        for part in ("trigger", "argv", "env", "script"):
+            assert len({id(getattr(spec, part)) for spec in same}) == 1, part
+        assert odd.trigger is not same[0].trigger and odd.env is not same[0].env
+        assert dict(odd.env) == {} and dict(same[0].env) == {"K": "v"}
