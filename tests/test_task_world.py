@@ -130,6 +130,22 @@ def test_the_shebang_line_is_read_as_the_kernel_reads_it(tmp_path: Path) -> None
     assert script_argv(str(tmp_path / "missing")) == ("bash", str(tmp_path / "missing"))
 
 
+def test_an_edited_shebang_line_applies_at_the_next_run(tmp_path: Path) -> None:
+    script = tmp_path / "job.sh"
+    script.write_text("#!/bin/sh\n")
+    assert script_argv(str(script)) == ("/bin/sh", str(script))
+    assert script_argv(str(script)) == ("/bin/sh", str(script))  # known: not read again
+    with open(script, "r+b") as f:  # edited in place
+        f.write(b"#!/bin/zsh\n")
+    assert script_argv(str(script)) == ("/bin/zsh", str(script))
+    replaced = tmp_path / "new"
+    replaced.write_text("echo no shebang\n")
+    os.replace(replaced, script)  # as editors save: a new file under the old name
+    assert script_argv(str(script)) == ("bash", str(script))
+    script.unlink()
+    assert script_argv(str(script)) == ("bash", str(script))
+
+
 def test_validate_warns_about_what_would_fail_at_run_time(tmp_path: Path) -> None:
     tasks = tmp_path / "tasks"
     tasks.mkdir()
