@@ -22,37 +22,6 @@ def show(value: object) -> str:
     return _SHOWN.repr(value)
 
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)", re.IGNORECASE)
-_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(value: object) -> float:
-    """`90s`, `15m`, `2h`, `1d`, `1h30m` or a number of seconds -> seconds."""
-    if isinstance(value, bool):
-        raise ValueError("a duration, like 90s, 15m, 2h, 1d or a number of seconds")
-    if isinstance(value, int | float):
-        try:
-            seconds = float(value)
-        except OverflowError:
-            raise ValueError(f"{show(value)} is not a duration (too long)") from None
-    elif isinstance(value, str):
-        text = value.strip()
-        try:
-            seconds = float(text)
-        except ValueError:
-            parts = _DURATION_PART.findall(text)
-            if not parts or _DURATION_PART.sub("", text).strip():
-                raise ValueError(
-                    f"{show(value)} is not a duration (use 90s, 15m, 2h, 1d or seconds)"
-                ) from None
-            seconds = sum(float(n) * _UNIT_S[u.lower()] for n, u in parts)
-    else:
-        raise ValueError("a duration, like 90s, 15m, 2h, 1d or a number of seconds")
-    if seconds != seconds or seconds < 0:
-        raise ValueError(f"{show(value)} is not a duration (must not be negative)")
-    return seconds
-
-
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmg]i?b|b)?", re.IGNORECASE)
 _UNIT_B = {"b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "kib": 1024, "mib": 1024**2}
 _UNIT_B["gib"] = 1024**3

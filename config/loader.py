@@ -58,6 +58,8 @@ class AlertSettings:
     after_failures: int = 1
     repeat_every: float = 6 * 3600.0
     recovery: bool = True
+    fallback_command: tuple[str, ...] = ()
+    fallback_after: float = 15 * 60.0
 
 
 @dataclass(frozen=True)
@@ -235,7 +237,13 @@ def _build(model: ConfigModel, path: Path, base: Path, specs: tuple[TaskSpec, ..
         _zone(model),
         specs,
         signal,
-        AlertSettings(a.after_failures, a.repeat_every, a.recovery),
+        AlertSettings(
+            a.after_failures,
+            a.repeat_every,
+            a.recovery,
+            tuple(a.fallback_command),
+            a.fallback_after,
+        ),
         None if m is None else MetricsSettings(m.host, m.port),
         model.control.group,
     )
@@ -268,6 +276,9 @@ def _spec(task: TaskModel, tasks_dir: Path, zone: ZoneInfo, shared: dict[object,
         alert=task.alert,
         env=shared.setdefault(("env", *sorted(env.items())), env),
         script=shared.setdefault(script, script),
+        retries=task.retries,
+        retry_delay=task.retry_delay,
+        max_age=task.max_age,
     )
 
 

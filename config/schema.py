@@ -26,7 +26,6 @@ from config.fields import (
     number,
     one_of,
     optional,
-    parse_duration,
     parse_size,
     section,
     show,
@@ -36,6 +35,7 @@ from config.fields import (
     then,
     whole,
 )
+from scheduler_core.triggers import parse_duration
 
 __all__ = ["TASK_ID", "build", "cron_problem", "parse_duration", "parse_size"]
 
@@ -85,6 +85,18 @@ def _timeout(value: float) -> float:
     return value
 
 
+def _retry_delay(value: float) -> float:
+    if value < 1:
+        raise ValueError("retry_delay must be at least 1s")
+    return value
+
+
+def _max_age(value: float) -> float:
+    if value < 60:
+        raise ValueError("max_age must be at least 1m")
+    return value
+
+
 def _cron(value: str) -> str:
     if problem := cron_problem(value):
         raise ValueError(f"{show(value)} is not a cron expression: {problem}")
@@ -130,6 +142,9 @@ class TaskModel:
     interruptible: bool = key(boolean, True)
     alert: bool = key(boolean, True)
     env: dict[str, str] = key(text_map, factory=dict)
+    retries: int = key(whole(0, 100), 0)
+    retry_delay: float = key(then(parse_duration, _retry_delay), 30.0)
+    max_age: float | None = key(optional(then(parse_duration, _max_age)), None)
     # Extra keys the seed's tasks.json carries that mean nothing here.
     description: str | None = key(optional(text), None)
 
@@ -171,6 +186,10 @@ class AlertsModel:
     after_failures: int = key(whole(1), 1)
     repeat_every: float = key(parse_duration, 6 * 3600.0)
     recovery: bool = key(boolean, True)
+    # Run with an alert's text on stdin when Signal has not delivered it within
+    # `fallback_after`, and for every alert when there is no `signal:` section.
+    fallback_command: list[str] = key(texts(), factory=list)
+    fallback_after: float = key(parse_duration, 15 * 60.0)
 
 
 @dataclass(frozen=True)

@@ -128,4 +128,68 @@ MIGRATIONS: list[list[str]] = [
             UPDATE usage SET output_bytes = output_bytes - OLD.output_bytes;
         END""",
     ],
+    [
+        # Runs asked for at a time, kept until they start: one-shots (`run TASK --in 20m`)
+        # and retries. A retry never waits past its task's next slot: it takes that slot
+        # (`took_slot`), and the task's next_run moves past it.
+        """CREATE TABLE later (
+            id INTEGER PRIMARY KEY,
+            task_id TEXT NOT NULL,
+            cause TEXT NOT NULL,
+            due REAL NOT NULL,
+            created REAL NOT NULL,
+            attempt INTEGER NOT NULL DEFAULT 0,
+            actor TEXT,
+            took_slot REAL
+        ) STRICT""",
+        "CREATE INDEX later_by_task ON later(task_id, due)",
+        # A failed run that a retry follows: the retry decides for the pair (alerts count
+        # the run and its retries as one failure, and flapping looks at the last of them).
+        "ALTER TABLE run ADD COLUMN retried INTEGER NOT NULL DEFAULT 0",
+        # For max_age: when the task last succeeded, when it was first configured, and when
+        # its current stale period was alerted (NULL: not stale, or not alerted yet).
+        "ALTER TABLE task ADD COLUMN last_success REAL",
+        "ALTER TABLE task ADD COLUMN added REAL",
+        "ALTER TABLE task ADD COLUMN stale_alerted REAL",
+        """UPDATE task SET last_success = (SELECT MAX(ended) FROM run
+            WHERE run.task_id = task.id AND run.outcome = 'success')""",
+        "UPDATE task SET added = (julianday('now') - 2440587.5) * 86400.0",
+        # Which channel delivered an alert: 'signal' or 'fallback' (NULL: not delivered).
+        "ALTER TABLE outbox ADD COLUMN channel TEXT",
+        "UPDATE outbox SET channel = 'signal' WHERE sent IS NOT NULL",
+        # The run_ended trigger of migration 4, with `stopped` (neither a run that counts nor
+        # a failure, like `interrupted`, but it does not resume), retries (a retry's failure
+        # does not lengthen the failure streak: the run it retries counted already) and the
+        # time of the last success.
+        "DROP TRIGGER run_ended",
+        """CREATE TRIGGER run_ended BEFORE UPDATE OF outcome ON run
+            WHEN OLD.outcome IS NULL AND NEW.outcome IS NOT NULL BEGIN
+            UPDATE task SET
+                status = CASE NEW.outcome WHEN 'success' THEN 'idle' WHEN 'stopped' THEN 'idle'
+                    WHEN 'interrupted' THEN 'interrupted' ELSE 'error' END,
+                run_count = run_count + (NEW.outcome NOT IN ('interrupted', 'stopped')),
+                error_count = error_count + (NEW.outcome IN ('failed', 'timeout')),
+                consecutive_failures = CASE
+                    WHEN NEW.outcome = 'success' THEN 0
+                    WHEN NEW.outcome IN ('interrupted', 'stopped') THEN consecutive_failures
+                    WHEN NEW.cause = 'retry' THEN MAX(consecutive_failures, 1)
+                    ELSE consecutive_failures + 1 END,
+                last_error = CASE NEW.outcome WHEN 'success' THEN NULL
+                    WHEN 'interrupted' THEN last_error WHEN 'stopped' THEN last_error
+                    ELSE NEW.message END,
+                last_outcome = CASE NEW.outcome WHEN 'interrupted' THEN last_outcome
+                    ELSE NEW.outcome END,
+                last_success = CASE NEW.outcome WHEN 'success' THEN NEW.ended
+                    ELSE last_success END
+                WHERE id = NEW.task_id;
+            INSERT INTO log (time, task_id, action, message, duration_s)
+                VALUES (NEW.ended, NEW.task_id,
+                    CASE NEW.outcome WHEN 'success' THEN 'completed' ELSE NEW.outcome END,
+                    NEW.message, NEW.duration_s);
+            UPDATE usage SET output_bytes = output_bytes + NEW.output_bytes - OLD.output_bytes;
+            DELETE FROM run WHERE task_id = NEW.task_id AND id < NEW.id AND id <= (
+                SELECT id FROM run WHERE task_id = NEW.task_id ORDER BY id DESC LIMIT 1
+                OFFSET (SELECT runs_per_task FROM retention));
+        END""",
+    ],
 ]

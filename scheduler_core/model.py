@@ -40,7 +40,8 @@ class Outcome(StrEnum):
     SUCCESS = "success"
     FAILED = "failed"
     TIMEOUT = "timeout"
-    INTERRUPTED = "interrupted"
+    INTERRUPTED = "interrupted"  # cut short by a pause, a preemption or a shutdown: it resumes
+    STOPPED = "stopped"  # ended by `stop`: not resumed, not retried; the schedule stands
 
 
 # Plain dict lookups: calling an Enum class is slow enough to show in a 10,000-task status.
@@ -55,6 +56,8 @@ class Cause(StrEnum):
     ON_DEMAND = "on-demand"
     CATCH_UP = "catch-up"
     RESUME = "resume"
+    RETRY = "retry"  # a failed or timed-out run again, after `retry_delay`
+    ONE_SHOT = "one-shot"  # asked for at a time (`run TASK --in 20m`)
 
 
 class CatchUp(StrEnum):
@@ -83,6 +86,9 @@ class TaskSpec:
     # A `script:` task's file; its `#!` line is read as each run starts (see `runner.script_argv`)
     # and `argv` is what runs when it has none.
     script: str | None = None
+    retries: int = 0  # a failed or timed-out run is run again this many times at most
+    retry_delay: float = 30.0  # before the first retry; each further one waits twice as long
+    max_age: float | None = None  # alert when it has not succeeded for this long
 
     def __reduce__(self) -> tuple[type[TaskSpec], tuple[object, ...]]:
         # Rebuilt by its constructor: a slotted frozen dataclass restores its state field by
@@ -154,6 +160,7 @@ class OutboxItem:
     text: str
     attempts: int
     next_attempt: datetime
+    created: datetime | None = None  # when it was queued (the fallback counts from it)
 
 
 @dataclass(frozen=True)
@@ -212,3 +219,19 @@ class RunResult:
     stderr: str
     message: str
     started: datetime
+    retry_at: datetime | None = None  # it failed, and is retried then
+
+
+@dataclass(frozen=True)
+class LaterRun:
+    """A run asked for at a time, kept in the store until it starts: a one-shot run
+    (`run TASK --in 20m`) or a retry. `took_slot`: the scheduled slot this retry takes
+    (a retry never waits past the task's next slot: it runs in its place)."""
+
+    id: int
+    task_id: str
+    cause: Cause
+    due: datetime
+    attempt: int = 0  # a retry's number (1 is the first retry)
+    actor: str | None = None
+    took_slot: datetime | None = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -120,3 +121,39 @@ def format_duration(seconds: float) -> str:
             parts.append(f"{s // size}{unit}")
             s %= size
     return "".join(parts)
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)", re.IGNORECASE)
+_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: object) -> float:
+    """`90s`, `15m`, `2h`, `1d`, `1h30m` or a number of seconds -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError("a duration, like 90s, 15m, 2h, 1d or a number of seconds")
+    if isinstance(value, int | float):
+        try:
+            seconds = float(value)
+        except OverflowError:
+            raise ValueError(f"{_shown(value)} is not a duration (too long)") from None
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            seconds = float(text)
+        except ValueError:
+            parts = _DURATION_PART.findall(text)
+            if not parts or _DURATION_PART.sub("", text).strip():
+                raise ValueError(
+                    f"{_shown(value)} is not a duration (use 90s, 15m, 2h, 1d or seconds)"
+                ) from None
+            seconds = sum(float(n) * _UNIT_S[u.lower()] for n, u in parts)
+    else:
+        raise ValueError("a duration, like 90s, 15m, 2h, 1d or a number of seconds")
+    if seconds != seconds or seconds < 0:
+        raise ValueError(f"{_shown(value)} is not a duration (must not be negative)")
+    return seconds
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:39] + "…"

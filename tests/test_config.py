@@ -10,9 +10,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from config.loader import ConfigError, load_config
-from config.schema import parse_duration
 from scheduler_core.model import CatchUp
-from scheduler_core.triggers import Cron, Every
+from scheduler_core.triggers import Cron, Every, parse_duration
 from tests.helpers import cli
 
 

@@ -133,7 +133,7 @@ async def test_a_run_end_reads_its_task_by_key_not_by_scanning(
     """The task's columns in the RETURNING are looked up by its id: correlated on
     `run.task_id` instead, SQLite scans every task for each column of every run's end."""
     await store.sync_tasks([spec(f"t{i}", "true", tasks_dir) for i in range(50)])
-    plan = query(store.path, "EXPLAIN QUERY PLAN " + FINISH_RUN, (*range(9), "t1"))
+    plan = query(store.path, "EXPLAIN QUERY PLAN " + FINISH_RUN, (*range(10), "t1"))
     details = [row[-1] for row in plan]
     assert any(d.startswith("SEARCH task") for d in details), details
     assert not [d for d in details if d.startswith("SCAN task")], details

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from scheduler_core.model import LogEntry, OutboxItem
-from scheduler_core.store.core import _LOG_INSERT, StoreCore, _Tx, to_epoch
+from scheduler_core.store.core import _LOG_INSERT, StoreCore, _Tx, from_epoch, to_epoch
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +39,13 @@ class AlertAndLogRows(StoreCore):
 
         await self._write(step)
 
-    async def pending_alerts(self, limit: int = 100) -> list[OutboxItem]:
-        """Alerts not yet delivered, oldest first."""
+    async def pending_alerts(self, limit: int = 100, *, signal: bool = True) -> list[OutboxItem]:
+        """Alerts not yet delivered, oldest first. `signal`: only those Signal can deliver
+        (an alert queued with no `signal:` section has no recipient: the fallback's alone)."""
+        only = "AND recipient != ''" if signal else ""
         rows = await self._read(
-            "SELECT id, task_id, kind, recipient, text, attempts, next_attempt FROM outbox "
-            "WHERE sent IS NULL ORDER BY id LIMIT ?",
+            "SELECT id, task_id, kind, recipient, text, attempts, next_attempt, created "
+            f"FROM outbox WHERE sent IS NULL {only} ORDER BY id LIMIT ?",
             (limit,),
         )
         return [
@@ -55,20 +57,29 @@ class AlertAndLogRows(StoreCore):
                 text,
                 attempts,
                 datetime.fromtimestamp(next_attempt, UTC),
+                datetime.fromtimestamp(created, UTC),
             )
-            for item_id, task_id, kind, recipient, text, attempts, next_attempt in rows
+            for item_id, task_id, kind, recipient, text, attempts, next_attempt, created in rows
         ]
 
-    async def alerts_sent(self, items: Sequence[OutboxItem], now: datetime) -> None:
-        """Mark alerts delivered (together, as one message), and log them."""
+    async def alerts_sent(
+        self, items: Sequence[OutboxItem], now: datetime, channel: str = "signal"
+    ) -> None:
+        """Mark alerts delivered by `channel` (`signal`: together, as one message;
+        `fallback`: by the fallback command), and log them with the channel."""
         at = now.timestamp()
 
         def what(item: OutboxItem) -> str:
-            text = f"{item.kind} to {item.recipient}"
+            if channel != "signal":
+                return f"{item.kind} via the {channel} command"
+            text = f"{item.kind} to {item.recipient} via signal"
             return text + (f" (in a digest of {len(items)})" if len(items) > 1 else "")
 
         async def step(tx: _Tx) -> None:
-            await tx.many("UPDATE outbox SET sent = ? WHERE id = ?", [(at, i.id) for i in items])
+            await tx.many(
+                "UPDATE outbox SET sent = ?, channel = ? WHERE id = ? AND sent IS NULL",
+                [(at, channel, i.id) for i in items],
+            )
             await tx.many(
                 _LOG_INSERT,
                 [(at, i.task_id, "alert_sent", what(i), None, None) for i in items],
@@ -89,14 +100,52 @@ class AlertAndLogRows(StoreCore):
         )
 
     async def recent_outcomes(self, task_id: str, limit: int) -> list[bool]:
-        """Whether each of the task's newest finished runs worked (interrupted ones aside),
-        oldest first."""
+        """Whether each of the task's newest finished runs worked (interrupted and stopped
+        ones aside, and a run a retry followed: the retry speaks for it), oldest first."""
         rows = await self._read(
             "SELECT outcome FROM run WHERE task_id = ? AND outcome IN "
-            "('success', 'failed', 'timeout') ORDER BY id DESC LIMIT ?",
+            "('success', 'failed', 'timeout') AND NOT retried ORDER BY id DESC LIMIT ?",
             (task_id, limit),
         )
         return [outcome == "success" for (outcome,) in reversed(rows)]
+
+    async def staleness(
+        self, task_ids: Sequence[str]
+    ) -> list[tuple[str, datetime | None, datetime | None, datetime | None]]:
+        """For max_age: each task's last success, when it was added, and when its current
+        stale period was alerted."""
+        if not task_ids:
+            return []
+        marks = ", ".join("?" * len(task_ids))
+        rows = await self._read(
+            f"SELECT id, last_success, added, stale_alerted FROM task WHERE id IN ({marks})",
+            task_ids,
+        )
+        return [(i, from_epoch(s), from_epoch(a), from_epoch(x)) for i, s, a, x in rows]
+
+    async def queue_stale_alert(
+        self,
+        task_id: str,
+        kind: str,
+        messages: Sequence[tuple[str, str]],
+        stale_alerted: datetime | None,
+        now: datetime,
+    ) -> None:
+        """Queue a max_age alert (or its recovery) and set the task's `stale_alerted`."""
+        at = now.timestamp()
+
+        async def step(tx: _Tx) -> None:
+            await tx.many(
+                "INSERT INTO outbox (created, task_id, kind, recipient, text, next_attempt) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(at, task_id, kind, to, text, at) for to, text in messages],
+            )
+            await tx.run(
+                "UPDATE task SET stale_alerted = ? WHERE id = ?",
+                (to_epoch(stale_alerted), task_id),
+            )
+
+        await self._write(step)
 
     async def alerts_waiting(self) -> int:
         """How many alerts are not delivered yet."""

@@ -25,11 +25,11 @@ _CLEAR_BATCH = 500  # runs whose output is cleared in one transaction, at most
 
 
 # A run's end: its row, and (RETURNING, after the `run_ended` trigger) its task as left and
-# the output kept in all. Parameters: the run's columns, its id, then the task's id (?10).
+# the output kept in all. Parameters: the run's columns, its id, then the task's id (?11).
 FINISH_RUN = (
     "UPDATE run SET ended = ?, outcome = ?, exit_code = ?, duration_s = ?, stdout = ?, "
-    "stderr = ?, output_bytes = ?, message = ? WHERE id = ? RETURNING "
-    + _task_of("?10")
+    "stderr = ?, output_bytes = ?, message = ?, retried = ? WHERE id = ? RETURNING "
+    + _task_of("?11")
     + ", (SELECT output_bytes FROM usage) AS output_total"
 )
 
@@ -60,8 +60,11 @@ class RunRows(StoreCore):
                 records[task_id] = (run_id, checkpoint)
         return [records[t] for t, _, _ in runs]
 
-    async def finish_run(self, run_id: int, task_id: str, end: Ended, when: datetime) -> TaskState:
-        """Record how a run ended, update the task's counters, and apply retention."""
+    async def finish_run(
+        self, run_id: int, task_id: str, end: Ended, when: datetime, *, retried: bool = False
+    ) -> TaskState:
+        """Record how a run ended (`retried`: a retry follows it), update the task's counters,
+        and apply retention."""
         keep = self.retention
         if keep.runs_per_task != self._runs_per_task:  # at the first run, and after a reload
             await self._write_one("UPDATE retention SET runs_per_task = ?", (keep.runs_per_task,))
@@ -78,6 +81,7 @@ class RunRows(StoreCore):
                 end.stderr,
                 size,
                 end.message,
+                int(retried),
                 run_id,
                 task_id,
             ),

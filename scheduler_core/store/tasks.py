@@ -69,14 +69,16 @@ def _state(row: Sequence[Any]) -> TaskState:
 class TaskRows(StoreCore):
     async def sync_tasks(self, specs: Sequence[TaskSpec]) -> None:
         """Make the task table match the configuration; removed tasks keep their history."""
-        rows = [(s.id, s.name, i) for i, s in enumerate(specs)]
+        now = time.time()
+        rows = [(s.id, s.name, i, now) for i, s in enumerate(specs)]
 
         async def step(tx: _Tx) -> None:
             await tx.run("UPDATE task SET configured = 0")
             await tx.many(
-                "INSERT INTO task (id, name, position, configured) VALUES (?, ?, ?, 1) "
+                "INSERT INTO task (id, name, position, configured, added) VALUES (?, ?, ?, 1, ?) "
                 "ON CONFLICT (id) DO UPDATE SET name = excluded.name, "
-                "position = excluded.position, configured = 1",
+                "position = excluded.position, configured = 1, "
+                "added = COALESCE(task.added, excluded.added)",
                 rows,
             )
 

@@ -1,0 +1,102 @@
+"""The later table's rows: runs asked for at a time (one-shots and retries), kept until they
+start, so a restart loses none."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from scheduler_core.model import Cause, LaterRun
+from scheduler_core.store.core import StoreCore, _Tx, from_epoch, to_epoch
+
+_COLUMNS = "id, task_id, cause, due, attempt, actor, took_slot"
+
+
+def _later(row: Sequence[Any]) -> LaterRun:
+    later_id, task_id, cause, due, attempt, actor, took_slot = row
+    return LaterRun(
+        later_id,
+        task_id,
+        Cause(cause),
+        datetime.fromtimestamp(due, UTC),
+        attempt,
+        actor,
+        from_epoch(took_slot),
+    )
+
+
+class LaterRows(StoreCore):
+    async def add_later(
+        self,
+        task_id: str,
+        cause: Cause,
+        due: datetime,
+        now: datetime,
+        *,
+        attempt: int = 0,
+        actor: str | None = None,
+        took_slot: datetime | None = None,
+        note: str = "",
+        limit: int | None = None,
+    ) -> LaterRun | None:
+        """Keep a run for `due`, and log it (`scheduled`, with `note`). None, and nothing
+        kept, when the task has `limit` runs of this cause waiting already."""
+
+        async def step(tx: _Tx) -> LaterRun | None:
+            if limit is not None:
+                (count,) = await tx.row(
+                    "SELECT COUNT(*) FROM later WHERE task_id = ? AND cause = ?",
+                    (task_id, str(cause)),
+                )
+                if count >= limit:
+                    return None
+            row = await tx.row(
+                "INSERT INTO later (task_id, cause, due, created, attempt, actor, took_slot) "
+                f"VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING {_COLUMNS}",
+                (
+                    task_id,
+                    str(cause),
+                    due.timestamp(),
+                    now.timestamp(),
+                    attempt,
+                    actor,
+                    to_epoch(took_slot),
+                ),
+            )
+            await tx.log(now.timestamp(), task_id, "scheduled", note, None, actor)
+            return _later(row)
+
+        return await self._write(step)
+
+    async def later_runs(self, task_id: str | None = None) -> list[LaterRun]:
+        """The runs kept for later (of one task, or of all), soonest first."""
+        if task_id is None:
+            rows = await self._read(f"SELECT {_COLUMNS} FROM later ORDER BY due, id")
+        else:
+            rows = await self._read(
+                f"SELECT {_COLUMNS} FROM later WHERE task_id = ? ORDER BY due, id", (task_id,)
+            )
+        return [_later(r) for r in rows]
+
+    async def drop_later(self, ids: Sequence[int]) -> None:
+        """Forget runs kept for later (they are starting, or their task is gone)."""
+        if ids:
+            await self._write(
+                lambda tx: tx.many("DELETE FROM later WHERE id = ?", [(i,) for i in ids])
+            )
+
+    async def cancel_later(self, task_id: str, actor: str | None, now: datetime) -> list[LaterRun]:
+        """Remove every run kept for later of a task, and log who did; what was removed."""
+
+        async def step(tx: _Tx) -> list[LaterRun]:
+            rows = await tx.rows(
+                f"DELETE FROM later WHERE task_id = ? RETURNING {_COLUMNS}", (task_id,)
+            )
+            gone = sorted((_later(r) for r in rows), key=lambda r: (r.due, r.id))
+            if gone:
+                what = f"{len(gone)} pending run(s) cancelled by {actor or 'unknown'}"
+                await tx.log(now.timestamp(), task_id, "cancelled", what, None, actor)
+            return gone
+
+        return await self._write(step)
