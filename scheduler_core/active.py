@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
 from scheduler_core.launcher import Run
-from scheduler_core.model import Cause, Ended, RunResult, TaskSpec, TaskState
+from scheduler_core.model import Cause, Ended, Outcome, RunResult, TaskSpec, TaskState
 from scheduler_core.queue import Waiting
 
 
@@ -36,6 +36,7 @@ class Active:
     spec: TaskSpec
     run: Run
     preempted: bool = False  # interrupted to free its slot for an on-demand run
+    stopped_by: str | None = None  # ended by `stop`, by whom
     # Known once the start is recorded (see _launch).
     run_id: int = 0
     checkpoint: str | None = None
@@ -44,6 +45,12 @@ class Active:
     @property
     def result(self) -> asyncio.Future[RunResult]:
         return self.waiting.result
+
+    @property
+    def attempt(self) -> int:
+        """Which retry this run is (0: not a retry)."""
+        later = self.waiting.later
+        return later.attempt if later is not None and later.cause is Cause.RETRY else 0
 
     # What `queue.victims` weighs.
     @property
@@ -62,7 +69,14 @@ class Active:
     def started_at(self) -> float:
         return self.started.timestamp() if self.started else 0.0
 
-    def result_of(self, end: Ended) -> RunResult:
+    def stopped(self, end: Ended) -> Ended:
+        """The ending, as `stopped` if `stop` cut it short."""
+        if self.stopped_by is None or end.outcome is not Outcome.INTERRUPTED:
+            return end
+        message = f"stopped by {self.stopped_by} after {end.duration_s:.1f}s"
+        return replace(end, outcome=Outcome.STOPPED, message=message)
+
+    def result_of(self, end: Ended, retry_at: datetime | None = None) -> RunResult:
         assert self.started is not None
         w = self.waiting
         return RunResult(
@@ -76,6 +90,7 @@ class Active:
             end.stderr,
             end.message,
             self.started,
+            retry_at,
         )
 
 

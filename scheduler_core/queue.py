@@ -17,9 +17,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, TypeVar
 
-from scheduler_core.model import Cause, RunResult
+from scheduler_core.model import Cause, LaterRun, RunResult
 
-_RANK = {Cause.ON_DEMAND: 0, Cause.RESUME: 1, Cause.CATCH_UP: 2, Cause.SCHEDULE: 2}
+_RANK = {
+    Cause.ON_DEMAND: 0,
+    Cause.RESUME: 1,
+    Cause.CATCH_UP: 2,
+    Cause.SCHEDULE: 2,
+    Cause.RETRY: 2,
+    Cause.ONE_SHOT: 2,
+}
 
 
 @dataclass(order=True)
@@ -32,6 +39,7 @@ class Waiting:
     due: datetime | None = field(compare=False)
     result: asyncio.Future[RunResult] = field(compare=False)
     live: bool = field(default=True, compare=False)  # False: dropped or promoted
+    later: LaterRun | None = field(default=None, compare=False)  # a one-shot or a retry
 
 
 class RunQueue:
@@ -59,9 +67,10 @@ class RunQueue:
         due: datetime | None,
         priority: int,
         result: asyncio.Future[RunResult],
+        later: LaterRun | None = None,
     ) -> Waiting:
         key = (_RANK[cause], priority, due.timestamp() if due else 0.0, next(self._seq))
-        waiting = Waiting(key, task_id, cause, due, result)
+        waiting = Waiting(key, task_id, cause, due, result, later=later)
         heapq.heappush(self._heap, waiting)
         self._by_task[task_id] = waiting
         if cause is Cause.ON_DEMAND:
@@ -75,7 +84,9 @@ class RunQueue:
         if waiting is None or waiting.cause is Cause.ON_DEMAND:
             return None
         waiting.live = False
-        return self.add(task_id, Cause.ON_DEMAND, waiting.due, priority, waiting.result)
+        return self.add(
+            task_id, Cause.ON_DEMAND, waiting.due, priority, waiting.result, waiting.later
+        )
 
     def drop(self, task_id: str) -> Waiting | None:
         """Take a task's waiting run out (a pause, a removal); it is returned."""

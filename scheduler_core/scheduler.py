@@ -1,9 +1,10 @@
 """The scheduler loop: one heap of due times, one wake event, one TaskGroup of runs.
 
 Its parts: slot timing (`slots`, pure), the due times (`timetable`), the waiting queue
-(`queue`), crash recovery (`recovery`), and runs through a launcher (`launcher`). This module
-owns the loop, its one life-cycle state (`Phase`), and the requests made of it (run, pause,
-resume, reload, the state listing).
+(`queue`), runs kept for later (`later`: one-shots and retries), crash recovery
+(`recovery`), and runs through a launcher (`launcher`). This module owns the loop; what is
+asked of it from outside (run now or later, cancel, stop, pause, resume, reload) is
+`requests`, a mixin over the same state, with the life-cycle state (`Phase`).
 
 The store holds the truth (`next_run` per task); the heap is derived from it in `prepare()`.
 `run()` sleeps until the heap's top is due or the wake event is set (a command, a finished
@@ -18,43 +19,36 @@ import asyncio
 import logging
 from collections.abc import Awaitable, KeysView, Sequence
 from datetime import datetime
-from enum import StrEnum
 
-from scheduler_core.active import Active, Admission, FinishHook, Submission, fail
+from scheduler_core.active import Active, FinishHook, fail
 from scheduler_core.clock import Clock, SystemClock
-from scheduler_core.errors import SchedulerError, TaskNotFoundError, log_failure
+from scheduler_core.errors import SchedulerError, log_failure
+from scheduler_core.later import LaterRuns
 from scheduler_core.launcher import Launcher, ProcessLauncher
 from scheduler_core.listing import Listing
 from scheduler_core.model import (
     Cause,
+    Ended,
     EngineSettings,
+    LaterRun,
     Outcome,
     RunResult,
-    Status,
     TaskSpec,
-    TaskState,
 )
 from scheduler_core.queue import RunQueue, Waiting, victims
 from scheduler_core.recovery import restore
-from scheduler_core.slots import decide, due_after_reload, due_on_resume
+from scheduler_core.requests import Phase, Requests
+from scheduler_core.slots import (
+    MISFIRE_GRACE_S,
+    decide,
+)
 from scheduler_core.store import Store
 from scheduler_core.timetable import Timetable
 
 log = logging.getLogger(__name__)
 
 
-class Phase(StrEnum):
-    """Where the scheduler is in its life: made, prepared (heap built), running its loop,
-    closing (no new runs; running ones interrupted), stopped (every run recorded)."""
-
-    NEW = "new"
-    PREPARED = "prepared"
-    RUNNING = "running"
-    CLOSING = "closing"
-    STOPPED = "stopped"
-
-
-class Scheduler:
+class Scheduler(Requests):
     """Runs configured tasks on their schedules and on demand."""
 
     def __init__(
@@ -74,12 +68,14 @@ class Scheduler:
         self.launcher: Launcher = launcher or ProcessLauncher(settings)
         self._specs: dict[str, TaskSpec] = {s.id: s for s in specs}
         self._timetable = Timetable()
+        self._later = LaterRuns(store)  # one-shots and retries
         self._queue = RunQueue()
         self.listing = Listing(store, self._queue)  # every task's state, as shown
         self._running: dict[str, Active] = {}
         self._to_resume: list[str] = []
         self._paused: set[str] = set()
         self._wake = asyncio.Event()
+        self._scheduling = False  # run() with schedule=True: retries and later runs go
         self.phase = Phase.NEW
         self._drained = asyncio.Event()
 
@@ -95,18 +91,13 @@ class Scheduler:
     def task_ids(self) -> KeysView[str]:
         return self._specs.keys()
 
-    def spec(self, task_id: str) -> TaskSpec:
-        try:
-            return self._specs[task_id]
-        except KeyError:
-            raise TaskNotFoundError(task_id, self._specs) from None
-
     async def prepare(self) -> None:
         """Sync the store with the tasks, recover from a crash, and build the timetable."""
         await self.store.sync_tasks(list(self._specs.values()))
         now = self.clock.now()
         found = await restore(self.store, self.launcher, self._specs, self._timetable, now)
         self._paused, self._to_resume = found.paused, found.to_resume
+        await self._later.load()
         if self.phase is Phase.NEW:
             self.phase = Phase.PREPARED
 
@@ -119,6 +110,7 @@ class Scheduler:
             await self.prepare()
         if self.phase is Phase.PREPARED:
             self.phase = Phase.RUNNING
+        self._scheduling = schedule
         try:
             async with asyncio.TaskGroup() as tg:
                 while True:
@@ -137,8 +129,10 @@ class Scheduler:
                             # for this commit (tasks start in the order they were created).
                             save = self.store.set_next_runs(saves)
                             tg.create_task(self._quietly(save, "save the next run times"))
-                    running = self.phase is Phase.RUNNING
-                    top = self._timetable.top() if schedule and running else None
+                    top = None
+                    if schedule and self.phase is Phase.RUNNING:
+                        tops = [t for t in (self._timetable.top(), self._later.top()) if t]
+                        top = min(tops, default=None)
                     await self.clock.sleep_until(top, self._wake)
         finally:
             self.phase = Phase.STOPPED
@@ -172,6 +166,10 @@ class Scheduler:
         if back is not None:
             log.warning("the clock went back by %s; rescheduling interval tasks", back)
         created: list[Waiting] = []
+        for later in self._later.pop_due(now):
+            waiting = await self._take_later(later, now)
+            if waiting is not None:
+                created.append(waiting)
         for due, task_id in list(self._timetable.pop_due(now)):
             spec = self._specs.get(task_id)
             if spec is None or not spec.enabled:
@@ -187,6 +185,21 @@ class Scheduler:
             self._timetable.set(task_id, decision.next_due)
         return created
 
+    async def _take_later(self, later: LaterRun, now: datetime) -> Waiting | None:
+        """A one-shot or retry come due: queued, or held while its task is busy or paused."""
+        task_id = later.task_id
+        if task_id not in self._specs:
+            await self._quietly(self._later.started([later]), "drop a run of a removed task")
+            return None
+        if task_id in self._running or task_id in self._queue or task_id in self._paused:
+            self._later.hold(later)
+            return None
+        if (now - later.due).total_seconds() > MISFIRE_GRACE_S:
+            note = f"{later.cause} run due {later.due.isoformat(timespec='seconds')} runs late"
+            entry = self.store.log("missed", note, task_id=task_id, when=now)
+            await self._quietly(entry, f"log a late run of {task_id}")
+        return self._enqueue(task_id, later.cause, later.due, later)
+
     async def _quietly(self, write: Awaitable[object], what: str) -> None:
         """A failing write is logged, never a reason to stop scheduling (due times stay in the
         heap; the next save or a restart puts them right in the store)."""
@@ -195,9 +208,12 @@ class Scheduler:
         except Exception:
             log_failure(log, "could not %s", what)
 
-    def _enqueue(self, task_id: str, cause: Cause, due: datetime | None) -> Waiting:
+    def _enqueue(
+        self, task_id: str, cause: Cause, due: datetime | None, later: LaterRun | None = None
+    ) -> Waiting:
         result: asyncio.Future[RunResult] = asyncio.get_running_loop().create_future()
-        waiting = self._queue.add(task_id, cause, due, self._specs[task_id].priority, result)
+        priority = self._specs[task_id].priority
+        waiting = self._queue.add(task_id, cause, due, priority, result, later)
         self._wake.set()
         return waiting
 
@@ -235,6 +251,9 @@ class Scheduler:
         """
         started = self.clock.now()
         try:
+            later = [a.waiting.later for a in batch if a.waiting.later is not None]
+            if later:
+                await self._later.started(later)
             records = await self.store.start_runs(
                 [(a.spec.id, a.waiting.cause, a.waiting.due) for a in batch], started
             )
@@ -252,12 +271,14 @@ class Scheduler:
     async def _execute(self, active: Active) -> None:
         spec, cause = active.spec, active.waiting.cause
         try:
-            end = await active.run.go(active.run_id, active.checkpoint)
-            quiet = end.outcome in (Outcome.SUCCESS, Outcome.INTERRUPTED)
+            end = active.stopped(await active.run.go(active.run_id, active.checkpoint))
+            quiet = end.outcome in (Outcome.SUCCESS, Outcome.INTERRUPTED, Outcome.STOPPED)
             level = logging.INFO if quiet else logging.WARNING
             log.log(level, "%s (%s run): %s, %s", spec.id, cause, end.outcome, end.message)
-            state = await self.store.finish_run(active.run_id, spec.id, end, self.clock.now())
-            result = active.result_of(end)
+            now = self.clock.now()
+            retries = self._retries(active, end)
+            state = await self.store.finish_run(active.run_id, spec.id, end, now, retried=retries)
+            result = active.result_of(end, await self._retry(active, now) if retries else None)
             if end.outcome is Outcome.INTERRUPTED and self.phase is Phase.RUNNING:
                 self._to_resume.append(spec.id)
             if self.on_finish is not None:
@@ -273,124 +294,33 @@ class Scheduler:
                 active.result.set_result(result)
         finally:
             self._running.pop(spec.id, None)
+            if spec.id not in self._paused:
+                self._later.release(spec.id)
             self._wake.set()
 
-    def submit(self, task_id: str, cause: Cause = Cause.ON_DEMAND) -> Submission:
-        """Ask for a run now. Joins the run already under way or waiting, if there is one."""
-        spec = self.spec(task_id)
-        if self.phase in (Phase.CLOSING, Phase.STOPPED):
-            raise SchedulerError("the scheduler is shutting down")
-        active = self._running.get(task_id)
-        if active is not None:
-            return Submission(Admission.ALREADY_RUNNING, active.result)
-        waiting = self._queue.get(task_id)
-        if waiting is not None:
-            if cause is Cause.ON_DEMAND and self._queue.promote(task_id, spec.priority):
-                self._wake.set()  # an on-demand request does not wait behind background runs
-            return Submission(Admission.ALREADY_QUEUED, waiting.result)
-        w = self._enqueue(task_id, cause, None)
-        free = len(self._running) < self.settings.max_concurrent
-        return Submission(Admission.STARTED if free else Admission.QUEUED, w.result)
+    def _retries(self, active: Active, end: Ended) -> bool:
+        """Whether a run goes again: it failed or timed out, it has retries left, and
+        something will run them (not the CLI's foreground mode; not a paused task)."""
+        if end.outcome not in (Outcome.FAILED, Outcome.TIMEOUT):
+            return False
+        if active.attempt >= active.spec.retries or not self._scheduling:
+            return False
+        return self.phase is Phase.RUNNING and active.spec.id not in self._paused
 
-    async def reconfigure(
-        self, specs: Sequence[TaskSpec], settings: EngineSettings
-    ) -> tuple[list[str], list[str], list[str]]:
-        """Apply a reloaded configuration; returns the ids added, removed and changed.
-
-        Added tasks are scheduled as at start-up; removed ones stop being scheduled (their
-        history stays); a changed schedule applies from now. Nothing running is disturbed:
-        a run goes on with the spec it started with.
-        """
-        now = self.clock.now()
-        old, new = self._specs, {s.id: s for s in specs}
-        added = [i for i in new if i not in old]
-        removed = [i for i in old if i not in new]
-        changed = [i for i in new if i in old and new[i] != old[i]]
-        await self.store.sync_tasks(specs)
-        self._specs, self.settings = new, settings
-        self.store.retention = settings.retention
-        for task_id in removed:
-            self._timetable.forget(task_id)
-            self._paused.discard(task_id)
-            waiting = self._queue.drop(task_id)
-            if waiting is not None:
-                fail(waiting.result, SchedulerError(f"{task_id} was removed by a reload"))
-        states = {s.id: s for s in await self.store.states()}
-        for task_id in added + changed:
-            spec, state, before = new[task_id], states.get(task_id), old.get(task_id)
-            if before and (before.trigger, before.enabled) == (spec.trigger, spec.enabled):
-                continue  # same schedule: its heap entry stands
-            if state is not None and state.paused:
-                self._timetable.forget(task_id)
-                self._paused.add(task_id)
-            elif spec.enabled:
-                stored = state.next_run if state else None
-                self._timetable.set(task_id, due_after_reload(before, spec, stored, now))
-            else:
-                self._timetable.forget(task_id, save=True)
-        self._wake.set()
-        return added, removed, changed
-
-    def counts(self) -> tuple[int, int]:
-        """Runs under way, and runs waiting for a slot."""
-        return len(self._running), len(self._queue)
-
-    def is_paused(self, task_id: str) -> bool:
-        return task_id in self._paused
-
-    async def pause(self, task_id: str, actor: str | None) -> tuple[TaskState, RunResult | None]:
-        """No scheduled runs until `resume`; a running run is interrupted (checkpoint kept).
-
-        Returns the task's state and, if a run was cut short, how it ended.
-        """
-        spec = self.spec(task_id)
-        if task_id in self._paused:
-            return await self._state(task_id), None
-        self._paused.add(task_id)
-        self._timetable.forget(task_id)
-        waiting = self._queue.drop(task_id)
-        if waiting is not None:
-            fail(waiting.result, SchedulerError(f"{task_id} was paused before it started"))
-        state = await self.store.set_paused(task_id, True, actor)
-        active = self._running.get(task_id)
-        cut: RunResult | None = None
-        if active is not None:
-            active.run.interrupt("paused")
-            done, _ = await asyncio.wait({active.result}, timeout=spec.grace + 5)
-            if done and not active.result.exception():
-                cut = active.result.result()
-            state = await self.store.state(task_id) or state
-        return state, cut
-
-    async def resume(self, task_id: str, actor: str | None) -> tuple[TaskState, bool]:
-        """Schedule a paused task again. An interrupted run goes on at once, from its
-        checkpoint; slots that passed while paused are not caught up (the pause was meant).
-
-        Returns the state and whether a run started.
-        """
-        spec = self.spec(task_id)
-        if task_id not in self._paused:
-            return await self._state(task_id), False
-        self._paused.discard(task_id)
-        state = await self.store.set_paused(task_id, False, actor)
-        started = state.status is Status.INTERRUPTED and self.phase is Phase.RUNNING
-        if started:
-            self._enqueue(task_id, Cause.RESUME, None)
-        if spec.enabled:
-            due = due_on_resume(spec, state.next_run, self.clock.now())
-            looping = self.phase in (Phase.RUNNING, Phase.CLOSING)
-            self._timetable.set(task_id, due, save=looping)
-            if looping:
-                self._wake.set()
-            else:
-                await self.store.set_next_runs([(task_id, due)])
-            state = state._replace(next_run=due)
-        return state, started
-
-    async def _state(self, task_id: str) -> TaskState:
-        state = await self.store.state(task_id)
-        assert state is not None  # every configured task has a row
-        return state
+    async def _retry(self, active: Active, now: datetime) -> datetime | None:
+        """Keep the retry (a restart does not lose it); when it goes, or None if it could not
+        be kept. A retry that takes the task's next slot moves the schedule past it."""
+        spec = active.spec
+        try:
+            retry = await self._later.retry(
+                spec, active.attempt, now, self._timetable.due_of(spec.id)
+            )
+        except Exception:
+            log_failure(log, "could not keep a retry of %s", spec.id)
+            return None
+        if retry.took_slot is not None:
+            self._timetable.set(spec.id, spec.trigger.next_after(retry.took_slot))
+        return retry.due
 
     async def run_due(self) -> list[asyncio.Future[RunResult]]:
         """Start every task whose slot is due now; their results' futures."""

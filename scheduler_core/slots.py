@@ -75,5 +75,17 @@ def due_on_resume(spec: TaskSpec, stored: datetime | None, now: datetime) -> dat
     return stored if stored > now else advance(spec.trigger, stored, now)[0]
 
 
+def retry_due(
+    spec: TaskSpec, attempt: int, now: datetime, next_slot: datetime | None
+) -> tuple[datetime, bool]:
+    """When retry number `attempt + 1` of a run that ended at `now` goes: `retry_delay`,
+    twice as long for each retry before it, but never past the task's next slot; and whether
+    it takes that slot (then the slot is not run as well)."""
+    due = now + timedelta(seconds=spec.retry_delay * 2 ** min(attempt, 30))
+    if next_slot is not None and due >= next_slot:
+        return next_slot, True
+    return due, False
+
+
 def _slots(n: int) -> str:
     return "1 slot" if n == 1 else f"{n} slots"

@@ -19,6 +19,7 @@ class Timetable:
     def __init__(self) -> None:
         self._heap: list[tuple[datetime, int, str]] = []
         self._gen: dict[str, int] = {}  # an entry of an older generation is stale
+        self._due: dict[str, datetime] = {}  # each task's live entry
         self._saves: list[tuple[str, datetime | None]] = []
         self._last_now: datetime | None = None  # to notice the clock going back
 
@@ -26,14 +27,20 @@ class Timetable:
         """The task is next due at `due`, in place of any earlier time."""
         self.forget(task_id)
         heapq.heappush(self._heap, (due, self._gen[task_id], task_id))
+        self._due[task_id] = due
         if save:
             self._saves.append((task_id, due))
 
     def forget(self, task_id: str, *, save: bool = False) -> None:
         """The task is not due at all (paused, removed, disabled)."""
         self._gen[task_id] = self._gen.get(task_id, 0) + 1
+        self._due.pop(task_id, None)
         if save:
             self._saves.append((task_id, None))
+
+    def due_of(self, task_id: str) -> datetime | None:
+        """When the task is next due, or None if it is not."""
+        return self._due.get(task_id)
 
     def top(self) -> datetime | None:
         """The earliest due time (perhaps of a stale entry: waking for one costs a look)."""
@@ -44,6 +51,7 @@ class Timetable:
         while self._heap and self._heap[0][0] <= now:
             due, gen, task_id = heapq.heappop(self._heap)
             if gen == self._gen.get(task_id):
+                del self._due[task_id]
                 yield due, task_id
 
     def rewind(self, now: datetime, specs: Mapping[str, TaskSpec]) -> timedelta | None:

@@ -1,0 +1,267 @@
+"""What is asked of the scheduler from outside its loop: run now, run later, cancel, stop,
+pause, resume, reload. A mixin of `Scheduler` (`scheduler_core.scheduler`), which owns the
+loop and the state these requests change; each request changes that state and wakes the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import datetime
+from enum import StrEnum
+
+from scheduler_core.active import Active, Admission, Submission, fail
+from scheduler_core.clock import Clock
+from scheduler_core.errors import SchedulerError, TaskNotFoundError
+from scheduler_core.later import MAX_ONE_SHOTS, LaterRuns
+from scheduler_core.model import (
+    Cause,
+    EngineSettings,
+    LaterRun,
+    RunResult,
+    Status,
+    TaskSpec,
+    TaskState,
+)
+from scheduler_core.queue import RunQueue, Waiting
+from scheduler_core.slots import due_after_reload, due_on_resume
+from scheduler_core.store import Store
+from scheduler_core.timetable import Timetable
+
+# How far ahead a one-shot run may be asked for.
+LATER_MAX_S = 366 * 86400.0
+
+
+class Phase(StrEnum):
+    """Where the scheduler is in its life: made, prepared (heap built), running its loop,
+    closing (no new runs; running ones interrupted), stopped (every run recorded)."""
+
+    NEW = "new"
+    PREPARED = "prepared"
+    RUNNING = "running"
+    CLOSING = "closing"
+    STOPPED = "stopped"
+
+
+class Stopped(StrEnum):
+    """What `stop` found: a run it ended, a run that had not started yet, or nothing."""
+
+    RUN = "run"
+    WAITING = "waiting"
+    NOTHING = "nothing"
+
+
+class Requests:
+    # The scheduler's state (set up by Scheduler.__init__).
+    store: Store
+    settings: EngineSettings
+    clock: Clock
+    phase: Phase
+    _specs: dict[str, TaskSpec]
+    _timetable: Timetable
+    _later: LaterRuns
+    _queue: RunQueue
+    _running: dict[str, Active]
+    _paused: set[str]
+    _wake: asyncio.Event
+
+    def spec(self, task_id: str) -> TaskSpec:
+        try:
+            return self._specs[task_id]
+        except KeyError:
+            raise TaskNotFoundError(task_id, self._specs) from None
+
+    def _enqueue(
+        self, task_id: str, cause: Cause, due: datetime | None, later: LaterRun | None = None
+    ) -> Waiting:
+        raise NotImplementedError  # Scheduler's
+
+    def submit(self, task_id: str, cause: Cause = Cause.ON_DEMAND) -> Submission:
+        """Ask for a run now. Joins the run already under way or waiting, if there is one."""
+        spec = self.spec(task_id)
+        if self.phase in (Phase.CLOSING, Phase.STOPPED):
+            raise SchedulerError("the scheduler is shutting down")
+        active = self._running.get(task_id)
+        if active is not None:
+            return Submission(Admission.ALREADY_RUNNING, active.result)
+        waiting = self._queue.get(task_id)
+        if waiting is not None:
+            if cause is Cause.ON_DEMAND and self._queue.promote(task_id, spec.priority):
+                self._wake.set()  # an on-demand request does not wait behind background runs
+            return Submission(Admission.ALREADY_QUEUED, waiting.result)
+        w = self._enqueue(task_id, cause, None)
+        free = len(self._running) < self.settings.max_concurrent
+        return Submission(Admission.STARTED if free else Admission.QUEUED, w.result)
+
+    async def reconfigure(
+        self, specs: Sequence[TaskSpec], settings: EngineSettings
+    ) -> tuple[list[str], list[str], list[str]]:
+        """Apply a reloaded configuration; returns the ids added, removed and changed.
+
+        Added tasks are scheduled as at start-up; removed ones stop being scheduled (their
+        history stays); a changed schedule applies from now. Nothing running is disturbed:
+        a run goes on with the spec it started with.
+        """
+        now = self.clock.now()
+        old, new = self._specs, {s.id: s for s in specs}
+        added = [i for i in new if i not in old]
+        removed = [i for i in old if i not in new]
+        changed = [i for i in new if i in old and new[i] != old[i]]
+        await self.store.sync_tasks(specs)
+        self._specs, self.settings = new, settings
+        self.store.retention = settings.retention
+        for task_id in removed:
+            self._timetable.forget(task_id)
+            self._paused.discard(task_id)
+            await self._later.forget_task(task_id)
+            waiting = self._queue.drop(task_id)
+            if waiting is not None:
+                if waiting.later is not None:
+                    await self.store.drop_later([waiting.later.id])
+                fail(waiting.result, SchedulerError(f"{task_id} was removed by a reload"))
+        states = {s.id: s for s in await self.store.states()}
+        for task_id in added + changed:
+            spec, state, before = new[task_id], states.get(task_id), old.get(task_id)
+            if before and (before.trigger, before.enabled) == (spec.trigger, spec.enabled):
+                continue  # same schedule: its heap entry stands
+            if state is not None and state.paused:
+                self._timetable.forget(task_id)
+                self._paused.add(task_id)
+            elif spec.enabled:
+                stored = state.next_run if state else None
+                self._timetable.set(task_id, due_after_reload(before, spec, stored, now))
+            else:
+                self._timetable.forget(task_id, save=True)
+        self._wake.set()
+        return added, removed, changed
+
+    def counts(self) -> tuple[int, int]:
+        """Runs under way, and runs waiting for a slot."""
+        return len(self._running), len(self._queue)
+
+    def is_paused(self, task_id: str) -> bool:
+        return task_id in self._paused
+
+    async def pause(self, task_id: str, actor: str | None) -> tuple[TaskState, RunResult | None]:
+        """No scheduled runs until `resume`; a running run is interrupted (checkpoint kept).
+
+        Returns the task's state and, if a run was cut short, how it ended.
+        """
+        spec = self.spec(task_id)
+        if task_id in self._paused:
+            return await self._state(task_id), None
+        self._paused.add(task_id)
+        self._timetable.forget(task_id)
+        waiting = self._queue.drop(task_id)
+        if waiting is not None:
+            if waiting.later is not None:
+                self._later.hold(waiting.later)  # it goes when the task is resumed
+            fail(waiting.result, SchedulerError(f"{task_id} was paused before it started"))
+        state = await self.store.set_paused(task_id, True, actor)
+        active = self._running.get(task_id)
+        cut: RunResult | None = None
+        if active is not None:
+            active.run.interrupt("paused")
+            done, _ = await asyncio.wait({active.result}, timeout=spec.grace + 5)
+            if done and not active.result.exception():
+                cut = active.result.result()
+            state = await self.store.state(task_id) or state
+        return state, cut
+
+    async def resume(self, task_id: str, actor: str | None) -> tuple[TaskState, bool]:
+        """Schedule a paused task again. An interrupted run goes on at once, from its
+        checkpoint; slots that passed while paused are not caught up (the pause was meant).
+
+        Returns the state and whether a run started.
+        """
+        spec = self.spec(task_id)
+        if task_id not in self._paused:
+            return await self._state(task_id), False
+        self._paused.discard(task_id)
+        if self._later.release(task_id):
+            self._wake.set()
+        state = await self.store.set_paused(task_id, False, actor)
+        started = state.status is Status.INTERRUPTED and self.phase is Phase.RUNNING
+        if started:
+            self._enqueue(task_id, Cause.RESUME, None)
+        if spec.enabled:
+            due = due_on_resume(spec, state.next_run, self.clock.now())
+            looping = self.phase in (Phase.RUNNING, Phase.CLOSING)
+            self._timetable.set(task_id, due, save=looping)
+            if looping:
+                self._wake.set()
+            else:
+                await self.store.set_next_runs([(task_id, due)])
+            state = state._replace(next_run=due)
+        return state, started
+
+    async def _state(self, task_id: str) -> TaskState:
+        state = await self.store.state(task_id)
+        assert state is not None  # every configured task has a row
+        return state
+
+    async def run_later(self, task_id: str, due: datetime, actor: str | None) -> LaterRun:
+        """A one-shot run at `due`, kept in the store until it starts. SchedulerError if the
+        time is past or too far, or the task has MAX_ONE_SHOTS waiting already."""
+        spec = self.spec(task_id)
+        now = self.clock.now()
+        ahead = (due - now).total_seconds()
+        if ahead <= 0:
+            raise SchedulerError(f"{due.isoformat(timespec='seconds')} is in the past")
+        if ahead > LATER_MAX_S:
+            raise SchedulerError("a one-shot run can be at most a year ahead")
+        note = f"one-shot run at {due.isoformat(timespec='seconds')} by {actor or 'unknown'}"
+        run = await self._later.add(spec.id, Cause.ONE_SHOT, due, now, actor=actor, note=note)
+        if run is None:
+            raise SchedulerError(
+                f"{spec.id} has {MAX_ONE_SHOTS} one-shot runs pending already, the most it "
+                f"may have; cancel {spec.id} removes them"
+            )
+        self._wake.set()
+        return run
+
+    async def pending(self, task_id: str) -> list[LaterRun]:
+        """The task's runs kept for later (one-shots and retries), soonest first."""
+        return await self.store.later_runs(self.spec(task_id).id)
+
+    async def cancel(self, task_id: str, actor: str | None) -> list[LaterRun]:
+        """Remove the task's one-shot runs and retries that have not started; what went.
+        A retry that had taken a scheduled slot gives it back."""
+        spec = self.spec(task_id)
+        gone = await self._later.cancel(spec.id, actor, self.clock.now())
+        waiting = self._queue.get(spec.id)
+        if waiting is not None and waiting.later is not None:
+            self._queue.drop(spec.id)
+            await self.store.drop_later([waiting.later.id])
+            gone.append(waiting.later)
+            fail(waiting.result, SchedulerError(f"{spec.id}'s pending run was cancelled"))
+        for run in gone:
+            slot = run.took_slot
+            if slot is not None and spec.enabled and spec.id not in self._paused:
+                self._timetable.set(spec.id, slot)
+        self._wake.set()
+        return gone
+
+    async def stop(self, task_id: str, actor: str | None) -> tuple[Stopped, RunResult | None]:
+        """End the task's run now (SIGTERM to all it started, its grace, SIGKILL), recorded
+        `stopped`: it is not resumed or retried, its checkpoint is kept, and its schedule
+        stands. A run waiting for a slot is taken out instead. Returns what was found and,
+        for a run, how it ended."""
+        spec = self.spec(task_id)
+        who = actor or "unknown"
+        active = self._running.get(spec.id)
+        if active is None:
+            waiting = self._queue.drop(spec.id)
+            if waiting is None:
+                return Stopped.NOTHING, None
+            if waiting.later is not None:
+                await self.store.drop_later([waiting.later.id])
+            fail(
+                waiting.result, SchedulerError(f"{spec.id} was stopped by {who} before it started")
+            )
+            return Stopped.WAITING, None
+        active.stopped_by = who
+        active.run.interrupt(f"stopped by {who}")
+        done, _ = await asyncio.wait({active.result}, timeout=spec.grace + 5)
+        ended = active.result.result() if done and not active.result.exception() else None
+        return Stopped.RUN, ended
