@@ -25,6 +25,7 @@ from bot.access import user_name
 from bot.direct import checkpoint, validate
 from bot.failure import EXIT_STATE, Failure, fail, load
 from commands.command import (
+    Cancel,
     Chat,
     Command,
     Logs,
@@ -35,7 +36,9 @@ from commands.command import (
     Resume,
     Run,
     RunAll,
+    RunLater,
     Status,
+    Stop,
 )
 from commands.grammar import VERBS, help_text
 from config.locate import ConfigNotFound, find_config_path, state_dir_hint
@@ -91,6 +94,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("task", nargs="?")
     p = sub.add_parser("run", parents=[common], help=verbs["run"])
     p.add_argument("task")
+    later = p.add_mutually_exclusive_group()
+    later.add_argument(
+        "--in", dest="run_in", metavar="DURATION", help="a one-shot run later: 20m, 2h, 1d"
+    )
+    later.add_argument(
+        "--at",
+        dest="run_at",
+        metavar="TIME",
+        help="a one-shot run at 18:00 (the next one) or at an ISO date-time",
+    )
+    for name in ("cancel", "stop"):
+        p = sub.add_parser(name, parents=[common], help=verbs[name])
+        p.add_argument("task")
     sub.add_parser("run-all", parents=[common], help="run every task that is due now")
     for name in ("pause", "resume"):
         p = sub.add_parser(name, parents=[common], help=verbs[name])
@@ -187,8 +203,16 @@ def _command(args: argparse.Namespace) -> Command:
     match args.command:
         case "status":
             return Status(args.task)
+        case "run" if args.run_in is not None:
+            return RunLater(args.task, f"in {args.run_in}")
+        case "run" if args.run_at is not None:
+            return RunLater(args.task, f"at {args.run_at}")
         case "run":
             return Run(args.task)
+        case "cancel":
+            return Cancel(args.task)
+        case "stop":
+            return Stop(args.task)
         case "pause":
             return Pause(args.task)
         case "resume":

@@ -167,6 +167,8 @@ class Alerter:
     async def on_finish(self, spec: TaskSpec, result: RunResult, state: TaskState) -> None:
         if not spec.alert or not self.recipients:
             return
+        if result.retry_at is not None:
+            return  # a run and its retries are one failure: the last of them decides
         now = self.clock.now()
         kind: AlertKind | None = None
         if result.outcome in (Outcome.SUCCESS, Outcome.FAILED, Outcome.TIMEOUT):

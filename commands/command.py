@@ -26,6 +26,31 @@ class Run:
 
 
 @dataclass(frozen=True)
+class RunLater:
+    """A one-shot run later: `when` is `in 20m`, `at 18:00` or `at` an ISO date-time."""
+
+    verb: ClassVar[str] = "run-later"
+    task: str
+    when: str
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """Remove a task's pending one-shot runs and retries."""
+
+    verb: ClassVar[str] = "cancel"
+    task: str
+
+
+@dataclass(frozen=True)
+class Stop:
+    """End a task's current run now; its schedule stays."""
+
+    verb: ClassVar[str] = "stop"
+    task: str
+
+
+@dataclass(frozen=True)
 class RunAll:
     """Run every task that is due now."""
 
@@ -95,10 +120,41 @@ class Ping:
     verb: ClassVar[str] = "ping"
 
 
-Command = Status | Run | RunAll | Pause | Resume | Logs | Output | Help | Chat | Reload | Ping
+Command = (
+    Status
+    | Run
+    | RunLater
+    | Cancel
+    | Stop
+    | RunAll
+    | Pause
+    | Resume
+    | Logs
+    | Output
+    | Help
+    | Chat
+    | Reload
+    | Ping
+)
 
 _BY_VERB: dict[str, type[Command]] = {
-    c.verb: c for c in (Status, Run, RunAll, Pause, Resume, Logs, Output, Help, Chat, Reload, Ping)
+    c.verb: c
+    for c in (
+        Status,
+        Run,
+        RunLater,
+        Cancel,
+        Stop,
+        RunAll,
+        Pause,
+        Resume,
+        Logs,
+        Output,
+        Help,
+        Chat,
+        Reload,
+        Ping,
+    )
 }
 
 

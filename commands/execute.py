@@ -16,7 +16,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from commands.command import Command, Help, Logs, Output, Pause, Resume, Run, RunAll, Status
+from commands.command import (
+    Cancel,
+    Command,
+    Help,
+    Logs,
+    Output,
+    Pause,
+    Resume,
+    Run,
+    RunAll,
+    RunLater,
+    Status,
+    Stop,
+)
 from commands.grammar import VERBS, help_text
 from commands.match import find_task
 from commands.render import (
@@ -37,15 +50,19 @@ from commands.reply import (
     EXIT_STATE,
     Reply,
     encode_json,
+    iso,
     short_time,
     tail_lines,
     usage_error,
 )
+from commands.when import parse_when
 from scheduler_core import __version__
 from scheduler_core.active import Admission
 from scheduler_core.errors import SchedulerError, StoreError, TaskNotFoundError, log_failure
-from scheduler_core.model import Outcome, RunResult, TaskState
+from scheduler_core.model import LaterRun, Outcome, RunResult, TaskState
+from scheduler_core.requests import Stopped
 from scheduler_core.scheduler import Scheduler
+from scheduler_core.triggers import format_duration
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +89,8 @@ CHAT_LINES = 25  # a phone screen or two; longer answers are cut with a note
 
 def describe(cmd: Command) -> str:
     """The command as its chat form: `run:scraper`, `status`, `logs:x` (for the audit log)."""
+    if isinstance(cmd, RunLater):
+        return f"run:{cmd.task} {cmd.when}"
     task = getattr(cmd, "task", None)
     return f"{cmd.verb}:{task}" if task else cmd.verb
 
@@ -103,6 +122,12 @@ async def execute(cmd: Command, ctx: Context) -> Reply:
                 return await _status_one(ctx, task_id)
             case Run(task=task_id):
                 return await _run(ctx, task_id)
+            case RunLater(task=task_id, when=when):
+                return await _run_later(ctx, task_id, when)
+            case Cancel(task=task_id):
+                return await _cancel(ctx, task_id)
+            case Stop(task=task_id):
+                return await _stop(ctx, task_id)
             case RunAll():
                 return await _run_all(ctx)
             case Pause(task=task_id):
@@ -154,6 +179,7 @@ _MARK = {
     Outcome.FAILED: "FAILED",
     Outcome.TIMEOUT: "TIMEOUT",
     Outcome.INTERRUPTED: "cut",
+    Outcome.STOPPED: "stopped",
 }
 
 
@@ -229,10 +255,20 @@ async def _status_one(ctx: Context, task_id: str) -> Reply:
         spec
     )
     runs = await ctx.scheduler.store.runs(task_id, 5)
+    pending = await ctx.scheduler.pending(task_id)
+    ((_, last_success, _, stale_alerted),) = await ctx.scheduler.store.staleness([task_id]) or [
+        (task_id, None, None, None)
+    ]
     data = task_json(spec, state, ctx.zone) | {
         "running_daemon": ctx.daemon,
         "schedule": spec.trigger.describe(),
         "priority": spec.priority,
+        "retries": spec.retries,
+        "retry_delay_s": spec.retry_delay,
+        "max_age_s": spec.max_age,
+        "last_success": iso(last_success, ctx.zone),
+        "stale": stale_alerted is not None,
+        "pending": [_later_json(r, ctx) for r in pending],
         "recent_runs": [
             {k: v for k, v in record_json(r, ctx.zone).items() if k in RECENT_FIELDS} for r in runs
         ],
@@ -246,6 +282,16 @@ async def _status_one(ctx: Context, task_id: str) -> Reply:
         f"next run: {short_time(state.next_run, ctx.zone, now) if data['next_run'] else '-'}",
         f"runs: {state.run_count}, errors: {state.error_count}",
     ]
+    if spec.retries:
+        lines.append(
+            f"retries: {spec.retries}, first after {format_duration(spec.retry_delay)}, doubling"
+        )
+    if spec.max_age is not None:
+        since = short_time(last_success, ctx.zone, now) if last_success else "never"
+        stale = "; NOT succeeded within it (alerted)" if stale_alerted else ""
+        lines.append(f"max_age: {format_duration(spec.max_age)}, last success {since}{stale}")
+    if pending:
+        lines.append("pending: " + ", ".join(_later_text(r, ctx) for r in pending))
     if state.last_error:
         lines.append(f"last error: {state.last_error}")
     if state.checkpoint:
@@ -277,7 +323,68 @@ async def _run(ctx: Context, task_id: str) -> Reply:
     code = EXIT_OK if result.outcome is Outcome.SUCCESS else EXIT_RUN_FAILED
     if code:  # a failure under --json always carries these two (DESIGN.md section 4)
         data |= {"error": result.message, "kind": str(result.outcome)}
-    return Reply(run_text(result), data, code)
+    return Reply(run_text(result, ctx.zone), data, code)
+
+
+def _later_json(run: LaterRun, ctx: Context) -> dict[str, object]:
+    return {"cause": str(run.cause), "due": iso(run.due, ctx.zone), "attempt": run.attempt}
+
+
+def _later_text(run: LaterRun, ctx: Context) -> str:
+    what = f"retry {run.attempt}" if run.attempt else str(run.cause)
+    return f"{what} {short_time(run.due, ctx.zone, ctx.scheduler.clock.now())}"
+
+
+async def _run_later(ctx: Context, task_id: str, when: str) -> Reply:
+    spec = ctx.scheduler.spec(task_id)
+    try:
+        due = parse_when(when, ctx.scheduler.clock.now(), ctx.zone)
+        run = await ctx.scheduler.run_later(spec.id, due, ctx.actor)
+    except (ValueError, SchedulerError) as exc:
+        return usage_error(f"{spec.id}: {exc}")
+    now = ctx.scheduler.clock.now()
+    text = f"{spec.id} will run {short_time(run.due, ctx.zone, now)} (in {_ahead(run.due, now)})."
+    text += (
+        f" cancel:{spec.id} removes it."
+        if ctx.chat
+        else f" `moltsched cancel {spec.id}` removes it."
+    )
+    if not ctx.daemon:
+        text += " The daemon is not running: it runs once the daemon is up."
+    data = {"scheduled": iso(run.due, ctx.zone), "task": spec.id, "id": run.id}
+    return Reply(text, data)
+
+
+def _ahead(when: datetime, now: datetime) -> str:
+    seconds = max(0, round((when - now).total_seconds()))
+    return format_duration(round(seconds / 60) * 60) if seconds >= 90 else f"{seconds}s"
+
+
+async def _cancel(ctx: Context, task_id: str) -> Reply:
+    gone = await ctx.scheduler.cancel(task_id, ctx.actor)
+    data = {"task": task_id, "cancelled": [_later_json(r, ctx) for r in gone]}
+    if not gone:
+        return Reply(f"{task_id} has no pending runs.", data)
+    listing = ", ".join(_later_text(r, ctx) for r in gone)
+    return Reply(f"Cancelled {len(gone)} pending run(s) of {task_id}: {listing}.", data)
+
+
+async def _stop(ctx: Context, task_id: str) -> Reply:
+    found, result = await ctx.scheduler.stop(task_id, ctx.actor)
+    if found is Stopped.NOTHING:
+        text = f"{task_id} is not running."
+        if not ctx.daemon:
+            text += " (No daemon is up; a foreground `moltsched run` stops with Ctrl-C.)"
+        return Reply(text, {"task": task_id, "stopped": False})
+    if found is Stopped.WAITING:
+        text = f"{task_id} had not started yet; it no longer waits for a slot."
+        return Reply(text, {"task": task_id, "stopped": True, "was": "waiting"})
+    if result is None:
+        text = f"Stopping {task_id}; it has not ended yet (logs:{task_id} will say)."
+        return Reply(text, {"task": task_id, "stopped": True, "was": "running"})
+    data = run_json(result, ctx.zone) | {"stopped": True, "was": "running"}
+    text = f"Stopped {task_id} ({result.message}); its checkpoint is kept and its schedule stands."
+    return Reply(text, data)
 
 
 async def _run_all(ctx: Context) -> Reply:

@@ -1,7 +1,8 @@
 """The chat grammar: text in, a Command (or a ParseError with the usage) out. Pure.
 
-`status`, `status:TASK`, `run:TASK`, `pause:TASK`, `resume:TASK`, `logs`, `logs:TASK`,
-`output:TASK`, `help`.
+`status`, `status:TASK`, `run:TASK` (also `run:TASK in 20m`, `run:TASK at 18:00`),
+`cancel:TASK`, `stop:TASK`, `pause:TASK`, `resume:TASK`, `logs`, `logs:TASK`, `output:TASK`,
+`help`.
 The verb is case-insensitive, spaces around the `:` and the text are ignored, a leading `/` is
 allowed, and `run TASK` (a space for the colon) is read the same way. One table (`VERBS`)
 drives parsing, the chat help and the command line's help, so they cannot drift apart.
@@ -18,7 +19,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
-from commands.command import Command, Help, Logs, Output, Pause, Resume, Run, Status
+from commands.command import (
+    Cancel,
+    Command,
+    Help,
+    Logs,
+    Output,
+    Pause,
+    Resume,
+    Run,
+    RunLater,
+    Status,
+    Stop,
+)
+from commands.when import EXAMPLES
 
 MAX_TEXT = 200  # longer than any command; a longer message is not one
 
@@ -37,6 +51,7 @@ class Verb:
     arg: Arg
     make: Callable[[str | None], Command]
     help: str
+    more: str = ""  # what may follow the task, for the usage
 
     @property
     def usage(self) -> str:
@@ -44,12 +59,31 @@ class Verb:
             return self.name
         if self.arg is Arg.OPTIONAL:
             return f"{self.name}[:TASK]"
-        return f"{self.name}:TASK"
+        return f"{self.name}:TASK{self.more}"
+
+
+def _run(arg: str | None) -> Command:
+    """`run:TASK` now, or `run:TASK in 20m` / `run:TASK at 18:00` later."""
+    task, _, when = (arg or "").partition(" ")
+    when = when.strip()
+    if not when:
+        return Run(task)
+    if when.split(None, 1)[0].lower() not in ("in", "at"):
+        raise ParseError(f"Send run:{shown(task)} now, or later: run:{shown(task)} {EXAMPLES}")
+    return RunLater(task, when)
 
 
 VERBS: tuple[Verb, ...] = (
     Verb("status", Arg.OPTIONAL, lambda t: Status(t), "every task's state, or one task's"),
-    Verb("run", Arg.REQUIRED, lambda t: Run(t or ""), "run a task now and report its result"),
+    Verb(
+        "run",
+        Arg.REQUIRED,
+        _run,
+        "run a task now and report its result, or later",
+        " [in 20m|at 18:00]",
+    ),
+    Verb("cancel", Arg.REQUIRED, lambda t: Cancel(t or ""), "remove its pending runs and retries"),
+    Verb("stop", Arg.REQUIRED, lambda t: Stop(t or ""), "end its run now; the schedule stays"),
     Verb("pause", Arg.REQUIRED, lambda t: Pause(t or ""), "no scheduled runs until resume"),
     Verb("resume", Arg.REQUIRED, lambda t: Resume(t or ""), "schedule a paused task again"),
     Verb("logs", Arg.OPTIONAL, lambda t: Logs(t), "the newest log entries"),

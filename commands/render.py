@@ -129,6 +129,7 @@ def run_json(result: RunResult, zone: ZoneInfo) -> dict[str, Any]:
         outcome=str(result.outcome),
         duration_s=round(result.duration_s, 3),
         started=iso(result.started, zone),
+        retry_at=iso(result.retry_at, zone),
     )
     return data
 
@@ -148,9 +149,11 @@ def record_json(r: RunRecord, zone: ZoneInfo) -> dict[str, Any]:
 RECENT_FIELDS = ("run_id", "cause", "started", "outcome", "exit_code", "duration_s")
 
 
-def run_text(result: RunResult) -> str:
+def run_text(result: RunResult, zone: ZoneInfo) -> str:
     """A finished run in a few lines: the verdict, then the last lines of output."""
     head = f"{result.task_id}: {result.outcome} ({result.message})"
+    if result.retry_at is not None:
+        head += f"; retrying at {short_time(result.retry_at, zone, result.started)}"
     out = tail_lines(result.stderr if result.outcome is not Outcome.SUCCESS else "", 3)
     out = out or tail_lines(result.stdout, 5)
     return "\n".join([head, *out])

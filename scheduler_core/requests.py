@@ -238,7 +238,10 @@ class Requests:
         for run in gone:
             slot = run.took_slot
             if slot is not None and spec.enabled and spec.id not in self._paused:
-                self._timetable.set(spec.id, slot)
+                looping = self.phase in (Phase.RUNNING, Phase.CLOSING)
+                self._timetable.set(spec.id, slot, save=looping)
+                if not looping:  # no loop to save it (the CLI with no daemon)
+                    await self.store.set_next_runs([(spec.id, slot)])
         self._wake.set()
         return gone
 
