@@ -14,16 +14,19 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from bot import client
 from bot.access import Access, Peer
 from bot.control import ControlServer
 from bot.engine import Engine, build_engine
+from bot.fallback import Fallback
 from bot.lock import StateLock
 from bot.outbox import Outbox
 from bot.respond import Answer, respond
 from bot.signals import Signals
+from bot.stale import StaleWatch
 from bot.systemd import notify, watchdog, watchdog_interval
 from commands.chat import converse
 from commands.command import Ping, Reload, Request
@@ -90,6 +93,8 @@ class Daemon:
         self.engine = engine
         self.scheduler = engine.scheduler
         self.signal: SignalFront | None = None
+        self.fallback: Fallback | None = None
+        self.stale: StaleWatch | None = None
         self._reloading = asyncio.Lock()
 
     @property
@@ -179,6 +184,7 @@ class Daemon:
                 return 1, f"reload failed: {exc}"
             self._apply_signal(new)
             self.engine.reconfigure(new)
+            self._apply_alerts(new)
             parts = [f"{len(new.tasks)} task(s)"]
             for word, ids in (("added", added), ("removed", removed), ("changed", changed)):
                 if ids:
@@ -186,6 +192,19 @@ class Daemon:
             message = f"reloaded {path}: " + "; ".join(parts)
             log.info("%s", message)
             return 0, message
+
+    def _apply_alerts(self, new: AppConfig) -> None:
+        """The fallback command and max_age apply at once; adding a fallback command where
+        there was none takes a restart."""
+        if self.fallback is not None:
+            if new.alerts.fallback_command:
+                self.fallback.argv = new.alerts.fallback_command
+            self.fallback.after = timedelta(seconds=new.alerts.fallback_after)
+            self.fallback.wake()
+        elif new.alerts.fallback_command:
+            log.warning("alerts.fallback_command was added; it applies after a restart")
+        if self.stale is not None:
+            self.stale.wake()
 
     def _apply_signal(self, new: AppConfig) -> None:
         """Admins, groups, alert recipients and the alert policy apply at once; a different
@@ -220,6 +239,7 @@ async def _serve_started(config: AppConfig, clock: Clock | None, signals: Signal
 
             daemon.signal = SignalFront(config.signal, daemon.replies, store)
             outbox = engine.deliver_alerts(daemon.signal, daemon.signal.limiter)
+        fallback, stale = daemon.fallback, daemon.stale = _alert_helpers(engine, config)
         metrics = None
         if config.metrics is not None:
             from bot.metrics import Metrics  # imported only when asked for (RSS)
@@ -278,6 +298,9 @@ async def _serve_started(config: AppConfig, clock: Clock | None, signals: Signal
                 if front is not None and outbox is not None:
                     signal_task = tg.create_task(front.run(), name="signal")
                     tg.create_task(outbox.run(), name="outbox")
+                for helper in (fallback, stale):
+                    if helper is not None:
+                        tg.create_task(helper.run(), name=type(helper).__name__)
                 await stop.wait()
                 signals.stopping()
                 notify("STOPPING=1")
@@ -289,6 +312,9 @@ async def _serve_started(config: AppConfig, clock: Clock | None, signals: Signal
                 await server.close()
                 scheduler.close()
                 tg.create_task(_stop_strays(scheduler), name="strays")
+                for helper in (fallback, stale):
+                    if helper is not None:
+                        helper.close()
                 if front is not None and outbox is not None:
                     outbox.close()
                     await front.close()
@@ -301,6 +327,27 @@ async def _serve_started(config: AppConfig, clock: Clock | None, signals: Signal
         return EXIT_OK
     finally:
         await store.close()
+
+
+def _alert_helpers(engine: Engine, config: AppConfig) -> tuple[Fallback | None, StaleWatch | None]:
+    """The alert fallback command and the max_age watch, where the configuration asks."""
+    alerter = engine.alerter
+    if alerter is None:
+        return None, None
+    fallback = None
+    a = config.alerts
+    if a.fallback_command:
+        fallback = Fallback(
+            engine.store,
+            a.fallback_command,
+            a.fallback_after,
+            signal_configured=config.signal is not None,
+            clock=engine.clock,
+        )
+        alerter.deliverers.append(fallback.wake)
+    stale = StaleWatch(engine.scheduler, alerter, config.zone)
+    engine.hooks.append(stale.on_finish)
+    return fallback, stale
 
 
 async def _stop_strays(scheduler: Scheduler) -> None:

@@ -1,9 +1,9 @@
 """One wiring of the engine, for the daemon and for the CLI with no daemon.
 
 `build_engine` makes the scheduler with the tasks' environment and the after-run hooks (the
-alert policy; the daemon adds metrics), all on one clock. A run started by `moltsched run`
-in the foreground therefore alerts like a run of the daemon's: its alert waits in the outbox
-until a daemon with a Signal connection delivers it.
+alert policy; the daemon adds max_age and metrics), all on one clock. A run started by
+`moltsched run` in the foreground therefore alerts like a run of the daemon's: its alert
+waits in the outbox until a daemon delivers it (over Signal, or by the fallback command).
 """
 
 from __future__ import annotations
@@ -54,8 +54,8 @@ class Engine:
     def reconfigure(self, config: AppConfig) -> None:
         """A reload: recipients and the alert policy apply to the next run."""
         self.config = config
-        if self.alerter is not None and config.signal is not None:
-            self.alerter.recipients = tuple(config.signal.alert_to)
+        if self.alerter is not None:
+            self.alerter.recipients = recipients_of(config) or self.alerter.recipients
             self.alerter.policy = policy_of(config)
 
 
@@ -70,13 +70,22 @@ def build_engine(
     launcher = ProcessLauncher(config.settings, task_environment(), cgroups)
     scheduler = Scheduler(store, config.settings, config.tasks, clock=clock, launcher=launcher)
     alerter = None
-    if config.signal is not None:
-        alerter = Alerter(store, policy_of(config), config.signal.alert_to, None, clock=clock)
+    recipients = recipients_of(config)
+    if recipients:
+        alerter = Alerter(store, policy_of(config), recipients, None, clock=clock)
     engine = Engine(config, store, scheduler, clock, alerter)
     if alerter is not None:
         engine.hooks.append(alerter.on_finish)
     scheduler.on_finish = engine.after_run
     return engine
+
+
+def recipients_of(config: AppConfig) -> tuple[str, ...]:
+    """Whom alerts are queued for: Signal's `alert_to`; with no `signal:` section but a
+    fallback command, one row with no recipient, which the fallback alone delivers."""
+    if config.signal is not None:
+        return tuple(config.signal.alert_to)
+    return ("",) if config.alerts.fallback_command else ()
 
 
 def policy_of(config: AppConfig) -> AlertPolicy:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -45,6 +45,8 @@ DIGEST_KINDS = {
     "recovery": "✅ working again",
     "flapping": "🔁 flapping",
     "settled": "settled",
+    "stale": "⏰ not succeeding",
+    "fresh": "✅ succeeding again",
 }
 
 
@@ -163,6 +165,15 @@ class Alerter:
         self.recipients = tuple(recipients)
         self.outbox = outbox  # None: the alerts wait until a daemon delivers them
         self.clock = clock
+        # Who else delivers queued alerts (the fallback command), to wake when one is queued.
+        self.deliverers: list[Callable[[], None]] = []
+
+    def woke(self) -> None:
+        """Alerts were queued: whoever delivers them looks now."""
+        if self.outbox is not None:
+            self.outbox.wake()
+        for wake in self.deliverers:
+            wake()
 
     async def on_finish(self, spec: TaskSpec, result: RunResult, state: TaskState) -> None:
         if not spec.alert or not self.recipients:
@@ -200,5 +211,4 @@ class Alerter:
         await self.store.queue_alert(
             spec.id, str(kind), [(to, text) for to in self.recipients], alerted_at, now
         )
-        if self.outbox is not None:
-            self.outbox.wake()
+        self.woke()

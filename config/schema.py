@@ -92,8 +92,8 @@ def _retry_delay(value: float) -> float:
 
 
 def _max_age(value: float) -> float:
-    if value < 60:
-        raise ValueError("max_age must be at least 1m")
+    if value < 1:
+        raise ValueError("max_age must be at least 1s")
     return value
 
 

@@ -6,6 +6,10 @@ again, a recovery message says so (if `recovery`). A task that never alerted sen
 Interrupted runs are neither failures nor successes. The outbox that carries the texts to the
 recipients lives in the store; delivery is the front end's (`bot.outbox`).
 
+A task with `max_age` that has not succeeded for that long, counted from its last success or
+from when it was added, whatever the reason, is *stale*: that is said once per stale period
+(`stale_at` says when), and its next success is said too.
+
 A task that keeps changing between failing and working (`FLAP_CHANGES` changes in its last
 `FLAP_RUNS` runs) is *flapping*: that is said once, and nothing more until it settles (its
 last `SETTLE_RUNS` runs the same), which is said once too, as working or as failing.
@@ -28,6 +32,8 @@ class AlertKind(StrEnum):
     RECOVERY = "recovery"
     FLAPPING = "flapping"
     SETTLED = "settled"
+    STALE = "stale"  # max_age: it has not succeeded for that long
+    FRESH = "fresh"  # and now it has
 
 
 FLAP_RUNS = 10
@@ -120,3 +126,25 @@ def alert_text(
     lines = [ln.rstrip()[:160] for ln in output.splitlines() if ln.strip()][-5:]
     lines = [ln for ln in lines if ln.strip() not in message]
     return "\n".join([head, *lines])
+
+
+def stale_at(
+    max_age: float, last_success: datetime | None, added: datetime | None, now: datetime
+) -> datetime:
+    """When a task with `max_age` becomes stale: that long after its last success, or after
+    it was added if it never succeeded."""
+    return (last_success or added or now) + timedelta(seconds=max_age)
+
+
+def stale_alert_due(
+    max_age: float,
+    last_success: datetime | None,
+    added: datetime | None,
+    alerted: datetime | None,
+    now: datetime,
+) -> bool:
+    """Whether the task is stale now and its stale period has not been alerted yet."""
+    since = last_success or added or now
+    if alerted is not None and alerted >= since:
+        return False  # this period was said already
+    return stale_at(max_age, last_success, added, now) <= now

@@ -29,13 +29,15 @@ class LaterRuns:
         self._held: dict[str, list[LaterRun]] = {}
         self._gone: set[int] = set()  # cancelled while in the heap (removed when popped)
 
-    async def load(self) -> None:
-        """Take in what the store keeps (at start-up)."""
+    async def load(self) -> list[LaterRun]:
+        """Take in what the store keeps (at start-up); what it kept."""
         self._heap.clear()
         self._held.clear()
         self._gone.clear()
-        for run in await self.store.later_runs():
+        runs = await self.store.later_runs()
+        for run in runs:
             self._push(run)
+        return runs
 
     def _push(self, run: LaterRun) -> None:
         heapq.heappush(self._heap, (run.due, run.id, run))

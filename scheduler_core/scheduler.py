@@ -39,7 +39,6 @@ from scheduler_core.queue import RunQueue, Waiting, victims
 from scheduler_core.recovery import restore
 from scheduler_core.requests import Phase, Requests
 from scheduler_core.slots import (
-    MISFIRE_GRACE_S,
     decide,
 )
 from scheduler_core.store import Store
@@ -97,7 +96,11 @@ class Scheduler(Requests):
         now = self.clock.now()
         found = await restore(self.store, self.launcher, self._specs, self._timetable, now)
         self._paused, self._to_resume = found.paused, found.to_resume
-        await self._later.load()
+        for run in await self._later.load():
+            if run.due < now:  # missed while no daemon ran: it runs once, now
+                note = f"{run.cause} run due {run.due.isoformat(timespec='seconds')} was missed"
+                entry = self.store.log("missed", note + "; running it now", task_id=run.task_id)
+                await self._quietly(entry, f"log a missed run of {run.task_id}")
         if self.phase is Phase.NEW:
             self.phase = Phase.PREPARED
 
@@ -194,10 +197,6 @@ class Scheduler(Requests):
         if task_id in self._running or task_id in self._queue or task_id in self._paused:
             self._later.hold(later)
             return None
-        if (now - later.due).total_seconds() > MISFIRE_GRACE_S:
-            note = f"{later.cause} run due {later.due.isoformat(timespec='seconds')} runs late"
-            entry = self.store.log("missed", note, task_id=task_id, when=now)
-            await self._quietly(entry, f"log a late run of {task_id}")
         return self._enqueue(task_id, later.cause, later.due, later)
 
     async def _quietly(self, write: Awaitable[object], what: str) -> None:

@@ -1,0 +1,159 @@
+"""Alerts that arrive when Signal cannot deliver them: `alerts.fallback_command`.
+
+The command (an argv, run without a shell) gets the alert's text on stdin, and
+`MOLTSCHED_ALERT_TASK` and `MOLTSCHED_ALERT_KIND` in its environment: `curl` to ntfy, `mail`
+or `apprise` work without a dependency of ours. It runs for an alert that Signal has not
+delivered within `alerts.fallback_after` of being queued, and at once for every alert when
+there is no `signal:` section. An alert the fallback delivered is marked so (for every
+recipient it was queued for), so Signal does not send it again later; the action log says
+which channel delivered each alert.
+
+A command that fails (exits non-zero, cannot start, or takes longer than COMMAND_TIMEOUT_S) is
+tried again with backoff. It runs in a process group of its own, registered with
+`scheduler_core.procs` so the daemon never takes it for something a task run left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from scheduler_core import procs
+from scheduler_core.clock import Clock
+from scheduler_core.model import OutboxItem
+from scheduler_core.safe import safe_text
+from scheduler_core.store import Store
+
+log = logging.getLogger(__name__)
+
+COMMAND_TIMEOUT_S = 60.0
+BACKOFF_FIRST_S = 5.0
+BACKOFF_MAX_S = 600.0
+BATCH = 500
+
+# An alert, as queued: one row per recipient, all with the same task, kind, text and time.
+Key = tuple[str | None, str, str, datetime | None]
+
+
+class Fallback:
+    def __init__(
+        self,
+        store: Store,
+        argv: Sequence[str],
+        after: float,
+        *,
+        signal_configured: bool,
+        clock: Clock,
+    ) -> None:
+        self.store = store
+        self.argv = tuple(argv)
+        self.after = timedelta(seconds=after)
+        self.signal_configured = signal_configured
+        self.clock = clock
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._failures: dict[Key, tuple[int, datetime]] = {}  # attempts, and when to try again
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def close(self) -> None:
+        self._closing = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Deliver what is due until `close()`."""
+        while not self._closing:
+            self._wake.clear()
+            try:
+                again = await self.deliver_due()
+            except Exception:
+                log.exception("the alert fallback failed")
+                again = self.clock.now() + timedelta(seconds=BACKOFF_MAX_S)
+            if self._closing:
+                return
+            await self.clock.sleep_until(again, self._wake)
+
+    async def deliver_due(self) -> datetime | None:
+        """Run the command for each alert that is due for it; when to look again."""
+        pending = await self.store.pending_alerts(BATCH, signal=False)
+        alerts: dict[Key, list[OutboxItem]] = {}
+        for item in pending:
+            alerts.setdefault((item.task_id, item.kind, item.text, item.created), []).append(item)
+        now = self.clock.now()
+        later: list[datetime] = []
+        for key, items in alerts.items():
+            due = self._due(items)
+            failed = self._failures.get(key)
+            if failed is not None:
+                due = max(due, failed[1])
+            if due > now:
+                later.append(due)
+                continue
+            if await self._deliver(items[0]):
+                self._failures.pop(key, None)
+                await self.store.alerts_sent(items, self.clock.now(), channel="fallback")
+            else:
+                attempts = failed[0] + 1 if failed else 1
+                retry = now + timedelta(
+                    seconds=min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (attempts - 1))
+                )
+                self._failures[key] = (attempts, retry)
+                later.append(retry)
+        if len(pending) == BATCH:
+            later.append(now)
+        return min(later) if later else None
+
+    def _due(self, items: Sequence[OutboxItem]) -> datetime:
+        created = items[0].created or self.clock.now()
+        if not self.signal_configured or any(i.recipient == "" for i in items):
+            return created  # no Signal to wait for
+        return created + self.after
+
+    async def _deliver(self, item: OutboxItem) -> bool:
+        """Run the command for one alert; whether it succeeded."""
+        env = os.environ | {
+            "MOLTSCHED_ALERT_TASK": item.task_id or "",
+            "MOLTSCHED_ALERT_KIND": item.kind,
+        }
+        with procs.Spawning() as spawning:
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *self.argv,
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.PIPE,
+                    env=env,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                log.warning("alert fallback %s cannot start: %s", self.argv[0], exc)
+                return False
+            spawning.registered(proc.pid)
+        try:
+            async with asyncio.timeout(COMMAND_TIMEOUT_S):
+                _, err = await proc.communicate(item.text.encode())
+        except TimeoutError:
+            log.warning(
+                "alert fallback %s took over %.0fs; stopped", self.argv[0], COMMAND_TIMEOUT_S
+            )
+            return False
+        finally:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)  # nothing it started outlives it
+            if proc.returncode is None:
+                await proc.wait()
+            procs.collected(proc.pid)
+        if proc.returncode != 0:
+            last = safe_text(err.decode(errors="replace")).strip().splitlines()[-1:] or [""]
+            log.warning(
+                "alert fallback %s exited %s: %s", self.argv[0], proc.returncode, last[0][:200]
+            )
+            return False
+        log.info("alert %s for %s delivered by the fallback command", item.kind, item.task_id)
+        return True

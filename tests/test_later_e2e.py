@@ -1,0 +1,253 @@
+"""Issue 15 against the real daemon: retries, one-shot runs across a restart, cancel, stop,
+max_age, and the alert fallback command (a real command writing to a file)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from support.daemon import DaemonProcess
+from support.signal_service import ACCOUNT, ALICE, SignalService
+from tests.helpers import MOLTSCHED, acli, cli, processes_of, query, wait_for, wait_sync
+
+# The fallback command: what it was given, one block per alert.
+ALERT_SH = (
+    'printf "== %s %s\\n" "$MOLTSCHED_ALERT_TASK" "$MOLTSCHED_ALERT_KIND" >> "{log}"\n'
+    'cat >> "{log}"\necho >> "{log}"\n'
+)
+
+
+def setup(root: Path, tasks: str, scripts: dict[str, str], more: str = "") -> Path:
+    (root / "tasks").mkdir()
+    for name, text in scripts.items():
+        (root / "tasks" / name).write_text(text.format(root=root))
+    (root / "alert.sh").write_text(ALERT_SH.format(log=root / "alerts.log"))
+    config = root / "moltsched.yaml"
+    config.write_text(f"state_dir: state\ntimezone: UTC\ntasks:\n{tasks}{more}")
+    return config
+
+
+def fallback(root: Path, after: str = "") -> str:
+    extra = f"\n  fallback_after: {after}" if after else ""
+    return f"alerts:\n  fallback_command: [bash, {root / 'alert.sh'}]{extra}\n"
+
+
+def alerts(root: Path) -> list[tuple[str, str]]:
+    """(task kind, text) of each alert the fallback command was given."""
+    path = root / "alerts.log"
+    if not path.exists():
+        return []
+    blocks = path.read_text().split("== ")[1:]
+    return [(b.split("\n", 1)[0], b.split("\n", 1)[1].strip()) for b in blocks]
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[DaemonProcess]]:
+    started: list[DaemonProcess] = []
+    yield started
+    for d in started:
+        if d.proc is not None and d.proc.poll() is None:
+            d.kill()
+
+
+def start(config: Path, daemons: list[DaemonProcess]) -> DaemonProcess:
+    d = DaemonProcess(config, env={"MOLTSCHED_LOG_LEVEL": "INFO"}).start()
+    daemons.append(d)
+    return d
+
+
+def test_a_failing_run_is_retried_across_a_restart_and_alerts_once_by_the_fallback(
+    tmp_path: Path, daemons: list[DaemonProcess]
+) -> None:
+    config = setup(
+        tmp_path,
+        "  - {id: flaky, script: flaky.sh, every: 1h, retries: 1, retry_delay: 2s}\n",
+        {"flaky.sh": "echo trying; echo 'mailbox locked' >&2; exit 3\n"},
+        fallback(tmp_path),
+    )
+    db = tmp_path / "state" / "moltsched.db"
+    d = start(config, daemons)
+    wait_sync(lambda: query(db, "SELECT COUNT(*) FROM later")[0][0] == 1, what="a retry kept")
+    assert d.stop() == 0  # the retry is due in 2s: the daemon is down then
+    assert query(db, "SELECT cause, attempt FROM later") == [("retry", 1)]
+    start(config, daemons)
+    wait_sync(lambda: alerts(tmp_path), what="the alert, after the retry")
+    runs = query(db, "SELECT cause, outcome, retried FROM run WHERE task_id = 'flaky' ORDER BY id")
+    assert runs == [("schedule", "failed", 1), ("retry", "failed", 0)]
+    ((head, text),) = alerts(tmp_path)  # one alert for the run and its retry
+    assert head == "flaky failure" and "flaky failed: exit 3" in text and "mailbox locked" in text
+    sent = query(db, "SELECT recipient, channel FROM outbox WHERE sent IS NOT NULL")
+    assert sent == [("", "fallback")]
+    logs = json.loads(cli("--json", "logs", "flaky", "-n", "50", config=config).stdout)
+    actions = [(e["action"], e["message"]) for e in logs]
+    assert ("started", "retry run") in actions
+    assert any(a == "alert_sent" and "via the fallback command" in m for a, m in actions)
+    assert any(a == "scheduled" and m.startswith("retry 1 of 1 at") for a, m in actions)
+    status = json.loads(cli("--json", "status", "flaky", config=config).stdout)
+    assert status["retries"] == 1 and status["error_count"] == 2 and status["pending"] == []
+
+
+def test_one_shot_runs_survive_a_restart_and_can_be_cancelled_within_a_limit(
+    tmp_path: Path, daemons: list[DaemonProcess]
+) -> None:
+    config = setup(
+        tmp_path,
+        '  - {id: note, script: note.sh, cron: "0 0 1 1 *"}\n',
+        {"note.sh": 'echo "$MOLTSCHED_RUN_ID" >> "{root}/note.log"\n'},
+    )
+    db = tmp_path / "state" / "moltsched.db"
+    d = start(config, daemons)
+    asked = cli("--json", "run", "note", "--in", "2s", config=config)
+    assert asked.returncode == 0, asked.stderr
+    due = datetime.fromisoformat(json.loads(asked.stdout)["scheduled"]).timestamp()
+    assert d.stop() == 0
+    # `scheduled` is said to the second: the run is due within the second after it.
+    wait_sync(lambda: time.time() > due + 1.5, what="the one-shot's time, passed while down")
+    start(config, daemons)
+    wait_sync(lambda: (tmp_path / "note.log").exists(), what="the missed one-shot, run once")
+    wait_sync(lambda: query(db, "SELECT COUNT(*) FROM run WHERE ended IS NOT NULL")[0][0] == 1)
+    assert query(db, "SELECT cause, outcome FROM run") == [("one-shot", "success")]
+    logs = cli("logs", "note", config=config).stdout
+    assert "missed" in logs and "was missed; running it now" in logs
+
+    said = cli("chat", "run:note in 1h", config=config)
+    assert said.stdout.startswith("note will run ") and "cancel:note removes it" in said.stdout
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
+    assert cli("run", "note", "--at", f"{tomorrow}T08:00", config=config).returncode == 0
+    status = json.loads(cli("--json", "status", "note", config=config).stdout)
+    assert [p["cause"] for p in status["pending"]] == ["one-shot", "one-shot"]
+    assert status["pending"][1]["due"] == f"{tomorrow}T08:00:00+00:00"
+    assert "pending: one-shot" in cli("status", "note", config=config).stdout
+    for _ in range(8):
+        assert cli("run", "note", "--in", "2h", config=config).returncode == 0
+    refused = cli("--json", "run", "note", "--in", "3h", config=config)
+    assert refused.returncode == 2
+    assert "10 one-shot runs pending already" in json.loads(refused.stdout)["error"]
+    cancelled = json.loads(cli("--json", "cancel", "note", config=config).stdout)
+    assert len(cancelled["cancelled"]) == 10
+    assert json.loads(cli("--json", "status", "note", config=config).stdout)["pending"] == []
+    assert cli("chat", "cancel:note", config=config).stdout.strip() == "note has no pending runs."
+    bad = cli("chat", "run:note in forever", config=config).stdout
+    assert "'forever' is not a duration" in bad
+    assert "in the past" in cli("run", "note", "--at", "2001-01-01T00:00", config=config).stderr
+
+
+def test_stop_ends_the_run_says_who_to_its_waiter_and_leaves_the_schedule(
+    tmp_path: Path, daemons: list[DaemonProcess]
+) -> None:
+    config = setup(
+        tmp_path,
+        "  - {id: long, script: long.sh, every: 1h, retries: 2, grace: 1s}\n",
+        {
+            "long.sh": "moltsched checkpoint save long '{{\"page\": 7}}'\n"
+            'echo started > "{root}/long.started"\n'
+            "sleep 60 & sleep 60\n"
+        },
+    )
+    db = tmp_path / "state" / "moltsched.db"
+    start(config, daemons)
+    wait_sync(lambda: (tmp_path / "long.started").exists(), what="the long run")
+    next_run = query(db, "SELECT next_run FROM task WHERE id = 'long'")[0][0]
+    waiter = subprocess.Popen(
+        [MOLTSCHED, "--config", str(config), "--json", "run", "long"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    wait_sync(lambda: "run:long" in cli("logs", "long", config=config).stdout, what="joined")
+    stopped = cli("--json", "stop", "long", config=config)
+    assert stopped.returncode == 0, stopped.stderr
+    answer = json.loads(stopped.stdout)
+    assert answer["stopped"] is True and answer["outcome"] == "stopped"
+    assert answer["message"].startswith("stopped by cli:")
+    out, _ = waiter.communicate(timeout=30)
+    heard = json.loads(out)
+    assert waiter.returncode == 1 and heard["outcome"] == "stopped"
+    assert heard["message"].startswith("stopped by cli:") and heard["kind"] == "stopped"
+    assert processes_of(db, {"long"}) == []  # both sleeps went with it
+    row = query(db, "SELECT status, last_outcome, checkpoint, next_run FROM task WHERE id = 'long'")
+    assert row == [("idle", "stopped", '{"page":7}', next_run)]
+    assert query(db, "SELECT COUNT(*) FROM later")[0][0] == 0  # not retried
+    assert cli("chat", "stop:long", config=config).stdout.strip() == "long is not running."
+
+
+def test_max_age_alerts_once_per_stale_period_even_when_paused_and_down(
+    tmp_path: Path, daemons: list[DaemonProcess]
+) -> None:
+    config = setup(
+        tmp_path,
+        "  - {id: backup, script: backup.sh, every: 1s, max_age: 2s, alert: false}\n",
+        {"backup.sh": '[ -e "{root}/ok" ] || {{ echo "no disk" >&2; exit 1; }}\n'},
+        fallback(tmp_path),
+    )
+    db = tmp_path / "state" / "moltsched.db"
+    d = start(config, daemons)
+    wait_sync(lambda: alerts(tmp_path), what="the stale alert")
+    (tmp_path / "ok").touch()
+    wait_sync(lambda: len(alerts(tmp_path)) == 2, what="the recovery")
+    (stale, stale_text), (fresh, fresh_text) = alerts(tmp_path)
+    assert stale == "backup stale" and "backup has not succeeded in 2s" in stale_text
+    assert "no disk" in stale_text  # why: its last error
+    assert fresh == "backup fresh" and "backup has succeeded again" in fresh_text
+    # A pause that was forgotten, while the daemon was down too: said when it starts again.
+    assert cli("pause", "backup", config=config).returncode == 0
+    assert d.stop() == 0
+    last = query(db, "SELECT last_success FROM task WHERE id = 'backup'")[0][0]
+    wait_sync(lambda: time.time() > last + 2.5, what="max_age passed while down")
+    start(config, daemons)
+    wait_sync(lambda: len(alerts(tmp_path)) == 3, what="the stale alert at start-up")
+    head, text = alerts(tmp_path)[2]
+    assert head == "backup stale" and "It is paused." in text
+    status = json.loads(cli("--json", "status", "backup", config=config).stdout)
+    assert status["stale"] is True and status["max_age_s"] == 2.0
+
+
+async def test_an_alert_signal_cannot_deliver_goes_by_the_fallback_and_never_again_by_signal(
+    tmp_path: Path,
+) -> None:
+    config = setup(
+        tmp_path,
+        '  - {id: bad, script: bad.sh, cron: "0 0 1 1 *"}\n'
+        '  - {id: worse, script: bad.sh, cron: "0 0 1 1 *"}\n',
+        {"bad.sh": "echo 'disk full' >&2; exit 5\n"},
+        fallback(tmp_path, "1s"),
+    )
+    async with SignalService() as service:
+        with config.open("a") as f:
+            f.write(f'signal:\n  service: {service.service}\n  account: "{ACCOUNT}"\n')
+            f.write(f'  admins: ["{ALICE}"]\n')
+        service.send_status = 500  # signal-cli-rest-api answers every send with an error
+        log = (tmp_path / "daemon.log").open("wb")
+        daemon = await asyncio.create_subprocess_exec(
+            MOLTSCHED, "--config", str(config), "daemon", stderr=log
+        )
+        try:
+            await service.wait_connected(20)
+            assert (await acli("run", "bad", config=config)).returncode == 1
+            await wait_for(lambda: bool(alerts(tmp_path)), timeout=20)
+            ((head, text),) = alerts(tmp_path)
+            assert head == "bad failure" and text.startswith("⚠️ bad failed: exit 5")
+            service.send_status = None  # Signal is back: the next alert goes by Signal
+            assert (await acli("run", "worse", config=config)).returncode == 1
+            sent = await service.wait_sent(1, 30)
+            assert [m["message"].split(":")[0] for m in sent] == ["⚠️ worse failed"]
+            # Alerts go in order: had `bad` still been waiting, it would have gone first.
+            db = tmp_path / "state" / "moltsched.db"
+            rows = query(db, "SELECT task_id, channel FROM outbox ORDER BY id")
+            assert rows == [("bad", "fallback"), ("worse", "signal")]
+            logs = json.loads((await acli("--json", "logs", config=config)).stdout)
+            sent_by = [(e["task_id"], e["message"]) for e in logs if e["action"] == "alert_sent"]
+            assert sent_by == [
+                ("worse", f"failure to {ALICE} via signal"),
+                ("bad", "failure via the fallback command"),
+            ]
+        finally:
+            daemon.terminate()
+            await asyncio.wait_for(daemon.wait(), 20)
+            log.close()
