@@ -32,7 +32,6 @@ from commands.command import (
     Status,
     Stop,
 )
-from commands.when import EXAMPLES
 
 MAX_TEXT = 200  # longer than any command; a longer message is not one
 
@@ -63,14 +62,14 @@ class Verb:
 
 
 def _run(arg: str | None) -> Command:
-    """`run:TASK` now, or `run:TASK in 20m` / `run:TASK at 18:00` later."""
-    task, _, when = (arg or "").partition(" ")
-    when = when.strip()
-    if not when:
-        return Run(task)
-    if when.split(None, 1)[0].lower() not in ("in", "at"):
-        raise ParseError(f"Send run:{shown(task)} now, or later: run:{shown(task)} {EXAMPLES}")
-    return RunLater(task, when)
+    """`run:TASK` now, or `run:TASK in 20m` / `run:TASK at 18:00` later. Anything else after
+    the task stays part of the argument, which no task id matches (ids have no spaces)."""
+    text = arg or ""
+    task, _, when = text.partition(" ")
+    first = when.split(None, 1)[:1]
+    if first and first[0].lower() in ("in", "at"):
+        return RunLater(task, when.strip())
+    return Run(text)
 
 
 VERBS: tuple[Verb, ...] = (

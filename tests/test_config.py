@@ -263,3 +263,42 @@ def test_numbers_too_big_for_a_float_are_problems_not_crashes(tmp_path: Path) ->
     )
     found = problems(path)
     assert [p.split(":")[0] for p in found] == ["retention.log_days", "tasks[0].every"], found
+
+
+def test_retries_max_age_and_the_fallback_are_checked_at_their_places(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+alerts:
+  fallback_command: curl
+  fallback_after: later
+tasks:
+  - {id: a, script: a.sh, every: 1m, retries: -1, retry_delay: soon, max_age: 0}
+  - {id: b, script: a.sh, every: 1m, retries: 2.5, retry_delay: 0.5, max_age: forever}
+  - {id: c, script: a.sh, every: 1m, retries: 3, retry_delay: 1m, max_age: 26h}
+""",
+    )
+    found = problems(path)
+    text = "\n".join(found)
+    for expected in [
+        "alerts.fallback_command:",
+        "alerts.fallback_after: 'later' is not a duration",
+        "tasks[0].retries: must be at least 0, not -1",
+        "tasks[0].retry_delay: 'soon' is not a duration",
+        "tasks[0].max_age: max_age must be at least 1s",
+        "tasks[1].retries: must be a whole number",
+        "tasks[1].retry_delay: retry_delay must be at least 1s",
+        "tasks[1].max_age: 'forever' is not a duration",
+    ]:
+        assert expected in text, f"{expected!r} missing from:\n{text}"
+    assert len(found) == 8
+    good = write(
+        tmp_path,
+        "alerts: {fallback_command: [mail, me], fallback_after: 5m}\n"
+        "tasks:\n  - {id: c, script: a.sh, every: 1m, retries: 3, retry_delay: 1m, max_age: 26h}\n",
+    )
+    config = load_config(good)
+    (task,) = config.tasks
+    assert (task.retries, task.retry_delay, task.max_age) == (3, 60.0, 26 * 3600.0)
+    assert config.alerts.fallback_command == ("mail", "me")
+    assert config.alerts.fallback_after == 300.0

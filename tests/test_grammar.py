@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from commands.command import Help, Logs, Pause, Resume, Run, Status
+from commands.command import Cancel, Help, Logs, Pause, Resume, Run, RunLater, Status, Stop
 from commands.grammar import VERBS, ParseError, help_text, parse, shown
 from tests.helpers import MOLTSCHED
 
@@ -26,6 +26,12 @@ from tests.helpers import MOLTSCHED
         ("RUN:scrape-all", Run("scrape-all")),
         ("/run :scrape_all", Run("scrape_all")),
         ("run check-email", Run("check-email")),
+        ("run:check-email in 20m", RunLater("check-email", "in 20m")),
+        ("Run : check-email  AT 18:00 ", RunLater("check-email", "AT 18:00")),
+        ("run check-email at 2026-12-01T18:00", RunLater("check-email", "at 2026-12-01T18:00")),
+        ("run:check-email in forever", RunLater("check-email", "in forever")),  # execute says
+        ("cancel:check-email", Cancel("check-email")),
+        ("STOP : scraper", Stop("scraper")),
         ("pause:check-email", Pause("check-email")),
         ("Pause : check-email", Pause("check-email")),
         ("resume:check-email", Resume("check-email")),

@@ -42,7 +42,7 @@ def test_every_command_in_the_skill(tmp_path: Path) -> None:
         "  - {id: check-email, name: Email, script: email.sh, every: 1h}\n"
     )
     found = commands()
-    assert len(found) == 9
+    assert len(found) == 13
     daemon = DaemonProcess(config).start()
     try:
         # Both are new, so they run at the start; `output` below reads check-email's run.
@@ -58,8 +58,14 @@ def test_every_command_in_the_skill(tmp_path: Path) -> None:
             data = json.loads(result.stdout)
             if argv[1:2] == ["status"] and len(argv) == 2:
                 assert data["running"] is True and data["task_count"] == 2
-            if argv[1:2] == ["run"]:
+            if argv[1:2] == ["run"] and ("--in" in argv or "--at" in argv):
+                assert data["task"] == "check-email" and data["scheduled"]
+            elif argv[1:2] == ["run"]:
                 assert data["outcome"] == "success" and result.returncode == 0
+            if argv[1:2] == ["cancel"]:
+                assert len(data["cancelled"]) == 2  # the two one-shots above
+            if argv[1:2] == ["stop"]:
+                assert data == {"task": "scrape-all", "stopped": False}
             if argv[1:2] == ["output"]:
                 assert data["task_id"] == "check-email" and "imap timeout" in data["stderr"]
         # What the file says about exit code 2.

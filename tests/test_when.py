@@ -1,0 +1,53 @@
+"""When a one-shot run is asked for (`commands.when`): in, at a time of day, at a date-time."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from commands.when import parse_when
+
+BERLIN = ZoneInfo("Europe/Berlin")
+NOW = datetime(2026, 11, 30, 16, 0, tzinfo=UTC)  # 17:00 in Berlin
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("in 20m", NOW + timedelta(minutes=20)),
+        ("in 1h30m", NOW + timedelta(minutes=90)),
+        ("IN 90", NOW + timedelta(seconds=90)),
+        ("at 18:00", datetime(2026, 11, 30, 18, 0, tzinfo=BERLIN)),  # later today
+        ("at 16:59", datetime(2026, 12, 1, 16, 59, tzinfo=BERLIN)),  # passed: tomorrow
+        ("at 7.30", datetime(2026, 12, 1, 7, 30, tzinfo=BERLIN)),
+        ("at 2026-12-24T18:00", datetime(2026, 12, 24, 18, 0, tzinfo=BERLIN)),  # in the zone
+        ("at 2026-12-24T18:00+00:00", datetime(2026, 12, 24, 18, 0, tzinfo=UTC)),
+    ],
+)
+def test_when(text: str, expected: datetime) -> None:
+    assert parse_when(text, NOW, BERLIN) == expected
+
+
+def test_a_time_of_day_in_a_skipped_hour_still_comes_next() -> None:
+    # 2027-03-28 02:30 does not exist in Berlin; the answer is still after now, and once.
+    now = datetime(2027, 3, 27, 23, 0, tzinfo=UTC)
+    when = parse_when("at 02:30", now, BERLIN)
+    assert now < when < now + timedelta(hours=5)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("in forever", "'forever' is not a duration"),
+        ("in 0s", "at least a second ahead"),
+        ("at 25:00", "25:00 is not a time of day"),
+        ("at teatime", "'teatime' is not a time"),
+        ("soon", "say when: in 20m, at 18:00"),
+        ("in", "say when"),
+    ],
+)
+def test_what_is_not_a_time_gets_a_short_reason(text: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        parse_when(text, NOW, BERLIN)
