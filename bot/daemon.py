@@ -30,7 +30,7 @@ from bot.stale import StaleWatch
 from bot.systemd import notify, watchdog, watchdog_interval
 from commands.chat import converse
 from commands.command import Ping, Reload, Request
-from commands.execute import Context
+from commands.context import Context
 from config.loader import AppConfig, ConfigError, load_config
 from scheduler_core import __version__, procs
 from scheduler_core.cgroups import RunCgroups

@@ -13,7 +13,8 @@ from zoneinfo import ZoneInfo
 
 from commands.chat import converse
 from commands.command import Chat, Command, Pause, Request, Resume, Run, RunAll
-from commands.execute import Context, execute
+from commands.context import Context
+from commands.execute import execute
 from commands.grammar import ParseError, parse
 from commands.reply import output, render
 from scheduler_core.safe import safe_text

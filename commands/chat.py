@@ -11,7 +11,8 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
-from commands.execute import Context, execute
+from commands.context import Context
+from commands.execute import execute
 from commands.grammar import ParseError, parse
 from commands.reply import Reply
 

@@ -1,21 +1,20 @@
 """Carry out a Command against the scheduler and build its Reply.
 
-Front ends (the control socket, the CLI in the foreground, later the chat) stay thin: they
-parse, call `execute`, and print or send the Reply. Unexpected errors are logged with their
-traceback and answered with a short message, never the traceback itself.
+Front ends (the control socket, the CLI with no daemon, the chat) stay thin: they parse, call
+`execute`, and print or send the Reply. The reads (status, logs, output) are answered here;
+what starts, plans, stops or holds runs is `commands.runs`. Unexpected errors are logged with
+their traceback and answered with a short message, never the traceback itself.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from datetime import datetime
-from zoneinfo import ZoneInfo
 
+from commands import runs
 from commands.command import (
     Cancel,
     Command,
@@ -30,6 +29,7 @@ from commands.command import (
     Status,
     Stop,
 )
+from commands.context import CHAT_LINES, Context
 from commands.grammar import VERBS, help_text
 from commands.match import find_task
 from commands.render import (
@@ -39,13 +39,10 @@ from commands.render import (
     one_line_per_run,
     phone_line,
     record_json,
-    run_json,
-    run_text,
     task_json,
     task_json_text,
 )
 from commands.reply import (
-    EXIT_OK,
     EXIT_RUN_FAILED,
     EXIT_STATE,
     Reply,
@@ -55,36 +52,12 @@ from commands.reply import (
     tail_lines,
     usage_error,
 )
-from commands.when import parse_when
 from scheduler_core import __version__
-from scheduler_core.active import Admission
 from scheduler_core.errors import SchedulerError, StoreError, TaskNotFoundError, log_failure
-from scheduler_core.model import LaterRun, Outcome, RunResult, TaskState
-from scheduler_core.requests import Stopped
-from scheduler_core.scheduler import Scheduler
+from scheduler_core.model import Outcome, TaskState
 from scheduler_core.triggers import format_duration
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Context:
-    """What a command runs against, and who asked."""
-
-    scheduler: Scheduler
-    zone: ZoneInfo
-    daemon: bool
-    actor: str = "cli"
-    # Whether the caller will print the JSON value (so large text need not be built) or the text.
-    json: bool = False
-    # A chat: answers are cut to phone size, and `run` acknowledges at once through `notify`.
-    chat: bool = False
-    notify: Callable[[Reply], Awaitable[None]] | None = None
-    # None: no Signal configured; else whether it is connected now.
-    signal_connected: bool | None = None
-
-
-CHAT_LINES = 25  # a phone screen or two; longer answers are cut with a note
 
 
 def describe(cmd: Command) -> str:
@@ -121,19 +94,19 @@ async def execute(cmd: Command, ctx: Context) -> Reply:
             case Status(task=str(task_id)):
                 return await _status_one(ctx, task_id)
             case Run(task=task_id):
-                return await _run(ctx, task_id)
+                return await runs.run(ctx, task_id)
             case RunLater(task=task_id, when=when):
-                return await _run_later(ctx, task_id, when)
+                return await runs.run_later(ctx, task_id, when)
             case Cancel(task=task_id):
-                return await _cancel(ctx, task_id)
+                return await runs.cancel(ctx, task_id)
             case Stop(task=task_id):
-                return await _stop(ctx, task_id)
+                return await runs.stop(ctx, task_id)
             case RunAll():
-                return await _run_all(ctx)
+                return await runs.run_all(ctx)
             case Pause(task=task_id):
-                return await _pause(ctx, task_id)
+                return await runs.pause(ctx, task_id)
             case Resume(task=task_id):
-                return await _resume(ctx, task_id)
+                return await runs.resume(ctx, task_id)
             case Logs(task=task_id, limit=limit):
                 return await _logs(ctx, task_id, limit)
             case Output(task=task_id, run_id=run_id):
@@ -254,7 +227,7 @@ async def _status_one(ctx: Context, task_id: str) -> Reply:
     state = next(iter(await ctx.scheduler.listing.states_of([task_id])), None) or TaskState.blank(
         spec
     )
-    runs = await ctx.scheduler.store.runs(task_id, 5)
+    recent = await ctx.scheduler.store.runs(task_id, 5)
     pending = await ctx.scheduler.pending(task_id)
     ((_, last_success, _, stale_alerted),) = await ctx.scheduler.store.staleness([task_id]) or [
         (task_id, None, None, None)
@@ -268,9 +241,10 @@ async def _status_one(ctx: Context, task_id: str) -> Reply:
         "max_age_s": spec.max_age,
         "last_success": iso(last_success, ctx.zone),
         "stale": stale_alerted is not None,
-        "pending": [_later_json(r, ctx) for r in pending],
+        "pending": [runs.later_json(r, ctx) for r in pending],
         "recent_runs": [
-            {k: v for k, v in record_json(r, ctx.zone).items() if k in RECENT_FIELDS} for r in runs
+            {k: v for k, v in record_json(r, ctx.zone).items() if k in RECENT_FIELDS}
+            for r in recent
         ],
     }
     now = ctx.scheduler.clock.now()
@@ -291,146 +265,18 @@ async def _status_one(ctx: Context, task_id: str) -> Reply:
         stale = "; NOT succeeded within it (alerted)" if stale_alerted else ""
         lines.append(f"max_age: {format_duration(spec.max_age)}, last success {since}{stale}")
     if pending:
-        lines.append("pending: " + ", ".join(_later_text(r, ctx) for r in pending))
+        lines.append("pending: " + ", ".join(runs.later_text(r, ctx) for r in pending))
     if state.last_error:
         lines.append(f"last error: {state.last_error}")
     if state.checkpoint:
         lines.append(f"checkpoint: {state.checkpoint[:200]}")
-    if runs:
+    if recent:
         lines.append(
             f"what it printed: send output:{spec.id}"
             if ctx.chat
             else f"what it printed: moltsched output {spec.id} [RUN_ID]"
         )
     return Reply("\n".join(lines), data)
-
-
-_ACK = {
-    Admission.STARTED: "Started {task}.",
-    Admission.QUEUED: "{task} is queued; it starts when a slot frees.",
-    Admission.ALREADY_RUNNING: "{task} is already running; I'll tell you how it ends.",
-    Admission.ALREADY_QUEUED: "{task} is already queued; I'll tell you how it ends.",
-}
-
-
-async def _run(ctx: Context, task_id: str) -> Reply:
-    ctx.scheduler.spec(task_id)
-    submission = ctx.scheduler.submit(task_id)
-    if ctx.notify is not None:
-        await ctx.notify(Reply(_ACK[submission.admission].format(task=task_id)))
-    result = await submission.result
-    data = run_json(result, ctx.zone) | {"admission": str(submission.admission)}
-    code = EXIT_OK if result.outcome is Outcome.SUCCESS else EXIT_RUN_FAILED
-    if code:  # a failure under --json always carries these two (DESIGN.md section 4)
-        data |= {"error": result.message, "kind": str(result.outcome)}
-    return Reply(run_text(result, ctx.zone), data, code)
-
-
-def _later_json(run: LaterRun, ctx: Context) -> dict[str, object]:
-    return {"cause": str(run.cause), "due": iso(run.due, ctx.zone), "attempt": run.attempt}
-
-
-def _later_text(run: LaterRun, ctx: Context) -> str:
-    what = f"retry {run.attempt}" if run.attempt else str(run.cause)
-    return f"{what} {short_time(run.due, ctx.zone, ctx.scheduler.clock.now())}"
-
-
-async def _run_later(ctx: Context, task_id: str, when: str) -> Reply:
-    spec = ctx.scheduler.spec(task_id)
-    try:
-        due = parse_when(when, ctx.scheduler.clock.now(), ctx.zone)
-        run = await ctx.scheduler.run_later(spec.id, due, ctx.actor)
-    except (ValueError, SchedulerError) as exc:
-        return usage_error(f"{spec.id}: {exc}")
-    now = ctx.scheduler.clock.now()
-    text = f"{spec.id} will run {short_time(run.due, ctx.zone, now)} (in {_ahead(run.due, now)})."
-    text += (
-        f" cancel:{spec.id} removes it."
-        if ctx.chat
-        else f" `moltsched cancel {spec.id}` removes it."
-    )
-    if not ctx.daemon:
-        text += " The daemon is not running: it runs once the daemon is up."
-    data = {"scheduled": iso(run.due, ctx.zone), "task": spec.id, "id": run.id}
-    return Reply(text, data)
-
-
-def _ahead(when: datetime, now: datetime) -> str:
-    seconds = max(0, round((when - now).total_seconds()))
-    return format_duration(round(seconds / 60) * 60) if seconds >= 90 else f"{seconds}s"
-
-
-async def _cancel(ctx: Context, task_id: str) -> Reply:
-    gone = await ctx.scheduler.cancel(task_id, ctx.actor)
-    data = {"task": task_id, "cancelled": [_later_json(r, ctx) for r in gone]}
-    if not gone:
-        return Reply(f"{task_id} has no pending runs.", data)
-    listing = ", ".join(_later_text(r, ctx) for r in gone)
-    return Reply(f"Cancelled {len(gone)} pending run(s) of {task_id}: {listing}.", data)
-
-
-async def _stop(ctx: Context, task_id: str) -> Reply:
-    found, result = await ctx.scheduler.stop(task_id, ctx.actor)
-    if found is Stopped.NOTHING:
-        text = f"{task_id} is not running."
-        if not ctx.daemon:
-            text += " (No daemon is up; a foreground `moltsched run` stops with Ctrl-C.)"
-        return Reply(text, {"task": task_id, "stopped": False})
-    if found is Stopped.WAITING:
-        text = f"{task_id} had not started yet; it no longer waits for a slot."
-        return Reply(text, {"task": task_id, "stopped": True, "was": "waiting"})
-    if result is None:
-        text = f"Stopping {task_id}; it has not ended yet (logs:{task_id} will say)."
-        return Reply(text, {"task": task_id, "stopped": True, "was": "running"})
-    data = run_json(result, ctx.zone) | {"stopped": True, "was": "running"}
-    text = f"Stopped {task_id} ({result.message}); its checkpoint is kept and its schedule stands."
-    return Reply(text, data)
-
-
-async def _run_all(ctx: Context) -> Reply:
-    futures = await ctx.scheduler.run_due()
-    outcomes = await asyncio.gather(*futures, return_exceptions=True)
-    results = [r for r in outcomes if isinstance(r, RunResult)]
-    failed = [r for r in results if r.outcome is not Outcome.SUCCESS]
-    errors = [str(r) for r in outcomes if isinstance(r, BaseException)]
-    data = {"ran": [run_json(r, ctx.zone) for r in results], "errors": errors}
-    if not results and not errors:
-        return Reply("Nothing is due now.", data)
-    lines = [f"ran {len(results)} due task(s), {len(failed)} failed"]
-    lines += [f"{r.task_id}: {r.outcome} ({r.message})" for r in results]
-    lines += errors
-    code = EXIT_RUN_FAILED if failed or errors else EXIT_OK
-    if code:
-        data |= {"error": f"{len(failed) + len(errors)} run(s) did not succeed", "kind": "failed"}
-    return Reply("\n".join(lines), data, code)
-
-
-async def _pause(ctx: Context, task_id: str) -> Reply:
-    was_paused = ctx.scheduler.is_paused(task_id)
-    state, cut = await ctx.scheduler.pause(task_id, ctx.actor)
-    data = task_json(ctx.scheduler.spec(task_id), state, ctx.zone)
-    if was_paused:
-        return Reply(f"{task_id} was already paused.", data)
-    text = f"Paused {task_id}: no scheduled runs until resume:{task_id}."
-    if cut is not None:
-        text += f"\nIts run was interrupted after {cut.duration_s:.1f}s; the checkpoint is kept."
-    return Reply(text, data)
-
-
-async def _resume(ctx: Context, task_id: str) -> Reply:
-    was_paused = ctx.scheduler.is_paused(task_id)
-    state, started = await ctx.scheduler.resume(task_id, ctx.actor)
-    spec = ctx.scheduler.spec(task_id)
-    data = task_json(spec, state, ctx.zone)
-    if not was_paused:
-        return Reply(f"{task_id} is not paused.", data)
-    now = ctx.scheduler.clock.now()
-    if started:
-        return Reply(
-            f"Resumed {task_id}: its interrupted run goes on now, from its checkpoint.", data
-        )
-    nxt = short_time(state.next_run, ctx.zone, now) if spec.enabled else "- (disabled)"
-    return Reply(f"Resumed {task_id}: next run {nxt}.", data)
 
 
 def _cut(lines: list[str], ctx: Context, hint: str) -> str:

@@ -17,8 +17,9 @@ from typing import Protocol
 
 from scheduler_core.cgroups import RunCgroups
 from scheduler_core.model import Ended, EngineSettings, Outcome, TaskSpec
-from scheduler_core.runner import Ending, ProcessResult, ProcessRun, script_argv, stop_leftovers
+from scheduler_core.runner import Ending, ProcessResult, ProcessRun, stop_leftovers
 from scheduler_core.safe import safe_text
+from scheduler_core.shebang import script_argv
 from scheduler_core.triggers import format_duration
 
 log = logging.getLogger(__name__)

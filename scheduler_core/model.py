@@ -83,7 +83,7 @@ class TaskSpec:
     interruptible: bool = True
     alert: bool = True
     env: Mapping[str, str] = field(default_factory=dict)
-    # A `script:` task's file; its `#!` line is read as each run starts (see `runner.script_argv`)
+    # A `script:` task's file; its `#!` line is read as each run starts (see `shebang.script_argv`)
     # and `argv` is what runs when it has none.
     script: str | None = None
     retries: int = 0  # a failed or timed-out run is run again this many times at most

@@ -332,54 +332,6 @@ async def stop_leftovers(db: str, run_ids: Collection[int], grace: float) -> int
     return len(await stop_processes(find, grace))
 
 
-# The kernel reads at most this much of a `#!` line (BINPRM_BUF_SIZE).
-SHEBANG_MAX = 256
-
-
-def script_argv(script: str) -> tuple[str, ...]:
-    """How a `script:` runs: with the interpreter its `#!` line names, as the kernel would run
-    it (the interpreter, the rest of the line as one argument, the script), else with bash.
-
-    Looked at as each run starts, so an edited first line applies at the next run: the line
-    is read again whenever the file's identity (inode, size, times) has changed, which one
-    stat tells. A file that cannot be read is left to bash, which says why.
-    """
-    try:
-        st = os.stat(script)
-    except OSError:
-        return ("bash", script)
-    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-    known = _SHEBANGS.get(script)
-    if known is not None and known[0] == key:
-        return known[1]
-    try:
-        with open(script, "rb") as f:
-            head = f.read(SHEBANG_MAX)
-    except OSError:
-        return ("bash", script)
-    argv = _shebang_argv(head, script)
-    if len(_SHEBANGS) >= _SHEBANGS_MAX:
-        _SHEBANGS.clear()
-    _SHEBANGS[script] = (key, argv)
-    return argv
-
-
-def _shebang_argv(head: bytes, script: str) -> tuple[str, ...]:
-    if not head.startswith(b"#!"):
-        return ("bash", script)
-    line = head[2:].split(b"\n", 1)[0].rstrip(b"\r").strip()
-    words = line.split(None, 1)
-    if not words:
-        return ("bash", script)
-    return (*(os.fsdecode(w.strip()) for w in words), script)
-
-
-# What each script's `#!` line said, by its path, with the file identity it was read at: a
-# burst of runs otherwise opens and reads every script once a run.
-_SHEBANGS: dict[str, tuple[tuple[int, ...], tuple[str, ...]]] = {}
-_SHEBANGS_MAX = 10_000
-
-
 def _leader_exit(proc: asyncio.subprocess.Process) -> asyncio.Future[None]:
     """Resolves when the leader process exits.
 

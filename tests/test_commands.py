@@ -13,7 +13,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from commands.command import Logs, Output, Pause, Run, RunAll, Status, from_wire, to_wire
-from commands.execute import Context, execute
+from commands.context import Context
+from commands.execute import execute
 from commands.render import task_json, task_json_text
 from commands.reply import EXIT_USAGE, Reply, output, render, short_actor, shorten_ids
 from scheduler_core.model import EngineSettings, Outcome, TaskState

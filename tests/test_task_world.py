@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from bot.engine import task_environment
-from scheduler_core.runner import script_argv
+from scheduler_core.shebang import script_argv
 from tests.helpers import MOLTSCHED, cli, wait_sync
 
 VENV_BIN = str(Path(MOLTSCHED).parent)
