@@ -174,7 +174,7 @@ def log_line(entry: LogEntry, zone: ZoneInfo, now: datetime) -> str:
     )
 
 
-_ENDS = {"completed", "failed", "timeout", "interrupted"}
+_ENDS = {"completed", "failed", "timeout", "interrupted", "stopped"}
 
 
 def one_line_per_run(entries: list[LogEntry]) -> list[LogEntry]:

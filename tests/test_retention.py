@@ -70,6 +70,9 @@ async def test_an_old_file_is_taken_over_and_keeps_its_history(tmp_path: Path) -
     conn = sqlite3.connect(db, isolation_level=None)  # back to how version 2 left it
     conn.executescript(
         "DROP TRIGGER run_gone; DROP TRIGGER run_ended; DROP TABLE retention;"
+        "DROP TABLE later; ALTER TABLE run DROP COLUMN retried; ALTER TABLE outbox DROP COLUMN"
+        " channel; ALTER TABLE task DROP COLUMN last_success; ALTER TABLE task DROP COLUMN added;"
+        "ALTER TABLE task DROP COLUMN stale_alerted;"
         "DROP TRIGGER run_started; ALTER TABLE run DROP COLUMN message;"
         "PRAGMA auto_vacuum = NONE; VACUUM; DROP TABLE usage; DROP INDEX run_with_output;"
         "ALTER TABLE run DROP COLUMN output_bytes; PRAGMA user_version = 2;"
@@ -80,6 +83,9 @@ async def test_an_old_file_is_taken_over_and_keeps_its_history(tmp_path: Path) -
     assert query(db, "PRAGMA auto_vacuum") == [(2,)]
     assert query(db, "SELECT output_bytes FROM usage") == [(12,)]
     assert query(db, "SELECT checkpoint FROM task WHERE id = 't'") == [('{"n": 1}',)]
+    # Migration 5 counted the success it found, and took the task as added now.
+    ((last_success, added),) = query(db, "SELECT last_success, added FROM task WHERE id = 't'")
+    assert last_success is not None and added is not None
 
 
 def test_a_chatty_task_on_the_daemon(tmp_path: Path) -> None:
