@@ -38,9 +38,7 @@ from scheduler_core.model import (
 from scheduler_core.queue import RunQueue, Waiting, victims
 from scheduler_core.recovery import restore
 from scheduler_core.requests import Phase, Requests
-from scheduler_core.slots import (
-    decide,
-)
+from scheduler_core.slots import decide
 from scheduler_core.store import Store
 from scheduler_core.timetable import Timetable
 
