@@ -23,6 +23,7 @@ import signal
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
+from bot.timed import TimedLoop
 from scheduler_core import procs
 from scheduler_core.clock import Clock
 from scheduler_core.model import OutboxItem
@@ -40,7 +41,7 @@ BATCH = 500
 Key = tuple[str | None, str, str, datetime | None]
 
 
-class Fallback:
+class Fallback(TimedLoop):
     def __init__(
         self,
         store: Store,
@@ -50,34 +51,15 @@ class Fallback:
         signal_configured: bool,
         clock: Clock,
     ) -> None:
+        super().__init__(clock)
         self.store = store
         self.argv = tuple(argv)
         self.after = timedelta(seconds=after)
         self.signal_configured = signal_configured
-        self.clock = clock
-        self._wake = asyncio.Event()
-        self._closing = False
         self._failures: dict[Key, tuple[int, datetime]] = {}  # attempts, and when to try again
 
-    def wake(self) -> None:
-        self._wake.set()
-
-    def close(self) -> None:
-        self._closing = True
-        self._wake.set()
-
-    async def run(self) -> None:
-        """Deliver what is due until `close()`."""
-        while not self._closing:
-            self._wake.clear()
-            try:
-                again = await self.deliver_due()
-            except Exception:
-                log.exception("the alert fallback failed")
-                again = self.clock.now() + timedelta(seconds=BACKOFF_MAX_S)
-            if self._closing:
-                return
-            await self.clock.sleep_until(again, self._wake)
+    async def step(self) -> datetime | None:
+        return await self.deliver_due()
 
     async def deliver_due(self) -> datetime | None:
         """Run the command for each alert that is due for it; when to look again."""

@@ -13,13 +13,13 @@ that are due together, go as one digest message naming every task in it.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
 from bot.limiter import Limiter
+from bot.timed import TimedLoop
 from scheduler_core.alerts import (
     FLAP_RUNS,
     AlertKind,
@@ -56,7 +56,7 @@ class Sender(Protocol):
     async def send(self, recipient: str, text: str) -> None: ...
 
 
-class Outbox:
+class Outbox(TimedLoop):
     """Delivers the outbox's alerts, in order, retrying with backoff."""
 
     def __init__(
@@ -67,29 +67,13 @@ class Outbox:
         clock: Clock,
         limiter: Limiter | None = None,
     ) -> None:
+        super().__init__(clock)
         self.store = store
         self.sender = sender
-        self.clock = clock  # the scheduler's (bot.engine): one clock for all timing
         self.limiter = limiter
-        self._wake = asyncio.Event()
-        self._closing = False
 
-    def wake(self) -> None:
-        """New alerts were queued (or the service may be back): look again."""
-        self._wake.set()
-
-    def close(self) -> None:
-        self._closing = True
-        self._wake.set()
-
-    async def run(self) -> None:
-        """Deliver until `close()`."""
-        while not self._closing:
-            self._wake.clear()
-            retry_at = await self.deliver_due()
-            if self._closing:
-                return
-            await self.clock.sleep_until(retry_at, self._wake)
+    async def step(self) -> datetime | None:
+        return await self.deliver_due()
 
     async def deliver_due(self) -> datetime | None:
         """Send what is due, oldest first, one message per recipient (a digest if several are

@@ -10,59 +10,37 @@ it look again. The policy is `scheduler_core.alerts` (`stale_at`, `stale_alert_d
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from bot.outbox import Alerter
+from bot.timed import TimedLoop
 from commands.reply import short_time
 from scheduler_core.alerts import AlertKind, stale_alert_due, stale_at
-from scheduler_core.errors import log_failure
 from scheduler_core.model import Outcome, RunResult, TaskSpec, TaskState
 from scheduler_core.scheduler import Scheduler
 from scheduler_core.triggers import format_duration
 
 log = logging.getLogger(__name__)
 
-RETRY_S = 60.0  # after a failed look (the database busy, say)
 
-
-class StaleWatch:
+class StaleWatch(TimedLoop):
     def __init__(self, scheduler: Scheduler, alerter: Alerter, zone: ZoneInfo) -> None:
+        super().__init__(alerter.clock)
         self.scheduler = scheduler
         self.alerter = alerter
         self.zone = zone
-        self._wake = asyncio.Event()
-        self._closing = False
 
-    def wake(self) -> None:
-        self._wake.set()
-
-    def close(self) -> None:
-        self._closing = True
-        self._wake.set()
-
-    async def run(self) -> None:
-        """Alert stale tasks until `close()`."""
-        clock = self.alerter.clock
-        while not self._closing:
-            self._wake.clear()
-            try:
-                soonest = await self.check()
-            except Exception:
-                log_failure(log, "could not check max_age")
-                soonest = clock.now() + timedelta(seconds=RETRY_S)
-            if self._closing:
-                return
-            await clock.sleep_until(soonest, self._wake)
+    async def step(self) -> datetime | None:
+        return await self.check()
 
     async def check(self) -> datetime | None:
         """Alert every task stale now and not alerted for it; when the next one would be."""
         specs = {s.id: s for s in self.scheduler.specs if s.max_age is not None}
         if not specs:
             return None
-        store, now = self.scheduler.store, self.alerter.clock.now()
+        store, now = self.scheduler.store, self.clock.now()
         soonest: datetime | None = None
         for task_id, last_success, added, alerted in await store.staleness(list(specs)):
             spec = specs[task_id]
@@ -99,14 +77,15 @@ class StaleWatch:
             if rows and rows[0][3] is not None:
                 who = spec.id if spec.name == spec.id else f"{spec.name} ({spec.id})"
                 text = f"✅ {who} has succeeded again: {result.message}"
-                await self._queue(spec, AlertKind.FRESH, text, None, self.alerter.clock.now())
+                await self._queue(spec, AlertKind.FRESH, text, None, self.clock.now())
         self.wake()
 
     async def _queue(
         self, spec: TaskSpec, kind: AlertKind, text: str, alerted: datetime | None, now: datetime
     ) -> None:
         messages = [(to, text) for to in self.alerter.recipients]
-        await self.scheduler.store.queue_stale_alert(spec.id, str(kind), messages, alerted, now)
+        store = self.scheduler.store
+        await store.queue_alert(spec.id, str(kind), messages, alerted, now, stale=True)
         self.alerter.woke()
 
 

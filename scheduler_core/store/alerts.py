@@ -23,9 +23,13 @@ class AlertAndLogRows(StoreCore):
         messages: Sequence[tuple[str, str]],
         alerted_at: datetime | None,
         now: datetime,
+        *,
+        stale: bool = False,
     ) -> None:
-        """Queue (recipient, text) messages and set the task's `alerted_at`, atomically."""
+        """Queue (recipient, text) messages and set the task's `alerted_at` (with `stale`, a
+        max_age alert: its `stale_alerted`), atomically."""
         at = now.timestamp()
+        column = "stale_alerted" if stale else "alerted_at"
 
         async def step(tx: _Tx) -> None:
             await tx.many(
@@ -34,7 +38,7 @@ class AlertAndLogRows(StoreCore):
                 [(at, task_id, kind, to, text, at) for to, text in messages],
             )
             await tx.run(
-                "UPDATE task SET alerted_at = ? WHERE id = ?", (to_epoch(alerted_at), task_id)
+                f"UPDATE task SET {column} = ? WHERE id = ?", (to_epoch(alerted_at), task_id)
             )
 
         await self._write(step)
@@ -122,30 +126,6 @@ class AlertAndLogRows(StoreCore):
             task_ids,
         )
         return [(i, from_epoch(s), from_epoch(a), from_epoch(x)) for i, s, a, x in rows]
-
-    async def queue_stale_alert(
-        self,
-        task_id: str,
-        kind: str,
-        messages: Sequence[tuple[str, str]],
-        stale_alerted: datetime | None,
-        now: datetime,
-    ) -> None:
-        """Queue a max_age alert (or its recovery) and set the task's `stale_alerted`."""
-        at = now.timestamp()
-
-        async def step(tx: _Tx) -> None:
-            await tx.many(
-                "INSERT INTO outbox (created, task_id, kind, recipient, text, next_attempt) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                [(at, task_id, kind, to, text, at) for to, text in messages],
-            )
-            await tx.run(
-                "UPDATE task SET stale_alerted = ? WHERE id = ?",
-                (to_epoch(stale_alerted), task_id),
-            )
-
-        await self._write(step)
 
     async def alerts_waiting(self) -> int:
         """How many alerts are not delivered yet."""
