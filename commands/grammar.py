@@ -50,7 +50,6 @@ class Verb:
     arg: Arg
     make: Callable[[str | None], Command]
     help: str
-    more: str = ""  # what may follow the task, for the usage
 
     @property
     def usage(self) -> str:
@@ -58,7 +57,7 @@ class Verb:
             return self.name
         if self.arg is Arg.OPTIONAL:
             return f"{self.name}[:TASK]"
-        return f"{self.name}:TASK{self.more}"
+        return f"{self.name}:TASK"
 
 
 def _run(arg: str | None) -> Command:
@@ -74,13 +73,7 @@ def _run(arg: str | None) -> Command:
 
 VERBS: tuple[Verb, ...] = (
     Verb("status", Arg.OPTIONAL, lambda t: Status(t), "every task's state, or one task's"),
-    Verb(
-        "run",
-        Arg.REQUIRED,
-        _run,
-        "run a task now and report its result, or later",
-        " [in 20m|at 18:00]",
-    ),
+    Verb("run", Arg.REQUIRED, _run, "run it now and report the result; or: in 20m, at 18:00"),
     Verb("cancel", Arg.REQUIRED, lambda t: Cancel(t or ""), "remove its pending runs and retries"),
     Verb("stop", Arg.REQUIRED, lambda t: Stop(t or ""), "end its run now; the schedule stays"),
     Verb("pause", Arg.REQUIRED, lambda t: Pause(t or ""), "no scheduled runs until resume"),

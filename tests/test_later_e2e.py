@@ -78,13 +78,12 @@ def test_a_failing_run_is_retried_across_a_restart_and_alerts_once_by_the_fallba
     assert d.stop() == 0  # the retry is due in 2s: the daemon is down then
     assert query(db, "SELECT cause, attempt FROM later") == [("retry", 1)]
     start(config, daemons)
-    wait_sync(lambda: alerts(tmp_path), what="the alert, after the retry")
+    sent = "SELECT recipient, channel FROM outbox WHERE sent IS NOT NULL"
+    wait_sync(lambda: query(db, sent) == [("", "fallback")], what="the alert, after the retry")
     runs = query(db, "SELECT cause, outcome, retried FROM run WHERE task_id = 'flaky' ORDER BY id")
     assert runs == [("schedule", "failed", 1), ("retry", "failed", 0)]
     ((head, text),) = alerts(tmp_path)  # one alert for the run and its retry
     assert head == "flaky failure" and "flaky failed: exit 3" in text and "mailbox locked" in text
-    sent = query(db, "SELECT recipient, channel FROM outbox WHERE sent IS NOT NULL")
-    assert sent == [("", "fallback")]
     logs = json.loads(cli("--json", "logs", "flaky", "-n", "50", config=config).stdout)
     actions = [(e["action"], e["message"]) for e in logs]
     assert ("started", "retry run") in actions
@@ -240,8 +239,10 @@ async def test_an_alert_signal_cannot_deliver_goes_by_the_fallback_and_never_aga
             assert [m["message"].split(":")[0] for m in sent] == ["⚠️ worse failed"]
             # Alerts go in order: had `bad` still been waiting, it would have gone first.
             db = tmp_path / "state" / "moltsched.db"
-            rows = query(db, "SELECT task_id, channel FROM outbox ORDER BY id")
-            assert rows == [("bad", "fallback"), ("worse", "signal")]
+            channels = "SELECT task_id, channel FROM outbox ORDER BY id"
+            await wait_for(
+                lambda: query(db, channels) == [("bad", "fallback"), ("worse", "signal")]
+            )
             logs = json.loads((await acli("--json", "logs", config=config)).stdout)
             sent_by = [(e["task_id"], e["message"]) for e in logs if e["action"] == "alert_sent"]
             assert sent_by == [
