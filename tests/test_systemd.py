@@ -39,6 +39,7 @@ def test_the_unit_has_what_a_deployment_needs() -> None:
     assert "2" in d["RestartPreventExitStatus"].split()  # a bad configuration: no loop
     assert int(d["TimeoutStopSec"]) > 10 + 5  # the default task grace, and time to record
     assert d["StateDirectory"] == d["ConfigurationDirectory"] == "moltsched"
+    assert d["CacheDirectory"] == "moltsched" and d["CacheDirectoryMode"] == "0700"
     assert d["User"] == "moltsched"
 
 
