@@ -273,9 +273,11 @@ def status_times(n: int, repeats: int = REPEATS) -> dict[str, float | None]:
     with tempfile.TemporaryDirectory() as td:
         config = write_config(Path(td), yearly(n, "s"))
         argv = [MOLTSCHED, "--config", str(config), "--json", "status"]
-        offline = timed(argv, max(3, repeats // 3), all_tasks)
         with running("moltsched", config):
             online = timed(argv, repeats, all_tasks)
+        # With no daemon, as after it has stopped: the database holds every task's row (a
+        # database that never saw the tasks is cheaper to answer from, and not what a user has).
+        offline = timed(argv, max(3, repeats // 3), all_tasks)
         with running("aps", config):
             rival = [sys.executable, "-m", "bench.rivals", "aps-status", str(config)]
             aps = timed(rival, repeats, all_tasks)
