@@ -231,9 +231,8 @@ class Requests:
         gone = await self._later.cancel(spec.id, actor, self.clock.now())
         waiting = self._queue.get(spec.id)
         if waiting is not None and waiting.later is not None:
+            # Come due and waiting for a slot: its row was among those removed just now.
             self._queue.drop(spec.id)
-            await self.store.drop_later([waiting.later.id])
-            gone.append(waiting.later)
             fail(waiting.result, SchedulerError(f"{spec.id}'s pending run was cancelled"))
         for run in gone:
             slot = run.took_slot

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -17,7 +18,7 @@ from scheduler_core.model import Cause, EngineSettings, Outcome, Status, TaskSpe
 from scheduler_core.requests import Stopped
 from scheduler_core.scheduler import Scheduler
 from scheduler_core.store import Store
-from scheduler_core.triggers import Every
+from scheduler_core.triggers import Cron, Every
 from tests.fake_launcher import FakeLauncher
 from tests.helpers import ManualClock, spec, wait_for
 
@@ -227,3 +228,21 @@ async def test_one_shots_are_refused_in_the_past_too_far_ahead_or_beyond_the_lim
         await sched.run_later("flaky", now + timedelta(hours=5), None)
     assert len(await sched.cancel("flaky", "cli:alice")) == MAX_ONE_SHOTS
     assert await sched.pending("flaky") == []
+
+
+async def test_cancel_takes_out_a_one_shot_already_waiting_for_a_slot_once(
+    make: Make, store: Store, tasks_dir: Path
+) -> None:
+    clock = ManualClock()
+    yearly = Cron("0 0 1 1 *", ZoneInfo("UTC"))  # nothing runs unless asked
+    specs = [spec(name, "true", tasks_dir, trigger=yearly) for name in ("a", "b", "flaky")]
+    sched, launcher = make(specs, clock)
+    await sched.run_later("flaky", clock.now() + timedelta(minutes=1), None)
+    sched.submit("a")
+    sched.submit("b")
+    await launcher.started(2)  # both slots are taken when the one-shot comes due
+    clock.advance(60)
+    await wait_for(lambda: clock.asleep() and sched.counts() == (2, 1))
+    gone = await sched.cancel("flaky", "cli:alice")
+    assert [r.cause for r in gone] == [Cause.ONE_SHOT]  # once: it was queued and in the store
+    assert sched.counts() == (2, 0) and await store.later_runs("flaky") == []
