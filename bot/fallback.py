@@ -59,9 +59,6 @@ class Fallback(TimedLoop):
         self._failures: dict[Key, tuple[int, datetime]] = {}  # attempts, and when to try again
 
     async def step(self) -> datetime | None:
-        return await self.deliver_due()
-
-    async def deliver_due(self) -> datetime | None:
         """Run the command for each alert that is due for it; when to look again."""
         pending = await self.store.pending_alerts(BATCH, signal=False)
         alerts: dict[Key, list[OutboxItem]] = {}
@@ -69,6 +66,8 @@ class Fallback(TimedLoop):
             alerts.setdefault((item.task_id, item.kind, item.text, item.created), []).append(item)
         now = self.clock.now()
         later: list[datetime] = []
+        # Alerts Signal delivered meanwhile need no more tries.
+        self._failures = {k: v for k, v in self._failures.items() if k in alerts}
         for key, items in alerts.items():
             due = self._due(items)
             failed = self._failures.get(key)

@@ -33,9 +33,6 @@ class StaleWatch(TimedLoop):
         self.zone = zone
 
     async def step(self) -> datetime | None:
-        return await self.check()
-
-    async def check(self) -> datetime | None:
         """Alert every task stale now and not alerted for it; when the next one would be."""
         specs = {s.id: s for s in self.scheduler.specs if s.max_age is not None}
         if not specs:
@@ -70,14 +67,13 @@ class StaleWatch(TimedLoop):
 
     async def on_finish(self, spec: TaskSpec, result: RunResult, state: TaskState) -> None:
         """After each run: a stale task that succeeded says so; its clock starts again."""
-        if spec.max_age is None:
-            return
-        if result.outcome is Outcome.SUCCESS:
-            rows = await self.scheduler.store.staleness([spec.id])
-            if rows and rows[0][3] is not None:
-                who = spec.id if spec.name == spec.id else f"{spec.name} ({spec.id})"
-                text = f"✅ {who} has succeeded again: {result.message}"
-                await self._queue(spec, AlertKind.FRESH, text, None, self.clock.now())
+        if spec.max_age is None or result.outcome is not Outcome.SUCCESS:
+            return  # only a success moves the time it becomes stale
+        rows = await self.scheduler.store.staleness([spec.id])
+        if rows and rows[0][3] is not None:
+            who = spec.id if spec.name == spec.id else f"{spec.name} ({spec.id})"
+            text = f"✅ {who} has succeeded again: {result.message}"
+            await self._queue(spec, AlertKind.FRESH, text, None, self.clock.now())
         self.wake()
 
     async def _queue(
