@@ -229,9 +229,8 @@ async def _status_one(ctx: Context, task_id: str) -> Reply:
     )
     recent = await ctx.scheduler.store.runs(task_id, 5)
     pending = await ctx.scheduler.pending(task_id)
-    ((_, last_success, _, stale_alerted),) = await ctx.scheduler.store.staleness([task_id]) or [
-        (task_id, None, None, None)
-    ]
+    found = await ctx.scheduler.store.staleness([task_id])  # none: never seen by a daemon
+    _, last_success, _, stale_alerted = found[0] if found else (task_id, None, None, None)
     data = task_json(spec, state, ctx.zone) | {
         "running_daemon": ctx.daemon,
         "schedule": spec.trigger.describe(),

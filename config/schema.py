@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -73,27 +74,20 @@ def _command(value: list[str]) -> list[str]:
     return value
 
 
-def _every(value: float) -> float:
-    if value < 1:
-        raise ValueError("every must be at least 1s")
-    return value
+def _a_second_or_more(name: str) -> Callable[[float], float]:
+    """A duration key's check: at least a second."""
+
+    def check(value: float) -> float:
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1s")
+        return value
+
+    return check
 
 
 def _timeout(value: float) -> float:
     if value <= 0:
         raise ValueError("timeout must be more than 0")
-    return value
-
-
-def _retry_delay(value: float) -> float:
-    if value < 1:
-        raise ValueError("retry_delay must be at least 1s")
-    return value
-
-
-def _max_age(value: float) -> float:
-    if value < 1:
-        raise ValueError("max_age must be at least 1s")
     return value
 
 
@@ -132,7 +126,7 @@ class TaskModel:
     name: str | None = key(optional(text), None)
     script: str | None = key(optional(text), None)
     command: list[str] | None = key(optional(then(texts(), _command)), None)
-    every: float | None = key(optional(then(parse_duration, _every)), None)
+    every: float | None = key(optional(then(parse_duration, _a_second_or_more("every"))), None)
     cron: str | None = key(optional(then(text, _cron)), None)
     priority: int = key(whole(1, 10), 5)
     enabled: bool = key(boolean, True)
@@ -143,8 +137,8 @@ class TaskModel:
     alert: bool = key(boolean, True)
     env: dict[str, str] = key(text_map, factory=dict)
     retries: int = key(whole(0, 100), 0)
-    retry_delay: float = key(then(parse_duration, _retry_delay), 30.0)
-    max_age: float | None = key(optional(then(parse_duration, _max_age)), None)
+    retry_delay: float = key(then(parse_duration, _a_second_or_more("retry_delay")), 30.0)
+    max_age: float | None = key(optional(then(parse_duration, _a_second_or_more("max_age"))), None)
     # Extra keys the seed's tasks.json carries that mean nothing here.
     description: str | None = key(optional(text), None)
 

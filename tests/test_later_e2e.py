@@ -24,7 +24,7 @@ ALERT_SH = (
 )
 
 
-def setup(root: Path, tasks: str, scripts: dict[str, str], more: str = "") -> Path:
+def write_setup(root: Path, tasks: str, scripts: dict[str, str], more: str = "") -> Path:
     (root / "tasks").mkdir()
     for name, text in scripts.items():
         (root / "tasks" / name).write_text(text.format(root=root))
@@ -66,7 +66,7 @@ def start(config: Path, daemons: list[DaemonProcess]) -> DaemonProcess:
 def test_a_failing_run_is_retried_across_a_restart_and_alerts_once_by_the_fallback(
     tmp_path: Path, daemons: list[DaemonProcess]
 ) -> None:
-    config = setup(
+    config = write_setup(
         tmp_path,
         "  - {id: flaky, script: flaky.sh, every: 1h, retries: 1, retry_delay: 2s}\n",
         {"flaky.sh": "echo trying; echo 'mailbox locked' >&2; exit 3\n"},
@@ -96,7 +96,7 @@ def test_a_failing_run_is_retried_across_a_restart_and_alerts_once_by_the_fallba
 def test_one_shot_runs_survive_a_restart_and_can_be_cancelled_within_a_limit(
     tmp_path: Path, daemons: list[DaemonProcess]
 ) -> None:
-    config = setup(
+    config = write_setup(
         tmp_path,
         '  - {id: note, script: note.sh, cron: "0 0 1 1 *"}\n',
         {"note.sh": 'echo "$MOLTSCHED_RUN_ID" >> "{root}/note.log"\n'},
@@ -141,7 +141,7 @@ def test_one_shot_runs_survive_a_restart_and_can_be_cancelled_within_a_limit(
 def test_stop_ends_the_run_says_who_to_its_waiter_and_leaves_the_schedule(
     tmp_path: Path, daemons: list[DaemonProcess]
 ) -> None:
-    config = setup(
+    config = write_setup(
         tmp_path,
         "  - {id: long, script: long.sh, every: 1h, retries: 2, grace: 1s}\n",
         {
@@ -180,7 +180,7 @@ def test_stop_ends_the_run_says_who_to_its_waiter_and_leaves_the_schedule(
 def test_max_age_alerts_once_per_stale_period_even_when_paused_and_down(
     tmp_path: Path, daemons: list[DaemonProcess]
 ) -> None:
-    config = setup(
+    config = write_setup(
         tmp_path,
         "  - {id: backup, script: backup.sh, every: 1s, max_age: 2s, alert: false}\n",
         {"backup.sh": '[ -e "{root}/ok" ] || {{ echo "no disk" >&2; exit 1; }}\n'},
@@ -211,7 +211,7 @@ def test_max_age_alerts_once_per_stale_period_even_when_paused_and_down(
 async def test_an_alert_signal_cannot_deliver_goes_by_the_fallback_and_never_again_by_signal(
     tmp_path: Path,
 ) -> None:
-    config = setup(
+    config = write_setup(
         tmp_path,
         '  - {id: bad, script: bad.sh, cron: "0 0 1 1 *"}\n'
         '  - {id: worse, script: bad.sh, cron: "0 0 1 1 *"}\n',
