@@ -48,7 +48,7 @@ class Engine:
         end); the alerter wakes it when it queues one."""
         outbox = Outbox(self.store, sender, clock=self.clock, limiter=limiter)
         if self.alerter is not None:
-            self.alerter.outbox = outbox
+            self.alerter.deliverers.append(outbox.wake)
         return outbox
 
     def reconfigure(self, config: AppConfig) -> None:

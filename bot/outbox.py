@@ -147,15 +147,13 @@ class Alerter:
         self.store = store
         self.policy = policy
         self.recipients = tuple(recipients)
-        self.outbox = outbox  # None: the alerts wait until a daemon delivers them
         self.clock = clock
-        # Who else delivers queued alerts (the fallback command), to wake when one is queued.
-        self.deliverers: list[Callable[[], None]] = []
+        # Who delivers queued alerts (the Signal outbox, the fallback command), woken when one
+        # is queued. None: the alerts wait until a daemon delivers them.
+        self.deliverers: list[Callable[[], None]] = [outbox.wake] if outbox else []
 
-    def woke(self) -> None:
+    def wake_deliverers(self) -> None:
         """Alerts were queued: whoever delivers them looks now."""
-        if self.outbox is not None:
-            self.outbox.wake()
         for wake in self.deliverers:
             wake()
 
@@ -195,4 +193,4 @@ class Alerter:
         await self.store.queue_alert(
             spec.id, str(kind), [(to, text) for to in self.recipients], alerted_at, now
         )
-        self.woke()
+        self.wake_deliverers()

@@ -82,7 +82,7 @@ class StaleWatch(TimedLoop):
         messages = [(to, text) for to in self.alerter.recipients]
         store = self.scheduler.store
         await store.queue_alert(spec.id, str(kind), messages, alerted, now, stale=True)
-        self.alerter.woke()
+        self.alerter.wake_deliverers()
 
 
 def _why(state: TaskState, zone: ZoneInfo, now: datetime) -> str:
