@@ -11,8 +11,8 @@ outside its group. Two things still find them:
 
 Being a subreaper means reaping: adopted orphans that die become our zombies. `reap_adopted`
 (called as each run ends) waits for those, and never for a run's leader, whose exit status
-asyncio collects: leaders are registered from just before they are spawned until asyncio has
-their status.
+its `Child` (or, for the alert fallback command, asyncio) collects: leaders are registered
+from just before they are spawned until that status is in.
 
 What still escapes its run: a process that clears its environment *and* leaves the run's
 process tree while other runs are going (it is stopped at shutdown; a delegated cgroup closes
@@ -37,7 +37,7 @@ _PR_SET_CHILD_SUBREAPER = 36
 _ENVIRON_TRIES = 20
 _subreaper: bool | None = None
 _only_runs = False  # this process starts no children but runs (see `only_runs`)
-_leaders: set[int] = set()  # runs' leader pids whose status asyncio has not collected yet
+_leaders: set[int] = set()  # runs' leader pids whose exit status is not collected yet
 _spawning = 0  # leaders between fork and registration: nothing is reaped meanwhile
 
 
@@ -84,7 +84,7 @@ class Spawning:
 
 
 def collected(pid: int) -> None:
-    """asyncio has the leader's exit status: it is no longer ours to leave alone."""
+    """The leader's exit status is collected: it is no longer ours to leave alone."""
     _leaders.discard(pid)
 
 
@@ -255,7 +255,7 @@ def send(procs: Iterable[Proc], sig: signal.Signals) -> None:
 def reap_adopted() -> int:
     """Collect the exit status of adopted orphans that died; how many were reaped.
 
-    Never a run's leader (asyncio waits for those), and nothing at all while a leader is
+    Never a run's leader (its exit status is its spawner's), and nothing at all while a leader is
     being spawned and not yet registered."""
     if _spawning or not _subreaper:
         return 0

@@ -15,9 +15,7 @@ import errno
 import logging
 import os
 import signal
-import sys
 import time
-import warnings
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -26,11 +24,10 @@ from typing import Any
 
 from scheduler_core import procs
 from scheduler_core.cgroups import RunCgroups
+from scheduler_core.child import Child
 
 log = logging.getLogger(__name__)
 
-TAIL_BYTES = 64 * 1024
-_READ_CHUNK = 64 * 1024
 _GROUP_POLL_S = 0.02
 _PIPES_CLOSE_S = 0.5
 _KILL_ROUNDS = 50
@@ -56,34 +53,6 @@ class ProcessResult:
     stderr: str
     error: str | None = None
     leftovers: str | None = None  # what the run left behind at a normal exit (then stopped)
-
-
-class Tail:
-    """The last `limit` bytes written to it."""
-
-    def __init__(self, limit: int = TAIL_BYTES) -> None:
-        self._limit = limit
-        self._buf = bytearray()
-        self.total = 0
-
-    def write(self, data: bytes) -> None:
-        self.total += len(data)
-        if len(data) >= self._limit:
-            self._buf[:] = data[-self._limit :]
-            return
-        self._buf += data
-        excess = len(self._buf) - self._limit
-        if excess > 0:
-            del self._buf[:excess]
-
-    def text(self) -> str:
-        data = bytes(self._buf)
-        if self.total > len(data):
-            # Cut mid-line: drop the partial first line so the tail starts cleanly.
-            nl = data.find(b"\n")
-            if 0 <= nl < 512:
-                data = data[nl + 1 :]
-        return data.decode("utf-8", errors="replace")
 
 
 class ProcessRun:
@@ -123,13 +92,12 @@ class ProcessRun:
     def interrupted(self) -> bool:
         return self._interrupt.done()
 
-    async def start(self) -> asyncio.subprocess.Process | ProcessResult:
+    async def start(self) -> Child | ProcessResult:
         """Start the process; a ProcessResult if it could not be (or need not be) started."""
         self.started_at = time.monotonic()
         if self.interrupted:  # stopped before it began: nothing to start or to kill
             return ProcessResult(Ending.INTERRUPTED, None, 0.0, "", "")
         procs.become_subreaper()
-        _watch_with_pidfds()
         argv = self.argv
         tag = self._tag()
         if self.cgroups is not None and tag is not None:
@@ -138,81 +106,64 @@ class ProcessRun:
                 self._cgroup_run = int(tag[1])
             except OSError as exc:
                 log.warning("run of %s: no cgroup of its own (%s)", self.name, exc)
-        with procs.Spawning() as spawning:
-            try:
-                proc = await asyncio.create_subprocess_exec(
-                    *argv,
-                    cwd=self.cwd,
-                    env=self.env,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.PIPE,
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                why = f"cannot start: {exc}"
-                if exc.errno == errno.E2BIG:
-                    why += (
-                        " (the environment is too big: a variable over 128 KiB, or all over 2 MiB)"
-                    )
-                return ProcessResult(Ending.NOT_STARTED, None, 0.0, "", "", why)
-            spawning.registered(proc.pid)
-        self.pid = proc.pid
-        return proc
+        try:
+            child = Child(argv, self.cwd, self.env)
+        except OSError as exc:
+            why = f"cannot start: {exc}"
+            if exc.errno == errno.E2BIG:
+                why += " (the environment is too big: a variable over 128 KiB, or all over 2 MiB)"
+            return ProcessResult(Ending.NOT_STARTED, None, 0.0, "", "", why)
+        self.pid = child.pid
+        return child
 
-    async def wait(self, proc: asyncio.subprocess.Process) -> ProcessResult:
+    async def wait(self, child: Child) -> ProcessResult:
         """Wait for the run to end, enforcing the timeout and interrupts.
 
         The run ends when its leader exits (or is stopped) and everything else it started has
         been stopped too; reading its output never waits past that.
         """
-        assert self.started_at is not None and proc.stdout and proc.stderr
-        out, err = Tail(), Tail()
-        readers = asyncio.gather(_pump(proc.stdout, out), _pump(proc.stderr, err))
-        # Not proc.wait(): asyncio ends that only once the pipes are closed too (3.12+), and
-        # a helper the task left behind can hold them open for ever. A pidfd says when the
-        # leader itself is gone.
-        exited = _leader_exit(proc)
+        assert self.started_at is not None
         ending = Ending.EXITED
         left: str | None = None
         try:
             remaining = self.timeout - (time.monotonic() - self.started_at)
             done, _ = await asyncio.wait(
-                {exited, self._interrupt},
+                {child.exited, self._interrupt},
                 timeout=max(remaining, 0),
                 return_when=asyncio.FIRST_COMPLETED,
             )
-            if exited not in done:
+            if child.exited not in done:
                 ending = Ending.INTERRUPTED if self._interrupt in done else Ending.TIMEOUT
-            found = await self._stop_all(proc.pid)
+            found = await self._stop_all(child.pid)
             if ending is Ending.EXITED and found:
                 left = found
                 log.warning("run of %s left processes behind; stopped them: %s", self.name, left)
             # Every process that could write to the pipes is gone: they close at once, unless
             # one escaped us entirely. Then our ends are closed: the run is over regardless.
-            _, pending = await asyncio.wait({readers}, timeout=_PIPES_CLOSE_S)
+            _, pending = await asyncio.wait({child.drained}, timeout=_PIPES_CLOSE_S)
             if pending:
                 log.warning(
                     "run of %s: a process we cannot find holds its output; no longer reading it",
                     self.name,
                 )
-                # `_transport` is asyncio's, public in all but name since Python 3.4.
-                proc._transport.close()  # type: ignore[attr-defined]
-                await asyncio.wait({readers}, timeout=_PIPES_CLOSE_S)
-            returncode = await proc.wait()
+                child.close()
+            await child.exited
         except asyncio.CancelledError:
-            procs.send(procs.run_processes(proc.pid, self._tag()), signal.SIGKILL)
-            readers.cancel()
+            procs.send(procs.run_processes(child.pid, self._tag()), signal.SIGKILL)
+            child.close()
             raise
         finally:
-            if not exited.done():
-                exited.cancel()
-            if not readers.done():
-                readers.cancel()
-            procs.collected(proc.pid)
+            procs.collected(child.pid)
             procs.reap_adopted()
         duration = time.monotonic() - self.started_at
-        return ProcessResult(ending, returncode, duration, out.text(), err.text(), leftovers=left)
+        return ProcessResult(
+            ending,
+            child.returncode,
+            duration,
+            child.stdout.text(),
+            child.stderr.text(),
+            leftovers=left,
+        )
 
     @property
     def name(self) -> str:
@@ -246,26 +197,6 @@ class ProcessRun:
         if seen:
             log.debug("run of %s: stopped %s", self.name, procs.describe(seen))
         return procs.describe(p for p in seen if p.pid != leader)
-
-
-_pidfd_loop: asyncio.AbstractEventLoop | None = None
-
-
-def _watch_with_pidfds() -> None:
-    """Before 3.12, asyncio waits for each child on a thread of its own, started per spawn (a
-    tenth of a burst's time); a pidfd on the loop does it with no thread (3.12 does so itself).
-    Attached to the loop that spawns, once per loop."""
-    global _pidfd_loop
-    loop = asyncio.get_running_loop()
-    if sys.version_info >= (3, 12) or _pidfd_loop is loop or not hasattr(os, "pidfd_open"):
-        return
-    watcher = asyncio.PidfdChildWatcher()
-    watcher.attach_loop(loop)
-    with warnings.catch_warnings():
-        # The watcher replaced was a closed loop's: its children are nobody's to wait for now.
-        warnings.simplefilter("ignore", RuntimeWarning)
-        asyncio.set_child_watcher(watcher)
-    _pidfd_loop = loop
 
 
 async def _until_removed(cgroups: RunCgroups, run: int) -> None:
@@ -330,44 +261,3 @@ async def stop_leftovers(db: str, run_ids: Collection[int], grace: float) -> int
         ]
 
     return len(await stop_processes(find, grace))
-
-
-def _leader_exit(proc: asyncio.subprocess.Process) -> asyncio.Future[None]:
-    """Resolves when the leader process exits.
-
-    Not `proc.wait()`: asyncio only finishes that once the pipes are closed too, and a
-    background child the task left behind can hold them open. A pidfd says when the leader
-    itself is gone, without polling.
-    """
-    loop = asyncio.get_running_loop()
-    fut: asyncio.Future[None] = loop.create_future()
-    try:
-        fd = os.pidfd_open(proc.pid)
-    except ProcessLookupError:
-        fut.set_result(None)  # already exited and reaped
-        return fut
-    except (OSError, AttributeError):
-        return asyncio.ensure_future(_poll_exit(proc))
-
-    def ready() -> None:
-        if not fut.done():
-            fut.set_result(None)
-
-    def cleanup(_: asyncio.Future[None]) -> None:
-        loop.remove_reader(fd)
-        os.close(fd)
-
-    loop.add_reader(fd, ready)
-    fut.add_done_callback(cleanup)
-    return fut
-
-
-async def _poll_exit(proc: asyncio.subprocess.Process) -> None:
-    # Only where there is no pidfd (non-Linux, old kernels): nothing else to wait on.
-    while proc.returncode is None:  # noqa: ASYNC110
-        await asyncio.sleep(_GROUP_POLL_S)
-
-
-async def _pump(stream: asyncio.StreamReader, tail: Tail) -> None:
-    while chunk := await stream.read(_READ_CHUNK):
-        tail.write(chunk)

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from scheduler_core import procs
-from scheduler_core.runner import TAIL_BYTES, Ending, ProcessRun, Tail, stop_leftovers
+from scheduler_core.child import TAIL_BYTES, Tail
+from scheduler_core.runner import Ending, ProcessRun, stop_leftovers
 from tests.helpers import ESCAPES, alive, wait_for
 
 
