@@ -24,30 +24,16 @@ from bot import client
 from bot.access import user_name
 from bot.direct import checkpoint, validate
 from bot.failure import EXIT_STATE, Failure, fail, load
-from commands.command import (
-    Cancel,
-    Chat,
-    Command,
-    Logs,
-    Output,
-    Pause,
-    Reload,
-    Request,
-    Resume,
-    Run,
-    RunAll,
-    RunLater,
-    Status,
-    Stop,
-)
-from commands.grammar import VERBS, help_text
 from config.locate import ConfigNotFound, find_config_path, state_dir_hint
 from scheduler_core import __version__
 from scheduler_core.errors import StoreError
 
+# What only the commands need (commands.*) is imported where they are read, so that the
+# daemon, which starts through here, does not carry it until it is asked something.
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    from commands.command import Command, Request
     from config.loader import AppConfig
 
 
@@ -60,7 +46,12 @@ class _Parser(argparse.ArgumentParser):
         super().error(message)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line's parser; with `command`, only that subcommand is added, if it is one.
+
+    Each subcommand costs argparse a dozen gettext lookups (a stat of the locale directories
+    each): building all sixteen was a third of the time `moltsched status` spends in itself.
+    """
     common = _Parser(add_help=False)
     common.add_argument(
         "--json",
@@ -87,70 +78,96 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=_Parser
     )
-    sub.add_parser("daemon", parents=[common], help="run the scheduler in the foreground")
-    # The commands that chat has too take their help from the one command table.
-    verbs = {v.name: v.help for v in VERBS}
-    p = sub.add_parser("status", parents=[common], help=verbs["status"])
-    p.add_argument("task", nargs="?")
-    p = sub.add_parser("run", parents=[common], help=verbs["run"])
-    p.add_argument("task")
-    later = p.add_mutually_exclusive_group()
-    later.add_argument(
-        "--in", dest="run_in", metavar="DURATION", help="a one-shot run later: 20m, 2h, 1d"
-    )
-    later.add_argument(
-        "--at",
-        dest="run_at",
-        metavar="TIME",
-        help="a one-shot run at 18:00 (the next one) or at an ISO date-time",
-    )
+
+    def add(name: str, help: str | None = None, **more: Any) -> argparse.ArgumentParser | None:
+        if command is not None and name != command:
+            return None
+        if help is None:  # a command chat has too: its help is the one command table's
+            from commands.grammar import VERBS
+
+            help = next(v.help for v in VERBS if v.name == name)
+        return sub.add_parser(name, parents=[common], help=help, **more)
+
+    add("daemon", "run the scheduler in the foreground")
+    if p := add("status"):
+        p.add_argument("task", nargs="?")
+    if p := add("run"):
+        p.add_argument("task")
+        later = p.add_mutually_exclusive_group()
+        later.add_argument(
+            "--in", dest="run_in", metavar="DURATION", help="a one-shot run later: 20m, 2h, 1d"
+        )
+        later.add_argument(
+            "--at",
+            dest="run_at",
+            metavar="TIME",
+            help="a one-shot run at 18:00 (the next one) or at an ISO date-time",
+        )
     for name in ("cancel", "stop"):
-        p = sub.add_parser(name, parents=[common], help=verbs[name])
-        p.add_argument("task")
-    sub.add_parser("run-all", parents=[common], help="run every task that is due now")
+        if p := add(name):
+            p.add_argument("task")
+    add("run-all", "run every task that is due now")
     for name in ("pause", "resume"):
-        p = sub.add_parser(name, parents=[common], help=verbs[name])
+        if p := add(name):
+            p.add_argument("task")
+    if p := add("output"):
         p.add_argument("task")
-    p = sub.add_parser("output", parents=[common], help=verbs["output"])
-    p.add_argument("task")
-    p.add_argument("run_id", nargs="?", type=int, metavar="RUN_ID", help="default: the newest")
-    p = sub.add_parser("logs", parents=[common], help=verbs["logs"])
-    p.add_argument("task", nargs="?")
-    p.add_argument(
-        "-n", type=int, default=20, dest="limit", metavar="N", help="how many entries (default 20)"
-    )
-    p = sub.add_parser(
-        "chat",
-        parents=[common],
-        help="answer TEXT exactly as the Signal bot answers an admin",
-        description=help_text(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("text", nargs="+")
-    p = sub.add_parser("checkpoint", parents=[common], help="read, replace or clear a checkpoint")
-    p.add_argument("action", choices=["show", "save", "clear"])
-    p.add_argument("task")
-    p.add_argument("value", nargs="?", help="the JSON value to save ('-' reads standard input)")
-    sub.add_parser("validate", parents=[common], help="check the configuration; exit 2 if bad")
-    sub.add_parser(
+        p.add_argument("run_id", nargs="?", type=int, metavar="RUN_ID", help="default: the newest")
+    if p := add("logs"):
+        p.add_argument("task", nargs="?")
+        p.add_argument(
+            "-n",
+            type=int,
+            default=20,
+            dest="limit",
+            metavar="N",
+            help="how many entries (default 20)",
+        )
+    if command in (None, "chat"):
+        from commands.grammar import help_text
+
+        p = add(
+            "chat",
+            "answer TEXT exactly as the Signal bot answers an admin",
+            description=help_text(),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        assert p is not None
+        p.add_argument("text", nargs="+")
+    if p := add("checkpoint", "read, replace or clear a checkpoint"):
+        p.add_argument("action", choices=["show", "save", "clear"])
+        p.add_argument("task")
+        p.add_argument("value", nargs="?", help="the JSON value to save ('-' reads standard input)")
+    add("validate", "check the configuration; exit 2 if bad")
+    add(
         "doctor",
-        parents=[common],
-        help="check the installation and say how to fix what is wrong; exit 1 if anything fails",
+        "check the installation and say how to fix what is wrong; exit 1 if anything fails",
     )
-    sub.add_parser(
-        "reload", parents=[common], help="make the running daemon re-read its configuration"
-    )
-    p = sub.add_parser(
-        "import-seed",
-        parents=[common],
-        help="import the seed skill's tasks, states, checkpoints and log from DIR",
-    )
-    p.add_argument("dir", type=Path, metavar="DIR")
+    add("reload", "make the running daemon re-read its configuration")
+    if p := add(
+        "import-seed", "import the seed skill's tasks, states, checkpoints and log from DIR"
+    ):
+        p.add_argument("dir", type=Path, metavar="DIR")
+    if command is not None and command not in sub.choices:
+        return build_parser()  # not a subcommand: the whole parser says so
     return parser
 
 
+def _command_word(argv: list[str]) -> str | None:
+    """The word naming the subcommand, where it comes before any option but --config and
+    --json (then only its part of the parser is built); else None."""
+    words = iter(argv)
+    for word in words:
+        if word == "--config":
+            next(words, None)
+        elif word != "--json" and not word.startswith("--config="):
+            return None if word.startswith("-") else word
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(_command_word(argv)).parse_args(argv)
     try:
         return _main(args)
     except Failure as exc:
@@ -186,6 +203,8 @@ def _main(args: argparse.Namespace) -> int:
             return import_seed(config_path, args.dir, args.json)
         except SeedError as exc:
             raise Failure(str(exc), "usage") from None
+    from commands.command import Reload, Request
+
     # The daemon takes who asks from the socket (bot.access); with no daemon, it is us.
     request = Request(_command(args), args.json, f"cli:{user_name(os.getuid())}")
     if isinstance(request.command, Reload):
@@ -200,6 +219,21 @@ def _main(args: argparse.Namespace) -> int:
 
 def _command(args: argparse.Namespace) -> Command:
     """The command the arguments ask for, as the daemon will read it."""
+    from commands.command import (
+        Cancel,
+        Chat,
+        Logs,
+        Output,
+        Pause,
+        Reload,
+        Resume,
+        Run,
+        RunAll,
+        RunLater,
+        Status,
+        Stop,
+    )
+
     match args.command:
         case "status":
             return Status(args.task)

@@ -179,28 +179,28 @@ def build(cls: type[S], data: object, place: str, problems: list[str]) -> S | No
         problems.append(f"{place or 'the file'}: must be a mapping of settings, not {show(data)}")
         return None
     count = len(problems)
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    fields = _fields(cls)
     values: dict[str, Any] = {}
     for name, f in fields.items():
-        where = f"{place}.{name}" if place else name
         if name not in data:
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                problems.append(f"{where}: is required")
+                problems.append(f"{_at(place, name)}: is required")
             continue
         value = data[name]
         sub = f.metadata.get("section")
         if sub is not None:
             if value is not None or not f.metadata["nullable"]:
-                values[name] = build(sub, value, where, problems)
+                values[name] = build(sub, value, _at(place, name), problems)
             continue
         try:
             values[name] = f.metadata["parse"](value)
         except ValueError as exc:
-            problems.append(f"{where}: {exc}")
-    for name in data:
-        if name not in fields:
-            shown = name if isinstance(name, str) and len(name) <= 60 else show(name)
-            problems.append(f"{place}.{shown}: unknown key" if place else f"{shown}: unknown key")
+            problems.append(f"{_at(place, name)}: {exc}")
+    if len(data) > len(values):
+        for name in data:
+            if name not in fields:
+                shown = name if isinstance(name, str) and len(name) <= 60 else show(name)
+                problems.append(f"{_at(place, shown)}: unknown key")
     if len(problems) > count:
         return None
     try:
@@ -208,3 +208,18 @@ def build(cls: type[S], data: object, place: str, problems: list[str]) -> S | No
     except ValueError as exc:  # a check across fields (__post_init__)
         problems.append(f"{place}: {exc}" if place else str(exc))
         return None
+
+
+def _at(place: str, name: str) -> str:
+    return f"{place}.{name}" if place else name
+
+
+def _fields(cls: Any) -> dict[str, dataclasses.Field[Any]]:
+    """A section's fields by name (read once per section, not once per task)."""
+    known = _FIELDS.get(cls)
+    if known is None:
+        known = _FIELDS[cls] = {f.name: f for f in dataclasses.fields(cls)}
+    return known
+
+
+_FIELDS: dict[type, dict[str, dataclasses.Field[Any]]] = {}

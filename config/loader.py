@@ -299,8 +299,9 @@ def _raw_problems(raw: Mapping[str, Any], base: Path) -> list[str]:
     if not isinstance(tasks, list):
         return problems
     tasks_dir_raw = raw.get("tasks_dir", "tasks")
-    tasks_dir = base / tasks_dir_raw if isinstance(tasks_dir_raw, str) else None
+    tasks_dir = os.path.join(base, tasks_dir_raw) if isinstance(tasks_dir_raw, str) else None
     seen: dict[str, int] = {}
+    found: dict[str, bool] = {}  # each script is looked for once, however many tasks run it
     for i, task in enumerate(tasks):
         if not isinstance(task, dict):
             continue
@@ -313,7 +314,9 @@ def _raw_problems(raw: Mapping[str, Any], base: Path) -> list[str]:
         script = task.get("script", task.get("script_path"))
         key = "script" if "script" in task else "script_path"
         if isinstance(script, str) and tasks_dir is not None:
-            target = tasks_dir / script
-            if not target.is_file():
-                problems.append(f"tasks[{i}].{key}: no such file {str(target)!r}")
+            target = os.path.join(tasks_dir, script)
+            if script not in found:
+                found[script] = os.path.isfile(target)
+            if not found[script]:
+                problems.append(f"tasks[{i}].{key}: no such file {target!r}")
     return problems

@@ -97,3 +97,35 @@ def test_one_table_drives_chat_help_and_cli_help() -> None:
             assert verb.name in cli_help and verb.help in cli_help
     chat_help = subprocess.run([MOLTSCHED, "chat", "--help"], capture_output=True, text=True)
     assert chat in chat_help.stdout
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["status"],
+        ["--json", "status", "tick"],
+        ["--config", "status", "status", "--json"],
+        ["--config=x.yaml", "run", "tick", "--in", "20m"],
+        ["logs", "tick", "-n", "5", "--config", "y.yaml"],
+        ["output", "tick", "7"],
+        ["checkpoint", "save", "tick", "-"],
+        ["chat", "run:tick", "in", "5m"],
+        ["import-seed", "seed"],
+        ["daemon"],
+    ],
+)
+def test_a_parser_of_one_command_reads_what_the_whole_parser_reads(argv: list[str]) -> None:
+    from bot.cli import _command_word, build_parser
+
+    word = _command_word(argv)
+    assert word is not None and list(build_parser(word)._subparsers._group_actions[0].choices) == [
+        word
+    ]
+    assert build_parser(word).parse_args(argv) == build_parser().parse_args(argv)
+
+
+def test_an_unknown_command_is_refused_with_every_command_named() -> None:
+    result = subprocess.run([MOLTSCHED, "--json", "stauts"], capture_output=True, text=True)
+    assert result.returncode == 2
+    for name in ("daemon", "status", "run-all", "import-seed"):
+        assert repr(name) in result.stderr and repr(name) in result.stdout
