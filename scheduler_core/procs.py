@@ -103,17 +103,24 @@ def left_nothing(leader: int, tag: tuple[bytes, bytes] | None) -> bool:
         pass
     except OSError:
         return False
-    me = os.getpid()
-    try:
-        with open(f"/proc/{me}/task/{me}/children", "rb") as f:
-            children = [int(pid) for pid in f.read().split()]
-    except OSError:
+    children = _children()
+    if children is None:
         return False
     sole = _only_runs and other_leaders(leader) == 0 and not _spawning
     for pid in children:
         if pid not in _leaders and (sole or (tag is not None and tagged(pid, *tag))):
             return False
     return True
+
+
+def _children() -> list[int] | None:
+    """Our children's pids, from one file (None where the kernel does not list them)."""
+    me = os.getpid()
+    try:
+        with open(f"/proc/{me}/task/{me}/children", "rb") as f:
+            return [int(pid) for pid in f.read().split()]
+    except OSError:
+        return None
 
 
 def other_leaders(pid: int) -> int:
@@ -264,12 +271,15 @@ def reap_adopted() -> int:
             return 0
     except ChildProcessError:
         return 0
-    me = os.getpid()
+    children = _children()
+    if children is None:
+        me = os.getpid()
+        children = [p.pid for p in snapshot().values() if p.ppid == me and p.state == "Z"]
     reaped = 0
-    for p in snapshot().values():
-        if p.ppid == me and p.state == "Z" and p.pid not in _leaders:
+    for pid in children:
+        if pid not in _leaders:
             with contextlib.suppress(ChildProcessError):
-                if os.waitpid(p.pid, os.WNOHANG)[0]:
+                if os.waitpid(pid, os.WNOHANG)[0]:
                     reaped += 1
     return reaped
 
