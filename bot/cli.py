@@ -318,8 +318,10 @@ def _daemon(config_path: Path) -> int:
     import asyncio
     import logging
 
-    from bot.daemon import serve
+    from bot.daemon import one_malloc_arena, serve
     from bot.logs import setup_logging
+
+    one_malloc_arena()
 
     setup_logging()
     try:
