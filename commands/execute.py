@@ -202,6 +202,7 @@ async def _status_json(ctx: Context) -> AsyncIterator[str]:
     sep = ""
     seen: set[str] = set()
     times: dict[datetime, str] = {}
+    again = ctx.daemon  # only a daemon is asked again (see task_json_text)
     listing = ctx.scheduler.listing.iter_states()
     async with contextlib.aclosing(listing):
         async for states in listing:
@@ -210,13 +211,17 @@ async def _status_json(ctx: Context) -> AsyncIterator[str]:
                 spec = specs.get(state.id)
                 if spec is not None:
                     seen.add(state.id)
-                    parts.append(task_json_text(spec, state, ctx.zone, times))
+                    parts.append(task_json_text(spec, state, ctx.zone, times, remember=again))
             if parts:
                 yield sep + ", ".join(parts)
                 sep = ", "
     # Tasks the database has not seen yet (no daemon has run since they were added).
     blank, zone = TaskState.blank, ctx.zone
-    missing = [task_json_text(s, blank(s), zone, times) for s in specs.values() if s.id not in seen]
+    missing = [
+        task_json_text(s, blank(s), zone, times, remember=again)
+        for s in specs.values()
+        if s.id not in seen
+    ]
     if missing:
         yield sep + ", ".join(missing)
     yield "]}"

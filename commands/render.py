@@ -77,18 +77,25 @@ _KINDS = tuple(kind for _, kind in TASK_FIELDS)
 
 
 def task_json_text(
-    spec: TaskSpec, state: TaskState, zone: ZoneInfo, times: dict[datetime, str]
+    spec: TaskSpec,
+    state: TaskState,
+    zone: ZoneInfo,
+    times: dict[datetime, str],
+    *,
+    remember: bool = True,
 ) -> str:
     """`task_json` as JSON text, written out directly from the same table.
 
     The hot path of `status --json` (the agent polls it with 10,000 tasks): building the
     dict and encoding it takes twice as long. `times` memoises ISO texts within one answer;
-    tasks added together share their slot times. A task whose values are the same as at the
-    last answer gets the same text back (`_TEXTS`): between two polls, most have not run.
+    tasks added together share their slot times. With `remember` (the daemon, which answers
+    poll after poll), a task whose values are the same as at the last answer gets the same
+    text back (`_TEXTS`): between two polls, most have not run. A process that answers once
+    would only pay for looking.
     """
     values = task_values(spec, state)
     key = (zone, values)
-    text = _TEXTS.get(key)
+    text = _TEXTS.get(key) if remember else None
     if text is not None:
         return text
     parts = []
@@ -110,6 +117,8 @@ def task_json_text(
         else:  # a checkpoint: the stored JSON text, normalised
             parts.append(encode_json(parse_checkpoint(value)))
     text = _TEMPLATE % tuple(parts)
+    if not remember:
+        return text
     if len(_TEXTS) >= _TEXTS_MAX:
         _TEXTS.clear()  # tasks removed or changed since: start again rather than grow
     _TEXTS[key] = text

@@ -67,6 +67,11 @@ def test_fast_task_json_equals_the_dict(tasks_dir: Path, state: TaskState, enabl
     assert json.loads(task_json_text(task, ran, BERLIN, {})) == task_json(task, ran, BERLIN)
     utc = ZoneInfo("UTC")
     assert json.loads(task_json_text(task, state, utc, {})) == task_json(task, state, utc)
+    # A process that answers once writes the same text without looking it up or keeping it.
+    once = task_json_text(task, ran, BERLIN, {}, remember=False)
+    assert once == task_json_text(task, ran, BERLIN, {}) and once is not task_json_text(
+        task, ran, BERLIN, {}, remember=False
+    )
 
 
 def test_commands_round_trip_the_wire() -> None:
