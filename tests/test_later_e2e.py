@@ -18,9 +18,10 @@ from support.signal_service import ACCOUNT, ALICE, SignalService
 from tests.helpers import MOLTSCHED, acli, cli, processes_of, query, wait_for, wait_sync
 
 # The fallback command: what it was given, one block per alert.
+# Each alert is appended whole, in one write: a test that sees a block sees all of it.
 ALERT_SH = (
-    'printf "== %s %s\\n" "$MOLTSCHED_ALERT_TASK" "$MOLTSCHED_ALERT_KIND" >> "{log}"\n'
-    'cat >> "{log}"\necho >> "{log}"\n'
+    'block=$(printf "== %s %s\\n" "$MOLTSCHED_ALERT_TASK" "$MOLTSCHED_ALERT_KIND"; cat)\n'
+    'printf "%s\\n\\n" "$block" >> "{log}"\n'
 )
 
 

@@ -8,14 +8,15 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from scheduler_core import procs
-from scheduler_core.child import TAIL_BYTES, Tail
-from scheduler_core.runner import Ending, ProcessRun, stop_leftovers
+from scheduler_core.child import TAIL_BYTES, Child, Tail
+from scheduler_core.runner import Ending, ProcessResult, ProcessRun, stop_leftovers
 from tests.helpers import ESCAPES, alive, wait_for
 
 
@@ -26,28 +27,27 @@ async def run(
     timeout: float = 10,
     grace: float = 1,
     env: dict[str, str] | None = None,
-) -> tuple[ProcessRun, object]:
+) -> tuple[ProcessRun, ProcessResult]:
     proc_run = ProcessRun(
         argv, cwd=tmp_path, env=env or dict(os.environ), timeout=timeout, grace=grace
     )
-    proc = await proc_run.start()
-    assert not isinstance(proc, Exception)
-    result = await proc_run.wait(proc)  # type: ignore[arg-type]
-    return proc_run, result
+    child = await proc_run.start()
+    assert isinstance(child, Child)
+    return proc_run, await proc_run.wait(child)
 
 
 async def test_cwd_env_stdin_and_exit_code(tmp_path: Path) -> None:
     script = 'pwd; echo "$FOO"; cat; echo oops >&2; exit 7'
     _, result = await run(["bash", "-c", script], tmp_path, env={"FOO": "bar", "PATH": os.defpath})
-    assert result.ending is Ending.EXITED and result.exit_code == 7  # type: ignore[attr-defined]
-    assert result.stdout == f"{tmp_path}\nbar\n"  # type: ignore[attr-defined]
-    assert result.stderr == "oops\n"  # type: ignore[attr-defined]
+    assert result.ending is Ending.EXITED and result.exit_code == 7
+    assert result.stdout == f"{tmp_path}\nbar\n"
+    assert result.stderr == "oops\n"
 
 
 async def test_own_session_and_group(tmp_path: Path) -> None:
     code = "import os; print(os.getsid(0) == os.getpid(), os.getpgid(0) == os.getpid())"
     _, result = await run([sys.executable, "-c", code], tmp_path)
-    assert result.stdout == "True True\n"  # type: ignore[attr-defined]
+    assert result.stdout == "True True\n"
 
 
 async def test_missing_program_is_a_result_not_an_exception(tmp_path: Path) -> None:
@@ -64,11 +64,11 @@ async def test_output_is_bounded_to_the_tail(tmp_path: Path) -> None:
         "sys.stderr.write('x' * 300000 + '\\nlast err\\n')\n"
     )
     _, result = await run([sys.executable, "-c", code], tmp_path)
-    out = result.stdout  # type: ignore[attr-defined]
+    out = result.stdout
     assert len(out.encode()) <= TAIL_BYTES and out.endswith("line 199999\n")
     assert out.startswith("line ")  # cut at a line boundary
-    assert result.stderr.endswith("last err\n")  # type: ignore[attr-defined]
-    assert len(result.stderr.encode()) <= TAIL_BYTES  # type: ignore[attr-defined]
+    assert result.stderr.endswith("last err\n")
+    assert len(result.stderr.encode()) <= TAIL_BYTES
 
 
 def test_tail_keeps_exactly_the_last_bytes() -> None:
@@ -97,8 +97,8 @@ async def test_timeout_kills_the_whole_group_even_when_it_ignores_sigterm(tmp_pa
         ["bash", "-c", STUBBORN.format(pidfile=pidfile)], tmp_path, timeout=1.0, grace=0.5
     )
     elapsed = time.monotonic() - started
-    assert result.ending is Ending.TIMEOUT  # type: ignore[attr-defined]
-    assert result.exit_code == -signal.SIGKILL  # type: ignore[attr-defined]
+    assert result.ending is Ending.TIMEOUT
+    assert result.exit_code == -signal.SIGKILL
     assert elapsed < 5
     pids = [int(line.split()[1]) for line in pidfile.read_text().split("\n") if line]
     assert len(pids) == 2
@@ -111,15 +111,15 @@ async def test_sigterm_is_tried_first(tmp_path: Path) -> None:
     marker = tmp_path / "got-term"
     script = f"trap 'echo term > {marker}; exit 0' TERM; sleep 300 & wait"
     _, result = await run(["bash", "-c", script], tmp_path, timeout=0.5, grace=5)
-    assert result.ending is Ending.TIMEOUT  # type: ignore[attr-defined]
+    assert result.ending is Ending.TIMEOUT
     assert marker.read_text() == "term\n"
 
 
 async def test_interrupt_stops_the_run(tmp_path: Path) -> None:
     proc_run = ProcessRun(["sleep", "300"], cwd=tmp_path, env=dict(os.environ), timeout=60, grace=1)
-    proc = await proc_run.start()
-    waiter = asyncio.ensure_future(proc_run.wait(proc))  # type: ignore[arg-type]
-    await asyncio.sleep(0.1)
+    child = await proc_run.start()
+    assert isinstance(child, Child)
+    waiter = asyncio.ensure_future(proc_run.wait(child))
     proc_run.interrupt()
     result = await asyncio.wait_for(waiter, 5)
     assert result.ending is Ending.INTERRUPTED and result.exit_code == -signal.SIGTERM
@@ -130,8 +130,8 @@ async def test_background_children_do_not_outlive_the_run(tmp_path: Path) -> Non
     script = f"sleep 300 & echo $! > {pidfile}; echo done"
     started = time.monotonic()
     _, result = await run(["bash", "-c", script], tmp_path, grace=2)
-    assert result.ending is Ending.EXITED and result.exit_code == 0  # type: ignore[attr-defined]
-    assert result.stdout == "done\n"  # type: ignore[attr-defined]
+    assert result.ending is Ending.EXITED and result.exit_code == 0
+    assert result.stdout == "done\n"
     assert time.monotonic() - started < 3
     await asyncio.sleep(0.1)
     assert not alive(int(pidfile.read_text()))
@@ -140,7 +140,7 @@ async def test_background_children_do_not_outlive_the_run(tmp_path: Path) -> Non
 @pytest.mark.parametrize("closes", ["exec >&-", "exec >&- 2>&-"])
 async def test_a_task_that_closes_its_output_still_times_out(tmp_path: Path, closes: str) -> None:
     _, result = await run(["bash", "-c", f"{closes}; sleep 300"], tmp_path, timeout=0.5, grace=0.5)
-    assert result.ending is Ending.TIMEOUT  # type: ignore[attr-defined]
+    assert result.ending is Ending.TIMEOUT
 
 
 AWAIT_PIDS = "while [ ! -s {pids} ]; do sleep 0.01; done"
@@ -187,10 +187,10 @@ async def test_what_a_run_leaves_behind_at_a_normal_exit_is_stopped_and_named(
             ["bash", "-c", script], tmp_path, grace=0.5, env=tagged_env(1, tmp_path)
         )
         assert time.monotonic() - started < 5
-        assert result.ending is Ending.EXITED and result.exit_code == 0  # type: ignore[attr-defined]
-        assert result.stdout == "started\n"  # type: ignore[attr-defined]
+        assert result.ending is Ending.EXITED and result.exit_code == 0
+        assert result.stdout == "started\n"
         helpers = [int(p) for p in pids.read_text().split()]
-        assert result.leftovers and f"pid {helpers[0]}" in result.leftovers  # type: ignore[attr-defined]
+        assert result.leftovers and f"pid {helpers[0]}" in result.leftovers
         assert not [p for p in helpers if alive(p)]
     finally:
         kill_listed(pids)
@@ -209,7 +209,7 @@ async def test_a_timeout_ends_the_run_and_its_escaped_helpers_in_time(
         )
         # timeout + grace + a margin, whatever the helpers hold open or ignore
         assert time.monotonic() - started < 1 + 0.5 + 2
-        assert result.ending is Ending.TIMEOUT  # type: ignore[attr-defined]
+        assert result.ending is Ending.TIMEOUT
         assert not [p for p in await wait_for_pids(pids, 1) if alive(p)]
     finally:
         kill_listed(pids)
@@ -235,7 +235,7 @@ async def test_runs_side_by_side_stop_only_their_own_helpers(tmp_path: Path) -> 
         )
         (a_helper,) = await wait_for_pids(a_pids, 1)
         assert not alive(a_helper) and alive(b_helper)
-        assert f"pid {a_helper}" in result.leftovers  # type: ignore[attr-defined]
+        assert f"pid {a_helper}" in result.leftovers
         await long_run
         assert not alive(b_helper)
     finally:
@@ -247,7 +247,7 @@ async def test_a_hundred_children_all_go_at_the_timeout(tmp_path: Path) -> None:
     pids = tmp_path / "pids"
     script = f"for i in $(seq 100); do sleep 300 & echo $! >> {pids}; done; wait"
     _, result = await run(["bash", "-c", script], tmp_path, timeout=1.0, grace=1)
-    assert result.ending is Ending.TIMEOUT  # type: ignore[attr-defined]
+    assert result.ending is Ending.TIMEOUT
     children = [int(p) for p in pids.read_text().split()]
     assert len(children) == 100
     await asyncio.sleep(0.2)
@@ -261,9 +261,9 @@ async def test_a_gigabyte_of_output_keeps_memory_bounded(tmp_path: Path) -> None
     script = "head -c 1073741824 /dev/zero | tr '\\0' 'x'; echo; echo the end"
     _, result = await run(["bash", "-c", script], tmp_path, timeout=120)
     grew_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
-    assert result.exit_code == 0  # type: ignore[attr-defined]
-    assert result.stdout.endswith("x\nthe end\n")  # type: ignore[attr-defined]
-    assert len(result.stdout.encode()) <= TAIL_BYTES  # type: ignore[attr-defined]
+    assert result.exit_code == 0
+    assert result.stdout.endswith("x\nthe end\n")
+    assert len(result.stdout.encode()) <= TAIL_BYTES
     assert grew_mb < 50, f"memory grew by {grew_mb:.0f} MB"
 
 
@@ -330,3 +330,33 @@ async def test_a_clean_end_is_told_without_proc_and_anything_left_is_not(tmp_pat
             await p.wait()
         procs.collected(group.pid)
     assert procs.left_nothing(proc_run.pid, tag)
+
+
+async def test_runs_leave_the_process_as_they_found_it(tmp_path: Path) -> None:
+    """Each run's pipes, pidfd and exit status are the run's own: after runs that printed,
+    failed, left a helper, timed out and were interrupted, no descriptor is left open, no
+    child is left unreaped and no thread was started."""
+    fds = set(os.listdir("/proc/self/fd"))
+    threads = threading.active_count()
+    leaders = []
+    for argv, timeout in [
+        (["bash", "-c", "seq 1 5000; echo err >&2"], 10.0),
+        (["bash", "-c", "exit 3"], 10.0),
+        (["bash", "-c", "sleep 300 & echo started"], 10.0),
+        (["sleep", "300"], 0.3),
+    ]:
+        proc_run, result = await run(argv, tmp_path, timeout=timeout, grace=1)
+        assert result.ending in (Ending.EXITED, Ending.TIMEOUT)
+        leaders.append(proc_run.pid)
+    interrupted = ProcessRun(
+        ["sleep", "300"], cwd=tmp_path, env=dict(os.environ), timeout=60, grace=1
+    )
+    child = await interrupted.start()
+    assert isinstance(child, Child)
+    interrupted.interrupt()
+    assert (await interrupted.wait(child)).ending is Ending.INTERRUPTED
+    leaders.append(child.pid)
+    assert set(os.listdir("/proc/self/fd")) == fds
+    assert threading.active_count() == threads
+    for pid in leaders:  # each exit status was collected: gone, not a zombie of ours
+        assert pid is not None and not Path(f"/proc/{pid}").exists()
