@@ -365,15 +365,22 @@ async def _offline_answer(config: AppConfig, request: Request) -> int:
     import asyncio
     import signal
 
-    from bot.engine import build_engine
-    from bot.lock import StateLock
-    from bot.respond import respond, runs_tasks
-    from scheduler_core import procs
+    from bot.respond import only_reads, respond, runs_tasks
     from scheduler_core.store import Store
 
     settings = config.settings
     store = await Store.open(settings.db_path, settings.retention)
     try:
+        if only_reads(request.command):  # the tasks alone: no scheduler to load or build
+            from scheduler_core.clock import SystemClock
+            from scheduler_core.reads import Reads
+
+            tasks = Reads(store, config.tasks, SystemClock())
+            return await _print(*await respond(request, tasks, config.zone, daemon=False))
+        from bot.engine import build_engine
+        from bot.lock import StateLock
+        from scheduler_core import procs
+
         scheduler = build_engine(config, store).scheduler
         if not runs_tasks(request.command):
             return await _print(*await respond(request, scheduler, config.zone, daemon=False))

@@ -12,30 +12,53 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from commands.chat import converse
-from commands.command import Chat, Command, Pause, Request, Resume, Run, RunAll
+from commands.command import (
+    Chat,
+    Command,
+    Help,
+    Logs,
+    Output,
+    Pause,
+    Request,
+    Resume,
+    Run,
+    RunAll,
+    Status,
+)
 from commands.context import Context
 from commands.execute import execute
 from commands.grammar import ParseError, parse
 from commands.reply import output, render
+from scheduler_core.reads import Reads
 from scheduler_core.safe import safe_text
-from scheduler_core.scheduler import Scheduler
 
 Answer = tuple[dict[str, Any], AsyncIterator[str]]
 
 
 def runs_tasks(command: Command) -> bool:
     """Whether the command may start or stop runs (so, without a daemon, needs the lock)."""
+    return isinstance(_meant(command), Run | RunAll | Pause | Resume)
+
+
+def only_reads(command: Command) -> bool:
+    """Whether the command only reads (so, without a daemon, needs the tasks alone: see
+    scheduler_core.reads); a chat message that is not a command is answered as a read."""
+    return isinstance(_meant(command), Status | Logs | Output | Help | Chat)
+
+
+def _meant(command: Command) -> Command:
+    """The command a chat message asks for (itself if it asks for none)."""
     if isinstance(command, Chat):
         try:
-            command = parse(command.text)
+            return parse(command.text)
         except ParseError:
-            return False
-    return isinstance(command, Run | RunAll | Pause | Resume)
+            return command
+    return command
 
 
 async def respond(
     request: Request,
-    scheduler: Scheduler,
+    tasks: Reads,
     zone: ZoneInfo,
     *,
     daemon: bool,
@@ -43,7 +66,7 @@ async def respond(
 ) -> Answer:
     """The answer to `request`."""
     ctx = Context(
-        scheduler,
+        tasks,
         zone,
         daemon,
         actor=request.actor[:100],

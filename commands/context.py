@@ -4,17 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from commands.reply import Reply
-from scheduler_core.scheduler import Scheduler
+from scheduler_core.reads import Reads
+
+if TYPE_CHECKING:
+    from scheduler_core.scheduler import Scheduler
 
 
 @dataclass(frozen=True)
 class Context:
     """What a command runs against, and who asked."""
 
-    scheduler: Scheduler
+    # The scheduler; for a read with no daemon up, the tasks alone (see scheduler_core.reads).
+    tasks: Reads
     zone: ZoneInfo
     daemon: bool
     actor: str = "cli"
@@ -25,6 +30,15 @@ class Context:
     notify: Callable[[Reply], Awaitable[None]] | None = None
     # None: no Signal configured; else whether it is connected now.
     signal_connected: bool | None = None
+
+    @property
+    def scheduler(self) -> Scheduler:
+        """The scheduler, for what starts, plans, stops or holds runs."""
+        from scheduler_core.scheduler import Scheduler
+
+        if not isinstance(self.tasks, Scheduler):
+            raise TypeError("a command that changes runs was given the tasks alone")
+        return self.tasks
 
 
 CHAT_LINES = 25  # a phone screen or two; longer answers are cut with a note

@@ -14,7 +14,6 @@ import logging
 from collections.abc import AsyncIterator
 from datetime import datetime
 
-from commands import runs
 from commands.command import (
     Cancel,
     Command,
@@ -34,6 +33,8 @@ from commands.grammar import VERBS, help_text
 from commands.match import find_task
 from commands.render import (
     RECENT_FIELDS,
+    later_json,
+    later_text,
     log_json,
     log_line,
     one_line_per_run,
@@ -71,8 +72,8 @@ def describe(cmd: Command) -> str:
 async def _audit(cmd: Command, ctx: Context) -> None:
     """Every command goes to the action log with who sent it; reads as `query` entries."""
     task = getattr(cmd, "task", None)
-    known = task if task in {s.id for s in ctx.scheduler.specs} else None
-    store = ctx.scheduler.store
+    known = task if task in {s.id for s in ctx.tasks.specs} else None
+    store = ctx.tasks.store
     if isinstance(cmd, Status | Logs | Output | Help):
         # A read is answered at once, even while another process holds the write lock.
         store.log_later("query", describe(cmd)[:200], task_id=known, actor=ctx.actor)
@@ -93,26 +94,14 @@ async def execute(cmd: Command, ctx: Context) -> Reply:
                 return await _status_all(ctx)
             case Status(task=str(task_id)):
                 return await _status_one(ctx, task_id)
-            case Run(task=task_id):
-                return await runs.run(ctx, task_id)
-            case RunLater(task=task_id, when=when):
-                return await runs.run_later(ctx, task_id, when)
-            case Cancel(task=task_id):
-                return await runs.cancel(ctx, task_id)
-            case Stop(task=task_id):
-                return await runs.stop(ctx, task_id)
-            case RunAll():
-                return await runs.run_all(ctx)
-            case Pause(task=task_id):
-                return await runs.pause(ctx, task_id)
-            case Resume(task=task_id):
-                return await runs.resume(ctx, task_id)
             case Logs(task=task_id, limit=limit):
                 return await _logs(ctx, task_id, limit)
             case Output(task=task_id, run_id=run_id):
                 return await _output(ctx, task_id, run_id)
             case Help():
                 return Reply(help_text(), {"commands": [v.usage for v in VERBS]})
+            case _:
+                return await _change(cmd, ctx)
     except TaskNotFoundError as exc:
         return usage_error(
             str(exc), {"error": str(exc), "kind": "unknown-task", "nearest": exc.nearest}
@@ -134,6 +123,29 @@ async def execute(cmd: Command, ctx: Context) -> Reply:
     raise AssertionError(f"unhandled command {cmd!r}")
 
 
+async def _change(cmd: Command, ctx: Context) -> Reply:
+    """What starts, plans, stops or holds runs: `commands.runs`, on the scheduler (imported
+    here, so that a read answered with no daemon does not load the scheduler)."""
+    from commands import runs
+
+    match cmd:
+        case Run(task=task_id):
+            return await runs.run(ctx, task_id)
+        case RunLater(task=task_id, when=when):
+            return await runs.run_later(ctx, task_id, when)
+        case Cancel(task=task_id):
+            return await runs.cancel(ctx, task_id)
+        case Stop(task=task_id):
+            return await runs.stop(ctx, task_id)
+        case RunAll():
+            return await runs.run_all(ctx)
+        case Pause(task=task_id):
+            return await runs.pause(ctx, task_id)
+        case Resume(task=task_id):
+            return await runs.resume(ctx, task_id)
+    raise AssertionError(f"unhandled command {cmd!r}")
+
+
 def _resolved(cmd: Command, ctx: Context) -> Command:
     """`cmd` with its task id as configured (`Flaky` is `flaky`); TaskNotFoundError if the
     id names no task. The audit below records what was meant."""
@@ -141,7 +153,7 @@ def _resolved(cmd: Command, ctx: Context) -> Command:
     if not isinstance(task, str):
         return cmd
     try:
-        found = find_task(task, ctx.scheduler.task_ids)
+        found = find_task(task, ctx.tasks.task_ids)
     except TaskNotFoundError:
         return cmd  # audited as asked, then refused with the nearest ids
     return cmd if found == task else type(cmd)(**{**dataclasses.asdict(cmd), "task": found})
@@ -159,22 +171,22 @@ _MARK = {
 async def _status_all(ctx: Context) -> Reply:
     if ctx.json:
         return Reply("", json_chunks=_status_json(ctx))
-    specs = ctx.scheduler.specs
+    specs = ctx.tasks.specs
     # A chat shows a phone screen: only the states of the tasks on it are read, so sixty
     # `status` messages at once on 10,000 tasks cost what sixty screens cost.
     shown = specs[: CHAT_LINES - 2] if ctx.chat and len(specs) >= CHAT_LINES else specs
     found = await (
-        ctx.scheduler.listing.states()
+        ctx.tasks.listing.states()
         if shown is specs
-        else ctx.scheduler.listing.states_of([s.id for s in shown])
+        else ctx.tasks.listing.states_of([s.id for s in shown])
     )
     states = {s.id: s for s in found}
     rows = [(spec, states.get(spec.id) or TaskState.blank(spec)) for spec in shown]
-    now = ctx.scheduler.clock.now()
+    now = ctx.tasks.clock.now()
     head = f"{len(specs)} task(s), daemon {'running' if ctx.daemon else 'not running'}"
     if ctx.signal_connected is not None:
         head += ", Signal " + ("connected" if ctx.signal_connected else "NOT connected")
-    waiting = await ctx.scheduler.store.alerts_waiting()
+    waiting = await ctx.tasks.store.alerts_waiting()
     if waiting:
         head += f", {waiting} alert(s) waiting"
     lines = [head]
@@ -190,10 +202,10 @@ async def _status_all(ctx: Context) -> Reply:
 
 async def _status_json(ctx: Context) -> AsyncIterator[str]:
     """`status --json`, a batch of tasks at a time (DESIGN.md section 4 shape)."""
-    specs = {spec.id: spec for spec in ctx.scheduler.specs}
+    specs = {spec.id: spec for spec in ctx.tasks.specs}
     running = "true" if ctx.daemon else "false"
     signal = encode_json(ctx.signal_connected)
-    waiting = await ctx.scheduler.store.alerts_waiting()
+    waiting = await ctx.tasks.store.alerts_waiting()
     yield (
         f'{{"running": {running}, "version": "{__version__}", '
         f'"signal_connected": {signal}, "alerts_waiting": {waiting}, '
@@ -203,7 +215,7 @@ async def _status_json(ctx: Context) -> AsyncIterator[str]:
     seen: set[str] = set()
     times: dict[datetime, str] = {}
     again = ctx.daemon  # only a daemon is asked again (see task_json_text)
-    listing = ctx.scheduler.listing.iter_states()
+    listing = ctx.tasks.listing.iter_states()
     async with contextlib.aclosing(listing):
         async for states in listing:
             parts = []
@@ -228,13 +240,11 @@ async def _status_json(ctx: Context) -> AsyncIterator[str]:
 
 
 async def _status_one(ctx: Context, task_id: str) -> Reply:
-    spec = ctx.scheduler.spec(task_id)
-    state = next(iter(await ctx.scheduler.listing.states_of([task_id])), None) or TaskState.blank(
-        spec
-    )
-    recent = await ctx.scheduler.store.runs(task_id, 5)
-    pending = await ctx.scheduler.pending(task_id)
-    found = await ctx.scheduler.store.staleness([task_id])  # none: never seen by a daemon
+    spec = ctx.tasks.spec(task_id)
+    state = next(iter(await ctx.tasks.listing.states_of([task_id])), None) or TaskState.blank(spec)
+    recent = await ctx.tasks.store.runs(task_id, 5)
+    pending = await ctx.tasks.pending(task_id)
+    found = await ctx.tasks.store.staleness([task_id])  # none: never seen by a daemon
     _, last_success, _, stale_alerted = found[0] if found else (task_id, None, None, None)
     data = task_json(spec, state, ctx.zone) | {
         "running_daemon": ctx.daemon,
@@ -245,13 +255,13 @@ async def _status_one(ctx: Context, task_id: str) -> Reply:
         "max_age_s": spec.max_age,
         "last_success": iso(last_success, ctx.zone),
         "stale": stale_alerted is not None,
-        "pending": [runs.later_json(r, ctx) for r in pending],
+        "pending": [later_json(r, ctx.zone) for r in pending],
         "recent_runs": [
             {k: v for k, v in record_json(r, ctx.zone).items() if k in RECENT_FIELDS}
             for r in recent
         ],
     }
-    now = ctx.scheduler.clock.now()
+    now = ctx.tasks.clock.now()
     lines = [
         f"{spec.name} ({spec.id}): {state.status if spec.enabled else 'disabled'}",
         f"schedule: {spec.trigger.describe()}, priority {spec.priority}",
@@ -269,7 +279,7 @@ async def _status_one(ctx: Context, task_id: str) -> Reply:
         stale = "; NOT succeeded within it (alerted)" if stale_alerted else ""
         lines.append(f"max_age: {format_duration(spec.max_age)}, last success {since}{stale}")
     if pending:
-        lines.append("pending: " + ", ".join(runs.later_text(r, ctx) for r in pending))
+        lines.append("pending: " + ", ".join(later_text(r, ctx.zone, now) for r in pending))
     if state.last_error:
         lines.append(f"last error: {state.last_error}")
     if state.checkpoint:
@@ -293,18 +303,18 @@ def _cut(lines: list[str], ctx: Context, hint: str) -> str:
 
 async def _logs(ctx: Context, task_id: str | None, limit: int) -> Reply:
     if task_id is not None:
-        ctx.scheduler.spec(task_id)
+        ctx.tasks.spec(task_id)
     if limit < 1:
         return usage_error("-n must be at least 1")
     # A phone shows one line per run: `started` goes when the run's end is in view, so read
     # enough to fill the screen anyway.
-    entries = await ctx.scheduler.store.logs(task_id, limit * 2 if ctx.chat else limit)
+    entries = await ctx.tasks.store.logs(task_id, limit * 2 if ctx.chat else limit)
     if ctx.chat:
         entries = one_line_per_run(entries)[:limit]
     data = [log_json(e, ctx.zone) for e in entries]
     if not entries:
         return Reply("No log entries yet.", data)
-    now: datetime = ctx.scheduler.clock.now()
+    now: datetime = ctx.tasks.clock.now()
     if ctx.chat:
         lines = [phone_line(e, ctx.zone, now) for e in entries]
     else:
@@ -316,15 +326,15 @@ OUTPUT_CHAT_LINES = 12  # of stdout; stderr gets a few more under it
 
 
 async def _output(ctx: Context, task_id: str, run_id: int | None) -> Reply:
-    spec = ctx.scheduler.spec(task_id)
-    record = await ctx.scheduler.store.run(spec.id, run_id)
+    spec = ctx.tasks.spec(task_id)
+    record = await ctx.tasks.store.run(spec.id, run_id)
     if record is None:
         if run_id is not None:
             message = f"{spec.id} has no run {run_id}; `status {spec.id}` lists its recent runs"
             return usage_error(message, {"error": message, "kind": "unknown-run"})
         return Reply(f"{spec.id} has not finished a run yet.", None)
     data = record_json(record, ctx.zone)
-    now = ctx.scheduler.clock.now()
+    now = ctx.tasks.clock.now()
     head = (
         f"{spec.id} run {record.run_id} ({record.cause}), "
         f"{short_time(record.started, ctx.zone, now)}: {record.outcome or 'running'}"

@@ -21,7 +21,15 @@ from commands.reply import (
     shorten_ids,
     tail_lines,
 )
-from scheduler_core.model import LogEntry, Outcome, RunRecord, RunResult, TaskSpec, TaskState
+from scheduler_core.model import (
+    LaterRun,
+    LogEntry,
+    Outcome,
+    RunRecord,
+    RunResult,
+    TaskSpec,
+    TaskState,
+)
 
 # A task in `status --json` (DESIGN.md section 4): one table of fields, read by both the dict
 # (`task_json`) and the text written directly (`task_json_text`), so the two cannot differ.
@@ -128,6 +136,16 @@ def task_json_text(
 # The texts of the last answers, by their values (see task_json_text); a bound on memory.
 _TEXTS: dict[tuple[ZoneInfo, tuple[Any, ...]], str] = {}
 _TEXTS_MAX = 50_000
+
+
+def later_json(run: LaterRun, zone: ZoneInfo) -> dict[str, object]:
+    """A run kept for later (a one-shot or a retry), for `status TASK --json` and `cancel`."""
+    return {"cause": str(run.cause), "due": iso(run.due, zone), "attempt": run.attempt}
+
+
+def later_text(run: LaterRun, zone: ZoneInfo, now: datetime) -> str:
+    what = f"retry {run.attempt}" if run.attempt else str(run.cause)
+    return f"{what} {short_time(run.due, zone, now)}"
 
 
 def run_json(result: RunResult, zone: ZoneInfo) -> dict[str, Any]:

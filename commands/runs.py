@@ -7,12 +7,12 @@ import asyncio
 from datetime import datetime
 
 from commands.context import Context
-from commands.render import run_json, run_text, task_json
+from commands.render import later_json, later_text, run_json, run_text, task_json
 from commands.reply import EXIT_OK, EXIT_RUN_FAILED, Reply, iso, short_time, usage_error
 from commands.when import parse_when
 from scheduler_core.active import Admission
 from scheduler_core.errors import SchedulerError
-from scheduler_core.model import LaterRun, Outcome, RunResult
+from scheduler_core.model import Outcome, RunResult
 from scheduler_core.requests import Stopped
 from scheduler_core.triggers import format_duration
 
@@ -35,15 +35,6 @@ async def run(ctx: Context, task_id: str) -> Reply:
     if code:  # a failure under --json always carries these two (DESIGN.md section 4)
         data |= {"error": result.message, "kind": str(result.outcome)}
     return Reply(run_text(result, ctx.zone), data, code)
-
-
-def later_json(run: LaterRun, ctx: Context) -> dict[str, object]:
-    return {"cause": str(run.cause), "due": iso(run.due, ctx.zone), "attempt": run.attempt}
-
-
-def later_text(run: LaterRun, ctx: Context) -> str:
-    what = f"retry {run.attempt}" if run.attempt else str(run.cause)
-    return f"{what} {short_time(run.due, ctx.zone, ctx.scheduler.clock.now())}"
 
 
 async def run_later(ctx: Context, task_id: str, when: str) -> Reply:
@@ -73,10 +64,11 @@ def _ahead(when: datetime, now: datetime) -> str:
 
 async def cancel(ctx: Context, task_id: str) -> Reply:
     gone = await ctx.scheduler.cancel(task_id, ctx.actor)
-    data = {"task": task_id, "cancelled": [later_json(r, ctx) for r in gone]}
+    data = {"task": task_id, "cancelled": [later_json(r, ctx.zone) for r in gone]}
     if not gone:
         return Reply(f"{task_id} has no pending runs.", data)
-    listing = ", ".join(later_text(r, ctx) for r in gone)
+    now = ctx.scheduler.clock.now()
+    listing = ", ".join(later_text(r, ctx.zone, now) for r in gone)
     return Reply(f"Cancelled {len(gone)} pending run(s) of {task_id}: {listing}.", data)
 
 

@@ -11,8 +11,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from scheduler_core.active import Active, Admission, Submission, fail
-from scheduler_core.clock import Clock
-from scheduler_core.errors import SchedulerError, TaskNotFoundError
+from scheduler_core.errors import SchedulerError
 from scheduler_core.later import MAX_ONE_SHOTS, LaterRuns
 from scheduler_core.model import (
     Cause,
@@ -24,8 +23,8 @@ from scheduler_core.model import (
     TaskState,
 )
 from scheduler_core.queue import RunQueue, Waiting
+from scheduler_core.reads import Reads
 from scheduler_core.slots import due_after_reload, due_on_resume
-from scheduler_core.store import Store
 from scheduler_core.timetable import Timetable
 
 # How far ahead a one-shot run may be asked for.
@@ -51,25 +50,16 @@ class Stopped(StrEnum):
     NOTHING = "nothing"
 
 
-class Requests:
+class Requests(Reads):
     # The scheduler's state (set up by Scheduler.__init__).
-    store: Store
     settings: EngineSettings
-    clock: Clock
     phase: Phase
-    _specs: dict[str, TaskSpec]
     _timetable: Timetable
     _later: LaterRuns
     _queue: RunQueue
     _running: dict[str, Active]
     _paused: set[str]
     _wake: asyncio.Event
-
-    def spec(self, task_id: str) -> TaskSpec:
-        try:
-            return self._specs[task_id]
-        except KeyError:
-            raise TaskNotFoundError(task_id, self._specs) from None
 
     def _enqueue(
         self, task_id: str, cause: Cause, due: datetime | None, later: LaterRun | None = None
@@ -219,10 +209,6 @@ class Requests:
             )
         self._wake.set()
         return run
-
-    async def pending(self, task_id: str) -> list[LaterRun]:
-        """The task's runs kept for later (one-shots and retries), soonest first."""
-        return await self.store.later_runs(self.spec(task_id).id)
 
     async def cancel(self, task_id: str, actor: str | None) -> list[LaterRun]:
         """Remove the task's one-shot runs and retries that have not started; what went.

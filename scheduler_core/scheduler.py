@@ -1,8 +1,9 @@
 """The scheduler loop: one heap of due times, one wake event, one TaskGroup of runs.
 
-Its parts: slot timing (`slots`, pure), the due times (`timetable`), the waiting queue
-(`queue`), runs kept for later (`later`: one-shots and retries), crash recovery
-(`recovery`), and runs through a launcher (`launcher`). This module owns the loop; what is
+Its parts: what a read needs (`reads`: the tasks, the store, the clock, the listing), slot
+timing (`slots`, pure), the due times (`timetable`), the waiting queue (`queue`), runs kept
+for later (`later`: one-shots and retries), crash recovery (`recovery`), and runs through a
+launcher (`launcher`). This module owns the loop; what is
 asked of it from outside (run now or later, cancel, stop, pause, resume, reload) is
 `requests`, a mixin over the same state, with the life-cycle state (`Phase`).
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, KeysView, Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import datetime
 
 from scheduler_core.active import Active, FinishHook, fail
@@ -25,7 +26,6 @@ from scheduler_core.clock import Clock, SystemClock
 from scheduler_core.errors import SchedulerError, log_failure
 from scheduler_core.later import LaterRuns
 from scheduler_core.launcher import Launcher, ProcessLauncher
-from scheduler_core.listing import Listing
 from scheduler_core.model import (
     Cause,
     Ended,
@@ -58,16 +58,13 @@ class Scheduler(Requests):
         on_finish: FinishHook | None = None,
         launcher: Launcher | None = None,
     ) -> None:
-        self.store = store
+        self._queue = RunQueue()
+        super().__init__(store, specs, clock or SystemClock(), self._queue)
         self.settings = settings
-        self.clock: Clock = clock or SystemClock()
         self.on_finish = on_finish
         self.launcher: Launcher = launcher or ProcessLauncher(settings)
-        self._specs: dict[str, TaskSpec] = {s.id: s for s in specs}
         self._timetable = Timetable()
         self._later = LaterRuns(store)  # one-shots and retries
-        self._queue = RunQueue()
-        self.listing = Listing(store, self._queue)  # every task's state, as shown
         self._running: dict[str, Active] = {}
         self._to_resume: list[str] = []
         self._paused: set[str] = set()
@@ -76,17 +73,9 @@ class Scheduler(Requests):
         self.phase = Phase.NEW
         self._drained = asyncio.Event()
 
-    @property
-    def specs(self) -> list[TaskSpec]:
-        return list(self._specs.values())
-
     def running_specs(self) -> list[TaskSpec]:
         """The tasks with a run under way now."""
         return [active.spec for active in self._running.values()]
-
-    @property
-    def task_ids(self) -> KeysView[str]:
-        return self._specs.keys()
 
     async def prepare(self) -> None:
         """Sync the store with the tasks, recover from a crash, and build the timetable."""

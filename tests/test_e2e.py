@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -214,6 +215,27 @@ def test_without_a_daemon_commands_work_on_the_database(config: Path) -> None:
     result = cli("--json", "logs", "-n", "50", config=config)
     actions = [e["action"] for e in json.loads(result.stdout)]
     assert actions.count("started") in (4, 5) and actions.count("failed") == 2
+
+
+def test_a_read_without_a_daemon_answers_from_the_tasks_alone(config: Path) -> None:
+    """status, logs, output and a chat read need no scheduler: the process does not load it
+    (nor its launcher or its alerts), and a run asked for in the same way still goes."""
+    assert cli("run", "fails", config=config).returncode == 1
+    for args in (["status"], ["status", "fails"], ["logs", "fails"], ["output", "fails"]):
+        with_times = subprocess.run(
+            [sys.executable, "-X", "importtime", MOLTSCHED, "--config", str(config), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert with_times.returncode == 0, with_times.stderr
+        loaded = {line.rsplit("|", 1)[-1].strip() for line in with_times.stderr.splitlines()}
+        assert "scheduler_core.store" in loaded
+        assert not loaded & {"scheduler_core.scheduler", "scheduler_core.runner", "bot.outbox"}
+    fails = json.loads(cli("--json", "status", "fails", config=config).stdout)
+    assert fails["status"] == "error" and fails["recent_runs"][0]["outcome"] == "failed"
+    result = cli("--json", "chat", "run:tick", config=config)
+    assert result.returncode == 0 and "tick: success" in result.stdout
 
 
 def test_foreground_runs_never_overlap(config: Path) -> None:
