@@ -140,8 +140,10 @@ class ProcessRun:
                 log.warning("run of %s left processes behind; stopped them: %s", self.name, left)
             # Every process that could write to the pipes is gone: they close at once, unless
             # one escaped us entirely. Then our ends are closed: the run is over regardless.
-            _, pending = await asyncio.wait({child.drained}, timeout=_PIPES_CLOSE_S)
-            if pending:
+            drained = child.drained.done()  # most often: no turn of the loop to wait for
+            if not drained:
+                drained = bool((await asyncio.wait({child.drained}, timeout=_PIPES_CLOSE_S))[0])
+            if not drained:
                 log.warning(
                     "run of %s: a process we cannot find holds its output; no longer reading it",
                     self.name,
