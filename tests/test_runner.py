@@ -365,3 +365,50 @@ async def test_runs_leave_the_process_as_they_found_it(tmp_path: Path) -> None:
 def _gone(pid: int | None) -> bool:
     """Whether the process has left /proc: exited, and its exit status collected."""
     return pid is not None and not os.path.exists(f"/proc/{pid}")
+
+
+HOLDER = """
+import socket, sys, time
+server = socket.socket(socket.AF_UNIX)
+server.bind(sys.argv[1])
+server.listen()
+print("ready", flush=True)
+conn, _ = server.accept()
+_, fds, _, _ = socket.recv_fds(conn, 16, 1)
+print("holding", flush=True)
+time.sleep(300)
+"""
+SENDER = """
+import socket, sys
+conn = socket.socket(socket.AF_UNIX)
+conn.connect(sys.argv[1])
+print("sent", flush=True)
+socket.send_fds(conn, [b"x"], [1])
+"""
+
+
+async def test_an_output_held_where_the_run_cannot_reach_does_not_hold_the_run(
+    tmp_path: Path,
+) -> None:
+    """A process outside the run's tree, untagged, gets the run's stdout over a socket and
+    keeps it open: nothing ties it to the run, so it is not stopped, but the run still ends
+    once its own processes are gone (our ends of its pipes closed after a moment)."""
+    sock = tmp_path / "hold.sock"
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", HOLDER, str(sock), stdout=asyncio.subprocess.PIPE
+    )
+    assert holder.stdout is not None
+    try:
+        assert await holder.stdout.readline() == b"ready\n"
+        await run(["true"], tmp_path)  # the shared /dev/null is open before the count
+        fds = set(os.listdir("/proc/self/fd"))
+        started = time.monotonic()
+        _, result = await run([sys.executable, "-c", SENDER, str(sock)], tmp_path, timeout=30)
+        assert await holder.stdout.readline() == b"holding\n"  # it has the run's stdout, open
+        assert result.ending is Ending.EXITED and result.exit_code == 0
+        assert result.stdout == "sent\n" and result.leftovers is None
+        assert time.monotonic() - started < 10  # not the timeout: the pipes were let go
+        assert set(os.listdir("/proc/self/fd")) == fds  # and our ends of them are closed
+    finally:
+        holder.kill()
+        await holder.wait()
