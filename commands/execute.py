@@ -120,7 +120,6 @@ async def execute(cmd: Command, ctx: Context) -> Reply:
             EXIT_RUN_FAILED,
             error=True,
         )
-    raise AssertionError(f"unhandled command {cmd!r}")
 
 
 async def _change(cmd: Command, ctx: Context) -> Reply:
