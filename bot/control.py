@@ -20,17 +20,15 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bot.access import Access, Peer, peer_of
-
-if TYPE_CHECKING:
-    from commands.command import Request
-
-    # A handler answers a request with the metadata line and the text to print, piece by piece.
-    Handler = Callable[[Request], Awaitable[tuple[dict[str, Any], AsyncIterator[str]]]]
+from commands.command import Request
 
 log = logging.getLogger(__name__)
+
+# A handler answers a request with the metadata line and the text to print, piece by piece.
+Handler = Callable[[Request], Awaitable[tuple[dict[str, Any], AsyncIterator[str]]]]
 MAX_REQUEST = 1 << 20
 # No caller can hold the daemon: a request must arrive within REQUEST_S of connecting, and a
 # reader that takes nothing for WRITE_S is dropped (it would hold a listing slot and the
@@ -134,9 +132,6 @@ class ControlServer:
             )
             return
         assert peer is not None
-        # Imported at the first request: a daemon no one asks carries no command stack.
-        from commands.command import Request
-
         try:
             request = replace(Request.from_wire(json.loads(raw)), actor=peer.actor)
         except (ValueError, RecursionError) as exc:

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+import commands.runs  # noqa: F401 - what changes runs, which `execute` loads only when asked
 from bot import client
 from bot.access import Access, Peer
 from bot.control import ControlServer
@@ -24,9 +25,13 @@ from bot.engine import Engine, build_engine
 from bot.fallback import Fallback
 from bot.lock import StateLock
 from bot.outbox import Outbox
+from bot.respond import Answer, respond
 from bot.signals import Signals
 from bot.stale import StaleWatch
 from bot.systemd import notify, watchdog, watchdog_interval
+from commands.chat import converse
+from commands.command import Ping, Reload, Request
+from commands.context import Context
 from config.loader import AppConfig, ConfigError, load_config
 from scheduler_core import __version__, procs
 from scheduler_core.cgroups import RunCgroups
@@ -36,17 +41,16 @@ from scheduler_core.runner import stop_strays
 from scheduler_core.scheduler import Scheduler
 from scheduler_core.store import Store
 
-# The command stack (commands.*, bot.respond) is imported at the first request, not at start:
-# a daemon no one asks carries none of it (about 1 MB, and 10 ms of every start).
+# The whole command stack is imported at start: a request must never be the first to read
+# its files (the daemon may be out of descriptors by then, or the package upgraded under it).
 if TYPE_CHECKING:
-    from bot.respond import Answer
     from bot.signal_front import SignalFront
-    from commands.command import Request
 
 log = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_USAGE = 2
+PING = Request(Ping()).to_wire()
 # Beyond the longest grace of a running task: time to record the runs and close the store.
 STOP_MARGIN_S = 10.0
 
@@ -82,10 +86,7 @@ async def serve(
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         lock = StateLock(settings.state_dir)
         if not lock.try_acquire():
-            from commands.command import Ping, Request
-
-            ping = Request(Ping()).to_wire()
-            if await asyncio.to_thread(client.request, settings.state_dir, ping):
+            if await asyncio.to_thread(client.request, settings.state_dir, PING):
                 log.error("a daemon is already running on %s", settings.state_dir)
                 return EXIT_USAGE
             log.info("waiting for a foreground `moltsched run` to finish before starting")
@@ -123,9 +124,6 @@ class Daemon:
 
     async def replies(self, text: str, actor: str) -> AsyncIterator[str]:
         """The bot's answers to an admin's message (what `moltsched chat` prints)."""
-        from commands.chat import converse
-        from commands.context import Context
-
         ctx = Context(
             self.scheduler,
             self.config.zone,
@@ -138,9 +136,6 @@ class Daemon:
 
     async def handle(self, request: Request) -> Answer:
         """One control request."""
-        from bot.respond import respond
-        from commands.command import Ping, Reload
-
         if isinstance(request.command, Ping):
             return {"err": "", "exit": 0, "pid": os.getpid()}, _nothing()
         if isinstance(request.command, Reload):
