@@ -17,7 +17,10 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-import commands.runs  # noqa: F401 - what changes runs, which `execute` loads only when asked
+# The whole command stack is imported at start, `commands.runs` too (which `execute` loads only
+# when asked, for the command line's reads): a request must never be the first to read our
+# files (the daemon may be out of descriptors by then, or the package upgraded under it).
+import commands.runs  # noqa: F401
 from bot import client
 from bot.access import Access, Peer
 from bot.control import ControlServer
@@ -41,8 +44,6 @@ from scheduler_core.runner import stop_strays
 from scheduler_core.scheduler import Scheduler
 from scheduler_core.store import Store
 
-# The whole command stack is imported at start: a request must never be the first to read
-# its files (the daemon may be out of descriptors by then, or the package upgraded under it).
 if TYPE_CHECKING:
     from bot.signal_front import SignalFront
 
