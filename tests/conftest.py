@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import tempfile
@@ -10,8 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from scheduler_core.model import EngineSettings
+from scheduler_core.model import EngineSettings, TaskSpec
+from scheduler_core.scheduler import Scheduler
 from scheduler_core.store import Store
+from tests.fake_launcher import FakeLauncher, Make
+from tests.helpers import ManualClock
 
 _CACHE = tempfile.mkdtemp(prefix="moltsched-test-cache-")
 
@@ -43,3 +47,25 @@ async def store(settings: EngineSettings) -> AsyncIterator[Store]:
     s = await Store.open(settings.db_path)
     yield s
     await s.close()
+
+
+@pytest.fixture
+async def make(store: Store, settings: EngineSettings) -> AsyncIterator[Make]:
+    """Starts a scheduler loop on the test's store, with the in-process launcher and the
+    test's clock (a second call, once the test has stopped the first loop, is a restart).
+    Every loop is closed at the end."""
+    loops: list[tuple[Scheduler, asyncio.Task[None]]] = []
+
+    def factory(
+        specs: list[TaskSpec], clock: ManualClock, max_concurrent: int = 2
+    ) -> tuple[Scheduler, FakeLauncher]:
+        launcher = FakeLauncher()
+        s = EngineSettings(settings.state_dir, settings.tasks_dir, None, max_concurrent)
+        sched = Scheduler(store, s, specs, clock=clock, launcher=launcher)
+        loops.append((sched, asyncio.create_task(sched.run())))
+        return sched, launcher
+
+    yield factory
+    for sched, loop in loops:
+        sched.close()
+        await asyncio.wait_for(loop, 10)

@@ -9,9 +9,16 @@ launcher does; what the test does not end stays running.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from scheduler_core.model import Ended, Outcome, TaskSpec
+
+if TYPE_CHECKING:
+    from scheduler_core.scheduler import Scheduler
+
+# The `make` fixture (tests/conftest.py): a scheduler loop on the in-process launcher.
+Make = Callable[..., "tuple[Scheduler, FakeLauncher]"]
 
 
 class FakeRun:

@@ -4,7 +4,6 @@ in-process launcher and a clock the test moves: runs start and end when the test
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -14,33 +13,13 @@ import pytest
 
 from scheduler_core.errors import SchedulerError
 from scheduler_core.later import MAX_ONE_SHOTS
-from scheduler_core.model import Cause, EngineSettings, Outcome, Status, TaskSpec
+from scheduler_core.model import Cause, Outcome, Status, TaskSpec
 from scheduler_core.requests import Stopped
 from scheduler_core.scheduler import Scheduler
 from scheduler_core.store import Store
 from scheduler_core.triggers import Cron, Every
-from tests.fake_launcher import FakeLauncher
+from tests.fake_launcher import Make
 from tests.helpers import ManualClock, spec, wait_for
-
-Make = Callable[..., tuple[Scheduler, FakeLauncher]]
-
-
-@pytest.fixture
-async def make(store: Store, settings: EngineSettings) -> AsyncIterator[Make]:
-    """Starts a scheduler loop on the test's store; `restart` stops the last one first."""
-    loops: list[tuple[Scheduler, asyncio.Task[None]]] = []
-
-    def factory(specs: list[TaskSpec], clock: ManualClock) -> tuple[Scheduler, FakeLauncher]:
-        launcher = FakeLauncher()
-        s = EngineSettings(settings.state_dir, settings.tasks_dir, None, 2)
-        sched = Scheduler(store, s, specs, clock=clock, launcher=launcher)
-        loops.append((sched, asyncio.create_task(sched.run())))
-        return sched, launcher
-
-    yield factory
-    for sched, loop in loops:
-        sched.close()
-        await asyncio.wait_for(loop, 10)
 
 
 async def stop_loop(sched: Scheduler) -> None:

@@ -5,44 +5,19 @@ nothing else started by the scheduler having processed what it was woken for."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import pytest
-
 from scheduler_core.active import Admission
-from scheduler_core.model import Cause, EngineSettings, TaskSpec
+from scheduler_core.model import Cause, TaskSpec
 from scheduler_core.queue import RunQueue
-from scheduler_core.scheduler import Scheduler
 from scheduler_core.store import Store
 from scheduler_core.triggers import Cron, Every
-from tests.fake_launcher import FakeLauncher
+from tests.fake_launcher import Make
 from tests.helpers import ManualClock, spec, wait_for
 
 NEVER = Cron("0 0 1 1 *", ZoneInfo("UTC"))  # run only on demand in these tests
-
-Make = Callable[..., tuple[Scheduler, FakeLauncher]]
-
-
-@pytest.fixture
-async def make(store: Store, settings: EngineSettings) -> AsyncIterator[Make]:
-    loops: list[tuple[Scheduler, asyncio.Task[None]]] = []
-
-    def factory(
-        specs: list[TaskSpec], clock: ManualClock, max_concurrent: int
-    ) -> tuple[Scheduler, FakeLauncher]:
-        launcher = FakeLauncher()
-        s = EngineSettings(settings.state_dir, settings.tasks_dir, None, max_concurrent)
-        sched = Scheduler(store, s, specs, clock=clock, launcher=launcher)
-        loops.append((sched, asyncio.create_task(sched.run())))
-        return sched, launcher
-
-    yield factory
-    for sched, loop in loops:
-        sched.close()
-        await asyncio.wait_for(loop, 10)
 
 
 def task(tasks_dir: Path, task_id: str, priority: int, **kw: object) -> TaskSpec:
