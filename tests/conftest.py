@@ -50,7 +50,7 @@ async def store(settings: EngineSettings) -> AsyncIterator[Store]:
 
 
 @pytest.fixture
-async def make(store: Store, settings: EngineSettings) -> AsyncIterator[Make]:
+async def make_fake(store: Store, settings: EngineSettings) -> AsyncIterator[Make]:
     """Starts a scheduler loop on the test's store, with the in-process launcher and the
     test's clock (a second call, once the test has stopped the first loop, is a restart).
     Every loop is closed at the end."""

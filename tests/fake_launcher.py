@@ -17,7 +17,7 @@ from scheduler_core.model import Ended, Outcome, TaskSpec
 if TYPE_CHECKING:
     from scheduler_core.scheduler import Scheduler
 
-# The `make` fixture (tests/conftest.py): a scheduler loop on the in-process launcher.
+# The `make_fake` fixture (tests/conftest.py): a scheduler loop on the in-process launcher.
 Make = Callable[..., "tuple[Scheduler, FakeLauncher]"]
 
 

@@ -37,11 +37,11 @@ def flaky(tasks_dir: Path, every: float = 3600, **kw: object) -> TaskSpec:
 
 
 async def test_a_failed_run_is_retried_with_doubling_delays_and_fails_once_in_all(
-    make: Make, store: Store, tasks_dir: Path
+    make_fake: Make, store: Store, tasks_dir: Path
 ) -> None:
     clock = ManualClock()
     t0 = clock.now()
-    sched, launcher = make([flaky(tasks_dir, retries=2, retry_delay=30)], clock)
+    sched, launcher = make_fake([flaky(tasks_dir, retries=2, retry_delay=30)], clock)
     (first,) = await launcher.started(1)
     first.end(Outcome.FAILED)
     await settled(sched, clock)
@@ -72,11 +72,11 @@ async def test_a_failed_run_is_retried_with_doubling_delays_and_fails_once_in_al
 
 
 async def test_a_retry_that_would_come_after_the_next_slot_takes_that_slot(
-    make: Make, store: Store, tasks_dir: Path
+    make_fake: Make, store: Store, tasks_dir: Path
 ) -> None:
     clock = ManualClock()
     t0 = clock.now()
-    sched, launcher = make([flaky(tasks_dir, every=60, retries=1, retry_delay=100)], clock)
+    sched, launcher = make_fake([flaky(tasks_dir, every=60, retries=1, retry_delay=100)], clock)
     (first,) = await launcher.started(1)
     first.end(Outcome.FAILED)
     await settled(sched, clock)
@@ -95,17 +95,17 @@ async def test_a_retry_that_would_come_after_the_next_slot_takes_that_slot(
 
 
 async def test_a_retry_survives_a_restart_and_cancel_gives_a_taken_slot_back(
-    make: Make, store: Store, tasks_dir: Path
+    make_fake: Make, store: Store, tasks_dir: Path
 ) -> None:
     clock = ManualClock()
     t0 = clock.now()
     task = flaky(tasks_dir, every=60, retries=3, retry_delay=45)
-    sched, launcher = make([task], clock)
+    sched, launcher = make_fake([task], clock)
     (first,) = await launcher.started(1)
     first.end(Outcome.FAILED)
     await settled(sched, clock)
     await stop_loop(sched)
-    sched, launcher = make([task], clock)  # a restart: the retry is read back from the store
+    sched, launcher = make_fake([task], clock)  # a restart: the retry is read back from the store
     await settled(sched, clock)
     clock.advance(45)
     (again,) = await launcher.started(1)
@@ -125,11 +125,11 @@ async def test_a_retry_survives_a_restart_and_cancel_gives_a_taken_slot_back(
 
 
 async def test_interrupted_and_stopped_runs_are_not_retried(
-    make: Make, store: Store, tasks_dir: Path
+    make_fake: Make, store: Store, tasks_dir: Path
 ) -> None:
     clock = ManualClock()
     t0 = clock.now()
-    sched, launcher = make([flaky(tasks_dir, retries=3)], clock)
+    sched, launcher = make_fake([flaky(tasks_dir, retries=3)], clock)
     (first,) = await launcher.started(1)
     stopping = asyncio.create_task(sched.stop("flaky", "signal:+4917600000000"))
     found, result = await stopping
@@ -156,12 +156,12 @@ async def test_interrupted_and_stopped_runs_are_not_retried(
 
 
 async def test_a_one_shot_waits_for_its_time_and_for_its_task_and_survives_a_restart(
-    make: Make, store: Store, tasks_dir: Path
+    make_fake: Make, store: Store, tasks_dir: Path
 ) -> None:
     clock = ManualClock()
     t0 = clock.now()
     task = flaky(tasks_dir)
-    sched, launcher = make([task], clock)
+    sched, launcher = make_fake([task], clock)
     (first,) = await launcher.started(1)
     first.end()
     await settled(sched, clock)
@@ -170,7 +170,7 @@ async def test_a_one_shot_waits_for_its_time_and_for_its_task_and_survives_a_res
     assert (run.cause, run.due, run.actor) == (Cause.ONE_SHOT, due, "cli:alice")
     assert [r.id for r in await sched.pending("flaky")] == [run.id]
     await stop_loop(sched)
-    sched, launcher = make([task], clock)
+    sched, launcher = make_fake([task], clock)
     await settled(sched, clock)
     sched.submit("flaky")  # running when the one-shot comes due: it waits for it
     (busy,) = await launcher.started(1)
@@ -191,10 +191,10 @@ async def settled_or_running(sched: Scheduler, clock: ManualClock) -> None:
 
 
 async def test_one_shots_are_refused_in_the_past_too_far_ahead_or_beyond_the_limit(
-    make: Make, store: Store, tasks_dir: Path
+    make_fake: Make, store: Store, tasks_dir: Path
 ) -> None:
     clock = ManualClock()
-    sched, launcher = make([flaky(tasks_dir)], clock)
+    sched, launcher = make_fake([flaky(tasks_dir)], clock)
     await launcher.started(1)
     now = clock.now()
     with pytest.raises(SchedulerError, match="in the past"):
@@ -210,12 +210,12 @@ async def test_one_shots_are_refused_in_the_past_too_far_ahead_or_beyond_the_lim
 
 
 async def test_cancel_takes_out_a_one_shot_already_waiting_for_a_slot_once(
-    make: Make, store: Store, tasks_dir: Path
+    make_fake: Make, store: Store, tasks_dir: Path
 ) -> None:
     clock = ManualClock()
     yearly = Cron("0 0 1 1 *", ZoneInfo("UTC"))  # nothing runs unless asked
     specs = [spec(name, "true", tasks_dir, trigger=yearly) for name in ("a", "b", "flaky")]
-    sched, launcher = make(specs, clock)
+    sched, launcher = make_fake(specs, clock)
     await sched.run_later("flaky", clock.now() + timedelta(minutes=1), None)
     sched.submit("a")
     sched.submit("b")

@@ -24,7 +24,9 @@ def task(tasks_dir: Path, task_id: str, priority: int, **kw: object) -> TaskSpec
     return replace(spec(task_id, "true", tasks_dir, trigger=Every(60)), priority=priority, **kw)
 
 
-async def test_on_demand_first_then_priority_then_due_time(make: Make, tasks_dir: Path) -> None:
+async def test_on_demand_first_then_priority_then_due_time(
+    make_fake: Make, tasks_dir: Path
+) -> None:
     background = {"interruptible": False}  # so the on-demand run waits its turn here
     specs = [
         task(tasks_dir, "low", 9, **background),
@@ -32,7 +34,7 @@ async def test_on_demand_first_then_priority_then_due_time(make: Make, tasks_dir
         task(tasks_dir, "mid", 5, **background),
         replace(task(tasks_dir, "asked", 10), trigger=NEVER),
     ]
-    sched, launcher = make(specs, ManualClock(), 1)
+    sched, launcher = make_fake(specs, ManualClock(), 1)
     (first,) = await launcher.started(1)
     assert first.spec.id == "high"  # all three were due at once: by priority
     submission = sched.submit("asked")
@@ -46,7 +48,7 @@ async def test_on_demand_first_then_priority_then_due_time(make: Make, tasks_dir
 
 
 async def test_an_on_demand_run_cuts_the_lowest_priority_run_which_resumes_after(
-    make: Make, store: Store, tasks_dir: Path
+    make_fake: Make, store: Store, tasks_dir: Path
 ) -> None:
     specs = [
         task(tasks_dir, "a", 3),
@@ -55,7 +57,7 @@ async def test_an_on_demand_run_cuts_the_lowest_priority_run_which_resumes_after
     ]
     await store.sync_tasks(specs)
     await store.set_checkpoint("b", '{"done": 4}')
-    sched, launcher = make(specs, ManualClock(), 2)
+    sched, launcher = make_fake(specs, ManualClock(), 2)
     await launcher.started(2)
     submission = sched.submit("asked")
     runs = await launcher.started(3)
@@ -70,10 +72,10 @@ async def test_an_on_demand_run_cuts_the_lowest_priority_run_which_resumes_after
 
 
 async def test_a_slot_that_comes_while_its_task_runs_is_missed_not_queued(
-    make: Make, store: Store, tasks_dir: Path
+    make_fake: Make, store: Store, tasks_dir: Path
 ) -> None:
     clock = ManualClock()
-    sched, launcher = make([task(tasks_dir, "a", 5)], clock, 2)
+    sched, launcher = make_fake([task(tasks_dir, "a", 5)], clock, 2)
     (run,) = await launcher.started(1)
     clock.advance(60)  # its next slot, while the first run goes on
 
