@@ -226,50 +226,16 @@ def _main(args: argparse.Namespace) -> int:
 
 
 def _command(args: argparse.Namespace) -> Command:
-    """The command the arguments ask for, as the daemon will read it."""
-    from commands.command import (
-        Cancel,
-        Chat,
-        Logs,
-        Output,
-        Pause,
-        Reload,
-        Resume,
-        Run,
-        RunAll,
-        RunLater,
-        Status,
-        Stop,
-    )
+    """The command the arguments ask for, as the daemon reads it."""
+    from commands.command import Chat, RunLater, command_from
 
-    match args.command:
-        case "status":
-            return Status(args.task)
-        case "run" if args.run_in is not None:
-            return RunLater(args.task, f"in {args.run_in}")
-        case "run" if args.run_at is not None:
-            return RunLater(args.task, f"at {args.run_at}")
-        case "run":
-            return Run(args.task)
-        case "cancel":
-            return Cancel(args.task)
-        case "stop":
-            return Stop(args.task)
-        case "pause":
-            return Pause(args.task)
-        case "resume":
-            return Resume(args.task)
-        case "run-all":
-            return RunAll()
-        case "logs":
-            return Logs(args.task, args.limit)
-        case "output":
-            return Output(args.task, args.run_id)
-        case "chat":
-            return Chat(" ".join(args.text))
-        case "reload":
-            return Reload()
-    raise AssertionError(args.command)
+    if args.command == "chat":
+        return Chat(" ".join(args.text))
+    if args.command == "run" and args.run_in is not None:
+        return RunLater(args.task, f"in {args.run_in}")
+    if args.command == "run" and args.run_at is not None:
+        return RunLater(args.task, f"at {args.run_at}")
+    return command_from(args.command, vars(args))
 
 
 def _ask_daemon(state_dir: Path, request: Request) -> int | None:

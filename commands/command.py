@@ -5,8 +5,9 @@ same code (`to_wire` / `from_wire`), for every command, chat, reload and ping al
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, get_args
 
 
 @dataclass(frozen=True)
@@ -137,25 +138,7 @@ Command = (
     | Ping
 )
 
-_BY_VERB: dict[str, type[Command]] = {
-    c.verb: c
-    for c in (
-        Status,
-        Run,
-        RunLater,
-        Cancel,
-        Stop,
-        RunAll,
-        Pause,
-        Resume,
-        Logs,
-        Output,
-        Help,
-        Chat,
-        Reload,
-        Ping,
-    )
-}
+_BY_VERB: dict[str, type[Command]] = {c.verb: c for c in get_args(Command)}
 
 
 def to_wire(cmd: Command) -> dict[str, Any]:
@@ -184,6 +167,14 @@ def from_wire(data: dict[str, Any]) -> Command:
         return cls(**fields)
     except TypeError as exc:
         raise ValueError(f"bad arguments for {verb}: {exc}") from None
+
+
+def command_from(verb: str, values: Mapping[str, object]) -> Command:
+    """The command `verb` names, each field taken from `values` by its name (the command
+    line's arguments are named after the fields they fill); ValueError as `from_wire`."""
+    cls = _BY_VERB.get(verb)
+    names = [f.name for f in dataclasses.fields(cls)] if cls is not None else []
+    return from_wire({"verb": verb} | {name: values[name] for name in names if name in values})
 
 
 @dataclass(frozen=True)
