@@ -144,7 +144,10 @@ class Daemon:
             if request.json:
                 body = {"reloaded": code == 0, "daemon": True, "message": message}
                 if code:
-                    body |= {"error": message, "kind": "config"}
+                    body |= {
+                        "error": message,
+                        "kind": "config" if code == EXIT_USAGE else "internal",
+                    }
                 return {"err": message + "\n" if code else "", "exit": code}, _lines(
                     json.dumps(body)
                 )
@@ -175,6 +178,9 @@ class Daemon:
         notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
         try:
             code, message = await self._reload()
+        except Exception as exc:  # never takes the daemon down (half an upgrade, a bug)
+            log.exception("reload failed")
+            code, message = 1, f"reload failed: {exc}"
         finally:
             notify(f"READY=1\nSTATUS=running {len(self.config.tasks)} task(s)")
         action = "reloaded" if code == 0 else "reload_rejected"
@@ -199,11 +205,7 @@ class Daemon:
                 )
                 log.error("%s", message)
                 return EXIT_USAGE, message
-            try:
-                added, removed, changed = await self.scheduler.reconfigure(new.tasks, new.settings)
-            except Exception as exc:  # a reload must never take the daemon down
-                log.exception("reload failed")
-                return 1, f"reload failed: {exc}"
+            added, removed, changed = await self.scheduler.reconfigure(new.tasks, new.settings)
             self._apply_signal(new)
             self.engine.reconfigure(new)
             self._apply_alerts(new)

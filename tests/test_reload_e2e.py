@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 from pathlib import Path
 
 from support.daemon import DaemonProcess
-from tests.helpers import MOLTSCHED, cli, query, wait_sync
+from tests.helpers import MOLTSCHED, REPO, cli, query, wait_sync
 
 BEFORE = """
 tasks:
@@ -88,3 +89,47 @@ def test_reload_without_a_daemon_checks_the_file(tmp_path: Path) -> None:
     assert result.returncode == 0 and "No daemon is running" in result.stdout
     config.write_text("tasks:\n  - {id: a, script: quick.sh, every: never}\n")
     assert cli("reload", config=config).returncode == 2
+
+
+def test_a_reload_our_own_code_fails_keeps_the_daemon_and_its_configuration(
+    tmp_path: Path,
+) -> None:
+    """Half an upgrade under a running daemon: the code a reload loads for the first time
+    raises. That reload fails with one answer; the daemon goes on with the configuration it
+    had, and once the code is whole again, a reload takes the new file."""
+    code = tmp_path / "code"
+    for package in ("bot", "commands", "config", "scheduler_core"):
+        shutil.copytree(
+            REPO / package, code / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "quick.sh").write_text("echo quick\n")
+    config = tmp_path / "moltsched.yaml"
+    config.write_text("tasks:\n  - {id: before, script: quick.sh, cron: '0 0 1 1 *'}\n")
+    env = {"PYTHONPATH": str(code), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    # Started twice: the second start takes the cached configuration, so the schema's code
+    # is first loaded by the reload (as after a restart of an unchanged file).
+    assert DaemonProcess(config, env=env).start().stop() == 0
+    daemon = DaemonProcess(config, env=env).start()
+    try:
+        schema = code / "config" / "schema.py"
+        whole = schema.read_text()
+        schema.write_text(whole + 'raise RuntimeError("half upgraded")\n')
+        config.write_text("tasks:\n  - {id: after, script: quick.sh, cron: '0 0 1 1 *'}\n")
+        assert daemon.proc is not None
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_sync(lambda: "reload failed" in daemon.log.read_text(), 10, "the failed reload")
+        result = cli("reload", config=config)
+        assert result.returncode == 1, result
+        assert "reload failed" in result.stderr and "half upgraded" in result.stderr
+        answer = json.loads(cli("--json", "reload", config=config).stdout)
+        assert (answer["reloaded"], answer["kind"]) == (False, "internal")
+        status = json.loads(cli("--json", "status", config=config).stdout)
+        assert status["running"] and [t["id"] for t in status["tasks"]] == ["before"]
+
+        schema.write_text(whole)
+        assert cli("reload", config=config).returncode == 0
+        status = json.loads(cli("--json", "status", config=config).stdout)
+        assert [t["id"] for t in status["tasks"]] == ["after"]
+    finally:
+        assert daemon.stop() == 0
