@@ -26,7 +26,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -299,7 +299,7 @@ class StoreCore:
             await self._usable.wait()  # the file is being put back (see `_put_back`)
         async with self._writing:
             conn = self._conn
-            try:
+            with self._translated():
                 await conn.execute("BEGIN IMMEDIATE")
                 try:
                     result = await fn(_Tx(conn))
@@ -308,10 +308,6 @@ class StoreCore:
                         await conn.execute("ROLLBACK")
                     raise
                 await conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                raise translate(exc, self.path) from exc
-            except ValueError as exc:  # aiosqlite: "Connection closed"
-                raise StoreError(f"database unavailable: {exc}") from exc
             return result
 
     async def _write_one(self, sql: str, params: Sequence[Any]) -> list[Any]:
@@ -325,20 +321,21 @@ class StoreCore:
         if not self._usable.is_set():
             await self._usable.wait()
         async with self._writing:
-            try:
+            with self._translated():
                 return list(await self._conn.execute_fetchall(sql, params))
-            except sqlite3.Error as exc:
-                raise translate(exc, self.path) from exc
-            except ValueError as exc:
-                raise StoreError(f"database unavailable: {exc}") from exc
 
     async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """One query, on the reader (which WAL lets through while another process writes)."""
         if not self._usable.is_set():
             await self._usable.wait()
-        conn = self._reader or self._conn
+        with self._translated():
+            return list(await (self._reader or self._conn).execute_fetchall(sql, params))
+
+    @contextlib.contextmanager
+    def _translated(self) -> Iterator[None]:
+        """sqlite3's errors, and aiosqlite's "Connection closed" (a ValueError), as StoreErrors."""
         try:
-            return list(await conn.execute_fetchall(sql, params))
+            yield
         except sqlite3.Error as exc:
             raise translate(exc, self.path) from exc
         except ValueError as exc:

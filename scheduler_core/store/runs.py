@@ -3,7 +3,6 @@ crash recovery, retention of runs and their output."""
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -16,7 +15,6 @@ from scheduler_core.store.core import (
     _Tx,
     from_epoch,
     to_epoch,
-    translate,
 )
 from scheduler_core.store.tasks import _state, _task_of
 
@@ -133,10 +131,8 @@ class RunRows(StoreCore):
         # A pragma that frees one page per step: executescript steps it to the end. On the
         # writer, so in its turn: never inside another coroutine's transaction.
         async with self._writing:
-            try:
+            with self._translated():
                 await self._conn.executescript("PRAGMA incremental_vacuum")
-            except sqlite3.Error as exc:
-                raise translate(exc, self.path) from exc
         return cleared
 
     async def recover_crashed(self, now: datetime) -> list[tuple[int, str]]:
