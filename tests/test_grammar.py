@@ -6,7 +6,22 @@ import subprocess
 
 import pytest
 
-from commands.command import Cancel, Help, Logs, Pause, Resume, Run, RunLater, Status, Stop
+from commands.command import (
+    Cancel,
+    Chat,
+    Command,
+    Help,
+    Logs,
+    Output,
+    Pause,
+    Reload,
+    Resume,
+    Run,
+    RunAll,
+    RunLater,
+    Status,
+    Stop,
+)
 from commands.grammar import VERBS, ParseError, help_text, parse, shown
 from tests.helpers import MOLTSCHED
 
@@ -122,6 +137,35 @@ def test_a_parser_of_one_command_reads_what_the_whole_parser_reads(argv: list[st
         word
     ]
     assert build_parser(word).parse_args(argv) == build_parser().parse_args(argv)
+
+
+@pytest.mark.parametrize(
+    ("argv", "command"),
+    [
+        (["status"], Status()),
+        (["--json", "status", "tick"], Status("tick")),
+        (["run", "tick"], Run("tick")),
+        (["run", "tick", "--in", "20m"], RunLater("tick", "in 20m")),
+        (["run", "tick", "--at", "18:00"], RunLater("tick", "at 18:00")),
+        (["cancel", "tick"], Cancel("tick")),
+        (["stop", "tick"], Stop("tick")),
+        (["run-all"], RunAll()),
+        (["pause", "tick"], Pause("tick")),
+        (["resume", "tick"], Resume("tick")),
+        (["logs"], Logs()),
+        (["logs", "tick", "-n", "5"], Logs("tick", 5)),
+        (["output", "tick"], Output("tick")),
+        (["output", "tick", "7"], Output("tick", 7)),
+        (["chat", "run:tick", "in", "5m"], Chat("run:tick in 5m")),
+        (["reload"], Reload()),
+    ],
+)
+def test_the_command_line_asks_for_the_command_its_words_name(
+    argv: list[str], command: Command
+) -> None:
+    from bot.cli import _command, build_parser
+
+    assert _command(build_parser().parse_args(argv)) == command
 
 
 def test_an_unknown_command_is_refused_with_every_command_named() -> None:
