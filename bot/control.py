@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -32,12 +32,58 @@ Handler = Callable[[Request], Awaitable[tuple[dict[str, Any], AsyncIterator[str]
 MAX_REQUEST = 1 << 20
 # No caller can hold the daemon: a request must arrive within REQUEST_S of connecting, and a
 # reader that takes nothing for WRITE_S is dropped (it would hold a listing slot and the
-# answer's memory). Past MAX_CONNECTIONS open at once, the oldest that has not sent its
-# request yet is closed for each new one, so idle connections can use up neither the file
-# descriptors that runs need nor the turn of a caller that asks at once.
+# answer's memory). Past MAX_CONNECTIONS open at once, see `Admission`.
 REQUEST_S = 5.0
 WRITE_S = 5.0
 MAX_CONNECTIONS = 128
+
+
+class Admission:
+    """At most `most` connections open at once: past it, the oldest that has not sent its
+    request yet is closed for each new one, so idle connections can use up neither the file
+    descriptors that runs need nor the turn of a caller that asks at once."""
+
+    def __init__(self, most: int) -> None:
+        self.most = most
+        self._open: dict[asyncio.StreamWriter, asyncio.Task[Any]] = {}  # and who serves it
+        self._waiting: dict[asyncio.StreamWriter, None] = {}  # oldest first
+
+    @contextlib.contextmanager
+    def open(self, writer: asyncio.StreamWriter) -> Iterator[None]:
+        """While a connection is served (by the current task)."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._open[writer] = task
+        if len(self._open) > self.most and self._waiting:
+            oldest = next(iter(self._waiting))
+            del self._waiting[oldest]
+            oldest.transport.abort()
+        try:
+            yield
+        finally:
+            self._open.pop(writer, None)
+
+    async def close(self, grace: float) -> None:
+        """Let every connection go: those still waiting to send their request at once, the
+        others after `grace` to finish their answers; returns once each is served to the end.
+        (A connection's task that is cancelled instead, as the event loop does to what is
+        left when it closes, makes asyncio 3.11 log a traceback for it.)"""
+        for writer in list(self._waiting):
+            writer.transport.abort()
+        for _ in range(2):
+            if self._open:
+                await asyncio.wait(set(self._open.values()), timeout=grace)
+            for writer in list(self._open):
+                writer.transport.abort()
+
+    @contextlib.contextmanager
+    def waiting(self, writer: asyncio.StreamWriter) -> Iterator[None]:
+        """While the connection's request has not arrived: it may be closed for a newer one."""
+        self._waiting[writer] = None
+        try:
+            yield
+        finally:
+            self._waiting.pop(writer, None)
 
 
 class ControlServer:
@@ -56,8 +102,7 @@ class ControlServer:
         self._on_denied = on_denied
         self.accept_errors = AcceptErrors()
         self._server: asyncio.AbstractServer | None = None
-        self._open = 0
-        self._idle: dict[asyncio.StreamWriter, None] = {}  # waiting for their request, oldest first
+        self._admission = Admission(MAX_CONNECTIONS)
 
     async def start(self) -> None:
         if self.path.exists() or self.path.is_symlink():
@@ -76,39 +121,38 @@ class ControlServer:
         self.accept_errors.install(asyncio.get_running_loop())
 
     async def close(self) -> None:
-        """Stop accepting; remove the socket file."""
+        """Stop accepting; remove the socket file. Answers under way go on (see `finish`)."""
         if self._server is not None:
             self._server.close()
             self._server = None
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
+    async def finish(self) -> None:
+        """After `close`: the answers under way get WRITE_S to end, then every caller is let go."""
+        await self._admission.close(WRITE_S)
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._open += 1
-        if self._open > MAX_CONNECTIONS and self._idle:
-            oldest = next(iter(self._idle))
-            del self._idle[oldest]
-            oldest.transport.abort()
-        try:
-            await self._answer(reader, writer)
-            async with asyncio.timeout(WRITE_S):
-                await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
-            pass  # the caller went away, or stopped reading: its turn is over
-        except Exception:
-            log.exception("control request failed")
-        finally:
-            self._open -= 1
-            writer.close()
-            with contextlib.suppress(ConnectionError, TimeoutError):
+        with self._admission.open(writer):
+            try:
+                await self._answer(reader, writer)
                 async with asyncio.timeout(WRITE_S):
-                    await writer.wait_closed()
+                    await writer.drain()
+            except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
+                pass  # the caller went away, or stopped reading: its turn is over
+            except Exception:
+                log.exception("control request failed")
+            finally:
+                writer.close()
+                with contextlib.suppress(ConnectionError, TimeoutError):
+                    async with asyncio.timeout(WRITE_S):
+                        await writer.wait_closed()
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._idle[writer] = None
         try:
-            async with asyncio.timeout(REQUEST_S):
-                raw = await reader.readuntil(b"\n")
+            with self._admission.waiting(writer):
+                async with asyncio.timeout(REQUEST_S):
+                    raw = await reader.readuntil(b"\n")
         except asyncio.LimitOverrunError:
             # The rest is read and dropped (for as long as a request may take), so the caller
             # is not cut off mid-send and gets to read why.
@@ -120,8 +164,6 @@ class ControlServer:
             return
         except asyncio.IncompleteReadError as exc:
             raw = exc.partial  # no newline: the request ends with the connection
-        finally:
-            self._idle.pop(writer, None)
         peer = peer_of(writer.get_extra_info("socket"))
         if not self.access.allows(peer):
             if self._on_denied is not None:
@@ -176,6 +218,8 @@ class AcceptErrors:
         loop.set_exception_handler(self._handle)
 
     def _handle(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if self._retry_on_closed(loop, context):
+            return
         if context.get("message") != self.MESSAGE:
             loop.default_exception_handler(context)
             return
@@ -190,3 +234,16 @@ class AcceptErrors:
             more,
         )
         self._reported, self._since = now, 0
+
+    @staticmethod
+    def _retry_on_closed(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> bool:
+        """asyncio's retry to accept, a second after running out, on a socket closed since:
+        it fails (no descriptor) with nothing left to retry for. One per connection that
+        could not be taken in, each a traceback, while a stopping daemon waits for its runs."""
+        handle = context.get("handle")
+        retry = getattr(loop, "_start_serving", None)  # asyncio's own; where it is not, None
+        return (
+            retry is not None
+            and getattr(handle, "_callback", None) == retry
+            and isinstance(context.get("exception"), ValueError)
+        )

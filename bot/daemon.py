@@ -345,6 +345,7 @@ async def _serve_started(config: AppConfig, clock: Clock | None, signals: Signal
                     signal_task.cancel()
         finally:
             await server.close()
+            await server.finish()
         if metrics is not None:
             await metrics.close()
         log.info("moltsched daemon stopped")

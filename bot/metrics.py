@@ -22,12 +22,14 @@ from prometheus_client import (
     generate_latest,
 )
 
+from bot.control import REQUEST_S, WRITE_S, Admission
 from scheduler_core.model import RunResult, TaskSpec, TaskState
 from scheduler_core.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 
 DURATION_BUCKETS = (0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600)
+MAX_SCRAPES = 16  # connections open at once; Prometheus makes one at a time
 
 
 class Metrics:
@@ -59,6 +61,7 @@ class Metrics:
             registry=r,
         )
         self._server: asyncio.AbstractServer | None = None
+        self._admission = Admission(MAX_SCRAPES)
 
     async def on_finish(self, spec: TaskSpec, result: RunResult, state: TaskState) -> None:
         self.runs.labels(spec.id, str(result.outcome)).inc()
@@ -81,28 +84,49 @@ class Metrics:
         if self._server is not None:
             self._server.close()
             self._server = None
+        await self._admission.close(WRITE_S)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            request = await asyncio.wait_for(reader.readline(), 5)
-            while (await asyncio.wait_for(reader.readline(), 5)).strip():
-                pass  # the headers: nothing in them matters here
-            parts = request.decode("latin-1").split()
-            if len(parts) >= 2 and parts[0] == "GET" and parts[1].split("?")[0] == "/metrics":
-                body, status, kind = await self.render(), "200 OK", CONTENT_TYPE_LATEST
-            else:
-                body, status, kind = b"not found\n", "404 Not Found", "text/plain"
-            head = (
-                f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-            )
-            writer.write(head.encode() + body)
-            await writer.drain()
-        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
-            pass
-        except Exception:
-            log.exception("metrics request failed")
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
+        with self._admission.open(writer):
+            try:
+                request = await self._request_line(reader, writer)
+                if request is None:
+                    return
+                parts = request.decode("latin-1").split()
+                if len(parts) >= 2 and parts[0] == "GET" and parts[1].split("?")[0] == "/metrics":
+                    body, status, kind = await self.render(), "200 OK", CONTENT_TYPE_LATEST
+                else:
+                    body, status, kind = b"not found\n", "404 Not Found", "text/plain"
+                head = (
+                    f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\n"
+                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+                )
+                writer.write(head.encode() + body)
+                async with asyncio.timeout(WRITE_S):
+                    await writer.drain()
+            except (TimeoutError, ConnectionError):
+                pass  # too slow to send its head or to read the answer, or gone
+            except Exception:
+                log.exception("metrics request failed")
+            finally:
+                writer.close()
+                with contextlib.suppress(ConnectionError, TimeoutError):
+                    async with asyncio.timeout(WRITE_S):
+                        await writer.wait_closed()
+
+    async def _request_line(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bytes | None:
+        """The request's first line, once its whole head has come; None if a line of it is
+        longer than the reader takes. Any local process can connect here: as on the control
+        socket (bot.control), none can hold the daemon. The head must come within REQUEST_S,
+        and past MAX_SCRAPES connections the oldest still sending its head is closed."""
+        with self._admission.waiting(writer):
+            async with asyncio.timeout(REQUEST_S):
+                try:
+                    request = await reader.readline()
+                    while (await reader.readline()).strip():
+                        pass  # the headers: nothing in them matters here
+                except ValueError:  # asyncio's word for a line over the limit
+                    return None
+        return request

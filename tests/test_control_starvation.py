@@ -89,6 +89,50 @@ def test_readers_that_stop_reading_do_not_hold_up_the_others(daemon: DaemonProce
             s.close()
 
 
+def test_callers_still_connected_at_shutdown_are_let_go_quietly(daemon: DaemonProcess) -> None:
+    """Connected when the daemon stops: some have not sent their request, one is in the middle
+    of an answer it does not read. They are closed, the daemon exits 0, and nothing lands in
+    the log as a traceback (the fixture reads it)."""
+    request = json.dumps({"command": {"verb": "status", "task": None}, "json": True}) + "\n"
+    callers = [connect(daemon) for _ in range(5)]
+    stalled = connect(daemon)
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.sendall(request.encode())
+    callers.append(stalled)
+    try:
+        status_ok(daemon)  # answered after the ones before it were taken in
+        assert daemon.stop() == 0
+        for s in callers[:-1]:
+            with contextlib.suppress(ConnectionResetError):
+                assert s.recv(1) == b""  # closed by the daemon
+    finally:
+        for s in callers:
+            s.close()
+
+
+def test_a_stop_while_out_of_file_descriptors_is_quiet(daemon: DaemonProcess) -> None:
+    """Stopped while it cannot accept, with an answer under way that it waits for: asyncio's
+    retries to accept on the socket closed meanwhile are not logged as tracebacks (the
+    fixture reads the log)."""
+    stalled = connect(daemon)
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    request = json.dumps({"command": {"verb": "status", "task": None}, "json": True}) + "\n"
+    stalled.sendall(request.encode())
+    _, hard = resource.prlimit(daemon.pid, resource.RLIMIT_NOFILE)
+    in_use = len(list(Path(f"/proc/{daemon.pid}/fd").iterdir()))
+    resource.prlimit(daemon.pid, resource.RLIMIT_NOFILE, (in_use + 3, hard))
+    held = [stalled]
+    try:
+        for _ in range(40):
+            with contextlib.suppress(OSError):
+                held.append(connect(daemon))
+        wait_sync(lambda: "cannot accept connections" in daemon.log.read_text(), 20, "the report")
+        assert daemon.stop() == 0
+    finally:
+        for s in held:
+            s.close()
+
+
 def test_hundreds_of_idle_connections_leave_runs_and_answers_alone(daemon: DaemonProcess) -> None:
     before = ticks(daemon)
     idle = []

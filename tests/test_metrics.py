@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import resource
 import socket
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -11,7 +14,7 @@ import pytest
 
 from config.loader import ConfigError, load_config
 from support.daemon import DaemonProcess
-from tests.helpers import cli
+from tests.helpers import cli, query, wait_sync
 
 
 def free_port() -> int:
@@ -67,3 +70,65 @@ def test_metrics_only_on_loopback(tmp_path: Path) -> None:
     assert info.value.problems == [
         "metrics.host: '0.0.0.0': metrics are served on a loopback address only"
     ]
+
+
+def test_scrapes_held_open_trickled_or_oversized_starve_nothing(tmp_path: Path) -> None:
+    """Any local process can reach the metrics port. Connections by the hundred that send
+    their head a line a second, and a request line too long to read: the daemon, with few
+    file descriptors to spare, still starts its runs and answers a real scrape, and nothing
+    lands in its log as a traceback."""
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "a.sh").write_text("echo hi\n")
+    port = free_port()
+    config = tmp_path / "moltsched.yaml"
+    config.write_text(
+        f"metrics: {{port: {port}}}\ntasks:\n  - {{id: tick, script: a.sh, every: 1s}}\n"
+    )
+    daemon = DaemonProcess(config).start()
+    pid = daemon.pid
+    soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    in_use = len(list(Path(f"/proc/{pid}/fd").iterdir()))
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (in_use + 64, hard))
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def trickle() -> None:  # one header line a second on every connection, for ever
+        while not stop.wait(1):
+            for s in held:
+                with contextlib.suppress(OSError):
+                    s.sendall(b"X-Slow: 1\r\n")
+
+    trickler = threading.Thread(target=trickle)
+    try:
+        for _ in range(150):  # more than the daemon has descriptors for
+            with contextlib.suppress(OSError):
+                s = socket.create_connection(("127.0.0.1", port), timeout=5)
+                s.sendall(b"GET /metrics HTTP/1.1\r\n")
+                held.append(s)
+        long = socket.create_connection(("127.0.0.1", port), timeout=5)
+        with long, contextlib.suppress(OSError):
+            long.sendall(b"GET /" + b"a" * 200_000 + b" HTTP/1.1\r\n\r\n")
+        trickler.start()
+        db = tmp_path / "state" / "moltsched.db"
+        succeeded = "SELECT COUNT(*) FROM run WHERE task_id = 'tick' AND outcome = 'success'"
+        before = query(db, succeeded)[0][0]
+        wait_sync(lambda: query(db, succeeded)[0][0] >= before + 3, 30, "runs to go on")
+        assert "moltsched_runs_total" in scrape(port)
+        for s in held:
+            s.close()
+        held.clear()
+        # Alone, a head trickled a line a second is still cut off once its time is up.
+        slow = socket.create_connection(("127.0.0.1", port), timeout=30)
+        with slow:
+            slow.sendall(b"GET /metrics HTTP/1.1\r\n")
+            held.append(slow)
+            assert slow.recv(1) == b""  # closed by the daemon, nothing answered
+    finally:
+        stop.set()
+        if trickler.is_alive():
+            trickler.join()
+        for s in held:
+            s.close()
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
+        assert daemon.stop() == 0
+    assert "Traceback" not in daemon.log.read_text()
