@@ -228,8 +228,11 @@ class AcceptErrors:
         if now - self._reported < self.EVERY_S:
             return
         more = f" ({self._since - 1} more time(s) in the last minute)" if self._since > 1 else ""
+        sock = context.get("socket")  # the control socket's path, or the metrics port's address
+        where = f" on {sock.getsockname()}" if sock is not None else ""
         log.error(
-            "the control socket cannot accept connections: %s; retrying every second%s",
+            "cannot accept connections%s: %s; retrying every second%s",
+            where,
             context.get("exception"),
             more,
         )
