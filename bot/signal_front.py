@@ -38,6 +38,10 @@ log = logging.getLogger(__name__)
 Replies = Callable[[str, str], AsyncIterator[str]]
 RECONNECT_FIRST_S = 0.5
 RECONNECT_MAX_S = 5.0
+# A send signal-cli-rest-api has taken and does not answer is given up after this, so it holds
+# neither the alerts behind it nor a chat's replies (aiohttp's own limit is five minutes). The
+# outbox tries again later; a message that did go out meanwhile then arrives twice.
+SEND_TIMEOUT_S = 30.0
 SEEN_KEPT = 2000
 # Replies waiting for the limiter, per chat, beyond what it lets go at once: past this many
 # the oldest go, and the next reply says how many (a flood of commands, not a person, fills it).
@@ -170,7 +174,11 @@ class SignalFront:
         if self._bot is None or not self._ready:
             raise SignalNotConnected("Signal is not connected")
         self.limiter.take(recipient)
-        await self._bot.messages.send(SendMessage(text=safe_text(text)), recipient)
+        try:
+            async with asyncio.timeout(SEND_TIMEOUT_S):
+                await self._bot.messages.send(SendMessage(text=safe_text(text)), recipient)
+        except TimeoutError:
+            raise TimeoutError(f"Signal did not answer within {SEND_TIMEOUT_S:g} s") from None
 
     async def _frame(self, raw: str) -> None:
         """One websocket frame; never raises, so no frame can stop the bot listening."""

@@ -124,6 +124,8 @@ class SignalService:
         self.sent_at: list[float] = []  # when each was accepted (time.monotonic)
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request
         self.send_status: int | None = None  # answer sends with this status, if set
+        self.sends_hang = False  # take sends and never answer them, as a stuck service does
+        self._stopping = asyncio.Event()  # lets the sends hanging go when the service stops
         self.on_send: Callable[[dict[str, Any]], None] | None = None  # called for each send
         self.refused_sends = 0
         self.mode = "json-rpc"  # what /v1/about says
@@ -140,6 +142,7 @@ class SignalService:
         return f"127.0.0.1:{self.port}"
 
     async def start(self) -> None:
+        self._stopping.clear()
         app = web.Application()
         r = app.router
         r.add_get("/v1/health", self._health)
@@ -167,6 +170,7 @@ class SignalService:
 
     async def stop(self) -> None:
         """Go down: close the websockets and stop listening (the port is kept)."""
+        self._stopping.set()
         for ws in list(self._sockets):
             await ws.close()
         self._connected.clear()
@@ -250,6 +254,9 @@ class SignalService:
     async def _send(self, request: web.Request) -> web.Response:
         self._seen(request)
         body = await self._body(request)
+        if self.sends_hang:
+            await self._stopping.wait()
+            return self._json({"error": "stopping"}, 503)
         if self.send_status is not None:
             self.refused_sends += 1
             return self._json({"error": "emulated failure"}, self.send_status)

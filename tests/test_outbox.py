@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
+
+import bot.signal_front as front_module
 from bot.outbox import Alerter, Outbox
+from bot.signal_front import SignalFront
+from config.loader import SignalConfig
 from scheduler_core.alerts import AlertPolicy
 from scheduler_core.model import EngineSettings
 from scheduler_core.scheduler import Scheduler
 from scheduler_core.store import Store
+from support.signal_service import ACCOUNT, ALICE, SignalService
 from tests.helpers import ManualClock, spec, wait_for
 
 
@@ -130,3 +137,41 @@ async def test_undelivered_alerts_survive_a_restart(settings: EngineSettings) ->
     assert service.delivered == [("+1", "2 alerts at once:\none\ntwo")]
     assert await second.deliver_due() is None and len(service.delivered) == 1
     await store.close()
+
+
+async def test_a_send_the_service_takes_and_never_answers_is_given_up(
+    settings: EngineSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """signal-cli-rest-api takes the request and never answers (aiohttp's own limit is five
+    minutes): the send is given up after SEND_TIMEOUT_S, recorded as a failed attempt with
+    its retry, and the alert goes once the service answers again."""
+    monkeypatch.setattr(front_module, "SEND_TIMEOUT_S", 0.5)
+    store = await Store.open(settings.db_path)
+    clock = ManualClock()
+    await store.queue_alert("t", "failure", [(ALICE, "t failed")], clock.now(), clock.now())
+
+    async def replies(text: str, actor: str) -> AsyncIterator[str]:
+        yield ""
+
+    async with SignalService() as service:
+        front = SignalFront(
+            SignalConfig(service.service, ACCOUNT, (ALICE,), (), ()), replies, store
+        )
+        listening = asyncio.create_task(front.run())
+        try:
+            await wait_for(lambda: front.connected, 10)
+            service.sends_hang = True
+            outbox = Outbox(store, front, clock=clock)
+            retry = await asyncio.wait_for(outbox.deliver_due(), 10)
+            assert retry is not None and retry > clock.now()
+            (item,) = await store.pending_alerts()
+            assert item.attempts == 1 and service.sent == []
+            service.sends_hang = False
+            clock.advance((retry - clock.now()).total_seconds())
+            assert await outbox.deliver_due() is None
+            assert [m["message"] for m in service.sent] == ["t failed"]
+        finally:
+            await front.close()
+            listening.cancel()
+            await asyncio.gather(listening, return_exceptions=True)
+            await store.close()
