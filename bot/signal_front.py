@@ -38,10 +38,11 @@ log = logging.getLogger(__name__)
 Replies = Callable[[str, str], AsyncIterator[str]]
 RECONNECT_FIRST_S = 0.5
 RECONNECT_MAX_S = 5.0
-# A send signal-cli-rest-api has taken and does not answer is given up after this, so it holds
-# neither the alerts behind it nor a chat's replies (aiohttp's own limit is five minutes). The
-# outbox tries again later; a message that did go out meanwhile then arrives twice.
-SEND_TIMEOUT_S = 30.0
+# A request signal-cli-rest-api has taken and does not answer is given up after this (aiohttp's
+# own limit is five minutes). A send would hold the alerts behind it and the chat's replies; the
+# outbox tries it again later, and a message that did go out meanwhile then arrives twice.
+# The start-up checks would hold the connection; they are tried again after the back-off.
+SERVICE_TIMEOUT_S = 30.0
 SEEN_KEPT = 2000
 # Replies waiting for the limiter, per chat, beyond what it lets go at once: past this many
 # the oldest go, and the next reply says how many (a flood of commands, not a person, fills it).
@@ -112,11 +113,7 @@ class SignalFront:
             while not self._closing:
                 try:
                     if not self._ready:
-                        # signalbot's own start-up waits out a service that is down, logging
-                        # an error a second: ask first, and back off here instead.
-                        if not await self._bot._signal.check_signal_service():
-                            raise SignalNotConnected(f"{self.config.service} does not answer")
-                        await self._bot._async_init()  # health, about, groups
+                        await self._start_up()
                         self._ready = True
                     self.connected = True
                     if failures:
@@ -155,6 +152,21 @@ class SignalFront:
         finally:
             self.connected = False
 
+    async def _start_up(self) -> None:
+        """signalbot's start-up checks: health, about, groups. signalbot's own start-up waits
+        out a service that is down, logging an error a second: ask first, and let `run` back
+        off instead."""
+        assert self._bot is not None
+        try:
+            async with asyncio.timeout(SERVICE_TIMEOUT_S):
+                if not await self._bot._signal.check_signal_service():
+                    raise SignalNotConnected(f"{self.config.service} does not answer")
+                await self._bot._async_init()
+        except TimeoutError:
+            raise SignalNotConnected(
+                f"{self.config.service} did not answer within {SERVICE_TIMEOUT_S:g} s"
+            ) from None
+
     async def close(self) -> None:
         """Stop: finish answering, then close signalbot's session (never `SignalBot.stop()`)."""
         self._closing = True
@@ -175,10 +187,10 @@ class SignalFront:
             raise SignalNotConnected("Signal is not connected")
         self.limiter.take(recipient)
         try:
-            async with asyncio.timeout(SEND_TIMEOUT_S):
+            async with asyncio.timeout(SERVICE_TIMEOUT_S):
                 await self._bot.messages.send(SendMessage(text=safe_text(text)), recipient)
         except TimeoutError:
-            raise TimeoutError(f"Signal did not answer within {SEND_TIMEOUT_S:g} s") from None
+            raise TimeoutError(f"Signal did not answer within {SERVICE_TIMEOUT_S:g} s") from None
 
     async def _frame(self, raw: str) -> None:
         """One websocket frame; never raises, so no frame can stop the bot listening."""

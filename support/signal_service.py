@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import WSMsgType, web
+from aiohttp.typedefs import Handler
 
 ACCOUNT = "+4915123456789"
 ACCOUNT_UUID = "0b6e7d4a-5d0c-4f7e-9a51-3c2f8e6b1d27"
@@ -124,8 +125,10 @@ class SignalService:
         self.sent_at: list[float] = []  # when each was accepted (time.monotonic)
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request
         self.send_status: int | None = None  # answer sends with this status, if set
-        self.sends_hang = False  # take sends and never answer them, as a stuck service does
-        self._stopping = asyncio.Event()  # lets the sends hanging go when the service stops
+        # Paths whose requests are taken and never answered, as a stuck service does
+        # ("/v2/send", "/v1/health"); they are let go when the service stops.
+        self.hanging: set[str] = set()
+        self._stopping = asyncio.Event()
         self.on_send: Callable[[dict[str, Any]], None] | None = None  # called for each send
         self.refused_sends = 0
         self.mode = "json-rpc"  # what /v1/about says
@@ -143,7 +146,7 @@ class SignalService:
 
     async def start(self) -> None:
         self._stopping.clear()
-        app = web.Application()
+        app = web.Application(middlewares=[self._hang])
         r = app.router
         r.add_get("/v1/health", self._health)
         r.add_get("/v1/about", self._about)
@@ -208,6 +211,14 @@ class SignalService:
 
     # --- the API -----------------------------------------------------------------------------
 
+    @web.middleware
+    async def _hang(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in self.hanging:
+            self._seen(request)
+            await self._stopping.wait()
+            return self._json({"error": "stopping"}, 503)
+        return await handler(request)
+
     def _seen(self, request: web.Request) -> None:
         self.requests.append((request.method, request.path))
 
@@ -254,9 +265,6 @@ class SignalService:
     async def _send(self, request: web.Request) -> web.Response:
         self._seen(request)
         body = await self._body(request)
-        if self.sends_hang:
-            await self._stopping.wait()
-            return self._json({"error": "stopping"}, 503)
         if self.send_status is not None:
             self.refused_sends += 1
             return self._json({"error": "emulated failure"}, self.send_status)

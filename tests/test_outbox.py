@@ -143,9 +143,9 @@ async def test_a_send_the_service_takes_and_never_answers_is_given_up(
     settings: EngineSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """signal-cli-rest-api takes the request and never answers (aiohttp's own limit is five
-    minutes): the send is given up after SEND_TIMEOUT_S, recorded as a failed attempt with
+    minutes): the send is given up after SERVICE_TIMEOUT_S, recorded as a failed attempt with
     its retry, and the alert goes once the service answers again."""
-    monkeypatch.setattr(front_module, "SEND_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(front_module, "SERVICE_TIMEOUT_S", 0.5)
     store = await Store.open(settings.db_path)
     clock = ManualClock()
     await store.queue_alert("t", "failure", [(ALICE, "t failed")], clock.now(), clock.now())
@@ -160,16 +160,45 @@ async def test_a_send_the_service_takes_and_never_answers_is_given_up(
         listening = asyncio.create_task(front.run())
         try:
             await wait_for(lambda: front.connected, 10)
-            service.sends_hang = True
+            service.hanging.add("/v2/send")
             outbox = Outbox(store, front, clock=clock)
             retry = await asyncio.wait_for(outbox.deliver_due(), 10)
             assert retry is not None and retry > clock.now()
             (item,) = await store.pending_alerts()
             assert item.attempts == 1 and service.sent == []
-            service.sends_hang = False
+            service.hanging.clear()
             clock.advance((retry - clock.now()).total_seconds())
             assert await outbox.deliver_due() is None
             assert [m["message"] for m in service.sent] == ["t failed"]
+        finally:
+            await front.close()
+            listening.cancel()
+            await asyncio.gather(listening, return_exceptions=True)
+            await store.close()
+
+
+async def test_a_service_that_takes_the_start_up_checks_and_never_answers_is_tried_again(
+    settings: EngineSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its health check taken and never answered: the connection is given up after
+    SERVICE_TIMEOUT_S and tried again, and made once the service answers."""
+    monkeypatch.setattr(front_module, "SERVICE_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(front_module, "RECONNECT_FIRST_S", 0.05)
+    store = await Store.open(settings.db_path)
+
+    async def replies(text: str, actor: str) -> AsyncIterator[str]:
+        yield ""
+
+    async with SignalService() as service:
+        service.hanging.add("/v1/health")
+        config = SignalConfig(service.service, ACCOUNT, (ALICE,), (), ())
+        front = SignalFront(config, replies, store)
+        listening = asyncio.create_task(front.run())
+        try:
+            await wait_for(lambda: service.requests.count(("GET", "/v1/health")) >= 2, 10)
+            assert not front.connected
+            service.hanging.clear()
+            await wait_for(lambda: front.connected, 10)
         finally:
             await front.close()
             listening.cancel()
