@@ -35,8 +35,8 @@ from commands.render import (
     RECENT_FIELDS,
     later_json,
     later_text,
+    log_chunks,
     log_json,
-    log_line,
     one_line_per_run,
     phone_line,
     record_json,
@@ -55,7 +55,7 @@ from commands.reply import (
 )
 from scheduler_core import __version__
 from scheduler_core.errors import SchedulerError, StoreError, TaskNotFoundError, log_failure
-from scheduler_core.model import Outcome, TaskState
+from scheduler_core.model import LogEntry, Outcome, TaskState
 from scheduler_core.triggers import format_duration
 
 log = logging.getLogger(__name__)
@@ -169,7 +169,7 @@ _MARK = {
 
 async def _status_all(ctx: Context) -> Reply:
     if ctx.json:
-        return Reply("", json_chunks=_status_json(ctx))
+        return Reply("", chunks=_status_json(ctx))
     specs = ctx.tasks.specs
     # A chat shows a phone screen: only the states of the tasks on it are read, so sixty
     # `status` messages at once on 10,000 tasks cost what sixty screens cost.
@@ -305,19 +305,18 @@ async def _logs(ctx: Context, task_id: str | None, limit: int) -> Reply:
         ctx.tasks.spec(task_id)
     if limit < 1:
         return usage_error("-n must be at least 1")
+    now: datetime = ctx.tasks.clock.now()
+    if not ctx.chat:  # as many as asked for, read, written and sent a batch at a time
+        batches = ctx.tasks.store.iter_logs(task_id, limit)
+        first: list[LogEntry] = await anext(batches, [])  # an unreadable database: a reply
+        return Reply("", chunks=log_chunks(first, batches, ctx.zone, now, as_json=ctx.json))
     # A phone shows one line per run: `started` goes when the run's end is in view, so read
     # enough to fill the screen anyway.
-    entries = await ctx.tasks.store.logs(task_id, limit * 2 if ctx.chat else limit)
-    if ctx.chat:
-        entries = one_line_per_run(entries)[:limit]
+    entries = one_line_per_run(await ctx.tasks.store.logs(task_id, limit * 2))[:limit]
     data = [log_json(e, ctx.zone) for e in entries]
     if not entries:
         return Reply("No log entries yet.", data)
-    now: datetime = ctx.tasks.clock.now()
-    if ctx.chat:
-        lines = [phone_line(e, ctx.zone, now) for e in entries]
-    else:
-        lines = [log_line(e, ctx.zone, now) for e in entries]
+    lines = [phone_line(e, ctx.zone, now) for e in entries]
     return Reply(_cut(lines, ctx, "moltsched logs -n N shows more"), data)
 
 

@@ -34,9 +34,10 @@ class Reply:
     data: Any = None
     exit_code: int = EXIT_OK
     error: bool = False
-    # For big answers (`status --json` with 10,000 tasks): the JSON text made piece by piece,
-    # in place of `data`, so it never sits in memory whole. Front ends use `output()`.
-    json_chunks: AsyncIterator[str] | None = None
+    # For big answers (`status --json` with 10,000 tasks, `logs -n 100000`): what to print,
+    # made piece by piece in the form asked for (JSON, or text made safe for a terminal) in
+    # place of `data` and `text`, so it never sits in memory whole. Front ends use `output()`.
+    chunks: AsyncIterator[str] | None = None
 
 
 def usage_error(message: str, data: Any = None) -> Reply:
@@ -116,8 +117,8 @@ def render(reply: Reply, as_json: bool) -> tuple[str, str]:
 
 async def output(reply: Reply, as_json: bool) -> AsyncIterator[str]:
     """What to print on stdout, piece by piece (one piece unless the reply streams)."""
-    if as_json and reply.json_chunks is not None:
-        async for chunk in reply.json_chunks:
+    if reply.chunks is not None:
+        async for chunk in reply.chunks:
             yield chunk
         yield "\n"
         return

@@ -163,13 +163,13 @@ async def test_runs_and_their_replies(ctx: Context) -> None:
 
 
 async def test_logs(ctx: Context) -> None:
-    assert (await execute(Logs(), ctx)).text == "No log entries yet."
+    assert await text_of(await execute(Logs(), ctx), False) == "No log entries yet.\n"
     await ctx.scheduler.store.log("started", "schedule run", task_id="ok", when=T0)
     await ctx.scheduler.store.log(
         "completed", "exit 0 in 1.0s", task_id="ok", when=T0, duration_s=1.0
     )
     reply = await execute(Logs("ok", 1), replace(ctx, json=True))
-    assert reply.data == [
+    assert json.loads(await text_of(reply, True)) == [
         {
             "time": "2026-11-26T10:00:00+01:00",
             "task_id": "ok",
@@ -241,7 +241,7 @@ async def test_logs_on_a_phone_are_one_line_per_run_with_short_names(ctx: Contex
         "run:ok (3f9c2a7e…)",
     ]
     # The command line keeps every entry, with who did it.
-    text = (await execute(Logs(), ctx)).text.splitlines()
+    text = (await text_of(await execute(Logs(), ctx), False)).splitlines()
     assert len(text) == 7 and text[-1].endswith(f"command: run:ok [signal:{uuid}]")
 
 

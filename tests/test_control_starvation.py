@@ -9,13 +9,14 @@ import contextlib
 import json
 import resource
 import socket
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from support.daemon import DaemonProcess
+from support.daemon import DaemonProcess, proc_status
 from tests.helpers import cli, query, wait_sync
 
 TASKS = 3000  # a `status --json` answer far bigger than a socket's buffers
@@ -131,6 +132,27 @@ def test_a_stop_while_out_of_file_descriptors_is_quiet(daemon: DaemonProcess) ->
     finally:
         for s in held:
             s.close()
+
+
+def test_a_log_of_any_length_is_answered_a_batch_at_a_time(daemon: DaemonProcess) -> None:
+    """`logs -n N` over a long action log, as JSON and as text: the whole log, newest first,
+    made and sent a batch at a time, so the daemon's memory does not grow with it (it took
+    1.5 kB a row: a Raspberry Pi's gigabyte at 600,000 rows)."""
+    rows = 100_000
+    with sqlite3.connect(daemon.db, timeout=30) as db:
+        db.executemany(
+            "INSERT INTO log (time, task_id, action, message) VALUES (?, 'tick', 'note', ?)",
+            ((time.time(), f"note {i} " + "x" * 100) for i in range(rows)),
+        )
+    peak = proc_status(daemon.pid, "VmHWM")
+    result = cli("--json", "logs", "-n", "1000000", config=daemon.config, timeout=120)
+    assert result.returncode == 0, result.stderr
+    notes = [e["message"].split()[1] for e in json.loads(result.stdout) if e["action"] == "note"]
+    assert notes == [str(i) for i in reversed(range(rows))]
+    result = cli("logs", "tick", "-n", "1000000", config=daemon.config, timeout=120)
+    lines = [line for line in result.stdout.splitlines() if " note " in line]
+    assert len(lines) == rows and "note 99999 " in lines[0] and "note 0 " in lines[-1]
+    assert (proc_status(daemon.pid, "VmHWM") - peak) / 1024 < 40  # MB; the answers are 20
 
 
 def test_hundreds_of_idle_connections_leave_runs_and_answers_alone(daemon: DaemonProcess) -> None:

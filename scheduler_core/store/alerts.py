@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -169,18 +169,27 @@ class AlertAndLogRows(StoreCore):
         Read-only commands are audited as `query` entries; they are left out unless asked for,
         so an agent polling `status` does not bury the runs.
         """
-        cols = "time, task_id, action, message, duration_s, actor"
-        skip = "" if queries else "AND action != 'query'"
-        if task_id is None:
-            rows = await self._read(
-                f"SELECT {cols} FROM log WHERE 1 {skip} ORDER BY id DESC LIMIT ?", (limit,)
-            )
-        else:
-            rows = await self._read(
-                f"SELECT {cols} FROM log WHERE task_id = ? {skip} ORDER BY id DESC LIMIT ?",
-                (task_id, limit),
-            )
-        return [
-            LogEntry(datetime.fromtimestamp(at, UTC), task_id, action, message, duration_s, actor)
-            for at, task_id, action, message, duration_s, actor in rows
-        ]
+        return [e async for batch in self.iter_logs(task_id, limit, queries=queries) for e in batch]
+
+    async def iter_logs(
+        self, task_id: str | None, limit: int, *, queries: bool = False, batch: int = 1000
+    ) -> AsyncGenerator[list[LogEntry], None]:
+        """`logs`, a batch at a time: each batch is its own short read (keyset paging on the
+        id), so `logs -n 1000000` never holds the log in memory whole."""
+        where = "1" if task_id is None else "task_id = :task"
+        if not queries:
+            where += " AND action != 'query'"
+        sql = (
+            "SELECT id, time, task_id, action, message, duration_s, actor FROM log "
+            f"WHERE {where} AND id < :before ORDER BY id DESC LIMIT :n"
+        )
+        before, left = 1 << 62, limit
+        while left > 0:
+            rows = await self._read(sql, {"task": task_id, "before": before, "n": min(batch, left)})
+            if not rows:
+                return
+            yield [
+                LogEntry(datetime.fromtimestamp(at, UTC), task, action, message, duration, actor)
+                for _, at, task, action, message, duration, actor in rows
+            ]
+            before, left = rows[-1][0], left - len(rows)
