@@ -18,10 +18,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from signalbot import SendMessage, SignalBot
 
@@ -44,9 +45,58 @@ RECONNECT_MAX_S = 5.0
 # The start-up checks would hold the connection; they are tried again after the back-off.
 SERVICE_TIMEOUT_S = 30.0
 SEEN_KEPT = 2000
+# A stranger gets no answer, and their first message is logged. More from the same sender
+# within DENIED_QUIET_S are counted instead, and the count is logged with their next message
+# after it (or when the bot stops): whoever floods the bot's number writes a line an hour to
+# the action log and the journal, not a line a message.
+DENIED_QUIET_S = 3600.0
+DENIED_KEPT = 1000  # senders counted at once; past it, the oldest one's count is logged now
 # Replies waiting for the limiter, per chat, beyond what it lets go at once: past this many
 # the oldest go, and the next reply says how many (a flood of commands, not a person, fills it).
 QUEUED_MAX = 5
+
+
+class Denied(NamedTuple):
+    """What to log of refused messages: one from `sender` (`why` it was refused) and the
+    `more` counted before it; or, with no `why`, only the count."""
+
+    sender: str
+    why: str | None
+    more: int
+
+    def text(self) -> str:
+        """For the action log."""
+        if self.why is None:
+            return f"from {self.sender}: {self.more} more, not logged one by one"
+        more = f"; {self.more} more before it, not logged one by one" if self.more else ""
+        return f"from {self.sender} ({self.why}){more}"
+
+
+class Denials:
+    """Who was refused, and how many of their messages since the last line logged of them."""
+
+    def __init__(self) -> None:
+        self._counted: OrderedDict[str, tuple[float, int]] = OrderedDict()  # (logged at, since)
+
+    def note(self, sender: str, why: str, now: float) -> list[Denied]:
+        """What to log for one refused message: nothing while its sender is being counted;
+        else it, with the count before it, and the count of a sender forgotten for room."""
+        logged_at, since = self._counted.pop(sender, (-DENIED_QUIET_S, 0))
+        if now - logged_at < DENIED_QUIET_S:
+            self._counted[sender] = (logged_at, since + 1)
+            return []
+        self._counted[sender] = (now, 0)
+        found = [Denied(sender, why, since)]
+        if len(self._counted) > DENIED_KEPT:
+            oldest, (_, count) = self._counted.popitem(last=False)
+            found += [Denied(oldest, None, count)] if count else []
+        return found
+
+    def counted(self) -> list[Denied]:
+        """The counts not logged yet (when the bot stops)."""
+        found = [Denied(s, None, n) for s, (_, n) in self._counted.items() if n]
+        self._counted.clear()
+        return found
 
 
 @dataclass
@@ -94,6 +144,7 @@ class SignalFront:
         # Commands being answered, by (chat, text): the same one again meanwhile is counted,
         # not answered again.
         self._answering: dict[tuple[str, str], int] = {}
+        self._denials = Denials()
 
     def update(self, config: SignalConfig) -> None:
         """A reload: new admins and groups apply to the next message."""
@@ -176,6 +227,7 @@ class SignalFront:
         for box in self._boxes.values():
             if box.pump is not None:
                 box.pump.cancel()
+        await self._log_denied(self._denials.counted())
         if self._bot is not None:
             with contextlib.suppress(Exception):
                 await self._bot.close()
@@ -207,11 +259,8 @@ class SignalFront:
         if len(self._seen) > SEEN_KEPT:
             self._seen.popitem(last=False)
         if decision.verdict is Verdict.DENIED:
-            log.warning("Signal: denied a message from %s (%s)", decision.sender, decision.why)
-            with contextlib.suppress(Exception):
-                await self.store.log(
-                    "denied", f"from {decision.sender} ({decision.why})", actor=decision.sender
-                )
+            now = time.monotonic()
+            await self._log_denied(self._denials.note(decision.sender, decision.why, now))
             return
         same = (decision.reply_to, decision.text)
         if same in self._answering:
@@ -221,6 +270,15 @@ class SignalFront:
         task = asyncio.create_task(self._answer(decision, same))
         self._handlers.add(task)
         task.add_done_callback(self._handlers.discard)
+
+    async def _log_denied(self, found: list[Denied]) -> None:
+        for d in found:
+            if d.why is None:
+                log.warning("Signal: denied %d more message(s) from %s", d.more, d.sender)
+            else:
+                log.warning("Signal: denied a message from %s (%s)", d.sender, d.why)
+            with contextlib.suppress(Exception):
+                await self.store.log("denied", d.text(), actor=d.sender)
 
     async def _answer(self, decision: Decision, same: tuple[str, str]) -> None:
         try:

@@ -11,6 +11,7 @@ import re
 import time
 from pathlib import Path
 
+from bot.signal_front import DENIED_KEPT, DENIED_QUIET_S, Denials, Denied
 from support.signal_service import ACCOUNT, ALICE, ALICE_UUID, SignalService, text_frame
 from tests.helpers import MOLTSCHED, query, wait_for
 
@@ -133,3 +134,56 @@ async def test_a_flood_of_different_commands_waits_its_turn_and_is_counted(
             assert len(service.sent) < 100 and service.sent_at[9] - first < 1
         finally:
             await stop(proc, tmp_path)
+
+
+async def test_a_stranger_who_floods_the_number_writes_a_line_not_one_a_message(
+    tmp_path: Path,
+) -> None:
+    """Two hundred messages from a stranger, then twenty from another: neither gets an answer,
+    and each is logged once (in the action log and the journal), not once a message, so
+    nobody who knows the bot's number can fill its disk or its journal."""
+    stranger, other = "b1e3c5a7-0000-4000-8000-000000000001", "b1e3c5a7-0000-4000-8000-000000000002"
+    db = tmp_path / "state" / "moltsched.db"
+    async with SignalService() as service:
+        proc = await start(tmp_path, service, "  - {id: x, script: slow.sh, cron: '0 0 1 1 *'}\n")
+        try:
+            for i in range(200):
+                await service.push(text_frame(f"run:x {i}", number=None, uuid=stranger))
+            for _ in range(20):
+                await service.push(text_frame("status", number=None, uuid=other))
+            # Frames are handled in order: once `help` is answered, the others were handled.
+            await service.push(text_frame("help"))
+            await service.wait_sent(1, 30)
+            denied = query(db, "SELECT message FROM log WHERE action = 'denied' ORDER BY id")
+            assert [m.split(" (")[0] for (m,) in denied] == [f"from {stranger}", f"from {other}"]
+            journal = (tmp_path / "daemon.log").read_text()
+            assert journal.count("denied a message") == 2
+            assert len(service.sent) == 1  # the help, to the admin
+        finally:
+            await stop(proc, tmp_path)
+        # What was counted and not logged yet is logged as the daemon stops.
+        counts = query(db, "SELECT message FROM log WHERE action = 'denied' ORDER BY id")[2:]
+        assert sorted(m for (m,) in counts) == [
+            f"from {stranger}: 199 more, not logged one by one",
+            f"from {other}: 19 more, not logged one by one",
+        ]
+
+
+def test_refusals_are_counted_between_lines_and_none_is_lost() -> None:
+    """A sender's first refusal is logged; the next within DENIED_QUIET_S are counted and the
+    count comes with their next line after it; a sender forgotten to make room for others has
+    their count logged then; what is still counted is given when the bot stops."""
+    denials, hour = Denials(), DENIED_QUIET_S
+    assert denials.note("s", "not an admin", 0) == [Denied("s", "not an admin", 0)]
+    assert all(denials.note("s", "not an admin", t) == [] for t in (1, 2, hour - 1))
+    assert denials.note("s", "not an admin", hour) == [Denied("s", "not an admin", 3)]
+    assert Denied("s", "x", 3).text() == "from s (x); 3 more before it, not logged one by one"
+    assert denials.note("s", "not an admin", hour + 1) == []
+    for i in range(DENIED_KEPT - 1):  # room for these and s
+        assert denials.note(f"n{i}", "stranger", hour + 2) == [Denied(f"n{i}", "stranger", 0)]
+    assert denials.note("late", "stranger", hour + 3) == [
+        Denied("late", "stranger", 0),
+        Denied("s", None, 1),  # the oldest, forgotten: its count now
+    ]
+    assert denials.note("n0", "stranger", hour + 4) == []
+    assert denials.counted() == [Denied("n0", None, 1)] and denials.counted() == []
