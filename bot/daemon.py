@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING
 # files (the daemon may be out of descriptors by then, or the package upgraded under it).
 import commands.runs  # noqa: F401
 from bot import client
-from bot.access import Access, Peer
+from bot.access import Access
 from bot.control import ControlServer
+from bot.denials import ControlRefusals
 from bot.engine import Engine, build_engine
 from bot.fallback import Fallback
 from bot.lock import StateLock
@@ -159,16 +160,6 @@ class Daemon:
             request, self.scheduler, self.config.zone, daemon=True, signal_connected=connected
         )
 
-    def denied(self, peer: Peer | None) -> None:
-        """A caller the control socket refused: logged, like a stranger on Signal."""
-        who = peer.name if peer is not None else "an unknown process"
-        log.warning("control socket: refused %s (not in control.group)", who)
-        self.scheduler.store.log_later(
-            "denied",
-            f"control socket: {who} is not allowed (see control.group)",
-            actor=peer.actor if peer is not None else None,
-        )
-
     async def reload(self, actor: str = "SIGHUP") -> tuple[int, str]:
         """Re-read the configuration (SIGHUP, `moltsched reload`); keep the old one if bad.
 
@@ -280,11 +271,12 @@ async def _serve_started(config: AppConfig, clock: Clock | None, signals: Signal
                 )
                 return EXIT_USAGE
             engine.hooks.append(metrics.on_finish)
+        refusals = ControlRefusals(store)
         server = ControlServer(
             settings.state_dir / client.SOCKET_NAME,
             daemon.handle,
             Access(config.control_group),
-            on_denied=daemon.denied,
+            on_denied=refusals.refused,
         )
         try:
             await server.start()
@@ -346,6 +338,7 @@ async def _serve_started(config: AppConfig, clock: Clock | None, signals: Signal
         finally:
             await server.close()
             await server.finish()
+            refusals.log_counted()
         if metrics is not None:
             await metrics.close()
         log.info("moltsched daemon stopped")

@@ -22,10 +22,11 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 from signalbot import SendMessage, SignalBot
 
+from bot.denials import Denials, Denied
 from bot.envelope import Decision, Gate, Verdict
 from bot.limiter import Limiter
 from bot.logs import quiet_signalbot
@@ -45,58 +46,9 @@ RECONNECT_MAX_S = 5.0
 # The start-up checks would hold the connection; they are tried again after the back-off.
 SERVICE_TIMEOUT_S = 30.0
 SEEN_KEPT = 2000
-# A stranger gets no answer, and their first message is logged. More from the same sender
-# within DENIED_QUIET_S are counted instead, and the count is logged with their next message
-# after it (or when the bot stops): whoever floods the bot's number writes a line an hour to
-# the action log and the journal, not a line a message.
-DENIED_QUIET_S = 3600.0
-DENIED_KEPT = 1000  # senders counted at once; past it, the oldest one's count is logged now
 # Replies waiting for the limiter, per chat, beyond what it lets go at once: past this many
 # the oldest go, and the next reply says how many (a flood of commands, not a person, fills it).
 QUEUED_MAX = 5
-
-
-class Denied(NamedTuple):
-    """What to log of refused messages: one from `sender` (`why` it was refused) and the
-    `more` counted before it; or, with no `why`, only the count."""
-
-    sender: str
-    why: str | None
-    more: int
-
-    def text(self) -> str:
-        """For the action log."""
-        if self.why is None:
-            return f"from {self.sender}: {self.more} more, not logged one by one"
-        more = f"; {self.more} more before it, not logged one by one" if self.more else ""
-        return f"from {self.sender} ({self.why}){more}"
-
-
-class Denials:
-    """Who was refused, and how many of their messages since the last line logged of them."""
-
-    def __init__(self) -> None:
-        self._counted: OrderedDict[str, tuple[float, int]] = OrderedDict()  # (logged at, since)
-
-    def note(self, sender: str, why: str, now: float) -> list[Denied]:
-        """What to log for one refused message: nothing while its sender is being counted;
-        else it, with the count before it, and the count of a sender forgotten for room."""
-        logged_at, since = self._counted.pop(sender, (-DENIED_QUIET_S, 0))
-        if now - logged_at < DENIED_QUIET_S:
-            self._counted[sender] = (logged_at, since + 1)
-            return []
-        self._counted[sender] = (now, 0)
-        found = [Denied(sender, why, since)]
-        if len(self._counted) > DENIED_KEPT:
-            oldest, (_, count) = self._counted.popitem(last=False)
-            found += [Denied(oldest, None, count)] if count else []
-        return found
-
-    def counted(self) -> list[Denied]:
-        """The counts not logged yet (when the bot stops)."""
-        found = [Denied(s, None, n) for s, (_, n) in self._counted.items() if n]
-        self._counted.clear()
-        return found
 
 
 @dataclass
@@ -259,8 +211,8 @@ class SignalFront:
         if len(self._seen) > SEEN_KEPT:
             self._seen.popitem(last=False)
         if decision.verdict is Verdict.DENIED:
-            now = time.monotonic()
-            await self._log_denied(self._denials.note(decision.sender, decision.why, now))
+            found = self._denials.note(decision.sender, time.monotonic())
+            await self._log_denied(found, decision.why)
             return
         same = (decision.reply_to, decision.text)
         if same in self._answering:
@@ -271,14 +223,17 @@ class SignalFront:
         self._handlers.add(task)
         task.add_done_callback(self._handlers.discard)
 
-    async def _log_denied(self, found: list[Denied]) -> None:
+    async def _log_denied(self, found: list[Denied], why: str = "") -> None:
+        """A stranger's message, or the count of those not logged one by one (bot.denials)."""
         for d in found:
-            if d.why is None:
-                log.warning("Signal: denied %d more message(s) from %s", d.more, d.sender)
+            if d.this:
+                log.warning("Signal: denied a message from %s (%s)", d.key, why)
+                text = f"from {d.key} ({why}){d.before()}"
             else:
-                log.warning("Signal: denied a message from %s (%s)", d.sender, d.why)
+                log.warning("Signal: denied %d more message(s) from %s", d.more, d.key)
+                text = f"from {d.key}: {d.more} more, not logged one by one"
             with contextlib.suppress(Exception):
-                await self.store.log("denied", d.text(), actor=d.sender)
+                await self.store.log("denied", text, actor=d.key)
 
     async def _answer(self, decision: Decision, same: tuple[str, str]) -> None:
         try:

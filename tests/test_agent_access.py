@@ -140,11 +140,14 @@ def test_a_caller_who_can_reach_the_socket_but_is_not_allowed_is_refused(
         (root / "state").chmod(0o711)
         sock.chmod(0o666)  # the mistake
         stranger_argv, stranger_env = moltsched_as(stranger)
-        done = run_as(
-            stranger, [*stranger_argv, "--config", str(config), "--json", "status"], stranger_env
-        )
-        assert done.returncode == 3
-        assert json.loads(done.stdout)["kind"] == "permission"
+        for _ in range(3):  # an agent left out of the group, polling
+            done = run_as(
+                stranger,
+                [*stranger_argv, "--config", str(config), "--json", "status"],
+                stranger_env,
+            )
+            assert done.returncode == 3
+            assert json.loads(done.stdout)["kind"] == "permission"
         db = root / "state" / "moltsched.db"
         wait_sync(
             lambda: (
@@ -157,6 +160,10 @@ def test_a_caller_who_can_reach_the_socket_but_is_not_allowed_is_refused(
     finally:
         daemon.terminate()
         daemon.wait(20)
+    # Refused again within the hour: counted, and the count logged as the daemon stops.
+    assert query(db, "SELECT message FROM log WHERE action = 'denied' ORDER BY id")[1:] == [
+        (f"control socket: cli:{stranger.name} refused 2 more time(s), not logged one by one",)
+    ]
 
 
 def _gid(group: str) -> int:

@@ -11,7 +11,7 @@ import re
 import time
 from pathlib import Path
 
-from bot.signal_front import DENIED_KEPT, DENIED_QUIET_S, Denials, Denied
+from bot.denials import KEPT, QUIET_S, Denials, Denied
 from support.signal_service import ACCOUNT, ALICE, ALICE_UUID, SignalService, text_frame
 from tests.helpers import MOLTSCHED, query, wait_for
 
@@ -170,20 +170,20 @@ async def test_a_stranger_who_floods_the_number_writes_a_line_not_one_a_message(
 
 
 def test_refusals_are_counted_between_lines_and_none_is_lost() -> None:
-    """A sender's first refusal is logged; the next within DENIED_QUIET_S are counted and the
-    count comes with their next line after it; a sender forgotten to make room for others has
-    their count logged then; what is still counted is given when the bot stops."""
-    denials, hour = Denials(), DENIED_QUIET_S
-    assert denials.note("s", "not an admin", 0) == [Denied("s", "not an admin", 0)]
-    assert all(denials.note("s", "not an admin", t) == [] for t in (1, 2, hour - 1))
-    assert denials.note("s", "not an admin", hour) == [Denied("s", "not an admin", 3)]
-    assert Denied("s", "x", 3).text() == "from s (x); 3 more before it, not logged one by one"
-    assert denials.note("s", "not an admin", hour + 1) == []
-    for i in range(DENIED_KEPT - 1):  # room for these and s
-        assert denials.note(f"n{i}", "stranger", hour + 2) == [Denied(f"n{i}", "stranger", 0)]
-    assert denials.note("late", "stranger", hour + 3) == [
-        Denied("late", "stranger", 0),
-        Denied("s", None, 1),  # the oldest, forgotten: its count now
+    """A first refusal is logged; the next within QUIET_S are counted, and the count comes
+    with the next line after it; a party forgotten to make room for others has its count
+    logged then; what is still counted is given when the daemon stops."""
+    denials = Denials()
+    assert denials.note("s", 0) == [Denied("s", 0)]
+    assert all(denials.note("s", t) == [] for t in (1, 2, QUIET_S - 1))
+    assert denials.note("s", QUIET_S) == [Denied("s", 3)]
+    assert Denied("s", 3).before() == "; 3 more before it, not logged one by one"
+    assert denials.note("s", QUIET_S + 1) == []
+    for i in range(KEPT - 1):  # room for these and s
+        assert denials.note(f"n{i}", QUIET_S + 2) == [Denied(f"n{i}", 0)]
+    assert denials.note("late", QUIET_S + 3) == [
+        Denied("late", 0),
+        Denied("s", 1, this=False),  # the oldest, forgotten: its count now
     ]
-    assert denials.note("n0", "stranger", hour + 4) == []
-    assert denials.counted() == [Denied("n0", None, 1)] and denials.counted() == []
+    assert denials.note("n0", QUIET_S + 4) == []
+    assert denials.counted() == [Denied("n0", 1, this=False)] and denials.counted() == []
