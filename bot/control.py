@@ -120,6 +120,15 @@ class ControlServer:
         self.access.open_up(self.path.parent, self.path)
         self.accept_errors.install(asyncio.get_running_loop())
 
+    def allow(self, access: Access) -> None:
+        """Who may connect from now on (a reload): the socket opened to the new group, or
+        the daemon's user's alone again."""
+        self.access = access
+        if access.group is None:
+            os.chmod(self.path, 0o600)
+        else:
+            access.open_up(self.path.parent, self.path)
+
     async def close(self) -> None:
         """Stop accepting; remove the socket file. Answers under way go on (see `finish`)."""
         if self._server is not None:

@@ -118,6 +118,7 @@ class Daemon:
         self.signal: SignalFront | None = None
         self.fallback: Fallback | None = None
         self.stale: StaleWatch | None = None
+        self.server: ControlServer | None = None
         self._reloading = asyncio.Lock()
 
     @property
@@ -198,6 +199,7 @@ class Daemon:
                 return EXIT_USAGE, message
             added, removed, changed = await self.scheduler.reconfigure(new.tasks, new.settings)
             self._apply_signal(new)
+            self._apply_control(new)
             self.engine.reconfigure(new)
             self._apply_alerts(new)
             parts = [f"{len(new.tasks)} task(s)"]
@@ -220,6 +222,13 @@ class Daemon:
             log.warning("alerts.fallback_command was added; it applies after a restart")
         if self.stale is not None:
             self.stale.wake()
+
+    def _apply_control(self, new: AppConfig) -> None:
+        """control.group applies at once; the metrics endpoint takes a restart."""
+        if self.server is not None and new.control_group != self.config.control_group:
+            self.server.allow(Access(new.control_group))
+        if new.metrics != self.config.metrics:
+            log.warning("metrics: changed; it applies after a restart")
 
     def _apply_signal(self, new: AppConfig) -> None:
         """Admins, groups, alert recipients and the alert policy apply at once; a different
@@ -278,6 +287,7 @@ async def _serve_started(config: AppConfig, clock: Clock | None, signals: Signal
             Access(config.control_group),
             on_denied=refusals.refused,
         )
+        daemon.server = server
         try:
             await server.start()
         except OSError as exc:

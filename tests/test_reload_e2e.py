@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import grp
 import json
 import shutil
 import signal
+import stat
 import subprocess
 from pathlib import Path
 
 from support.daemon import DaemonProcess
 from tests.helpers import MOLTSCHED, REPO, cli, query, wait_sync
+from tests.unix_users import need_root, unix_group
 
 BEFORE = """
 tasks:
@@ -133,3 +136,32 @@ def test_a_reload_our_own_code_fails_keeps_the_daemon_and_its_configuration(
         assert [t["id"] for t in status["tasks"]] == ["after"]
     finally:
         assert daemon.stop() == 0
+
+
+def test_a_reload_opens_and_closes_the_control_socket_to_a_group(tmp_path: Path) -> None:
+    """`control.group` added by a reload applies at once (the socket 0660 in the group, the
+    state directory searchable by it), and removed by one, the socket is the user's alone
+    again; a changed `metrics:` section says it takes a restart."""
+    need_root()
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "quick.sh").write_text("echo quick\n")
+    config = tmp_path / "moltsched.yaml"
+    tasks = "tasks:\n  - {id: a, script: quick.sh, cron: '0 0 1 1 *'}\n"
+    config.write_text(tasks)
+    sock = tmp_path / "state" / "control.sock"
+    with unix_group() as group:
+        daemon = DaemonProcess(config).start()
+        try:
+            assert stat.S_IMODE(sock.stat().st_mode) == 0o600
+            config.write_text(tasks + f"control: {{group: {group}}}\nmetrics: {{port: 9}}\n")
+            assert cli("reload", config=config).returncode == 0
+            info = sock.stat()
+            assert stat.S_IMODE(info.st_mode) == 0o660
+            assert info.st_gid == grp.getgrnam(group).gr_gid
+            assert sock.parent.stat().st_mode & stat.S_IXGRP
+            assert "metrics: changed; it applies after a restart" in daemon.log.read_text()
+            config.write_text(tasks)
+            assert cli("reload", config=config).returncode == 0
+            assert stat.S_IMODE(sock.stat().st_mode) == 0o600
+        finally:
+            assert daemon.stop() == 0
