@@ -32,25 +32,28 @@ Handler = Callable[[Request], Awaitable[tuple[dict[str, Any], AsyncIterator[str]
 MAX_REQUEST = 1 << 20
 # No caller can hold the daemon: a request must arrive within REQUEST_S of connecting, and a
 # reader that takes nothing for WRITE_S is dropped (it would hold a listing slot and the
-# answer's memory). Past MAX_CONNECTIONS open at once, see `Admission`.
+# answer's memory). Past MAX_CONNECTIONS open at once, see `Connections`.
 REQUEST_S = 5.0
 WRITE_S = 5.0
 MAX_CONNECTIONS = 128
 
 
-class Admission:
-    """At most `most` connections open at once: past it, the oldest that has not sent its
-    request yet is closed for each new one, so idle connections can use up neither the file
-    descriptors that runs need nor the turn of a caller that asks at once."""
+class Connections:
+    """The connections of one server (the control socket, the metrics port). At most `most`
+    are open at once: past it, the oldest that has not sent its request yet is closed for each
+    new one, so idle connections can use up neither the file descriptors that runs need nor
+    the turn of a caller that asks at once. Each is served to its end, even at shutdown."""
 
     def __init__(self, most: int) -> None:
         self.most = most
         self._open: dict[asyncio.StreamWriter, asyncio.Task[Any]] = {}  # and who serves it
         self._waiting: dict[asyncio.StreamWriter, None] = {}  # oldest first
 
-    @contextlib.contextmanager
-    def open(self, writer: asyncio.StreamWriter) -> Iterator[None]:
-        """While a connection is served (by the current task)."""
+    async def serve(
+        self, writer: asyncio.StreamWriter, answer: Callable[[], Awaitable[None]], what: str
+    ) -> None:
+        """Serve a connection with `answer`, then close it. A caller that goes away or is too
+        slow (to ask, see `waiting`; to read, WRITE_S) ends its turn quietly."""
         task = asyncio.current_task()
         assert task is not None
         self._open[writer] = task
@@ -59,9 +62,28 @@ class Admission:
             del self._waiting[oldest]
             oldest.transport.abort()
         try:
+            await answer()
+            async with asyncio.timeout(WRITE_S):
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
+            pass  # the caller went away, or was too slow: its turn is over
+        except Exception:
+            log.exception("%s request failed", what)
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError, TimeoutError):
+                async with asyncio.timeout(WRITE_S):
+                    await writer.wait_closed()
+            self._open.pop(writer, None)
+
+    @contextlib.contextmanager
+    def waiting(self, writer: asyncio.StreamWriter) -> Iterator[None]:
+        """While the connection's request has not arrived: it may be closed for a newer one."""
+        self._waiting[writer] = None
+        try:
             yield
         finally:
-            self._open.pop(writer, None)
+            self._waiting.pop(writer, None)
 
     async def close(self, grace: float) -> None:
         """Let every connection go: those still waiting to send their request at once, the
@@ -75,15 +97,6 @@ class Admission:
                 await asyncio.wait(set(self._open.values()), timeout=grace)
             for writer in list(self._open):
                 writer.transport.abort()
-
-    @contextlib.contextmanager
-    def waiting(self, writer: asyncio.StreamWriter) -> Iterator[None]:
-        """While the connection's request has not arrived: it may be closed for a newer one."""
-        self._waiting[writer] = None
-        try:
-            yield
-        finally:
-            self._waiting.pop(writer, None)
 
 
 class ControlServer:
@@ -102,7 +115,7 @@ class ControlServer:
         self._on_denied = on_denied
         self.accept_errors = AcceptErrors()
         self._server: asyncio.AbstractServer | None = None
-        self._admission = Admission(MAX_CONNECTIONS)
+        self._connections = Connections(MAX_CONNECTIONS)
 
     async def start(self) -> None:
         if self.path.exists() or self.path.is_symlink():
@@ -139,27 +152,14 @@ class ControlServer:
 
     async def finish(self) -> None:
         """After `close`: the answers under way get WRITE_S to end, then every caller is let go."""
-        await self._admission.close(WRITE_S)
+        await self._connections.close(WRITE_S)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with self._admission.open(writer):
-            try:
-                await self._answer(reader, writer)
-                async with asyncio.timeout(WRITE_S):
-                    await writer.drain()
-            except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
-                pass  # the caller went away, or stopped reading: its turn is over
-            except Exception:
-                log.exception("control request failed")
-            finally:
-                writer.close()
-                with contextlib.suppress(ConnectionError, TimeoutError):
-                    async with asyncio.timeout(WRITE_S):
-                        await writer.wait_closed()
+        await self._connections.serve(writer, lambda: self._answer(reader, writer), "control")
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            with self._admission.waiting(writer):
+            with self._connections.waiting(writer):
                 async with asyncio.timeout(REQUEST_S):
                     raw = await reader.readuntil(b"\n")
         except asyncio.LimitOverrunError:

@@ -9,7 +9,6 @@ endpoint in the daemon's loop (no thread); the text is prometheus_client's.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
@@ -22,7 +21,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from bot.control import REQUEST_S, WRITE_S, Admission
+from bot.control import REQUEST_S, WRITE_S, Connections
 from scheduler_core.model import RunResult, TaskSpec, TaskState
 from scheduler_core.scheduler import Scheduler
 
@@ -61,7 +60,7 @@ class Metrics:
             registry=r,
         )
         self._server: asyncio.AbstractServer | None = None
-        self._admission = Admission(MAX_SCRAPES)
+        self._connections = Connections(MAX_SCRAPES)
 
     async def on_finish(self, spec: TaskSpec, result: RunResult, state: TaskState) -> None:
         self.runs.labels(spec.id, str(result.outcome)).inc()
@@ -84,35 +83,25 @@ class Metrics:
         if self._server is not None:
             self._server.close()
             self._server = None
-        await self._admission.close(WRITE_S)
+        await self._connections.close(WRITE_S)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with self._admission.open(writer):
-            try:
-                request = await self._request_line(reader, writer)
-                if request is None:
-                    return
-                parts = request.decode("latin-1").split()
-                if len(parts) >= 2 and parts[0] == "GET" and parts[1].split("?")[0] == "/metrics":
-                    body, status, kind = await self.render(), "200 OK", CONTENT_TYPE_LATEST
-                else:
-                    body, status, kind = b"not found\n", "404 Not Found", "text/plain"
-                head = (
-                    f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\n"
-                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-                )
-                writer.write(head.encode() + body)
-                async with asyncio.timeout(WRITE_S):
-                    await writer.drain()
-            except (TimeoutError, ConnectionError):
-                pass  # too slow to send its head or to read the answer, or gone
-            except Exception:
-                log.exception("metrics request failed")
-            finally:
-                writer.close()
-                with contextlib.suppress(ConnectionError, TimeoutError):
-                    async with asyncio.timeout(WRITE_S):
-                        await writer.wait_closed()
+        await self._connections.serve(writer, lambda: self._answer(reader, writer), "metrics")
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await self._request_line(reader, writer)
+        if request is None:
+            return
+        parts = request.decode("latin-1").split()
+        if len(parts) >= 2 and parts[0] == "GET" and parts[1].split("?")[0] == "/metrics":
+            body, status, kind = await self.render(), "200 OK", CONTENT_TYPE_LATEST
+        else:
+            body, status, kind = b"not found\n", "404 Not Found", "text/plain"
+        head = (
+            f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        )
+        writer.write(head.encode() + body)
 
     async def _request_line(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -121,7 +110,7 @@ class Metrics:
         longer than the reader takes. Any local process can connect here: as on the control
         socket (bot.control), none can hold the daemon. The head must come within REQUEST_S,
         and past MAX_SCRAPES connections the oldest still sending its head is closed."""
-        with self._admission.waiting(writer):
+        with self._connections.waiting(writer):
             async with asyncio.timeout(REQUEST_S):
                 try:
                     request = await reader.readline()
