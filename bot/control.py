@@ -137,10 +137,13 @@ class ControlServer:
         """Who may connect from now on (a reload): the socket opened to the new group, or
         the daemon's user's alone again."""
         self.access = access
-        if access.group is None:
+        if access.group is not None:
+            access.open_up(self.path.parent, self.path)  # says itself what went wrong
+            return
+        try:
             os.chmod(self.path, 0o600)
-        else:
-            access.open_up(self.path.parent, self.path)
+        except OSError as exc:  # who may connect is still checked at each call (`access`)
+            log.error("cannot make %s the daemon user's alone: %s", self.path, exc.strerror or exc)
 
     async def close(self) -> None:
         """Stop accepting; remove the socket file. Answers under way go on (see `finish`)."""
