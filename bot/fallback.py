@@ -33,6 +33,7 @@ from scheduler_core.store import Store
 log = logging.getLogger(__name__)
 
 COMMAND_TIMEOUT_S = 60.0
+ERR_KEPT = 4096  # of what the command writes to stderr: its last line goes to the log
 BACKOFF_FIRST_S = 5.0
 BACKOFF_MAX_S = 600.0
 BATCH = 500
@@ -118,7 +119,7 @@ class Fallback(TimedLoop):
             spawning.registered(proc.pid)
         try:
             async with asyncio.timeout(COMMAND_TIMEOUT_S):
-                _, err = await proc.communicate(item.text.encode())
+                err = await _talk(proc, item.text.encode())
         except TimeoutError:
             log.warning(
                 "alert fallback %s took over %.0fs; stopped", self.argv[0], COMMAND_TIMEOUT_S
@@ -138,3 +139,27 @@ class Fallback(TimedLoop):
             return False
         log.info("alert %s for %s delivered by the fallback command", item.kind, item.task_id)
         return True
+
+
+async def _talk(proc: asyncio.subprocess.Process, text: bytes) -> bytes:
+    """Give the command the alert on stdin while reading its stderr, and wait for it to
+    exit; the last ERR_KEPT bytes it wrote there. All of it could be any size: a command that
+    writes without end holds no more of the daemon's memory than that."""
+    assert proc.stdin is not None and proc.stderr is not None
+    stdin, stderr = proc.stdin, proc.stderr
+
+    async def feed() -> None:
+        with contextlib.suppress(ConnectionError):  # it need not read it all
+            stdin.write(text)
+            await stdin.drain()
+        stdin.close()
+
+    async def tail() -> bytes:
+        kept = b""
+        while chunk := await stderr.read(1 << 16):
+            kept = (kept + chunk)[-ERR_KEPT:]
+        return kept
+
+    _, err = await asyncio.gather(feed(), tail())
+    await proc.wait()
+    return err

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from support.daemon import DaemonProcess
+from support.daemon import DaemonProcess, proc_status
 from support.signal_service import ACCOUNT, ALICE, SignalService
 from tests.helpers import MOLTSCHED, acli, cli, processes_of, query, wait_for, wait_sync
 
@@ -254,3 +254,26 @@ async def test_an_alert_signal_cannot_deliver_goes_by_the_fallback_and_never_aga
             daemon.terminate()
             await asyncio.wait_for(daemon.wait(), 20)
             log.close()
+
+
+def test_a_fallback_command_that_writes_without_end_costs_its_last_lines(
+    tmp_path: Path, daemons: list[DaemonProcess]
+) -> None:
+    """A fallback command that writes 300 MB to stderr and fails: the daemon keeps the last
+    of it for its log line, not all of it in memory (before: 300 MB more at its peak)."""
+    (tmp_path / "loud.sh").write_text(
+        "cat > /dev/null; head -c 300000000 /dev/zero | tr '\\0' x >&2; printf '\\nlast words\\n' >&2\n"
+        "exit 1\n"
+    )
+    config = write_setup(
+        tmp_path,
+        "  - {id: bad, script: bad.sh, cron: '0 0 1 1 *'}\n",
+        {"bad.sh": "exit 3\n"},
+        f"alerts:\n  fallback_command: [bash, {tmp_path / 'loud.sh'}]\n",
+    )
+    daemon = start(config, daemons)
+    before = proc_status(daemon.pid, "VmHWM")
+    assert cli("run", "bad", config=config).returncode == 1
+    wait_sync(lambda: "last words" in daemon.log.read_text(), 60, "the fallback's failure")
+    assert (proc_status(daemon.pid, "VmHWM") - before) / 1024 < 50  # MB
+    assert daemon.stop() == 0
