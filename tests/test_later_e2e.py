@@ -262,8 +262,8 @@ def test_a_fallback_command_that_writes_without_end_costs_its_last_lines(
     """A fallback command that writes 300 MB to stderr and fails: the daemon keeps the last
     of it for its log line, not all of it in memory (before: 300 MB more at its peak)."""
     (tmp_path / "loud.sh").write_text(
-        "cat > /dev/null; head -c 300000000 /dev/zero | tr '\\0' x >&2; printf '\\nlast words\\n' >&2\n"
-        "exit 1\n"
+        "cat > /dev/null; head -c 300000000 /dev/zero | tr '\\0' x >&2\n"
+        "printf '\\nlast words\\n' >&2; exit 1\n"
     )
     config = write_setup(
         tmp_path,
