@@ -355,6 +355,13 @@ async def _offline_answer(config: AppConfig, request: Request) -> int:
             answered = _ask_daemon(settings.state_dir, request)
             if answered is not None:
                 return answered
+            if lock.held_above():
+                raise Failure(
+                    "a run started by `moltsched run` with no daemon cannot start other runs "
+                    "(it holds the state until it ends): start the daemon (moltsched daemon)",
+                    "locked",
+                    EXIT_STATE,
+                )
             print("moltsched: waiting for another foreground run to finish", file=sys.stderr)
             await lock.acquire()
         try:

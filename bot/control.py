@@ -187,7 +187,7 @@ class ControlServer:
             return
         assert peer is not None
         try:
-            request = replace(Request.from_wire(json.loads(raw)), actor=peer.actor)
+            request = replace(Request.from_wire(json.loads(raw)), actor=peer.actor, pid=peer.pid)
         except (ValueError, RecursionError) as exc:
             writer.write(_error(f"bad request: {exc}", "bad-request"))
             return

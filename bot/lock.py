@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 
 from bot.client import LOCK_NAME
+from scheduler_core import procs
 
 
 class StateLock:
@@ -59,6 +60,23 @@ class StateLock:
             taken.cancel()  # the thread keeps the fd: it is closed with the process
             raise
         self._fd = fd
+
+    def held_above(self) -> bool:
+        """Whether it is held by an ancestor of this process: a foreground `moltsched run`
+        whose task asks for a run (waiting for the lock would wait for that task's end)."""
+        try:
+            holder = int(self.path.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return False
+        tree = procs.snapshot()
+        pid = os.getpid()
+        for _ in range(len(tree)):
+            pid = tree[pid].ppid if pid in tree else 0
+            if pid <= 1:
+                return False
+            if pid == holder:
+                return True
+        return False
 
     def release(self) -> None:
         if self._fd is not None:

@@ -70,6 +70,7 @@ async def respond(
         zone,
         daemon,
         actor=request.actor[:100],
+        caller_pid=request.pid,
         json=request.json,
         signal_connected=signal_connected,
     )

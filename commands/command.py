@@ -179,12 +179,13 @@ def command_from(verb: str, values: Mapping[str, object]) -> Command:
 
 @dataclass(frozen=True)
 class Request:
-    """One command, how to answer it (`json`), and who asked. The receiver sets `actor` from
-    what the kernel says about the caller (`bot.access`), never from the wire."""
+    """One command, how to answer it (`json`), and who asked. The receiver sets `actor` and
+    `pid` from what the kernel says about the caller (`bot.access`), never from the wire."""
 
     command: Command
     json: bool = False
     actor: str = "cli"
+    pid: int | None = None  # the process that asked, over the control socket
 
     def to_wire(self) -> dict[str, Any]:
         return {"command": to_wire(self.command), "json": self.json}

@@ -23,6 +23,8 @@ class Context:
     zone: ZoneInfo
     daemon: bool
     actor: str = "cli"
+    # The process that asked (over the control socket): a run's, when a task asks for a run.
+    caller_pid: int | None = None
     # Whether the caller will print the JSON value (so large text need not be built) or the text.
     json: bool = False
     # A chat: answers are cut to phone size, and `run` acknowledges at once through `notify`.

@@ -11,7 +11,7 @@ from commands.render import later_json, later_text, run_json, run_text, task_jso
 from commands.reply import EXIT_OK, EXIT_RUN_FAILED, Reply, iso, short_time, usage_error
 from commands.when import parse_when
 from scheduler_core.active import Admission
-from scheduler_core.errors import SchedulerError
+from scheduler_core.errors import SchedulerError, WaitsForItselfError
 from scheduler_core.model import Outcome, RunResult
 from scheduler_core.requests import Stopped
 from scheduler_core.triggers import format_duration
@@ -26,7 +26,10 @@ _ACK = {
 
 async def run(ctx: Context, task_id: str) -> Reply:
     ctx.scheduler.spec(task_id)
-    submission = ctx.scheduler.submit(task_id)
+    try:
+        submission = ctx.scheduler.submit(task_id, caller=ctx.caller_pid)
+    except WaitsForItselfError as exc:
+        return usage_error(str(exc))
     if ctx.notify is not None:
         await ctx.notify(Reply(_ACK[submission.admission].format(task=task_id)))
     result = await submission.result

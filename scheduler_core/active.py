@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 
@@ -30,13 +30,17 @@ class Submission:
     result: asyncio.Future[RunResult]
 
 
-@dataclass
+@dataclass(eq=False)
 class Active:
     waiting: Waiting
     spec: TaskSpec
     run: Run
     preempted: bool = False  # interrupted to free its slot for an on-demand run
     stopped_by: str | None = None  # ended by `stop`, by whom
+    # A run that asked for another lends it its slot (see Scheduler._dispatch): the lender
+    # and the borrower count as one run against max_concurrent while both go.
+    on_loan_from: Active | None = field(default=None, repr=False)
+    lent_to: Active | None = field(default=None, repr=False)
     # Known once the start is recorded (see _launch).
     run_id: int = 0
     checkpoint: str | None = None
@@ -63,7 +67,22 @@ class Active:
             not self.preempted
             and self.waiting.cause is not Cause.ON_DEMAND
             and self.spec.interruptible
+            and self.lent_to is None  # cutting it would free no slot, and cut who asked
         )
+
+    @property
+    def takes_slot(self) -> bool:
+        """Whether it counts against max_concurrent: not while it runs in a lender's slot."""
+        return self.on_loan_from is None
+
+    def end_loans(self) -> None:
+        """It ended: its lender may lend again, and its borrower keeps the slot as its own."""
+        if self.on_loan_from is not None:
+            self.on_loan_from.lent_to = None
+            self.on_loan_from = None
+        if self.lent_to is not None:
+            self.lent_to.on_loan_from = None
+            self.lent_to = None
 
     @property
     def started_at(self) -> float:

@@ -27,6 +27,17 @@ class TaskNotFoundError(SchedulerError, LookupError):
         super().__init__(f"unknown task {task_id!r}{hint}")
 
 
+class WaitsForItselfError(SchedulerError):
+    """A run asked for a run that waits for it: of its own task, or of the task whose run
+    asked for it (a asks for b, b for a). It would wait for ever."""
+
+    def __init__(self, asking: str, asked: str) -> None:
+        if asking == asked:
+            super().__init__(f"{asked} cannot wait for its own run")
+        else:
+            super().__init__(f"{asking} cannot wait for {asked}: {asked} is waiting for {asking}")
+
+
 class StoreError(SchedulerError):
     """The database could not do what was asked; the sqlite3 error is the cause.
 

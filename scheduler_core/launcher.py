@@ -15,6 +15,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
+from scheduler_core import procs
 from scheduler_core.cgroups import RunCgroups
 from scheduler_core.model import Ended, EngineSettings, Outcome, TaskSpec
 from scheduler_core.runner import Ending, ProcessResult, ProcessRun, stop_leftovers
@@ -47,6 +48,10 @@ class Launcher(Protocol):
         """Stop what runs of an earlier daemon (killed on its own) left going; how many."""
         ...
 
+    def run_of(self, pid: int) -> int | None:
+        """The run id of the run whose process `pid` is, or None."""
+        ...
+
 
 class ProcessLauncher:
     """Runs as process groups, with the environment of DESIGN.md section 5."""
@@ -73,6 +78,10 @@ class ProcessLauncher:
 
     async def stop_leftovers(self, run_ids: Sequence[int], grace: float) -> int:
         return await stop_leftovers(str(self.settings.db_path), run_ids, grace)
+
+    def run_of(self, pid: int) -> int | None:
+        """By the run's tag in the process's environment (see `procs`)."""
+        return procs.run_of(pid, self.base_env[b"MOLTSCHED_DB"])
 
 
 class _ProcessTaskRun:

@@ -178,21 +178,34 @@ def _last_pid() -> int:
 
 def tagged(pid: int, db: bytes, run_id: bytes) -> bool:
     """Whether the process carries this run's tag in its environment."""
-    raw = b""
+    raw = b"\0" + _environ(pid)
+    return b"\0MOLTSCHED_RUN_ID=" + run_id + b"\0" in raw and b"\0MOLTSCHED_DB=" + db + b"\0" in raw
+
+
+def run_of(pid: int, db: bytes) -> int | None:
+    """The run of the database `db` whose tag the process carries, or None (not a run's, or
+    not ours to read)."""
+    tags = dict(item.partition(b"=")[::2] for item in _environ(pid).split(b"\0"))
+    if tags.get(b"MOLTSCHED_DB") != db:
+        return None
+    run_id = tags.get(b"MOLTSCHED_RUN_ID", b"")
+    return int(run_id) if run_id.isdigit() else None
+
+
+def _environ(pid: int) -> bytes:
+    """The process's environment as /proc shows it (NUL-separated); empty if unreadable."""
     for _ in range(_ENVIRON_TRIES):
         try:
             with open(f"/proc/{pid}/environ", "rb") as f:
                 raw = f.read()
         except OSError:
-            return False
+            return b""
         if raw:
-            break
+            return raw
         # Empty: the process is in the middle of execve (its new environment is not in place
         # yet), which takes well under a millisecond. Asking again beats missing it.
         time.sleep(0.0005)
-    return b"\0MOLTSCHED_RUN_ID=" + run_id + b"\0" in b"\0" + raw and (
-        b"\0MOLTSCHED_DB=" + db + b"\0" in b"\0" + raw
-    )
+    return b""
 
 
 def run_processes(

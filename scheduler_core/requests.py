@@ -11,8 +11,9 @@ from datetime import datetime
 from enum import StrEnum
 
 from scheduler_core.active import Active, Admission, Submission, fail
-from scheduler_core.errors import SchedulerError
+from scheduler_core.errors import SchedulerError, WaitsForItselfError
 from scheduler_core.later import MAX_ONE_SHOTS, LaterRuns
+from scheduler_core.launcher import Launcher
 from scheduler_core.model import (
     Cause,
     EngineSettings,
@@ -53,6 +54,7 @@ class Stopped(StrEnum):
 class Requests(Reads):
     # The scheduler's state (set up by Scheduler.__init__).
     settings: EngineSettings
+    launcher: Launcher
     phase: Phase
     _timetable: Timetable
     _later: LaterRuns
@@ -62,25 +64,54 @@ class Requests(Reads):
     _wake: asyncio.Event
 
     def _enqueue(
-        self, task_id: str, cause: Cause, due: datetime | None, later: LaterRun | None = None
+        self,
+        task_id: str,
+        cause: Cause,
+        due: datetime | None,
+        later: LaterRun | None = None,
+        lender: int | None = None,
     ) -> Waiting:
         raise NotImplementedError  # Scheduler's
 
-    def submit(self, task_id: str, cause: Cause = Cause.ON_DEMAND) -> Submission:
-        """Ask for a run now. Joins the run already under way or waiting, if there is one."""
+    def _active_run(self, run_id: int | None) -> Active | None:
+        raise NotImplementedError  # Scheduler's
+
+    def submit(
+        self, task_id: str, cause: Cause = Cause.ON_DEMAND, *, caller: int | None = None
+    ) -> Submission:
+        """Ask for a run now. Joins the run already under way or waiting, if there is one.
+
+        `caller`: the pid that asked. When it is one of a running run's processes (a task's
+        script runs `moltsched run b`), that run lends the new run its slot: it starts at once
+        even when every slot is taken, and the asking run is not cut for it.
+        WaitsForItselfError if a run asks for its own task, or for a run that asked for it.
+        """
         spec = self.spec(task_id)
         if self.phase in (Phase.CLOSING, Phase.STOPPED):
             raise SchedulerError("the scheduler is shutting down")
+        asker = self._active_run(self.launcher.run_of(caller)) if caller is not None else None
+        waiter = asker
+        for _ in range(len(self._running)):  # the asker, the run that asked for it, ...
+            if waiter is None:
+                break
+            if waiter.spec.id == task_id:
+                assert asker is not None
+                raise WaitsForItselfError(asker.spec.id, task_id)
+            waiter = self._active_run(waiter.waiting.lender)
+        lender = asker.run_id if asker is not None else None
         active = self._running.get(task_id)
         if active is not None:
             return Submission(Admission.ALREADY_RUNNING, active.result)
         waiting = self._queue.get(task_id)
         if waiting is not None:
-            if cause is Cause.ON_DEMAND and self._queue.promote(task_id, spec.priority):
-                self._wake.set()  # an on-demand request does not wait behind background runs
+            if cause is Cause.ON_DEMAND:
+                # An on-demand request does not wait behind background runs.
+                self._queue.promote(task_id, spec.priority, lender)
+                self._wake.set()
             return Submission(Admission.ALREADY_QUEUED, waiting.result)
-        w = self._enqueue(task_id, cause, None)
-        free = len(self._running) < self.settings.max_concurrent
+        w = self._enqueue(task_id, cause, None, lender=lender)
+        taken = sum(a.takes_slot for a in self._running.values())
+        free = taken < self.settings.max_concurrent or (asker is not None and asker.lent_to is None)
         return Submission(Admission.STARTED if free else Admission.QUEUED, w.result)
 
     async def reconfigure(

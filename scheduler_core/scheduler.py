@@ -11,7 +11,9 @@ The store holds the truth (`next_run` per task); the heap is derived from it in 
 `run()` sleeps until the heap's top is due or the wake event is set (a command, a finished
 run, a close), never on a fixed poll. Due slots become waiting runs; waiting runs start in the
 order on-demand, resume, then priority, then due time, at most `max_concurrent` at once, and a
-task never overlaps itself. A failing run is data: it is recorded and never disturbs the others.
+task never overlaps itself. A run asked for by a running run (`moltsched run b` in a's script)
+starts at once in the asking run's slot, lent to it. A failing run is data: it is recorded and
+never disturbs the others.
 """
 
 from __future__ import annotations
@@ -195,37 +197,62 @@ class Scheduler(Requests):
             log_failure(log, "could not %s", what)
 
     def _enqueue(
-        self, task_id: str, cause: Cause, due: datetime | None, later: LaterRun | None = None
+        self,
+        task_id: str,
+        cause: Cause,
+        due: datetime | None,
+        later: LaterRun | None = None,
+        lender: int | None = None,
     ) -> Waiting:
         result: asyncio.Future[RunResult] = asyncio.get_running_loop().create_future()
         priority = self._specs[task_id].priority
-        waiting = self._queue.add(task_id, cause, due, priority, result, later)
+        waiting = self._queue.add(task_id, cause, due, priority, result, later, lender)
         self._wake.set()
         return waiting
 
     def _dispatch(self, tg: asyncio.TaskGroup) -> None:
+        # Never also running: submit() joins a run under way, and a slot that comes while its
+        # task runs is logged missed instead of queued.
         batch: list[Active] = []
-        while len(self._running) < self.settings.max_concurrent:
-            # Never also running: submit() joins a run under way, and a slot that comes while
-            # its task runs is logged missed instead of queued.
-            w = self._queue.pop()
-            if w is None:
-                break
-            spec = self._specs[w.task_id]
-            active = self._running[w.task_id] = Active(w, spec, self.launcher.prepare(spec))
-            batch.append(active)
+        for asked in self._queue.borrowing():
+            # A run that a running run asked for goes in the asker's slot, if that is not
+            # lent already: the asker waits for it, so the two are one run's worth of work.
+            lender = self._active_run(asked.lender)
+            if lender is not None and lender.lent_to is None:
+                self._queue.drop(asked.task_id)
+                batch.append(self._activate(asked, lender))
+        free = self.settings.max_concurrent - sum(a.takes_slot for a in self._running.values())
+        while free > 0 and (w := self._queue.pop()) is not None:
+            batch.append(self._activate(w))
+            free -= 1
         if batch:
             tg.create_task(self._launch(batch, tg))
         asking = self._queue.on_demand()
         if asking:
             self._preempt(asking)
 
+    def _activate(self, w: Waiting, lender: Active | None = None) -> Active:
+        spec = self._specs[w.task_id]
+        active = self._running[w.task_id] = Active(w, spec, self.launcher.prepare(spec))
+        if lender is not None:
+            active.on_loan_from, lender.lent_to = lender, active
+        return active
+
+    def _active_run(self, run_id: int | None) -> Active | None:
+        """The running run with this id, if any."""
+        if run_id is None:
+            return None
+        return next((a for a in self._running.values() if a.run_id == run_id), None)
+
     def _preempt(self, asking: list[Waiting]) -> None:
         """On-demand runs do not wait behind background runs: for each one still waiting, cut
         a background run (`queue.victims`); it resumes from its checkpoint as soon as a slot
-        frees, after the on-demand runs."""
+        frees, after the on-demand runs. A run that asked for a run still waiting is not cut:
+        it would be cut for what it asked for, and ask again when it resumes."""
         needed = len(asking) - sum(1 for a in self._running.values() if a.preempted)
-        for victim, w in zip(victims(self._running.values(), needed), asking, strict=False):
+        askers = {w.lender for w in self._queue.borrowing()}
+        running = [a for a in self._running.values() if a.run_id not in askers]
+        for victim, w in zip(victims(running, needed), asking, strict=False):
             victim.preempted = True
             log.info("interrupting %s for an on-demand run of %s", victim.spec.id, w.task_id)
             victim.run.interrupt(f"for an on-demand run of {w.task_id}")
@@ -247,6 +274,7 @@ class Scheduler(Requests):
             log_failure(log, "could not record the start of %d run(s)", len(batch))
             for active in batch:
                 self._running.pop(active.spec.id, None)
+                active.end_loans()
                 fail(active.result, exc)
             self._wake.set()
             return
@@ -280,6 +308,7 @@ class Scheduler(Requests):
                 active.result.set_result(result)
         finally:
             self._running.pop(spec.id, None)
+            active.end_loans()
             if spec.id not in self._paused:
                 self._later.release(spec.id)
             self._wake.set()

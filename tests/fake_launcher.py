@@ -26,6 +26,7 @@ class FakeRun:
         self.launcher = launcher
         self.spec = spec
         self.run_id = 0
+        self.pid = 0  # the process it stands for, once started
         self.checkpoint: str | None = None
         self.interrupted: str | None = None  # the reason, once interrupted
         self._end: asyncio.Future[Ended] = asyncio.get_running_loop().create_future()
@@ -38,6 +39,7 @@ class FakeRun:
         self.run_id, self.checkpoint = run_id, checkpoint
         if self._end.done():  # interrupted before it started: it never does
             return self._end.result()
+        self.pid = 100_000 + len(self.launcher.started_runs)
         self.launcher.started_runs.append(self)
         self.launcher.changed()
         return await self._end
@@ -60,6 +62,12 @@ class FakeLauncher:
 
     async def stop_leftovers(self, run_ids: Sequence[int], grace: float) -> int:
         return 0  # runs of this launcher die with the test
+
+    def run_of(self, pid: int) -> int | None:
+        """The run a (pretend) process of a run is: its `pid`, while it goes."""
+        return next(
+            (r.run_id for r in self.started_runs if r.pid == pid and not r._end.done()), None
+        )
 
     def changed(self) -> None:
         self._changed.set()

@@ -81,10 +81,11 @@ def test_commands_round_trip_the_wire() -> None:
         assert from_wire(to_wire(cmd)) == cmd
     # Chat, reload and ping are commands like the others, in the one request type.
     for cmd in (Chat("run:a"), Reload(), Ping(), Output("a", 3)):
-        request = Request(cmd, True, actor="cli:mallory")
-        back = Request.from_wire(request.to_wire())
+        request = Request(cmd, True, actor="cli:mallory", pid=1)
+        back = Request.from_wire(request.to_wire() | {"actor": "cli:root", "pid": 1})
         assert back.command == cmd and back.json is True
-        assert back.actor == "cli"  # never taken from the wire: the receiver sets it
+        # Never taken from the wire: the receiver sets them from the kernel's word.
+        assert back.actor == "cli" and back.pid is None
     with pytest.raises(ValueError, match="text must be str"):
         from_wire({"verb": "chat", "text": 5})
     with pytest.raises(ValueError, match="unknown command"):

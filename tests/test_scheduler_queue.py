@@ -9,7 +9,10 @@ from dataclasses import replace
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from scheduler_core.active import Admission
+from scheduler_core.errors import WaitsForItselfError
 from scheduler_core.model import Cause, TaskSpec
 from scheduler_core.queue import RunQueue
 from scheduler_core.store import Store
@@ -108,3 +111,122 @@ async def test_the_queue_knows_its_on_demand_runs_through_every_change() -> None
     q.add("again", Cause.ON_DEMAND, None, 5, loop.create_future())
     q.clear()
     assert q.on_demand() == [] and len(q) == 0
+
+
+async def test_a_run_that_asks_for_another_lends_it_its_slot(
+    make_fake: Make, tasks_dir: Path
+) -> None:
+    """`moltsched run b` in a's script, every slot taken: b starts at once in a's slot, and
+    a is not cut for it (before, a was cut, resumed, asked again: for ever)."""
+    clock = ManualClock()
+    specs = [
+        task(tasks_dir, "a", 9),
+        task(tasks_dir, "c", 9),
+        replace(task(tasks_dir, "b", 5), trigger=NEVER),
+    ]
+    sched, launcher = make_fake(specs, clock, 1)
+    (a,) = await launcher.started(1)
+    submission = sched.submit("b", caller=a.pid)
+    assert submission.admission is Admission.STARTED
+    b = (await launcher.started(2))[1]
+    assert b.spec.id == "b" and a.interrupted is None
+    assert sched.counts() == (2, 1)  # a and b go in one slot; c waits
+    a.end()  # the asker ends first: b keeps the slot as its own
+    await wait_for(lambda: sched.counts() == (1, 1))
+    await wait_for(clock.asleep)
+    assert launcher.order() == ["a", "b"]  # c still waits: one slot, and b has it
+    b.end()
+    assert (await submission.result).task_id == "b"
+    await launcher.started(3)
+    assert launcher.order() == ["a", "b", "c"]
+
+
+async def test_runs_asked_for_in_a_chain_share_the_first_asker_s_slot(
+    make_fake: Make, tasks_dir: Path
+) -> None:
+    clock = ManualClock()
+    never = {"trigger": NEVER}
+    specs = [
+        task(tasks_dir, "a", 5),
+        task(tasks_dir, "d", 9),
+        task(tasks_dir, "b", 5, **never),
+        task(tasks_dir, "c", 5, **never),
+    ]
+    sched, launcher = make_fake(specs, clock, 1)
+    (a,) = await launcher.started(1)
+    sched.submit("b", caller=a.pid)
+    b = (await launcher.started(2))[1]
+    sched.submit("c", caller=b.pid)
+    c = (await launcher.started(3))[2]
+    assert sched.counts() == (3, 1) and a.interrupted is None and b.interrupted is None
+    for run in (c, b, a):
+        run.end()
+    await launcher.started(4)
+    assert launcher.order() == ["a", "b", "c", "d"]
+
+
+async def test_an_asker_lends_one_slot_at_a_time_and_is_never_the_one_cut(
+    make_fake: Make, tasks_dir: Path
+) -> None:
+    clock = ManualClock()
+    never = {"trigger": NEVER}
+    specs = [
+        task(tasks_dir, "a", 9),
+        task(tasks_dir, "d", 5),
+        task(tasks_dir, "b", 5, **never),
+        task(tasks_dir, "c", 5, **never),
+        task(tasks_dir, "x", 5, **never),
+    ]
+    sched, launcher = make_fake(specs, clock, 2)
+    a, d = sorted(await launcher.started(2), key=lambda r: r.spec.id)
+    sched.submit("b", caller=a.pid)  # on a's slot
+    b = (await launcher.started(3))[2]
+    # From the phone: a is the lowest priority, but cutting it would free no slot (b has
+    # it) and cut who asked; d is cut instead.
+    sched.submit("x")
+    x = (await launcher.started(4))[3]
+    assert x.spec.id == "x" and d.interrupted == "for an on-demand run of x"
+    assert a.interrupted is None
+    # a asks for c too: c waits for a's slot (b has it), and a is still not cut for it.
+    assert sched.submit("c", caller=a.pid).admission is Admission.QUEUED
+    await wait_for(clock.asleep)
+    assert a.interrupted is None and launcher.order() == ["d", "a", "b", "x"]
+    b.end()
+    assert (await launcher.started(5))[4].spec.id == "c"  # a's slot, lent again
+    assert a.interrupted is None
+
+
+async def test_a_run_that_asks_for_a_run_waiting_for_it_is_refused(
+    make_fake: Make, tasks_dir: Path
+) -> None:
+    """Its own task, or the task whose run asked for it: either would wait for ever."""
+    specs = [task(tasks_dir, "a", 5), task(tasks_dir, "b", 5, trigger=NEVER)]
+    sched, launcher = make_fake(specs, ManualClock(), 1)
+    (a,) = await launcher.started(1)
+    with pytest.raises(WaitsForItselfError, match=r"^a cannot wait for its own run$"):
+        sched.submit("a", caller=a.pid)
+    assert sched.submit("a").admission is Admission.ALREADY_RUNNING  # anyone else joins it
+    sched.submit("b", caller=a.pid)
+    b = (await launcher.started(2))[1]
+    with pytest.raises(WaitsForItselfError, match=r"^b cannot wait for a: a is waiting for b$"):
+        sched.submit("a", caller=b.pid)
+
+
+async def test_the_queue_knows_the_runs_a_run_asked_for_through_every_change() -> None:
+    """`borrowing` (what may start in a lent slot) follows adds, promotions, drops and pops."""
+    q = RunQueue()
+    loop = asyncio.get_running_loop()
+    q.add("bg", Cause.SCHEDULE, None, 5, loop.create_future())
+    q.add("asked", Cause.ON_DEMAND, None, 5, loop.create_future(), lender=7)
+    assert [(w.task_id, w.lender) for w in q.borrowing()] == [("asked", 7)]
+    q.promote("bg", 5, lender=8)  # a waiting background run, asked for by a run
+    assert sorted((w.task_id, w.lender) for w in q.borrowing()) == [("asked", 7), ("bg", 8)]
+    q.drop("asked")
+    assert [w.task_id for w in q.borrowing()] == ["bg"]
+    popped = q.pop()
+    assert popped is not None and popped.lender == 8 and q.borrowing() == []
+    q.add("plain", Cause.ON_DEMAND, None, 5, loop.create_future())
+    q.promote("plain", 5, lender=9)  # waiting on demand already: it takes the lender
+    assert [(w.task_id, w.lender) for w in q.borrowing()] == [("plain", 9)]
+    q.clear()
+    assert q.borrowing() == [] and len(q) == 0
