@@ -24,7 +24,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from signalbot import SendMessage, SignalBot
+from aiohttp import ClientResponseError
+from signalbot import SendMessage, SignalAPIError, SignalBot
 
 from bot.denials import Denials, Denied
 from bot.envelope import Decision, Gate, Verdict
@@ -45,6 +46,11 @@ RECONNECT_MAX_S = 5.0
 # outbox tries it again later, and a message that did go out meanwhile then arrives twice.
 # The start-up checks would hold the connection; they are tried again after the back-off.
 SERVICE_TIMEOUT_S = 30.0
+# signal-cli-rest-api answers 429 when Signal says the account sends too much. Sending on
+# would keep it limited (and Signal bans numbers that flood), so every send, to anyone, waits
+# this long; twice as long at each 429 in a row, up to RATE_LIMIT_HOLD_MAX_S.
+RATE_LIMIT_HOLD_S = 60.0
+RATE_LIMIT_HOLD_MAX_S = 3600.0
 SEEN_KEPT = 2000
 # Replies waiting for the limiter, per chat, beyond what it lets go at once: past this many
 # the oldest go, and the next reply says how many (a flood of commands, not a person, fills it).
@@ -76,6 +82,10 @@ class SignalNotConnected(ConnectionError):
     """The bot has no working connection to signal-cli-rest-api right now."""
 
 
+class SignalRateLimited(ConnectionError):
+    """Signal said the account sends too much: every send waits (`Limiter.hold`)."""
+
+
 class SignalFront:
     """Answers admins over Signal and delivers alerts (the outbox's Sender)."""
 
@@ -92,6 +102,7 @@ class SignalFront:
         self._stopped = asyncio.Event()
         self._handlers: set[asyncio.Task[None]] = set()
         self.limiter = Limiter(config.send_per_minute, config.send_burst)
+        self._hold_s = 0.0  # the last rate-limit hold; 0 once a send went through again
         self._boxes: dict[str, _Mailbox] = {}
         # Commands being answered, by (chat, text): the same one again meanwhile is counted,
         # not answered again.
@@ -195,6 +206,31 @@ class SignalFront:
                 await self._bot.messages.send(SendMessage(text=safe_text(text)), recipient)
         except TimeoutError:
             raise TimeoutError(f"Signal did not answer within {SERVICE_TIMEOUT_S:g} s") from None
+        except SignalAPIError as exc:
+            cause = exc.__cause__
+            if not isinstance(cause, ClientResponseError) or cause.status != 429:
+                raise
+            self._rate_limited()
+            held = self.limiter.held_for()
+            raise SignalRateLimited(
+                f"Signal rate-limits this account; nothing is sent for {held:.0f}s"
+            ) from None
+        self._hold_s = 0.0
+
+    def _rate_limited(self) -> None:
+        """A 429: hold every send (longer at each 429 in a row). Sends that were under way
+        when the hold began do not make it longer."""
+        if self.limiter.held_for() > 0:
+            return
+        self._hold_s = min(RATE_LIMIT_HOLD_MAX_S, 2 * self._hold_s or RATE_LIMIT_HOLD_S)
+        self.limiter.hold(self._hold_s)
+        log.warning(
+            "Signal: %s says this account is rate-limited (HTTP 429): nothing is sent for "
+            "%.0fs; replies and alerts wait (alerts.fallback_command takes alerts after "
+            "fallback_after). To lift it sooner, answer Signal's challenge (README, Signal)",
+            self.config.service,
+            self._hold_s,
+        )
 
     async def _frame(self, raw: str) -> None:
         """One websocket frame; never raises, so no frame can stop the bot listening."""
@@ -280,8 +316,11 @@ class SignalFront:
             if box.dropped:
                 notes.append(f"({box.dropped} earlier repl(ies) dropped: too many at once)")
                 box.dropped = 0
+            message = "\n".join([text, *notes])
             try:
-                await self.send(chat, "\n".join([text, *notes]))
+                await self.send(chat, message)
+            except SignalRateLimited:
+                box.queue.appendleft((message, same))  # it goes when the hold is over
             except Exception as exc:
                 log.warning("Signal: could not answer in %s: %s", chat, exc)
         if self._boxes.get(chat) is box:

@@ -115,6 +115,15 @@ def sync_frame(message: str, destination: str | None, group: str | None = None) 
     return _frame({"syncMessage": {"sentMessage": sent}}, ACCOUNT, ACCOUNT_UUID, None)
 
 
+# The body of a 429 (PROTOCOL.md section 2): signal-cli was told the account sends too much.
+RATE_LIMITED = {
+    "error": "Failed to send message due to rate limiting. Use the attached challenge tokens "
+    "to lift the rate limit restrictions via the '/v1/accounts/{number}/rate-limit-challenge' "
+    "endpoint.",
+    "challenge_tokens": ["4f3c2a1b-0e9d-4c8b-a7f6-5e4d3c2b1a09"],
+}
+
+
 class SignalService:
     """The emulator. `await start()`, then point the bot at `service` (host:port)."""
 
@@ -267,6 +276,8 @@ class SignalService:
         body = await self._body(request)
         if self.send_status is not None:
             self.refused_sends += 1
+            if self.send_status == 429:  # signal-cli's rate limit, as the REST layer words it
+                return self._json(RATE_LIMITED | {"account": self.account}, 429)
             return self._json({"error": "emulated failure"}, self.send_status)
         if not isinstance(body, dict) or not body.get("recipients"):
             return self._json({"error": "please provide at least one recipient"}, 400)

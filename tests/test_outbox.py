@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from scheduler_core.alerts import AlertPolicy
 from scheduler_core.model import EngineSettings
 from scheduler_core.scheduler import Scheduler
 from scheduler_core.store import Store
-from support.signal_service import ACCOUNT, ALICE, SignalService
+from support.signal_service import ACCOUNT, ALICE, ALICE_UUID, BOB_UUID, SignalService, text_frame
 from tests.helpers import ManualClock, spec, wait_for
 
 
@@ -199,6 +200,54 @@ async def test_a_service_that_takes_the_start_up_checks_and_never_answers_is_tri
             assert not front.connected
             service.hanging.clear()
             await wait_for(lambda: front.connected, 10)
+        finally:
+            await front.close()
+            listening.cancel()
+            await asyncio.gather(listening, return_exceptions=True)
+            await store.close()
+
+
+async def test_a_rate_limit_holds_every_send_for_a_while_and_loses_nothing(
+    settings: EngineSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """signal-cli-rest-api answers 429: Signal says the account sends too much, and sending
+    on keeps it limited. One 429 holds every send, to every recipient, replies and alerts
+    alike, for RATE_LIMIT_HOLD_S; then the reply it refused and the alerts go, once each.
+    (Before: each recipient was tried on its own, and the refused reply was lost.)"""
+    monkeypatch.setattr(front_module, "RATE_LIMIT_HOLD_S", 1.0)
+    store = await Store.open(settings.db_path)
+    clock = ManualClock()
+    texts = [(ALICE, "t failed"), (BOB_UUID, "t failed")]
+    await store.queue_alert("t", "failure", texts, clock.now(), clock.now())
+
+    async def replies(text: str, actor: str) -> AsyncIterator[str]:
+        yield f"answer to {text}"
+
+    async with SignalService() as service:
+        config = SignalConfig(service.service, ACCOUNT, (ALICE, BOB_UUID), (), ())
+        front = SignalFront(config, replies, store)
+        listening = asyncio.create_task(front.run())
+        try:
+            await wait_for(lambda: front.connected, 10)
+            service.send_status = 429
+            await service.push(text_frame("help"))
+            await wait_for(lambda: service.refused_sends == 1, 10)  # the answer, refused
+            limited = time.monotonic()
+            outbox = Outbox(store, front, clock=clock, limiter=front.limiter)
+            later = await outbox.deliver_due()
+            assert later is not None and later > clock.now()
+            assert service.refused_sends == 1 and service.sent == []  # nobody else was tried
+            # After the hold the answer is tried again: still limited, so twice as long.
+            await wait_for(lambda: service.refused_sends == 2, 10)
+            assert time.monotonic() - limited >= 0.9 and front.limiter.held_for() > 1.5
+            service.send_status = None  # the limit is lifted; the hold still stands
+            (answer,) = await service.wait_sent(1)
+            assert answer["message"] == "answer to help" and answer["recipients"] == [ALICE_UUID]
+            assert service.sent_at[0] - limited >= 2.9  # both holds, less the answer's wait
+            clock.advance((later - clock.now()).total_seconds())
+            assert await outbox.deliver_due() is None
+            assert sorted(m["recipients"][0] for m in service.sent[1:]) == sorted([ALICE, BOB_UUID])
+            assert service.refused_sends == 2
         finally:
             await front.close()
             listening.cancel()
