@@ -127,6 +127,10 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)", re.IGNORECASE)
 _UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+# Any longer and a date that far from now no longer fits a datetime (year 9999).
+MAX_DURATION_S = 100 * 365.25 * 86400
+
+
 def parse_duration(value: object) -> float:
     """`90s`, `15m`, `2h`, `1d`, `1h30m` or a number of seconds -> seconds."""
     if isinstance(value, bool):
@@ -151,6 +155,8 @@ def parse_duration(value: object) -> float:
         raise ValueError("a duration, like 90s, 15m, 2h, 1d or a number of seconds")
     if seconds != seconds or seconds < 0:
         raise ValueError(f"{_shown(value)} is not a duration (must not be negative)")
+    if seconds > MAX_DURATION_S:
+        raise ValueError(f"{_shown(value)} is too long (at most 100 years)")
     return seconds
 
 

@@ -215,8 +215,9 @@ async def test_output_of_a_run_and_how_status_points_at_it(ctx: Context) -> None
     assert "--- stderr ---\nit broke" in text and "exit 5" in text.splitlines()[0]
     chat = (await execute(Output("bad"), replace(ctx, chat=True))).text
     assert chat.splitlines()[-2:] == ["stderr:", "it broke"]
-    missing = await execute(Output("bad", 999), replace(ctx, json=True))
-    assert missing.exit_code == EXIT_USAGE and missing.data["kind"] == "unknown-run"
+    for run_id in (999, 10**22, -(10**22)):  # past SQLite's integers: before, a traceback
+        missing = await execute(Output("bad", run_id), replace(ctx, json=True))
+        assert missing.exit_code == EXIT_USAGE and missing.data["kind"] == "unknown-run"
     never = await execute(Output("ok"), ctx)
     assert never.exit_code == 0 and "has not finished a run" in never.text
     assert "moltsched output bad" in (await execute(Status("bad"), ctx)).text

@@ -265,6 +265,35 @@ def test_numbers_too_big_for_a_float_are_problems_not_crashes(tmp_path: Path) ->
     assert [p.split(":")[0] for p in found] == ["retention.log_days", "tasks[0].every"], found
 
 
+def test_durations_too_long_for_a_date_are_problems_not_crashes(tmp_path: Path) -> None:
+    """A float, but past what a date can hold from now: before, the file was valid and the
+    daemon died at the task's first run (`every`) or logged a traceback at each failure
+    (`retry_delay`)."""
+    path = write(
+        tmp_path,
+        """
+alerts: {repeat_every: 99999999999d, fallback_after: inf}
+tasks:
+  - {id: a, script: a.sh, every: 99999999999d}
+  - {id: b, script: a.sh, every: inf, timeout: 1e300, grace: 999999999d}
+  - {id: c, script: a.sh, every: 1m, retries: 1, retry_delay: 99999999999d, max_age: 1e20}
+""",
+    )
+    found = problems(path)
+    places = [p.split(":")[0] for p in found]
+    assert places == [
+        "alerts.repeat_every",
+        "alerts.fallback_after",
+        "tasks[0].every",
+        "tasks[1].every",
+        "tasks[1].timeout",
+        "tasks[1].grace",
+        "tasks[2].retry_delay",
+        "tasks[2].max_age",
+    ], found
+    assert all("too long (at most 100 years)" in p for p in found), found
+
+
 def test_retries_max_age_and_the_fallback_are_checked_at_their_places(tmp_path: Path) -> None:
     path = write(
         tmp_path,

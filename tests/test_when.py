@@ -42,6 +42,8 @@ def test_a_time_of_day_in_a_skipped_hour_still_comes_next() -> None:
     [
         ("in forever", "'forever' is not a duration"),
         ("in 0s", "at least a second ahead"),
+        ("in 99999999999d", "too long"),  # before: an OverflowError, "something went wrong"
+        ("in inf", "too long"),
         ("at 25:00", "25:00 is not a time of day"),
         ("at teatime", "'teatime' is not a time"),
         ("soon", "say when: in 20m, at 18:00"),

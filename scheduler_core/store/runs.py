@@ -168,10 +168,12 @@ class RunRows(StoreCore):
                 "ORDER BY id DESC LIMIT 1",
                 (task_id,),
             )
-        else:
+        elif -(2**63) <= run_id < 2**63:  # beyond SQLite's integers, no run has that id
             rows = await self._read(
                 f"SELECT {_RUN_COLUMNS} FROM run WHERE task_id = ? AND id = ?", (task_id, run_id)
             )
+        else:
+            rows = []
         return _run(rows[0]) if rows else None
 
 
