@@ -188,8 +188,8 @@ class AlertsModel:
 
 @dataclass(frozen=True)
 class RetentionModel:
-    runs_per_task: int = key(whole(1), 1000)
-    log_days: float = key(number(0), 90.0)
+    runs_per_task: int = key(whole(1, 10**9), 1000)
+    log_days: float = key(number(0, 36525), 90.0)  # up to 100 years
     output: int = key(parse_size, 64 * 1000**2)  # all tasks' kept stdout and stderr together
 
 

@@ -294,6 +294,19 @@ tasks:
     assert all("too long (at most 100 years)" in p for p in found), found
 
 
+def test_retention_past_what_the_database_can_count_is_a_problem(tmp_path: Path) -> None:
+    """Before: valid, and every run's pruning ended in a traceback (SQLite's integers)."""
+    path = write(
+        tmp_path,
+        "retention: {runs_per_task: 100000000000000000000000, log_days: 1e300}\n"
+        "tasks:\n  - {id: a, command: [echo], every: 1m}\n",
+    )
+    assert problems(path) == [
+        "retention.runs_per_task: must be at most 1e+09, not 1e+23",
+        "retention.log_days: must be at most 36525, not 1e+300",
+    ]
+
+
 def test_retries_max_age_and_the_fallback_are_checked_at_their_places(tmp_path: Path) -> None:
     path = write(
         tmp_path,
