@@ -65,6 +65,7 @@ def checkpoint(config_path: Path, args: argparse.Namespace) -> int:
         CheckpointError,
         CheckpointStoreError,
         load_checkpoint,
+        parse,
         save_checkpoint,
     )
 
@@ -93,11 +94,7 @@ def checkpoint(config_path: Path, args: argparse.Namespace) -> int:
         raw = sys.stdin.read() if args.value == "-" else args.value
         if raw is None:
             raise Failure("checkpoint save needs a JSON value", "usage")
-        try:
-            value = json.loads(raw)
-        except ValueError as exc:
-            raise Failure(f"the checkpoint is not JSON: {exc}", "usage") from None
-        save_checkpoint(value, task_id, db=db)
+        save_checkpoint(parse(raw), task_id, db=db)
         return 0
     except CheckpointStoreError:
         raise  # the state cannot be reached: see main()

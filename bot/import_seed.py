@@ -27,6 +27,7 @@ import yaml
 
 from bot.lock import StateLock
 from config.loader import AppConfig, ConfigError, load_config
+from scheduler_core.checkpoint import MAX_DEPTH, CheckpointError, encode
 from scheduler_core.model import LogEntry, Outcome, Status, TaskState
 from scheduler_core.store import Store
 
@@ -108,10 +109,11 @@ def import_seed(config_path: Path, seed_dir: Path, as_json: bool) -> int:
     if not lock.try_acquire():
         raise SeedError("the daemon is running on this state directory; stop it, then import")
     not_found: list[str] = []
+    left_out: dict[str, str] = {}
     try:
         db = seed_dir / "data" / "scheduler.db"
         if db.exists():
-            states, logs = read_seed_db(db, config.zone)
+            states, logs = read_seed_db(db, config.zone, left_out)
         else:
             states, logs = [], []
             not_found.append(str(db))
@@ -125,6 +127,7 @@ def import_seed(config_path: Path, seed_dir: Path, as_json: bool) -> int:
         "states_imported": new_states,
         "log_entries_imported": new_logs,
         "not_found": not_found,
+        "checkpoints_left_out": left_out,
     }
     if as_json:
         print(json.dumps(summary))
@@ -136,6 +139,8 @@ def import_seed(config_path: Path, seed_dir: Path, as_json: bool) -> int:
         )
         for path in not_found:
             print(f"not found: {path} (no task states, checkpoints or log to import from it)")
+        for task_id, why in left_out.items():
+            print(f"checkpoint of {task_id} left out: {why}")
     return 0
 
 
@@ -162,18 +167,23 @@ class SeedError(Exception):
     """The seed cannot be imported; the message says why (the CLI reports it: exit 2)."""
 
 
-def read_seed_db(path: Path, zone: ZoneInfo) -> tuple[list[TaskState], list[LogEntry]]:
-    """The task states and log entries of a seed database, as ours.
+def read_seed_db(
+    path: Path, zone: ZoneInfo, left_out: dict[str, str] | None = None
+) -> tuple[list[TaskState], list[LogEntry]]:
+    """The task states and log entries of a seed database, as ours. A checkpoint a run could
+    not be given (the seed set no limit: see `scheduler_core.checkpoint.encode`) is left
+    out, and why goes into `left_out` by task id.
 
     The seed's own file, opened read-only: the one SQLite file this project reads outside
     `scheduler_core.store`, which writes what is read here into ours."""
+    left_out = {} if left_out is None else left_out
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     except sqlite3.Error as exc:
         raise SeedError(f"cannot open {path}: {exc}") from exc
     conn.row_factory = sqlite3.Row
     try:
-        states = [_state(r, zone) for r in _rows(conn, "task_state")]
+        states = [_state(r, zone, left_out) for r in _rows(conn, "task_state")]
         logs = [_log(r) for r in _rows(conn, "task_log")]
     except sqlite3.Error as exc:
         raise SeedError(f"cannot read {path}: {exc}") from exc
@@ -202,21 +212,30 @@ def _local(value: object, zone: ZoneInfo) -> datetime | None:
     return (when if when.tzinfo else when.replace(tzinfo=zone)).astimezone(UTC)
 
 
-def _checkpoint(value: object) -> str | None:
+def _checkpoint(value: object) -> str:
+    """The seed's checkpoint text as ours; CheckpointError if a run could not be given it."""
     if not isinstance(value, str) or not value:
-        return None
+        return ""
     try:
-        return json.dumps(json.loads(value), separators=(",", ":"))
+        return encode(json.loads(value))
     except ValueError:
-        return None  # not JSON: nothing a task could resume from
+        return ""  # not JSON: nothing a task could resume from
+    except RecursionError:
+        raise CheckpointError(
+            f"a checkpoint must be JSON nested at most {MAX_DEPTH} deep"
+        ) from None
 
 
 def _int(value: object) -> int:
     return value if isinstance(value, int) else 0
 
 
-def _state(row: dict[str, object], zone: ZoneInfo) -> TaskState:
+def _state(row: dict[str, object], zone: ZoneInfo, left_out: dict[str, str]) -> TaskState:
     task_id = str(row.get("task_id"))
+    try:
+        checkpoint = _checkpoint(row.get("checkpoint")) or None
+    except CheckpointError as exc:
+        checkpoint, left_out[task_id] = None, str(exc)
     status = str(row.get("status") or "idle")
     run_count = _int(row.get("run_count"))
     outcome = Outcome.FAILED if status == "error" else (Outcome.SUCCESS if run_count else None)
@@ -232,7 +251,7 @@ def _state(row: dict[str, object], zone: ZoneInfo) -> TaskState:
         consecutive_failures=0,
         last_error=str(row["last_error"])[:2000] if row.get("last_error") else None,
         last_outcome=outcome,
-        checkpoint=_checkpoint(row.get("checkpoint")),
+        checkpoint=checkpoint,
     )
 
 

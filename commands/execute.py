@@ -226,14 +226,17 @@ async def _status_json(ctx: Context) -> AsyncIterator[str]:
             if parts:
                 yield sep + ", ".join(parts)
                 sep = ", "
-    # Tasks the database has not seen yet (no daemon has run since they were added).
-    blank, zone = TaskState.blank, ctx.zone
-    missing = [
-        task_json_text(s, blank(s), zone, times, remember=again)
-        for s in specs.values()
-        if s.id not in seen
-    ]
-    if missing:
+    # Tasks no daemon has taken in since they were added: no row yet, or only the one a
+    # checkpoint saved before the daemon's first start.
+    unseen = [s for s in specs.values() if s.id not in seen]
+    if unseen:
+        found = {st.id: st for st in await ctx.tasks.store.states_of([s.id for s in unseen])}
+        missing = [
+            task_json_text(
+                s, found.get(s.id) or TaskState.blank(s), ctx.zone, times, remember=again
+            )
+            for s in unseen
+        ]
         yield sep + ", ".join(missing)
     yield "]}"
 

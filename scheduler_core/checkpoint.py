@@ -11,8 +11,10 @@ This is plain `sqlite3` on purpose: a task script should not need an event loop 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import re
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,11 @@ BUSY_TIMEOUT_S = 30.0
 # The next run gets the checkpoint in its environment, where Linux allows one variable at most
 # 128 KiB (MAX_ARG_STRLEN): a bigger one would keep the task from ever starting again.
 MAX_BYTES = 64 * 1024
+# Deeper JSON than this is refused: whoever reads it (the daemon's `status`, a task in another
+# language) must not run out of stack where the saver, with its own limits, did not.
+MAX_DEPTH = 100
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKET = re.compile(r"[\[\]{}]")
 
 
 class CheckpointError(Exception):
@@ -84,16 +91,53 @@ def load_checkpoint(task_id: str | None = None, *, db: str | os.PathLike[str] | 
         finally:
             conn.close()
         text = row[0] if row else None
-    return None if text is None else json.loads(text)
+    return None if text is None else decode(text, tid)
+
+
+def decode(text: str, task_id: str) -> Any:
+    """A stored checkpoint's value; CheckpointError if it is not JSON this can read (it was
+    stored by other means than `save_checkpoint`)."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        why = "nested too deep" if isinstance(exc, RecursionError) else str(exc)
+        raise CheckpointError(
+            f"the stored checkpoint of {task_id} is not JSON this can read ({why}); "
+            f"`moltsched checkpoint clear {task_id}` or a new save replaces it"
+        ) from None
+
+
+def parse(text: str) -> Any:
+    """A checkpoint value from JSON text; CheckpointError if it is not JSON, or is nested
+    deeper than this process can read."""
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise CheckpointError(f"the checkpoint is not JSON: {exc}") from None
+    except RecursionError:
+        raise CheckpointError(
+            f"a checkpoint must be JSON nested at most {MAX_DEPTH} deep"
+        ) from None
+
+
+def depth(text: str) -> int:
+    """How deep JSON text nests its arrays and objects."""
+    brackets = _BRACKET.findall(_STRING.sub("", text))
+    steps = (1 if b in "[{" else -1 for b in brackets)
+    return max(itertools.accumulate(steps), default=0)
 
 
 def encode(value: Any) -> str:
-    """A checkpoint value as JSON text; CheckpointError if it is not JSON-serialisable or is
-    larger than `MAX_BYTES`."""
+    """A checkpoint value as JSON text; CheckpointError if it is not JSON-serialisable, is
+    nested deeper than `MAX_DEPTH` or is larger than `MAX_BYTES`."""
     try:
         text = json.dumps(value, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"a checkpoint must be JSON: {exc}") from None
+    except RecursionError:
+        text = "[" * (MAX_DEPTH + 1)  # refused below
+    if depth(text) > MAX_DEPTH:
+        raise CheckpointError(f"a checkpoint must be JSON nested at most {MAX_DEPTH} deep")
     size = len(text.encode())
     if size > MAX_BYTES:
         raise CheckpointError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,35 @@ def test_a_checkpoint_too_big_for_the_next_runs_environment_is_refused(tmp_path:
     # And the run that gets the largest allowed checkpoint starts.
     result = cli("--json", "run", "counter", config=config)
     assert json.loads(result.stdout)["outcome"] == "success", result.stdout
+
+
+def test_a_checkpoint_nested_too_deep_is_refused_and_one_stored_breaks_nothing(
+    tmp_path: Path,
+) -> None:
+    """JSON nested thousands deep: before, `checkpoint save` ended in a traceback, and one
+    stored all the same (by a task that raised its recursion limit, or by hand) made every
+    `status` of the task "something went wrong" and `checkpoint show` a traceback."""
+    config = setup(tmp_path)
+    cli("status", config=config)
+    db = tmp_path / "state" / "moltsched.db"
+    deep = "[" * 5000 + "]" * 5000
+    saved = cli("--json", "checkpoint", "save", "counter", deep, config=config)
+    assert saved.returncode == 2 and "Traceback" not in saved.stderr, saved.stderr
+    assert json.loads(saved.stdout)["kind"] == "usage"
+    nested: list[object] = []
+    for _ in range(200):  # deeper than a checkpoint may be, shallower than Python's limit
+        nested = [nested]
+    with pytest.raises(CheckpointError, match="nested at most 100 deep"):
+        save_checkpoint(nested, "counter", db=db)
+    save_checkpoint(json.loads("[" * 100 + "]" * 100), "counter", db=db)  # as deep as may be
+    assert query(db, "SELECT checkpoint FROM task") == [("[" * 100 + "]" * 100,)]
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE task SET checkpoint = ?", (deep,))
+    for args in (["--json", "status"], ["status", "counter"], ["--json", "status", "counter"]):
+        done = cli(*args, config=config)
+        assert done.returncode == 0 and "Traceback" not in done.stderr, (args, done.stderr)
+    status = json.loads(cli("--json", "status", config=config).stdout)
+    assert status["tasks"][0]["checkpoint"] == deep  # shown as the text it is
+    shown = cli("--json", "checkpoint", "show", "counter", config=config)
+    assert shown.returncode == 2 and "Traceback" not in shown.stderr, shown.stderr
+    assert "checkpoint clear counter" in json.loads(shown.stdout)["error"]

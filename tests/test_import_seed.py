@@ -130,6 +130,7 @@ def test_import_seed_twice(tmp_path: Path) -> None:
         "states_imported": 3,
         "log_entries_imported": 3,
         "not_found": [],
+        "checkpoints_left_out": {},
     }
     assert cli("validate", config=config).returncode == 0
     # Absolute paths: the file works wherever it is moved (to /etc, say).
@@ -213,3 +214,32 @@ def test_a_configuration_written_under_etc_keeps_its_state_in_var_lib() -> None:
 def test_an_import_that_cannot_be_done_is_a_json_error_too(tmp_path: Path) -> None:
     result = cli("--json", "import-seed", str(tmp_path), config=tmp_path / "c.yaml")
     assert result.returncode == 2 and json.loads(result.stdout)["kind"] == "usage"
+
+
+def test_a_seed_checkpoint_this_cannot_hand_to_a_run_is_left_out_and_said(tmp_path: Path) -> None:
+    """The seed set no limit: a checkpoint over 64 KiB, imported, would keep its task from
+    ever starting (a run gets it in its environment, at most 128 KiB a variable), and one
+    nested thousands deep ended the import in a traceback. Both are left out, by name."""
+    seed = make_seed(tmp_path)
+    conn = sqlite3.connect(seed / "data" / "scheduler.db")
+    with conn:
+        big = json.dumps({"pad": "x" * 200_000})
+        conn.execute("UPDATE task_state SET checkpoint = ? WHERE task_id = 'scrape-all'", (big,))
+        deep = "[" * 5000 + "]" * 5000
+        conn.execute("UPDATE task_state SET checkpoint = ? WHERE task_id = 'check-email'", (deep,))
+    conn.close()
+    config = tmp_path / "home" / "moltsched.yaml"
+    done = cli("--json", "import-seed", str(seed), config=config)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    left_out = json.loads(done.stdout)["checkpoints_left_out"]
+    assert left_out.keys() == {"scrape-all", "check-email"}
+    assert left_out["scrape-all"].startswith("a checkpoint is at most 64 KiB and this one is 2")
+    assert left_out["check-email"] == "a checkpoint must be JSON nested at most 100 deep"
+    status = {
+        t["id"]: t for t in json.loads(cli("--json", "status", config=config).stdout)["tasks"]
+    }
+    assert status["scrape-all"]["checkpoint"] is None and status["scrape-all"]["run_count"] == 12
+    ran = json.loads(cli("--json", "run", "scrape-all", config=config).stdout)
+    assert ran["outcome"] == "success", ran
+    text = cli("import-seed", str(seed), config=tmp_path / "other" / "moltsched.yaml").stdout
+    assert "checkpoint of scrape-all left out: a checkpoint is at most 64 KiB" in text

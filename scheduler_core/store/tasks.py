@@ -112,14 +112,17 @@ class TaskRows(StoreCore):
                 return
 
     async def states_of(self, ids: Sequence[str]) -> list[TaskState]:
-        """The states of these tasks that the store has seen, in configuration order."""
-        if not ids:
-            return []
-        marks = ", ".join("?" * len(ids))
-        rows = await self._read(
-            f"SELECT {_TASK_COLUMNS} FROM task WHERE id IN ({marks}) ORDER BY position", ids
-        )
-        return [_state(r) for r in rows]
+        """The states of these tasks that the store has seen, in no set order (a batch at a
+        time: SQLite allows only so many parameters in one statement)."""
+        states = []
+        for i in range(0, len(ids), _BATCH):
+            batch = ids[i : i + _BATCH]
+            marks = ", ".join("?" * len(batch))
+            rows = await self._read(
+                f"SELECT {_TASK_COLUMNS} FROM task WHERE id IN ({marks})", batch
+            )
+            states += [_state(r) for r in rows]
+        return states
 
     async def state(self, task_id: str) -> TaskState | None:
         """One task's state, or None if the store has never seen it."""
