@@ -111,7 +111,8 @@ def boolean(value: object) -> bool:
 
 
 def texts(min_items: int = 0) -> Parser:
-    """A list of texts, at least `min_items` long."""
+    """A list of texts, at least `min_items` long, none with a NUL (an argument list: no
+    program can be given one)."""
 
     def parse(value: object) -> list[str]:
         if not isinstance(value, list):
@@ -119,18 +120,26 @@ def texts(min_items: int = 0) -> Parser:
         items = [text(v) for v in value]
         if len(items) < min_items:
             raise ValueError(f"must list at least {min_items}")
+        for item in items:
+            if "\0" in item:
+                raise ValueError(f"{show(item)}: a NUL byte cannot be passed to a program")
         return items
 
     return parse
 
 
 def text_map(value: object) -> dict[str, str]:
+    """Environment variables: names and values that a program can be given."""
     if not isinstance(value, dict):
         raise ValueError(f"must be a mapping of names to texts, not {show(value)}")
     out = {}
     for k, v in value.items():
         if not isinstance(k, str) or not isinstance(v, str):
             raise ValueError(f"{show(k)}: names and values must be text (quote numbers)")
+        if not k or "=" in k or "\0" in k:
+            raise ValueError(f"{show(k)}: a variable's name is not empty and has no = or NUL")
+        if "\0" in v:
+            raise ValueError(f"{show(k)}: a NUL byte cannot be passed to a program")
         out[k] = v
     return out
 

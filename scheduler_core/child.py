@@ -58,7 +58,8 @@ class Child:
     leader from the moment its pid exists. `exited` resolves once it is gone and its status
     is in `returncode`; `drained` once both pipes are closed (at the far end, or by `close`).
 
-    OSError if it cannot be started (no such program, the environment too big...)."""
+    OSError if it cannot be started (no such program, the environment too big...), ValueError
+    if an argument or variable cannot be passed at all (a NUL byte, a name with `=`)."""
 
     def __init__(
         self, argv: Sequence[str], cwd: Path, env: Mapping[str, str] | Mapping[bytes, bytes]

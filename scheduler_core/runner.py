@@ -108,9 +108,9 @@ class ProcessRun:
                 log.warning("run of %s: no cgroup of its own (%s)", self.name, exc)
         try:
             child = Child(argv, self.cwd, self.env)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a NUL in an argument or variable
             why = f"cannot start: {exc}"
-            if exc.errno == errno.E2BIG:
+            if isinstance(exc, OSError) and exc.errno == errno.E2BIG:
                 why += " (the environment is too big: a variable over 128 KiB, or all over 2 MiB)"
             return ProcessResult(Ending.NOT_STARTED, None, 0.0, "", "", why)
         self.pid = child.pid

@@ -283,25 +283,17 @@ class Scheduler(Requests):
             tg.create_task(self._execute(active), name=f"run:{active.spec.id}")
 
     async def _execute(self, active: Active) -> None:
-        spec, cause = active.spec, active.waiting.cause
+        spec = active.spec
         try:
-            end = active.stopped(await active.run.go(active.run_id, active.checkpoint))
-            quiet = end.outcome in (Outcome.SUCCESS, Outcome.INTERRUPTED, Outcome.STOPPED)
-            level = logging.INFO if quiet else logging.WARNING
-            log.log(level, "%s (%s run): %s, %s", spec.id, cause, end.outcome, end.message)
-            now = self.clock.now()
-            retries = self._retries(active, end)
-            state = await self.store.finish_run(active.run_id, spec.id, end, now, retried=retries)
-            result = active.result_of(end, await self._retry(active, now) if retries else None)
-            if end.outcome is Outcome.INTERRUPTED and self.phase is Phase.RUNNING:
-                self._to_resume.append(spec.id)
-            if self.on_finish is not None:
-                try:
-                    await self.on_finish(spec, result, state)
-                except Exception:
-                    log_failure(log, "after-run hook failed for %s", spec.id)
+            try:
+                end = active.stopped(await active.run.go(active.run_id, active.checkpoint))
+            except Exception as exc:  # a bug: the run still gets an outcome, and alerts
+                log_failure(log, "run of %s failed inside the scheduler", spec.id)
+                why = f"failed inside the scheduler: {type(exc).__name__}: {exc}"
+                end = Ended(Outcome.FAILED, why[:500], None, 0.0, "", "")
+            result = await self._finish(active, end)
         except Exception as exc:  # a broken run must never take the loop down
-            log_failure(log, "run of %s failed inside the scheduler", spec.id)
+            log_failure(log, "could not record the end of %s's run", spec.id)
             fail(active.result, exc)
         else:
             if not active.result.done():
@@ -312,6 +304,25 @@ class Scheduler(Requests):
             if spec.id not in self._paused:
                 self._later.release(spec.id)
             self._wake.set()
+
+    async def _finish(self, active: Active, end: Ended) -> RunResult:
+        """Record how a run ended, keep its retry, and tell the after-run hook."""
+        spec, cause = active.spec, active.waiting.cause
+        quiet = end.outcome in (Outcome.SUCCESS, Outcome.INTERRUPTED, Outcome.STOPPED)
+        level = logging.INFO if quiet else logging.WARNING
+        log.log(level, "%s (%s run): %s, %s", spec.id, cause, end.outcome, end.message)
+        now = self.clock.now()
+        retries = self._retries(active, end)
+        state = await self.store.finish_run(active.run_id, spec.id, end, now, retried=retries)
+        result = active.result_of(end, await self._retry(active, now) if retries else None)
+        if end.outcome is Outcome.INTERRUPTED and self.phase is Phase.RUNNING:
+            self._to_resume.append(spec.id)
+        if self.on_finish is not None:
+            try:
+                await self.on_finish(spec, result, state)
+            except Exception:
+                log_failure(log, "after-run hook failed for %s", spec.id)
+        return result
 
     def _retries(self, active: Active, end: Ended) -> bool:
         """Whether a run goes again: it failed or timed out, it has retries left, and

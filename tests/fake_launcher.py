@@ -44,6 +44,11 @@ class FakeRun:
         self.launcher.changed()
         return await self._end
 
+    def breaks(self, exc: Exception) -> None:
+        """The run fails inside the launcher (a bug, say): `go` raises `exc`."""
+        if not self._end.done():
+            self._end.set_exception(exc)
+
     def end(self, outcome: Outcome = Outcome.SUCCESS, message: str = "", stdout: str = "") -> None:
         """The run ends now, as `outcome`."""
         if not self._end.done():

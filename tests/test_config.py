@@ -307,6 +307,29 @@ def test_retention_past_what_the_database_can_count_is_a_problem(tmp_path: Path)
     ]
 
 
+def test_what_no_program_can_be_given_is_a_problem_at_its_place(tmp_path: Path) -> None:
+    """A NUL in an argument or a variable, a variable's name with `=` or none: before,
+    valid, and every run of the task failed inside the scheduler."""
+    path = write(
+        tmp_path,
+        """
+alerts: {fallback_command: [notify, "a\\0b"]}
+tasks:
+  - {id: a, command: [echo, "a\\0b"], every: 1m}
+  - {id: b, command: [echo], every: 1m, env: {"A=B": x}}
+  - {id: c, command: [echo], every: 1m, env: {"": x}}
+  - {id: d, command: [echo], every: 1m, env: {A: "x\\0y"}}
+""",
+    )
+    assert problems(path) == [
+        "alerts.fallback_command: 'a\\x00b': a NUL byte cannot be passed to a program",
+        "tasks[0].command: 'a\\x00b': a NUL byte cannot be passed to a program",
+        "tasks[1].env: 'A=B': a variable's name is not empty and has no = or NUL",
+        "tasks[2].env: '': a variable's name is not empty and has no = or NUL",
+        "tasks[3].env: 'A': a NUL byte cannot be passed to a program",
+    ]
+
+
 def test_retries_max_age_and_the_fallback_are_checked_at_their_places(tmp_path: Path) -> None:
     path = write(
         tmp_path,

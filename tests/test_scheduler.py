@@ -231,6 +231,24 @@ async def test_a_failing_run_is_recorded_and_disturbs_nothing(
     assert good is not None and good.status is Status.IDLE and good.last_outcome is Outcome.SUCCESS
 
 
+async def test_a_run_that_cannot_be_spawned_is_recorded_failed(
+    make: Factory, store: Store, tasks_dir: Path
+) -> None:
+    """A NUL in an argument or the environment makes Popen raise ValueError, not OSError.
+    Before: the run stayed `running` in the database for ever, with no outcome and no alert,
+    and a traceback at each slot."""
+    specs = [
+        replace(spec("arg", "true", tasks_dir), argv=("echo", "a\0b")),
+        replace(spec("env", "true", tasks_dir), env={"A": "x\0y"}),
+    ]
+    make(specs, clock=ManualClock(), max_concurrent=2)
+    for tid in ("arg", "env"):
+        await wait_for(lambda tid=tid: _count(store, tid, 1))
+        state = await store.state(tid)
+        assert state is not None and state.status is Status.ERROR, state
+        assert state.last_error == "cannot start: embedded null byte"
+
+
 async def test_timeout_is_recorded(make: Factory, store: Store, tasks_dir: Path) -> None:
     clock = ManualClock()
     make([spec("t", "sleep 30", tasks_dir, timeout=0.3, grace=0.2)], clock=clock)

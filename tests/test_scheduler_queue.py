@@ -13,7 +13,7 @@ import pytest
 
 from scheduler_core.active import Admission
 from scheduler_core.errors import WaitsForItselfError
-from scheduler_core.model import Cause, TaskSpec
+from scheduler_core.model import Cause, Outcome, Status, TaskSpec
 from scheduler_core.queue import RunQueue
 from scheduler_core.store import Store
 from scheduler_core.triggers import Cron, Every
@@ -230,3 +230,23 @@ async def test_the_queue_knows_the_runs_a_run_asked_for_through_every_change() -
     assert [(w.task_id, w.lender) for w in q.borrowing()] == [("plain", 9)]
     q.clear()
     assert q.borrowing() == [] and len(q) == 0
+
+
+async def test_a_run_that_breaks_inside_the_launcher_is_recorded_failed(
+    make_fake: Make, store: Store, tasks_dir: Path
+) -> None:
+    """Whatever goes wrong inside, the run gets an outcome: before, it stayed `running` in
+    the database with no outcome and no alert until the next restart."""
+    clock = ManualClock()
+    sched, launcher = make_fake([task(tasks_dir, "a", 5)], clock, 1)
+    (first,) = await launcher.started(1)
+    first.breaks(RuntimeError("a bug"))
+    await wait_for(lambda: sched.counts() == (0, 0))
+    (run,) = await store.runs("a")
+    state = await store.state("a")
+    assert run.outcome is Outcome.FAILED and state is not None and state.status is Status.ERROR
+    assert state.last_error == "failed inside the scheduler: RuntimeError: a bug"
+    clock.advance(60)  # and the task goes on
+    (await launcher.started(2))[1].end()
+    await wait_for(lambda: sched.counts() == (0, 0))
+    assert [r.outcome for r in await store.runs("a")] == [Outcome.SUCCESS, Outcome.FAILED]
