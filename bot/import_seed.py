@@ -27,7 +27,7 @@ import yaml
 
 from bot.lock import StateLock
 from config.loader import AppConfig, ConfigError, load_config
-from scheduler_core.checkpoint import MAX_DEPTH, CheckpointError, encode
+from scheduler_core.checkpoint import CheckpointError, encode, parse
 from scheduler_core.model import LogEntry, Outcome, Status, TaskState
 from scheduler_core.store import Store
 
@@ -216,14 +216,7 @@ def _checkpoint(value: object) -> str:
     """The seed's checkpoint text as ours; CheckpointError if a run could not be given it."""
     if not isinstance(value, str) or not value:
         return ""
-    try:
-        return encode(json.loads(value))
-    except ValueError:
-        return ""  # not JSON: nothing a task could resume from
-    except RecursionError:
-        raise CheckpointError(
-            f"a checkpoint must be JSON nested at most {MAX_DEPTH} deep"
-        ) from None
+    return encode(parse(value))
 
 
 def _int(value: object) -> int:

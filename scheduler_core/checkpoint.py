@@ -28,6 +28,7 @@ MAX_BYTES = 64 * 1024
 # Deeper JSON than this is refused: whoever reads it (the daemon's `status`, a task in another
 # language) must not run out of stack where the saver, with its own limits, did not.
 MAX_DEPTH = 100
+_TOO_DEEP = f"a checkpoint must be JSON nested at most {MAX_DEPTH} deep"
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 _BRACKET = re.compile(r"[\[\]{}]")
 
@@ -115,9 +116,7 @@ def parse(text: str) -> Any:
     except ValueError as exc:
         raise CheckpointError(f"the checkpoint is not JSON: {exc}") from None
     except RecursionError:
-        raise CheckpointError(
-            f"a checkpoint must be JSON nested at most {MAX_DEPTH} deep"
-        ) from None
+        raise CheckpointError(_TOO_DEEP) from None
 
 
 def depth(text: str) -> int:
@@ -135,9 +134,9 @@ def encode(value: Any) -> str:
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"a checkpoint must be JSON: {exc}") from None
     except RecursionError:
-        text = "[" * (MAX_DEPTH + 1)  # refused below
+        raise CheckpointError(_TOO_DEEP) from None
     if depth(text) > MAX_DEPTH:
-        raise CheckpointError(f"a checkpoint must be JSON nested at most {MAX_DEPTH} deep")
+        raise CheckpointError(_TOO_DEEP)
     size = len(text.encode())
     if size > MAX_BYTES:
         raise CheckpointError(

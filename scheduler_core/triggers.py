@@ -127,7 +127,8 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)", re.IGNORECASE)
 _UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-# Any longer and a date that far from now no longer fits a datetime (year 9999).
+# Longer than any schedule needs, and short enough that now plus it is still a datetime (whose
+# last year is 9999): a longer one would fail in the middle of scheduling.
 MAX_DURATION_S = 100 * 365.25 * 86400
 
 
