@@ -9,6 +9,7 @@ exit 0. Only `bot/` knows about sockets and signals; the engine knows neither.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -27,7 +28,7 @@ from bot.control import ControlServer
 from bot.denials import ControlRefusals
 from bot.engine import Engine, build_engine
 from bot.fallback import Fallback
-from bot.lock import StateLock
+from bot.lock import OtherDaemon, lock_for_daemon
 from bot.outbox import Outbox
 from bot.respond import Answer, respond
 from bot.signals import Signals
@@ -86,19 +87,14 @@ async def serve(
     try:
         settings = config.settings
         settings.state_dir.mkdir(parents=True, exist_ok=True)
-        lock = StateLock(settings.state_dir)
-        if not lock.try_acquire():
-            if await asyncio.to_thread(client.request, settings.state_dir, PING):
-                log.error("a daemon is already running on %s", settings.state_dir)
-                return EXIT_USAGE
-            log.info("waiting for a foreground `moltsched run` to finish before starting")
-            acquired = asyncio.ensure_future(lock.acquire())
-            stopped = asyncio.ensure_future(stop.wait())
-            await asyncio.wait({acquired, stopped}, return_when=asyncio.FIRST_COMPLETED)
-            stopped.cancel()
-            if not acquired.done():
-                acquired.cancel()
-                return EXIT_OK  # told to stop before it could start
+        try:
+            ping = functools.partial(client.request, settings.state_dir, PING)
+            lock = await lock_for_daemon(settings.state_dir, stop, ping)
+        except OtherDaemon as exc:
+            log.error("%s", exc)
+            return EXIT_USAGE
+        if lock is None:
+            return EXIT_OK  # told to stop before it could start
         try:
             if stop.is_set():
                 return EXIT_OK

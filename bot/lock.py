@@ -2,6 +2,8 @@
 
 That is what makes "a task never runs twice at once" hold across processes: whoever runs tasks
 holds `STATE_DIR/moltsched.lock` exclusively (flock, released by the kernel if the holder dies).
+A lock file can be removed while it is held; a daemon then also asks the control socket
+whether another daemon answers there (`lock_for_daemon`).
 """
 
 from __future__ import annotations
@@ -9,12 +11,50 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from bot.client import LOCK_NAME
 from scheduler_core import procs
+
+log = logging.getLogger(__name__)
+
+
+class OtherDaemon(Exception):
+    """Another daemon runs on this state directory."""
+
+
+async def lock_for_daemon(
+    state_dir: Path, stop: asyncio.Event, answers: Callable[[], object]
+) -> StateLock | None:
+    """The state lock, for a daemon: at once, or once a foreground `moltsched run` has ended;
+    None if told to stop meanwhile. OtherDaemon if a daemon runs here: one that holds the
+    lock, or one whose lock file was removed (`answers`: something true if a daemon answers
+    on the control socket). Without that look, a removed lock file would let two daemons
+    run every task."""
+    lock = StateLock(state_dir)
+    if lock.try_acquire():
+        if await asyncio.to_thread(answers):
+            lock.release()
+            raise OtherDaemon(
+                f"a daemon is already running on {state_dir} (though its lock file "
+                f"{lock.path.name} had been removed; restart it to put the file back)"
+            )
+        return lock
+    if await asyncio.to_thread(answers):
+        raise OtherDaemon(f"a daemon is already running on {state_dir}")
+    log.info("waiting for a foreground `moltsched run` to finish before starting")
+    acquired = asyncio.ensure_future(lock.acquire())
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({acquired, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if not acquired.done():
+        acquired.cancel()
+        return None
+    return lock
 
 
 class StateLock:

@@ -186,6 +186,13 @@ def test_two_runs_of_one_task_through_the_daemon_join_one_run(
 def test_a_second_daemon_refuses_to_start(daemon: DaemonProcess, config: Path) -> None:
     result = cli("daemon", config=config, timeout=20)
     assert result.returncode == 2 and "already running" in result.stderr
+    # Also once its lock file was removed ("a stale lock", someone thought): before, the
+    # second daemon took a new one and both ran every task.
+    (config.parent / "state" / "moltsched.lock").unlink()
+    result = cli("daemon", config=config, timeout=20)
+    assert result.returncode == 2 and "already running" in result.stderr, result.stderr
+    assert "lock file" in result.stderr
+    assert cli("--json", "status", config=config).returncode == 0  # the first one answers
 
 
 def test_without_a_daemon_commands_work_on_the_database(config: Path) -> None:
