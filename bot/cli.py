@@ -355,6 +355,15 @@ async def _offline_answer(config: AppConfig, request: Request) -> int:
             answered = _ask_daemon(settings.state_dir, request)
             if answered is not None:
                 return answered
+            daemon = lock.held_by_a_daemon()
+            if daemon is not None:  # it runs, and it did not answer on its socket
+                raise Failure(
+                    f"the daemon (pid {daemon}) runs, but its control socket "
+                    f"{settings.state_dir / client.SOCKET_NAME} is gone: `kill -HUP {daemon}` (or "
+                    "`systemctl reload moltsched`) makes it again",
+                    "unavailable",
+                    EXIT_STATE,
+                )
             if lock.held_above():
                 raise Failure(
                     "a run started by `moltsched run` with no daemon cannot start other runs "

@@ -115,6 +115,7 @@ class ControlServer:
         self._on_denied = on_denied
         self.accept_errors = AcceptErrors()
         self._server: asyncio.AbstractServer | None = None
+        self._inode = 0  # of the socket file it made, to tell when that is gone
         self._connections = Connections(MAX_CONNECTIONS)
 
     async def start(self) -> None:
@@ -130,8 +131,21 @@ class ControlServer:
         finally:
             os.umask(old)
         os.chmod(self.path, 0o600)
+        self._inode = self.path.stat().st_ino
         self.access.open_up(self.path.parent, self.path)
         self.accept_errors.install(asyncio.get_running_loop())
+
+    async def restore(self) -> None:
+        """Make the socket again if its file was removed or replaced (a cleaner of old files,
+        a hand): callers could not reach the daemon, though it ran on."""
+        if self._server is None:
+            return
+        with contextlib.suppress(OSError):
+            if self.path.stat().st_ino == self._inode:
+                return
+        log.warning("the control socket %s was gone; making it again", self.path)
+        self._server.close()
+        await self.start()
 
     def allow(self, access: Access) -> None:
         """Who may connect from now on (a reload): the socket opened to the new group, or

@@ -162,9 +162,11 @@ class Daemon:
 
         systemd hears RELOADING=1 before and READY=1 after, whatever the outcome (the old
         configuration stays in use when the new one is rejected); the action log records it
-        with who asked."""
+        with who asked. A control socket whose file was removed is made again first."""
         notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
         try:
+            if self.server is not None:
+                await self.server.restore()
             code, message = await self._reload()
         except Exception as exc:  # never takes the daemon down (half an upgrade, a bug)
             log.exception("reload failed")

@@ -35,7 +35,7 @@ async def lock_for_daemon(
     lock, or one whose lock file was removed (`answers`: something true if a daemon answers
     on the control socket). Without that look, a removed lock file would let two daemons
     run every task."""
-    lock = StateLock(state_dir)
+    lock = StateLock(state_dir, "daemon")
     if lock.try_acquire():
         if await asyncio.to_thread(answers):
             lock.release()
@@ -60,8 +60,9 @@ async def lock_for_daemon(
 class StateLock:
     """An exclusive flock on the state directory's lock file."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, role: str = "run") -> None:
         self.path = state_dir / LOCK_NAME
+        self.role = role  # written beside the pid: `daemon`, or `run` (the CLI in the foreground)
         self._fd: int | None = None
 
     def try_acquire(self) -> bool:
@@ -73,10 +74,14 @@ class StateLock:
         except BlockingIOError:
             os.close(fd)
             return False
+        self._took(fd)
+        return True
+
+    def _took(self, fd: int) -> None:
+        """The lock is ours: say who holds it, for `holder`."""
         self._fd = fd
         os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        return True
+        os.write(fd, f"{os.getpid()} {self.role}\n".encode())
 
     async def acquire(self) -> None:
         """Wait for the lock (in a thread, so the event loop stays free).
@@ -99,15 +104,30 @@ class StateLock:
         except BaseException:
             taken.cancel()  # the thread keeps the fd: it is closed with the process
             raise
-        self._fd = fd
+        self._took(fd)
+
+    def holder(self) -> tuple[int, str] | None:
+        """The pid and role its holder wrote; None if unknown. Out of date if none holds it."""
+        try:
+            pid, role = self.path.read_text().split()[:2]
+            return int(pid), role
+        except (OSError, ValueError):
+            return None
+
+    def held_by_a_daemon(self) -> int | None:
+        """The pid of the daemon that holds it, if one does."""
+        holder = self.holder()
+        if holder is None or holder[1] != "daemon" or not os.path.exists(f"/proc/{holder[0]}"):
+            return None
+        return holder[0]
 
     def held_above(self) -> bool:
         """Whether it is held by an ancestor of this process: a foreground `moltsched run`
         whose task asks for a run (waiting for the lock would wait for that task's end)."""
-        try:
-            holder = int(self.path.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
+        found = self.holder()
+        if found is None:
             return False
+        holder = found[0]
         tree = procs.snapshot()
         pid = os.getpid()
         for _ in range(len(tree)):

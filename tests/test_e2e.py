@@ -195,6 +195,25 @@ def test_a_second_daemon_refuses_to_start(daemon: DaemonProcess, config: Path) -
     assert cli("--json", "status", config=config).returncode == 0  # the first one answers
 
 
+def test_a_daemon_whose_control_socket_was_removed_says_so_and_sighup_makes_it_again(
+    daemon: DaemonProcess, config: Path
+) -> None:
+    """Before: with the socket removed (a cleaner of old files in /tmp, say), `run` and
+    `pause` waited for ever "for another foreground run to finish", beside a daemon that
+    ran on, and nothing brought the socket back but a restart."""
+    sock = config.parent / "state" / "control.sock"
+    sock.unlink()
+    result = cli("--json", "run", "tick", config=config, timeout=20)
+    assert result.returncode == 3 and json.loads(result.stdout)["kind"] == "unavailable"
+    assert f"its control socket {sock} is gone" in result.stderr
+    assert f"kill -HUP {daemon.pid}" in result.stderr
+    os.kill(daemon.pid, signal.SIGHUP)
+    wait_sync(sock.exists, 10, "the socket made again")
+    status = json.loads(cli("--json", "status", config=config).stdout)
+    assert status["running"] is True
+    assert cli("run", "tick", config=config, timeout=20).returncode == 0
+
+
 def test_without_a_daemon_commands_work_on_the_database(config: Path) -> None:
     result = cli("--json", "status", config=config)
     assert result.returncode == 0
