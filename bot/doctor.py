@@ -20,6 +20,7 @@ from typing import Any
 
 from bot import client
 from bot.access import user_name
+from bot.lock import StateLock
 from commands.command import Ping, Request
 from config.checks import task_warnings
 from config.loader import AppConfig, ConfigError, load_config
@@ -188,6 +189,14 @@ def _daemon(state_dir: Path, group: str | None) -> Check:
     except (OSError, client.DaemonGone) as exc:
         return Check("daemon", "fail", f"cannot reach it: {exc}", "see its log")
     if reply is None:
+        pid = StateLock(state_dir).held_by_a_daemon()
+        if pid is not None:
+            return Check(
+                "daemon",
+                "fail",
+                f"running (pid {pid}), but its control socket is gone",
+                f"systemctl reload moltsched (or kill -HUP {pid}) makes it again",
+            )
         return Check(
             "daemon",
             "fail",

@@ -207,6 +207,8 @@ def test_a_daemon_whose_control_socket_was_removed_says_so_and_sighup_makes_it_a
     assert result.returncode == 3 and json.loads(result.stdout)["kind"] == "unavailable"
     assert f"its control socket {sock} is gone" in result.stderr
     assert f"kill -HUP {daemon.pid}" in result.stderr
+    doctor = cli("doctor", config=config).stdout
+    assert f"running (pid {daemon.pid}), but its control socket is gone" in doctor, doctor
     os.kill(daemon.pid, signal.SIGHUP)
     wait_sync(sock.exists, 10, "the socket made again")
     status = json.loads(cli("--json", "status", config=config).stdout)
