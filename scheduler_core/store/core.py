@@ -91,6 +91,14 @@ def _prepare(path: Path) -> None:
     db = sqlite3.connect(path, isolation_level=None)
     try:
         db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        (version,) = db.execute("PRAGMA user_version").fetchone()
+        if version > len(MIGRATIONS):
+            raise StoreError(
+                f"the database {path} is from a newer moltsched (schema {version}; this one "
+                f"knows up to {len(MIGRATIONS)}): install that version again, or restore a "
+                "backup from before it",
+                "newer",
+            )
         (auto_vacuum,) = db.execute("PRAGMA auto_vacuum").fetchone()
         if auto_vacuum != 2:
             # Incremental, so pruning can give space back (`prune_output`). Set before the
