@@ -157,6 +157,8 @@ def _database(db: Path, checks: list[Check]) -> tuple[int, datetime | None] | No
                     "run doctor as the daemon's user to check it",
                 )
             )
+        elif exc.kind == "newer":  # not damaged: moving it aside would lose it
+            checks.append(Check("database", "fail", str(exc), "do not move it aside"))
         else:
             checks.append(Check("database", "fail", str(exc), _DB_FIX))
         return None

@@ -106,6 +106,8 @@ def test_a_database_from_a_newer_moltsched_is_refused_not_used(config: Path) -> 
     )
     last = daemon.stderr.strip().splitlines()[-1]
     assert daemon.returncode == 3 and "from a newer moltsched" in last, daemon.stderr
+    doctor = cli("doctor", config=config)
+    assert doctor.returncode == 1 and "from a newer moltsched" in doctor.stdout, doctor.stdout
     assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone() == (99,)
 
 

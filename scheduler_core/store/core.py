@@ -91,14 +91,7 @@ def _prepare(path: Path) -> None:
     db = sqlite3.connect(path, isolation_level=None)
     try:
         db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        (version,) = db.execute("PRAGMA user_version").fetchone()
-        if version > len(MIGRATIONS):
-            raise StoreError(
-                f"the database {path} is from a newer moltsched (schema {version}; this one "
-                f"knows up to {len(MIGRATIONS)}): install that version again, or restore a "
-                "backup from before it",
-                "newer",
-            )
+        _known_schema(db, path)
         (auto_vacuum,) = db.execute("PRAGMA auto_vacuum").fetchone()
         if auto_vacuum != 2:
             # Incremental, so pruning can give space back (`prune_output`). Set before the
@@ -369,6 +362,7 @@ def inspect(path: Path) -> Inspection:
     except sqlite3.Error as exc:
         raise translate(exc, path) from exc
     try:
+        _known_schema(db, path)
         (verdict,) = db.execute("PRAGMA quick_check(5)").fetchone()
         if verdict != "ok":
             return Inspection(f"quick_check: {verdict}")
@@ -380,6 +374,19 @@ def inspect(path: Path) -> Inspection:
         raise translate(exc, path) from exc
     finally:
         db.close()
+
+
+def _known_schema(db: sqlite3.Connection, path: Path) -> None:
+    """StoreError (`newer`) if a later version migrated the file: this one must not read or
+    write a schema it does not know (after a downgrade)."""
+    (version,) = db.execute("PRAGMA user_version").fetchone()
+    if version > len(MIGRATIONS):
+        raise StoreError(
+            f"the database {path} is from a newer moltsched (schema {version}; this one "
+            f"knows up to {len(MIGRATIONS)}): install that version again, or restore a "
+            "backup from before it",
+            "newer",
+        )
 
 
 def _migrate(db: sqlite3.Connection) -> None:
