@@ -271,12 +271,17 @@ def _reload(config_path: Path, request: Request) -> int:
     if answered is not None:
         return answered
     config = load(config_path)
-    answered = _ask_daemon(config.settings.state_dir, request)
+    state_dir = config.settings.state_dir
+    answered = _ask_daemon(state_dir, request)
+    if answered is None:  # a daemon without its control socket is sent SIGHUP, which remakes it
+        from bot.lock import via_sighup
+
+        answered = via_sighup(state_dir, lambda: _ask_daemon(state_dir, request))
     if answered is not None:
         return answered
     message = (
-        f"No daemon is running on {config.settings.state_dir}; it reads {config.path} "
-        "when it starts (the file is valid)."
+        f"No daemon is running on {state_dir}; it reads {config.path} when it starts (the "
+        "file is valid)."
     )
     if request.json:
         print(json.dumps({"reloaded": False, "daemon": False, "message": message}))
@@ -355,22 +360,9 @@ async def _offline_answer(config: AppConfig, request: Request) -> int:
             answered = _ask_daemon(settings.state_dir, request)
             if answered is not None:
                 return answered
-            daemon = lock.held_by_a_daemon()
-            if daemon is not None:  # it runs, and it did not answer on its socket
-                raise Failure(
-                    f"the daemon (pid {daemon}) runs, but its control socket "
-                    f"{settings.state_dir / client.SOCKET_NAME} is gone: `kill -HUP {daemon}` (or "
-                    "`systemctl reload moltsched`) makes it again",
-                    "unavailable",
-                    EXIT_STATE,
-                )
-            if lock.held_above():
-                raise Failure(
-                    "a run started by `moltsched run` with no daemon cannot start other runs "
-                    "(it holds the state until it ends): start the daemon (moltsched daemon)",
-                    "locked",
-                    EXIT_STATE,
-                )
+            stuck = lock.never_free()
+            if stuck is not None:
+                raise Failure(*stuck, EXIT_STATE)
             print("moltsched: waiting for another foreground run to finish", file=sys.stderr)
             await lock.acquire()
         try:

@@ -13,14 +13,35 @@ import contextlib
 import fcntl
 import logging
 import os
+import signal
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bot.client import LOCK_NAME
+from bot.client import LOCK_NAME, SOCKET_NAME
+from bot.failure import EXIT_STATE, Failure
 from scheduler_core import procs
 
 log = logging.getLogger(__name__)
+
+
+def via_sighup(state_dir: Path, ask: Callable[[], int | None]) -> int | None:
+    """When the daemon that holds the state runs without its control socket (the file was
+    removed): SIGHUP it, which makes the socket again, and `ask` it once it answers. None if
+    no daemon holds the state; Failure (exit 3) if it does not answer within 10 s."""
+    pid = StateLock(state_dir).held_by_a_daemon()
+    if pid is None:
+        return None
+    os.kill(pid, signal.SIGHUP)
+    for _ in range(200):
+        answered = ask()
+        if answered is not None:
+            return answered
+        time.sleep(0.05)
+    raise Failure(
+        f"the daemon (pid {pid}) did not make its control socket again", "unavailable", EXIT_STATE
+    )
 
 
 class OtherDaemon(Exception):
@@ -121,7 +142,27 @@ class StateLock:
             return None
         return holder[0]
 
-    def held_above(self) -> bool:
+    def never_free(self) -> tuple[str, str] | None:
+        """Why waiting for it now would wait for ever, and that failure's `kind`: a daemon
+        holds it whose control socket is gone, or a foreground run that is an ancestor of
+        this process (its task asked for a run). None if it will come free."""
+        daemon = self.held_by_a_daemon()
+        if daemon is not None:
+            return (
+                f"the daemon (pid {daemon}) runs, but its control socket "
+                f"{self.path.parent / SOCKET_NAME} is gone: `moltsched reload` (or `systemctl "
+                f"reload moltsched`, `kill -HUP {daemon}`) makes it again",
+                "unavailable",
+            )
+        if self._held_above():
+            return (
+                "a run started by `moltsched run` with no daemon cannot start other runs (it "
+                "holds the state until it ends): start the daemon (moltsched daemon)",
+                "locked",
+            )
+        return None
+
+    def _held_above(self) -> bool:
         """Whether it is held by an ancestor of this process: a foreground `moltsched run`
         whose task asks for a run (waiting for the lock would wait for that task's end)."""
         found = self.holder()

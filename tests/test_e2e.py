@@ -214,6 +214,11 @@ def test_a_daemon_whose_control_socket_was_removed_says_so_and_sighup_makes_it_a
     status = json.loads(cli("--json", "status", config=config).stdout)
     assert status["running"] is True
     assert cli("run", "tick", config=config, timeout=20).returncode == 0
+    # `moltsched reload` (systemd's ExecReload) does it too, and says how the reload went.
+    sock.unlink()
+    reloaded = cli("reload", config=config, timeout=20)
+    assert reloaded.returncode == 0 and "reloaded" in reloaded.stdout.lower(), reloaded
+    assert sock.exists() and cli("run", "tick", config=config, timeout=20).returncode == 0
 
 
 def test_without_a_daemon_commands_work_on_the_database(config: Path) -> None:
