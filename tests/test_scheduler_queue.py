@@ -250,3 +250,18 @@ async def test_a_run_that_breaks_inside_the_launcher_is_recorded_failed(
     (await launcher.started(2))[1].end()
     await wait_for(lambda: sched.counts() == (0, 0))
     assert [r.outcome for r in await store.runs("a")] == [Outcome.SUCCESS, Outcome.FAILED]
+
+
+async def test_a_run_that_asks_for_a_task_waiting_in_the_background_lends_it_its_slot(
+    make_fake: Make, tasks_dir: Path
+) -> None:
+    """c waits for a's slot already (both were due): a's `moltsched run c` joins that run and
+    lends it the slot, instead of waiting for a run that waits for a."""
+    sched, launcher = make_fake(
+        [task(tasks_dir, "a", 1), task(tasks_dir, "c", 9)], ManualClock(), 1
+    )
+    (a,) = await launcher.started(1)
+    assert sched.counts() == (1, 1)  # c waits
+    assert sched.submit("c", caller=a.pid).admission is Admission.ALREADY_QUEUED
+    c = (await launcher.started(2))[1]
+    assert c.spec.id == "c" and a.interrupted is None
