@@ -21,10 +21,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from bot import client
+from bot import client, failure
 from bot.access import user_name
 from bot.direct import checkpoint, validate
-from bot.failure import EXIT_STATE, Failure, fail, load
+from bot.failure import EXIT_STATE, EXIT_USAGE, Failure, fail, load
 from config.locate import ConfigNotFound, find_config_path, state_dir_hint
 from scheduler_core import __version__
 from scheduler_core.errors import StoreError
@@ -168,14 +168,17 @@ def _command_word(argv: list[str]) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     # A command is a short process that reads a lot and keeps it: the cycle collector would
-    # only look through the tasks read again and again (10,000 of them for `status`), and
-    # once more at exit: 30 of the 250 ms `status` with no daemon took. The daemon turns it
-    # back on once it has started (see `_daemon`).
+    # only look through what was read (10,000 tasks for `status`; 30 of the 250 ms `status`
+    # with no daemon took). The daemon turns it back on once it has started (see `_daemon`).
     gc.disable()
     argv = sys.argv[1:] if argv is None else argv
+    if not failure.outputs_open():
+        return EXIT_USAGE
     args = build_parser(_command_word(argv)).parse_args(argv)
     try:
         return _main(args)
+    except (client.ReaderGone, BrokenPipeError):  # `| head` had enough
+        return failure.reader_gone()
     except Failure as exc:
         return fail(str(exc), exc.kind, exc.code, args.json, exc.extra)
     except StoreError as exc:
@@ -387,7 +390,7 @@ async def _offline_answer(config: AppConfig, request: Request) -> int:
 
 async def _print(meta: dict[str, Any], body: AsyncIterator[str]) -> int:
     # Printed while the store is open: a streamed answer reads from it as it goes.
-    async for chunk in body:
+    async for chunk in body:  # a BrokenPipeError (`| head` had enough) goes to main()
         sys.stdout.write(chunk)
         sys.stdout.flush()
     sys.stderr.write(str(meta.get("err", "")))

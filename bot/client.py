@@ -20,6 +20,10 @@ class DaemonGone(Exception):
     """The daemon accepted the request but went away before answering."""
 
 
+class ReaderGone(Exception):
+    """Whoever reads this process's output went away (a pipe into `head` that had enough)."""
+
+
 def request(
     state_dir: Path, payload: dict[str, Any], out: BinaryIO | None = None
 ) -> dict[str, Any] | None:
@@ -54,8 +58,11 @@ def request(
                 if out is None:
                     kept += rest
                 else:
-                    out.write(rest)
-                    out.flush()
+                    try:
+                        out.write(rest)
+                        out.flush()
+                    except BrokenPipeError:
+                        raise ReaderGone from None
             rest = sock.recv(1 << 20)
             if not rest:
                 break

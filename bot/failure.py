@@ -6,6 +6,7 @@ where the daemon answers must start fast.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
 
 EXIT_USAGE = 2
 EXIT_STATE = 3  # the scheduler's state cannot be reached
+EXIT_READER_GONE = 141  # whoever read the output went away: as if killed by SIGPIPE
 
 
 class Failure(Exception):
@@ -38,6 +40,24 @@ def fail(
         print(json.dumps({"error": message, "kind": kind, **(extra or {})}))
     print(f"moltsched: {message}", file=sys.stderr)
     return code
+
+
+def outputs_open() -> bool:
+    """False if the process was started with its standard output closed (said on stderr):
+    then nothing is done whose answer could not be given. A closed stderr gets /dev/null."""
+    if sys.stderr is None:  # errors have nowhere to go
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
+    if sys.stdout is None:
+        print("moltsched: standard output is closed (>/dev/null discards it)", file=sys.stderr)
+        return False
+    return True
+
+
+def reader_gone() -> int:
+    """Whoever read the output went away (`| head` had enough): stop quietly, as a command
+    killed by SIGPIPE does, with nothing more said (also not at exit, by Python's flush)."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return EXIT_READER_GONE
 
 
 def load(config_path: Path) -> AppConfig:
