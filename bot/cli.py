@@ -179,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         return _main(args)
     except (client.ReaderGone, BrokenPipeError):  # `| head` had enough
         return failure.reader_gone()
+    except KeyboardInterrupt:  # Ctrl-C: one line, and 128 + SIGINT as a shell expects
+        return fail("interrupted", "cancelled", failure.EXIT_CANCELLED, args.json)
     except Failure as exc:
         return fail(str(exc), exc.kind, exc.code, args.json, exc.extra)
     except StoreError as exc:
@@ -222,7 +224,7 @@ def _main(args: argparse.Namespace) -> int:
         return _reload(config_path, request)
     hint = state_dir_hint(config_path)
     if hint is not None:
-        answered = _ask_daemon(hint, request)
+        answered = client.ask(hint, request)
         if answered is not None:
             return answered
     return _offline(config_path, request, hint)
@@ -241,45 +243,20 @@ def _command(args: argparse.Namespace) -> Command:
     return command_from(args.command, vars(args))
 
 
-def _ask_daemon(state_dir: Path, request: Request) -> int | None:
-    """Have the daemon answer, printing as the answer arrives; None if no daemon is up."""
-    try:
-        reply = client.request(state_dir, request.to_wire(), sys.stdout.buffer)
-    except client.DaemonGone as exc:
-        # What was asked may have been a run, and it was cut short: as an interrupted run.
-        raise Failure(str(exc), "daemon-gone", 1) from None
-    except PermissionError:
-        sock = state_dir / client.SOCKET_NAME
-        raise Failure(
-            f"no permission to use {sock}; run this as the daemon's user, or as a member of "
-            "the group the configuration's control.group names",
-            "permission",
-            EXIT_STATE,
-        ) from None
-    except OSError as exc:
-        raise Failure(f"cannot reach the daemon: {exc}", "unavailable", EXIT_STATE) from None
-    if reply is None:
-        return None
-    if "kind" in reply:  # refused before any answer (bot.control)
-        raise Failure(str(reply.get("error", "")), str(reply["kind"]), int(reply.get("exit", 2)))
-    sys.stderr.write(reply.get("err", ""))
-    return int(reply.get("exit", 1))
-
-
 def _reload(config_path: Path, request: Request) -> int:
     """Ask the daemon to reload (as SIGHUP does) and wait for it: exit 0 once the new file is
     in use, 2 if it was rejected (the old one stays). With no daemon, check the file."""
     hint = state_dir_hint(config_path)
-    answered = _ask_daemon(hint, request) if hint is not None else None
+    answered = client.ask(hint, request) if hint is not None else None
     if answered is not None:
         return answered
     config = load(config_path)
     state_dir = config.settings.state_dir
-    answered = _ask_daemon(state_dir, request)
+    answered = client.ask(state_dir, request)
     if answered is None:  # a daemon without its control socket is sent SIGHUP, which remakes it
         from bot.lock import via_sighup
 
-        answered = via_sighup(state_dir, lambda: _ask_daemon(state_dir, request))
+        answered = via_sighup(state_dir, lambda: client.ask(state_dir, request))
     if answered is not None:
         return answered
     message = (
@@ -324,7 +301,7 @@ def _offline(config_path: Path, request: Request, hint: Path | None) -> int:
     config = load(config_path)
     if config.settings.state_dir != hint:
         # The quick look at the file was wrong or could not tell: ask the real place.
-        answered = _ask_daemon(config.settings.state_dir, request)
+        answered = client.ask(config.settings.state_dir, request)
         if answered is not None:
             return answered
     return asyncio.run(_offline_answer(config, request))
@@ -360,7 +337,7 @@ async def _offline_answer(config: AppConfig, request: Request) -> int:
             return await _print(*await respond(request, scheduler, config.zone, daemon=False))
         lock = StateLock(settings.state_dir)
         if not lock.try_acquire():
-            answered = _ask_daemon(settings.state_dir, request)
+            answered = client.ask(settings.state_dir, request)
             if answered is not None:
                 return answered
             stuck = lock.never_free()

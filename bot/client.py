@@ -2,15 +2,22 @@
 line of metadata, then the text to print, which is written out as it arrives (see
 `bot.control`), so `chat run:x` shows its acknowledgement before the result.
 
-Standard library only, so a CLI command that the daemon answers starts and finishes fast.
+The standard library only (and `bot.failure`, which is the same), so a CLI command that the
+daemon answers starts and finishes fast.
 """
 
 from __future__ import annotations
 
 import json
 import socket
+import sys
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from bot.failure import EXIT_CANCELLED, EXIT_STATE, Failure
+
+if TYPE_CHECKING:
+    from commands.command import Request
 
 SOCKET_NAME = "control.sock"
 LOCK_NAME = "moltsched.lock"
@@ -71,3 +78,33 @@ def request(
     if out is None:
         meta["out"] = kept.decode()
     return meta
+
+
+def ask(state_dir: Path, asked: Request) -> int | None:
+    """Have the daemon answer `asked`, printing as the answer arrives; None if no daemon
+    is up. Failure if it cannot be reached, refuses, or goes away."""
+    try:
+        reply = request(state_dir, asked.to_wire(), sys.stdout.buffer)
+    except DaemonGone as exc:
+        # What was asked may have been a run, and it was cut short: as an interrupted run.
+        raise Failure(str(exc), "daemon-gone", 1) from None
+    except KeyboardInterrupt:  # Ctrl-C: what the daemon does goes on without us
+        task = getattr(asked.command, "task", None)
+        going = f"; {task} goes on in the daemon (`moltsched status {task}` follows it)"
+        raise Failure(f"interrupted{going if task else ''}", "cancelled", EXIT_CANCELLED) from None
+    except PermissionError:
+        sock = state_dir / SOCKET_NAME
+        raise Failure(
+            f"no permission to use {sock}; run this as the daemon's user, or as a member of "
+            "the group the configuration's control.group names",
+            "permission",
+            EXIT_STATE,
+        ) from None
+    except OSError as exc:
+        raise Failure(f"cannot reach the daemon: {exc}", "unavailable", EXIT_STATE) from None
+    if reply is None:
+        return None
+    if "kind" in reply:  # refused before any answer (bot.control)
+        raise Failure(str(reply.get("error", "")), str(reply["kind"]), int(reply.get("exit", 2)))
+    sys.stderr.write(reply.get("err", ""))
+    return int(reply.get("exit", 1))

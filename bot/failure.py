@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 EXIT_USAGE = 2
 EXIT_STATE = 3  # the scheduler's state cannot be reached
 EXIT_READER_GONE = 141  # whoever read the output went away: as if killed by SIGPIPE
+EXIT_CANCELLED = 130  # Ctrl-C: 128 + SIGINT, as a shell expects
 
 
 class Failure(Exception):

@@ -356,3 +356,25 @@ def test_version(daemon: DaemonProcess) -> None:
     assert f"moltsched {__version__} daemon running" in daemon.log.read_text()
     changelog = (Path(__file__).parent.parent / "CHANGELOG.md").read_text()
     assert f"## {__version__} (" in changelog
+
+
+def test_ctrl_c_while_run_waits_says_the_run_goes_on(daemon: DaemonProcess, config: Path) -> None:
+    """Before: a KeyboardInterrupt traceback. Now one line, exit 130 as a shell expects, and
+    the run, which is the daemon's, goes on to its end."""
+    waiting = subprocess.Popen(
+        [MOLTSCHED, "--config", str(config), "run", "slow"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as at a terminal
+    )
+    started = "SELECT COUNT(*) FROM run WHERE task_id = 'slow'"
+    wait_sync(lambda: query(db(config), started) == [(1,)], 10, "the run to start")
+    waiting.send_signal(signal.SIGINT)
+    _, err = waiting.communicate(timeout=10)
+    assert waiting.returncode == 130 and "Traceback" not in err, err
+    assert err.splitlines() == [
+        "moltsched: interrupted; slow goes on in the daemon (`moltsched status slow` follows it)"
+    ]
+    ended = "SELECT outcome FROM run WHERE task_id = 'slow'"
+    wait_sync(lambda: query(db(config), ended) == [("success",)], 15, "the run to end")
