@@ -136,11 +136,26 @@ class StateLock:
             return None
 
     def held_by_a_daemon(self) -> int | None:
-        """The pid of the daemon that holds it, if one does."""
+        """The pid of the daemon that holds it now, if one does. Only a held lock's file is
+        believed: a stopped daemon's still names a pid, which another process may have now."""
         holder = self.holder()
-        if holder is None or holder[1] != "daemon" or not os.path.exists(f"/proc/{holder[0]}"):
+        if holder is None or holder[1] != "daemon" or not self._held():
             return None
         return holder[0]
+
+    def _held(self) -> bool:
+        """Whether someone holds it now (found by trying to take it, and letting go)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # which lets go of it, if it was taken
+        return False
 
     def never_free(self) -> tuple[str, str] | None:
         """Why waiting for it now would wait for ever, and that failure's `kind`: a daemon

@@ -378,3 +378,19 @@ def test_ctrl_c_while_run_waits_says_the_run_goes_on(daemon: DaemonProcess, conf
     ]
     ended = "SELECT outcome FROM run WHERE task_id = 'slow'"
     wait_sync(lambda: query(db(config), ended) == [("success",)], 15, "the run to end")
+
+
+def test_a_stale_lock_file_never_gets_a_process_signalled(config: Path) -> None:
+    """The lock file of a daemon that has stopped still names its pid, which another process
+    may have by now: `reload` must not send that one SIGHUP (SIGHUP ends most programs)."""
+    (config.parent / "state").mkdir()
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        (config.parent / "state" / "moltsched.lock").write_text(f"{other.pid} daemon\n")
+        reloaded = cli("reload", config=config, timeout=20)
+        assert reloaded.returncode == 0 and "No daemon is running" in reloaded.stdout
+        assert other.poll() is None  # not signalled
+        assert "not running on" in cli("doctor", config=config).stdout
+    finally:
+        other.kill()
+        other.wait()
