@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     # with no daemon took). The daemon turns it back on once it has started (see `_daemon`).
     gc.disable()
     argv = sys.argv[1:] if argv is None else argv
-    if not failure.outputs_open():
+    if not failure.outputs_open(answers=_command_word(argv) != "daemon"):
         return EXIT_USAGE
     args = build_parser(_command_word(argv)).parse_args(argv)
     try:

@@ -43,14 +43,17 @@ def fail(
     return code
 
 
-def outputs_open() -> bool:
-    """False if the process was started with its standard output closed (said on stderr):
-    then nothing is done whose answer could not be given. A closed stderr gets /dev/null."""
+def outputs_open(answers: bool = True) -> bool:
+    """False if the process was started with its standard output closed and `answers` (it
+    has an answer to print; said on stderr): then nothing is done whose answer could not be
+    given. A closed stream that is not needed gets /dev/null, for the life of the process."""
     if sys.stderr is None:  # errors have nowhere to go
-        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
-    if sys.stdout is None:
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115
+    if sys.stdout is None and answers:
         print("moltsched: standard output is closed (>/dev/null discards it)", file=sys.stderr)
         return False
+    if sys.stdout is None:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
     return True
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from support.daemon import DaemonProcess
-from tests.helpers import MOLTSCHED
+from tests.helpers import MOLTSCHED, query, wait_sync
 
 TASKS = 3000  # `status --json` of these is far more than a pipe holds
 
@@ -81,3 +81,29 @@ def test_daemon_up(config: Path) -> None:
         check(config)
     finally:
         assert daemon.stop() == 0
+
+
+def test_a_daemon_started_with_its_outputs_closed_runs(tmp_path: Path) -> None:
+    """`moltsched daemon >&- 2>&-` needs no output: it runs (and the files it opens never
+    take the places of stdout or stderr, where a stray write would land in them)."""
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "a.sh").write_text("echo hi\n")
+    config = tmp_path / "moltsched.yaml"
+    config.write_text("tasks:\n  - {id: a, script: a.sh, every: 1h}\n")
+
+    def close_outputs() -> None:
+        os.close(1)
+        os.close(2)
+
+    daemon = subprocess.Popen(
+        [MOLTSCHED, "--config", str(config), "daemon"], preexec_fn=close_outputs
+    )
+    try:
+        db = tmp_path / "state" / "moltsched.db"
+        ran = "SELECT outcome FROM run WHERE task_id = 'a'"
+        wait_sync(lambda: db.exists() and query(db, ran) == [("success",)], 15, "a's run")
+        targets = {os.readlink(f"/proc/{daemon.pid}/fd/{fd}") for fd in (1, 2)}
+        assert targets == {os.devnull}, targets
+    finally:
+        daemon.terminate()
+        assert daemon.wait(15) == 0
