@@ -37,7 +37,7 @@ ACTOR = "seed"  # what imported log entries are marked with, so they are never a
 def seed_config(seed_dir: Path, config_path: Path) -> dict[str, Any]:
     """Our configuration for the seed's tasks.json (seed keys translated, scripts left where
     they are: the seed ran them from `DIR/tasks`)."""
-    raw = json.loads((seed_dir / "config" / "tasks.json").read_text(encoding="utf-8"))
+    raw = json.loads((seed_dir / "config" / "tasks.json").read_text(encoding="utf-8-sig"))
     tasks = raw.get("tasks", []) if isinstance(raw, dict) else raw
     ours = []
     for t in tasks:

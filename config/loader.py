@@ -88,7 +88,7 @@ class AppConfig:
 def read_raw(path: Path) -> Any:
     """The file's data: JSON for `.json`, YAML otherwise. Raises ConfigError."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # -sig: a byte order mark is no error
     except FileNotFoundError:
         raise ConfigError(path, ["the file does not exist"]) from None
     except PermissionError as exc:

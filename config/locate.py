@@ -68,7 +68,7 @@ def find_config_path(arg: str | os.PathLike[str] | None = None, *, existing: boo
 def state_dir_hint(path: Path) -> Path | None:
     """The state directory the file names, or None if it cannot be told cheaply."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # -sig: a byte order mark is no error
     except (OSError, UnicodeDecodeError):
         return None
     base = path.resolve().parent

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from config.loader import ConfigError, load_config
+from config.locate import state_dir_hint
 from scheduler_core.model import CatchUp
 from scheduler_core.triggers import Cron, Every, parse_duration
 from tests.helpers import cli
@@ -328,6 +329,22 @@ tasks:
         "tasks[2].env: '': a variable's name is not empty and has no = or NUL",
         "tasks[3].env: 'A': a NUL byte cannot be passed to a program",
     ]
+
+
+def test_a_file_saved_with_a_byte_order_mark_loads(tmp_path: Path) -> None:
+    """As Windows editors save it (the seed's tasks.json, say): before, a JSON file with one
+    was "Unexpected UTF-8 BOM"; YAML took it already."""
+    bom = "\ufeff"
+    state = tmp_path / "elsewhere"
+    text = '{"state_dir": "elsewhere", "tasks": [{"id": "a", "script": "a.sh", "every": "1h"}]}'
+    json_path = write(tmp_path, bom + text, "moltsched.json")
+    assert [t.id for t in load_config(json_path).tasks] == ["a"]
+    assert state_dir_hint(json_path) == state
+    yaml_path = write(
+        tmp_path, bom + "state_dir: elsewhere\ntasks: [{id: a, script: a.sh, every: 1h}]\n"
+    )
+    assert [t.id for t in load_config(yaml_path).tasks] == ["a"]
+    assert state_dir_hint(yaml_path) == state
 
 
 def test_retries_max_age_and_the_fallback_are_checked_at_their_places(tmp_path: Path) -> None:

@@ -243,3 +243,12 @@ def test_a_seed_checkpoint_this_cannot_hand_to_a_run_is_left_out_and_said(tmp_pa
     assert ran["outcome"] == "success", ran
     text = cli("import-seed", str(seed), config=tmp_path / "other" / "moltsched.yaml").stdout
     assert "checkpoint of scrape-all left out: a checkpoint is at most 64 KiB" in text
+
+
+def test_a_seed_tasks_json_saved_with_a_byte_order_mark_imports(tmp_path: Path) -> None:
+    seed = make_seed(tmp_path)
+    tasks = seed / "config" / "tasks.json"
+    tasks.write_text("\ufeff" + tasks.read_text())
+    done = cli("--json", "import-seed", str(seed), config=tmp_path / "home" / "moltsched.yaml")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["tasks"] == 3
