@@ -51,6 +51,42 @@ def text(value: object) -> str:
     return value.strip()
 
 
+_WRITTEN = re.compile(r"[\s().\-/]")  # how people space out a phone number
+_E164 = re.compile(r"\+[1-9]\d{6,14}")
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def signal_number(value: object) -> str:
+    """A phone number as Signal names it (+, the country code, digits), from how people write
+    it: spaces, dashes, dots and brackets are left out. Messages say who sent them this way,
+    so an admin written otherwise would never match."""
+    written = text(value)
+    number = _WRITTEN.sub("", written)
+    if not _E164.fullmatch(number):
+        raise ValueError(
+            f"{show(written)} is not a Signal number in international form, like +4917612345678"
+        )
+    return number
+
+
+def signal_ids(min_items: int = 0, *, groups: bool = False) -> Parser:
+    """A list of Signal numbers (see `signal_number`) or accounts' UUIDs (in lower case, as
+    messages carry them), at least `min_items` long; with `groups`, also `group.…` ids."""
+
+    def one(value: str) -> str:
+        if _UUID.fullmatch(value.lower()):
+            return value.lower()
+        if groups and value.startswith("group."):
+            return value
+        try:
+            return signal_number(value)
+        except ValueError:
+            what = "a Signal number in international form (like +4917612345678)"
+            raise ValueError(f"{show(value)} is not {what} or an account's UUID") from None
+
+    return lambda value: [one(v) for v in texts(min_items)(value)]
+
+
 def whole(lo: int | None = None, hi: int | None = None) -> Parser:
     """A whole number within [lo, hi]."""
 

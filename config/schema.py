@@ -30,6 +30,8 @@ from config.fields import (
     parse_size,
     section,
     show,
+    signal_ids,
+    signal_number,
     text,
     text_map,
     texts,
@@ -164,11 +166,11 @@ class TaskModel:
 
 @dataclass(frozen=True)
 class SignalModel:
-    account: str = key(text)
-    admins: list[str] = key(texts(1))
+    account: str = key(signal_number)
+    admins: list[str] = key(signal_ids(1))
     service: str = key(text, "127.0.0.1:8080")
     groups: list[str] = key(texts(), factory=list)
-    alert_to: list[str] | None = key(optional(texts()), None)
+    alert_to: list[str] | None = key(optional(signal_ids(groups=True)), None)
     # Every send (replies and alerts) to one recipient: at most this many a minute, after a
     # first burst (see bot.limiter).
     send_per_minute: float = key(number(hi=600, above=0), 6.0)

@@ -331,6 +331,41 @@ tasks:
     ]
 
 
+def test_signal_numbers_are_read_as_people_write_them_or_refused(tmp_path: Path) -> None:
+    """Before, admins were compared as written: an owner listed as "+49 176 1234 5678" was a
+    stranger to the bot (no answer at all), and "017612345678" could never match anyone."""
+    good = write(
+        tmp_path,
+        """
+signal:
+  account: "+49 151 2345-6789"
+  admins: ["+49 (176) 1234 5678", "3F9C2A7E-1B4D-4C8A-8E2F-6D5B9A0C7E14"]
+  alert_to: ["+49.176.1234.5678"]
+""",
+    )
+    signal = load_config(good).signal
+    assert signal is not None and signal.account == "+4915123456789"
+    assert signal.admins == ("+4917612345678", "3f9c2a7e-1b4d-4c8a-8e2f-6d5b9a0c7e14")
+    assert signal.alert_to == ("+4917612345678",)
+    bad = write(
+        tmp_path,
+        """
+signal:
+  account: "015123456789"
+  admins: ["4917612345678", "+49 176 x", "bob"]
+  alert_to: ["+1"]
+""",
+    )
+    found = problems(bad)
+    assert [p.split(":")[0] for p in found] == [
+        "signal.account",
+        "signal.admins",
+        "signal.alert_to",
+    ], found
+    assert "'015123456789' is not a Signal number in international form" in found[0]
+    assert "'4917612345678'" in found[1]
+
+
 def test_a_file_saved_with_a_byte_order_mark_loads(tmp_path: Path) -> None:
     """As Windows editors save it (the seed's tasks.json, say): before, a JSON file with one
     was "Unexpected UTF-8 BOM"; YAML took it already."""
