@@ -69,6 +69,23 @@ def signal_number(value: object) -> str:
     return number
 
 
+_SCHEME = re.compile(r"(?:https?|wss?)://", re.IGNORECASE)
+
+
+def signal_service(value: object) -> str:
+    """signal-cli-rest-api's address as signalbot takes it: `host:port` (and any path its
+    API lies under). signalbot puts its own scheme before it, so one written in (as in
+    `http://localhost:8080/`) is left out, with a last `/`."""
+    written = text(value)
+    bare = written[m.end() :] if (m := _SCHEME.match(written)) else written
+    bare = bare.rstrip("/")
+    hostport = bare.partition("/")[0]
+    port = re.fullmatch(r".+:(\d+)", hostport)
+    if not hostport or "://" in bare or (port and not 0 < int(port[1]) < 65536):
+        raise ValueError(f"{show(written)} is not an address like 127.0.0.1:8080")
+    return bare
+
+
 def signal_ids(min_items: int = 0, *, groups: bool = False) -> Parser:
     """A list of Signal numbers (see `signal_number`) or accounts' UUIDs (in lower case, as
     messages carry them), at least `min_items` long; with `groups`, also `group.…` ids."""

@@ -32,6 +32,7 @@ from config.fields import (
     show,
     signal_ids,
     signal_number,
+    signal_service,
     text,
     text_map,
     texts,
@@ -168,7 +169,7 @@ class TaskModel:
 class SignalModel:
     account: str = key(signal_number)
     admins: list[str] = key(signal_ids(1))
-    service: str = key(text, "127.0.0.1:8080")
+    service: str = key(signal_service, "127.0.0.1:8080")
     groups: list[str] = key(texts(), factory=list)
     alert_to: list[str] | None = key(optional(signal_ids(groups=True)), None)
     # Every send (replies and alerts) to one recipient: at most this many a minute, after a

@@ -366,6 +366,28 @@ signal:
     assert "'4917612345678'" in found[1]
 
 
+def test_the_signal_service_may_be_written_as_a_url(tmp_path: Path) -> None:
+    """signalbot puts its own scheme before `service`: written as its README shows it
+    (`http://localhost:8080`), the bot asked `https://http://localhost:8080/...` for ever."""
+    for written in ("http://localhost:8080", "HTTPS://localhost:8080/", "localhost:8080"):
+        path = write(
+            tmp_path,
+            f"signal: {{service: '{written}', account: '+4915123456789', admins: ['+491761']}}\n",
+        )
+        found = problems(path)  # the admin is too short: the service is not a problem
+        assert [p.split(":")[0] for p in found] == ["signal.admins"], found
+        path.write_text(path.read_text().replace("+491761", "+4917612345678"))
+        signal = load_config(path).signal
+        assert signal is not None and signal.service == "localhost:8080", written
+    for wrong in ("127.0.0.1:99999", "http://", "ftp://x:1"):
+        path = write(
+            tmp_path,
+            f"signal: {{service: '{wrong}', account: '+4915123456789', "
+            "admins: ['+4917612345678']}\n",
+        )
+        assert [p.split(":")[0] for p in problems(path)] == ["signal.service"], wrong
+
+
 def test_a_file_saved_with_a_byte_order_mark_loads(tmp_path: Path) -> None:
     """As Windows editors save it (the seed's tasks.json, say): before, a JSON file with one
     was "Unexpected UTF-8 BOM"; YAML took it already."""
