@@ -34,6 +34,14 @@ def runs(db: Path, task_id: str) -> list[tuple[str | None, str]]:
     return query(db, "SELECT outcome, stdout FROM run WHERE task_id = ? ORDER BY id", (task_id,))
 
 
+def a_ran_b_once(db: Path) -> None:
+    """a's run ended, with b's answer, and b ran once, in between."""
+    answered = [("success", "a asks for b\nb answered 0\n")]
+    wait_sync(lambda: runs(db, "a")[-1:] == answered, 15, "a's run to end, answered")
+    assert runs(db, "a") == answered
+    assert runs(db, "b") == [("success", "b ran\n")]
+
+
 def test_a_run_that_asks_for_another_with_every_slot_taken_lends_it_its_slot(
     tmp_path: Path,
 ) -> None:
@@ -44,13 +52,7 @@ def test_a_run_that_asks_for_another_with_every_slot_taken_lends_it_its_slot(
         max_concurrent=1,
     )
     try:
-        wait_sync(
-            lambda: runs(daemon.db, "a")[-1:] == [("success", "a asks for b\nb answered 0\n")],
-            15,
-            "a's run to end, answered",
-        )
-        assert runs(daemon.db, "a") == [("success", "a asks for b\nb answered 0\n")]
-        assert runs(daemon.db, "b") == [("success", "b ran\n")]
+        a_ran_b_once(daemon.db)
         assert query(daemon.db, "SELECT COUNT(*) FROM log WHERE action = 'interrupted'") == [(0,)]
     finally:
         assert daemon.stop() == 0
@@ -65,13 +67,7 @@ def test_the_asking_run_is_not_cut_even_when_it_is_the_lowest_priority(tmp_path:
         max_concurrent=2,
     )
     try:
-        wait_sync(
-            lambda: runs(daemon.db, "a")[-1:] == [("success", "a asks for b\nb answered 0\n")],
-            15,
-            "a's run to end, answered",
-        )
-        assert runs(daemon.db, "a") == [("success", "a asks for b\nb answered 0\n")]
-        assert runs(daemon.db, "b") == [("success", "b ran\n")]
+        a_ran_b_once(daemon.db)
         # The other run went on: nothing was interrupted for b, and the slots held.
         assert runs(daemon.db, "long") == [(None, "")]
         assert query(daemon.db, "SELECT COUNT(*) FROM log WHERE action = 'interrupted'") == [(0,)]
