@@ -43,7 +43,6 @@ def show(body: dict[str, Any]) -> None:
 
 async def main() -> None:
     service = SignalService()
-    service.on_send = show
     await service.start()
     with tempfile.TemporaryDirectory(prefix="moltsched-demo-") as td:
         config = Path(td) / "moltsched.yaml"
@@ -62,6 +61,10 @@ async def main() -> None:
             "(status, run:counter, pause:flaky, logs, help). Ctrl-D ends the demo."
         )
         print("you> ", end="", flush=True)
+        # What the bot sent while it came up (a demo task's first alert), after the banner.
+        for body in service.sent:
+            show(body)
+        service.on_send = show
         loop = asyncio.get_running_loop()
         try:
             while True:
