@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from collections.abc import AsyncIterator
@@ -140,6 +141,27 @@ async def test_undelivered_alerts_survive_a_restart(settings: EngineSettings) ->
     await store.close()
 
 
+@contextlib.asynccontextmanager
+async def front_on(
+    service: SignalService, store: Store, admins: tuple[str, ...] = (ALICE,)
+) -> AsyncIterator[SignalFront]:
+    """The real Signal front end on the emulator, its connection supervised as the daemon's
+    is; each message is answered "answer to TEXT". Closed with the store at the end."""
+
+    async def replies(text: str, actor: str) -> AsyncIterator[str]:
+        yield f"answer to {text}"
+
+    front = SignalFront(SignalConfig(service.service, ACCOUNT, admins, (), ()), replies, store)
+    listening = asyncio.create_task(front.run())
+    try:
+        yield front
+    finally:
+        await front.close()
+        listening.cancel()
+        await asyncio.gather(listening, return_exceptions=True)
+        await store.close()
+
+
 async def test_a_send_the_service_takes_and_never_answers_is_given_up(
     settings: EngineSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -151,31 +173,18 @@ async def test_a_send_the_service_takes_and_never_answers_is_given_up(
     clock = ManualClock()
     await store.queue_alert("t", "failure", [(ALICE, "t failed")], clock.now(), clock.now())
 
-    async def replies(text: str, actor: str) -> AsyncIterator[str]:
-        yield ""
-
-    async with SignalService() as service:
-        front = SignalFront(
-            SignalConfig(service.service, ACCOUNT, (ALICE,), (), ()), replies, store
-        )
-        listening = asyncio.create_task(front.run())
-        try:
-            await wait_for(lambda: front.connected, 10)
-            service.hanging.add("/v2/send")
-            outbox = Outbox(store, front, clock=clock)
-            retry = await asyncio.wait_for(outbox.deliver_due(), 10)
-            assert retry is not None and retry > clock.now()
-            (item,) = await store.pending_alerts()
-            assert item.attempts == 1 and service.sent == []
-            service.hanging.clear()
-            clock.advance((retry - clock.now()).total_seconds())
-            assert await outbox.deliver_due() is None
-            assert [m["message"] for m in service.sent] == ["t failed"]
-        finally:
-            await front.close()
-            listening.cancel()
-            await asyncio.gather(listening, return_exceptions=True)
-            await store.close()
+    async with SignalService() as service, front_on(service, store) as front:
+        await wait_for(lambda: front.connected, 10)
+        service.hanging.add("/v2/send")
+        outbox = Outbox(store, front, clock=clock)
+        retry = await asyncio.wait_for(outbox.deliver_due(), 10)
+        assert retry is not None and retry > clock.now()
+        (item,) = await store.pending_alerts()
+        assert item.attempts == 1 and service.sent == []
+        service.hanging.clear()
+        clock.advance((retry - clock.now()).total_seconds())
+        assert await outbox.deliver_due() is None
+        assert [m["message"] for m in service.sent] == ["t failed"]
 
 
 async def test_a_service_that_takes_the_start_up_checks_and_never_answers_is_tried_again(
@@ -187,24 +196,13 @@ async def test_a_service_that_takes_the_start_up_checks_and_never_answers_is_tri
     monkeypatch.setattr(front_module, "RECONNECT_FIRST_S", 0.05)
     store = await Store.open(settings.db_path)
 
-    async def replies(text: str, actor: str) -> AsyncIterator[str]:
-        yield ""
-
     async with SignalService() as service:
         service.hanging.add("/v1/health")
-        config = SignalConfig(service.service, ACCOUNT, (ALICE,), (), ())
-        front = SignalFront(config, replies, store)
-        listening = asyncio.create_task(front.run())
-        try:
+        async with front_on(service, store) as front:
             await wait_for(lambda: service.requests.count(("GET", "/v1/health")) >= 2, 10)
             assert not front.connected
             service.hanging.clear()
             await wait_for(lambda: front.connected, 10)
-        finally:
-            await front.close()
-            listening.cancel()
-            await asyncio.gather(listening, return_exceptions=True)
-            await store.close()
 
 
 async def test_a_rate_limit_holds_every_send_for_a_while_and_loses_nothing(
@@ -220,36 +218,24 @@ async def test_a_rate_limit_holds_every_send_for_a_while_and_loses_nothing(
     texts = [(ALICE, "t failed"), (BOB_UUID, "t failed")]
     await store.queue_alert("t", "failure", texts, clock.now(), clock.now())
 
-    async def replies(text: str, actor: str) -> AsyncIterator[str]:
-        yield f"answer to {text}"
-
-    async with SignalService() as service:
-        config = SignalConfig(service.service, ACCOUNT, (ALICE, BOB_UUID), (), ())
-        front = SignalFront(config, replies, store)
-        listening = asyncio.create_task(front.run())
-        try:
-            await wait_for(lambda: front.connected, 10)
-            service.send_status = 429
-            await service.push(text_frame("help"))
-            await wait_for(lambda: service.refused_sends == 1, 10)  # the answer, refused
-            limited = time.monotonic()
-            outbox = Outbox(store, front, clock=clock, limiter=front.limiter)
-            later = await outbox.deliver_due()
-            assert later is not None and later > clock.now()
-            assert service.refused_sends == 1 and service.sent == []  # nobody else was tried
-            # After the hold the answer is tried again: still limited, so twice as long.
-            await wait_for(lambda: service.refused_sends == 2, 10)
-            assert time.monotonic() - limited >= 0.9 and front.limiter.held_for() > 1.5
-            service.send_status = None  # the limit is lifted; the hold still stands
-            (answer,) = await service.wait_sent(1)
-            assert answer["message"] == "answer to help" and answer["recipients"] == [ALICE_UUID]
-            assert service.sent_at[0] - limited >= 2.9  # both holds, less the answer's wait
-            clock.advance((later - clock.now()).total_seconds())
-            assert await outbox.deliver_due() is None
-            assert sorted(m["recipients"][0] for m in service.sent[1:]) == sorted([ALICE, BOB_UUID])
-            assert service.refused_sends == 2
-        finally:
-            await front.close()
-            listening.cancel()
-            await asyncio.gather(listening, return_exceptions=True)
-            await store.close()
+    async with SignalService() as service, front_on(service, store, (ALICE, BOB_UUID)) as front:
+        await wait_for(lambda: front.connected, 10)
+        service.send_status = 429
+        await service.push(text_frame("help"))
+        await wait_for(lambda: service.refused_sends == 1, 10)  # the answer, refused
+        limited = time.monotonic()
+        outbox = Outbox(store, front, clock=clock, limiter=front.limiter)
+        later = await outbox.deliver_due()
+        assert later is not None and later > clock.now()
+        assert service.refused_sends == 1 and service.sent == []  # nobody else was tried
+        # After the hold the answer is tried again: still limited, so twice as long.
+        await wait_for(lambda: service.refused_sends == 2, 10)
+        assert time.monotonic() - limited >= 0.9 and front.limiter.held_for() > 1.5
+        service.send_status = None  # the limit is lifted; the hold still stands
+        (answer,) = await service.wait_sent(1)
+        assert answer["message"] == "answer to help" and answer["recipients"] == [ALICE_UUID]
+        assert service.sent_at[0] - limited >= 2.9  # both holds, less the answer's wait
+        clock.advance((later - clock.now()).total_seconds())
+        assert await outbox.deliver_due() is None
+        assert sorted(m["recipients"][0] for m in service.sent[1:]) == sorted([ALICE, BOB_UUID])
+        assert service.refused_sends == 2
