@@ -1,10 +1,10 @@
 """The engine's data: what a task is (TaskSpec), what state it is in (TaskState), what a run
-left behind (RunRecord, LogEntry). Frozen dataclasses; times are aware UTC datetimes."""
+left behind (RunRecord, LogEntry). Immutable; times are aware UTC datetimes."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -67,9 +67,16 @@ class CatchUp(StrEnum):
     SKIP = "skip"
 
 
-@dataclass(frozen=True, slots=True)
-class TaskSpec:
-    """One configured task, validated and with its paths resolved."""
+_NO_ENV: Mapping[str, str] = {}
+
+
+class TaskSpec(NamedTuple):
+    """One configured task, validated and with its paths resolved.
+
+    A NamedTuple, as TaskState is: a cached configuration (config.cache) holds 10,000 of
+    these, and a frozen dataclass is rebuilt field by field in Python: unpickling them took
+    nearly three times as long, in every `status` with no daemon. Change one with `_replace`.
+    """
 
     id: str
     name: str
@@ -82,18 +89,13 @@ class TaskSpec:
     catch_up: CatchUp = CatchUp.ONCE
     interruptible: bool = True
     alert: bool = True
-    env: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] = _NO_ENV  # one shared empty mapping: no task writes to its env
     # A `script:` task's file; its `#!` line is read as each run starts (see `shebang.script_argv`)
     # and `argv` is what runs when it has none.
     script: str | None = None
     retries: int = 0  # a failed or timed-out run is run again this many times at most
     retry_delay: float = 30.0  # before the first retry; each further one waits twice as long
     max_age: float | None = None  # alert when it has not succeeded for this long
-
-    def __reduce__(self) -> tuple[type[TaskSpec], tuple[object, ...]]:
-        # Rebuilt by its constructor: a slotted frozen dataclass restores its state field by
-        # field in Python, and a cached configuration holds 10,000 of these (config.cache).
-        return TaskSpec, tuple(getattr(self, f) for f in self.__slots__)
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,7 @@ async def text_of(reply: Reply, as_json: bool) -> str:
 )
 @pytest.mark.parametrize("enabled", [True, False])
 def test_fast_task_json_equals_the_dict(tasks_dir: Path, state: TaskState, enabled: bool) -> None:
-    task = replace(spec("a", "true", tasks_dir), name=state.name, enabled=enabled)
+    task = spec("a", "true", tasks_dir)._replace(name=state.name, enabled=enabled)
     times: dict[datetime, str] = {}
     fast = json.loads(task_json_text(task, state, BERLIN, times))
     assert fast == task_json(task, state, BERLIN)
@@ -100,7 +100,7 @@ async def ctx(store: Store, settings: EngineSettings, tasks_dir: Path) -> Contex
     specs = [
         spec("ok", "echo fine", tasks_dir),
         spec("bad", "echo 'it broke' >&2; exit 5", tasks_dir),
-        replace(spec("off", "true", tasks_dir), enabled=False),
+        spec("off", "true", tasks_dir)._replace(enabled=False),
     ]
     sched = Scheduler(store, settings, specs, clock=clock)
     return Context(sched, BERLIN, daemon=False)

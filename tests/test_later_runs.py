@@ -4,7 +4,6 @@ in-process launcher and a clock the test moves: runs start and end when the test
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -33,7 +32,7 @@ async def settled(sched: Scheduler, clock: ManualClock) -> None:
 
 
 def flaky(tasks_dir: Path, every: float = 3600, **kw: object) -> TaskSpec:
-    return replace(spec("flaky", "true", tasks_dir, trigger=Every(every)), **kw)
+    return spec("flaky", "true", tasks_dir, trigger=Every(every))._replace(**kw)
 
 
 async def test_a_failed_run_is_retried_with_doubling_delays_and_fails_once_in_all(

@@ -6,7 +6,6 @@ import asyncio
 import json
 import sys
 from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -216,7 +215,7 @@ async def test_a_failing_run_is_recorded_and_disturbs_nothing(
         spec("missing", "true", tasks_dir),
         spec("good", "echo fine", tasks_dir),
     ]
-    specs[1] = replace(specs[1], argv=("/no/such/program",))
+    specs[1] = specs[1]._replace(argv=("/no/such/program",))
     make(specs, clock=clock, max_concurrent=3)
     for tid in ("bad", "missing", "good"):
         await wait_for(lambda tid=tid: _count(store, tid, 1))
@@ -238,8 +237,8 @@ async def test_a_run_that_cannot_be_spawned_is_recorded_failed(
     Before: the run stayed `running` in the database for ever, with no outcome and no alert,
     and a traceback at each slot."""
     specs = [
-        replace(spec("arg", "true", tasks_dir), argv=("echo", "a\0b")),
-        replace(spec("env", "true", tasks_dir), env={"A": "x\0y"}),
+        spec("arg", "true", tasks_dir)._replace(argv=("echo", "a\0b")),
+        spec("env", "true", tasks_dir)._replace(env={"A": "x\0y"}),
     ]
     make(specs, clock=ManualClock(), max_concurrent=2)
     for tid in ("arg", "env"):

@@ -5,7 +5,6 @@ nothing else started by the scheduler having processed what it was woken for."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -24,7 +23,7 @@ NEVER = Cron("0 0 1 1 *", ZoneInfo("UTC"))  # run only on demand in these tests
 
 
 def task(tasks_dir: Path, task_id: str, priority: int, **kw: object) -> TaskSpec:
-    return replace(spec(task_id, "true", tasks_dir, trigger=Every(60)), priority=priority, **kw)
+    return spec(task_id, "true", tasks_dir, trigger=Every(60))._replace(priority=priority, **kw)
 
 
 async def test_on_demand_first_then_priority_then_due_time(
@@ -35,7 +34,7 @@ async def test_on_demand_first_then_priority_then_due_time(
         task(tasks_dir, "low", 9, **background),
         task(tasks_dir, "high", 1, **background),
         task(tasks_dir, "mid", 5, **background),
-        replace(task(tasks_dir, "asked", 10), trigger=NEVER),
+        task(tasks_dir, "asked", 10)._replace(trigger=NEVER),
     ]
     sched, launcher = make_fake(specs, ManualClock(), 1)
     (first,) = await launcher.started(1)
@@ -56,7 +55,7 @@ async def test_an_on_demand_run_cuts_the_lowest_priority_run_which_resumes_after
     specs = [
         task(tasks_dir, "a", 3),
         task(tasks_dir, "b", 8),
-        replace(task(tasks_dir, "asked", 5), trigger=NEVER),
+        task(tasks_dir, "asked", 5)._replace(trigger=NEVER),
     ]
     await store.sync_tasks(specs)
     await store.set_checkpoint("b", '{"done": 4}')
@@ -122,7 +121,7 @@ async def test_a_run_that_asks_for_another_lends_it_its_slot(
     specs = [
         task(tasks_dir, "a", 9),
         task(tasks_dir, "c", 9),
-        replace(task(tasks_dir, "b", 5), trigger=NEVER),
+        task(tasks_dir, "b", 5)._replace(trigger=NEVER),
     ]
     sched, launcher = make_fake(specs, clock, 1)
     (a,) = await launcher.started(1)

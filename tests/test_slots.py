@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -27,7 +27,7 @@ def test_slot_decisions(tmp_path: Path) -> None:
     late = decide(hourly, T0, T0 + timedelta(hours=3, minutes=1), busy=False)
     assert late.start is Cause.CATCH_UP and late.next_due == T0 + timedelta(hours=4)
     assert late.note == "4 slots missed since 2026-11-30T12:00:00+00:00; running one catch-up run"
-    skipping = replace(hourly, catch_up=CatchUp.SKIP)
+    skipping = hourly._replace(catch_up=CatchUp.SKIP)
     skipped = decide(skipping, T0, T0 + timedelta(hours=3, minutes=1), busy=False)
     assert skipped.start is None and "skipped (catch_up: skip)" in (skipped.note or "")
     busy = decide(hourly, T0, T0 + timedelta(seconds=1), busy=True)
