@@ -62,6 +62,7 @@ def checkpoint(config_path: Path, args: argparse.Namespace) -> int:
     safe beside a running daemon (WAL, busy timeout) and durable once the command returns.
     """
     from scheduler_core.checkpoint import (
+        MAX_BYTES,
         CheckpointError,
         CheckpointStoreError,
         load_checkpoint,
@@ -91,7 +92,7 @@ def checkpoint(config_path: Path, args: argparse.Namespace) -> int:
         if args.action == "clear":
             save_checkpoint(None, task_id, db=db)
             return 0
-        raw = sys.stdin.read() if args.value == "-" else args.value
+        raw = _from_stdin(MAX_BYTES) if args.value == "-" else args.value
         if raw is None:
             raise Failure("checkpoint save needs a JSON value", "usage")
         save_checkpoint(parse(raw), task_id, db=db)
@@ -100,3 +101,18 @@ def checkpoint(config_path: Path, args: argparse.Namespace) -> int:
         raise  # the state cannot be reached: see main()
     except CheckpointError as exc:
         raise Failure(str(exc), "usage") from None
+
+
+def _from_stdin(limit: int) -> str:
+    """The value on stdin, read only so far: what a producer that never stops sends is not
+    taken whole. Pretty-printed JSON is let through at up to 16 times the checkpoint's
+    `limit`, as it may be that much bigger than the checkpoint it makes."""
+    most = 16 * limit
+    raw = sys.stdin.read(most + 1)
+    if len(raw) > most:
+        raise Failure(
+            f"a checkpoint is at most {limit // 1024} KiB, and over {most >> 20} MiB came on "
+            "stdin; keep bigger state in a file of the task's own and save its name",
+            "usage",
+        )
+    return raw

@@ -27,6 +27,7 @@ import yaml
 
 from bot.lock import StateLock
 from config.loader import AppConfig, ConfigError, load_config
+from config.locate import FileTooBig, read_text
 from scheduler_core.checkpoint import CheckpointError, encode, parse
 from scheduler_core.model import LogEntry, Outcome, Status, TaskState
 from scheduler_core.store import Store
@@ -37,7 +38,7 @@ ACTOR = "seed"  # what imported log entries are marked with, so they are never a
 def seed_config(seed_dir: Path, config_path: Path) -> dict[str, Any]:
     """Our configuration for the seed's tasks.json (seed keys translated, scripts left where
     they are: the seed ran them from `DIR/tasks`)."""
-    raw = json.loads((seed_dir / "config" / "tasks.json").read_text(encoding="utf-8-sig"))
+    raw = json.loads(read_text(seed_dir / "config" / "tasks.json"))
     tasks = raw.get("tasks", []) if isinstance(raw, dict) else raw
     ours = []
     for t in tasks:
@@ -74,7 +75,7 @@ def import_seed(config_path: Path, seed_dir: Path, as_json: bool) -> int:
         raise SeedError(f"{tasks_json} does not exist: is {seed_dir} the seed skill's folder?")
     try:
         wanted = seed_config(seed_dir, config_path)
-    except (OSError, ValueError, AttributeError) as exc:
+    except (OSError, ValueError, AttributeError, FileTooBig) as exc:
         raise SeedError(f"cannot read {tasks_json}: {exc}") from None
     wrote = False
     if config_path.exists():

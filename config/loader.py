@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from config import cache
-from config.locate import find_config_path
+from config.locate import FileTooBig, find_config_path, read_text
 from scheduler_core.model import CatchUp, EngineSettings, Retention, TaskSpec
 from scheduler_core.triggers import Cron, Every, Trigger
 
@@ -88,7 +88,9 @@ class AppConfig:
 def read_raw(path: Path) -> Any:
     """The file's data: JSON for `.json`, YAML otherwise. Raises ConfigError."""
     try:
-        text = path.read_text(encoding="utf-8-sig")  # -sig: a byte order mark is no error
+        text = read_text(path)
+    except FileTooBig as exc:
+        raise ConfigError(path, [str(exc)]) from None
     except FileNotFoundError:
         raise ConfigError(path, ["the file does not exist"]) from None
     except PermissionError as exc:

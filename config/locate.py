@@ -16,6 +16,10 @@ from pathlib import Path
 
 DEFAULT_CONFIG = Path("config/moltsched.yaml")
 SYSTEM_CONFIG = Path("/etc/moltsched/moltsched.yaml")
+# No configuration comes near this (10,000 tasks take about 0.6 MiB); a file past it was named
+# by mistake (a log, a disk image, /dev/zero), and reading it whole could take the memory of
+# a small server, the daemon's at a reload.
+MAX_FILE_BYTES = 16 * 1024 * 1024
 
 
 class ConfigNotFound(Exception):
@@ -28,6 +32,30 @@ class ConfigNotFound(Exception):
             f"no configuration file found; looked for {listing}. "
             "Name one with --config PATH or MOLTSCHED_CONFIG=PATH"
         )
+
+
+class FileTooBig(Exception):
+    """A file past MAX_FILE_BYTES, named by mistake; the message says so."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            f"it is over {MAX_FILE_BYTES >> 20} MiB, far more than any configuration "
+            "(10,000 tasks take about 0.6 MiB): is it the right file?"
+        )
+
+
+def read_text(path: Path) -> str:
+    """The file's text as UTF-8 (a byte order mark is no error), read only up to
+    MAX_FILE_BYTES: FileTooBig past it, whatever the file is (a pipe, a device); OSError and
+    UnicodeDecodeError as reading gives them."""
+    with open(path, "rb") as f:
+        st = os.fstat(f.fileno())
+        if st.st_size > MAX_FILE_BYTES:
+            raise FileTooBig()
+        data = f.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise FileTooBig()
+    return data.decode("utf-8-sig")
 
 
 _TOP_KEY = re.compile(r"^(?:state_dir|\"state_dir\"|'state_dir')\s*:(.*)$")
@@ -68,8 +96,8 @@ def find_config_path(arg: str | os.PathLike[str] | None = None, *, existing: boo
 def state_dir_hint(path: Path) -> Path | None:
     """The state directory the file names, or None if it cannot be told cheaply."""
     try:
-        text = path.read_text(encoding="utf-8-sig")  # -sig: a byte order mark is no error
-    except (OSError, UnicodeDecodeError):
+        text = read_text(path)
+    except (OSError, UnicodeDecodeError, FileTooBig):
         return None
     base = path.resolve().parent
     if path.suffix.lower() == ".json":

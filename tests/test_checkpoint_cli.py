@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import resource
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from scheduler_core.checkpoint import CheckpointError, save_checkpoint
 from support.daemon import DaemonProcess
-from tests.helpers import cli, query, wait_sync
+from tests.helpers import MOLTSCHED, cli, query, wait_sync
 
 CONFIG = """
 tasks:
@@ -161,3 +163,38 @@ def test_a_checkpoint_nested_too_deep_is_refused_and_one_stored_breaks_nothing(
     shown = cli("--json", "checkpoint", "show", "counter", config=config)
     assert shown.returncode == 2 and "Traceback" not in shown.stderr, shown.stderr
     assert "checkpoint clear counter" in json.loads(shown.stdout)["error"]
+
+
+def test_a_checkpoint_piped_in_without_end_is_refused_not_read_whole(tmp_path: Path) -> None:
+    """`producer | moltsched checkpoint save TASK -` where the producer never stops: before,
+    everything was read (a MemoryError traceback in a 1 GB machine, after taking all of it)."""
+    config = setup(tmp_path)
+    cli("status", config=config)
+    assert cli("checkpoint", "save", "counter", '{"n": 3}', config=config).returncode == 0
+    with subprocess.Popen(["yes"], stdout=subprocess.PIPE) as endless:
+        try:
+            result = subprocess.run(
+                [MOLTSCHED, "--config", str(config), "checkpoint", "save", "counter", "-"],
+                stdin=endless.stdout,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30)),
+            )
+        finally:
+            endless.kill()
+    assert result.returncode == 2, result.stderr
+    assert "at most 64 KiB" in result.stderr and "Traceback" not in result.stderr
+    shown = cli("--json", "checkpoint", "show", "counter", config=config)
+    assert json.loads(shown.stdout) == {"n": 3}
+    # Pretty-printed JSON on stdin, bigger than the checkpoint it makes, is still taken.
+    pretty = json.dumps({"items": list(range(5000))}, indent=8)
+    assert len(pretty) > 64 * 1024
+    saved = subprocess.run(
+        [MOLTSCHED, "--config", str(config), "checkpoint", "save", "counter", "-"],
+        input=pretty,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert saved.returncode == 0, saved.stderr

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import resource
+import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -10,10 +12,10 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from config.loader import ConfigError, load_config
-from config.locate import state_dir_hint
+from config.locate import MAX_FILE_BYTES, state_dir_hint
 from scheduler_core.model import CatchUp
 from scheduler_core.triggers import Cron, Every, parse_duration
-from tests.helpers import cli
+from tests.helpers import MOLTSCHED, cli
 
 
 def write(tmp_path: Path, text: str, name: str = "moltsched.yaml") -> Path:
@@ -441,3 +443,34 @@ tasks:
     assert (task.retries, task.retry_delay, task.max_age) == (3, 60.0, 26 * 3600.0)
     assert config.alerts.fallback_command == ("mail", "me")
     assert config.alerts.fallback_after == 300.0
+
+
+def _in_a_gigabyte() -> None:
+    """What a small server has (a Raspberry Pi's 1 GB): reading without end fails in it."""
+    resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+
+def test_a_file_far_too_big_to_be_a_configuration_is_refused_before_it_is_read(
+    tmp_path: Path,
+) -> None:
+    """`--config` given a log file, a disk image or /dev/zero by mistake: before, all of it
+    was read and parsed (1.7 GB of memory for a 400 MB file, the daemon's own at a reload),
+    and /dev/zero ended in a MemoryError traceback."""
+    big = tmp_path / "huge.yaml"
+    with big.open("wb") as f:
+        f.truncate(MAX_FILE_BYTES + 1)  # sparse: costs no disk
+    (problem,) = problems(big)
+    assert problem.startswith(f"it is over {MAX_FILE_BYTES >> 20} MiB"), problem
+    assert state_dir_hint(big) is None  # the quick look reads no more than the loader
+    for path in (big, Path("/dev/zero")):
+        for command in ("validate", "status"):
+            result = subprocess.run(
+                [MOLTSCHED, "--config", str(path), command],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                preexec_fn=_in_a_gigabyte,
+            )
+            assert result.returncode == 2, (path, command, result.stderr)
+            assert f"over {MAX_FILE_BYTES >> 20} MiB" in result.stderr
+            assert "Traceback" not in result.stderr

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from config.locate import MAX_FILE_BYTES
 from tests.helpers import cli, query
 
 # The seed skill's schema, as its StateManager creates it.
@@ -252,3 +253,12 @@ def test_a_seed_tasks_json_saved_with_a_byte_order_mark_imports(tmp_path: Path) 
     done = cli("--json", "import-seed", str(seed), config=tmp_path / "home" / "moltsched.yaml")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["tasks"] == 3
+
+
+def test_a_seed_tasks_json_far_too_big_is_refused_unread(tmp_path: Path) -> None:
+    seed = make_seed(tmp_path)
+    with (seed / "config" / "tasks.json").open("r+b") as f:
+        f.truncate(MAX_FILE_BYTES + 1)
+    done = cli("import-seed", str(seed), config=tmp_path / "home" / "moltsched.yaml")
+    assert done.returncode == 2 and f"over {MAX_FILE_BYTES >> 20} MiB" in done.stderr
+    assert not (tmp_path / "home" / "moltsched.yaml").exists()
