@@ -67,6 +67,7 @@ class Fallback(TimedLoop):
             alerts.setdefault((item.task_id, item.kind, item.text, item.created), []).append(item)
         now = self.clock.now()
         later: list[datetime] = []
+        delivered = False
         # Alerts Signal delivered meanwhile need no more tries.
         self._failures = {k: v for k, v in self._failures.items() if k in alerts}
         for key, items in alerts.items():
@@ -80,6 +81,7 @@ class Fallback(TimedLoop):
             if await self._deliver(items[0]):
                 self._failures.pop(key, None)
                 await self.store.alerts_sent(items, self.clock.now(), channel="fallback")
+                delivered = True
             else:
                 attempts = failed[0] + 1 if failed else 1
                 retry = now + timedelta(
@@ -87,7 +89,7 @@ class Fallback(TimedLoop):
                 )
                 self._failures[key] = (attempts, retry)
                 later.append(retry)
-        if len(pending) == BATCH:
+        if delivered and len(pending) == BATCH:  # more may wait behind what went
             later.append(now)
         return min(later) if later else None
 

@@ -77,7 +77,8 @@ class Outbox(TimedLoop):
 
     async def deliver_due(self) -> datetime | None:
         """Send what is due, oldest first, one message per recipient (a digest if several are
-        due); the time to look again, or None if nothing waits."""
+        due); the time to look again, or None if nothing waits. Each recipient's alerts are
+        read apart (`pending_alerts`): one whose sends keep failing holds up no one else."""
         pending = await self.store.pending_alerts(DIGEST_MAX)
         if not pending:
             return None
@@ -112,7 +113,7 @@ class Outbox(TimedLoop):
                 later.append(retry_at)
                 continue
             await self.store.alerts_sent(due, self.clock.now())
-            if len(due) < len(items) or len(pending) == DIGEST_MAX:
+            if len(due) < len(items) or len(items) == DIGEST_MAX:  # more may wait behind
                 later.append(now)
         return min(later) if later else None
 

@@ -7,12 +7,15 @@ import contextlib
 import re
 import time
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 import bot.signal_front as front_module
-from bot.outbox import Alerter, Outbox
+from bot.fallback import BATCH as FALLBACK_BATCH
+from bot.fallback import Fallback
+from bot.outbox import DIGEST_MAX, Alerter, Outbox
 from bot.signal_front import SignalFront
 from config.loader import SignalConfig
 from scheduler_core.alerts import AlertPolicy
@@ -29,10 +32,11 @@ class FlakyService:
     def __init__(self) -> None:
         self.delivered: list[tuple[str, str]] = []
         self.down = False
+        self.gone: set[str] = set()  # recipients not on Signal (signal-cli: a 400 each time)
         self.refused = 0
 
     async def send(self, recipient: str, text: str) -> None:
-        if self.down:
+        if self.down or recipient in self.gone:
             self.refused += 1
             raise ConnectionError("service unavailable")
         self.delivered.append((recipient, text))
@@ -116,6 +120,77 @@ async def test_delivery_retries_in_order_exactly_once(settings: EngineSettings) 
     assert len(sent) == 6
     outbox.close()
     await runner
+    await store.close()
+
+
+async def test_a_recipient_who_never_takes_an_alert_holds_up_no_one_else(
+    settings: EngineSettings,
+) -> None:
+    """`alert_to` with a number that is not on Signal (a typo, a phone given up): its alerts
+    wait, retried, and those to everyone else go as ever. Before, once it had DIGEST_MAX of
+    them waiting, only its own were read, and the owner's alerts stopped without a word."""
+    store = await Store.open(settings.db_path)
+    clock = ManualClock()
+    service = FlakyService()
+    service.gone = {"+2"}
+    outbox = Outbox(store, service, clock=clock)
+
+    async def deliver() -> None:  # as Outbox.run() would, without the wait
+        while (again := await outbox.deliver_due()) is not None and again <= clock.now():
+            pass
+
+    alerts = [(to, f"alert {n}") for n in range(DIGEST_MAX) for to in ("+1", "+2")]
+    await store.queue_alert("t", "failure", alerts, clock.now(), clock.now())
+    await deliver()
+    assert {to for to, _ in service.delivered} == {"+1"} and service.refused >= 1
+    assert await store.alerts_waiting() == DIGEST_MAX
+    for n in range(DIGEST_MAX, DIGEST_MAX + 3):
+        clock.advance(60)
+        await store.queue_alert(
+            "t", "failure", [("+1", f"alert {n}"), ("+2", f"alert {n}")], clock.now(), clock.now()
+        )
+        await deliver()
+        assert service.delivered[-1] == ("+1", f"alert {n}")
+    assert await store.alerts_waiting() == DIGEST_MAX + 3  # all of them +2's, still tried
+    assert service.refused > 1
+    await store.close()
+
+
+async def test_alerts_waiting_for_the_fallback_are_waited_for_not_polled(
+    settings: EngineSettings,
+) -> None:
+    """Signal down with a full batch of alerts not yet due for the fallback command: the
+    fallback looks again when the first is due. Before, a full batch meant "look again now",
+    and the daemon read those rows again and again at full speed until then."""
+    store = await Store.open(settings.db_path)
+    clock = ManualClock()
+    alerts = [("+1", f"alert {n}") for n in range(FALLBACK_BATCH + 1)]
+    await store.queue_alert("t", "failure", alerts, clock.now(), clock.now())
+    fallback = Fallback(store, ["true"], 900, signal_configured=True, clock=clock)
+    again = await fallback.step()
+    assert again is not None and again >= clock.now() + timedelta(seconds=900)
+    await store.close()
+
+
+async def test_an_alert_the_fallback_delivers_goes_once_though_a_batch_ends_inside_it(
+    settings: EngineSettings, tmp_path: Path
+) -> None:
+    """An alert is one row per recipient; when the fallback's batch ended between two rows of
+    one alert, it delivered the alert, then delivered it again for the rows left over."""
+    store = await Store.open(settings.db_path)
+    clock = ManualClock()
+    for n in range(FALLBACK_BATCH - 1):
+        await store.queue_alert("t", "failure", [("+1", f"alert {n}")], clock.now(), clock.now())
+    split = [("+1", "the split one"), ("+2", "the split one")]  # rows BATCH and BATCH + 1
+    await store.queue_alert("t", "failure", split, clock.now(), clock.now())
+    got = tmp_path / "delivered"
+    command = ["sh", "-c", f"cat >> {got}; echo >> {got}"]
+    fallback = Fallback(store, command, 60, signal_configured=True, clock=clock)
+    clock.advance(61)
+    while await store.alerts_waiting():
+        await fallback.step()
+    lines = got.read_text().splitlines()
+    assert len(lines) == FALLBACK_BATCH and lines.count("the split one") == 1
     await store.close()
 
 

@@ -44,14 +44,23 @@ class AlertAndLogRows(StoreCore):
         await self._write(step)
 
     async def pending_alerts(self, limit: int = 100, *, signal: bool = True) -> list[OutboxItem]:
-        """Alerts not yet delivered, oldest first. `signal`: only those Signal can deliver
-        (an alert queued with no `signal:` section has no recipient: the fallback's alone)."""
-        only = "AND recipient != ''" if signal else ""
-        rows = await self._read(
-            "SELECT id, task_id, kind, recipient, text, attempts, next_attempt, created "
-            f"FROM outbox WHERE sent IS NULL {only} ORDER BY id LIMIT ?",
-            (limit,),
-        )
+        """Alerts not yet delivered, oldest first.
+
+        `signal`: those Signal can deliver (an alert queued with no `signal:` section has no
+        recipient: the fallback's alone), at most `limit` of each recipient's, so one whose
+        alerts never go through (a number not on Signal) cannot fill the batch and hold up
+        everyone else's. Otherwise the oldest `limit` of all, for the fallback.
+        """
+        columns = "id, task_id, kind, recipient, text, attempts, next_attempt, created"
+        if signal:
+            sql = (
+                f"SELECT {columns} FROM (SELECT {columns}, ROW_NUMBER() OVER "
+                "(PARTITION BY recipient ORDER BY id) AS n FROM outbox "
+                "WHERE sent IS NULL AND recipient != '') WHERE n <= ? ORDER BY id"
+            )
+        else:
+            sql = f"SELECT {columns} FROM outbox WHERE sent IS NULL ORDER BY id LIMIT ?"
+        rows = await self._read(sql, (limit,))
         return [
             OutboxItem(
                 item_id,
@@ -69,24 +78,39 @@ class AlertAndLogRows(StoreCore):
     async def alerts_sent(
         self, items: Sequence[OutboxItem], now: datetime, channel: str = "signal"
     ) -> None:
-        """Mark alerts delivered by `channel` (`signal`: together, as one message;
-        `fallback`: by the fallback command), and log them with the channel."""
+        """Mark alerts delivered by `channel` (`signal`: these rows, sent together as one
+        message; `fallback`: the alerts of these rows by the fallback command, which marks
+        every recipient's row of each, read or not, as a batch may end inside an alert), and
+        log them with the channel."""
         at = now.timestamp()
 
-        def what(item: OutboxItem) -> str:
+        def what(kind: str, recipient: str) -> str:
             if channel != "signal":
-                return f"{item.kind} via the {channel} command"
-            text = f"{item.kind} to {item.recipient} via signal"
+                return f"{kind} via the {channel} command"
+            text = f"{kind} to {recipient} via signal"
             return text + (f" (in a digest of {len(items)})" if len(items) > 1 else "")
 
         async def step(tx: _Tx) -> None:
-            await tx.many(
-                "UPDATE outbox SET sent = ?, channel = ? WHERE id = ? AND sent IS NULL",
-                [(at, channel, i.id) for i in items],
-            )
+            marked: list[tuple[str | None, str, str]] = []
+            if channel == "signal":
+                await tx.many(
+                    "UPDATE outbox SET sent = ?, channel = ? WHERE id = ? AND sent IS NULL",
+                    [(at, channel, i.id) for i in items],
+                )
+                marked = [(i.task_id, i.kind, i.recipient) for i in items]
+            else:  # an alert's rows are those queued with it: same task, kind, text and time
+                first = {(i.task_id, i.kind, i.text, i.created): i.id for i in reversed(items)}
+                for (task_id, kind, text, _), row_id in first.items():
+                    marked += await tx.rows(
+                        "UPDATE outbox SET sent = ?, channel = ? WHERE sent IS NULL "
+                        "AND task_id IS ? AND kind = ? AND text = ? "
+                        "AND created = (SELECT created FROM outbox WHERE id = ?) "
+                        "RETURNING task_id, kind, recipient",
+                        (at, channel, task_id, kind, text, row_id),
+                    )
             await tx.many(
                 _LOG_INSERT,
-                [(at, i.task_id, "alert_sent", what(i), None, None) for i in items],
+                [(at, t, "alert_sent", what(k, r), None, None) for t, k, r in marked],
             )
 
         await self._write(step)
