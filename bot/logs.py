@@ -5,6 +5,11 @@ Under systemd (`JOURNAL_STREAM` names our stderr) each line starts with its sysl
 warning` works; the journal stamps the time itself, so the line carries none. Elsewhere a
 line is `time LEVEL logger: message`.
 
+A line is written by a thread of its own (`Unblocked`): the daemon never waits for whoever
+reads its log. Under `moltsched daemon 2>&1 | less` scrolled back, a terminal paused with
+Ctrl-S or a stalled journal, the runs go on; the newest lines wait in memory, and what did
+not fit is counted and said when the reader is back.
+
 signalbot adds a console handler of its own to its logger (so every line of it would appear
 twice) and announces its in-memory storage, which means nothing for a bot that keeps no
 state in it: `quiet_signalbot` undoes both once SignalBot is built.
@@ -12,9 +17,12 @@ state in it: `quiet_signalbot` undoes both once SignalBot is built.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import sys
+import threading
+from typing import TextIO
 
 # syslog priorities (sd-daemon.h): err 3, warning 4, notice 5, info 6, debug 7.
 _PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6}
@@ -45,13 +53,99 @@ def under_journal() -> bool:
     return (info.st_dev, info.st_ino) == (int(device), int(inode))
 
 
+LINES_KEPT = 10_000  # waiting for a reader that does not read; past it the oldest go
+FLUSH_S = 5.0  # how long `flush` (and so the exit) waits for a reader that does not read
+
+
+class Unblocked(logging.Handler):
+    """Formats each line where it is logged and hands it to a writer thread, which writes it
+    to `stream`. When the stream does not take lines, at most `kept` wait; older ones are
+    left out, and a line says how many before the next one written."""
+
+    def __init__(self, stream: TextIO, kept: int = LINES_KEPT) -> None:
+        super().__init__()
+        self.stream = stream
+        self._lines: collections.deque[str] = collections.deque(maxlen=kept)
+        self._left_out = 0
+        self._writing = False
+        self._closing = False
+        self._changed = threading.Condition()
+        self._writer = threading.Thread(target=self._write, name="log-writer", daemon=True)
+        self._writer.start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        with self._changed:
+            if len(self._lines) == self._lines.maxlen:
+                self._left_out += 1
+            self._lines.append(text)
+            self._changed.notify_all()
+
+    def flush(self) -> None:
+        """Wait until every line so far is written, or FLUSH_S has passed."""
+        with self._changed:
+            self._changed.wait_for(lambda: not self._lines and not self._writing, FLUSH_S)
+
+    def close(self) -> None:
+        """Let the writer end once the lines are written (logging.shutdown, at exit, has
+        flushed first); a writer still stuck on the stream ends with the process."""
+        with self._changed:
+            self._closing = True
+            self._changed.notify_all()
+        super().close()
+
+    def _write(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._lines or self._closing)
+                if not self._lines:
+                    return
+                text = self._lines.popleft()
+                left_out, self._left_out = self._left_out, 0
+                self._writing = True
+            try:
+                if left_out:
+                    self._out(self._note(left_out))
+                self._out(text)
+            finally:
+                with self._changed:
+                    self._writing = False
+                    self._changed.notify_all()
+
+    def _note(self, left_out: int) -> str:
+        note = logging.LogRecord(
+            "bot.logs",
+            logging.WARNING,
+            __file__,
+            0,
+            "%d log line(s) left out: nothing read the log for a while",
+            (left_out,),
+            None,
+        )
+        return self.format(note)
+
+    def _out(self, text: str) -> None:
+        try:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+        except (OSError, ValueError):  # the reader is gone, or the stream closed
+            pass
+
+
 def setup_logging(level: str | None = None) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = Unblocked(sys.stderr)
     if under_journal():
         handler.setFormatter(JournalFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
+    for old in root.handlers:
+        old.flush()
+        old.close()
     root.handlers[:] = [handler]
     root.setLevel((level or os.environ.get("MOLTSCHED_LOG_LEVEL") or "INFO").upper())
 

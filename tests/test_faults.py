@@ -1,11 +1,17 @@
-"""Faults against the real daemon: the database locked by another process for seconds."""
+"""Faults against the real daemon: the database locked by another process for seconds, a
+full disk, wild tasks, a log no one reads."""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
+import os
+import signal
 import sqlite3
+import struct
 import subprocess
+import termios
 import time
 from pathlib import Path
 
@@ -155,3 +161,44 @@ def test_wild_tasks_on_the_daemon(tmp_path: Path) -> None:
     finally:
         assert daemon.stop() == 0
     assert query(db, "PRAGMA integrity_check") == [("ok",)]
+
+
+def test_a_log_reader_that_stops_reading_stops_no_run(tmp_path: Path) -> None:
+    """`moltsched daemon 2>&1 | less` scrolled back, a terminal paused with Ctrl-S, a journal
+    that stalls: the daemon's log lines have nowhere to go. Before, the first line that did
+    not fit blocked the daemon, and every run with it, until someone read."""
+    config, db = ticking(tmp_path)
+    env = os.environ | {"MOLTSCHED_LOG_LEVEL": "DEBUG"}  # a line per statement: fills it fast
+    with subprocess.Popen(
+        [MOLTSCHED, "--config", str(config), "daemon"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+    ) as daemon:
+        assert daemon.stderr is not None
+        reader = daemon.stderr.fileno()
+        size = fcntl.fcntl(reader, fcntl.F_SETPIPE_SZ, 4096)  # the smallest pipe there is
+
+        def unread() -> int:
+            return struct.unpack("i", fcntl.ioctl(reader, termios.FIONREAD, b"\0" * 4))[0]
+
+        try:
+            # Half full is enough: no one reads, and the next lines will not fit.
+            wait_sync(lambda: unread() >= size // 2, 30, "the log's pipe filling")
+            wait_sync(lambda: query(db, "SELECT count(*) FROM run")[0][0] >= 1, 30, "a run")
+            before = query(db, "SELECT run_count FROM task")[0][0]
+            wait_sync(
+                lambda: query(db, "SELECT run_count FROM task")[0][0] >= before + 3,
+                30,
+                "runs while no one reads the log",
+            )
+            assert unread() >= size // 2  # still no one read it
+            daemon.send_signal(signal.SIGTERM)
+            log = daemon.stderr.read().decode()  # the reader is back: it gets the rest
+            assert daemon.wait(timeout=30) == 0
+        finally:
+            if daemon.poll() is None:
+                daemon.kill()
+    # The lines waited for the reader (bot.logs.Unblocked; what would not fit in memory is
+    # counted, see test_journal): the last is there.
+    assert "moltsched daemon stopped" in log

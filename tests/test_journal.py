@@ -1,10 +1,12 @@
 """Logs fit the journal (issue 12, point 3): syslog priorities and no timestamp of our own
 when stderr is the journal's stream, signalbot's lines once and without its storage notice,
-and a Signal service that stays down logged once per back-off step, not once per attempt."""
+a Signal service that stays down logged once per back-off step, not once per attempt; and
+a log no one reads holds nothing up."""
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
 import re
@@ -14,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import bot.signal_front as front_module
-from bot.logs import quiet_signalbot, setup_logging
+from bot.logs import Unblocked, quiet_signalbot, setup_logging
 from bot.signal_front import SignalFront, bot_config
 from config.loader import SignalConfig
 from scheduler_core.store import Store
@@ -87,11 +89,41 @@ async def test_signalbot_lines_appear_once_and_its_storage_notice_not_at_all(
         quiet_signalbot()
         logging.getLogger("signalbot").warning("a line from signalbot")
         logging.getLogger("signalbot").warning("in-memory storage initialized")
+        logging.getLogger().handlers[0].flush()  # written by a thread of its own
         err = capfd.readouterr().err
         assert err.count("a line from signalbot") == 1
         assert "storage" not in err
     finally:
+        for handler in logging.getLogger().handlers:
+            handler.close()
         logging.getLogger().handlers.clear()
+
+
+def test_lines_no_one_reads_wait_and_what_does_not_fit_is_counted() -> None:
+    """The daemon's log, when nothing reads it: logging returns at once, the newest lines
+    wait, and the reader, once back, is told how many were left out between."""
+    read, write = os.pipe()
+    fcntl.fcntl(write, fcntl.F_SETPIPE_SZ, 4096)  # about 40 of these lines
+    logger = logging.Logger("unread")
+    with open(write, "w") as stream:
+        handler = Unblocked(stream, kept=10)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        for n in range(1000):
+            logger.warning("line %04d %s", n, "x" * 90)
+        text = ""
+        try:
+            while "line 0999" not in text:
+                text += os.read(read, 65536).decode()
+        finally:
+            os.close(read)
+            handler.close()
+    lines = text.splitlines()
+    notes = [ln for ln in lines if "left out" in ln]  # one where each gap is
+    written = [ln for ln in lines if ln.startswith("line ")]
+    assert len(written) + sum(int(n.split()[0]) for n in notes) == 1000
+    assert written[-10:] == [f"line {n:04d} {'x' * 90}" for n in range(990, 1000)]
+    assert lines[-11] == notes[-1]  # just before the ten kept
 
 
 class Refusing:
