@@ -17,8 +17,18 @@ import socket
 log = logging.getLogger(__name__)
 
 
-def notify(message: str) -> bool:
-    """Send one notification to systemd; False if not running under it (or it failed)."""
+NOTIFY_WAIT_S = 2.0  # READY, RELOADING, STOPPING: what systemd must hear, if it can
+_failing = False  # the last notification failed: the next failure is not logged again
+
+
+def notify(message: str, wait: float = NOTIFY_WAIT_S) -> bool:
+    """Send one notification to systemd; False if not running under it (or it failed).
+
+    A supervisor whose socket's queue is full (busy, or no longer reading) is waited for at
+    most `wait` seconds, then the notification is lost rather than the daemon's loop:
+    watchdog pings do not wait at all. A failure is logged once until one succeeds.
+    """
+    global _failing
     address = os.environ.get("NOTIFY_SOCKET")
     if not address:
         return False
@@ -26,11 +36,15 @@ def notify(message: str) -> bool:
         address = "\0" + address[1:]
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.settimeout(wait)
             sock.connect(address)
-            sock.sendall(message.encode())
+            sock.send(message.encode())
     except OSError as exc:
-        log.warning("could not notify systemd: %s", exc)
+        if not _failing:
+            log.warning("could not notify systemd: %s", exc.strerror or exc)
+        _failing = True
         return False
+    _failing = False
     return True
 
 
@@ -49,6 +63,6 @@ def watchdog_interval() -> float | None:
 async def watchdog(interval: float, stop: asyncio.Event) -> None:
     """Ping at half the interval until `stop` is set."""
     while not stop.is_set():
-        notify("WATCHDOG=1")
+        notify("WATCHDOG=1", wait=0)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval / 2)

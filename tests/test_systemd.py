@@ -194,3 +194,18 @@ def test_no_notify_socket_no_watchdog() -> None:
     finally:
         os.environ.clear()
         os.environ.update(saved)
+
+
+def test_a_notify_socket_no_one_reads_does_not_stop_the_daemon(tmp_path: Path) -> None:
+    """A supervisor that set NOTIFY_SOCKET and stopped reading it: once its queue was full,
+    the next watchdog ping blocked the daemon, runs and answers with it, for good."""
+    tasks = "  - {id: t, script: t.sh, every: 1s}\n"
+    every_10ms = {"WATCHDOG_USEC": "20000"}
+    with notified_daemon(tmp_path, tasks, {"t.sh": "true\n"}, every_10ms) as (daemon, sock, cfg):
+        assert sock.recv(4096).decode().startswith("READY=1")  # and no more reading
+        db = tmp_path / "state" / "moltsched.db"
+        wait_sync(lambda: query(db, "SELECT run_count FROM task")[0][0] >= 3, 30, "three runs")
+        status = cli("--json", "status", config=cfg, timeout=30)
+        assert json.loads(status.stdout)["running"] is True
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(15) == 0
