@@ -250,6 +250,7 @@ def _reload(config_path: Path, request: Request) -> int:
     answered = client.ask(hint, request) if hint is not None else None
     if answered is not None:
         return answered
+    before = _last_state_dir(config_path)  # before `load` keeps the file as it is now
     config = load(config_path)
     state_dir = config.settings.state_dir
     answered = client.ask(state_dir, request)
@@ -257,6 +258,10 @@ def _reload(config_path: Path, request: Request) -> int:
         from bot.lock import via_sighup
 
         answered = via_sighup(state_dir, lambda: client.ask(state_dir, request))
+    if answered is None and before not in (None, state_dir):
+        # The file names another state directory now: a daemon started from it runs on the
+        # one it named then, and its answer says that change takes a restart.
+        answered = client.ask(before, request)
     if answered is not None:
         return answered
     message = (
@@ -268,6 +273,14 @@ def _reload(config_path: Path, request: Request) -> int:
     else:
         print(message)
     return 0
+
+
+def _last_state_dir(config_path: Path) -> Path | None:
+    from config import cache
+    from config.loader import AppConfig
+
+    kept = cache.last(config_path)
+    return kept.settings.state_dir if isinstance(kept, AppConfig) else None
 
 
 def _daemon(config_path: Path) -> int:

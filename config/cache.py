@@ -83,6 +83,18 @@ def _ours(st: os.stat_result) -> bool:
 
 def read(path: Path, key: tuple[object, ...]) -> object | None:
     """The configuration kept for `path` if it was kept under `key` (its `identity`)."""
+    found = _kept(path)
+    return found[1] if found is not None and found[0] == key else None
+
+
+def last(path: Path) -> object | None:
+    """The configuration `path` last loaded to without a problem, whatever the file says
+    now: what a daemon started from it may still run on."""
+    found = _kept(path)
+    return found[1] if found is not None else None
+
+
+def _kept(path: Path) -> tuple[object, object] | None:
     try:
         entry = _entry(path)
         if entry is None or not _ours(os.stat(entry.parent)):
@@ -90,8 +102,8 @@ def read(path: Path, key: tuple[object, ...]) -> object | None:
         with open(entry, "rb") as f:
             if not _ours(os.fstat(f.fileno())):
                 return None
-            kept, config = pickle.load(f)
-        return config if kept == key else None
+            key, config = pickle.load(f)
+        return key, config
     except Exception:  # missing, damaged, from another version: validate again
         return None
 

@@ -165,3 +165,27 @@ def test_a_reload_opens_and_closes_the_control_socket_to_a_group(tmp_path: Path)
             assert stat.S_IMODE(sock.stat().st_mode) == 0o600
         finally:
             assert daemon.stop() == 0
+
+
+def test_a_reload_that_moves_the_state_directory_reaches_the_daemon_and_is_refused(
+    tmp_path: Path,
+) -> None:
+    """The file edited to name another `state_dir`, then `moltsched reload` (systemctl
+    reload runs it): before, it looked for a daemon in the new place only, said "No daemon
+    is running" and exited 0, while the daemon ran on with the old file; someone told so
+    would start a second one, and every task would run twice."""
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "quick.sh").write_text("echo quick\n")
+    config = tmp_path / "moltsched.yaml"
+    config.write_text(BEFORE.replace("slow.sh", "quick.sh"))
+    daemon = DaemonProcess(config).start()
+    try:
+        config.write_text("state_dir: elsewhere\n" + BEFORE.replace("slow.sh", "quick.sh"))
+        result = cli("reload", config=config)
+        assert result.returncode == 2, result.stdout
+        assert "state_dir changed" in result.stderr and "takes a restart" in result.stderr
+        assert "reload rejected" in daemon.log.read_text()
+        assert daemon.proc is not None and daemon.proc.poll() is None
+        assert not (tmp_path / "elsewhere").exists()  # nothing was made there
+    finally:
+        assert daemon.stop() == 0
