@@ -9,7 +9,8 @@ Alice*, so the decision is made here, on the envelope itself, before signalbot s
   command, answered in Note to Self;
 - a sync transcript of what the owner sent to someone else or to a group: never a command;
 - edits, reactions, remote deletes, group updates, receipts, typing, stories, calls and
-  exception frames: nothing at all;
+  exception frames: nothing at all; but an exception frame of an admin's message (signal-cli
+  could not read it: a new phone, an untrusted identity) is `unreadable`, to be logged;
 - anyone else: `denied` (no answer; the attempt is logged).
 """
 
@@ -28,6 +29,7 @@ class Verdict(StrEnum):
     COMMAND = "command"
     DENIED = "denied"
     IGNORE = "ignore"
+    UNREADABLE = "unreadable"  # an admin's message signal-cli could not read
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,12 @@ class Gate:
         sender = _short(uuid or number or _str(env.get("source")))
         raw_stamp = env.get("timestamp")
         stamp = raw_stamp if isinstance(raw_stamp, int) else 0
+        failed = frame.get("exception")
+        if isinstance(failed, dict):
+            if not self._is_admin(number, uuid):
+                return Decision(Verdict.IGNORE, why="unreadable, not from an admin")
+            what = f"{_short(_str(failed.get('type')))}: {_short(_str(failed.get('message')))}"
+            return Decision(Verdict.UNREADABLE, sender=sender, why=what)
         data = env.get("dataMessage")
         sync = env.get("syncMessage")
         if isinstance(data, dict):

@@ -52,6 +52,7 @@ SERVICE_TIMEOUT_S = 30.0
 RATE_LIMIT_HOLD_S = 60.0
 RATE_LIMIT_HOLD_MAX_S = 3600.0
 SEEN_KEPT = 2000
+UNREADABLE_QUIET_S = 3600.0  # an admin's unreadable messages are said at most this often
 # Replies waiting for the limiter, per chat, beyond what it lets go at once: past this many
 # the oldest go, and the next reply says how many (a flood of commands, not a person, fills it).
 QUEUED_MAX = 5
@@ -108,6 +109,7 @@ class SignalFront:
         # not answered again.
         self._answering: dict[tuple[str, str], int] = {}
         self._denials = Denials()
+        self._unreadable_said: dict[str, float] = {}  # admin -> when last said (monotonic)
 
     def update(self, config: SignalConfig) -> None:
         """A reload: new admins and groups apply to the next message."""
@@ -241,6 +243,9 @@ class SignalFront:
             return
         if decision.verdict is Verdict.IGNORE:
             return
+        if decision.verdict is Verdict.UNREADABLE:
+            self._unreadable(decision)
+            return
         if decision.key in self._seen:
             return  # the same message delivered twice runs once
         self._seen[decision.key] = None
@@ -258,6 +263,23 @@ class SignalFront:
         task = asyncio.create_task(self._answer(decision, same))
         self._handlers.add(task)
         task.add_done_callback(self._handlers.discard)
+
+    def _unreadable(self, decision: Decision) -> None:
+        """An admin's message signal-cli could not read: said once an hour per admin, as it
+        comes again with every message they send until someone acts."""
+        now = time.monotonic()
+        said = self._unreadable_said.get(decision.sender)
+        if said is not None and now - said < UNREADABLE_QUIET_S:
+            return
+        self._unreadable_said[decision.sender] = now
+        log.warning(
+            "Signal: could not read a message from %s (%s): if their phone or Signal was "
+            "replaced, signal-cli does not trust the new key yet; until it does, their "
+            "commands go unanswered and alerts to them fail. To trust it, see the README "
+            "(Troubleshooting, a message gets no answer)",
+            decision.sender,
+            decision.why,
+        )
 
     async def _log_denied(self, found: list[Denied], why: str = "") -> None:
         """A stranger's message, or the count of those not logged one by one (bot.denials)."""

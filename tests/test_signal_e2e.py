@@ -164,6 +164,33 @@ async def test_who_may_command_and_how_they_are_answered(
         assert await stop_daemon(proc) == 0
 
 
+async def test_an_admins_message_signal_cannot_read_is_said_in_the_log(
+    tmp_path: Path, service: SignalService
+) -> None:
+    """The owner's phone replaced or Signal reinstalled: signal-cli cannot read their
+    messages (an untrusted identity) and hands the bot an exception frame without content.
+    Before, it was dropped without a word: commands went unanswered and nothing said why."""
+    proc = await start_daemon(tmp_path, service)
+    try:
+        frame = json.loads((ENVELOPES / "24_untrusted_identity.json").read_text())
+        frame["envelope"] |= {"source": ALICE, "sourceNumber": ALICE, "sourceUuid": ALICE_UUID}
+        frame["exception"]["message"] = f"Untrusted identity: {ALICE_UUID}"
+        for n in range(3):  # said once, not once a message
+            frame["envelope"]["timestamp"] += n
+            await service.push(frame)
+        stranger = json.loads((ENVELOPES / "24_untrusted_identity.json").read_text())
+        await service.push(stranger)  # a stranger's: nothing, as before
+        await only_help_answered(service)
+        log = (tmp_path / "daemon.log").read_text()
+        said = [ln for ln in log.splitlines() if "could not read a message from" in ln]
+        assert len(said) == 1, log
+        assert ALICE_UUID in said[0] and "UntrustedIdentityException" in said[0]
+        assert "trust" in said[0] and "README" in said[0]
+        assert "+12065550188" not in log and "9d4f1b7a" not in log
+    finally:
+        assert await stop_daemon(proc) == 0
+
+
 async def test_the_bot_reconnects_and_alerts_arrive_once(
     tmp_path: Path, service: SignalService
 ) -> None:
