@@ -39,6 +39,7 @@ from config.fields import (
     then,
     whole,
 )
+from scheduler_core.model import RUN_VARIABLES
 from scheduler_core.triggers import parse_duration
 
 __all__ = ["TASK_ID", "build", "cron_problem", "parse_duration", "parse_size"]
@@ -69,6 +70,16 @@ def _task_id(value: str) -> str:
             "or digit"
         )
     return value
+
+
+def _not_run_variables(env: dict[str, str]) -> dict[str, str]:
+    taken = [name for name in env if name in RUN_VARIABLES]
+    if taken:
+        raise ValueError(
+            f"{', '.join(taken)}: set by moltsched for each run (the task's id, its run, its "
+            "checkpoint and where it is kept), not by the task"
+        )
+    return env
 
 
 def _command(value: list[str]) -> list[str]:
@@ -138,7 +149,7 @@ class TaskModel:
     catch_up: str = key(one_of("once", "skip"), "once")
     interruptible: bool = key(boolean, True)
     alert: bool = key(boolean, True)
-    env: dict[str, str] = key(text_map, factory=dict)
+    env: dict[str, str] = key(then(text_map, _not_run_variables), factory=dict)
     retries: int = key(whole(0, 100), 0)
     retry_delay: float = key(then(parse_duration, _a_second_or_more("retry_delay")), 30.0)
     max_age: float | None = key(optional(then(parse_duration, _a_second_or_more("max_age"))), None)

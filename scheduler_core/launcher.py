@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
@@ -72,6 +73,24 @@ class ProcessLauncher:
             MOLTSCHED_CONFIG=str(settings.config_path or ""),
         )
         self.base_env = {os.fsencode(k): os.fsencode(v) for k, v in base.items()}
+        # Where `moltsched` is on the runs' PATH (bot.engine.task_environment saw to it), so a
+        # task's own `env: {PATH: ...}` can be given it too.
+        found = shutil.which("moltsched", path=base.get("PATH", os.defpath))
+        self._moltsched_dir = os.path.dirname(found) if found else None
+        self._paths: dict[str, bytes] = {}
+
+    def path_for(self, path: str) -> bytes:
+        """A task's own PATH, with moltsched's folder at its end when moltsched is not on it:
+        `moltsched checkpoint save` works from every script (DESIGN.md section 5)."""
+        found = self._paths.get(path)
+        if found is None:
+            whole = path
+            if self._moltsched_dir and shutil.which("moltsched", path=path) is None:
+                whole = os.pathsep.join(
+                    [p for p in path.split(os.pathsep) if p] + [self._moltsched_dir]
+                )
+            found = self._paths[path] = os.fsencode(whole)
+        return found
 
     def prepare(self, spec: TaskSpec) -> _ProcessTaskRun:
         return _ProcessTaskRun(self, spec)
@@ -105,6 +124,8 @@ class _ProcessTaskRun:
         env = self.launcher.base_env.copy()
         for key, value in spec.env.items():
             env[os.fsencode(key)] = os.fsencode(value)
+        if "PATH" in spec.env:
+            env[b"PATH"] = self.launcher.path_for(spec.env["PATH"])
         env[b"MOLTSCHED_TASK_ID"] = os.fsencode(spec.id)
         env[b"MOLTSCHED_RUN_ID"] = str(run_id).encode()
         env[b"MOLTSCHED_CHECKPOINT"] = os.fsencode(checkpoint or "")

@@ -69,6 +69,18 @@ class CatchUp(StrEnum):
 
 _NO_ENV: Mapping[str, str] = {}
 
+# What every run is given by moltsched (DESIGN.md section 5), so not a task's own `env:`: one
+# of them set there would send its checkpoints elsewhere, or hide its processes from the
+# daemon, which knows them by MOLTSCHED_DB and MOLTSCHED_RUN_ID (scheduler_core.procs).
+RUN_VARIABLES = (
+    "MOLTSCHED_TASK_ID",
+    "MOLTSCHED_RUN_ID",
+    "MOLTSCHED_CHECKPOINT",
+    "MOLTSCHED_DB",
+    "MOLTSCHED_CONFIG",
+    "MOLTSCHED_PYTHON",
+)
+
 
 class TaskSpec(NamedTuple):
     """One configured task, validated and with its paths resolved.

@@ -198,3 +198,23 @@ def test_a_checkpoint_piped_in_without_end_is_refused_not_read_whole(tmp_path: P
         timeout=60,
     )
     assert saved.returncode == 0, saved.stderr
+
+
+def test_a_task_that_sets_its_own_path_still_finds_moltsched(tmp_path: Path) -> None:
+    """`env: {PATH: /usr/bin:/bin}` on a task: before, its PATH replaced the one moltsched
+    makes sure of (DESIGN.md section 5), and `moltsched checkpoint save` in its script was
+    "command not found". Its PATH is kept, with moltsched's folder after it."""
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "save.sh").write_text(
+        'echo "PATH=$PATH"\nmoltsched checkpoint save "$MOLTSCHED_TASK_ID" \'{"n": 1}\'\n'
+    )
+    config = tmp_path / "moltsched.yaml"
+    config.write_text(
+        "tasks:\n  - {id: save, script: save.sh, every: 1h, env: {PATH: '/usr/bin:/bin'}}\n"
+    )
+    result = cli("--json", "run", "save", config=config)
+    ran = json.loads(result.stdout)
+    assert ran["outcome"] == "success", ran
+    assert ran["stdout"].startswith("PATH=/usr/bin:/bin:")  # the task's own first
+    shown = cli("--json", "checkpoint", "show", "save", config=config)
+    assert json.loads(shown.stdout) == {"n": 1}

@@ -474,3 +474,18 @@ def test_a_file_far_too_big_to_be_a_configuration_is_refused_before_it_is_read(
             assert result.returncode == 2, (path, command, result.stderr)
             assert f"over {MAX_FILE_BYTES >> 20} MiB" in result.stderr
             assert "Traceback" not in result.stderr
+
+
+def test_the_variables_moltsched_sets_for_a_run_are_not_a_tasks_to_set(tmp_path: Path) -> None:
+    """`env: {MOLTSCHED_DB: ...}` replaced the database the run's checkpoints go to, and the
+    tag by which the daemon knows a run's processes; `MOLTSCHED_TASK_ID` was overwritten
+    without a word. Each is now a problem at its place."""
+    path = write(
+        tmp_path,
+        "tasks:\n  - {id: a, script: a.sh, every: 1h, env: {MOLTSCHED_DB: /tmp/x.db, "
+        "MOLTSCHED_TASK_ID: b, MOLTSCHED_LOG_LEVEL: DEBUG}}\n",
+    )
+    found = problems(path)
+    assert len(found) == 1 and found[0].startswith("tasks[0].env: "), found
+    assert "MOLTSCHED_DB" in found[0] and "MOLTSCHED_TASK_ID" in found[0]
+    assert "MOLTSCHED_LOG_LEVEL" not in found[0]  # one moltsched does not set: the task's
