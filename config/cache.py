@@ -3,8 +3,8 @@ and validated again: a daemon restart, a reload of the same file, or a `status` 
 daemon reads 10,000 tasks without parsing YAML, checking every field or looking at every script.
 
 The identity is the file's device, inode, size, modification and change times, the
-program's version, the files of the code that defines what is kept,
-and what the host's time zone comes from. Only a configuration that
+program's version, the files of the code that defines what is kept and of the rules it is
+checked by, and what the host's time zone comes from. Only a configuration that
 loaded without a problem is kept, so a file with a problem is checked afresh every time; a
 script deleted after a good load is found when it is due to run (the run fails and alerts).
 
@@ -41,13 +41,17 @@ def folder() -> Path | None:
 
 
 def _code() -> list[object]:
-    """The files that define what is kept: an edited checkout keeps its version number."""
+    """The files that define what is kept, and the rules it was checked by: an edited
+    checkout keeps its version number. The rules are looked at, not imported (importing the
+    schema is what the cache spares a start)."""
     import config.loader
     import scheduler_core.model
     import scheduler_core.triggers
 
     modules = (config.loader, scheduler_core.model, scheduler_core.triggers)
-    return [os.stat(m.__file__ or "").st_mtime_ns for m in modules]
+    files = [m.__file__ or "" for m in modules]
+    files += [os.path.join(os.path.dirname(__file__), n) for n in ("schema.py", "fields.py")]
+    return [os.stat(f).st_mtime_ns for f in files]
 
 
 def identity(path: Path) -> tuple[object, ...]:

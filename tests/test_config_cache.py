@@ -88,3 +88,21 @@ def test_equal_parts_of_tasks_are_one_object_before_and_after_the_cache(
             assert len({id(getattr(spec, part)) for spec in same}) == 1, part
         assert odd.trigger is not same[0].trigger and odd.env is not same[0].env
         assert dict(odd.env) == {} and dict(same[0].env) == {"K": "v"}
+
+
+def test_a_change_to_the_rules_a_file_was_checked_by_checks_it_again(
+    tmp_path: Path, cache_home: Path
+) -> None:
+    """An updated checkout keeps its version number; before, a file that passed the old
+    rules of `config/schema.py` or `config/fields.py` was kept as valid under the new ones."""
+    path = write(tmp_path)
+    load_config(path)
+    (tmp_path / "tasks" / "a.sh").unlink()  # validation would now refuse it
+    for rules in (Path(cache.__file__).with_name(n) for n in ("schema.py", "fields.py")):
+        st = rules.stat()
+        os.utime(rules, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # as if edited
+        try:
+            with pytest.raises(ConfigError, match="no such file"):
+                load_config(path)
+        finally:
+            os.utime(rules, ns=(st.st_atime_ns, st.st_mtime_ns))
