@@ -248,9 +248,10 @@ def _reload(config_path: Path, request: Request) -> int:
     in use, 2 if it was rejected (the old one stays). With no daemon, check the file."""
     hint = state_dir_hint(config_path)
     answered = client.ask(hint, request) if hint is not None else None
+    if answered is None:  # the daemon there refuses a new state_dir: that takes a restart
+        answered = client.ask_where_it_ran(config_path, hint, request)  # before `load` keeps it
     if answered is not None:
         return answered
-    before = _last_state_dir(config_path)  # before `load` keeps the file as it is now
     config = load(config_path)
     state_dir = config.settings.state_dir
     answered = client.ask(state_dir, request)
@@ -258,10 +259,6 @@ def _reload(config_path: Path, request: Request) -> int:
         from bot.lock import via_sighup
 
         answered = via_sighup(state_dir, lambda: client.ask(state_dir, request))
-    if answered is None and before not in (None, state_dir):
-        # The file names another state directory now: a daemon started from it runs on the
-        # one it named then, and its answer says that change takes a restart.
-        answered = client.ask(before, request)
     if answered is not None:
         return answered
     message = (
@@ -273,14 +270,6 @@ def _reload(config_path: Path, request: Request) -> int:
     else:
         print(message)
     return 0
-
-
-def _last_state_dir(config_path: Path) -> Path | None:
-    from config import cache
-    from config.loader import AppConfig
-
-    kept = cache.last(config_path)
-    return kept.settings.state_dir if isinstance(kept, AppConfig) else None
 
 
 def _daemon(config_path: Path) -> int:
@@ -311,6 +300,10 @@ def _daemon(config_path: Path) -> int:
 def _offline(config_path: Path, request: Request, hint: Path | None) -> int:
     import asyncio
 
+    if hint is not None and not hint.exists():  # a state directory the file names anew
+        answered = client.ask_where_it_ran(config_path, hint, request)
+        if answered is not None:
+            return answered
     config = load(config_path)
     if config.settings.state_dir != hint:
         # The quick look at the file was wrong or could not tell: ask the real place.

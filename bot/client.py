@@ -3,7 +3,8 @@ line of metadata, then the text to print, which is written out as it arrives (se
 `bot.control`), so `chat run:x` shows its acknowledgement before the result.
 
 The standard library only (and `bot.failure`, which is the same), so a CLI command that the
-daemon answers starts and finishes fast.
+daemon answers starts and finishes fast; `ask_where_it_ran` alone looks at the cache of
+loaded configurations, on a path taken only after the file named a new state directory.
 """
 
 from __future__ import annotations
@@ -108,3 +109,24 @@ def ask(state_dir: Path, asked: Request) -> int | None:
         raise Failure(str(reply.get("error", "")), str(reply["kind"]), int(reply.get("exit", 2)))
     sys.stderr.write(reply.get("err", ""))
     return int(reply.get("exit", 1))
+
+
+def ask_where_it_ran(config_path: Path, named: Path | None, asked: Request) -> int | None:
+    """`ask` the state directory `config_path` named at its last good load (config.cache),
+    if it names another, `named`, now: a daemon started from the file runs there until it is
+    restarted. None if it named the same, or if no daemon answers there."""
+    from config import cache
+    from config.loader import AppConfig
+
+    kept = cache.last(config_path)
+    before = kept.settings.state_dir if isinstance(kept, AppConfig) else None
+    if named is None or before is None or before == named:
+        return None
+    answered = ask(before, asked)
+    if answered == 0:
+        print(
+            f"moltsched: answered by the daemon on {before}; {config_path} names {named} now, "
+            "which takes a restart of the daemon",
+            file=sys.stderr,
+        )
+    return answered

@@ -189,3 +189,27 @@ def test_a_reload_that_moves_the_state_directory_reaches_the_daemon_and_is_refus
         assert not (tmp_path / "elsewhere").exists()  # nothing was made there
     finally:
         assert daemon.stop() == 0
+
+
+def test_commands_after_the_state_directory_was_edited_reach_the_running_daemon(
+    tmp_path: Path,
+) -> None:
+    """Until the daemon is restarted, it runs on the state directory the file named when it
+    started. Before, `status` then said "daemon not running", made an empty database in the
+    new place, and `run` ran the task there in the foreground, beside the daemon."""
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "quick.sh").write_text("echo quick\n")
+    config = tmp_path / "moltsched.yaml"
+    config.write_text(BEFORE.replace("slow.sh", "quick.sh"))
+    daemon = DaemonProcess(config).start()
+    try:
+        config.write_text("state_dir: elsewhere\n" + BEFORE.replace("slow.sh", "quick.sh"))
+        status = cli("--json", "status", config=config)
+        assert json.loads(status.stdout)["running"] is True
+        assert "takes a restart" in status.stderr
+        ran = cli("--json", "run", "goes", config=config)
+        assert json.loads(ran.stdout)["outcome"] == "success"
+        assert query(daemon.db, "SELECT run_count FROM task WHERE id = 'goes'") == [(1,)]
+        assert not (tmp_path / "elsewhere").exists()
+    finally:
+        assert daemon.stop() == 0
