@@ -5,10 +5,11 @@ Under systemd (`JOURNAL_STREAM` names our stderr) each line starts with its sysl
 warning` works; the journal stamps the time itself, so the line carries none. Elsewhere a
 line is `time LEVEL logger: message`.
 
-A line is written by a thread of its own (`Unblocked`): the daemon never waits for whoever
-reads its log. Under `moltsched daemon 2>&1 | less` scrolled back, a terminal paused with
-Ctrl-S or a stalled journal, the runs go on; the newest lines wait in memory, and what did
-not fit is counted and said when the reader is back.
+The daemon never waits for whoever reads its log (`Unblocked`): a line goes out at once while
+the stream has room, and to a thread of its own when it has none. Under `moltsched daemon
+2>&1 | less` scrolled back, a terminal paused with Ctrl-S or a stalled journal, the runs go
+on; the newest lines wait in memory, and what did not fit is counted and said when the
+reader is back.
 
 signalbot adds a console handler of its own to its logger (so every line of it would appear
 twice) and announces its in-memory storage, which means nothing for a bot that keeps no
@@ -20,8 +21,10 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import select
 import sys
 import threading
+from collections.abc import Callable
 from typing import TextIO
 
 # syslog priorities (sd-daemon.h): err 3, warning 4, notice 5, info 6, debug 7.
@@ -58,18 +61,22 @@ FLUSH_S = 5.0  # how long `flush` (and so the exit) waits for a reader that does
 
 
 class Unblocked(logging.Handler):
-    """Formats each line where it is logged and hands it to a writer thread, which writes it
-    to `stream`. When the stream does not take lines, at most `kept` wait; older ones are
-    left out, and a line says how many before the next one written."""
+    """Writes each line at once while `stream` has room for it, as a plain handler would (so
+    what the daemon logs is written before it goes on); when the stream has none (its reader
+    does not read), hands lines to a writer thread instead, which waits for the reader. At
+    most `kept` lines wait; older ones are left out, and a line says how many before the next
+    one written. Room is asked of the kernel (poll) for lines up to PIPE_BUF, which a pipe or
+    socket with room takes whole."""
 
     def __init__(self, stream: TextIO, kept: int = LINES_KEPT) -> None:
         super().__init__()
         self.stream = stream
         self._lines: collections.deque[str] = collections.deque(maxlen=kept)
         self._left_out = 0
-        self._writing = False
+        self._writing = False  # a line is being written, here or by the writer
         self._closing = False
         self._changed = threading.Condition()
+        self._room = _room_check(stream)
         self._writer = threading.Thread(target=self._write, name="log-writer", daemon=True)
         self._writer.start()
 
@@ -80,10 +87,22 @@ class Unblocked(logging.Handler):
             self.handleError(record)
             return
         with self._changed:
-            if len(self._lines) == self._lines.maxlen:
-                self._left_out += 1
-            self._lines.append(text)
-            self._changed.notify_all()
+            size = len(text) + 1 if text.isascii() else 4 * len(text) + 1  # at most, in bytes
+            direct = not self._lines and not self._writing and self._room(size)
+            if direct:
+                self._writing = True
+            else:
+                if len(self._lines) == self._lines.maxlen:
+                    self._left_out += 1
+                self._lines.append(text)
+                self._changed.notify_all()
+                return
+        try:
+            self._out(text)
+        finally:
+            with self._changed:
+                self._writing = False
+                self._changed.notify_all()
 
     def flush(self) -> None:
         """Wait until every line so far is written, or FLUSH_S has passed."""
@@ -101,7 +120,7 @@ class Unblocked(logging.Handler):
     def _write(self) -> None:
         while True:
             with self._changed:
-                self._changed.wait_for(lambda: self._lines or self._closing)
+                self._changed.wait_for(lambda: (self._lines or self._closing) and not self._writing)
                 if not self._lines:
                     return
                 text = self._lines.popleft()
@@ -134,6 +153,17 @@ class Unblocked(logging.Handler):
             self.stream.flush()
         except (OSError, ValueError):  # the reader is gone, or the stream closed
             pass
+
+
+def _room_check(stream: TextIO) -> Callable[[int], bool]:
+    """Whether `stream` takes n more bytes now without waiting."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # not a file (a test's capture): it takes all
+        return lambda n: True
+    poll = select.poll()
+    poll.register(fd, select.POLLOUT)
+    return lambda n: n <= select.PIPE_BUF and bool(poll.poll(0))
 
 
 def setup_logging(level: str | None = None) -> None:
