@@ -28,7 +28,7 @@ from bot.control import ControlServer
 from bot.denials import ControlRefusals
 from bot.engine import Engine, build_engine
 from bot.fallback import Fallback
-from bot.lock import OtherDaemon, lock_for_daemon
+from bot.lock import OtherDaemon, lock_for_daemon, private_state
 from bot.outbox import Outbox
 from bot.respond import Answer, respond
 from bot.signals import Signals
@@ -86,7 +86,7 @@ async def serve(
     stop = signals.attach()
     try:
         settings = config.settings
-        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        private_state(settings.state_dir)
         try:
             ping = functools.partial(client.request, settings.state_dir, PING)
             lock = await lock_for_daemon(settings.state_dir, stop, ping)

@@ -44,6 +44,18 @@ def via_sighup(state_dir: Path, ask: Callable[[], int | None]) -> int | None:
     )
 
 
+def private_state(state_dir: Path) -> None:
+    """Make the state directory, its user's alone (0700): the database holds what tasks
+    printed, their checkpoints and who asked for what. One that others may read (made before,
+    or by hand) is closed to them; what its group may do stays (see `control.group`). systemd's
+    StateDirectoryMode=0700 does the same for a unit."""
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = state_dir.stat().st_mode
+    if mode & 0o007:
+        os.chmod(state_dir, mode & 0o770)
+        log.info("closed the state directory %s to other users (it was open to them)", state_dir)
+
+
 class OtherDaemon(Exception):
     """Another daemon runs on this state directory."""
 
@@ -88,7 +100,7 @@ class StateLock:
 
     def try_acquire(self) -> bool:
         """Take the lock if it is free; False if someone else holds it."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # see bot.daemon
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

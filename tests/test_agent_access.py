@@ -203,3 +203,36 @@ def test_json_errors_are_always_on_stdout(tmp_path: Path) -> None:
         [MOLTSCHED, "--json", "status", "a", "b"], capture_output=True, text=True, timeout=30
     )
     assert done.returncode == 2 and json.loads(done.stdout)["kind"] == "usage"
+
+
+@pytest.mark.parametrize("before", [None, 0o755])
+def test_the_state_is_its_users_alone_without_systemd_too(
+    world: tuple[Path, str, User, User, User], before: int | None
+) -> None:
+    """Task output, checkpoints and who sent what are in the database. systemd's
+    StateDirectoryMode=0700 keeps them to the service user; started otherwise (`make run`,
+    a user's own unit), the daemon made its state directory 0755 and the database 0644, and
+    every user on the machine could read them. A state directory from then is closed too."""
+    root, _, service, _, stranger = world
+    state = root / "state"
+    state.rmdir()
+    if before is not None:
+        state.mkdir(mode=before)
+        state.chmod(before)
+        os.chown(state, service.uid, service.gid)
+    config = root / "moltsched.yaml"
+    config.write_text("tasks:\n  - {id: tick, script: tick.sh, every: 1h}\n")
+    argv, env = moltsched_as(service)
+    log = root / "daemon.log"
+    with open(log, "wb") as err:
+        daemon = popen_as(service, [*argv, "--config", str(config), "daemon"], env, err)
+    try:
+        wait_sync(lambda: "daemon running" in log.read_text(), 30, "the daemon")
+        db = state / "moltsched.db"
+        wait_sync(lambda: query(db, "SELECT run_count FROM task")[0][0] == 1, 30, "a run")
+        assert stat.S_IMODE(state.stat().st_mode) & 0o007 == 0
+        for argv_ in (["cat", str(db)], ["ls", str(state)]):
+            assert run_as(stranger, argv_, {}).returncode != 0, argv_
+    finally:
+        daemon.terminate()
+        assert daemon.wait(20) == 0

@@ -211,7 +211,7 @@ class StoreCore:
         Fails with a StoreError, never leaving a connection (and its thread, which would keep
         the process from exiting) behind."""
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # its user's alone
         except OSError as exc:
             raise _os_error(exc, f"cannot create the state directory {path.parent}") from exc
         conns: list[aiosqlite.Connection] = []
