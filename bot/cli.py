@@ -326,6 +326,10 @@ async def _offline_answer(config: AppConfig, request: Request) -> int:
     from scheduler_core.store import Store
 
     settings = config.settings
+    if runs_tasks(request.command):
+        from bot.lock import runs_as_owner
+
+        runs_as_owner(settings.state_dir)
     store = await Store.open(settings.db_path, settings.retention)
     try:
         if only_reads(request.command):  # the tasks alone: no scheduler to load or build

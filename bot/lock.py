@@ -56,6 +56,28 @@ def private_state(state_dir: Path) -> None:
         log.info("closed the state directory %s to other users (it was open to them)", state_dir)
 
 
+def runs_as_owner(state_dir: Path) -> None:
+    """A run in the foreground (no daemon) runs the task as whoever starts it; so only the
+    state directory's owner may, the user the daemon runs tasks as. Root's run would leave
+    root's files where the owner's next runs fail on them. Failure (exit 3) for anyone else."""
+    try:
+        owner = state_dir.stat().st_uid
+    except FileNotFoundError:
+        return  # made by this run, as its own
+    if owner == os.geteuid():
+        return
+    from bot.access import user_name
+
+    name = user_name(owner)
+    raise Failure(
+        f"the tasks of {state_dir} run as {name}, and this is {user_name(os.geteuid())}: start "
+        f"the daemon, which runs them as {name}, or run this as {name} "
+        f"(sudo -u {name} moltsched ...)",
+        "permission",
+        EXIT_STATE,
+    )
+
+
 class OtherDaemon(Exception):
     """Another daemon runs on this state directory."""
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import query, wait_sync
+from tests.helpers import MOLTSCHED, query, wait_sync
 from tests.unix_users import User, moltsched_as, popen_as, run_as, unix_group, unix_user
 
 # A raw request claiming to be root; the daemon must record who really sent it.
@@ -236,3 +236,35 @@ def test_the_state_is_its_users_alone_without_systemd_too(
     finally:
         daemon.terminate()
         assert daemon.wait(20) == 0
+
+
+def test_a_run_with_no_daemon_is_its_owners_to_start(
+    world: tuple[Path, str, User, User, User],
+) -> None:
+    """With the daemon stopped, `sudo moltsched run TASK` as root ran the task as root: what it
+    made (files, a cache) was root's, and the service user's next runs of it failed on them.
+    A run in the foreground is now refused to anyone but the state directory's owner, with
+    what to do instead; reads still work."""
+    root, _, service, _, _ = world
+    (root / "tasks" / "who.sh").write_text("id -un > who.txt\n")
+    config = root / "moltsched.yaml"
+    config.write_text("tasks:\n  - {id: who, script: who.sh, cron: '0 0 1 1 *'}\n")
+    config.chmod(0o644)
+    argv, env = moltsched_as(service)
+    made = run_as(service, [*argv, "--config", str(config), "status"], env)
+    assert made.returncode == 0, made.stderr  # the service user's state, made by it
+    done = subprocess.run(
+        [MOLTSCHED, "--config", str(config), "run", "who"], capture_output=True, text=True
+    )
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert f"sudo -u {service.name}" in done.stderr and "Traceback" not in done.stderr
+    assert not (root / "tasks" / "who.txt").exists()
+    assert (
+        subprocess.run(
+            [MOLTSCHED, "--config", str(config), "status"], capture_output=True
+        ).returncode
+        == 0
+    )
+    ran = run_as(service, [*argv, "--config", str(config), "run", "who"], env)
+    assert ran.returncode == 0, ran.stderr
+    assert (root / "tasks" / "who.txt").read_text().strip() == service.name
