@@ -74,6 +74,7 @@ class Unblocked(logging.Handler):
         self._lines: collections.deque[str] = collections.deque(maxlen=kept)
         self._left_out = 0
         self._writing = False  # a line is being written, here or by the writer
+        self._flushing = 0  # callers of `flush` waiting
         self._closing = False
         self._changed = threading.Condition()
         self._room = _room_check(stream)
@@ -102,12 +103,17 @@ class Unblocked(logging.Handler):
         finally:
             with self._changed:
                 self._writing = False
-                self._changed.notify_all()
+                if self._lines or self._flushing:  # someone waits for this write to end
+                    self._changed.notify_all()
 
     def flush(self) -> None:
         """Wait until every line so far is written, or FLUSH_S has passed."""
         with self._changed:
-            self._changed.wait_for(lambda: not self._lines and not self._writing, FLUSH_S)
+            self._flushing += 1
+            try:
+                self._changed.wait_for(lambda: not self._lines and not self._writing, FLUSH_S)
+            finally:
+                self._flushing -= 1
 
     def close(self) -> None:
         """Let the writer end once the lines are written (logging.shutdown, at exit, has
