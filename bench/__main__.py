@@ -13,6 +13,7 @@ scaling); `BENCH_QUICK=1` makes every figure cheaper (fewer rounds and repeats).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -85,7 +86,7 @@ def db_of(system: str, config: Path) -> Path:
 
 def finished_runs(system: str, config: Path) -> list[tuple[float | None, float, str]]:
     """(due, ended, stdout) of every finished run."""
-    with sqlite3.connect(db_of(system, config), timeout=30) as conn:
+    with contextlib.closing(sqlite3.connect(db_of(system, config), timeout=30)) as conn:
         return conn.execute(
             "SELECT due, ended, stdout FROM run WHERE ended IS NOT NULL ORDER BY ended"
         ).fetchall()

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from scheduler_core.checkpoint import too_deep
 from scheduler_core.safe import safe_text
 
 EXIT_OK = 0
@@ -89,9 +90,12 @@ def short_actor(actor: str | None) -> str:
 
 
 def parse_checkpoint(text: str | None) -> Any:
-    """A stored checkpoint as a JSON value (its raw text if it is somehow not JSON)."""
+    """A stored checkpoint as a JSON value (its raw text if it is somehow not JSON, or nested
+    deeper than a checkpoint may be)."""
     if text is None:
         return None
+    if too_deep(text):
+        return text
     try:
         return json.loads(text)
     except (ValueError, RecursionError):

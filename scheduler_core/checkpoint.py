@@ -110,13 +110,22 @@ def decode(text: str, task_id: str) -> Any:
 
 def parse(text: str) -> Any:
     """A checkpoint value from JSON text; CheckpointError if it is not JSON, or is nested
-    deeper than this process can read."""
+    deeper than a checkpoint may be (`too_deep`)."""
+    if too_deep(text):
+        raise CheckpointError(_TOO_DEEP)
     try:
         return json.loads(text)
     except ValueError as exc:
         raise CheckpointError(f"the checkpoint is not JSON: {exc}") from None
     except RecursionError:
         raise CheckpointError(_TOO_DEEP) from None
+
+
+def too_deep(text: str) -> bool:
+    """Whether JSON text nests deeper than MAX_DEPTH. Counted, not left to the interpreter:
+    Python 3.11's decoder fails a few thousand deep, 3.12's reads far deeper, and a stored
+    checkpoint must read the same under either (the brackets are counted first, cheaply)."""
+    return text.count("[") + text.count("{") > MAX_DEPTH and depth(text) > MAX_DEPTH
 
 
 def depth(text: str) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import resource
 import sqlite3
@@ -153,7 +154,7 @@ def test_a_checkpoint_nested_too_deep_is_refused_and_one_stored_breaks_nothing(
         save_checkpoint(nested, "counter", db=db)
     save_checkpoint(json.loads("[" * 100 + "]" * 100), "counter", db=db)  # as deep as may be
     assert query(db, "SELECT checkpoint FROM task") == [("[" * 100 + "]" * 100,)]
-    with sqlite3.connect(db) as conn:
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
         conn.execute("UPDATE task SET checkpoint = ?", (deep,))
     for args in (["--json", "status"], ["status", "counter"], ["--json", "status", "counter"]):
         done = cli(*args, config=config)

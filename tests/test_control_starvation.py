@@ -139,7 +139,7 @@ def test_a_log_of_any_length_is_answered_a_batch_at_a_time(daemon: DaemonProcess
     made and sent a batch at a time, so the daemon's memory does not grow with it (it took
     1.5 kB a row: a Raspberry Pi's gigabyte at 600,000 rows)."""
     rows = 100_000
-    with sqlite3.connect(daemon.db, timeout=30) as db:
+    with contextlib.closing(sqlite3.connect(daemon.db, timeout=30)) as db, db:
         db.executemany(
             "INSERT INTO log (time, task_id, action, message) VALUES (?, 'tick', 'note', ?)",
             ((time.time(), f"note {i} " + "x" * 100) for i in range(rows)),
