@@ -98,14 +98,18 @@ def load_checkpoint(task_id: str | None = None, *, db: str | os.PathLike[str] | 
 def decode(text: str, task_id: str) -> Any:
     """A stored checkpoint's value; CheckpointError if it is not JSON this can read (it was
     stored by other means than `save_checkpoint`)."""
-    try:
-        return json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        why = "nested too deep" if isinstance(exc, RecursionError) else str(exc)
-        raise CheckpointError(
-            f"the stored checkpoint of {task_id} is not JSON this can read ({why}); "
-            f"`moltsched checkpoint clear {task_id}` or a new save replaces it"
-        ) from None
+    why = "nested too deep"
+    if not too_deep(text):
+        try:
+            return json.loads(text)
+        except RecursionError:
+            pass
+        except ValueError as exc:
+            why = str(exc)
+    raise CheckpointError(
+        f"the stored checkpoint of {task_id} is not JSON this can read ({why}); "
+        f"`moltsched checkpoint clear {task_id}` or a new save replaces it"
+    )
 
 
 def parse(text: str) -> Any:
