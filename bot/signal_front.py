@@ -67,6 +67,14 @@ class _Mailbox:
     pump: asyncio.Task[None] | None = None
 
 
+def close_storage(bot: SignalBot) -> None:
+    """signalbot opens an SQLite connection for its storage and has nothing that closes it:
+    left to the collector, Python 3.13 warns of it."""
+    sqlite = getattr(bot.storage, "_sqlite", None)
+    if sqlite is not None:
+        sqlite.close()
+
+
 def bot_config(config: SignalConfig) -> dict[str, Any]:
     """signalbot's configuration for ours."""
     return {
@@ -196,6 +204,7 @@ class SignalFront:
         if self._bot is not None:
             with contextlib.suppress(Exception):
                 await self._bot.close()
+            close_storage(self._bot)
 
     async def send(self, recipient: str, text: str) -> None:
         """Deliver one message now (the outbox's Sender, which asks `limiter` first); raises

@@ -17,7 +17,7 @@ import pytest
 
 import bot.signal_front as front_module
 from bot.logs import Unblocked, quiet_signalbot, setup_logging
-from bot.signal_front import SignalFront, bot_config
+from bot.signal_front import SignalFront, bot_config, close_storage
 from config.loader import SignalConfig
 from scheduler_core.store import Store
 from tests.helpers import MOLTSCHED, cli, wait_for, wait_sync
@@ -85,7 +85,7 @@ async def test_signalbot_lines_appear_once_and_its_storage_notice_not_at_all(
     try:
         config = SignalConfig("127.0.0.1:9", "+4915100000000", ("+4917600000000",), (), ())
         quiet_signalbot()
-        SignalBot(bot_config(config))  # as SignalFront makes it
+        close_storage(SignalBot(bot_config(config)))  # as SignalFront makes it
         quiet_signalbot()
         logging.getLogger("signalbot").warning("a line from signalbot")
         logging.getLogger("signalbot").warning("in-memory storage initialized")

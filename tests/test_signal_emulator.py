@@ -14,6 +14,7 @@ import json
 import aiohttp
 from signalbot import DataMessageContext, DataMessageHandler, SendMessage, SignalBot
 
+from bot.signal_front import close_storage
 from support.signal_service import ACCOUNT, ALICE_UUID, GROUP_ID, SignalService
 from tests.helpers import REPO
 
@@ -43,6 +44,7 @@ async def start_bot(service: SignalService) -> SignalBot:
 async def stop_bot(bot: SignalBot) -> None:
     await bot._pipeline.stop()
     await bot.close()
+    close_storage(bot)
 
 
 async def test_a_real_signalbot_talks_to_the_emulator() -> None:
