@@ -14,6 +14,7 @@ import fcntl
 import logging
 import os
 import signal
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -50,9 +51,9 @@ def private_state(state_dir: Path) -> None:
     or by hand) is closed to them; what its group may do stays (see `control.group`). systemd's
     StateDirectoryMode=0700 does the same for a unit."""
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    mode = state_dir.stat().st_mode
+    mode = stat.S_IMODE(state_dir.stat().st_mode)
     if mode & 0o007:
-        os.chmod(state_dir, mode & 0o770)
+        os.chmod(state_dir, mode & ~0o007)  # a setgid bit, say, stays
         log.info("closed the state directory %s to other users (it was open to them)", state_dir)
 
 

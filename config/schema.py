@@ -76,8 +76,8 @@ def _not_run_variables(env: dict[str, str]) -> dict[str, str]:
     taken = [name for name in env if name in RUN_VARIABLES]
     if taken:
         raise ValueError(
-            f"{', '.join(taken)}: set by moltsched for each run (the task's id, its run, its "
-            "checkpoint and where it is kept), not by the task"
+            f"{', '.join(taken)}: set by moltsched for each run (the task's id, the run's, its "
+            "checkpoint, the database, the configuration and moltsched's Python), not by a task"
         )
     return env
 
