@@ -66,7 +66,7 @@ class Unblocked(logging.Handler):
     does not read), hands lines to a writer thread instead, which waits for the reader. At
     most `kept` lines wait; older ones are left out, and a line says how many before the next
     one written. Room is asked of the kernel (poll) for lines up to PIPE_BUF, which a pipe or
-    socket with room takes whole."""
+    socket with room takes whole. The thread starts when a line first has to wait."""
 
     def __init__(self, stream: TextIO, kept: int = LINES_KEPT) -> None:
         super().__init__()
@@ -78,8 +78,8 @@ class Unblocked(logging.Handler):
         self._closing = False
         self._changed = threading.Condition()
         self._room = _room_check(stream)
-        self._writer = threading.Thread(target=self._write, name="log-writer", daemon=True)
-        self._writer.start()
+        # Started when a line first has to wait: an idle daemon whose log is read has none.
+        self._writer: threading.Thread | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -96,6 +96,11 @@ class Unblocked(logging.Handler):
                 if len(self._lines) == self._lines.maxlen:
                     self._left_out += 1
                 self._lines.append(text)
+                if self._writer is None:
+                    self._writer = threading.Thread(
+                        target=self._write, name="log-writer", daemon=True
+                    )
+                    self._writer.start()
                 self._changed.notify_all()
                 return
         try:
