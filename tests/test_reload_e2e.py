@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import json
 import shutil
 import signal
 import stat
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 from support.daemon import DaemonProcess
@@ -167,13 +169,10 @@ def test_a_reload_opens_and_closes_the_control_socket_to_a_group(tmp_path: Path)
             assert daemon.stop() == 0
 
 
-def test_a_reload_that_moves_the_state_directory_reaches_the_daemon_and_is_refused(
-    tmp_path: Path,
-) -> None:
-    """The file edited to name another `state_dir`, then `moltsched reload` (systemctl
-    reload runs it): before, it looked for a daemon in the new place only, said "No daemon
-    is running" and exited 0, while the daemon ran on with the old file; someone told so
-    would start a second one, and every task would run twice."""
+@contextlib.contextmanager
+def state_dir_edited(tmp_path: Path) -> Iterator[tuple[DaemonProcess, Path]]:
+    """The daemon on BEFORE, and then the file edited to name another `state_dir`
+    (`elsewhere`): (daemon, config). The daemon is stopped at the end."""
     (tmp_path / "tasks").mkdir()
     (tmp_path / "tasks" / "quick.sh").write_text("echo quick\n")
     config = tmp_path / "moltsched.yaml"
@@ -181,14 +180,25 @@ def test_a_reload_that_moves_the_state_directory_reaches_the_daemon_and_is_refus
     daemon = DaemonProcess(config).start()
     try:
         config.write_text("state_dir: elsewhere\n" + BEFORE.replace("slow.sh", "quick.sh"))
+        yield daemon, config
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_a_reload_that_moves_the_state_directory_reaches_the_daemon_and_is_refused(
+    tmp_path: Path,
+) -> None:
+    """The file edited to name another `state_dir`, then `moltsched reload` (systemctl
+    reload runs it): before, it looked for a daemon in the new place only, said "No daemon
+    is running" and exited 0, while the daemon ran on with the old file; someone told so
+    would start a second one, and every task would run twice."""
+    with state_dir_edited(tmp_path) as (daemon, config):
         result = cli("reload", config=config)
         assert result.returncode == 2, result.stdout
         assert "state_dir changed" in result.stderr and "takes a restart" in result.stderr
         assert "reload rejected" in daemon.log.read_text()
         assert daemon.proc is not None and daemon.proc.poll() is None
         assert not (tmp_path / "elsewhere").exists()  # nothing was made there
-    finally:
-        assert daemon.stop() == 0
 
 
 def test_commands_after_the_state_directory_was_edited_reach_the_running_daemon(
@@ -197,13 +207,7 @@ def test_commands_after_the_state_directory_was_edited_reach_the_running_daemon(
     """Until the daemon is restarted, it runs on the state directory the file named when it
     started. Before, `status` then said "daemon not running", made an empty database in the
     new place, and `run` ran the task there in the foreground, beside the daemon."""
-    (tmp_path / "tasks").mkdir()
-    (tmp_path / "tasks" / "quick.sh").write_text("echo quick\n")
-    config = tmp_path / "moltsched.yaml"
-    config.write_text(BEFORE.replace("slow.sh", "quick.sh"))
-    daemon = DaemonProcess(config).start()
-    try:
-        config.write_text("state_dir: elsewhere\n" + BEFORE.replace("slow.sh", "quick.sh"))
+    with state_dir_edited(tmp_path) as (daemon, config):
         status = cli("--json", "status", config=config)
         assert json.loads(status.stdout)["running"] is True
         assert "takes a restart" in status.stderr
@@ -211,5 +215,3 @@ def test_commands_after_the_state_directory_was_edited_reach_the_running_daemon(
         assert json.loads(ran.stdout)["outcome"] == "success"
         assert query(daemon.db, "SELECT run_count FROM task WHERE id = 'goes'") == [(1,)]
         assert not (tmp_path / "elsewhere").exists()
-    finally:
-        assert daemon.stop() == 0
