@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import MOLTSCHED, cli
+from tests.helpers import MOLTSCHED, cli, query
 
 TASKS = 300  # enough pages that a torn file loses some that every command reads
 
@@ -108,7 +108,7 @@ def test_a_database_from_a_newer_moltsched_is_refused_not_used(config: Path) -> 
     assert daemon.returncode == 3 and "from a newer moltsched" in last, daemon.stderr
     doctor = cli("doctor", config=config)
     assert doctor.returncode == 1 and "from a newer moltsched" in doctor.stdout, doctor.stdout
-    assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone() == (99,)
+    assert query(db, "PRAGMA user_version") == [(99,)]
 
 
 @pytest.fixture
