@@ -34,6 +34,7 @@ from bot.respond import Answer, respond
 from bot.signals import Signals
 from bot.stale import StaleWatch
 from bot.systemd import notify, watchdog, watchdog_interval
+from bot.write_alarm import WriteAlarm
 from commands.chat import converse
 from commands.command import Ping, Reload, Request
 from commands.context import Context
@@ -262,6 +263,8 @@ async def _serve_started(config: AppConfig, clock: Clock | None, signals: Signal
             daemon.signal = SignalFront(config.signal, daemon.replies, store)
             outbox = engine.deliver_alerts(daemon.signal, daemon.signal.limiter)
         fallback, stale = daemon.fallback, daemon.stale = _alert_helpers(engine, config)
+        alarm = WriteAlarm(scheduler, engine.recipients, engine.clock, daemon.signal, fallback)
+        helpers = [h for h in (fallback, stale, alarm) if h is not None]
         metrics = None
         if config.metrics is not None:
             from bot.metrics import Metrics  # imported only when asked for (RSS)
@@ -322,9 +325,8 @@ async def _serve_started(config: AppConfig, clock: Clock | None, signals: Signal
                 if front is not None and outbox is not None:
                     signal_task = tg.create_task(front.run(), name="signal")
                     tg.create_task(outbox.run(), name="outbox")
-                for helper in (fallback, stale):
-                    if helper is not None:
-                        tg.create_task(helper.run(), name=type(helper).__name__)
+                for helper in helpers:
+                    tg.create_task(helper.run(), name=type(helper).__name__)
                 await stop.wait()
                 signals.stopping()
                 notify("STOPPING=1")
@@ -336,9 +338,8 @@ async def _serve_started(config: AppConfig, clock: Clock | None, signals: Signal
                 await server.close()
                 scheduler.close()
                 tg.create_task(_stop_strays(scheduler), name="strays")
-                for helper in (fallback, stale):
-                    if helper is not None:
-                        helper.close()
+                for helper in helpers:
+                    helper.close()
                 if front is not None and outbox is not None:
                     outbox.close()
                     await front.close()

@@ -51,6 +51,10 @@ class Engine:
             self.alerter.deliverers.append(outbox.wake)
         return outbox
 
+    def recipients(self) -> tuple[str, ...]:
+        """Whom alerts go to now (a reload may change them)."""
+        return self.alerter.recipients if self.alerter is not None else ()
+
     def reconfigure(self, config: AppConfig) -> None:
         """A reload: recipients and the alert policy apply to the next run."""
         self.config = config

@@ -78,7 +78,8 @@ class Fallback(TimedLoop):
             if due > now:
                 later.append(due)
                 continue
-            if await self._deliver(items[0]):
+            first = items[0]
+            if await self.deliver(first.text, first.task_id, first.kind):
                 self._failures.pop(key, None)
                 await self.store.alerts_sent(items, self.clock.now(), channel="fallback")
                 delivered = True
@@ -99,12 +100,9 @@ class Fallback(TimedLoop):
             return created  # no Signal to wait for
         return created + self.after
 
-    async def _deliver(self, item: OutboxItem) -> bool:
+    async def deliver(self, text: str, task_id: str | None, kind: str) -> bool:
         """Run the command for one alert; whether it succeeded."""
-        env = os.environ | {
-            "MOLTSCHED_ALERT_TASK": item.task_id or "",
-            "MOLTSCHED_ALERT_KIND": item.kind,
-        }
+        env = os.environ | {"MOLTSCHED_ALERT_TASK": task_id or "", "MOLTSCHED_ALERT_KIND": kind}
         with procs.Spawning() as spawning:
             try:
                 proc = await asyncio.create_subprocess_exec(
@@ -121,7 +119,7 @@ class Fallback(TimedLoop):
             spawning.registered(proc.pid)
         try:
             async with asyncio.timeout(COMMAND_TIMEOUT_S):
-                err = await _talk(proc, item.text.encode())
+                err = await _talk(proc, text.encode())
         except TimeoutError:
             log.warning(
                 "alert fallback %s took over %.0fs; stopped", self.argv[0], COMMAND_TIMEOUT_S
@@ -139,7 +137,7 @@ class Fallback(TimedLoop):
                 "alert fallback %s exited %s: %s", self.argv[0], proc.returncode, last[0][:200]
             )
             return False
-        log.info("alert %s for %s delivered by the fallback command", item.kind, item.task_id)
+        log.info("alert %s for %s delivered by the fallback command", kind, task_id or "moltsched")
         return True
 
 

@@ -189,6 +189,8 @@ async def _status_all(ctx: Context) -> Reply:
     if waiting:
         head += f", {waiting} alert(s) waiting"
     lines = [head]
+    if (trouble := ctx.tasks.store.health.error) is not None:
+        lines.append(f"⚠️ The database cannot be written ({trouble.reason}): no run can start.")
     for spec, st in rows:
         last = _MARK.get(st.last_outcome, "-") if st.last_outcome else "never run"
         status = str(st.status) if spec.enabled else "disabled"
@@ -205,9 +207,11 @@ async def _status_json(ctx: Context) -> AsyncIterator[str]:
     running = "true" if ctx.daemon else "false"
     signal = encode_json(ctx.signal_connected)
     waiting = await ctx.tasks.store.alerts_waiting()
+    trouble = ctx.tasks.store.health.error
     yield (
         f'{{"running": {running}, "version": "{__version__}", '
         f'"signal_connected": {signal}, "alerts_waiting": {waiting}, '
+        f'"database_error": {encode_json(trouble and str(trouble))}, '
         f'"task_count": {len(specs)}, "tasks": ['
     )
     sep = ""

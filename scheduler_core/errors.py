@@ -49,6 +49,11 @@ class StoreError(SchedulerError):
         super().__init__(message)
         self.kind = kind
 
+    @property
+    def reason(self) -> str:
+        """What is wrong, in a few words (a phone's status line): its kind's, or all of it."""
+        return _REASONS.get(self.kind) or str(self)
+
 
 def nearest_ids(task_id: str, known: Iterable[str], limit: int = 3) -> list[str]:
     """The configured ids closest to a mistyped one, best first."""
@@ -70,6 +75,12 @@ _KINDS = {
     "SQLITE_PERM": "permission",
     "SQLITE_AUTH": "permission",
     "SQLITE_FULL": "full",
+}
+_REASONS = {
+    "damaged": "it is damaged",
+    "locked": "another process keeps it locked",
+    "permission": "no permission to write it",
+    "full": "the disk is full",
 }
 _ADVICE = {
     "damaged": "it is damaged; move it aside (with its -wal file) and restore a backup, "

@@ -74,6 +74,7 @@ class Scheduler(Requests):
         self._scheduling = False  # run() with schedule=True: retries and later runs go
         self.phase = Phase.NEW
         self._drained = asyncio.Event()
+        self.not_started = 0  # runs whose start the store could not record (so never started)
 
     def running_specs(self) -> list[TaskSpec]:
         """The tasks with a run under way now."""
@@ -272,6 +273,7 @@ class Scheduler(Requests):
             )
         except Exception as exc:  # e.g. the disk is full: fail these runs, keep scheduling
             log_failure(log, "could not record the start of %d run(s)", len(batch))
+            self.not_started += len(batch)
             for active in batch:
                 self._running.pop(active.spec.id, None)
                 active.end_loans()

@@ -37,6 +37,7 @@ import aiosqlite
 from scheduler_core.errors import StoreError, describe_sqlite_error
 from scheduler_core.migrations import MIGRATIONS
 from scheduler_core.model import Retention
+from scheduler_core.store.health import WriteHealth
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -203,6 +204,7 @@ class StoreCore:
         self._identity = _identity(path)  # to notice the file deleted or replaced under us
         self._usable = asyncio.Event()
         self._usable.set()
+        self.health = WriteHealth()  # whether writes work (runs cannot start while they fail)
 
     @classmethod
     async def open(cls, path: Path, retention: Retention = DEFAULT_RETENTION) -> Self:
@@ -300,7 +302,7 @@ class StoreCore:
             await self._usable.wait()  # the file is being put back (see `_put_back`)
         async with self._writing:
             conn = self._conn
-            with self._translated():
+            with self.health.writing(), self._translated():
                 await conn.execute("BEGIN IMMEDIATE")
                 try:
                     result = await fn(_Tx(conn))
@@ -322,7 +324,7 @@ class StoreCore:
         if not self._usable.is_set():
             await self._usable.wait()
         async with self._writing:
-            with self._translated():
+            with self.health.writing(), self._translated():
                 return list(await self._conn.execute_fetchall(sql, params))
 
     async def _read(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[Any]:

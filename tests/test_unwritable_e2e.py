@@ -1,0 +1,141 @@
+"""The database cannot be written (the disk of the state directory is full), on the real
+daemon: runs cannot start, and the owner hears so on the phone, or through the fallback
+command with no Signal, once; `status` says so; and once space is back, the phone hears
+that too, with how many runs could not start meanwhile."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from support.signal_service import ACCOUNT, ALICE, SignalService
+from tests.helpers import MOLTSCHED, acli, query, wait_for
+
+
+@contextlib.contextmanager
+def small_disk(state: Path) -> Iterator[Path]:
+    """A 4 MB filesystem at `state`; yields the file that fills it."""
+    state.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(state)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        yield state / "filler"
+    finally:
+        subprocess.run(["umount", str(state)], check=False)
+
+
+def fill(filler: Path) -> None:
+    with open(filler, "wb") as f, contextlib.suppress(OSError):
+        while True:
+            f.write(b"\0" * 65536)
+            f.flush()
+
+
+@contextlib.asynccontextmanager
+async def daemon(config: Path) -> AsyncIterator[asyncio.subprocess.Process]:
+    log = open(config.parent / "daemon.log", "wb")  # noqa: SIM115, ASYNC230
+    proc = await asyncio.create_subprocess_exec(
+        MOLTSCHED,
+        "--config",
+        str(config),
+        "daemon",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=log,
+        env=os.environ | {"MOLTSCHED_LOG_LEVEL": "INFO"},
+    )
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+        log.close()
+
+
+def ticks(db: Path) -> int:
+    rows = query(db, "SELECT run_count FROM task WHERE id = 'tick'")
+    return int(rows[0][0]) if rows else 0  # no row yet: the daemon is still starting
+
+
+async def status(config: Path) -> dict[str, object]:
+    done = await acli("--json", "status", config=config)
+    assert done.returncode == 0, done.stderr
+    answer: dict[str, object] = json.loads(done.stdout)
+    return answer
+
+
+def write_tasks(root: Path, more: str) -> Path:
+    (root / "tasks").mkdir()
+    (root / "tasks" / "tick.sh").write_text("echo tick\n")
+    config = root / "moltsched.yaml"
+    config.write_text("tasks:\n  - {id: tick, script: tick.sh, every: 1s}\n" + more)
+    return config
+
+
+async def test_the_phone_hears_when_the_database_cannot_be_written(tmp_path: Path) -> None:
+    async with SignalService() as service:
+        config = write_tasks(
+            tmp_path,
+            f'signal:\n  service: {service.service}\n  account: "{ACCOUNT}"\n'
+            f'  admins: ["{ALICE}"]\n',
+        )
+        db = tmp_path / "state" / "moltsched.db"
+        with small_disk(tmp_path / "state") as filler:
+            async with daemon(config):
+                await service.wait_connected(20)
+                await wait_for(lambda: ticks(db) >= 2, 20)
+                assert (await status(config))["database_error"] is None
+
+                fill(filler)
+                (alarm,) = await service.wait_sent(1, 30)
+                assert alarm["recipients"] == [ALICE]
+                text = str(alarm["message"])
+                assert "cannot write its database" in text and "disk is full" in text, text
+                answer = await status(config)
+                assert "disk is full" in str(answer["database_error"])
+                shown = await acli("status", config=config)
+                assert "database cannot be written" in shown.stdout, shown.stdout
+
+                filler.unlink()  # space again
+                sent = await service.wait_sent(2, 30)
+                again = str(sent[1]["message"])
+                assert "can write its database again" in again, again
+                assert "could not start" in again, again
+                assert (await status(config))["database_error"] is None
+                before = ticks(db)
+                await wait_for(lambda: ticks(db) >= before + 2, 20)
+                # One message each way, however many writes failed meanwhile.
+                assert len(service.sent) == 2, service.sent
+
+
+async def test_with_no_signal_the_fallback_command_hears_it(tmp_path: Path) -> None:
+    heard = tmp_path / "heard"
+    heard.mkdir()
+    hook = tmp_path / "hook.sh"
+    hook.write_text(f'cat > "{heard}/$(date +%s%N)-$MOLTSCHED_ALERT_KIND"\n')
+    config = write_tasks(tmp_path, f'alerts:\n  fallback_command: [bash, "{hook}"]\n')
+    db = tmp_path / "state" / "moltsched.db"
+
+    def messages() -> list[str]:
+        return [p.read_text() for p in sorted(heard.iterdir())]
+
+    with small_disk(tmp_path / "state") as filler:
+        async with daemon(config):
+            await wait_for(lambda: ticks(db) >= 2, 20)
+            fill(filler)
+            await wait_for(lambda: len(messages()) >= 1, 30)
+            assert "cannot write its database" in messages()[0], messages()
+            assert [p.name.split("-", 1)[1] for p in heard.iterdir()] == ["database"]
+            filler.unlink()
+            await wait_for(lambda: len(messages()) >= 2, 30)
+            assert "can write its database again" in messages()[1], messages()
