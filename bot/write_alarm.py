@@ -12,6 +12,7 @@ how long and how many runs could not start.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from scheduler_core.triggers import format_duration
 log = logging.getLogger(__name__)
 
 REPEAT_S = 3600.0
+PROBE_S = 10.0  # while writes fail, a write that changes nothing this often tells when they work
 BACKOFF_FIRST_S = 5.0
 BACKOFF_MAX_S = 300.0
 # MOLTSCHED_ALERT_KIND for the fallback command.
@@ -66,12 +68,13 @@ class WriteAlarm(TimedLoop):
         self._told: datetime | None = None  # when the owner was last to be told they fail
         self._owed = False  # someone was told they fail: the all-clear is theirs
         self._message: _Message | None = None
+        self._probed = clock.now()  # when a write was last tried, to see if writes work
         scheduler.store.health.watch(self._changed)
 
     def _changed(self, error: StoreError | None) -> None:
         now = self.clock.now()
         if error is not None:
-            self._since, self._error = now, error
+            self._since, self._error, self._probed = now, error, now
             self._not_started = self.scheduler.not_started
             log.error("the database cannot be written, so no run can start: %s", error)
         elif self._since is not None:
@@ -83,6 +86,24 @@ class WriteAlarm(TimedLoop):
         self.wake()
 
     async def step(self) -> datetime | None:
+        times = [await self._probe(), await self._speak()]
+        return min((t for t in times if t is not None), default=None)
+
+    async def _probe(self) -> datetime | None:
+        """While writes fail: try one now and then, for nothing may write for a long time (a
+        daily task's next run), and the runs held back go as soon as one works."""
+        if self._since is None:
+            return None
+        now, due = self.clock.now(), self._probed + timedelta(seconds=PROBE_S)
+        if now < due:
+            return due
+        self._probed = now
+        with contextlib.suppress(StoreError):
+            await self.scheduler.store.probe()
+        return None if self._since is None else now + timedelta(seconds=PROBE_S)
+
+    async def _speak(self) -> datetime | None:
+        """Tell the owner what is due to be told; when to look again."""
         now, message = self.clock.now(), self._message
         if message is not None and (message.kind == FAILING) != (self._since is not None):
             # Out of date before it went: whoever it reached is owed the all-clear.

@@ -25,7 +25,7 @@ from datetime import datetime
 
 from scheduler_core.active import Active, FinishHook, fail
 from scheduler_core.clock import Clock, SystemClock
-from scheduler_core.errors import SchedulerError, log_failure
+from scheduler_core.errors import SchedulerError, StoreError, log_failure
 from scheduler_core.later import LaterRuns
 from scheduler_core.launcher import Launcher, ProcessLauncher
 from scheduler_core.model import (
@@ -75,6 +75,9 @@ class Scheduler(Requests):
         self.phase = Phase.NEW
         self._drained = asyncio.Event()
         self.not_started = 0  # runs whose start the store could not record (so never started)
+        # Of those, each task's first (and each one-shot or retry), to go once writes work.
+        self._refused: dict[tuple[str, int], Waiting] = {}
+        store.health.watch(self._writes_work)
 
     def running_specs(self) -> list[TaskSpec]:
         """The tasks with a run under way now."""
@@ -278,11 +281,33 @@ class Scheduler(Requests):
                 self._running.pop(active.spec.id, None)
                 active.end_loans()
                 fail(active.result, exc)
+                w = active.waiting
+                if w.cause is not Cause.ON_DEMAND:  # who asked on demand has the error
+                    self._refused.setdefault((w.task_id, w.later.id if w.later else 0), w)
             self._wake.set()
             return
         for active, (run_id, checkpoint) in zip(batch, records, strict=True):
             active.run_id, active.checkpoint, active.started = run_id, checkpoint, started
             tg.create_task(self._execute(active), name=f"run:{active.spec.id}")
+
+    def _writes_work(self, error: StoreError | None) -> None:
+        """The store takes writes again: the runs it refused go now. A refused slot is
+        decided again as one missed while the daemon was down (its `catch_up`), counting the
+        slots since; a resume resumes; a one-shot or retry runs."""
+        if error is not None or not self._refused:
+            return
+        refused, self._refused = list(self._refused.values()), {}
+        for w in refused:
+            if w.task_id not in self._specs:
+                continue
+            if w.later is not None:
+                self._later.hold(w.later)
+                self._later.release(w.task_id)
+            elif w.cause is Cause.RESUME:
+                self._to_resume.append(w.task_id)
+            elif w.due is not None and w.due < (self._timetable.due_of(w.task_id) or w.due):
+                self._timetable.set(w.task_id, w.due, save=False)
+        self._wake.set()
 
     async def _execute(self, active: Active) -> None:
         spec = active.spec

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from scheduler_core.model import CatchUp, TaskSpec
 from scheduler_core.triggers import Every, Trigger
@@ -210,3 +213,31 @@ ESCAPES = {
     ),
     "clears-env": "env -i setsid /bin/sleep 300 & echo $! >> {pids}",
 }
+
+
+@contextlib.contextmanager
+def small_disk(state: Path) -> Iterator[Path]:
+    """A 4 MB filesystem at `state` (skips the test where it cannot be mounted); yields the
+    file that fills it (`fill`)."""
+    state.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(state)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        yield state / "filler"
+    finally:
+        subprocess.run(["umount", str(state)], check=False)
+
+
+def fill(filler: Path) -> None:
+    """Fill the disk `filler` is on to the last byte (see `small_disk`)."""
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        for size in (1 << 16, 1 << 12, 1):
+            with contextlib.suppress(OSError):
+                while True:
+                    os.write(fd, b"\0" * size)
+    finally:
+        os.close(fd)

@@ -9,36 +9,11 @@ import asyncio
 import contextlib
 import json
 import os
-import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
-
 from support.signal_service import ACCOUNT, ALICE, SignalService
-from tests.helpers import MOLTSCHED, acli, query, wait_for
-
-
-@contextlib.contextmanager
-def small_disk(state: Path) -> Iterator[Path]:
-    """A 4 MB filesystem at `state`; yields the file that fills it."""
-    state.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(state)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip("cannot mount a small tmpfs here (needs root)")
-    try:
-        yield state / "filler"
-    finally:
-        subprocess.run(["umount", str(state)], check=False)
-
-
-def fill(filler: Path) -> None:
-    with open(filler, "wb") as f, contextlib.suppress(OSError):
-        while True:
-            f.write(b"\0" * 65536)
-            f.flush()
+from tests.helpers import MOLTSCHED, acli, fill, query, small_disk, wait_for
 
 
 @contextlib.asynccontextmanager

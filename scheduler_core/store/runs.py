@@ -58,6 +58,17 @@ class RunRows(StoreCore):
                 records[task_id] = (run_id, checkpoint)
         return [records[t] for t, _, _ in runs]
 
+    async def probe(self) -> None:
+        """A write that changes nothing, to learn whether writes work again (`health`): the
+        schema version set to itself, which writes a page (an UPDATE to the same value
+        writes none, so it would work on a full disk)."""
+
+        async def same_version(tx: _Tx) -> None:
+            (version,) = await tx.row("PRAGMA user_version")
+            await tx.run(f"PRAGMA user_version = {int(version)}")
+
+        await self._write(same_version)
+
     async def finish_run(
         self, run_id: int, task_id: str, end: Ended, when: datetime, *, retried: bool = False
     ) -> TaskState:

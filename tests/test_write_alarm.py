@@ -1,0 +1,258 @@
+"""The alarm for a database that cannot be written, on a real store whose disk is really
+full (a small tmpfs) and a real scheduler: when it speaks, how often, through which channel,
+what it leaves unsaid once out of date, and how it learns that writes work again."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from bot.fallback import Fallback
+from bot.write_alarm import REPEAT_S, WriteAlarm
+from scheduler_core.errors import StoreError
+from scheduler_core.model import CatchUp, Cause, EngineSettings
+from scheduler_core.scheduler import Scheduler
+from scheduler_core.store import Store
+from scheduler_core.triggers import Every
+from tests.helpers import ManualClock, fill, small_disk, spec, wait_for
+from tests.test_outbox import FlakyService
+
+
+class Disk:
+    """The state directory's disk, filled and freed at will; `write()` is any write."""
+
+    def __init__(self, store: Store, filler: Path) -> None:
+        self.store, self.filler = store, filler
+
+    async def full(self) -> None:
+        fill(self.filler)
+        with pytest.raises(StoreError, match="disk is full"):
+            await self.store.probe()
+
+    async def freed(self) -> None:
+        self.filler.unlink(missing_ok=True)
+        await self.store.probe()
+
+
+@pytest.fixture
+async def disk(settings: EngineSettings) -> AsyncIterator[Disk]:
+    with small_disk(settings.state_dir) as filler:
+        store = await Store.open(settings.db_path)
+        try:
+            yield Disk(store, filler)
+        finally:
+            filler.unlink(missing_ok=True)
+            await store.close()
+
+
+@pytest.fixture
+def sched(disk: Disk, settings: EngineSettings) -> Scheduler:
+    return Scheduler(disk.store, settings, [])
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+async def running(alarm: WriteAlarm) -> asyncio.Task[None]:
+    return asyncio.create_task(alarm.run())
+
+
+async def settled(clock: ManualClock) -> None:
+    """The alarm did all it was woken for and sleeps (nothing more can happen until the
+    clock moves or the store's health changes)."""
+    await wait_for(clock.asleep)
+
+
+async def test_once_each_way_and_at_most_once_an_hour(
+    sched: Scheduler, clock: ManualClock, disk: Disk
+) -> None:
+    service = FlakyService()
+    alarm = WriteAlarm(sched, lambda: ["+1", "+2"], clock, service, None)
+    loop = await running(alarm)
+    try:
+        await disk.full()
+        await disk.full()  # more writes failing: the same trouble
+        await wait_for(lambda: len(service.delivered) == 2)
+        assert {to for to, _ in service.delivered} == {"+1", "+2"}
+        text = service.delivered[0][1]
+        assert text.startswith("⚠️ moltsched cannot write its database, so no run can start")
+        assert "the disk is full" in text
+        sched.not_started += 3  # what the scheduler counts while writes fail
+        clock.advance(125)  # the alarm tries a write meanwhile, which fails too
+        await settled(clock)
+        assert len(service.delivered) == 2
+        await disk.freed()
+        await wait_for(lambda: len(service.delivered) == 4)
+        assert service.delivered[-1][1] == (
+            "✅ moltsched can write its database again, after 2m5s; "
+            "3 run(s) could not start meanwhile."
+        )
+        # A disk at the edge of full fails again within the hour: not a message each time.
+        clock.advance(60)
+        await disk.full()
+        await settled(clock)
+        assert len(service.delivered) == 4
+        await disk.freed()
+        await disk.full()
+        await settled(clock)
+        assert len(service.delivered) == 4
+        # Still failing an hour after the last alarm: said again.
+        clock.advance(REPEAT_S - 60)
+        await wait_for(lambda: len(service.delivered) == 6)
+        assert "cannot write its database" in service.delivered[-1][1]
+    finally:
+        alarm.close()
+        await loop
+
+
+async def test_where_signal_fails_the_fallback_command_delivers(
+    sched: Scheduler, clock: ManualClock, disk: Disk, tmp_path: Path
+) -> None:
+    heard = tmp_path / "heard"
+    command = ["bash", "-c", f'{{ echo "$MOLTSCHED_ALERT_KIND"; cat; echo; }} >> "{heard}"']
+    fallback = Fallback(sched.store, command, 600, signal_configured=True, clock=clock)
+    service = FlakyService()
+    service.down = True
+    alarm = WriteAlarm(sched, lambda: ["+1"], clock, service, fallback)
+    loop = await running(alarm)
+    try:
+        await disk.full()
+        await wait_for(lambda: heard.exists() and "cannot write" in heard.read_text())
+        assert heard.read_text().startswith("database\n⚠️ moltsched cannot write its database")
+        assert service.refused == 1  # Signal was tried first
+        service.down = False
+        await disk.freed()
+        await wait_for(lambda: len(service.delivered) == 1)
+        assert "can write its database again" in service.delivered[0][1]
+        await settled(clock)
+        assert heard.read_text().count("\n⚠️") + heard.read_text().count("\n✅") == 1
+    finally:
+        alarm.close()
+        await loop
+
+
+async def test_no_signal_the_fallback_alone(
+    sched: Scheduler, clock: ManualClock, disk: Disk, tmp_path: Path
+) -> None:
+    heard = tmp_path / "heard"
+    command = ["bash", "-c", f'{{ echo "$MOLTSCHED_ALERT_KIND"; cat; echo; }} >> "{heard}"']
+    fallback = Fallback(sched.store, command, 600, signal_configured=False, clock=clock)
+    alarm = WriteAlarm(sched, lambda: [""], clock, None, fallback)
+    loop = await running(alarm)
+    try:
+        await disk.full()
+        await wait_for(lambda: heard.exists() and "cannot write" in heard.read_text())
+        await disk.freed()
+        await wait_for(lambda: "database_ok\n✅" in heard.read_text())
+    finally:
+        alarm.close()
+        await loop
+
+
+async def test_out_of_date_before_it_went_is_never_sent(
+    sched: Scheduler, clock: ManualClock, disk: Disk
+) -> None:
+    service = FlakyService()
+    service.down = True
+    alarm = WriteAlarm(sched, lambda: ["+1"], clock, service, None)
+    loop = await running(alarm)
+    try:
+        await disk.full()
+        await wait_for(lambda: service.refused == 1)
+        await settled(clock)  # waiting to try again
+        await disk.freed()  # over before anyone heard: no alarm, and no all-clear either
+        service.down = False
+        await settled(clock)
+        clock.advance(3600)
+        await settled(clock)
+        assert service.delivered == [] and service.refused == 1
+    finally:
+        alarm.close()
+        await loop
+
+
+async def test_no_one_to_tell_the_journal_has_it_once_each_way(
+    sched: Scheduler, clock: ManualClock, disk: Disk, caplog: pytest.LogCaptureFixture
+) -> None:
+    alarm = WriteAlarm(sched, lambda: (), clock, None, None)
+    loop = await running(alarm)
+    try:
+        for _ in range(3):
+            await disk.full()
+        await settled(clock)
+        await disk.freed()
+        await disk.freed()
+        await settled(clock)
+    finally:
+        alarm.close()
+        await asyncio.wait_for(loop, 5)
+    said = [r.getMessage() for r in caplog.records if r.name == "bot.write_alarm"]
+    assert len(said) == 2, said
+    assert said[0].startswith("the database cannot be written, so no run can start: ")
+    assert (
+        said[1] == "the database can be written again, after 1s; 0 run(s) could not start meanwhile"
+    )
+
+
+async def test_a_statement_of_ours_that_is_wrong_says_nothing_of_the_file(disk: Disk) -> None:
+    """SQL of ours that is wrong is our bug, not a file that refuses writes."""
+    with (
+        contextlib.closing(sqlite3.connect(":memory:")) as db,
+        pytest.raises(sqlite3.Error) as caught,
+    ):
+        db.execute("SELECT * FROM nowhere")
+    wrong = StoreError(str(caught.value))
+    wrong.__cause__ = caught.value
+    health = disk.store.health
+    with pytest.raises(StoreError), health.writing():
+        raise wrong
+    assert health.error is None
+    await disk.full()
+    assert health.error is not None and health.error.kind == "full"
+
+
+async def test_runs_the_store_refused_go_once_it_writes(
+    disk: Disk, settings: EngineSettings, clock: ManualClock, tasks_dir: Path
+) -> None:
+    """A slot whose run could not start is decided again once writes work, as a slot missed
+    while the daemon was down: `catch_up: once` runs one catch-up run, `skip` logs the miss.
+    A task's later slots refused meanwhile are counted in, not run again each."""
+    store = disk.store
+    once = spec("once", "true", tasks_dir, trigger=Every(3600))
+    skip = spec("skip", "true", tasks_dir, trigger=Every(3600), catch_up=CatchUp.SKIP)
+    sched = Scheduler(store, settings, [once, skip], clock=clock)
+    loop = asyncio.create_task(sched.run())
+    try:
+        await wait_for(lambda: runs_of(store, "once", 1))
+        await wait_for(lambda: runs_of(store, "skip", 1))
+        await wait_for(lambda: clock.asleep() and sched.counts() == (0, 0))
+        await disk.full()
+        for refused in (2, 4):  # two slots of each, an hour apart
+            clock.advance(3600)
+            await wait_for(lambda n=refused: sched.not_started == n)  # type: ignore[misc]
+        clock.advance(600)
+        await disk.freed()  # what the daemon's alarm does now and then
+        await wait_for(lambda: runs_of(store, "once", 2))
+        (run, _) = await store.runs("once")
+        assert run.cause is Cause.CATCH_UP
+        (missed,) = [e.message for e in await store.logs("skip") if e.action == "missed"]
+        assert missed.startswith("2 slots missed since") and missed.endswith("(catch_up: skip)")
+        await wait_for(lambda: clock.asleep() and sched.counts() == (0, 0))
+        assert len(await store.runs("skip")) == 1
+        state = await store.state("once")
+        assert state is not None and state.next_run == clock.now() + timedelta(seconds=3000)
+    finally:
+        sched.close()
+        await asyncio.wait_for(loop, 10)
+
+
+async def runs_of(store: Store, task_id: str, n: int) -> bool:
+    return len([r for r in await store.runs(task_id, 100) if r.outcome is not None]) >= n
