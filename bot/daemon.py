@@ -252,7 +252,7 @@ async def _serve_started(config: AppConfig, clock: Clock | None, signals: Signal
         # Runs get cgroups of their own under systemd with Delegate=yes (see the unit).
         engine = build_engine(config, store, clock=clock, cgroups=RunCgroups.take())
         scheduler = engine.scheduler
-        await scheduler.prepare()
+        await scheduler.try_prepare()  # if refused, the schedule starts once writes work
         daemon = Daemon(engine)
         outbox: Outbox | None = None
         if config.signal is not None:

@@ -70,6 +70,8 @@ class WriteAlarm(TimedLoop):
         self._message: _Message | None = None
         self._probed = clock.now()  # when a write was last tried, to see if writes work
         scheduler.store.health.watch(self._changed)
+        if scheduler.store.health.error is not None:  # refused already (at the start)
+            self._changed(scheduler.store.health.error)
 
     def _changed(self, error: StoreError | None) -> None:
         now = self.clock.now()

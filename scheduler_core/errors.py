@@ -98,9 +98,20 @@ def describe_sqlite_error(exc: Exception, path: Path) -> tuple[str, str]:
     kind = _KINDS.get("_".join(name.split("_")[:2]), "unavailable")  # SQLITE_BUSY_SNAPSHOT too
     if name.startswith("SQLITE_CANTOPEN") and not os.access(path.parent, os.W_OK):
         kind = "permission"
+    elif name.startswith("SQLITE_IOERR") and _no_room(path):
+        kind = "full"  # SQLite says "disk I/O error" when it cannot grow its -shm file
     advice = _ADVICE.get(kind)
     what = f"the database {path}: {exc}"
     return (f"{what} ({advice})" if advice else what), kind
+
+
+def _no_room(path: Path) -> bool:
+    """Whether the disk of `path` has next to no room left for us."""
+    try:
+        fs = os.statvfs(path.parent)
+    except OSError:
+        return False
+    return fs.f_bavail * fs.f_frsize < 1 << 16
 
 
 def log_failure(log: logging.Logger, message: str, *args: object) -> None:

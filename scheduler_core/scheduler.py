@@ -97,13 +97,25 @@ class Scheduler(Requests):
         if self.phase is Phase.NEW:
             self.phase = Phase.PREPARED
 
+    async def try_prepare(self) -> bool:
+        """prepare(), or False if the store refused its writes: a daemon started on a full
+        disk runs and answers meanwhile, and `run()` prepares once writes work."""
+        try:
+            await self.prepare()
+        except StoreError:
+            if self.store.health.error is None:
+                raise  # not writes refused: the database itself cannot be used
+            return False
+        return True
+
     # --- the loop ----------------------------------------------------------------------------
 
     async def run(self, *, schedule: bool = True) -> None:
         """Run until `close()`, then interrupt what is running and return once drained. With
         `schedule=False` (the CLI's foreground mode) only `submit`/`run_due` start runs."""
-        if self.phase is Phase.NEW:
-            await self.prepare()
+        while self.phase is Phase.NEW and not await self.try_prepare():
+            self._wake.clear()  # until writes work (`_writes_work`), or close()
+            await self.clock.sleep_until(None, self._wake)
         if self.phase is Phase.PREPARED:
             self.phase = Phase.RUNNING
         self._scheduling = schedule
@@ -288,14 +300,16 @@ class Scheduler(Requests):
             return
         for active, (run_id, checkpoint) in zip(batch, records, strict=True):
             active.run_id, active.checkpoint, active.started = run_id, checkpoint, started
+            self._refused.pop((active.spec.id, 0), None)  # it ran since: nothing is owed
             tg.create_task(self._execute(active), name=f"run:{active.spec.id}")
 
     def _writes_work(self, error: StoreError | None) -> None:
         """The store takes writes again: the runs it refused go now. A refused slot is
         decided again as one missed while the daemon was down (its `catch_up`), counting the
         slots since; a resume resumes; a one-shot or retry runs."""
-        if error is not None or not self._refused:
+        if error is not None:
             return
+        self._wake.set()  # and a prepare() the store refused goes again (see `run()`)
         refused, self._refused = list(self._refused.values()), {}
         for w in refused:
             if w.task_id not in self._specs:
@@ -307,7 +321,6 @@ class Scheduler(Requests):
                 self._to_resume.append(w.task_id)
             elif w.due is not None and w.due < (self._timetable.due_of(w.task_id) or w.due):
                 self._timetable.set(w.task_id, w.due, save=False)
-        self._wake.set()
 
     async def _execute(self, active: Active) -> None:
         spec = active.spec

@@ -114,3 +114,38 @@ async def test_with_no_signal_the_fallback_command_hears_it(tmp_path: Path) -> N
             filler.unlink()
             await wait_for(lambda: len(messages()) >= 2, 30)
             assert "can write its database again" in messages()[1], messages()
+
+
+async def test_a_daemon_started_on_a_full_disk_waits_and_says_so(tmp_path: Path) -> None:
+    """A daemon killed (the OOM killer, say) and started again on a disk that filled
+    meanwhile, with a task changed in the file: it runs and answers, the phone hears why
+    nothing runs, and the schedule goes on once a write works (the daemon tries one every
+    10 s). Whether SQLite refuses the start's own writes or only the first run's depends on
+    the room it kept; `test_write_alarm` has the first case alone."""
+    async with SignalService() as service:
+        config = write_tasks(
+            tmp_path,
+            f'signal:\n  service: {service.service}\n  account: "{ACCOUNT}"\n'
+            f'  admins: ["{ALICE}"]\n',
+        )
+        db = tmp_path / "state" / "moltsched.db"
+        with small_disk(tmp_path / "state") as filler:
+            first = await asyncio.create_subprocess_exec(
+                MOLTSCHED, "--config", str(config), "daemon"
+            )
+            await wait_for(lambda: ticks(db) >= 1, 20)
+            first.kill()  # its -wal and -shm files stay: the next start can open the file
+            await first.wait()
+            config.write_text(config.read_text().replace("every: 1s", "every: 2s"))
+            fill(filler)
+            async with daemon(config):
+                (alarm,) = await service.wait_sent(1, 30)
+                assert "cannot write its database" in str(alarm["message"])
+                answer = await status(config)
+                assert answer["running"] is True and "disk is full" in str(answer["database_error"])
+                count = ticks(db)
+                filler.unlink()
+                sent = await service.wait_sent(2, 30)
+                assert "can write its database again" in str(sent[1]["message"])
+                await wait_for(lambda: ticks(db) >= count + 1, 20)
+                assert (await status(config))["database_error"] is None

@@ -256,3 +256,64 @@ async def test_runs_the_store_refused_go_once_it_writes(
 
 async def runs_of(store: Store, task_id: str, n: int) -> bool:
     return len([r for r in await store.runs(task_id, 100) if r.outcome is not None]) >= n
+
+
+async def test_a_refused_slot_of_a_task_that_ran_since_is_not_owed(
+    disk: Disk, settings: EngineSettings, clock: ManualClock, tasks_dir: Path
+) -> None:
+    """A write may work on a full disk (SQLite reuses room it has): a run can start after
+    one was refused, before the store's probe says writes work. That run is the task's due;
+    the refused slot is not decided again (it would say slots were missed that ran)."""
+    store = disk.store
+    task = spec("t", "true", tasks_dir, trigger=Every(60))
+    sched = Scheduler(store, settings, [task], clock=clock)
+    loop = asyncio.create_task(sched.run())
+    try:
+        await wait_for(lambda: runs_of(store, "t", 1))
+        await wait_for(lambda: clock.asleep() and sched.counts() == (0, 0))
+        await disk.full()
+        clock.advance(60)
+        await wait_for(lambda: sched.not_started == 1)
+        disk.filler.unlink()  # room again, but the probe has not looked yet
+        clock.advance(60)
+        await wait_for(lambda: runs_of(store, "t", 2))
+        await wait_for(lambda: clock.asleep() and sched.counts() == (0, 0))
+        await disk.freed()  # the probe: writes work
+        await wait_for(lambda: clock.asleep() and sched.counts() == (0, 0))
+        assert [e for e in await store.logs("t") if e.action == "missed"] == []
+        assert len(await store.runs("t")) == 2
+    finally:
+        sched.close()
+        await asyncio.wait_for(loop, 10)
+
+
+async def test_a_schedule_the_store_refused_to_prepare_starts_once_it_writes(
+    disk: Disk, settings: EngineSettings, clock: ManualClock, tasks_dir: Path
+) -> None:
+    """A daemon started on a full disk: its tasks cannot be taken into the database, so the
+    loop waits (answering reads) instead of failing, and starts once writes work."""
+    store = disk.store
+    await disk.full()
+    sched = Scheduler(store, settings, [spec("t", "true", tasks_dir)], clock=clock)
+    assert await sched.try_prepare() is False
+    loop = asyncio.create_task(sched.run())
+    await wait_for(clock.asleep)  # the loop waits to be woken, with no time set
+    assert not loop.done() and await store.runs("t") == []
+    try:
+        await disk.freed()
+        await wait_for(lambda: runs_of(store, "t", 1))
+    finally:
+        sched.close()
+        await asyncio.wait_for(loop, 10)
+
+
+async def test_closed_while_waiting_to_prepare(
+    disk: Disk, settings: EngineSettings, clock: ManualClock, tasks_dir: Path
+) -> None:
+    await disk.full()
+    sched = Scheduler(disk.store, settings, [spec("t", "true", tasks_dir)], clock=clock)
+    loop = asyncio.create_task(sched.run())
+    await wait_for(lambda: sched.store.health.error is not None)
+    sched.close()
+    await asyncio.wait_for(loop, 10)
+    assert await disk.store.runs("t") == []

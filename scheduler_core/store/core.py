@@ -285,24 +285,24 @@ class StoreCore:
         self._identity = _identity(path)
         log.error("the database %s is back, with everything committed before", path)
 
-    async def _write(self, fn: Callable[[_Tx], Awaitable[T]]) -> T:
+    async def _write(self, fn: Callable[[_Tx], Awaitable[T]], *, proof: bool = False) -> T:
         """Run `fn` inside one IMMEDIATE transaction, after any other under way.
 
         The transaction runs in a task of its own: a caller that is cancelled (a client
         that went away) leaves it to finish, never half done."""
         if self._deleted():
             await self._put_back()
-        task = asyncio.ensure_future(self._transaction(fn))
+        task = asyncio.ensure_future(self._transaction(fn, proof))
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
         return await asyncio.shield(task)
 
-    async def _transaction(self, fn: Callable[[_Tx], Awaitable[T]]) -> T:
+    async def _transaction(self, fn: Callable[[_Tx], Awaitable[T]], proof: bool) -> T:
         if not self._usable.is_set():
             await self._usable.wait()  # the file is being put back (see `_put_back`)
         async with self._writing:
             conn = self._conn
-            with self.health.writing(), self._translated():
+            with self.health.writing(proof=proof), self._translated():
                 await conn.execute("BEGIN IMMEDIATE")
                 try:
                     result = await fn(_Tx(conn))

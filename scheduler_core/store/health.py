@@ -1,5 +1,5 @@
 """Whether the database takes writes: the error of the last write that failed because of the
-file, until a write works again.
+file, until the store's probe (a write sure to need room) works.
 
 Every run needs a row before it starts, so while writes fail (the disk full, the file made
 read-only or damaged, another process holding the lock past the busy timeout) no run can
@@ -31,8 +31,12 @@ class WriteHealth:
         self._watchers.append(watcher)
 
     @contextlib.contextmanager
-    def writing(self) -> Iterator[None]:
-        """Around one write (a statement or a transaction), with its errors as StoreErrors."""
+    def writing(self, *, proof: bool = False) -> Iterator[None]:
+        """Around one write (a statement or a transaction), with its errors as StoreErrors.
+
+        Only a `proof` that works (the store's probe, which always writes a page) says that
+        writes work again: a write that changed nothing works on a full disk too, and taking
+        it for one would start the refused runs again at once, to be refused again."""
         try:
             yield
         except StoreError as exc:
@@ -40,7 +44,8 @@ class WriteHealth:
             if not name.startswith(_OURS):
                 self._set(exc)
             raise
-        self._set(None)
+        if proof:
+            self._set(None)
 
     def _set(self, error: StoreError | None) -> None:
         failing = self.error is not None

@@ -67,7 +67,7 @@ class RunRows(StoreCore):
             (version,) = await tx.row("PRAGMA user_version")
             await tx.run(f"PRAGMA user_version = {int(version)}")
 
-        await self._write(same_version)
+        await self._write(same_version, proof=True)
 
     async def finish_run(
         self, run_id: int, task_id: str, end: Ended, when: datetime, *, retried: bool = False
