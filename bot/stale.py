@@ -60,7 +60,9 @@ class StaleWatch(TimedLoop):
             since = f"no success since it was added {short_time(added, self.zone, now)}"
         text = f"⏰ {who} has not succeeded in {format_duration(spec.max_age)} ({since})."
         state = await self.scheduler.store.state(spec.id)
-        if state is not None:
+        if not spec.enabled:
+            text += " It is disabled (enabled: false in the configuration)."
+        elif state is not None:
             text += " " + _why(state, self.zone, now)
         log.warning("%s has not succeeded in %s", spec.id, format_duration(spec.max_age))
         await self._queue(spec, AlertKind.STALE, text, now, now)
