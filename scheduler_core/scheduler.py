@@ -28,6 +28,7 @@ from scheduler_core.clock import Clock, SystemClock
 from scheduler_core.errors import SchedulerError, StoreError, log_failure
 from scheduler_core.later import LaterRuns
 from scheduler_core.launcher import Launcher, ProcessLauncher
+from scheduler_core.misses import Misses
 from scheduler_core.model import (
     Cause,
     Ended,
@@ -66,6 +67,7 @@ class Scheduler(Requests):
         self.on_finish = on_finish
         self.launcher: Launcher = launcher or ProcessLauncher(settings)
         self._timetable = Timetable()
+        self._misses = Misses()  # what the action log says of missed slots
         self._later = LaterRuns(store)  # one-shots and retries
         self._running: dict[str, Active] = {}
         self._to_resume: list[str] = []
@@ -186,9 +188,9 @@ class Scheduler(Requests):
             decision = decide(spec, due, now, busy)
             if decision.start is not None:
                 created.append(self._enqueue(task_id, decision.start, due))
-            if decision.note is not None:
-                log.info("%s: %s", task_id, decision.note)
-                entry = self.store.log("missed", decision.note, task_id=task_id, when=now)
+            for note in self._misses.notes(task_id, decision, busy):
+                log.info("%s: %s", task_id, note)
+                entry = self.store.log("missed", note, task_id=task_id, when=now)
                 await self._quietly(entry, f"log a missed slot of {task_id}")
             self._timetable.set(task_id, decision.next_due)
         return created

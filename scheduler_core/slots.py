@@ -25,6 +25,7 @@ class Decision:
     start: Cause | None  # a run to queue, or None
     next_due: datetime  # the task's next slot after this one
     note: str | None  # what was missed, for the action log
+    missed: int = 0  # how many slots
 
 
 def decide(spec: TaskSpec, due: datetime, now: datetime, busy: bool) -> Decision:
@@ -34,18 +35,19 @@ def decide(spec: TaskSpec, due: datetime, now: datetime, busy: bool) -> Decision
     late = (now - due).total_seconds() > min(MISFIRE_GRACE_S, period)
     missed = skipped + (1 if late else 0)
     since = due.isoformat(timespec="seconds")
+    note: str | None
     if busy:
         missed = skipped + 1
-        return Decision(None, nxt, f"{_slots(missed)} missed: the previous run is still going")
+        note = f"{_slots(missed)} missed: the previous run is still going"
+        return Decision(None, nxt, note, missed)
     if late and spec.catch_up is CatchUp.ONCE:
-        return Decision(
-            Cause.CATCH_UP, nxt, f"{_slots(missed)} missed since {since}; running one catch-up run"
-        )
+        note = f"{_slots(missed)} missed since {since}; running one catch-up run"
+        return Decision(Cause.CATCH_UP, nxt, note, missed)
     note = None
     if missed:
         what = "skipped (catch_up: skip)" if late else "skipped"
         note = f"{_slots(missed)} missed since {since}; {what}"
-    return Decision(None if late else Cause.SCHEDULE, nxt, note)
+    return Decision(None if late else Cause.SCHEDULE, nxt, note, missed)
 
 
 def after_clock_went_back(trigger: Trigger, due: datetime, now: datetime) -> datetime | None:

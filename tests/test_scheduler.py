@@ -6,7 +6,7 @@ import asyncio
 import json
 import sys
 from collections.abc import AsyncIterator, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -431,3 +431,36 @@ async def test_the_clock_jumping_forward_an_hour_and_back(
     await wait_for(lambda: _count(store, "iv", 3))
     await settled(sched, clock)
     assert await runs_of(store, "iv") == 3 and await runs_of(store, "cr") == 1  # no burst
+
+
+async def test_slots_missed_behind_a_long_run_are_one_entry_and_a_count(
+    make: Factory, store: Store, tasks_dir: Path
+) -> None:
+    """A task every minute whose run hangs for hours misses a slot a minute: the action log
+    (kept for days) gets the first miss at once and the rest as one count when the run ends,
+    not a row per slot."""
+    clock = ManualClock()
+    t0 = clock.now()
+    flag = tasks_dir / "go"
+    task = spec("slow", f"while [ ! -e {flag} ]; do sleep 0.05; done", tasks_dir)
+    task = task._replace(trigger=Every(60))
+    sched = make([task], clock=clock)
+    await wait_for(lambda: sched.counts() == (1, 0))
+
+    async def next_run_is(due: datetime) -> bool:
+        state = await store.state("slow")
+        return state is not None and state.next_run == due
+
+    for n in range(1, 6):  # five slots while it runs
+        clock.advance(60)
+        await wait_for(lambda n=n: next_run_is(t0 + timedelta(seconds=60 * (n + 1))))  # type: ignore[misc]
+    flag.touch()
+    await wait_for(lambda: _count(store, "slow", 1))
+    clock.advance(60)
+    await wait_for(lambda: _count(store, "slow", 2))
+    await settled(sched, clock)
+    missed = [e.message for e in await store.logs("slow") if e.action == "missed"]
+    assert sorted(missed) == [
+        "1 slot missed: the previous run is still going",
+        "4 more slots missed while the previous run went on",
+    ]
