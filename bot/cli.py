@@ -359,8 +359,14 @@ async def _offline_answer(config: AppConfig, request: Request) -> int:
             await scheduler.prepare()
             procs.only_runs()  # a foreground run: this process starts nothing else
             loop = asyncio.get_running_loop()
+
+            def stop() -> None:  # a second one: no grace (Ctrl-C twice)
+                if not scheduler.closing:
+                    print("moltsched: stopping the run (again: at once)", file=sys.stderr)
+                scheduler.close(now=scheduler.closing)
+
             for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, scheduler.close)
+                loop.add_signal_handler(sig, stop)
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(scheduler.run(schedule=False))
                 try:

@@ -329,6 +329,7 @@ async def _serve_started(config: AppConfig, clock: Clock | None, signals: Signal
                     tg.create_task(helper.run(), name=type(helper).__name__)
                 await stop.wait()
                 signals.stopping()
+                signals.hurry = functools.partial(scheduler.close, now=True)
                 notify("STOPPING=1")
                 # The runs get their grace; tell systemd before its TimeoutStopSec runs out.
                 graces = [spec.grace for spec in scheduler.running_specs()]

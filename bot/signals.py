@@ -1,6 +1,7 @@
 """The daemon's signals, honoured from its first moment to its last.
 
-SIGTERM and SIGINT stop it, SIGHUP reloads its configuration. Python's default for all three
+SIGTERM and SIGINT stop it (a second one stops the runs at once, without waiting out their
+grace: Ctrl-C twice), SIGHUP reloads its configuration. Python's default for all three
 is to die on the spot, so handlers go in before anything slow happens (`Signals.early()`, as
 the command line starts the daemon, before the heavy imports and the configuration): what
 arrives then is remembered. Once the event loop runs, the loop takes the signals over; a
@@ -31,6 +32,7 @@ class Signals:
         self.stop = asyncio.Event()
         self._reload: Callable[[], None] | None = None
         self._stopping = False
+        self.hurry: Callable[[], None] | None = None  # a second stop: runs lose their grace
 
     @classmethod
     def early(cls) -> Signals:
@@ -89,4 +91,7 @@ class Signals:
         if not self.stop.is_set():
             self.stop_signal = sig
             log.info("%s: stopping; running runs are interrupted and recorded", sig.name)
+        elif self.hurry is not None:
+            log.warning("%s again: stopping the runs now, without their grace", sig.name)
+            self.hurry()
         self.stop.set()

@@ -30,9 +30,9 @@ log = logging.getLogger(__name__)
 class Run(Protocol):
     """One run, from its dispatch to its end."""
 
-    def interrupt(self, reason: str) -> None:
+    def interrupt(self, reason: str, *, now: bool = False) -> None:
         """Cut it short (a pause, a preemption, the daemon stopping); before it has started,
-        it will not start."""
+        it will not start. `now`: without waiting out its grace."""
         ...
 
     async def go(self, run_id: int, checkpoint: str | None) -> Ended:
@@ -116,8 +116,8 @@ class _ProcessTaskRun:
             cgroups=launcher.cgroups,
         )
 
-    def interrupt(self, reason: str) -> None:
-        self.process.interrupt(reason)
+    def interrupt(self, reason: str, *, now: bool = False) -> None:
+        self.process.interrupt(reason, now=now)
 
     async def go(self, run_id: int, checkpoint: str | None) -> Ended:
         spec = self.spec

@@ -63,6 +63,11 @@ class Requests(Reads):
     _paused: set[str]
     _wake: asyncio.Event
 
+    @property
+    def closing(self) -> bool:
+        """close() was called and runs are still being stopped."""
+        return self.phase is Phase.CLOSING
+
     def _enqueue(
         self,
         task_id: str,

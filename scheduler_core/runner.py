@@ -79,11 +79,15 @@ class ProcessRun:
         self.grace = grace
         self.pid: int | None = None
         self._interrupt: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._now = asyncio.Event()  # stop without waiting out the grace (see interrupt)
         self.reason = ""  # why it was interrupted, for the log
         self.started_at: float | None = None
 
-    def interrupt(self, reason: str = "") -> None:
-        """Ask the run to stop: SIGTERM its group, then SIGKILL after `grace`."""
+    def interrupt(self, reason: str = "", *, now: bool = False) -> None:
+        """Ask the run to stop: SIGTERM its group, then SIGKILL after `grace` (`now`: at once,
+        also when it is already waiting out its grace)."""
+        if now:
+            self._now.set()
         if not self._interrupt.done():
             self.reason = reason
             self._interrupt.set_result(None)
@@ -192,7 +196,7 @@ class ProcessRun:
             members = cgroups.members(run) if cgroups is not None and run is not None else []
             return procs.run_processes(leader, tag, members)
 
-        seen = await stop_processes(find, self.grace)
+        seen = await stop_processes(find, self.grace, self._now)
         if cgroups is not None and run is not None:
             cgroups.kill(run)  # whatever hid from /proc meanwhile: none of it can leave
             await _until_removed(cgroups, run)
@@ -210,9 +214,12 @@ async def _until_removed(cgroups: RunCgroups, run: int) -> None:
     cgroups.remove(run)
 
 
-async def stop_processes(find: Callable[[], list[procs.Proc]], grace: float) -> list[procs.Proc]:
-    """SIGTERM what `find()` returns, wait up to `grace` for it to go, then SIGKILL what is
-    left; processes forked or re-parented meanwhile get the same. Returns all it found."""
+async def stop_processes(
+    find: Callable[[], list[procs.Proc]], grace: float, now: asyncio.Event | None = None
+) -> list[procs.Proc]:
+    """SIGTERM what `find()` returns, wait up to `grace` for it to go (or until `now` is set),
+    then SIGKILL what is left; processes forked or re-parented meanwhile get the same.
+    Returns all it found."""
     found = find()
     if not found:
         return []
@@ -221,7 +228,7 @@ async def stop_processes(find: Callable[[], list[procs.Proc]], grace: float) -> 
     deadline = time.monotonic() + grace
     # Polled: most of these are not our children, and there is no handle to wait on a tree.
     # Only while something is being stopped.
-    while found and time.monotonic() < deadline:
+    while found and time.monotonic() < deadline and not (now and now.is_set()):
         await asyncio.sleep(_GROUP_POLL_S)
         procs.reap_adopted()
         found = find()

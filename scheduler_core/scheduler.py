@@ -150,12 +150,13 @@ class Scheduler(Requests):
             for w in self._queue.clear():
                 fail(w.result, SchedulerError("the scheduler stopped before the run"))
 
-    def close(self) -> None:
-        """Stop dispatching and interrupt running runs; `run()` returns once they are recorded."""
+    def close(self, *, now: bool = False) -> None:
+        """Stop dispatching and interrupt running runs (`now`: without waiting out their
+        grace, also when closing already); `run()` returns once they are recorded."""
         if self.phase is not Phase.STOPPED:
             self.phase = Phase.CLOSING
         for active in self._running.values():
-            active.run.interrupt("the scheduler is stopping")
+            active.run.interrupt("the scheduler is stopping", now=now)
         self._wake.set()
 
     async def drained(self) -> None:

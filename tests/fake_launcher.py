@@ -31,7 +31,7 @@ class FakeRun:
         self.interrupted: str | None = None  # the reason, once interrupted
         self._end: asyncio.Future[Ended] = asyncio.get_running_loop().create_future()
 
-    def interrupt(self, reason: str) -> None:
+    def interrupt(self, reason: str, *, now: bool = False) -> None:
         self.interrupted = reason
         self.end(Outcome.INTERRUPTED, f"interrupted ({reason})")
 

@@ -94,3 +94,56 @@ def test_sighup_and_more_stops_during_shutdown_are_not_fatal(tmp_path: Path) -> 
     text = log.read_text()
     assert "Traceback" not in text
     assert query(db, "SELECT outcome FROM run WHERE task_id = 'slow'") == [("interrupted",)]
+
+
+def test_a_second_stop_does_not_wait_out_the_grace(tmp_path: Path) -> None:
+    """Ctrl-C, then Ctrl-C again: the run that ignores SIGTERM is killed now, not after its
+    ten minutes of grace (before, the second one was ignored without a word)."""
+    extra = "  - {id: slow, script: slow.sh, every: 1h, grace: 10m}\n"
+    proc, log = start(tmp_path, extra)
+    db = tmp_path / "state" / "moltsched.db"
+    wait_sync(
+        lambda: query(db, "SELECT status FROM task WHERE id = 'slow'") == [("running",)],
+        30,
+        "slow to run",
+    )
+    proc.send_signal(signal.SIGINT)
+    wait_sync(lambda: "SIGINT: stopping" in log.read_text(), 10, "the stop")
+    proc.send_signal(signal.SIGINT)
+    try:
+        assert proc.wait(30) == 0
+    finally:
+        proc.kill()
+    text = log.read_text()
+    assert "SIGINT again: stopping the runs now, without their grace" in text, text[-2000:]
+    assert query(db, "SELECT outcome FROM run WHERE task_id = 'slow'") == [("interrupted",)]
+
+
+def test_ctrl_c_twice_on_a_run_in_the_foreground(tmp_path: Path) -> None:
+    """`moltsched run TASK` with no daemon: the first Ctrl-C gives the run its grace, the
+    second ends it now."""
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "slow.sh").write_text("trap '' TERM; sleep 600\n")
+    config = tmp_path / "moltsched.yaml"
+    config.write_text("tasks:\n  - {id: slow, script: slow.sh, cron: '0 0 1 1 *', grace: 10m}\n")
+    db = tmp_path / "state" / "moltsched.db"
+    said = tmp_path / "stderr"
+    with open(said, "wb") as err:
+        proc = subprocess.Popen(
+            [MOLTSCHED, "--config", str(config), "run", "slow"],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+    try:
+        wait_sync(
+            lambda: query(db, "SELECT COUNT(*) FROM run WHERE ended IS NULL") == [(1,)],
+            30,
+            "slow to run",
+        )
+        proc.send_signal(signal.SIGINT)
+        wait_sync(lambda: "stopping the run" in said.read_text(), 10, "the first Ctrl-C")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) != 0
+    finally:
+        proc.kill()
+    assert query(db, "SELECT outcome FROM run WHERE task_id = 'slow'") == [("interrupted",)]
