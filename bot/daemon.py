@@ -270,16 +270,7 @@ async def _serve_started(config: AppConfig, clock: Clock | None, signals: Signal
             from bot.metrics import Metrics  # imported only when asked for (RSS)
 
             metrics = Metrics(scheduler, lambda: daemon.signal.connected if daemon.signal else None)
-            try:
-                await metrics.start(config.metrics.host, config.metrics.port)
-            except OSError as exc:
-                log.error(
-                    "cannot serve metrics on %s:%d: %s",
-                    config.metrics.host,
-                    config.metrics.port,
-                    exc,
-                )
-                return EXIT_USAGE
+            await metrics.start(config.metrics.host, config.metrics.port)  # or when it can
             engine.hooks.append(metrics.on_finish)
         refusals = ControlRefusals(store)
         server = ControlServer(

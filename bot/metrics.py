@@ -9,6 +9,7 @@ endpoint in the daemon's loop (no thread); the text is prometheus_client's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 
 DURATION_BUCKETS = (0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600)
 MAX_SCRAPES = 16  # connections open at once; Prometheus makes one at a time
+RETRY_FIRST_S = 1.0  # a port that was taken is tried again after this, doubling
+RETRY_MAX_S = 300.0
 
 
 class Metrics:
@@ -60,6 +63,7 @@ class Metrics:
             registry=r,
         )
         self._server: asyncio.AbstractServer | None = None
+        self._binding: asyncio.Task[None] | None = None  # trying for a port that was taken
         self._connections = Connections(MAX_SCRAPES)
 
     async def on_finish(self, spec: TaskSpec, result: RunResult, state: TaskState) -> None:
@@ -76,10 +80,35 @@ class Metrics:
         return generate_latest(self.registry)
 
     async def start(self, host: str, port: int) -> None:
+        """Serve on host:port; if it cannot be had now (another program has the port), say
+        so once and keep trying in the background: metrics are never a reason to leave the
+        tasks unscheduled."""
+        try:
+            await self._bind(host, port)
+        except OSError as exc:
+            log.error(
+                "cannot serve metrics on %s:%d: %s; trying again until it can (the tasks run)",
+                host,
+                port,
+                exc,
+            )
+            self._binding = asyncio.create_task(self._bind_later(host, port))
+
+    async def _bind(self, host: str, port: int) -> None:
         self._server = await asyncio.start_server(self._serve, host, port)
         log.info("metrics on http://%s:%d/metrics", host, port)
 
+    async def _bind_later(self, host: str, port: int) -> None:
+        delay = RETRY_FIRST_S
+        while True:
+            await asyncio.sleep(delay)
+            with contextlib.suppress(OSError):
+                return await self._bind(host, port)
+            delay = min(RETRY_MAX_S, delay * 2)
+
     async def close(self) -> None:
+        if self._binding is not None:
+            self._binding.cancel()
         if self._server is not None:
             self._server.close()
             self._server = None

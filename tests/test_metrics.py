@@ -132,3 +132,38 @@ def test_scrapes_held_open_trickled_or_oversized_starve_nothing(tmp_path: Path) 
         resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
         assert daemon.stop() == 0
     assert "Traceback" not in daemon.log.read_text()
+
+
+def test_a_taken_port_does_not_stop_the_schedule(tmp_path: Path) -> None:
+    """Another program on the metrics port at boot: before, the daemon refused to start (exit
+    2, which systemd does not restart), and no task ran. Now the tasks run, the journal says
+    why there are no metrics, and they are served once the port is free."""
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "tick.sh").write_text("true\n")
+    config = tmp_path / "moltsched.yaml"
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = int(holder.getsockname()[1])
+    config.write_text(
+        f"metrics: {{port: {port}}}\ntasks:\n  - {{id: tick, script: tick.sh, every: 1s}}\n"
+    )
+    db = tmp_path / "state" / "moltsched.db"
+    daemon = DaemonProcess(config).start()
+    try:
+        wait_sync(lambda: query(db, "SELECT run_count FROM task")[0][0] >= 2, 20, "ticks")
+        log = daemon.log.read_text()
+        assert f"cannot serve metrics on 127.0.0.1:{port}" in log and "trying again" in log
+        holder.close()
+        wait_sync(lambda: "moltsched_runs_total" in _scraped(port), 30, "metrics served")
+    finally:
+        holder.close()
+        assert daemon.stop() == 0
+    assert daemon.log.read_text().count("cannot serve metrics") == 1  # said once
+
+
+def _scraped(port: int) -> str:
+    try:
+        return scrape(port)
+    except OSError:
+        return ""
