@@ -1,9 +1,10 @@
 """The state directory's lock: the daemon, or a foreground `moltsched run`, holds it alone.
 
 That is what makes "a task never runs twice at once" hold across processes: whoever runs tasks
-holds `STATE_DIR/moltsched.lock` exclusively (flock, released by the kernel if the holder dies).
-A lock file can be removed while it is held; a daemon then also asks the control socket
-whether another daemon answers there (`lock_for_daemon`).
+holds `STATE_DIR/moltsched.lock` exclusively (flock, released by the kernel if the holder dies),
+and the state directory itself too. A lock file can be removed while it is held (a cleaner of
+old files under /tmp, someone who took it for a stale one), the control socket with it; the
+directory cannot while the database is in it, so its lock still tells.
 """
 
 from __future__ import annotations
@@ -101,7 +102,14 @@ async def lock_for_daemon(
             )
         return lock
     if await asyncio.to_thread(answers):
-        raise OtherDaemon(f"a daemon is already running on {state_dir}")
+        gone = "" if lock.file_held() else f" (though its lock file {lock.path.name} was removed)"
+        raise OtherDaemon(f"a daemon is already running on {state_dir}{gone}")
+    other = lock.held_by_a_daemon()
+    if other is not None:
+        raise OtherDaemon(
+            f"a daemon (pid {other}) is already running on {state_dir}, without its control "
+            "socket: `moltsched reload` makes it again"
+        )
     log.info("waiting for a foreground `moltsched run` to finish before starting")
     acquired = asyncio.ensure_future(lock.acquire())
     stopped = asyncio.ensure_future(stop.wait())
@@ -120,6 +128,7 @@ class StateLock:
         self.path = state_dir / LOCK_NAME
         self.role = role  # written beside the pid: `daemon`, or `run` (the CLI in the foreground)
         self._fd: int | None = None
+        self._dir_fd: int | None = None
 
     def try_acquire(self) -> bool:
         """Take the lock if it is free; False if someone else holds it."""
@@ -130,12 +139,16 @@ class StateLock:
         except BlockingIOError:
             os.close(fd)
             return False
-        self._took(fd)
+        dir_fd = _take_dir(self.path.parent, blocking=False)
+        if dir_fd is None:  # held by one whose lock file was removed
+            os.close(fd)
+            return False
+        self._took(fd, dir_fd)
         return True
 
-    def _took(self, fd: int) -> None:
+    def _took(self, fd: int, dir_fd: int) -> None:
         """The lock is ours: say who holds it, for `holder`."""
-        self._fd = fd
+        self._fd, self._dir_fd = fd, dir_fd
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()} {self.role}\n".encode())
 
@@ -150,17 +163,21 @@ class StateLock:
         loop = asyncio.get_running_loop()
         taken: asyncio.Future[None] = loop.create_future()
 
+        dir_fd: list[int] = []
+
         def wait() -> None:
             fcntl.flock(fd, fcntl.LOCK_EX)
+            got = _take_dir(self.path.parent, blocking=True)
+            dir_fd.append(-1 if got is None else got)
             loop.call_soon_threadsafe(_settle, taken)
 
         threading.Thread(target=wait, name="lock", daemon=True).start()
         try:
             await taken
         except BaseException:
-            taken.cancel()  # the thread keeps the fd: it is closed with the process
+            taken.cancel()  # the thread keeps the fds: they are closed with the process
             raise
-        self._took(fd)
+        self._took(fd, dir_fd[0])
 
     def holder(self) -> tuple[int, str] | None:
         """The pid and role its holder wrote; None if unknown. Out of date if none holds it."""
@@ -172,13 +189,19 @@ class StateLock:
 
     def held_by_a_daemon(self) -> int | None:
         """The pid of the daemon that holds it now, if one does. Only a held lock's file is
-        believed: a stopped daemon's still names a pid, which another process may have now."""
+        believed: a stopped daemon's still names a pid, which another process may have now.
+        A daemon whose lock file was removed is found by its lock on the directory."""
         holder = self.holder()
-        if holder is None or holder[1] != "daemon" or not self._held():
+        if holder is not None and holder[1] == "daemon" and self.file_held():
+            return holder[0]
+        if self.file_held():
+            return None  # a foreground run holds it
+        pid = _dir_holder(self.path.parent)
+        if pid is None or b"daemon" not in _cmdline(pid):
             return None
-        return holder[0]
+        return pid
 
-    def _held(self) -> bool:
+    def file_held(self) -> bool:
         """Whether someone holds it now (found by trying to take it, and letting go)."""
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
@@ -230,11 +253,45 @@ class StateLock:
         return False
 
     def release(self) -> None:
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
+        for fd in (self._fd, self._dir_fd):
+            if fd is not None and fd >= 0:
+                with contextlib.suppress(OSError):
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+        self._fd = self._dir_fd = None
+
+
+def _dir_holder(state_dir: Path) -> int | None:
+    """The pid of the process with a flock on the directory, from /proc/locks."""
+    try:
+        st = os.stat(state_dir)
+        locks = Path("/proc/locks").read_text()
+    except OSError:
+        return None
+    inode = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in locks.splitlines():
+        fields = line.split()  # "1: FLOCK ADVISORY WRITE PID MAJ:MIN:INODE 0 EOF"
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == inode:
+            return int(fields[4])
+    return None
+
+
+def _cmdline(pid: int) -> list[bytes]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return []
+
+
+def _take_dir(state_dir: Path, *, blocking: bool) -> int | None:
+    """An exclusive flock on the directory itself: its fd, or None if another holds it."""
+    fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def _settle(fut: asyncio.Future[None]) -> None:

@@ -193,6 +193,16 @@ def test_a_second_daemon_refuses_to_start(daemon: DaemonProcess, config: Path) -
     assert result.returncode == 2 and "already running" in result.stderr, result.stderr
     assert "lock file" in result.stderr
     assert cli("--json", "status", config=config).returncode == 0  # the first one answers
+    # And with its control socket removed too (a cleaner of old files under /tmp takes both):
+    # before, nothing was left to tell that a daemon ran, and a second one started beside it.
+    (config.parent / "state" / "control.sock").unlink()
+    result = cli("daemon", config=config, timeout=20)
+    assert result.returncode == 2 and "already running" in result.stderr, result.stderr
+    result = cli("run", "tick", config=config, timeout=20)  # no foreground run beside it
+    assert result.returncode == 3 and "is gone" in result.stderr, result.stderr
+    assert cli("reload", config=config, timeout=20).returncode == 0  # SIGHUP: socket again
+    assert cli("--json", "status", config=config).returncode == 0
+    assert query(db(config), "SELECT COUNT(*) FROM run WHERE cause = 'on-demand'") == [(0,)]
 
 
 def test_a_daemon_whose_control_socket_was_removed_says_so_and_sighup_makes_it_again(
