@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from scheduler_core.model import CatchUp, Cause, TaskSpec
-from scheduler_core.triggers import Every, Trigger, advance
+from scheduler_core.triggers import MAX_COUNTED, Every, Trigger, advance
 
 # A slot processed later than this (or than one period, if shorter) counts as missed.
 MISFIRE_GRACE_S = 60.0
@@ -90,4 +90,6 @@ def retry_due(
 
 
 def _slots(n: int) -> str:
-    return "1 slot" if n == 1 else f"{n} slots"
+    if n > MAX_COUNTED:  # no longer counted one by one (see `advance`)
+        return f"over {MAX_COUNTED:,} slots"
+    return "1 slot" if n == 1 else f"{n:,} slots"

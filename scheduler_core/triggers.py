@@ -89,11 +89,14 @@ class Cron:
         return Cron, (self.expression, self.zone)  # see TaskSpec.__reduce__
 
 
-def advance(trigger: Trigger, due: datetime, now: datetime) -> tuple[datetime, int]:
-    """The first slot after `now` following `due`, and how many slots lay in (due, now].
+# Cron slots counted at most after a downtime: each is a cron computation, and a minutely
+# task down for a year would hold the loop for seconds (past this, counts say "over").
+MAX_COUNTED = 1000
 
-    Counting is capped so a long downtime with a short interval does not loop for ages.
-    """
+
+def advance(trigger: Trigger, due: datetime, now: datetime) -> tuple[datetime, int]:
+    """The first slot after `now` following `due`, and how many slots lay in (due, now]: for
+    cron, counted up to MAX_COUNTED + 1 (more), then the next slot is found from `now`."""
     nxt = trigger.next_after(due)
     skipped = 0
     if isinstance(trigger, Every) and trigger.seconds > 0:
@@ -104,7 +107,7 @@ def advance(trigger: Trigger, due: datetime, now: datetime) -> tuple[datetime, i
         return nxt, skipped
     while nxt <= now:
         skipped += 1
-        if skipped > 100_000:
+        if skipped > MAX_COUNTED:
             return trigger.next_after(now), skipped
         nxt = trigger.next_after(nxt)
     return nxt, skipped

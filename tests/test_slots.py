@@ -6,14 +6,31 @@ import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from scheduler_core.model import CatchUp, Cause
 from scheduler_core.queue import RunQueue, victims
 from scheduler_core.slots import after_clock_went_back, decide
-from scheduler_core.triggers import Cron, Every
+from scheduler_core.triggers import MAX_COUNTED, Cron, Every
 from tests.helpers import spec
 
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+
+
+def test_a_long_downtime_of_a_cron_task_is_counted_only_so_far(tmp_path: Path) -> None:
+    """A cron task every minute, down for a year: the slots are counted up to a bound (each
+    is a cron computation; the next slot is found from now), and the note says "over"."""
+    minutely = spec("m", "true", tmp_path, trigger=Cron("* * * * *", ZoneInfo("UTC")))
+    now = T0 + timedelta(days=365, seconds=30)
+    late = decide(minutely, T0, now, busy=False)
+    assert late.next_due == now.replace(second=0) + timedelta(minutes=1)
+    assert late.note == (
+        f"over {MAX_COUNTED:,} slots missed since 2026-11-30T12:00:00+00:00; "
+        "running one catch-up run"
+    )
+    assert late.missed > MAX_COUNTED
+    exact = decide(minutely, T0, T0 + timedelta(minutes=MAX_COUNTED - 1, seconds=30), False)
+    assert exact.note is not None and exact.note.startswith(f"{MAX_COUNTED:,} slots missed")
 
 
 def test_slot_decisions(tmp_path: Path) -> None:
