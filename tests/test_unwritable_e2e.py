@@ -97,12 +97,15 @@ async def test_with_no_signal_the_fallback_command_hears_it(tmp_path: Path) -> N
     heard = tmp_path / "heard"
     heard.mkdir()
     hook = tmp_path / "hook.sh"
-    hook.write_text(f'cat > "{heard}/$(date +%s%N)-$MOLTSCHED_ALERT_KIND"\n')
+    # Whole or not at all: the test reads the folder while the hook writes.
+    hook.write_text(
+        f'f="{heard}/$(date +%s%N)-$MOLTSCHED_ALERT_KIND"; cat > "$f.part" && mv "$f.part" "$f"\n'
+    )
     config = write_tasks(tmp_path, f'alerts:\n  fallback_command: [bash, "{hook}"]\n')
     db = tmp_path / "state" / "moltsched.db"
 
     def messages() -> list[str]:
-        return [p.read_text() for p in sorted(heard.iterdir())]
+        return [p.read_text() for p in sorted(heard.iterdir()) if p.suffix != ".part"]
 
     with small_disk(tmp_path / "state") as filler:
         async with daemon(config):
