@@ -84,7 +84,7 @@ class WriteAlarm(TimedLoop):
             lost = self.scheduler.not_started - self._not_started
             self._over = f"after {took}; {lost} run(s) could not start meanwhile"
             self._since = None
-            log.warning("the database can be written again, %s", self._over)
+            log.info("the database can be written again, %s", self._over)
         self.wake()
 
     async def step(self) -> datetime | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -182,6 +183,7 @@ async def test_out_of_date_before_it_went_is_never_sent(
 async def test_no_one_to_tell_the_journal_has_it_once_each_way(
     sched: Scheduler, clock: ManualClock, disk: Disk, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, "bot.write_alarm")
     alarm = WriteAlarm(sched, lambda: (), clock, None, None)
     loop = await running(alarm)
     try:
