@@ -129,7 +129,7 @@ def load_config(path: str | os.PathLike[str], *, cached: bool = True) -> AppConf
     """
     path = Path(path)
     key = None
-    if cached:
+    if cached and path.is_file():  # not a pipe, whose next one is another file
         with contextlib.suppress(OSError):  # no such file: `_load` says so
             key = cache.identity(path)
     found = cache.read(path, key) if key is not None else None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from pathlib import Path
 
 DEFAULT_CONFIG = Path("config/moltsched.yaml")
@@ -44,10 +45,17 @@ class FileTooBig(Exception):
         )
 
 
+# What a pipe gave (`--config <(sops -d moltsched.yaml)`): it can be read only once, and a
+# command reads its file twice (`state_dir_hint`, then whole).
+_PIPED: dict[Path, str] = {}
+
+
 def read_text(path: Path) -> str:
     """The file's text as UTF-8 (a byte order mark is no error), read only up to
     MAX_FILE_BYTES: FileTooBig past it, whatever the file is (a pipe, a device); OSError and
     UnicodeDecodeError as reading gives them."""
+    if path in _PIPED:
+        return _PIPED[path]
     with open(path, "rb") as f:
         st = os.fstat(f.fileno())
         if st.st_size > MAX_FILE_BYTES:
@@ -55,7 +63,10 @@ def read_text(path: Path) -> str:
         data = f.read(MAX_FILE_BYTES + 1)
     if len(data) > MAX_FILE_BYTES:
         raise FileTooBig()
-    return data.decode("utf-8-sig")
+    text = data.decode("utf-8-sig")
+    if stat.S_ISFIFO(st.st_mode):
+        _PIPED[path] = text
+    return text
 
 
 _TOP_KEY = re.compile(r"^(?:state_dir|\"state_dir\"|'state_dir')\s*:(.*)$")

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from config.loader import load_config
 from config.locate import state_dir_hint
+from tests.helpers import MOLTSCHED
 
 
 @pytest.mark.parametrize(
@@ -104,3 +108,47 @@ def test_the_configuration_is_found_where_servers_keep_it(tmp_path: Path) -> Non
     flag = place(tmp_path / "flag.yaml")
     chosen = validate("--config", str(flag), MOLTSCHED_CONFIG=str(named))
     assert json.loads(chosen.stdout)["path"] == str(flag)
+
+
+def test_a_configuration_from_a_pipe_is_read_once(tmp_path: Path) -> None:
+    """`moltsched --config <(sops -d moltsched.yaml) status`: a pipe can be read once, and
+    each command read the file twice (for its state directory, then whole), so it saw an
+    empty file the second time and looked for its state under /proc."""
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "a.sh").write_text("echo from a pipe\n")
+    text = (
+        f"state_dir: {tmp_path / 'state'}\ntasks_dir: {tmp_path / 'tasks'}\n"
+        "tasks:\n  - {id: a, script: a.sh, every: 1h}\n"
+    )
+    for args in (["--json", "status"], ["run", "a"]):
+        read, write = os.pipe()
+        os.write(write, text.encode())
+        os.close(write)
+        try:
+            done = subprocess.run(
+                [MOLTSCHED, "--config", f"/dev/fd/{read}", *args],
+                pass_fds=(read,),
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+        finally:
+            os.close(read)
+        assert done.returncode == 0, done.stderr
+    assert (
+        json.loads(
+            subprocess.run(
+                [MOLTSCHED, "--config", str(_write(tmp_path, text)), "--json", "status"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            ).stdout
+        )["tasks"][0]["run_count"]
+        == 1
+    )
+
+
+def _write(root: Path, text: str) -> Path:
+    path = root / "moltsched.yaml"
+    path.write_text(text)
+    return path
