@@ -77,11 +77,11 @@ class WriteAlarm(TimedLoop):
         now = self.clock.now()
         if error is not None:
             self._since, self._error, self._probed = now, error, now
-            self._not_started = self.scheduler.not_started
+            self._not_started = self.scheduler.owed.not_started
             log.error("the database cannot be written, so no run can start: %s", error)
         elif self._since is not None:
             took = format_duration(max(1, round((now - self._since).total_seconds())))
-            lost = self.scheduler.not_started - self._not_started
+            lost = self.scheduler.owed.not_started - self._not_started
             self._over = f"after {took}; {lost} run(s) could not start meanwhile"
             self._since = None
             log.info("the database can be written again, %s", self._over)

@@ -1,11 +1,12 @@
 """The scheduler loop: one heap of due times, one wake event, one TaskGroup of runs.
 
 Its parts: what a read needs (`reads`: the tasks, the store, the clock, the listing), slot
-timing (`slots`, pure), the due times (`timetable`), the waiting queue (`queue`), runs kept
-for later (`later`: one-shots and retries), crash recovery (`recovery`), and runs through a
-launcher (`launcher`). This module owns the loop; what is
-asked of it from outside (run now or later, cancel, stop, pause, resume, reload) is
-`requests`, a mixin over the same state, with the life-cycle state (`Phase`).
+timing (`slots`, pure), the due times (`timetable`), missed slots (`misses`), the waiting queue
+(`queue`), runs kept for later (`later`: one-shots and retries), crash recovery (`recovery`),
+what the store refused while it could not write (`owed`), and runs through a launcher
+(`launcher`). This module owns the loop; what is asked of it from outside (run now or later,
+cancel, stop, pause, resume, reload) is `requests`, a mixin over the same state, with the
+life-cycle state (`Phase`).
 
 The store holds the truth (`next_run` per task); the heap is derived from it in `prepare()`.
 `run()` sleeps until the heap's top is due or the wake event is set (a command, a finished
@@ -38,6 +39,7 @@ from scheduler_core.model import (
     RunResult,
     TaskSpec,
 )
+from scheduler_core.owed import Owed
 from scheduler_core.queue import RunQueue, Waiting, victims
 from scheduler_core.recovery import restore
 from scheduler_core.requests import Phase, Requests
@@ -76,9 +78,8 @@ class Scheduler(Requests):
         self._scheduling = False  # run() with schedule=True: retries and later runs go
         self.phase = Phase.NEW
         self._drained = asyncio.Event()
-        self.not_started = 0  # runs whose start the store could not record (so never started)
-        # Of those, each task's first (and each one-shot or retry), to go once writes work.
-        self._refused: dict[tuple[str, int], Waiting] = {}
+        self.owed = Owed()  # what the store refused while writes failed
+        self._late: asyncio.Future[None] | None = None  # recording the ends it refused
         store.health.watch(self._writes_work)
 
     def running_specs(self) -> list[TaskSpec]:
@@ -291,42 +292,37 @@ class Scheduler(Requests):
             )
         except Exception as exc:  # e.g. the disk is full: fail these runs, keep scheduling
             log_failure(log, "could not record the start of %d run(s)", len(batch))
-            self.not_started += len(batch)
             for active in batch:
                 self._running.pop(active.spec.id, None)
                 active.end_loans()
                 fail(active.result, exc)
-                w = active.waiting
-                if w.cause is not Cause.ON_DEMAND:  # who asked on demand has the error
-                    self._refused.setdefault((w.task_id, w.later.id if w.later else 0), w)
+                self.owed.refused_start(active.waiting)
             self._wake.set()
             return
         for active, (run_id, checkpoint) in zip(batch, records, strict=True):
             active.run_id, active.checkpoint, active.started = run_id, checkpoint, started
-            self._refused.pop((active.spec.id, 0), None)  # it ran since: nothing is owed
+            self.owed.started(active.spec.id)
             tg.create_task(self._execute(active), name=f"run:{active.spec.id}")
 
     def _writes_work(self, error: StoreError | None) -> None:
-        """The store takes writes again: the runs it refused go now. A refused slot is
-        decided again as one missed while the daemon was down (its `catch_up`), counting the
-        slots since; a resume resumes; a one-shot or retry runs."""
+        """The store takes writes again: what it refused goes now (see `owed`)."""
         if error is not None:
             return
         self._wake.set()  # and a prepare() the store refused goes again (see `run()`)
-        refused, self._refused = list(self._refused.values()), {}
-        for w in refused:
-            if w.task_id not in self._specs:
-                continue
-            if w.later is not None:
-                self._later.hold(w.later)
-                self._later.release(w.task_id)
-            elif w.cause is Cause.RESUME:
-                self._to_resume.append(w.task_id)
-            elif w.due is not None and w.due < (self._timetable.due_of(w.task_id) or w.due):
-                self._timetable.set(w.task_id, w.due, save=False)
+        ends = self.owed.give_back(self._specs, self._timetable, self._later, self._to_resume)
+        if ends:
+            self._late = asyncio.ensure_future(self._record_ends(ends))
+
+    async def _record_ends(self, ends: list[tuple[Active, Ended, datetime]]) -> None:
+        for active, end, when in ends:
+            try:
+                await self._finish(active, end, when)
+            except Exception:
+                log_failure(log, "could not record the end of %s's run", active.spec.id)
 
     async def _execute(self, active: Active) -> None:
         spec = active.spec
+        end = Ended(Outcome.FAILED, "it never ended", None, 0.0, "", "")
         try:
             try:
                 end = active.stopped(await active.run.go(active.run_id, active.checkpoint))
@@ -334,10 +330,14 @@ class Scheduler(Requests):
                 log_failure(log, "run of %s failed inside the scheduler", spec.id)
                 why = f"failed inside the scheduler: {type(exc).__name__}: {exc}"
                 end = Ended(Outcome.FAILED, why[:500], None, 0.0, "", "")
-            result = await self._finish(active, end)
+            cause = active.waiting.cause
+            log.log(_level(end), "%s (%s run): %s, %s", spec.id, cause, end.outcome, end.message)
+            result = await self._finish(active, end, self.clock.now())
         except Exception as exc:  # a broken run must never take the loop down
             log_failure(log, "could not record the end of %s's run", spec.id)
             fail(active.result, exc)
+            if isinstance(exc, StoreError) and self.store.health.error is not None:
+                self.owed.refused_end(active, end, self.clock.now())
         else:
             if not active.result.done():
                 active.result.set_result(result)
@@ -348,13 +348,9 @@ class Scheduler(Requests):
                 self._later.release(spec.id)
             self._wake.set()
 
-    async def _finish(self, active: Active, end: Ended) -> RunResult:
+    async def _finish(self, active: Active, end: Ended, now: datetime) -> RunResult:
         """Record how a run ended, keep its retry, and tell the after-run hook."""
-        spec, cause = active.spec, active.waiting.cause
-        quiet = end.outcome in (Outcome.SUCCESS, Outcome.INTERRUPTED, Outcome.STOPPED)
-        level = logging.INFO if quiet else logging.WARNING
-        log.log(level, "%s (%s run): %s, %s", spec.id, cause, end.outcome, end.message)
-        now = self.clock.now()
+        spec = active.spec
         retries = self._retries(active, end)
         state = await self.store.finish_run(active.run_id, spec.id, end, now, retried=retries)
         result = active.result_of(end, await self._retry(active, now) if retries else None)
@@ -396,3 +392,8 @@ class Scheduler(Requests):
         created = await self._process_due(self.clock.now())
         self._wake.set()  # the loop saves the new next-run times
         return [w.result for w in created]
+
+
+def _level(end: Ended) -> int:
+    quiet = end.outcome in (Outcome.SUCCESS, Outcome.INTERRUPTED, Outcome.STOPPED)
+    return logging.INFO if quiet else logging.WARNING

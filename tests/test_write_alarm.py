@@ -17,7 +17,16 @@ import pytest
 from bot.fallback import Fallback
 from bot.write_alarm import REPEAT_S, WriteAlarm
 from scheduler_core.errors import StoreError
-from scheduler_core.model import CatchUp, Cause, EngineSettings
+from scheduler_core.model import (
+    CatchUp,
+    Cause,
+    EngineSettings,
+    Outcome,
+    RunResult,
+    Status,
+    TaskSpec,
+    TaskState,
+)
 from scheduler_core.scheduler import Scheduler
 from scheduler_core.store import Store
 from scheduler_core.triggers import Every
@@ -86,7 +95,7 @@ async def test_once_each_way_and_at_most_once_an_hour(
         text = service.delivered[0][1]
         assert text.startswith("⚠️ moltsched cannot write its database, so no run can start")
         assert "the disk is full" in text
-        sched.not_started += 3  # what the scheduler counts while writes fail
+        sched.owed.not_started += 3  # what the scheduler counts while writes fail
         clock.advance(125)  # the alarm tries a write meanwhile, which fails too
         await settled(clock)
         assert len(service.delivered) == 2
@@ -239,7 +248,7 @@ async def test_runs_the_store_refused_go_once_it_writes(
         await disk.full()
         for refused in (2, 4):  # two slots of each, an hour apart
             clock.advance(3600)
-            await wait_for(lambda n=refused: sched.not_started == n)  # type: ignore[misc]
+            await wait_for(lambda n=refused: sched.owed.not_started == n)  # type: ignore[misc]
         clock.advance(600)
         await disk.freed()  # what the daemon's alarm does now and then
         await wait_for(lambda: runs_of(store, "once", 2))
@@ -275,7 +284,7 @@ async def test_a_refused_slot_of_a_task_that_ran_since_is_not_owed(
         await wait_for(lambda: clock.asleep() and sched.counts() == (0, 0))
         await disk.full()
         clock.advance(60)
-        await wait_for(lambda: sched.not_started == 1)
+        await wait_for(lambda: sched.owed.not_started == 1)
         disk.filler.unlink()  # room again, but the probe has not looked yet
         clock.advance(60)
         await wait_for(lambda: runs_of(store, "t", 2))
@@ -319,3 +328,37 @@ async def test_closed_while_waiting_to_prepare(
     sched.close()
     await asyncio.wait_for(loop, 10)
     assert await disk.store.runs("t") == []
+
+
+async def test_the_end_of_a_run_the_store_refused_is_recorded_once_it_writes(
+    disk: Disk, settings: EngineSettings, clock: ManualClock, tasks_dir: Path
+) -> None:
+    """A run that ends while the disk is full (a backup that filled it, say): before, its
+    row said `running` until the next start, which then resumed it as if cut short, and its
+    failure never alerted. Now its end is recorded, and the after-run hook told, once
+    writes work."""
+    store = disk.store
+    go = tasks_dir / "go"
+    task = spec("backup", f"while [ ! -e {go} ]; do sleep 0.05; done; exit 4", tasks_dir)
+    heard: list[tuple[str, str]] = []
+
+    async def hook(spec: TaskSpec, result: RunResult, state: TaskState) -> None:
+        heard.append((spec.id, str(result.outcome)))
+
+    sched = Scheduler(store, settings, [task], clock=clock, on_finish=hook)
+    loop = asyncio.create_task(sched.run())
+    try:
+        await wait_for(lambda: sched.counts() == (1, 0))
+        await disk.full()
+        go.touch()
+        await wait_for(lambda: sched.counts() == (0, 0))
+        assert heard == []
+        await disk.freed()
+        await wait_for(lambda: heard == [("backup", "failed")])
+        (run,) = await store.runs("backup")
+        assert run.outcome is Outcome.FAILED and run.exit_code == 4
+        state = await store.state("backup")
+        assert state is not None and state.status is Status.ERROR
+    finally:
+        sched.close()
+        await asyncio.wait_for(loop, 10)
