@@ -114,13 +114,15 @@ def _no_room(path: Path) -> bool:
     return fs.f_bavail * fs.f_frsize < 1 << 16
 
 
-def log_failure(log: logging.Logger, message: str, *args: object) -> None:
+def log_failure(log: logging.Logger, message: str, *args: object, said: bool = False) -> None:
     """From an `except` block: a StoreError (the database refused, an expected trouble with
-    its own clear message) in one line; anything else, a bug, with its traceback."""
+    its own clear message) in one line, at DEBUG if `said` (the store's write health has it,
+    and the daemon says it once: not a line per refused write); anything else, a bug, with its
+    traceback."""
     import sys
 
     exc = sys.exc_info()[1]
     if isinstance(exc, StoreError):
-        log.error(message + ": %s", *args, exc)
+        (log.debug if said else log.error)(message + ": %s", *args, exc)
     else:
         log.exception(message, *args)

@@ -214,7 +214,7 @@ class Scheduler(Requests):
         try:
             await write
         except Exception:
-            log_failure(log, "could not %s", what)
+            log_failure(log, "could not %s", what, said=self.store.health.error is not None)
 
     def _enqueue(
         self,
@@ -291,7 +291,8 @@ class Scheduler(Requests):
                 [(a.spec.id, a.waiting.cause, a.waiting.due) for a in batch], started
             )
         except Exception as exc:  # e.g. the disk is full: fail these runs, keep scheduling
-            log_failure(log, "could not record the start of %d run(s)", len(batch))
+            said = self.store.health.error is not None
+            log_failure(log, "could not record the start of %d run(s)", len(batch), said=said)
             for active in batch:
                 self._running.pop(active.spec.id, None)
                 active.end_loans()

@@ -89,8 +89,12 @@ async def test_the_phone_hears_when_the_database_cannot_be_written(tmp_path: Pat
                 assert (await status(config))["database_error"] is None
                 before = ticks(db)
                 await wait_for(lambda: ticks(db) >= before + 2, 20)
-                # One message each way, however many writes failed meanwhile.
+                # One message each way, however many writes failed meanwhile; and in the
+                # journal one line, not one per refused write.
                 assert len(service.sent) == 2, service.sent
+        log = (tmp_path / "daemon.log").read_text()
+        assert log.count("cannot be written") == 1, log
+        assert not any(f"could not {w}" in log for w in ("record", "save", "write", "log")), log
 
 
 async def test_with_no_signal_the_fallback_command_hears_it(tmp_path: Path) -> None:

@@ -181,7 +181,10 @@ class AlertAndLogRows(StoreCore):
         def done(t: asyncio.Task[None]) -> None:
             self._later.discard(t)
             if not t.cancelled() and t.exception() is not None:
-                log.warning("could not write a log entry: %s", t.exception())
+                said = self.health.error is not None  # said once, by whoever watches it
+                (log.debug if said else log.warning)(
+                    "could not write a log entry: %s", t.exception()
+                )
 
         task.add_done_callback(done)
 
