@@ -7,6 +7,7 @@ Signal service is only asked `GET`s, and systemd only `systemctl show`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -62,7 +63,7 @@ def run_checks(config_arg: str | None) -> list[Check]:
         state_dir = config.settings.state_dir
         checks.append(_state_dir(state_dir))
         waiting = _database(config.settings.db_path, checks)
-        checks.append(_daemon(state_dir, config.control_group))
+        checks.append(_daemon(state_dir, config.control_group, config.path))
         if config.signal is not None:
             checks += _signal(config, waiting)
     unit = _unit()
@@ -175,7 +176,7 @@ _DB_FIX = (
 )
 
 
-def _daemon(state_dir: Path, group: str | None) -> Check:
+def _daemon(state_dir: Path, group: str | None, config_path: Path) -> Check:
     me = user_name(os.geteuid())
     try:
         reply = client.request(state_dir, Request(Ping()).to_wire())
@@ -199,7 +200,7 @@ def _daemon(state_dir: Path, group: str | None) -> Check:
                 f"running (pid {pid}), but its control socket is gone",
                 f"systemctl reload moltsched (or kill -HUP {pid}) makes it again",
             )
-        return Check(
+        return _daemon_before(config_path, state_dir) or Check(
             "daemon",
             "fail",
             f"not running on {state_dir}",
@@ -208,6 +209,30 @@ def _daemon(state_dir: Path, group: str | None) -> Check:
     if "kind" in reply:
         return Check("daemon", "fail", str(reply.get("error")), "see control.group")
     return Check("daemon", "ok", f"running (pid {reply.get('pid')}), reachable by {me}")
+
+
+def _daemon_before(config_path: Path, state_dir: Path) -> Check | None:
+    """A daemon on the state directory the file named at its last good load, if it named
+    another: started before the edit, it runs there until it is restarted. Starting one for
+    the new place would run every task twice."""
+    from config import cache
+
+    kept = cache.last(config_path)
+    before = kept.settings.state_dir if isinstance(kept, AppConfig) else None
+    if before is None or before == state_dir:
+        return None
+    with contextlib.suppress(OSError, client.DaemonGone):
+        reply = client.request(before, Request(Ping()).to_wire())
+        if reply is not None and "pid" in reply:
+            return Check(
+                "daemon",
+                "fail",
+                f"running (pid {reply['pid']}) on {before}, where the file named its state "
+                f"before; it names {state_dir} now",
+                "restart the daemon (systemctl restart moltsched) to move it; do not start "
+                "a second one",
+            )
+    return None
 
 
 def _get(service: str, path: str) -> tuple[int, Any]:

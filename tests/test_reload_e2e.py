@@ -215,3 +215,14 @@ def test_commands_after_the_state_directory_was_edited_reach_the_running_daemon(
         assert json.loads(ran.stdout)["outcome"] == "success"
         assert query(daemon.db, "SELECT run_count FROM task WHERE id = 'goes'") == [(1,)]
         assert not (tmp_path / "elsewhere").exists()
+
+
+def test_doctor_finds_the_daemon_on_the_state_directory_the_file_named_before(
+    tmp_path: Path,
+) -> None:
+    """Before, `doctor` said "not running" and to start it: a second daemon."""
+    with state_dir_edited(tmp_path) as (daemon, config):
+        result = cli("doctor", config=config)
+        line = next(x for x in result.stdout.splitlines() if " daemon: " in x)
+        assert line.startswith("FAIL") and f"running (pid {daemon.pid}) on " in line, line
+        assert "restart" in result.stdout and "not running" not in line
