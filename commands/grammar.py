@@ -110,9 +110,18 @@ def shown(text: str, limit: int = 40) -> str:
 _SPLIT = re.compile(r"\s*:\s*|\s+")
 
 
+# Where a message mentions someone ("@Moltbot status" in a group), Signal puts U+FFFC in the
+# text; a mention before or after the command is no part of it. (str.strip with the
+# characters named, not a regex: one pass, whatever the message.)
+_AROUND = (
+    "\ufffc\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004"
+    "\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+
+
 def parse(text: str) -> Command:
     """The command `text` asks for; ParseError (with the help) if it asks for none."""
-    body = text.strip()
+    body = text.strip(_AROUND)
     if len(body) > MAX_TEXT:
         raise ParseError(f"That is too long to be a command.\n{help_text()}")
     if body.startswith("/"):

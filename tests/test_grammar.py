@@ -6,6 +6,7 @@ import subprocess
 
 import pytest
 
+from commands import grammar
 from commands.command import (
     Cancel,
     Chat,
@@ -61,6 +62,11 @@ from tests.helpers import MOLTSCHED
         ("run:$(id)", Run("$(id)")),
         ("run:`reboot`", Run("`reboot`")),
         ("run: a:b", Run("a:b")),
+        # "@Moltbot status" in a group: Signal puts U+FFFC where each mention stands.
+        ("\ufffc status", Status()),
+        ("\ufffc\u00a0/run:backup", Run("backup")),
+        ("\ufffc \ufffc run backup", Run("backup")),
+        ("run:backup \ufffc", Run("backup")),
     ],
 )
 def test_grammar(text: str, command: object) -> None:
@@ -173,3 +179,8 @@ def test_an_unknown_command_is_refused_with_every_command_named() -> None:
     assert result.returncode == 2
     for name in ("daemon", "status", "run-all", "import-seed"):
         assert repr(name) in result.stderr and repr(name) in result.stdout
+
+
+def test_what_is_stripped_around_a_command_is_every_space_and_the_mention_mark() -> None:
+    spaces = {c for c in map(chr, range(0x3001)) if c.isspace()}
+    assert set(grammar._AROUND) == spaces | {"\ufffc"}

@@ -112,6 +112,9 @@ async def test_who_may_command_and_how_they_are_answered(
         # An admin in a listed group: answered in the group.
         (reply,) = await answers(service, text("status", group=GROUP_INTERNAL))
         assert reply["recipients"] == [GROUP_ID]
+        # "@Moltbot run:ok" there: the mention is U+FFFC in the text (before: "I don't know").
+        ack, result = await answers(service, text("\ufffc run:ok", group=GROUP_INTERNAL), 2)
+        assert ack["message"] == "Started ok." and result["message"].startswith("ok: success")
 
         # Nothing for any of these.
         for frame in [
