@@ -121,7 +121,7 @@ _AROUND = (
 
 def parse(text: str) -> Command:
     """The command `text` asks for; ParseError (with the help) if it asks for none."""
-    body = text.strip(_AROUND)
+    body = text.strip(_AROUND).rstrip(".!?…").rstrip(_AROUND)  # "Status." from a phone
     if len(body) > MAX_TEXT:
         raise ParseError(f"That is too long to be a command.\n{help_text()}")
     if body.startswith("/"):

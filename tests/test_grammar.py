@@ -67,6 +67,10 @@ from tests.helpers import MOLTSCHED
         ("\ufffc\u00a0/run:backup", Run("backup")),
         ("\ufffc \ufffc run backup", Run("backup")),
         ("run:backup \ufffc", Run("backup")),
+        # A phone's keyboard or dictation ends a sentence ("Status."); no id has a full stop.
+        ("Status.", Status()),
+        ("run:backup!", Run("backup")),
+        ("run backup in 20m.", RunLater("backup", "in 20m")),
     ],
 )
 def test_grammar(text: str, command: object) -> None:
