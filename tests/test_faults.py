@@ -3,7 +3,6 @@ full disk, wild tasks, a log no one reads."""
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
@@ -15,10 +14,17 @@ import termios
 import time
 from pathlib import Path
 
-import pytest
-
 from support.daemon import DaemonProcess, proc_status
-from tests.helpers import MOLTSCHED, cli, processes_of, query, ticking, wait_sync
+from tests.helpers import (
+    MOLTSCHED,
+    cli,
+    fill,
+    processes_of,
+    query,
+    small_disk,
+    ticking,
+    wait_sync,
+)
 
 
 def test_the_database_locked_by_another_process_for_seconds(tmp_path: Path) -> None:
@@ -57,23 +63,12 @@ def test_the_database_locked_by_another_process_for_seconds(tmp_path: Path) -> N
 
 
 def test_the_state_directory_fills_up_and_frees_again(tmp_path: Path) -> None:
-    state = tmp_path / "state"
-    state.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(state)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip("cannot mount a small tmpfs here (needs root)")
-    try:
+    with small_disk(tmp_path / "state") as filler:
         config, db = ticking(tmp_path)
         daemon = DaemonProcess(config).start()
         try:
             wait_sync(lambda: query(db, "SELECT run_count FROM task")[0][0] >= 2, 20, "ticks")
-            filler = state / "filler"
-            with open(filler, "wb") as f, contextlib.suppress(OSError):
-                while True:  # the disk is full
-                    f.write(b"\0" * 65536)
-                    f.flush()
+            fill(filler)
             wait_sync(lambda: "disk is full" in daemon.log.read_text(), 20, "the report")
             assert daemon.proc is not None and daemon.proc.poll() is None  # still running
             status = cli("--json", "status", config=config, timeout=30)
@@ -88,10 +83,8 @@ def test_the_state_directory_fills_up_and_frees_again(tmp_path: Path) -> None:
         finally:
             assert daemon.stop() == 0
         assert query(db, "PRAGMA integrity_check") == [("ok",)]
-        # Reported in a line each, like any trouble with the database: never a traceback.
+        # Reported in a line, like any trouble with the database: never a traceback.
         assert "Traceback" not in daemon.log.read_text()
-    finally:
-        subprocess.run(["umount", str(state)], check=False)
 
 
 WILD = {

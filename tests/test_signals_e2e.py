@@ -75,15 +75,20 @@ def test_a_stop_during_start_up_ends_it_cleanly(tmp_path: Path, sig: signal.Sign
     assert "Traceback" not in text and "KeyboardInterrupt" not in text
 
 
-def test_sighup_and_more_stops_during_shutdown_are_not_fatal(tmp_path: Path) -> None:
-    extra = "  - {id: slow, script: slow.sh, every: 1h, grace: 2s}\n"
-    proc, log = start(tmp_path, extra)
+def slow_running(tmp_path: Path, grace: str) -> tuple[subprocess.Popen[bytes], Path, Path]:
+    """The daemon, once its task that ignores SIGTERM runs: (process, log, database)."""
+    proc, log = start(tmp_path, f"  - {{id: slow, script: slow.sh, every: 1h, grace: {grace}}}\n")
     db = tmp_path / "state" / "moltsched.db"
     wait_sync(
         lambda: query(db, "SELECT status FROM task WHERE id = 'slow'") == [("running",)],
         30,
         "slow to run",
     )
+    return proc, log, db
+
+
+def test_sighup_and_more_stops_during_shutdown_are_not_fatal(tmp_path: Path) -> None:
+    proc, log, db = slow_running(tmp_path, "2s")
     proc.send_signal(signal.SIGTERM)
     # The slow run takes its 2 s of grace: meanwhile, more signals of every kind.
     wait_sync(lambda: "SIGTERM: stopping" in log.read_text(), 10, "the stop")
@@ -99,14 +104,7 @@ def test_sighup_and_more_stops_during_shutdown_are_not_fatal(tmp_path: Path) -> 
 def test_a_second_stop_does_not_wait_out_the_grace(tmp_path: Path) -> None:
     """Ctrl-C, then Ctrl-C again: the run that ignores SIGTERM is killed now, not after its
     ten minutes of grace (before, the second one was ignored without a word)."""
-    extra = "  - {id: slow, script: slow.sh, every: 1h, grace: 10m}\n"
-    proc, log = start(tmp_path, extra)
-    db = tmp_path / "state" / "moltsched.db"
-    wait_sync(
-        lambda: query(db, "SELECT status FROM task WHERE id = 'slow'") == [("running",)],
-        30,
-        "slow to run",
-    )
+    proc, log, db = slow_running(tmp_path, "10m")
     proc.send_signal(signal.SIGINT)
     wait_sync(lambda: "SIGINT: stopping" in log.read_text(), 10, "the stop")
     proc.send_signal(signal.SIGINT)

@@ -57,13 +57,13 @@ def write_tasks(root: Path, more: str) -> Path:
     return config
 
 
+def signal_section(service: SignalService) -> str:
+    return f'signal:\n  service: {service.service}\n  account: "{ACCOUNT}"\n  admins: ["{ALICE}"]\n'
+
+
 async def test_the_phone_hears_when_the_database_cannot_be_written(tmp_path: Path) -> None:
     async with SignalService() as service:
-        config = write_tasks(
-            tmp_path,
-            f'signal:\n  service: {service.service}\n  account: "{ACCOUNT}"\n'
-            f'  admins: ["{ALICE}"]\n',
-        )
+        config = write_tasks(tmp_path, signal_section(service))
         db = tmp_path / "state" / "moltsched.db"
         with small_disk(tmp_path / "state") as filler:
             async with daemon(config):
@@ -130,11 +130,7 @@ async def test_a_daemon_started_on_a_full_disk_waits_and_says_so(tmp_path: Path)
     10 s). Whether SQLite refuses the start's own writes or only the first run's depends on
     the room it kept; `test_write_alarm` has the first case alone."""
     async with SignalService() as service:
-        config = write_tasks(
-            tmp_path,
-            f'signal:\n  service: {service.service}\n  account: "{ACCOUNT}"\n'
-            f'  admins: ["{ALICE}"]\n',
-        )
+        config = write_tasks(tmp_path, signal_section(service))
         db = tmp_path / "state" / "moltsched.db"
         with small_disk(tmp_path / "state") as filler:
             first = await asyncio.create_subprocess_exec(

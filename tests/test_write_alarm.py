@@ -71,6 +71,17 @@ def clock() -> ManualClock:
     return ManualClock()
 
 
+def fallback_to_file(
+    sched: Scheduler, clock: ManualClock, tmp_path: Path, *, signal_configured: bool
+) -> tuple[Path, Fallback]:
+    """A fallback command that appends each alert's kind and text to a file; (file, it)."""
+    heard = tmp_path / "heard"
+    command = ["bash", "-c", f'{{ echo "$MOLTSCHED_ALERT_KIND"; cat; echo; }} >> "{heard}"']
+    return heard, Fallback(
+        sched.store, command, 600, signal_configured=signal_configured, clock=clock
+    )
+
+
 async def running(alarm: WriteAlarm) -> asyncio.Task[None]:
     return asyncio.create_task(alarm.run())
 
@@ -126,9 +137,7 @@ async def test_once_each_way_and_at_most_once_an_hour(
 async def test_where_signal_fails_the_fallback_command_delivers(
     sched: Scheduler, clock: ManualClock, disk: Disk, tmp_path: Path
 ) -> None:
-    heard = tmp_path / "heard"
-    command = ["bash", "-c", f'{{ echo "$MOLTSCHED_ALERT_KIND"; cat; echo; }} >> "{heard}"']
-    fallback = Fallback(sched.store, command, 600, signal_configured=True, clock=clock)
+    heard, fallback = fallback_to_file(sched, clock, tmp_path, signal_configured=True)
     service = FlakyService()
     service.down = True
     alarm = WriteAlarm(sched, lambda: ["+1"], clock, service, fallback)
@@ -152,9 +161,7 @@ async def test_where_signal_fails_the_fallback_command_delivers(
 async def test_no_signal_the_fallback_alone(
     sched: Scheduler, clock: ManualClock, disk: Disk, tmp_path: Path
 ) -> None:
-    heard = tmp_path / "heard"
-    command = ["bash", "-c", f'{{ echo "$MOLTSCHED_ALERT_KIND"; cat; echo; }} >> "{heard}"']
-    fallback = Fallback(sched.store, command, 600, signal_configured=False, clock=clock)
+    heard, fallback = fallback_to_file(sched, clock, tmp_path, signal_configured=False)
     alarm = WriteAlarm(sched, lambda: [""], clock, None, fallback)
     loop = await running(alarm)
     try:
