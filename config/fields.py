@@ -86,6 +86,14 @@ def signal_service(value: object) -> str:
     return bare
 
 
+class Problems(ValueError):
+    """Several problems of one value, each at a place within it (`[2]`, an item's index)."""
+
+    def __init__(self, found: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{where} {what}" for where, what in found))
+        self.found = found
+
+
 def signal_ids(min_items: int = 0, *, groups: bool = False) -> Parser:
     """A list of Signal numbers (see `signal_number`) or accounts' UUIDs (in lower case, as
     messages carry them), at least `min_items` long; with `groups`, also `group.…` ids."""
@@ -101,7 +109,18 @@ def signal_ids(min_items: int = 0, *, groups: bool = False) -> Parser:
             what = "a Signal number in international form (like +4917612345678)"
             raise ValueError(f"{show(value)} is not {what} or an account's UUID") from None
 
-    return lambda value: [one(v) for v in texts(min_items)(value)]
+    def parse(value: object) -> list[str]:
+        found, bad = [], []
+        for i, item in enumerate(texts(min_items)(value)):
+            try:
+                found.append(one(item))
+            except ValueError as exc:
+                bad.append((f"[{i}]", str(exc)))
+        if bad:
+            raise Problems(bad)  # every bad entry, each at its place
+        return found
+
+    return parse
 
 
 def whole(lo: int | None = None, hi: int | None = None) -> Parser:
@@ -256,6 +275,8 @@ def build(cls: type[S], data: object, place: str, problems: list[str]) -> S | No
             continue
         try:
             values[name] = f.metadata["parse"](value)
+        except Problems as exc:
+            problems += [f"{_at(place, name)}{where}: {what}" for where, what in exc.found]
         except ValueError as exc:
             problems.append(f"{_at(place, name)}: {exc}")
     if len(data) > len(values):

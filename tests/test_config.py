@@ -359,13 +359,16 @@ signal:
 """,
     )
     found = problems(bad)
+    # Every bad entry, each at its place in the list (before: only the first).
     assert [p.split(":")[0] for p in found] == [
         "signal.account",
-        "signal.admins",
-        "signal.alert_to",
+        "signal.admins[0]",
+        "signal.admins[1]",
+        "signal.admins[2]",
+        "signal.alert_to[0]",
     ], found
     assert "'015123456789' is not a Signal number in international form" in found[0]
-    assert "'4917612345678'" in found[1]
+    assert "'4917612345678'" in found[1] and "'bob'" in found[3], found
 
 
 def test_the_signal_service_may_be_written_as_a_url(tmp_path: Path) -> None:
@@ -377,7 +380,7 @@ def test_the_signal_service_may_be_written_as_a_url(tmp_path: Path) -> None:
             f"signal: {{service: '{written}', account: '+4915123456789', admins: ['+491761']}}\n",
         )
         found = problems(path)  # the admin is too short: the service is not a problem
-        assert [p.split(":")[0] for p in found] == ["signal.admins"], found
+        assert [p.split(":")[0] for p in found] == ["signal.admins[0]"], found
         path.write_text(path.read_text().replace("+491761", "+4917612345678"))
         signal = load_config(path).signal
         assert signal is not None and signal.service == "localhost:8080", written
