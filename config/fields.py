@@ -87,7 +87,8 @@ def signal_service(value: object) -> str:
 
 
 class Problems(ValueError):
-    """Several problems of one value, each at a place within it (`[2]`, an item's index)."""
+    """Several problems of one value, each at a place within it (`[2]`, an item's index;
+    "": the value's own place)."""
 
     def __init__(self, found: list[tuple[str, str]]) -> None:
         super().__init__("; ".join(f"{where} {what}" for where, what in found))
@@ -204,15 +205,18 @@ def text_map(value: object) -> dict[str, str]:
     """Environment variables: names and values that a program can be given."""
     if not isinstance(value, dict):
         raise ValueError(f"must be a mapping of names to texts, not {show(value)}")
-    out = {}
+    out, bad = {}, []
     for k, v in value.items():
         if not isinstance(k, str) or not isinstance(v, str):
-            raise ValueError(f"{show(k)}: names and values must be text (quote numbers)")
-        if not k or "=" in k or "\0" in k:
-            raise ValueError(f"{show(k)}: a variable's name is not empty and has no = or NUL")
-        if "\0" in v:
-            raise ValueError(f"{show(k)}: a NUL byte cannot be passed to a program")
-        out[k] = v
+            bad.append(("", f"{show(k)}: names and values must be text (quote numbers)"))
+        elif not k or "=" in k or "\0" in k:
+            bad.append(("", f"{show(k)}: a variable's name is not empty and has no = or NUL"))
+        elif "\0" in v:
+            bad.append(("", f"{show(k)}: a NUL byte cannot be passed to a program"))
+        else:
+            out[k] = v
+    if bad:
+        raise Problems(bad)  # every bad variable, each at its place
     return out
 
 

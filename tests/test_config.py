@@ -319,7 +319,7 @@ def test_what_no_program_can_be_given_is_a_problem_at_its_place(tmp_path: Path) 
 alerts: {fallback_command: [notify, "a\\0b"]}
 tasks:
   - {id: a, command: [echo, "a\\0b"], every: 1m}
-  - {id: b, command: [echo], every: 1m, env: {"A=B": x}}
+  - {id: b, command: [echo], every: 1m, env: {"A=B": x, OK: y, "C=D": z}}
   - {id: c, command: [echo], every: 1m, env: {"": x}}
   - {id: d, command: [echo], every: 1m, env: {A: "x\\0y"}}
 """,
@@ -328,6 +328,7 @@ tasks:
         "alerts.fallback_command: 'a\\x00b': a NUL byte cannot be passed to a program",
         "tasks[0].command: 'a\\x00b': a NUL byte cannot be passed to a program",
         "tasks[1].env: 'A=B': a variable's name is not empty and has no = or NUL",
+        "tasks[1].env: 'C=D': a variable's name is not empty and has no = or NUL",
         "tasks[2].env: '': a variable's name is not empty and has no = or NUL",
         "tasks[3].env: 'A': a NUL byte cannot be passed to a program",
     ]
