@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from commands.command import Request
 
 SOCKET_NAME = "control.sock"
+END = b"\0"  # after the last byte of a whole answer (bot.control)
 LOCK_NAME = "moltsched.lock"
 
 
@@ -50,7 +51,7 @@ def request(
             if len(str(path)) > 100:
                 raise OSError(f"the socket path is too long for a unix socket: {path}") from exc
             raise
-        sock.sendall(json.dumps(payload).encode() + b"\n")
+        sock.sendall(json.dumps(payload | {"sealed": True}).encode() + b"\n")
         sock.shutdown(socket.SHUT_WR)
         head = bytearray()
         while b"\n" not in head:
@@ -58,22 +59,27 @@ def request(
             if not chunk:
                 raise DaemonGone("the daemon closed the connection without answering")
             head += chunk
-        line, _, rest = bytes(head).partition(b"\n")
+        line, _, data = bytes(head).partition(b"\n")
         meta: dict[str, Any] = json.loads(line)
-        kept = bytearray()
+        sealed = meta.pop("sealed", False) is True  # a daemon from before the mark sends none
+        kept, held = bytearray(), b""
         while True:
-            if rest:
+            if sealed and data:  # the last byte may be the end mark: printed if more follows
+                data, held = held + data[:-1], data[-1:]
+            if data:
                 if out is None:
-                    kept += rest
+                    kept += data
                 else:
                     try:
-                        out.write(rest)
+                        out.write(data)
                         out.flush()
                     except BrokenPipeError:
                         raise ReaderGone from None
-            rest = sock.recv(1 << 20)
-            if not rest:
+            data = sock.recv(1 << 20)
+            if not data:
                 break
+        if sealed and held != END:
+            raise DaemonGone("the daemon went away before it finished answering")
     finally:
         sock.close()
     if out is None:

@@ -5,8 +5,9 @@ Who sent it is what the kernel says (`SO_PEERCRED`, see `bot.access`): the serve
 request's `actor` from it, and refuses callers `Access` does not allow. The reply
 is one JSON line of metadata (`{"err": text-for-stderr, "exit": code, ...}`) followed by the
 text to print on stdout, raw, up to the end of the connection (so a 3 MB status is not escaped
-into a JSON string and parsed again). The daemon holds the state lock before it binds, so a
-socket file found at start-up is stale (its daemon crashed) and is replaced.
+into a JSON string and parsed again); a request with `"sealed": true` gets `END` after it.
+The daemon holds the state lock before it binds, so a socket file found at start-up is stale
+(its daemon crashed) and is replaced.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ from bot.access import Access, Peer, peer_of
 from commands.command import Request
 
 log = logging.getLogger(__name__)
+
+# The mark after the last byte of a whole answer, for a caller that asked for it (`sealed`):
+# an answer cut short (the daemon killed, a reader dropped) is then told from a short one.
+END = b"\0"
 
 # A handler answers a request with the metadata line and the text to print, piece by piece.
 Handler = Callable[[Request], Awaitable[tuple[dict[str, Any], AsyncIterator[str]]]]
@@ -201,17 +206,21 @@ class ControlServer:
             return
         assert peer is not None
         try:
-            request = replace(Request.from_wire(json.loads(raw)), actor=peer.actor, pid=peer.pid)
+            data = json.loads(raw)
+            request = replace(Request.from_wire(data), actor=peer.actor, pid=peer.pid)
         except (ValueError, RecursionError) as exc:
             writer.write(_error(f"bad request: {exc}", "bad-request"))
             return
         meta, body = await self._handler(request)
-        writer.write(json.dumps(meta).encode() + b"\n")
+        sealed = data.get("sealed") is True  # the caller knows the mark (bot.client)
+        writer.write(json.dumps(meta | {"sealed": True} if sealed else meta).encode() + b"\n")
         try:
             async for chunk in body:
                 writer.write(chunk.encode())
                 async with asyncio.timeout(WRITE_S):
                     await writer.drain()
+            if sealed:
+                writer.write(END)
         finally:
             # Closed at once if the reader went away, so what it holds is let go now.
             if isinstance(body, AsyncGenerator):

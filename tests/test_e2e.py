@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -404,3 +405,42 @@ def test_a_stale_lock_file_never_gets_a_process_signalled(config: Path) -> None:
     finally:
         other.kill()
         other.wait()
+
+
+def test_an_answer_cut_short_is_a_failure_not_a_short_answer(tmp_path: Path) -> None:
+    """The daemon killed while `status --json` streams a long answer: before, the CLI printed
+    the first part and exited 0, and the agent took half a list for the whole. Now the
+    answer's end is marked, and without it the CLI exits 1 and says why."""
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "a.sh").write_text("true\n")
+    config = tmp_path / "moltsched.yaml"
+    config.write_text(
+        "tasks:\n"
+        + "".join(f"  - {{id: t{i}, script: a.sh, cron: '0 0 1 1 *'}}\n" for i in range(10_000))
+    )
+    daemon = DaemonProcess(config).start()
+    try:
+        reader = subprocess.Popen(
+            [MOLTSCHED, "--config", str(config), "--json", "status"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert reader.stdout is not None
+        # Its output is not read: the answer stops mid-way, the pipe and socket full.
+        wait_sync(lambda: select.select([reader.stdout], [], [], 0)[0] != [], 20, "the start")
+        assert daemon.proc is not None
+        daemon.proc.kill()
+        daemon.proc.wait()
+        out, err = reader.communicate(timeout=30)
+    finally:
+        daemon.kill()
+    assert reader.returncode == 1, (reader.returncode, err)
+    assert b"went away before it finished answering" in err, err
+    assert len(out) > 1000 and b'"tasks"' in out, out[:300]  # what came before the cut
+    # An answer that ends as it should is taken whole, as before.
+    daemon = DaemonProcess(config).start()
+    try:
+        done = cli("--json", "status", config=config, timeout=60)
+    finally:
+        assert daemon.stop() == 0
+    assert done.returncode == 0 and json.loads(done.stdout)["task_count"] == 10_000
