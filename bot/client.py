@@ -21,8 +21,10 @@ if TYPE_CHECKING:
     from commands.command import Request
 
 SOCKET_NAME = "control.sock"
-END = b"\0"  # after the last byte of a whole answer (bot.control)
 LOCK_NAME = "moltsched.lock"
+# The mark after the last byte of a whole answer, for a caller that asks for it (`sealed`):
+# an answer cut short (the daemon killed, a reader dropped) is then told from a short one.
+END = b"\0"
 
 
 class DaemonGone(Exception):

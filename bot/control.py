@@ -2,12 +2,12 @@
 
 A request is one JSON line, a `commands.command.Request` (`{"command": {...}, "json": bool}`).
 Who sent it is what the kernel says (`SO_PEERCRED`, see `bot.access`): the server sets the
-request's `actor` from it, and refuses callers `Access` does not allow. The reply
-is one JSON line of metadata (`{"err": text-for-stderr, "exit": code, ...}`) followed by the
-text to print on stdout, raw, up to the end of the connection (so a 3 MB status is not escaped
-into a JSON string and parsed again); a request with `"sealed": true` gets `END` after it.
-The daemon holds the state lock before it binds, so a socket file found at start-up is stale
-(its daemon crashed) and is replaced.
+request's `actor` from it, and refuses callers `Access` does not allow. The reply is one JSON
+line of metadata (`{"err": text-for-stderr, "exit": code, ...}`) followed by the text to print
+on stdout, raw, up to the end of the connection (so a 3 MB status is not escaped into a JSON
+string and parsed again); a request with `"sealed": true` gets `bot.client.END` after it. The
+daemon holds the state lock before it binds, so a socket file found at start-up is stale (its
+daemon crashed) and is replaced.
 """
 
 from __future__ import annotations
@@ -24,13 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from bot.access import Access, Peer, peer_of
+from bot.client import END
 from commands.command import Request
 
 log = logging.getLogger(__name__)
-
-# The mark after the last byte of a whole answer, for a caller that asked for it (`sealed`):
-# an answer cut short (the daemon killed, a reader dropped) is then told from a short one.
-END = b"\0"
 
 # A handler answers a request with the metadata line and the text to print, piece by piece.
 Handler = Callable[[Request], Awaitable[tuple[dict[str, Any], AsyncIterator[str]]]]
@@ -213,7 +210,7 @@ class ControlServer:
             return
         meta, body = await self._handler(request)
         sealed = data.get("sealed") is True  # the caller knows the mark (bot.client)
-        writer.write(json.dumps(meta | {"sealed": True} if sealed else meta).encode() + b"\n")
+        writer.write(json.dumps((meta | {"sealed": True}) if sealed else meta).encode() + b"\n")
         try:
             async for chunk in body:
                 writer.write(chunk.encode())
