@@ -1,7 +1,8 @@
 """The database cannot be written (the disk of the state directory is full), on the real
 daemon: runs cannot start, and the owner hears so on the phone, or through the fallback
 command with no Signal, once; `status` says so; and once space is back, the phone hears
-that too, with how many runs could not start meanwhile."""
+that too, with how many runs could not start meanwhile, and the schedule goes on. The same
+for a daemon started on a disk that filled while it was down."""
 
 from __future__ import annotations
 
