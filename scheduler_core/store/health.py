@@ -11,6 +11,7 @@ leaves the state as it was.
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 from collections.abc import Callable, Iterator
 
 from scheduler_core.errors import StoreError
@@ -40,8 +41,9 @@ class WriteHealth:
         try:
             yield
         except StoreError as exc:
-            name = getattr(exc.__cause__, "sqlite_errorname", "") or ""
-            if not name.startswith(_OURS):
+            cause = exc.__cause__  # not sqlite's: the connection closed, as the daemon stops
+            name = getattr(cause, "sqlite_errorname", "") or ""
+            if isinstance(cause, sqlite3.Error) and not name.startswith(_OURS):
                 self._set(exc)
             raise
         if proof:
