@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pytest
 
@@ -241,3 +241,16 @@ def fill(filler: Path) -> None:
                     os.write(fd, b"\0" * size)
     finally:
         os.close(fd)
+
+
+async def spawn_daemon(config: Path, log: BinaryIO) -> asyncio.subprocess.Process:
+    """The real `moltsched daemon` on `config`, from an async test; its log (INFO) to `log`."""
+    return await asyncio.create_subprocess_exec(
+        MOLTSCHED,
+        "--config",
+        str(config),
+        "daemon",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=log,
+        env=os.environ | {"MOLTSCHED_LOG_LEVEL": "INFO"},
+    )

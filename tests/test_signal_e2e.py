@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from support.signal_service import (
     sync_frame,
     text_frame,
 )
-from tests.helpers import MOLTSCHED, REPO, acli, query, wait_for
+from tests.helpers import MOLTSCHED, REPO, acli, query, spawn_daemon, wait_for
 
 ENVELOPES = REPO / "support" / "envelopes"
 DAVE = "+12065550188"
@@ -60,15 +59,7 @@ signal:
   groups: ["{GROUP_ID}"]
 {extra}""")
     log = open(tmp_path / "daemon.log", "wb")  # noqa: SIM115, ASYNC230 - closed in stop_daemon
-    proc = await asyncio.create_subprocess_exec(
-        MOLTSCHED,
-        "--config",
-        str(config),
-        "daemon",
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=log,
-        env=os.environ | {"MOLTSCHED_LOG_LEVEL": "INFO"},
-    )
+    proc = await spawn_daemon(config, log)
     proc.log = log  # type: ignore[attr-defined]
     await service.wait_connected(20)
     return proc

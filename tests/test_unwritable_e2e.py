@@ -9,26 +9,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from support.signal_service import ACCOUNT, ALICE, SignalService
-from tests.helpers import MOLTSCHED, acli, fill, query, small_disk, wait_for
+from tests.helpers import acli, fill, query, small_disk, spawn_daemon, wait_for
 
 
 @contextlib.asynccontextmanager
 async def daemon(config: Path) -> AsyncIterator[asyncio.subprocess.Process]:
     log = open(config.parent / "daemon.log", "wb")  # noqa: SIM115, ASYNC230
-    proc = await asyncio.create_subprocess_exec(
-        MOLTSCHED,
-        "--config",
-        str(config),
-        "daemon",
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=log,
-        env=os.environ | {"MOLTSCHED_LOG_LEVEL": "INFO"},
-    )
+    proc = await spawn_daemon(config, log)
     try:
         yield proc
     finally:
@@ -134,12 +125,11 @@ async def test_a_daemon_started_on_a_full_disk_waits_and_says_so(tmp_path: Path)
         config = write_tasks(tmp_path, signal_section(service))
         db = tmp_path / "state" / "moltsched.db"
         with small_disk(tmp_path / "state") as filler:
-            first = await asyncio.create_subprocess_exec(
-                MOLTSCHED, "--config", str(config), "daemon"
-            )
-            await wait_for(lambda: ticks(db) >= 1, 20)
-            first.kill()  # its -wal and -shm files stay: the next start can open the file
-            await first.wait()
+            with open(tmp_path / "first.log", "wb") as log:  # noqa: ASYNC230
+                first = await spawn_daemon(config, log)
+                await wait_for(lambda: ticks(db) >= 1, 20)
+                first.kill()  # its -wal and -shm files stay: the next start can open the file
+                await first.wait()
             config.write_text(config.read_text().replace("every: 1s", "every: 2s"))
             fill(filler)
             async with daemon(config):
