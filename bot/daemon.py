@@ -263,7 +263,9 @@ async def _serve_started(config: AppConfig, clock: Clock | None, signals: Signal
             daemon.signal = SignalFront(config.signal, daemon.replies, store)
             outbox = engine.deliver_alerts(daemon.signal, daemon.signal.limiter)
         fallback, stale = daemon.fallback, daemon.stale = _alert_helpers(engine, config)
-        alarm = WriteAlarm(scheduler, engine.recipients, engine.clock, daemon.signal, fallback)
+        alarm = WriteAlarm(
+            scheduler, engine.recipients, engine.clock, daemon.signal, fallback, engine.remind_every
+        )
         helpers = [h for h in (fallback, stale, alarm) if h is not None]
         metrics = None
         if config.metrics is not None:

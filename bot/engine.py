@@ -55,6 +55,10 @@ class Engine:
         """Whom alerts go to now (a reload may change them)."""
         return self.alerter.recipients if self.alerter is not None else ()
 
+    def remind_every(self) -> float | None:
+        """How often a failure that goes on is said again (`alerts.repeat_every`), now."""
+        return self.alerter.policy.repeat_every if self.alerter is not None else None
+
     def reconfigure(self, config: AppConfig) -> None:
         """A reload: recipients and the alert policy apply to the next run."""
         self.config = config

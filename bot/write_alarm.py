@@ -6,8 +6,9 @@ no run starts. This alert cannot wait in the outbox, which is in the same databa
 straight to each alert recipient over Signal, or through the fallback command where there is
 no Signal or Signal cannot take it, and is tried again with backoff until it is delivered or
 out of date. One message when writes begin to fail (at most one an hour: a disk at the edge
-of full fails and works by turns), and one when a write works again after that, saying for
-how long and how many runs could not start.
+of full fails and works by turns), a reminder every `alerts.repeat_every` while they keep
+failing, and one when a write works again after that, saying for how long and how many runs
+could not start.
 """
 
 from __future__ import annotations
@@ -55,10 +56,12 @@ class WriteAlarm(TimedLoop):
         clock: Clock,
         signal: Sender | None = None,
         fallback: Fallback | None = None,
+        remind_every: Callable[[], float | None] = lambda: None,
     ) -> None:
         super().__init__(clock)
         self.scheduler = scheduler
         self.recipients = recipients  # the alerter's, as the last reload left them
+        self.remind_every = remind_every  # `alerts.repeat_every`: while it keeps failing
         self.signal = signal
         self.fallback = fallback
         self._since: datetime | None = None  # when writes began to fail; None while they work
@@ -80,7 +83,7 @@ class WriteAlarm(TimedLoop):
             self._not_started = self.scheduler.owed.not_started
             log.error("the database cannot be written, so no run can start: %s", error)
         elif self._since is not None:
-            took = format_duration(max(1, round((now - self._since).total_seconds())))
+            took = _took(now - self._since)
             lost = self.scheduler.owed.not_started - self._not_started
             self._over = f"after {took}; {lost} run(s) could not start meanwhile"
             self._since = None
@@ -118,6 +121,13 @@ class WriteAlarm(TimedLoop):
                 self._told = now
                 text = f"⚠️ moltsched cannot write its database, so no run can start: {self._error}"
                 message = self._compose(FAILING, text[:600])
+            elif self._since is not None and (every := self.remind_every()) is not None:
+                assert self._told is not None  # owed: someone was told
+                if now < self._told + timedelta(seconds=every):
+                    return self._told + timedelta(seconds=every)
+                self._told, took = now, _took(now - self._since)
+                text = f"⚠️ moltsched still cannot write its database (for {took}), so no run "
+                message = self._compose(FAILING, f"{text}can start: {self._error}"[:600])
             elif self._since is None and self._owed:
                 text = f"✅ moltsched can write its database again, {self._over}."
                 message = self._compose(WORKING, text)
@@ -160,3 +170,7 @@ class WriteAlarm(TimedLoop):
             message.to.clear()
             message.fallback, message.reached = False, True
         return not message.to and not message.fallback
+
+
+def _took(span: timedelta) -> str:
+    return format_duration(max(1, round(span.total_seconds())))

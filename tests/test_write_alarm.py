@@ -369,3 +369,30 @@ async def test_the_end_of_a_run_the_store_refused_is_recorded_once_it_writes(
     finally:
         sched.close()
         await asyncio.wait_for(loop, 10)
+
+
+async def test_while_it_keeps_failing_a_reminder_every_repeat_every(
+    sched: Scheduler, clock: ManualClock, disk: Disk
+) -> None:
+    """A disk full for days: one message when it began, then a reminder each
+    `alerts.repeat_every` (as for a task that keeps failing), not silence for days."""
+    service = FlakyService()
+    alarm = WriteAlarm(sched, lambda: ["+1"], clock, service, None, lambda: 6 * 3600.0)
+    loop = await running(alarm)
+    try:
+        await disk.full()
+        await wait_for(lambda: len(service.delivered) == 1)
+        clock.advance(6 * 3600 - 60)
+        await settled(clock)
+        assert len(service.delivered) == 1
+        clock.advance(60)
+        await wait_for(lambda: len(service.delivered) == 2)
+        assert service.delivered[1][1].startswith(
+            "⚠️ moltsched still cannot write its database (for 6h), so no run can start"
+        )
+        await disk.freed()
+        await wait_for(lambda: len(service.delivered) == 3)
+        assert "after 6h" in service.delivered[2][1]
+    finally:
+        alarm.close()
+        await loop
