@@ -82,8 +82,15 @@ def fallback_to_file(
     )
 
 
-async def running(alarm: WriteAlarm) -> asyncio.Task[None]:
-    return asyncio.create_task(alarm.run())
+@contextlib.asynccontextmanager
+async def watching(alarm: WriteAlarm) -> AsyncIterator[None]:
+    """The alarm's loop runs for the block, and is closed and awaited after it."""
+    loop = asyncio.create_task(alarm.run())
+    try:
+        yield
+    finally:
+        alarm.close()
+        await asyncio.wait_for(loop, 5)
 
 
 async def settled(clock: ManualClock) -> None:
@@ -97,8 +104,7 @@ async def test_once_each_way_and_at_most_once_an_hour(
 ) -> None:
     service = FlakyService()
     alarm = WriteAlarm(sched, lambda: ["+1", "+2"], clock, service, None)
-    loop = await running(alarm)
-    try:
+    async with watching(alarm):
         await disk.full()
         await disk.full()  # more writes failing: the same trouble
         await wait_for(lambda: len(service.delivered) == 2)
@@ -129,9 +135,6 @@ async def test_once_each_way_and_at_most_once_an_hour(
         clock.advance(REPEAT_S - 60)
         await wait_for(lambda: len(service.delivered) == 6)
         assert "cannot write its database" in service.delivered[-1][1]
-    finally:
-        alarm.close()
-        await loop
 
 
 async def test_where_signal_fails_the_fallback_command_delivers(
@@ -141,8 +144,7 @@ async def test_where_signal_fails_the_fallback_command_delivers(
     service = FlakyService()
     service.down = True
     alarm = WriteAlarm(sched, lambda: ["+1"], clock, service, fallback)
-    loop = await running(alarm)
-    try:
+    async with watching(alarm):
         await disk.full()
         await wait_for(lambda: heard.exists() and "cannot write" in heard.read_text())
         assert heard.read_text().startswith("database\n⚠️ moltsched cannot write its database")
@@ -153,9 +155,6 @@ async def test_where_signal_fails_the_fallback_command_delivers(
         assert "can write its database again" in service.delivered[0][1]
         await settled(clock)
         assert heard.read_text().count("\n⚠️") + heard.read_text().count("\n✅") == 1
-    finally:
-        alarm.close()
-        await loop
 
 
 async def test_no_signal_the_fallback_alone(
@@ -163,15 +162,11 @@ async def test_no_signal_the_fallback_alone(
 ) -> None:
     heard, fallback = fallback_to_file(sched, clock, tmp_path, signal_configured=False)
     alarm = WriteAlarm(sched, lambda: [""], clock, None, fallback)
-    loop = await running(alarm)
-    try:
+    async with watching(alarm):
         await disk.full()
         await wait_for(lambda: heard.exists() and "cannot write" in heard.read_text())
         await disk.freed()
         await wait_for(lambda: "database_ok\n✅" in heard.read_text())
-    finally:
-        alarm.close()
-        await loop
 
 
 async def test_out_of_date_before_it_went_is_never_sent(
@@ -180,8 +175,7 @@ async def test_out_of_date_before_it_went_is_never_sent(
     service = FlakyService()
     service.down = True
     alarm = WriteAlarm(sched, lambda: ["+1"], clock, service, None)
-    loop = await running(alarm)
-    try:
+    async with watching(alarm):
         await disk.full()
         await wait_for(lambda: service.refused == 1)
         await settled(clock)  # waiting to try again
@@ -191,9 +185,6 @@ async def test_out_of_date_before_it_went_is_never_sent(
         clock.advance(3600)
         await settled(clock)
         assert service.delivered == [] and service.refused == 1
-    finally:
-        alarm.close()
-        await loop
 
 
 async def test_no_one_to_tell_the_journal_has_it_once_each_way(
@@ -201,17 +192,13 @@ async def test_no_one_to_tell_the_journal_has_it_once_each_way(
 ) -> None:
     caplog.set_level(logging.INFO, "bot.write_alarm")
     alarm = WriteAlarm(sched, lambda: (), clock, None, None)
-    loop = await running(alarm)
-    try:
+    async with watching(alarm):
         for _ in range(3):
             await disk.full()
         await settled(clock)
         await disk.freed()
         await disk.freed()
         await settled(clock)
-    finally:
-        alarm.close()
-        await asyncio.wait_for(loop, 5)
     said = [r.getMessage() for r in caplog.records if r.name == "bot.write_alarm"]
     assert len(said) == 2, said
     assert said[0].startswith("the database cannot be written, so no run can start: ")
@@ -378,8 +365,7 @@ async def test_while_it_keeps_failing_a_reminder_every_repeat_every(
     `alerts.repeat_every` (as for a task that keeps failing), not silence for days."""
     service = FlakyService()
     alarm = WriteAlarm(sched, lambda: ["+1"], clock, service, None, lambda: 6 * 3600.0)
-    loop = await running(alarm)
-    try:
+    async with watching(alarm):
         await disk.full()
         await wait_for(lambda: len(service.delivered) == 1)
         clock.advance(6 * 3600 - 60)
@@ -393,6 +379,15 @@ async def test_while_it_keeps_failing_a_reminder_every_repeat_every(
         await disk.freed()
         await wait_for(lambda: len(service.delivered) == 3)
         assert "after 6h" in service.delivered[2][1]
-    finally:
-        alarm.close()
-        await loop
+
+
+async def test_a_write_after_the_store_closed_says_nothing_of_the_file(
+    settings: EngineSettings,
+) -> None:
+    """A late write as the daemon stops (the connection already closed) fails, but not
+    because of the file: no alarm in the daemon's last lines."""
+    store = await Store.open(settings.db_path)
+    await store.close()
+    with pytest.raises(StoreError):
+        await store.probe()
+    assert store.health.error is None
