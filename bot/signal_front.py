@@ -27,7 +27,6 @@ from typing import Any
 from aiohttp import ClientResponseError
 from signalbot import SendMessage, SignalAPIError, SignalBot
 
-from bot.denials import Denials, Denied
 from bot.envelope import Decision, Gate, Verdict
 from bot.limiter import Limiter
 from bot.logs import quiet_signalbot
@@ -35,6 +34,7 @@ from config.loader import SignalConfig
 from scheduler_core.errors import log_failure
 from scheduler_core.safe import safe_text
 from scheduler_core.store import Store
+from scheduler_core.tally import Counted, Tally
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class SignalFront:
         # Commands being answered, by (chat, text): the same one again meanwhile is counted,
         # not answered again.
         self._answering: dict[tuple[str, str], int] = {}
-        self._denials = Denials()
+        self._denials: Tally[str] = Tally()
         self._unreadable_said: dict[str, float] = {}  # admin -> when last said (monotonic)
 
     def update(self, config: SignalConfig) -> None:
@@ -290,8 +290,9 @@ class SignalFront:
             decision.why,
         )
 
-    async def _log_denied(self, found: list[Denied], why: str = "") -> None:
-        """A stranger's message, or the count of those not logged one by one (bot.denials)."""
+    async def _log_denied(self, found: list[Counted[str]], why: str = "") -> None:
+        """A stranger's message, or the count of those not logged one by one (see
+        scheduler_core.tally)."""
         for d in found:
             if d.this:
                 log.warning("Signal: denied a message from %s (%s)", d.key, why)

@@ -76,7 +76,7 @@ async def _audit(cmd: Command, ctx: Context) -> None:
     store = ctx.tasks.store
     if isinstance(cmd, Status | Logs | Output | Help):
         # A read is answered at once, even while another process holds the write lock.
-        store.log_later("query", describe(cmd)[:200], task_id=known, actor=ctx.actor)
+        store.log_query(describe(cmd)[:200], task_id=known, actor=ctx.actor)
         return
     try:
         await store.log("command", describe(cmd)[:200], task_id=known, actor=ctx.actor)

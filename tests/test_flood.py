@@ -5,15 +5,17 @@ each task is named, flapping is said once per task, and nothing is dropped uncou
 from __future__ import annotations
 
 import asyncio
+import getpass
 import itertools
 import os
 import re
 import time
 from pathlib import Path
 
-from bot.denials import KEPT, QUIET_S, Denials, Denied
+from scheduler_core.tally import KEPT, QUIET_S, Counted, Tally
+from support.daemon import DaemonProcess
 from support.signal_service import ACCOUNT, ALICE, ALICE_UUID, SignalService, text_frame
-from tests.helpers import MOLTSCHED, query, wait_for
+from tests.helpers import MOLTSCHED, cli, query, wait_for
 
 # Fails and works by turns.
 FLIP = 'f="$MOLTSCHED_TASK_ID.n"; n=$(cat "$f" 2>/dev/null || echo 0); echo $((n+1)) > "$f"\n'
@@ -177,17 +179,53 @@ def test_refusals_are_counted_between_lines_and_none_is_lost() -> None:
     """A first refusal is logged; the next within QUIET_S are counted, and the count comes
     with the next line after it; a party forgotten to make room for others has its count
     logged then; what is still counted is given when the daemon stops."""
-    denials = Denials()
-    assert denials.note("s", 0) == [Denied("s", 0)]
+    denials: Tally[str] = Tally()
+    assert denials.note("s", 0) == [Counted("s", 0)]
     assert all(denials.note("s", t) == [] for t in (1, 2, QUIET_S - 1))
-    assert denials.note("s", QUIET_S) == [Denied("s", 3)]
-    assert Denied("s", 3).before() == "; 3 more before it, not logged one by one"
+    assert denials.note("s", QUIET_S) == [Counted("s", 3)]
+    assert Counted("s", 3).before() == "; 3 more before it, not logged one by one"
     assert denials.note("s", QUIET_S + 1) == []
     for i in range(KEPT - 1):  # room for these and s
-        assert denials.note(f"n{i}", QUIET_S + 2) == [Denied(f"n{i}", 0)]
+        assert denials.note(f"n{i}", QUIET_S + 2) == [Counted(f"n{i}", 0)]
     assert denials.note("late", QUIET_S + 3) == [
-        Denied("late", 0),
-        Denied("s", 1, this=False),  # the oldest, forgotten: its count now
+        Counted("late", 0),
+        Counted("s", 1, this=False),  # the oldest, forgotten: its count now
     ]
     assert denials.note("n0", QUIET_S + 4) == []
-    assert denials.counted() == [Denied("n0", 1, this=False)] and denials.counted() == []
+    assert denials.counted() == [Counted("n0", 1, this=False)] and denials.counted() == []
+
+
+def test_an_agent_polling_status_writes_a_line_an_hour_not_one_a_call(tmp_path: Path) -> None:
+    """Reads are audited as `query` entries: the first of each read by each caller at once,
+    the same read again within the hour counted, and the count written with its next entry
+    or when the daemon stops. Before, every call wrote an entry (and a commit): an agent
+    polling `status` every 10 s wrote 8,640 a day, kept for `log_days`."""
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "x.sh").write_text("echo x\n")
+    config = tmp_path / "moltsched.yaml"
+    config.write_text("tasks:\n  - {id: x, script: x.sh, cron: '0 0 1 1 *'}\n")
+    db = tmp_path / "state" / "moltsched.db"
+    daemon = DaemonProcess(config).start()
+    try:
+        for args in [("--json", "status")] * 12 + [("status", "x")] * 3 + [("chat", "status")]:
+            assert cli(*args, config=config).returncode == 0
+        assert cli("pause", "x", config=config).returncode == 0  # a change: each one logged
+        assert cli("resume", "x", config=config).returncode == 0
+    finally:
+        assert daemon.stop() == 0
+    audit = query(db, "SELECT action, message, actor FROM log WHERE actor IS NOT NULL ORDER BY id")
+    me = f"cli:{getpass.getuser()}"
+    assert [(a, m) for a, m, _ in audit[:6]] == [
+        ("query", "status"),
+        ("query", "status:x"),
+        ("command", "pause:x"),
+        ("paused", "paused by " + me),
+        ("command", "resume:x"),
+        ("resumed", "resumed by " + me),
+    ]
+    assert {(a, m) for a, m, _ in audit[6:]} == {  # as the daemon stopped
+        ("query", "status; 12 more, not logged one by one"),
+        ("query", "status:x; 2 more, not logged one by one"),
+    }
+    assert len(audit) == 8
+    assert {actor for _, _, actor in audit} == {me}

@@ -1,21 +1,49 @@
 """The outbox of alerts and the action log: rows written before anything is sent, and
-everything that happened, with who did it."""
+everything that happened, with who did it (reads counted, see `log_query`)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncGenerator, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from scheduler_core.model import LogEntry, OutboxItem
-from scheduler_core.store.core import _LOG_INSERT, StoreCore, _Tx, from_epoch, to_epoch
+import aiosqlite
+
+from scheduler_core.model import LogEntry, OutboxItem, Retention
+from scheduler_core.store.core import (
+    _LOG_INSERT,
+    DEFAULT_RETENTION,
+    StoreCore,
+    _Tx,
+    from_epoch,
+    to_epoch,
+)
+from scheduler_core.tally import Counted, Tally
 
 log = logging.getLogger(__name__)
 
 
+# A read as the action log keeps it: (actor, task id, the command as typed in the chat).
+_Query = tuple[str | None, str | None, str]
+
+
 class AlertAndLogRows(StoreCore):
+    def __init__(
+        self, conn: aiosqlite.Connection, path: Path, retention: Retention = DEFAULT_RETENTION
+    ) -> None:
+        super().__init__(conn, path, retention)
+        self._queries: Tally[_Query] = Tally()
+
+    async def close(self) -> None:
+        """The counts of reads not written yet go in first."""
+        for counted in self._queries.counted():
+            self._log_query(counted)
+        await super().close()
+
     async def queue_alert(
         self,
         task_id: str,
@@ -187,6 +215,21 @@ class AlertAndLogRows(StoreCore):
                 )
 
         task.add_done_callback(done)
+
+    def log_query(self, message: str, *, task_id: str | None, actor: str | None) -> None:
+        """Audit a read (`status`, `logs:x`...) as a `query` entry, without waiting for it
+        (see `log_later`). The same read by the same caller within the hour is counted, not
+        written, so an agent polling `status` adds an entry an hour, not one a call."""
+        for counted in self._queries.note((actor, task_id, message), time.monotonic()):
+            self._log_query(counted)
+
+    def _log_query(self, c: Counted[_Query]) -> None:
+        actor, task_id, message = c.key
+        if c.this:
+            text = message + c.before()
+        else:
+            text = f"{message}; {c.more} more, not logged one by one"
+        self.log_later("query", text, task_id=task_id, actor=actor)
 
     async def logs(
         self, task_id: str | None = None, limit: int = 20, *, queries: bool = False
