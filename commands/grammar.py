@@ -124,6 +124,8 @@ def parse(text: str) -> Command:
     body = text.strip(_AROUND).rstrip(".!?…").rstrip(_AROUND)  # "Status." from a phone
     if len(body) > MAX_TEXT:
         raise ParseError(f"That is too long to be a command.\n{help_text()}")
+    if len(body.splitlines()) > 1:
+        raise ParseError("One command a message, please: send each line on its own.")
     if body.startswith("/"):
         body = body[1:].lstrip()
     if not body:
@@ -133,11 +135,11 @@ def parse(text: str) -> Command:
     arg = parts[1].strip() if len(parts) > 1 else ""
     verb = _BY_NAME.get(word)
     if verb is None:
-        raise ParseError(f"I don't know {shown(parts[0])!r}.\n{help_text()}")
+        raise ParseError(f"I don't know '{shown(parts[0])}'.\n{help_text()}")
     if verb.arg is Arg.NONE and arg:
         raise ParseError(f"{verb.name} takes nothing after it.\n{help_text()}")
     if verb.arg is Arg.REQUIRED and not arg:
         raise ParseError(f"Which task? Send {verb.usage}")
     if any(unicodedata.category(ch) in ("Cc", "Cf") for ch in arg):
-        raise ParseError(f"{shown(arg)!r} is not a task id.")
+        raise ParseError(f"'{shown(arg)}' is not a task id.")
     return verb.make(arg or None)

@@ -91,11 +91,15 @@ def test_grammar(text: str, command: object) -> None:
         ("help:me", "help takes nothing after it."),
         ("x" * 10_000, "That is too long to be a command."),
         ("run:" + "a" * 300, "That is too long to be a command."),
-        ("run:a\x00b", "is not a task id"),
+        ("run:a\x00b", "'a\\u0000b' is not a task id"),  # escaped once, not twice
         ("run:scraper\u202egnp.exe", "is not a task id"),
         ("run:\x1b[31mred", "is not a task id"),
         ("🙂", "I don't know '🙂'."),
         ("\u202erun:x", "I don't know"),
+        # Two commands, a line each: before, a garbled "… is not a task id."
+        ("pause:a\npause:b", "One command a message, please"),
+        ("status\r\nlogs", "One command a message, please"),
+        ("run:x\u2028run:y", "One command a message, please"),
     ],
 )
 def test_what_is_not_a_command_gets_a_short_answer(text: str, answer: str) -> None:
