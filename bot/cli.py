@@ -32,10 +32,7 @@ from scheduler_core.errors import StoreError
 # What only the commands need (commands.*) is imported where they are read, so that the
 # daemon, which starts through here, does not carry it until it is asked something.
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-
     from commands.command import Command, Request
-    from config.loader import AppConfig
 
 
 class _Parser(argparse.ArgumentParser):
@@ -227,7 +224,9 @@ def _main(args: argparse.Namespace) -> int:
         answered = client.ask(hint, request)
         if answered is not None:
             return answered
-    return _offline(config_path, request, hint)
+    from bot.offline import answer
+
+    return answer(config_path, request, hint)
 
 
 def _command(args: argparse.Namespace) -> Command:
@@ -295,99 +294,6 @@ def _daemon(config_path: Path) -> int:
     gc.freeze()
     gc.enable()
     return asyncio.run(serve(config, signals=signals))
-
-
-def _offline(config_path: Path, request: Request, hint: Path | None) -> int:
-    import asyncio
-
-    if hint is not None and not hint.exists():  # a state directory the file names anew
-        answered = client.ask_where_it_ran(config_path, hint, request)
-        if answered is not None:
-            return answered
-    config = load(config_path)
-    if config.settings.state_dir != hint:
-        # The quick look at the file was wrong or could not tell: ask the real place.
-        answered = client.ask(config.settings.state_dir, request)
-        if answered is not None:
-            return answered
-    return asyncio.run(_offline_answer(config, request))
-
-
-async def _offline_answer(config: AppConfig, request: Request) -> int:
-    """Answer with no daemon and print the answer; returns the exit code.
-
-    Reads work on the database directly. What may start or stop runs happens in the
-    foreground holding the state lock, so it never overlaps a daemon or another foreground run.
-    """
-    import asyncio
-    import signal
-
-    from bot.respond import only_reads, respond, runs_tasks
-    from scheduler_core.store import Store
-
-    settings = config.settings
-    if runs_tasks(request.command):
-        from bot.lock import runs_as_owner
-
-        runs_as_owner(settings.state_dir)
-    store = await Store.open(settings.db_path, settings.retention)
-    try:
-        if only_reads(request.command):  # the tasks alone: no scheduler to load or build
-            from scheduler_core.clock import SystemClock
-            from scheduler_core.reads import Reads
-
-            tasks = Reads(store, config.tasks, SystemClock())
-            return await _print(*await respond(request, tasks, config.zone, daemon=False))
-        from bot.engine import build_engine
-        from bot.lock import StateLock
-        from scheduler_core import procs
-
-        scheduler = build_engine(config, store).scheduler
-        if not runs_tasks(request.command):
-            return await _print(*await respond(request, scheduler, config.zone, daemon=False))
-        lock = StateLock(settings.state_dir)
-        if not lock.try_acquire():
-            answered = client.ask(settings.state_dir, request)
-            if answered is not None:
-                return answered
-            stuck = lock.never_free()
-            if stuck is not None:
-                raise Failure(*stuck, EXIT_STATE)
-            print("moltsched: waiting for another foreground run to finish", file=sys.stderr)
-            await lock.acquire()
-        try:
-            await scheduler.prepare()
-            procs.only_runs()  # a foreground run: this process starts nothing else
-            loop = asyncio.get_running_loop()
-
-            def stop() -> None:  # a second one: no grace (Ctrl-C twice)
-                if not scheduler.closing:
-                    print("moltsched: stopping the run (again: at once)", file=sys.stderr)
-                scheduler.close(now=scheduler.closing)
-
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop)
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(scheduler.run(schedule=False))
-                try:
-                    return await _print(
-                        *await respond(request, scheduler, config.zone, daemon=False)
-                    )
-                finally:
-                    scheduler.close()
-        finally:
-            lock.release()
-    finally:
-        await store.close()
-
-
-async def _print(meta: dict[str, Any], body: AsyncIterator[str]) -> int:
-    # Printed while the store is open: a streamed answer reads from it as it goes.
-    async for chunk in body:  # a BrokenPipeError (`| head` had enough) goes to main()
-        sys.stdout.write(chunk)
-        sys.stdout.flush()
-    sys.stderr.write(str(meta.get("err", "")))
-    return int(meta.get("exit", 1))
 
 
 if __name__ == "__main__":

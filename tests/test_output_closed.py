@@ -83,6 +83,23 @@ def test_daemon_up(config: Path) -> None:
         assert daemon.stop() == 0
 
 
+def test_a_run_in_the_foreground_whose_reader_left(config: Path) -> None:
+    """`moltsched run TASK | true` with no daemon: the run is recorded and the command stops
+    quietly. Before: a traceback (the broken pipe came out of the run's task group wrapped
+    in an exception group, which the command did not take for a reader gone)."""
+    proc = subprocess.Popen(
+        [MOLTSCHED, "--config", str(config), "run", "t1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    proc.stdout.close()  # the reader is gone before anything is written
+    _, err = proc.communicate(timeout=60)
+    assert (proc.returncode, err.decode()) == (141, "")
+    db = config.parent / "state" / "moltsched.db"
+    assert query(db, "SELECT outcome FROM run WHERE task_id = 't1'") == [("success",)]
+
+
 def test_a_daemon_started_with_its_outputs_closed_runs(tmp_path: Path) -> None:
     """`moltsched daemon >&- 2>&-` needs no output: it runs (and the files it opens never
     take the places of stdout or stderr, where a stray write would land in them)."""

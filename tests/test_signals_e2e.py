@@ -4,15 +4,17 @@ default action of dying on the spot."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
+import termios
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import MOLTSCHED, query, wait_sync
+from tests.helpers import MOLTSCHED, alive, processes_of, query, wait_sync
 
 TASKS = 2000  # a start-up long enough to signal it many times
 
@@ -145,3 +147,49 @@ def test_ctrl_c_twice_on_a_run_in_the_foreground(tmp_path: Path) -> None:
     finally:
         proc.kill()
     assert query(db, "SELECT outcome FROM run WHERE task_id = 'slow'") == [("interrupted",)]
+
+
+def _take_the_terminal() -> None:
+    # In the child, after setsid (start_new_session): the pty on fd 0 becomes its terminal.
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def test_the_terminal_closed_under_a_run_in_the_foreground(tmp_path: Path) -> None:
+    """`moltsched run TASK` with no daemon, in a terminal that is closed (or an ssh session
+    that drops): the hang-up ends the run as Ctrl-C does, recorded `interrupted`, nothing
+    of it left. Before, the command died of the SIGHUP on the spot; its task ran on in its
+    own session with no one to stop or record it, its row `running` until some later start."""
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "slow.sh").write_text("sleep 600\n")
+    config = tmp_path / "moltsched.yaml"
+    config.write_text("tasks:\n  - {id: slow, script: slow.sh, cron: '0 0 1 1 *', grace: 2s}\n")
+    db = tmp_path / "state" / "moltsched.db"
+    terminal, tty = os.openpty()
+    try:
+        proc = subprocess.Popen(
+            [MOLTSCHED, "--config", str(config), "run", "slow"],
+            stdin=tty,
+            stdout=tty,
+            stderr=tty,
+            start_new_session=True,
+            preexec_fn=_take_the_terminal,
+        )
+    finally:
+        os.close(tty)
+    try:
+        wait_sync(
+            lambda: query(db, "SELECT COUNT(*) FROM run WHERE ended IS NULL") == [(1,)],
+            30,
+            "slow to run",
+        )
+        running = processes_of(db, {"slow"})
+        assert running
+        os.close(terminal)  # the hang-up: SIGHUP to the terminal's controlling process
+        terminal = -1
+        proc.wait(30)
+    finally:
+        if terminal >= 0:
+            os.close(terminal)
+        proc.kill()
+    assert query(db, "SELECT outcome FROM run WHERE task_id = 'slow'") == [("interrupted",)]
+    assert not any(alive(p) for p in running) and processes_of(db, {"slow"}) == []

@@ -1,0 +1,122 @@
+"""Answers with no daemon: reads from the database directly, and what may start or stop
+runs in the foreground, holding the state lock, so that it never overlaps a daemon or
+another foreground run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from bot import client
+from bot.failure import EXIT_STATE, Failure, load
+from commands.command import Request
+from config.loader import AppConfig
+
+
+def answer(config_path: Path, request: Request, hint: Path | None) -> int:
+    """Answer `request` with no daemon at `hint` (the state directory the file seems to
+    name), or with the daemon found where the file really points; returns the exit code."""
+    if hint is not None and not hint.exists():  # a state directory the file names anew
+        answered = client.ask_where_it_ran(config_path, hint, request)
+        if answered is not None:
+            return answered
+    config = load(config_path)
+    if config.settings.state_dir != hint:
+        # The quick look at the file was wrong or could not tell: ask the real place.
+        answered = client.ask(config.settings.state_dir, request)
+        if answered is not None:
+            return answered
+    return asyncio.run(_answer(config, request))
+
+
+async def _answer(config: AppConfig, request: Request) -> int:
+    """Answer with no daemon and print the answer; returns the exit code.
+
+    Reads work on the database directly. What may start or stop runs happens in the
+    foreground holding the state lock, so it never overlaps a daemon or another foreground run.
+    """
+    from bot.respond import only_reads, respond, runs_tasks
+    from scheduler_core.store import Store
+
+    settings = config.settings
+    if runs_tasks(request.command):
+        from bot.lock import runs_as_owner
+
+        runs_as_owner(settings.state_dir)
+    store = await Store.open(settings.db_path, settings.retention)
+    try:
+        if only_reads(request.command):  # the tasks alone: no scheduler to load or build
+            from scheduler_core.clock import SystemClock
+            from scheduler_core.reads import Reads
+
+            tasks = Reads(store, config.tasks, SystemClock())
+            return await _print(*await respond(request, tasks, config.zone, daemon=False))
+        from bot.engine import build_engine
+        from bot.lock import StateLock
+        from scheduler_core import procs
+
+        scheduler = build_engine(config, store).scheduler
+        if not runs_tasks(request.command):
+            return await _print(*await respond(request, scheduler, config.zone, daemon=False))
+        lock = StateLock(settings.state_dir)
+        if not lock.try_acquire():
+            answered = client.ask(settings.state_dir, request)
+            if answered is not None:
+                return answered
+            stuck = lock.never_free()
+            if stuck is not None:
+                raise Failure(*stuck, EXIT_STATE)
+            print("moltsched: waiting for another foreground run to finish", file=sys.stderr)
+            await lock.acquire()
+        try:
+            await scheduler.prepare()
+            procs.only_runs()  # a foreground run: this process starts nothing else
+            loop = asyncio.get_running_loop()
+
+            def stop() -> None:  # a second one: no grace (Ctrl-C twice)
+                again = scheduler.closing
+                scheduler.close(now=again)
+                if not again:
+                    with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP)
+                        print("moltsched: stopping the run (again: at once)", file=sys.stderr)
+
+            # SIGHUP: the terminal closed. The run has a session of its own, so nothing else
+            # would stop it, and a process killed by it could not record it.
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                loop.add_signal_handler(sig, stop)
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(scheduler.run(schedule=False))
+                    try:
+                        return await _print(
+                            *await respond(request, scheduler, config.zone, daemon=False)
+                        )
+                    finally:
+                        scheduler.close()
+            except ExceptionGroup as group:  # as main() knows it: a reader gone, a Failure...
+                if len(group.exceptions) == 1:
+                    raise group.exceptions[0] from None
+                raise
+        finally:
+            lock.release()
+    finally:
+        await store.close()
+
+
+async def _print(meta: dict[str, Any], body: AsyncIterator[str]) -> int:
+    # Printed while the store is open: a streamed answer reads from it as it goes.
+    async for chunk in body:
+        try:
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+        except OSError as exc:  # `| head` had enough (EPIPE), the terminal hung up (EIO)
+            raise client.ReaderGone() from exc
+    with contextlib.suppress(OSError):  # nowhere left to say it
+        sys.stderr.write(str(meta.get("err", "")))
+    return int(meta.get("exit", 1))
