@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import socket
+import struct
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -27,8 +29,23 @@ LOCK_NAME = "moltsched.lock"
 END = b"\0"
 
 
+# While an answer is awaited: how often to look whether the daemon is stopped, and after how
+# long a silence to ask it on a second connection whether it still answers at all (a `run`
+# may take hours, and says nothing meanwhile), giving it HUNG_S to.
+LOOK_S = 1.0
+PING_AFTER_S = 15.0
+HUNG_S = 30.0
+_PING = {"command": {"verb": "ping"}, "json": False}
+
+
 class DaemonGone(Exception):
     """The daemon accepted the request but went away before answering."""
+
+
+class NotAnswering(Exception):
+    """A daemon holds the control socket but does not answer: stopped (Ctrl-Z in its
+    terminal, SIGSTOP), or its loop stuck. systemd's watchdog restarts a stuck one; without
+    systemd nothing would, and every command would wait for ever."""
 
 
 class ReaderGone(Exception):
@@ -36,28 +53,42 @@ class ReaderGone(Exception):
 
 
 def request(
-    state_dir: Path, payload: dict[str, Any], out: BinaryIO | None = None
+    state_dir: Path,
+    payload: dict[str, Any],
+    out: BinaryIO | None = None,
+    *,
+    patience: float | None = None,
 ) -> dict[str, Any] | None:
     """Send `payload` to the daemon and copy its answer to `out`; None if no daemon listens.
 
     Returns the metadata (`exit`, `err`, ...). Without `out` the text is returned as `out`.
+    NotAnswering if the daemon is stopped, or (`patience`) has said nothing for that long;
+    without `patience`, a silence is waited out as long as the daemon answers a ping.
     """
     path = state_dir / SOCKET_NAME
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
+        # A stopped daemon's backlog fills up, and a connect to it would then wait too.
+        sock.settimeout(HUNG_S if patience is None else patience)
         try:
             sock.connect(str(path))
         except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError):
             return None
+        except TimeoutError:
+            raise NotAnswering(
+                f"the daemon takes no more connections on {path}: it is stopped or stuck"
+            ) from None
         except OSError as exc:
             if len(str(path)) > 100:
                 raise OSError(f"the socket path is too long for a unix socket: {path}") from exc
             raise
+        daemon = _Daemon(sock, state_dir, patience)
+        daemon.look()  # a request to a stopped daemon would be carried out when it goes on
         sock.sendall(json.dumps(payload | {"sealed": True}).encode() + b"\n")
         sock.shutdown(socket.SHUT_WR)
         head = bytearray()
         while b"\n" not in head:
-            chunk = sock.recv(1 << 16)
+            chunk = daemon.recv(1 << 16)
             if not chunk:
                 raise DaemonGone("the daemon closed the connection without answering")
             head += chunk
@@ -77,7 +108,7 @@ def request(
                         out.flush()
                     except BrokenPipeError:
                         raise ReaderGone from None
-            data = sock.recv(1 << 20)
+            data = daemon.recv(1 << 20)
             if not data:
                 break
         if sealed and held != END:
@@ -89,6 +120,68 @@ def request(
     return meta
 
 
+class _Daemon:
+    """The daemon at the other end of a connection, watched while its answer is awaited."""
+
+    def __init__(self, sock: socket.socket, state_dir: Path, patience: float | None) -> None:
+        self.sock = sock
+        self.state_dir = state_dir
+        self.patience = patience
+        self.pid = _peer_pid(sock)
+        sock.settimeout(LOOK_S if patience is None else patience)
+
+    def recv(self, size: int) -> bytes:
+        silent = time.monotonic()
+        while True:
+            try:
+                return self.sock.recv(size)
+            except TimeoutError:
+                if self.patience is not None:
+                    raise NotAnswering(
+                        f"{self._named()} has not answered in {self.patience:g} s"
+                    ) from None
+            self.look()
+            if time.monotonic() - silent >= PING_AFTER_S:
+                try:  # refused (None): it is stopping, and this answer comes as it does
+                    request(self.state_dir, _PING, patience=HUNG_S)
+                except NotAnswering:
+                    raise NotAnswering(
+                        f"{self._named()} has not answered for {PING_AFTER_S + HUNG_S:g} s: "
+                        "it is stuck (systemd's watchdog restarts it; without systemd, "
+                        "restart it). What was asked may still be done when it goes on"
+                    ) from None
+                silent = time.monotonic()
+
+    def look(self) -> None:
+        """NotAnswering if the daemon is stopped."""
+        if self.pid is not None and _state(self.pid) in ("T", "t"):
+            raise NotAnswering(
+                f"{self._named()} is stopped (Ctrl-Z in its terminal, or SIGSTOP): "
+                f"`kill -CONT {self.pid}` (or `fg` in its terminal) lets it go on"
+            )
+
+    def _named(self) -> str:
+        return "the daemon" if self.pid is None else f"the daemon (pid {self.pid})"
+
+
+def _peer_pid(sock: socket.socket) -> int | None:
+    """The pid of the process listening at the other end (Linux; None elsewhere)."""
+    option = getattr(socket, "SO_PEERCRED", None)
+    if option is None:
+        return None
+    pid, _, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, option, 12))
+    return pid or None
+
+
+def _state(pid: int) -> str | None:
+    """A process's state letter (R, S, D, T, t, Z...); None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0].decode()
+    except (OSError, IndexError):
+        return None
+
+
 def ask(state_dir: Path, asked: Request) -> int | None:
     """Have the daemon answer `asked`, printing as the answer arrives; None if no daemon
     is up. Failure if it cannot be reached, refuses, or goes away."""
@@ -97,6 +190,8 @@ def ask(state_dir: Path, asked: Request) -> int | None:
     except DaemonGone as exc:
         # What was asked may have been a run, and it was cut short: as an interrupted run.
         raise Failure(str(exc), "daemon-gone", 1) from None
+    except NotAnswering as exc:
+        raise Failure(str(exc), "unavailable", EXIT_STATE) from None
     except KeyboardInterrupt:  # Ctrl-C: what the daemon does goes on without us
         task = getattr(asked.command, "task", None)
         going = f"; {task} goes on in the daemon (`moltsched status {task}` follows it)"

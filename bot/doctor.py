@@ -189,7 +189,7 @@ def _daemon(state_dir: Path, group: str | None, config_path: Path) -> Check:
             if group
             else f"set control.group in the configuration and add {me} to that group",
         )
-    except (OSError, client.DaemonGone) as exc:
+    except (OSError, client.DaemonGone, client.NotAnswering) as exc:
         return Check("daemon", "fail", f"cannot reach it: {exc}", "see its log")
     if reply is None:
         pid = StateLock(state_dir).held_by_a_daemon()
@@ -221,7 +221,7 @@ def _daemon_before(config_path: Path, state_dir: Path) -> Check | None:
     before = kept.settings.state_dir if isinstance(kept, AppConfig) else None
     if before is None or before == state_dir:
         return None
-    with contextlib.suppress(OSError, client.DaemonGone):
+    with contextlib.suppress(OSError, client.DaemonGone, client.NotAnswering):
         reply = client.request(before, Request(Ping()).to_wire())
         if reply is not None and "pid" in reply:
             return Check(

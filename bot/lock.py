@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bot.client import LOCK_NAME, SOCKET_NAME
+from bot.client import LOCK_NAME, SOCKET_NAME, NotAnswering
 from bot.failure import EXIT_STATE, Failure
 from scheduler_core import procs
 
@@ -93,6 +93,17 @@ async def lock_for_daemon(
     on the control socket). Without that look, a removed lock file would let two daemons
     run every task."""
     lock = StateLock(state_dir, "daemon")
+    try:
+        return await _lock_for_daemon(lock, stop, answers)
+    except NotAnswering as exc:  # a daemon is there, stopped or stuck
+        lock.release()
+        raise OtherDaemon(f"a daemon is already running on {state_dir}, but {exc}") from None
+
+
+async def _lock_for_daemon(
+    lock: StateLock, stop: asyncio.Event, answers: Callable[[], object]
+) -> StateLock | None:
+    state_dir = lock.path.parent
     if lock.try_acquire():
         if await asyncio.to_thread(answers):
             lock.release()
