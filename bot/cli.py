@@ -288,6 +288,10 @@ def _daemon(config_path: Path) -> int:
         config = load(config_path)
     except Failure as exc:
         logging.getLogger("moltsched").error("%s", exc)
+        if exc.code == EXIT_USAGE:  # a file with problems, which a restart cannot mend
+            from bot.start_refused import tell
+
+            tell(config_path, list(exc.extra.get("problems", [str(exc)])))
         return exc.code
     # What was built to start (the modules, the tasks) lives as long as the daemon: frozen,
     # the cycle collector, on again for what the daemon does next, never looks through it.

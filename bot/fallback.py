@@ -102,43 +102,44 @@ class Fallback(TimedLoop):
 
     async def deliver(self, text: str, task_id: str | None, kind: str) -> bool:
         """Run the command for one alert; whether it succeeded."""
-        env = os.environ | {"MOLTSCHED_ALERT_TASK": task_id or "", "MOLTSCHED_ALERT_KIND": kind}
-        with procs.Spawning() as spawning:
-            try:
-                proc = await asyncio.create_subprocess_exec(
-                    *self.argv,
-                    stdin=asyncio.subprocess.PIPE,
-                    stdout=asyncio.subprocess.DEVNULL,
-                    stderr=asyncio.subprocess.PIPE,
-                    env=env,
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                log.warning("alert fallback %s cannot start: %s", self.argv[0], exc)
-                return False
-            spawning.registered(proc.pid)
+        return await command_delivers(self.argv, text, task_id, kind)
+
+
+async def command_delivers(argv: Sequence[str], text: str, task_id: str | None, kind: str) -> bool:
+    """Run the fallback command `argv` for one alert; whether it succeeded."""
+    env = os.environ | {"MOLTSCHED_ALERT_TASK": task_id or "", "MOLTSCHED_ALERT_KIND": kind}
+    with procs.Spawning() as spawning:
         try:
-            async with asyncio.timeout(COMMAND_TIMEOUT_S):
-                err = await _talk(proc, text.encode())
-        except TimeoutError:
-            log.warning(
-                "alert fallback %s took over %.0fs; stopped", self.argv[0], COMMAND_TIMEOUT_S
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+                env=env,
+                start_new_session=True,
             )
+        except OSError as exc:
+            log.warning("alert fallback %s cannot start: %s", argv[0], exc)
             return False
-        finally:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)  # nothing it started outlives it
-            if proc.returncode is None:
-                await proc.wait()
-            procs.collected(proc.pid)
-        if proc.returncode != 0:
-            last = safe_text(err.decode(errors="replace")).strip().splitlines()[-1:] or [""]
-            log.warning(
-                "alert fallback %s exited %s: %s", self.argv[0], proc.returncode, last[0][:200]
-            )
-            return False
-        log.info("alert %s for %s delivered by the fallback command", kind, task_id or "moltsched")
-        return True
+        spawning.registered(proc.pid)
+    try:
+        async with asyncio.timeout(COMMAND_TIMEOUT_S):
+            err = await _talk(proc, text.encode())
+    except TimeoutError:
+        log.warning("alert fallback %s took over %.0fs; stopped", argv[0], COMMAND_TIMEOUT_S)
+        return False
+    finally:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)  # nothing it started outlives it
+        if proc.returncode is None:
+            await proc.wait()
+        procs.collected(proc.pid)
+    if proc.returncode != 0:
+        last = safe_text(err.decode(errors="replace")).strip().splitlines()[-1:] or [""]
+        log.warning("alert fallback %s exited %s: %s", argv[0], proc.returncode, last[0][:200])
+        return False
+    log.info("alert %s for %s delivered by the fallback command", kind, task_id or "moltsched")
+    return True
 
 
 async def _talk(proc: asyncio.subprocess.Process, text: bytes) -> bytes:

@@ -33,7 +33,9 @@ def test_the_unit_has_what_a_deployment_needs() -> None:
     d = directives()
     assert d["Type"] == "notify" and int(d["WatchdogSec"]) > 0
     assert d["ExecStart"].endswith("/.venv/bin/moltsched daemon")  # no shell wrapper
-    assert d["ExecStartPre"].endswith("moltsched validate")
+    # The daemon checks the file itself: a validate before it would refuse a broken file
+    # without a word to the phone (see bot.start_refused).
+    assert "ExecStartPre" not in d
     assert d["ExecReload"].endswith("/.venv/bin/moltsched reload")  # waits, fails if rejected
     assert d["Restart"] == "on-failure" and d["KillMode"] == "mixed"
     assert "2" in d["RestartPreventExitStatus"].split()  # a bad configuration: no loop

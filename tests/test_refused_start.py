@@ -1,0 +1,95 @@
+"""A configuration that stops the daemon from starting is heard of on the phone.
+
+An edit that broke the file (never reloaded, or rejected by `reload` and forgotten) is found
+at the next start, a reboot a week later: the daemon refuses to start on it, as it must, and
+systemd does not restart it (exit 2). Before, nothing ran from then on, and only the journal
+knew. Now the daemon tells the alert recipients of the configuration it last ran with (over
+Signal, or through its fallback command), once for each broken version of the file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from support.signal_service import ACCOUNT, ALICE, SignalService
+from tests.helpers import spawn_daemon, wait_for
+
+
+async def start(config: Path) -> asyncio.subprocess.Process:
+    with open(config.parent / "daemon.log", "ab") as log:  # noqa: ASYNC230 - before any work
+        return await spawn_daemon(config, log)
+
+
+async def refused(config: Path) -> None:
+    """Start the daemon on a broken file: it exits 2, as before."""
+    proc = await start(config)
+    assert await asyncio.wait_for(proc.wait(), 60) == 2
+
+
+def write(config: Path, every: str, more: str) -> None:
+    config.write_text(f"tasks:\n  - {{id: tick, script: tick.sh, every: {every}}}\n" + more)
+
+
+async def test_the_phone_hears_that_the_daemon_cannot_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the last good one's place
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "tick.sh").write_text("echo tick\n")
+    config = tmp_path / "moltsched.yaml"
+    async with SignalService() as service:
+        section = (
+            f'signal:\n  service: {service.service}\n  account: "{ACCOUNT}"\n'
+            f'  admins: ["{ALICE}"]\n'
+        )
+        write(config, "1h", section)
+        proc = await start(config)
+        await service.wait_connected(20)
+        proc.terminate()
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+
+        write(config, "soon", section)  # broken while the daemon was down
+        await refused(config)
+        (told,) = await service.wait_sent(1, 30)
+        assert told["recipients"] == [ALICE] and told["number"] == ACCOUNT
+        text = str(told["message"])
+        assert "cannot start" in text and "tasks[0].every" in text, text
+        assert "moltsched validate" in text, text
+
+        # Each start has told whom it tells before it exits.
+        await refused(config)  # started again on the same file (a restart loop): not again
+        assert len(service.sent) == 1
+        write(config, "never", section)
+        await refused(config)  # another broken version of the file: said again
+        assert len(service.sent) == 2 and "never" in str(service.sent[1]["message"])
+
+
+async def test_without_signal_the_fallback_command_hears_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "tick.sh").write_text("echo tick\n")
+    heard = tmp_path / "heard"
+    (tmp_path / "hook.sh").write_text(
+        f'cat > "{heard}"; echo "$MOLTSCHED_ALERT_KIND" >> "{heard}"\n'
+    )
+    hook = f"alerts:\n  fallback_command: [bash, {tmp_path / 'hook.sh'}]\n"
+    config = tmp_path / "moltsched.yaml"
+    write(config, "soon", hook)
+    await refused(config)  # never started on a good file: no one to tell, nothing told
+    assert not heard.exists()
+
+    write(config, "1h", hook)
+    proc = await start(config)
+    await wait_for(lambda: (tmp_path / "state" / "control.sock").exists(), 30)
+    proc.terminate()
+    assert await asyncio.wait_for(proc.wait(), 30) == 0
+
+    write(config, "soon", hook)
+    await refused(config)
+    said = heard.read_text()
+    assert "cannot start" in said and "tasks[0].every" in said and said.endswith("config\n")
