@@ -87,8 +87,12 @@ async def _answer(config: AppConfig, request: Request) -> int:
                         print("moltsched: stopping the run (again: at once)", file=sys.stderr)
 
             # SIGHUP: the terminal closed. The run has a session of its own, so nothing else
-            # would stop it, and a process killed by it could not record it.
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            # would stop it, and a process killed by it could not record it. Unless it is
+            # ignored already: `nohup moltsched run TASK` is meant to outlive the terminal.
+            stops = [signal.SIGINT, signal.SIGTERM]
+            if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+                stops.append(signal.SIGHUP)
+            for sig in stops:
                 loop.add_signal_handler(sig, stop)
             try:
                 async with asyncio.TaskGroup() as tg:

@@ -193,3 +193,33 @@ def test_the_terminal_closed_under_a_run_in_the_foreground(tmp_path: Path) -> No
         proc.kill()
     assert query(db, "SELECT outcome FROM run WHERE task_id = 'slow'") == [("interrupted",)]
     assert not any(alive(p) for p in running) and processes_of(db, {"slow"}) == []
+
+
+def test_nohup_keeps_a_run_in_the_foreground_going(tmp_path: Path) -> None:
+    """`nohup moltsched run TASK &`: SIGHUP stays ignored, as nohup meant, and the run ends
+    by itself, a success."""
+    (tmp_path / "tasks").mkdir()
+    go = tmp_path / "go"
+    (tmp_path / "tasks" / "waits.sh").write_text(f'until [ -e "{go}" ]; do sleep 0.05; done\n')
+    config = tmp_path / "moltsched.yaml"
+    config.write_text("tasks:\n  - {id: waits, script: waits.sh, cron: '0 0 1 1 *'}\n")
+    db = tmp_path / "state" / "moltsched.db"
+    proc = subprocess.Popen(
+        [MOLTSCHED, "--config", str(config), "run", "waits"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),
+    )
+    try:
+        wait_sync(
+            lambda: query(db, "SELECT COUNT(*) FROM run WHERE ended IS NULL") == [(1,)],
+            30,
+            "waits to run",
+        )
+        assert signal.SIGHUP not in caught(proc.pid)  # left to the kernel, which drops it
+        proc.send_signal(signal.SIGHUP)
+        go.touch()
+        assert proc.wait(30) == 0
+    finally:
+        proc.kill()
+    assert query(db, "SELECT outcome FROM run WHERE task_id = 'waits'") == [("success",)]
