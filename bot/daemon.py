@@ -28,7 +28,7 @@ from bot.control import ControlServer
 from bot.denials import ControlRefusals
 from bot.engine import Engine, build_engine
 from bot.fallback import Fallback
-from bot.lock import OtherDaemon, lock_for_daemon, private_state
+from bot.lock import OtherDaemon, StateLock, lock_for_daemon, private_state
 from bot.outbox import Outbox
 from bot.respond import Answer, respond
 from bot.signals import Signals
@@ -99,7 +99,7 @@ async def serve(
         try:
             if stop.is_set():
                 return EXIT_OK
-            return await _serve_started(config, clock, signals)
+            return await _serve_started(config, clock, signals, lock)
         finally:
             lock.release()
     finally:
@@ -244,7 +244,9 @@ class Daemon:
             self.signal.update(new_signal)
 
 
-async def _serve_started(config: AppConfig, clock: Clock | None, signals: Signals) -> int:
+async def _serve_started(
+    config: AppConfig, clock: Clock | None, signals: Signals, lock: StateLock
+) -> int:
     settings = config.settings
     stop = signals.stop
     store = await Store.open(settings.db_path, settings.retention)
@@ -321,6 +323,7 @@ async def _serve_started(config: AppConfig, clock: Clock | None, signals: Signal
                 for helper in helpers:
                     tg.create_task(helper.run(), name=type(helper).__name__)
                 await stop.wait()
+                lock.mark_stopping()  # before the socket goes: see StateLock.never_free
                 signals.stopping()
                 signals.hurry = functools.partial(scheduler.close, now=True)
                 notify("STOPPING=1")

@@ -21,7 +21,7 @@ from typing import Any
 
 from bot import client
 from bot.access import user_name
-from bot.lock import StateLock
+from bot.lock import StateLock, is_stopping
 from commands.command import Ping, Request
 from config.checks import task_warnings
 from config.loader import AppConfig, ConfigError, load_config
@@ -192,7 +192,11 @@ def _daemon(state_dir: Path, group: str | None, config_path: Path) -> Check:
     except (OSError, client.DaemonGone, client.NotAnswering) as exc:
         return Check("daemon", "fail", f"cannot reach it: {exc}", "see its log")
     if reply is None:
-        pid = StateLock(state_dir).held_by_a_daemon()
+        lock = StateLock(state_dir)
+        stopping = lock.stopping()
+        if stopping is not None:
+            return Check("daemon", "warn", is_stopping(stopping), "wait for it")
+        pid = lock.held_by_a_daemon()
         if pid is not None:
             return Check(
                 "daemon",

@@ -32,7 +32,11 @@ def via_sighup(state_dir: Path, ask: Callable[[], int | None]) -> int | None:
     """When the daemon that holds the state runs without its control socket (the file was
     removed): SIGHUP it, which makes the socket again, and `ask` it once it answers. None if
     no daemon holds the state; Failure (exit 3) if it does not answer within 10 s."""
-    pid = StateLock(state_dir).held_by_a_daemon()
+    lock = StateLock(state_dir)
+    stopping = lock.stopping()
+    if stopping is not None:
+        raise Failure(is_stopping(stopping), "unavailable", EXIT_STATE)
+    pid = lock.held_by_a_daemon()
     if pid is None:
         return None
     os.kill(pid, signal.SIGHUP)
@@ -43,6 +47,13 @@ def via_sighup(state_dir: Path, ask: Callable[[], int | None]) -> int | None:
         time.sleep(0.05)
     raise Failure(
         f"the daemon (pid {pid}) did not make its control socket again", "unavailable", EXIT_STATE
+    )
+
+
+def is_stopping(pid: int) -> str:
+    return (
+        f"the daemon (pid {pid}) is stopping: its runs get their grace first; ask again once "
+        "it has exited, or started again"
     )
 
 
@@ -115,6 +126,9 @@ async def _lock_for_daemon(
     if await asyncio.to_thread(answers):
         gone = "" if lock.file_held() else f" (though its lock file {lock.path.name} was removed)"
         raise OtherDaemon(f"a daemon is already running on {state_dir}{gone}")
+    stopping = lock.stopping()
+    if stopping is not None:
+        raise OtherDaemon(is_stopping(stopping))
     other = lock.held_by_a_daemon()
     if other is not None:
         raise OtherDaemon(
@@ -212,6 +226,20 @@ class StateLock:
             return None
         return pid
 
+    def stopping(self) -> int | None:
+        """The pid of the daemon that holds it and is stopping (`mark_stopping`), if one does."""
+        holder = self.holder()
+        if holder is not None and holder[1] == "stopping" and self.file_held():
+            return holder[0]
+        return None
+
+    def mark_stopping(self) -> None:
+        """Say, to whoever finds the control socket gone, that this daemon is stopping."""
+        if self._fd is not None and self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
+                os.pwrite(self._fd, f"{os.getpid()} stopping\n".encode(), 0)
+
     def file_held(self) -> bool:
         """Whether someone holds it now (found by trying to take it, and letting go)."""
         try:
@@ -230,6 +258,9 @@ class StateLock:
         """Why waiting for it now would wait for ever, and that failure's `kind`: a daemon
         holds it whose control socket is gone, or a foreground run that is an ancestor of
         this process (its task asked for a run). None if it will come free."""
+        stopping = self.stopping()
+        if stopping is not None:
+            return is_stopping(stopping), "unavailable"
         daemon = self.held_by_a_daemon()
         if daemon is not None:
             return (

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import MOLTSCHED, alive, processes_of, query, wait_sync
+from tests.helpers import MOLTSCHED, alive, cli, processes_of, query, wait_sync
 
 TASKS = 2000  # a start-up long enough to signal it many times
 
@@ -223,3 +223,28 @@ def test_nohup_keeps_a_run_in_the_foreground_going(tmp_path: Path) -> None:
     finally:
         proc.kill()
     assert query(db, "SELECT outcome FROM run WHERE task_id = 'waits'") == [("success",)]
+
+
+def test_while_the_daemon_stops_it_says_so(tmp_path: Path) -> None:
+    """Between SIGTERM and its exit the daemon waits out its runs' grace, minutes maybe, its
+    control socket closed. A command meanwhile was told its socket "is gone" and to reload
+    it (a SIGHUP the stopping daemon ignores), and a second daemon the same. Now both hear
+    that it is stopping, and to ask again once it has started again."""
+    proc, log, _ = slow_running(tmp_path, "10m")
+    config = tmp_path / "moltsched.yaml"
+    try:
+        proc.send_signal(signal.SIGTERM)
+        wait_sync(lambda: "SIGTERM: stopping" in log.read_text(), 10, "the stop")
+        wait_sync(lambda: not (tmp_path / "state" / "control.sock").exists(), 10, "the socket")
+        for args in (["run", "t1"], ["pause", "t1"], ["reload"], ["daemon"]):
+            done = cli(*args, config=config, timeout=30)
+            assert done.returncode in (2, 3), (args, done.returncode, done.stderr)
+            assert f"(pid {proc.pid}) is stopping" in done.stderr, (args, done.stderr)
+            assert "gone" not in done.stderr and "Traceback" not in done.stderr
+        doctor = cli("doctor", config=config, timeout=30)
+        assert f"(pid {proc.pid}) is stopping" in doctor.stdout, doctor.stdout
+    finally:
+        proc.kill()
+        proc.wait()
+        for pid in processes_of(tmp_path / "state" / "moltsched.db", {"slow"}):
+            os.kill(pid, signal.SIGKILL)  # what the daemon, killed, left of its run
