@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -45,6 +46,7 @@ async def _answer(config: AppConfig, request: Request) -> int:
     from scheduler_core.store import Store
 
     settings = config.settings
+    needs_the_daemon(settings.state_dir)
     if runs_tasks(request.command):
         from bot.lock import runs_as_owner
 
@@ -124,3 +126,25 @@ async def _print(meta: dict[str, Any], body: AsyncIterator[str]) -> int:
     with contextlib.suppress(OSError):  # nowhere left to say it
         sys.stderr.write(str(meta.get("err", "")))
     return int(meta.get("exit", 1))
+
+
+def needs_the_daemon(state_dir: Path) -> None:
+    """With no daemon, a command works on the state directly, which is its owner's alone
+    (0700, or 0710 for `control.group`: its members reach the socket, nothing more). Failure
+    (exit 3, kind `not-running`) for anyone who may not write it: what they lack is the
+    daemon, not a permission (the agent would ask the owner for access it has)."""
+    try:
+        owner = state_dir.stat().st_uid
+    except OSError:
+        return  # not made yet, or not ours to look at: the store says what is wrong
+    if owner == os.geteuid() or os.access(state_dir, os.W_OK):
+        return
+    from bot.access import user_name
+
+    name = user_name(owner)
+    raise Failure(
+        f"no daemon is running on {state_dir}, and without it only {name} may use its state: "
+        f"start the daemon (systemctl start moltsched), or run this as {name}",
+        "not-running",
+        EXIT_STATE,
+    )

@@ -268,3 +268,33 @@ def test_a_run_with_no_daemon_is_its_owners_to_start(
     ran = run_as(service, [*argv, "--config", str(config), "run", "who"], env)
     assert ran.returncode == 0, ran.stderr
     assert (root / "tasks" / "who.txt").read_text().strip() == service.name
+
+
+def test_with_the_daemon_down_the_agent_hears_that_not_permission(
+    world: tuple[Path, str, User, User, User],
+) -> None:
+    """With no daemon, a command works on the database, which is the daemon user's alone.
+    The agent (in control.group) was told "attempt to write a readonly database (no
+    permission...)", kind `permission`, and so asked the owner for access it had; what was
+    wrong is that the daemon was down. Now it hears that, kind `not-running`."""
+    root, group, service, agent, _ = world
+    config = root / "moltsched.yaml"
+    config.write_text(
+        f"control:\n  group: {group}\ntasks:\n  - {{id: tick, script: tick.sh, every: 1h}}\n"
+    )
+    config.chmod(0o644)
+    argv, env = moltsched_as(service)
+    log = root / "daemon.log"
+    with open(log, "wb") as err:  # it opens its state directory to the group, and stops
+        daemon = popen_as(service, [*argv, "--config", str(config), "daemon"], env, err)
+    try:
+        wait_sync(lambda: "daemon running" in log.read_text(), 30, "the daemon")
+    finally:
+        daemon.terminate()
+        assert daemon.wait(20) == 0
+    agent_argv, agent_env = moltsched_as(agent)
+    for args in (["status"], ["logs"], ["status", "tick"], ["output", "tick"]):
+        done = run_as(agent, [*agent_argv, "--config", str(config), "--json", *args], agent_env)
+        error = json.loads(done.stdout)
+        assert done.returncode == 3 and error["kind"] == "not-running", (args, done.stdout)
+        assert "no daemon is running" in error["error"] and "systemctl start" in error["error"]
