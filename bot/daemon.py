@@ -28,7 +28,7 @@ from bot.control import ControlServer
 from bot.denials import ControlRefusals
 from bot.engine import Engine, build_engine
 from bot.fallback import Fallback
-from bot.lock import OtherDaemon, StateLock, lock_for_daemon, private_state
+from bot.lock import RUNNING, STOPPING, OtherDaemon, StateLock, lock_for_daemon, private_state
 from bot.outbox import Outbox
 from bot.respond import Answer, respond
 from bot.signals import Signals
@@ -290,6 +290,7 @@ async def _serve_started(
             # Most often: the path is longer than a unix socket allows (about 107 bytes).
             log.error("cannot open the control socket %s: %s", server.path, exc)
             return EXIT_USAGE
+        lock.mark(RUNNING)
         log.info(
             "moltsched %s daemon running: %d task(s), max_concurrent %d, state in %s, pid %d",
             __version__,
@@ -323,7 +324,7 @@ async def _serve_started(
                 for helper in helpers:
                     tg.create_task(helper.run(), name=type(helper).__name__)
                 await stop.wait()
-                lock.mark_stopping()  # before the socket goes: see StateLock.never_free
+                lock.mark(STOPPING)  # before the socket goes: see StateLock.never_free
                 signals.stopping()
                 signals.hurry = functools.partial(scheduler.close, now=True)
                 notify("STOPPING=1")

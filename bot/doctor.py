@@ -21,7 +21,7 @@ from typing import Any
 
 from bot import client
 from bot.access import user_name
-from bot.lock import StateLock, is_stopping
+from bot.lock import STARTING, STOPPING, StateLock, is_stopping
 from commands.command import Ping, Request
 from config.checks import task_warnings
 from config.loader import AppConfig, ConfigError, load_config
@@ -192,12 +192,13 @@ def _daemon(state_dir: Path, group: str | None, config_path: Path) -> Check:
     except (OSError, client.DaemonGone, client.NotAnswering) as exc:
         return Check("daemon", "fail", f"cannot reach it: {exc}", "see its log")
     if reply is None:
-        lock = StateLock(state_dir)
-        stopping = lock.stopping()
-        if stopping is not None:
-            return Check("daemon", "warn", is_stopping(stopping), "wait for it")
-        pid = lock.held_by_a_daemon()
-        if pid is not None:
+        found = StateLock(state_dir).daemon()
+        if found is not None and found[1] == STOPPING:
+            return Check("daemon", "warn", is_stopping(found[0]), "wait for it")
+        if found is not None and found[1] == STARTING:
+            return Check("daemon", "warn", f"starting (pid {found[0]})", "wait for it")
+        if found is not None:
+            pid = found[0]
             return Check(
                 "daemon",
                 "fail",

@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import stat
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -27,18 +28,27 @@ from scheduler_core import procs
 
 log = logging.getLogger(__name__)
 
+# What a daemon writes beside its pid in the lock file (`StateLock.mark`); a foreground run
+# writes `run`. RUNNING is `daemon`, as daemons before these phases wrote it.
+STARTING, RUNNING, STOPPING = "starting", "daemon", "stopping"
+_PHASES = (STARTING, RUNNING, STOPPING)
+START_PATIENCE_S = 120.0
+
 
 def via_sighup(state_dir: Path, ask: Callable[[], int | None]) -> int | None:
     """When the daemon that holds the state runs without its control socket (the file was
-    removed): SIGHUP it, which makes the socket again, and `ask` it once it answers. None if
-    no daemon holds the state; Failure (exit 3) if it does not answer within 10 s."""
+    removed): SIGHUP it, which makes the socket again, and `ask` it once it answers; one
+    still starting is waited for instead (`once_started`). None if no daemon holds the
+    state; Failure (exit 3) if it is stopping, or does not answer within 10 s."""
     lock = StateLock(state_dir)
-    stopping = lock.stopping()
-    if stopping is not None:
-        raise Failure(is_stopping(stopping), "unavailable", EXIT_STATE)
-    pid = lock.held_by_a_daemon()
-    if pid is None:
+    found = lock.daemon()
+    if found is None:
         return None
+    pid, phase = found
+    if phase == STOPPING:
+        raise Failure(is_stopping(pid), "unavailable", EXIT_STATE)
+    if phase == STARTING:
+        return once_started(lock, ask)
     os.kill(pid, signal.SIGHUP)
     for _ in range(200):
         answered = ask()
@@ -47,6 +57,32 @@ def via_sighup(state_dir: Path, ask: Callable[[], int | None]) -> int | None:
         time.sleep(0.05)
     raise Failure(
         f"the daemon (pid {pid}) did not make its control socket again", "unavailable", EXIT_STATE
+    )
+
+
+def once_started(lock: StateLock, ask: Callable[[], int | None]) -> int | None:
+    """While the daemon that holds `lock` is starting (after a crash it first stops what the
+    runs cut short left, each given its grace: seconds, or more), wait for it, and `ask` it
+    once it answers. None if no daemon is starting there, or it ended meanwhile; Failure
+    (exit 3) if it is still starting after START_PATIENCE_S."""
+    found = lock.daemon()
+    if found is None or found[1] != STARTING:
+        return None
+    print(f"moltsched: waiting for the daemon (pid {found[0]}) to finish starting", file=sys.stderr)
+    deadline = time.monotonic() + START_PATIENCE_S
+    while time.monotonic() < deadline:
+        answered = ask()
+        if answered is not None:
+            return answered
+        now = lock.daemon()
+        if now is None or now[0] != found[0] or now[1] == STOPPING:
+            return None  # it ended, or stops: the caller goes on as with no daemon
+        time.sleep(0.1)
+    raise Failure(
+        f"the daemon (pid {found[0]}) is still starting after {START_PATIENCE_S:.0f}s; its log "
+        "says what it waits for",
+        "unavailable",
+        EXIT_STATE,
     )
 
 
@@ -103,7 +139,7 @@ async def lock_for_daemon(
     lock, or one whose lock file was removed (`answers`: something true if a daemon answers
     on the control socket). Without that look, a removed lock file would let two daemons
     run every task."""
-    lock = StateLock(state_dir, "daemon")
+    lock = StateLock(state_dir, STARTING)
     try:
         return await _lock_for_daemon(lock, stop, answers)
     except NotAnswering as exc:  # a daemon is there, stopped or stuck
@@ -126,11 +162,13 @@ async def _lock_for_daemon(
     if await asyncio.to_thread(answers):
         gone = "" if lock.file_held() else f" (though its lock file {lock.path.name} was removed)"
         raise OtherDaemon(f"a daemon is already running on {state_dir}{gone}")
-    stopping = lock.stopping()
-    if stopping is not None:
-        raise OtherDaemon(is_stopping(stopping))
-    other = lock.held_by_a_daemon()
-    if other is not None:
+    found = lock.daemon()
+    if found is not None:
+        other, phase = found
+        if phase == STOPPING:
+            raise OtherDaemon(is_stopping(other))
+        if phase == STARTING:
+            raise OtherDaemon(f"a daemon (pid {other}) is starting on {state_dir}")
         raise OtherDaemon(
             f"a daemon (pid {other}) is already running on {state_dir}, without its control "
             "socket: `moltsched reload` makes it again"
@@ -212,33 +250,30 @@ class StateLock:
         except (OSError, ValueError):
             return None
 
-    def held_by_a_daemon(self) -> int | None:
-        """The pid of the daemon that holds it now, if one does. Only a held lock's file is
-        believed: a stopped daemon's still names a pid, which another process may have now.
-        A daemon whose lock file was removed is found by its lock on the directory."""
+    def daemon(self) -> tuple[int, str] | None:
+        """The daemon that holds it now, if one does: its pid, and STARTING, RUNNING or
+        STOPPING (see `mark`). Only a held lock's file is believed: a stopped daemon's still
+        names a pid, which another process may have now. A daemon whose lock file was
+        removed is found by its lock on the directory."""
         holder = self.holder()
-        if holder is not None and holder[1] == "daemon" and self.file_held():
-            return holder[0]
+        if holder is not None and holder[1] in _PHASES and self.file_held():
+            return holder
         if self.file_held():
             return None  # a foreground run holds it
         pid = _dir_holder(self.path.parent)
         if pid is None or b"daemon" not in _cmdline(pid):
             return None
-        return pid
+        return pid, RUNNING
 
-    def stopping(self) -> int | None:
-        """The pid of the daemon that holds it and is stopping (`mark_stopping`), if one does."""
-        holder = self.holder()
-        if holder is not None and holder[1] == "stopping" and self.file_held():
-            return holder[0]
-        return None
-
-    def mark_stopping(self) -> None:
-        """Say, to whoever finds the control socket gone, that this daemon is stopping."""
+    def mark(self, phase: str) -> None:
+        """Say in the lock file what this daemon does, for whoever finds no control socket
+        to ask: STARTING from taking the lock until the socket is open, RUNNING, then
+        STOPPING from the stop until the exit."""
+        self.role = phase
         if self._fd is not None and self._fd >= 0:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, 0)
-                os.pwrite(self._fd, f"{os.getpid()} stopping\n".encode(), 0)
+                os.pwrite(self._fd, f"{os.getpid()} {phase}\n".encode(), 0)
 
     def file_held(self) -> bool:
         """Whether someone holds it now (found by trying to take it, and letting go)."""
@@ -258,11 +293,11 @@ class StateLock:
         """Why waiting for it now would wait for ever, and that failure's `kind`: a daemon
         holds it whose control socket is gone, or a foreground run that is an ancestor of
         this process (its task asked for a run). None if it will come free."""
-        stopping = self.stopping()
-        if stopping is not None:
-            return is_stopping(stopping), "unavailable"
-        daemon = self.held_by_a_daemon()
-        if daemon is not None:
+        found = self.daemon()
+        if found is not None and found[1] == STOPPING:
+            return is_stopping(found[0]), "unavailable"
+        if found is not None:  # starting ones are waited for first (`once_started`)
+            daemon = found[0]
             return (
                 f"the daemon (pid {daemon}) runs, but its control socket "
                 f"{self.path.parent / SOCKET_NAME} is gone: `moltsched reload` (or `systemctl "

@@ -60,7 +60,7 @@ async def _answer(config: AppConfig, request: Request) -> int:
             tasks = Reads(store, config.tasks, SystemClock())
             return await _print(*await respond(request, tasks, config.zone, daemon=False))
         from bot.engine import build_engine
-        from bot.lock import StateLock
+        from bot.lock import StateLock, once_started
         from scheduler_core import procs
 
         scheduler = build_engine(config, store).scheduler
@@ -69,6 +69,8 @@ async def _answer(config: AppConfig, request: Request) -> int:
         lock = StateLock(settings.state_dir)
         if not lock.try_acquire():
             answered = client.ask(settings.state_dir, request)
+            if answered is None:  # a daemon that is starting has no socket yet
+                answered = once_started(lock, lambda: client.ask(settings.state_dir, request))
             if answered is not None:
                 return answered
             stuck = lock.never_free()

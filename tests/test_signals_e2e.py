@@ -248,3 +248,34 @@ def test_while_the_daemon_stops_it_says_so(tmp_path: Path) -> None:
         proc.wait()
         for pid in processes_of(tmp_path / "state" / "moltsched.db", {"slow"}):
             os.kill(pid, signal.SIGKILL)  # what the daemon, killed, left of its run
+
+
+def test_commands_during_a_long_start_wait_for_it(tmp_path: Path) -> None:
+    """A daemon started after a crash first stops what its predecessor's runs left, each
+    given its grace: seconds of start-up, the control socket not open yet. `run` then was
+    told the socket "is gone" and to reload, and a second daemon waited, silent, for "a
+    foreground run". Now `run` waits for the start and runs; a second daemon says one is
+    starting."""
+    proc, log, db = slow_running(tmp_path, "3s")
+    config = tmp_path / "moltsched.yaml"
+    proc.kill()  # a crash: its slow run, which ignores SIGTERM, is left running
+    proc.wait()
+    with open(log, "ab") as err:
+        second = subprocess.Popen(
+            [MOLTSCHED, "--config", str(config), "daemon"], stdout=subprocess.DEVNULL, stderr=err
+        )
+    try:
+        # Recovery has begun: the runs cut short are recorded; stopping the slow one takes a while.
+        cut = "run(s) cut short by a crash"
+        wait_sync(lambda: cut in log.read_text(), 20, "the recovery")
+        other = cli("daemon", config=config, timeout=30)
+        assert other.returncode == 2, other.stderr
+        assert f"(pid {second.pid}) is starting" in other.stderr, other.stderr
+        ran = cli("run", "t1", config=config, timeout=60)
+        assert ran.returncode == 0, ran.stderr
+        assert f"waiting for the daemon (pid {second.pid}) to finish starting" in ran.stderr
+    finally:
+        second.terminate()
+        second.wait(30)
+        for pid in processes_of(db, {"slow"}):
+            os.kill(pid, signal.SIGKILL)
