@@ -53,10 +53,11 @@ def world() -> Iterator[tuple[Path, str, User, User, User]]:
             shutil.rmtree(root, ignore_errors=True)
 
 
-def test_members_of_control_group_use_it_and_everyone_else_is_refused(
-    world: tuple[Path, str, User, User, User],
-) -> None:
-    root, group, service, agent, stranger = world
+def group_daemon(
+    root: Path, group: str, service: User
+) -> tuple[Path, subprocess.Popen[bytes], Path]:
+    """The daemon, as `service`, on a configuration with `control.group` set to `group`:
+    (configuration, process, log)."""
     config = root / "moltsched.yaml"
     config.write_text(
         f"control:\n  group: {group}\ntasks:\n  - {{id: tick, script: tick.sh, every: 1h}}\n"
@@ -66,6 +67,14 @@ def test_members_of_control_group_use_it_and_everyone_else_is_refused(
     log = root / "daemon.log"
     with open(log, "wb") as err:
         daemon = popen_as(service, [*argv, "--config", str(config), "daemon"], env, err)
+    return config, daemon, log
+
+
+def test_members_of_control_group_use_it_and_everyone_else_is_refused(
+    world: tuple[Path, str, User, User, User],
+) -> None:
+    root, group, service, agent, stranger = world
+    config, daemon, log = group_daemon(root, group, service)
     try:
         sock = root / "state" / "control.sock"
         wait_sync(lambda: "daemon running" in log.read_text(), 30, "the daemon")
@@ -278,15 +287,7 @@ def test_with_the_daemon_down_the_agent_hears_that_not_permission(
     permission...)", kind `permission`, and so asked the owner for access it had; what was
     wrong is that the daemon was down. Now it hears that, kind `not-running`."""
     root, group, service, agent, _ = world
-    config = root / "moltsched.yaml"
-    config.write_text(
-        f"control:\n  group: {group}\ntasks:\n  - {{id: tick, script: tick.sh, every: 1h}}\n"
-    )
-    config.chmod(0o644)
-    argv, env = moltsched_as(service)
-    log = root / "daemon.log"
-    with open(log, "wb") as err:  # it opens its state directory to the group, and stops
-        daemon = popen_as(service, [*argv, "--config", str(config), "daemon"], env, err)
+    config, daemon, log = group_daemon(root, group, service)  # it opens its state to the group
     try:
         wait_sync(lambda: "daemon running" in log.read_text(), 30, "the daemon")
     finally:
