@@ -289,15 +289,21 @@ def _daemon(config_path: Path) -> int:
     except Failure as exc:
         logging.getLogger("moltsched").error("%s", exc)
         if exc.code == EXIT_USAGE:  # a file with problems, which a restart cannot mend
-            from bot.start_refused import tell
+            from bot.start_refused import config_refused
 
-            tell(config_path, list(exc.extra.get("problems", [str(exc)])))
+            config_refused(config_path, list(exc.extra.get("problems", [str(exc)])))
         return exc.code
     # What was built to start (the modules, the tasks) lives as long as the daemon: frozen,
     # the cycle collector, on again for what the daemon does next, never looks through it.
     gc.freeze()
     gc.enable()
-    return asyncio.run(serve(config, signals=signals))
+    try:
+        return asyncio.run(serve(config, signals=signals))
+    except (StoreError, OSError) as exc:  # its state cannot be used: exit 3, in main()
+        from bot.start_refused import state_refused
+
+        state_refused(config, exc)
+        raise
 
 
 if __name__ == "__main__":

@@ -1,20 +1,24 @@
-"""Telling the owner that the daemon cannot start on its configuration.
+"""Telling the owner that the daemon cannot start, when no one would see it otherwise.
 
-The daemon refuses a file with problems, and systemd does not start it again (exit 2): from
-then on nothing runs. A file broken by an edit that was never reloaded (or whose reload was
-rejected and forgotten) shows only at the next start, often a reboot days later, when no one
-watches the journal. So the alert recipients of the configuration the daemon last ran with
-(`config.cache` keeps it) are told: over Signal, waiting a while for a service that starts
-with the machine too, or else through its fallback command (`MOLTSCHED_ALERT_KIND=config`).
+- A configuration with problems: the daemon refuses it, and systemd does not start it again
+  (exit 2), so from then on nothing runs. A file broken by an edit that was never reloaded
+  (or whose reload was rejected and forgotten) shows only at the next start, often a reboot
+  days later, when no one watches the journal. The alert recipients of the configuration it
+  last ran with (`config.cache` keeps it) are told, once for each broken version of the file;
+  not when the file never loaded (a first setup: no one to tell yet).
+- A state it cannot use (a damaged database, a state directory it may not write): the
+  daemon exits 3, which systemd restarts every 5 s, each time the same. The alert recipients
+  are told at the first such start, and again once a day while it lasts.
 
-Once for each broken version of the file (its identity, marked in the cache folder), however
-often the start is tried again; not at all when whoever starts it watches a terminal, or when
-the file never loaded (a first setup: no one to tell yet).
+Over Signal, waiting a while for a service that starts with the machine too, or else
+through the fallback command (`MOLTSCHED_ALERT_KIND` `config` or `state`). Not at all when
+whoever starts the daemon watches a terminal, where the problem shows.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -33,26 +37,56 @@ log = logging.getLogger(__name__)
 
 SEND_TIMEOUT_S = 10.0
 PATIENCE_S = 60.0  # for a Signal service that is still starting, as at boot
+REMIND_S = 86_400.0  # a start that keeps failing the same way is told of again after this
 SHOWN = 5  # problems named in the message
 
 
-def tell(config_path: Path, problems: list[str]) -> None:
+def config_refused(config_path: Path, problems: list[str]) -> None:
     """Tell whom the last good configuration alerts that this one cannot be started on."""
-    if sys.stderr.isatty():
-        return  # whoever started it is reading the problems now
     kept = cache.last(config_path)
-    marker = _marker(config_path)
-    if not isinstance(kept, AppConfig) or marker is None or marker.exists():
+    try:
+        identity = cache.identity(config_path)
+    except OSError:
+        return
+    if not isinstance(kept, AppConfig):
         return
     shown = [f"- {p[:200]}" for p in problems[:SHOWN]]
     if len(problems) > SHOWN:
         shown.append(f"- and {len(problems) - SHOWN} more")
-    text = safe_text(
+    text = (
         f"⚠️ moltsched cannot start: {config_path} has {len(problems)} problem(s), so no task "
         "runs until it is fixed:\n" + "\n".join(shown) + "\n`moltsched validate` lists them; "
         "then start it again (systemctl restart moltsched)."
     )
-    if asyncio.run(_deliver(kept, text)):
+    _tell(kept, text, "config", ("config", str(config_path.resolve()), identity), None)
+
+
+def state_refused(config: AppConfig, error: Exception) -> None:
+    """Tell whom `config` alerts that the daemon cannot use its state: once, and again a day
+    later while it lasts."""
+    text = (
+        f"⚠️ moltsched cannot start: {str(error)[:600]}. No task runs until it can (systemd "
+        "tries again every 5 s); `moltsched doctor` says how to fix it."
+    )
+    key = ("state", str(config.path), str(error))
+    _tell(config, text, "state", key, REMIND_S)
+
+
+def _tell(config: AppConfig, text: str, kind: str, key: object, again: float | None) -> None:
+    """Deliver `text` to whom `config` alerts, unless it was for `key` already (less than
+    `again` seconds ago; None: ever)."""
+    if sys.stderr.isatty():
+        return  # whoever started it is reading the problem now
+    if config.signal is None and not config.alerts.fallback_command:
+        return  # no one to tell
+    marker = _marker(key)
+    if marker is None:
+        return
+    with contextlib.suppress(OSError):  # no marker: not told yet
+        age = time.time() - marker.stat().st_mtime
+        if again is None or age < again:
+            return
+    if asyncio.run(_deliver(config, safe_text(text), kind)):
         try:
             marker.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             marker.touch()
@@ -62,12 +96,12 @@ def tell(config_path: Path, problems: list[str]) -> None:
         log.error("could not tell anyone that the daemon cannot start")
 
 
-async def _deliver(config: AppConfig, text: str) -> bool:
+async def _deliver(config: AppConfig, text: str, kind: str) -> bool:
     signal = config.signal
     if signal is not None and await asyncio.to_thread(_signal_delivers, signal, text):
         return True
     argv = config.alerts.fallback_command
-    return bool(argv) and await command_delivers(argv, text, None, "config")
+    return bool(argv) and await command_delivers(argv, text, None, kind)
 
 
 def _signal_delivers(signal: SignalConfig, text: str) -> bool:
@@ -102,12 +136,8 @@ def _signal_delivers(signal: SignalConfig, text: str) -> bool:
     return True
 
 
-def _marker(config_path: Path) -> Path | None:
-    """The file that says this version of the file was told of already."""
+def _marker(key: object) -> Path | None:
+    """The file that says what was told for `key`, and when (its modification time)."""
     folder = cache.folder()
-    try:
-        identity = cache.identity(config_path)
-    except OSError:
-        return None
-    key = hashlib.sha256(repr((str(config_path.resolve()), identity)).encode()).hexdigest()
-    return None if folder is None else folder / "refused" / key[:32]
+    digest = hashlib.sha256(repr(key).encode()).hexdigest()[:32]
+    return None if folder is None else folder / "refused" / digest

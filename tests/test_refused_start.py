@@ -10,6 +10,7 @@ Signal, or through its fallback command), once for each broken version of the fi
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,35 @@ async def test_without_signal_the_fallback_command_hears_it(
     await refused(config)
     said = heard.read_text()
     assert "cannot start" in said and "tasks[0].every" in said and said.endswith("config\n")
+
+
+async def test_a_state_the_daemon_cannot_use_is_heard_of_once_a_day(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database the daemon cannot open (damaged: a bad card, a cut copy) makes it exit 3,
+    which systemd restarts every 5 s, for ever, each time the same. Before, only the journal
+    knew. Now the alert recipients hear it at the first failed start, and again a day later
+    while it goes on, not every 5 s."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "tick.sh").write_text("echo tick\n")
+    heard = tmp_path / "heard"
+    heard.mkdir()
+    (tmp_path / "hook.sh").write_text(f'cat > "{heard}/$(date +%s%N)-$MOLTSCHED_ALERT_KIND"\n')
+    config = tmp_path / "moltsched.yaml"
+    write(config, "1h", f"alerts:\n  fallback_command: [bash, {tmp_path / 'hook.sh'}]\n")
+    (tmp_path / "state").mkdir(mode=0o700)
+    (tmp_path / "state" / "moltsched.db").write_bytes(b"\x13garbage, not SQLite" * 500)
+    for _ in range(3):  # a restart loop
+        proc = await start(config)
+        assert await asyncio.wait_for(proc.wait(), 60) == 3
+    (told,) = heard.iterdir()
+    text = told.read_text()
+    assert "cannot start" in text and "damaged" in text and "moltsched doctor" in text, text
+    assert told.name.endswith("-state")
+    for marker in (tmp_path / "cache" / "moltsched" / "refused").iterdir():
+        day_ago = marker.stat().st_mtime - 86_400 - 60
+        os.utime(marker, (day_ago, day_ago))  # as if the loop had gone on for a day
+    proc = await start(config)
+    assert await asyncio.wait_for(proc.wait(), 60) == 3
+    assert len(list(heard.iterdir())) == 2
