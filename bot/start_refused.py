@@ -77,7 +77,7 @@ def _tell(config: AppConfig, text: str, kind: str, key: object, again: float | N
     `again` seconds ago; None: ever)."""
     if sys.stderr.isatty():
         return  # whoever started it is reading the problem now
-    if config.signal is None and not config.alerts.fallback_command:
+    if not (config.signal and config.signal.alert_to) and not config.alerts.fallback_command:
         return  # no one to tell
     marker = _marker(key)
     if marker is None:
@@ -98,7 +98,10 @@ def _tell(config: AppConfig, text: str, kind: str, key: object, again: float | N
 
 async def _deliver(config: AppConfig, text: str, kind: str) -> bool:
     signal = config.signal
-    if signal is not None and await asyncio.to_thread(_signal_delivers, signal, text):
+    delivered = False
+    if signal is not None and signal.alert_to:
+        delivered = await asyncio.to_thread(_signal_delivers, signal, text)
+    if delivered:
         return True
     argv = config.alerts.fallback_command
     return bool(argv) and await command_delivers(argv, text, None, kind)
