@@ -136,4 +136,4 @@ def test_a_busy_daemon_that_answers_pings_is_waited_for(tmp_path: Path, quick: N
     finally:
         server.close()
     assert reply is not None and reply["out"] == "done\n" and reply["exit"] == 0
-    assert server.pinged >= 2
+    assert server.pinged >= 1  # it was asked whether it still answers, and it did
