@@ -332,7 +332,9 @@ OUTPUT_CHAT_LINES = 12  # of stdout; stderr gets a few more under it
 
 async def _output(ctx: Context, task_id: str, run_id: int | None) -> Reply:
     spec = ctx.tasks.spec(task_id)
-    record = await ctx.tasks.store.run(spec.id, run_id)
+    record = ctx.tasks.under_way(spec.id)  # what a run that goes on has printed so far
+    if record is None or run_id not in (None, record.run_id):
+        record = await ctx.tasks.store.run(spec.id, run_id)
     if record is None:
         if run_id is not None:
             message = f"{spec.id} has no run {run_id}; `status {spec.id}` lists its recent runs"

@@ -18,6 +18,7 @@ from typing import Protocol
 
 from scheduler_core import procs
 from scheduler_core.cgroups import RunCgroups
+from scheduler_core.child import Child
 from scheduler_core.model import Ended, EngineSettings, Outcome, TaskSpec
 from scheduler_core.runner import Ending, ProcessResult, ProcessRun, stop_leftovers
 from scheduler_core.safe import safe_text
@@ -37,6 +38,11 @@ class Run(Protocol):
 
     async def go(self, run_id: int, checkpoint: str | None) -> Ended:
         """Start it, once its start is recorded, and wait for its end."""
+        ...
+
+    def output(self) -> tuple[str, str]:
+        """What it has printed so far (the tails of stdout and stderr); empty before it
+        starts."""
         ...
 
 
@@ -115,9 +121,14 @@ class _ProcessTaskRun:
             grace=spec.grace,
             cgroups=launcher.cgroups,
         )
+        self._child: Child | None = None  # once started: what it prints, as it comes
 
     def interrupt(self, reason: str, *, now: bool = False) -> None:
         self.process.interrupt(reason, now=now)
+
+    def output(self) -> tuple[str, str]:
+        child = self._child
+        return ("", "") if child is None else (child.stdout.text(), child.stderr.text())
 
     async def go(self, run_id: int, checkpoint: str | None) -> Ended:
         spec = self.spec
@@ -131,7 +142,11 @@ class _ProcessTaskRun:
         env[b"MOLTSCHED_CHECKPOINT"] = os.fsencode(checkpoint or "")
         self.process.env = env
         started = await self.process.start()
-        pres = started if isinstance(started, ProcessResult) else await self.process.wait(started)
+        if isinstance(started, ProcessResult):
+            pres = started
+        else:
+            self._child = started
+            pres = await self.process.wait(started)
         outcome, message = judge(spec, pres, self.process.reason)
         return Ended(outcome, message, pres.exit_code, pres.duration_s, pres.stdout, pres.stderr)
 

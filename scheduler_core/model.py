@@ -179,7 +179,7 @@ class OutboxItem:
 
 @dataclass(frozen=True)
 class RunRecord:
-    """One finished (or cut short) run."""
+    """One run: ended (finished or cut short), or under way (`ended` None, its output so far)."""
 
     run_id: int
     task_id: str

@@ -14,7 +14,7 @@ from collections.abc import KeysView, Sequence
 from scheduler_core.clock import Clock
 from scheduler_core.errors import TaskNotFoundError
 from scheduler_core.listing import Listing
-from scheduler_core.model import LaterRun, TaskSpec
+from scheduler_core.model import LaterRun, RunRecord, TaskSpec
 from scheduler_core.queue import RunQueue
 from scheduler_core.store import Store
 
@@ -52,3 +52,8 @@ class Reads:
     async def pending(self, task_id: str) -> list[LaterRun]:
         """The task's runs kept for later (one-shots and retries), soonest first."""
         return await self.store.later_runs(self.spec(task_id).id)
+
+    def under_way(self, task_id: str) -> RunRecord | None:
+        """The task's run under way, with what it has printed so far: only a scheduler has
+        runs (see `Requests.under_way`)."""
+        return None

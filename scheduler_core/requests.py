@@ -18,6 +18,7 @@ from scheduler_core.model import (
     Cause,
     EngineSettings,
     LaterRun,
+    RunRecord,
     RunResult,
     Status,
     TaskSpec,
@@ -67,6 +68,26 @@ class Requests(Reads):
     def closing(self) -> bool:
         """close() was called and runs are still being stopped."""
         return self.phase is Phase.CLOSING
+
+    def under_way(self, task_id: str) -> RunRecord | None:
+        active = self._running.get(task_id)
+        if active is None or active.started is None:
+            return None  # not started yet (its start is being recorded)
+        stdout, stderr = active.run.output()
+        w = active.waiting
+        return RunRecord(
+            run_id=active.run_id,
+            task_id=task_id,
+            cause=w.cause,
+            due=w.due,
+            started=active.started,
+            ended=None,
+            outcome=None,
+            exit_code=None,
+            duration_s=None,
+            stdout=stdout,
+            stderr=stderr,
+        )
 
     def _enqueue(
         self,

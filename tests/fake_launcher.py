@@ -29,11 +29,15 @@ class FakeRun:
         self.pid = 0  # the process it stands for, once started
         self.checkpoint: str | None = None
         self.interrupted: str | None = None  # the reason, once interrupted
+        self.printed = ""  # what it has printed so far, as a test says
         self._end: asyncio.Future[Ended] = asyncio.get_running_loop().create_future()
 
     def interrupt(self, reason: str, *, now: bool = False) -> None:
         self.interrupted = reason
         self.end(Outcome.INTERRUPTED, f"interrupted ({reason})")
+
+    def output(self) -> tuple[str, str]:
+        return self.printed, ""
 
     async def go(self, run_id: int, checkpoint: str | None) -> Ended:
         self.run_id, self.checkpoint = run_id, checkpoint

@@ -444,3 +444,36 @@ def test_an_answer_cut_short_is_a_failure_not_a_short_answer(tmp_path: Path) -> 
     finally:
         assert daemon.stop() == 0
     assert done.returncode == 0 and json.loads(done.stdout)["task_count"] == 10_000
+
+
+def test_output_of_a_run_under_way_is_what_it_printed_so_far(tmp_path: Path) -> None:
+    """`output TASK` (chat `output:TASK`) while a long run goes: what it has printed so far,
+    marked running. Before: "has not finished a run yet", or the run before it, so a task
+    could not be looked in on from the phone until it ended."""
+    (tmp_path / "tasks").mkdir()
+    go = tmp_path / "go"
+    (tmp_path / "tasks" / "long.sh").write_text(
+        f'echo "page 1 of 2"; echo "slow site" >&2; until [ -e "{go}" ]; do sleep 0.05; done\n'
+        'echo "page 2 of 2"\n'
+    )
+    config = tmp_path / "moltsched.yaml"
+    config.write_text("tasks:\n  - {id: long, script: long.sh, every: 1h}\n")
+    daemon = DaemonProcess(config).start()
+    try:
+
+        def so_far() -> dict[str, object]:
+            done = cli("--json", "output", "long", config=config)
+            assert done.returncode == 0, done.stderr
+            answer: dict[str, object] = json.loads(done.stdout)
+            return answer
+
+        wait_sync(lambda: "page 1 of 2" in str(so_far().get("stdout")), 30, "the first page")
+        running = so_far()
+        assert running["outcome"] is None and running["stderr"] == "slow site\n", running
+        chat = cli("chat", "output:long", config=config).stdout
+        assert "running" in chat and "page 1 of 2" in chat and "slow site" in chat, chat
+        go.touch()
+        wait_sync(lambda: so_far()["outcome"] == "success", 30, "the run's end")
+        assert so_far()["stdout"] == "page 1 of 2\npage 2 of 2\n"
+    finally:
+        assert daemon.stop() == 0
