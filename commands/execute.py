@@ -37,6 +37,7 @@ from commands.render import (
     later_text,
     log_chunks,
     log_json,
+    no_run_json,
     one_line_per_run,
     phone_line,
     record_json,
@@ -339,7 +340,7 @@ async def _output(ctx: Context, task_id: str, run_id: int | None) -> Reply:
         if run_id is not None:
             message = f"{spec.id} has no run {run_id}; `status {spec.id}` lists its recent runs"
             return usage_error(message, {"error": message, "kind": "unknown-run"})
-        return Reply(f"{spec.id} has not finished a run yet.", None)
+        return Reply(f"{spec.id} has not run yet.", no_run_json(spec.id))
     data = record_json(record, ctx.zone)
     now = ctx.tasks.clock.now()
     head = (

@@ -175,6 +175,11 @@ def record_json(r: RunRecord, zone: ZoneInfo) -> dict[str, Any]:
     }
 
 
+def no_run_json(task_id: str) -> dict[str, Any]:
+    """`output --json` for a task that has not run: `record_json`'s fields, all null."""
+    return {f.name: None for f in dataclasses.fields(RunRecord)} | {"task_id": task_id}
+
+
 # A run among a task's recent runs (`status TASK`): the first fields of `record_json`.
 RECENT_FIELDS = ("run_id", "cause", "started", "outcome", "exit_code", "duration_s")
 

@@ -219,7 +219,10 @@ async def test_output_of_a_run_and_how_status_points_at_it(ctx: Context) -> None
         missing = await execute(Output("bad", run_id), replace(ctx, json=True))
         assert missing.exit_code == EXIT_USAGE and missing.data["kind"] == "unknown-run"
     never = await execute(Output("ok"), ctx)
-    assert never.exit_code == 0 and "has not finished a run" in never.text
+    assert never.exit_code == 0 and never.text == "ok has not run yet."
+    # The agent gets the shape of every other answer (before: `null`).
+    never = await execute(Output("ok"), replace(ctx, json=True))
+    assert never.data == {"task_id": "ok"} | {k: None for k in newest.data if k != "task_id"}
     assert "moltsched output bad" in (await execute(Status("bad"), ctx)).text
     assert "send output:bad" in (await execute(Status("bad"), replace(ctx, chat=True))).text
 
