@@ -254,7 +254,9 @@ async def _serve_started(
         # Runs get cgroups of their own under systemd with Delegate=yes (see the unit).
         engine = build_engine(config, store, clock=clock, cgroups=RunCgroups.take())
         scheduler = engine.scheduler
-        await scheduler.try_prepare()  # if refused, the schedule starts once writes work
+        if not await _prepared(scheduler, signals):
+            log.info("moltsched daemon stopped before it started")
+            return EXIT_OK
         daemon = Daemon(engine)
         outbox: Outbox | None = None
         if config.signal is not None:
@@ -264,7 +266,7 @@ async def _serve_started(
 
             daemon.signal = SignalFront(config.signal, daemon.replies, store)
             outbox = engine.deliver_alerts(daemon.signal, daemon.signal.limiter)
-        fallback, stale = daemon.fallback, daemon.stale = _alert_helpers(engine, config)
+        fallback, stale = daemon.fallback, daemon.stale = engine.alert_watches()
         alarm = WriteAlarm(
             scheduler, engine.recipients, engine.clock, daemon.signal, fallback, engine.remind_every
         )
@@ -326,7 +328,6 @@ async def _serve_started(
                 await stop.wait()
                 lock.mark(STOPPING)  # before the socket goes: see StateLock.never_free
                 signals.stopping()
-                signals.hurry = functools.partial(scheduler.close, now=True)
                 notify("STOPPING=1")
                 # The runs get their grace; tell systemd before its TimeoutStopSec runs out.
                 graces = [spec.grace for spec in scheduler.running_specs()]
@@ -354,25 +355,22 @@ async def _serve_started(
         await store.close()
 
 
-def _alert_helpers(engine: Engine, config: AppConfig) -> tuple[Fallback | None, StaleWatch | None]:
-    """The alert fallback command and the max_age watch, where the configuration asks."""
-    alerter = engine.alerter
-    if alerter is None:
-        return None, None
-    fallback = None
-    a = config.alerts
-    if a.fallback_command:
-        fallback = Fallback(
-            engine.store,
-            a.fallback_command,
-            a.fallback_after,
-            signal_configured=config.signal is not None,
-            clock=engine.clock,
-        )
-        alerter.deliverers.append(fallback.wake)
-    stale = StaleWatch(engine.scheduler, alerter, config.zone)
-    engine.hooks.append(stale.on_finish)
-    return fallback, stale
+async def _prepared(scheduler: Scheduler, signals: Signals) -> bool:
+    """Prepare the scheduler (if the store refuses, the schedule starts once writes work);
+    False if told to stop meanwhile. After a crash this waits out the grace of what the
+    runs cut short left going: a stop ends the start after it, a second one at once."""
+    signals.hurry = functools.partial(scheduler.close, now=True)
+
+    async def close_on_stop() -> None:
+        await signals.stop.wait()
+        scheduler.close()
+
+    closing = asyncio.create_task(close_on_stop())
+    try:
+        await scheduler.try_prepare()
+    finally:
+        closing.cancel()
+    return not signals.stop.is_set()
 
 
 async def _stop_strays(scheduler: Scheduler) -> None:

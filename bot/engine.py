@@ -15,8 +15,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bot.fallback import Fallback
 from bot.limiter import Limiter
 from bot.outbox import Alerter, Outbox, Sender
+from bot.stale import StaleWatch
 from config.loader import AppConfig
 from scheduler_core.active import FinishHook
 from scheduler_core.alerts import AlertPolicy
@@ -50,6 +52,26 @@ class Engine:
         if self.alerter is not None:
             self.alerter.deliverers.append(outbox.wake)
         return outbox
+
+    def alert_watches(self) -> tuple[Fallback | None, StaleWatch | None]:
+        """The alert fallback command and the max_age watch, where the configuration asks
+        and alerts go somewhere, each wired in."""
+        if self.alerter is None:
+            return None, None
+        fallback = None
+        a = self.config.alerts
+        if a.fallback_command:
+            fallback = Fallback(
+                self.store,
+                a.fallback_command,
+                a.fallback_after,
+                signal_configured=self.config.signal is not None,
+                clock=self.clock,
+            )
+            self.alerter.deliverers.append(fallback.wake)
+        stale = StaleWatch(self.scheduler, self.alerter, self.config.zone)
+        self.hooks.append(stale.on_finish)
+        return fallback, stale
 
     def recipients(self) -> tuple[str, ...]:
         """Whom alerts go to now (a reload may change them)."""

@@ -10,6 +10,7 @@ end when the test says, so they wait for events rather than for processes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import shutil
@@ -51,8 +52,11 @@ class Launcher(Protocol):
         """A run of `spec`, not started yet (it can be interrupted already)."""
         ...
 
-    async def stop_leftovers(self, run_ids: Sequence[int], grace: float) -> int:
-        """Stop what runs of an earlier daemon (killed on its own) left going; how many."""
+    async def stop_leftovers(
+        self, run_ids: Sequence[int], grace: float, now: asyncio.Event | None = None
+    ) -> int:
+        """Stop what runs of an earlier daemon (killed on its own) left going, giving them
+        `grace` unless `now` is set; how many."""
         ...
 
     def run_of(self, pid: int) -> int | None:
@@ -101,8 +105,10 @@ class ProcessLauncher:
     def prepare(self, spec: TaskSpec) -> _ProcessTaskRun:
         return _ProcessTaskRun(self, spec)
 
-    async def stop_leftovers(self, run_ids: Sequence[int], grace: float) -> int:
-        return await stop_leftovers(str(self.settings.db_path), run_ids, grace)
+    async def stop_leftovers(
+        self, run_ids: Sequence[int], grace: float, now: asyncio.Event | None = None
+    ) -> int:
+        return await stop_leftovers(str(self.settings.db_path), run_ids, grace, now)
 
     def run_of(self, pid: int) -> int | None:
         """By the run's tag in the process's environment (see `procs`)."""

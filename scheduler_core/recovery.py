@@ -9,6 +9,7 @@ twice at once, both saving checkpoints.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,16 +24,29 @@ log = logging.getLogger(__name__)
 
 
 async def recover(
-    store: Store, launcher: Launcher, specs: Mapping[str, TaskSpec], now: datetime
+    store: Store,
+    launcher: Launcher,
+    specs: Mapping[str, TaskSpec],
+    now: datetime,
+    hurry: asyncio.Event | None = None,
 ) -> None:
-    crashed = await store.recover_crashed(now)
+    """Stop what the runs a dead daemon left open have left going (`hurry`: without waiting
+    out their grace), then record them. In that order: a daemon killed in between leaves
+    the runs open, and the next start stops their processes in turn."""
+    crashed = await store.open_runs()
     if not crashed:
         return
-    log.warning("recorded %d run(s) cut short by a crash as interrupted", len(crashed))
     grace = max((specs[t].grace for _, t in crashed if t in specs), default=10.0)
-    stopped = await launcher.stop_leftovers([run_id for run_id, _ in crashed], grace)
+    log.warning(
+        "%d run(s) cut short by a crash: stopping what they left running (SIGTERM, then up "
+        "to %.0fs of grace) before anything starts",
+        len(crashed),
+        grace,
+    )
+    stopped = await launcher.stop_leftovers([run_id for run_id, _ in crashed], grace, hurry)
     if stopped:
         log.warning("stopped %d process(es) left running by the daemon that died", stopped)
+    await store.recover_crashed(now)
 
 
 @dataclass
@@ -47,11 +61,12 @@ async def restore(
     specs: Mapping[str, TaskSpec],
     timetable: Timetable,
     now: datetime,
+    hurry: asyncio.Event | None = None,
 ) -> Restored:
     """Recover from a crash, then put every task in its place from the store's truth: a
     paused task stays off the timetable, an interrupted one resumes first, and one never
     scheduled gets its first due time (saved)."""
-    await recover(store, launcher, specs, now)
+    await recover(store, launcher, specs, now, hurry)
     found = Restored()
     updates: list[tuple[str, datetime | None]] = []
     for state in await store.states():

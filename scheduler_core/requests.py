@@ -1,5 +1,5 @@
 """What is asked of the scheduler from outside its loop: run now, run later, cancel, stop,
-pause, resume, reload. A mixin of `Scheduler` (`scheduler_core.scheduler`), which owns the
+pause, resume, reload, close. A mixin of `Scheduler` (`scheduler_core.scheduler`), which owns the
 loop and the state these requests change; each request changes that state and wakes the loop.
 """
 
@@ -63,6 +63,19 @@ class Requests(Reads):
     _running: dict[str, Active]
     _paused: set[str]
     _wake: asyncio.Event
+    _hurry: asyncio.Event
+
+    def close(self, *, now: bool = False) -> None:
+        """Stop dispatching and interrupt running runs (`now`: without waiting out their
+        grace, also when closing already); `run()` returns once they are recorded. Closed
+        during `prepare()`, it starts nothing; `now` also hurries what a crash left."""
+        if self.phase is not Phase.STOPPED:
+            self.phase = Phase.CLOSING
+        if now:
+            self._hurry.set()
+        for active in self._running.values():
+            active.run.interrupt("the scheduler is stopping", now=now)
+        self._wake.set()
 
     @property
     def closing(self) -> bool:

@@ -254,9 +254,12 @@ async def stop_strays(grace: float) -> int:
     return len(await stop_processes(procs.adopted, grace))
 
 
-async def stop_leftovers(db: str, run_ids: Collection[int], grace: float) -> int:
+async def stop_leftovers(
+    db: str, run_ids: Collection[int], grace: float, now: asyncio.Event | None = None
+) -> int:
     """Stop every live process started by one of `run_ids` of the database `db` (what a
-    daemon that was killed on its own left running): SIGTERM, up to `grace`, then SIGKILL.
+    daemon that was killed on its own left running): SIGTERM, up to `grace` (or until `now` is
+    set), then SIGKILL.
     They are found by their run's `MOLTSCHED_DB` and `MOLTSCHED_RUN_ID`, so a process that
     merely reuses a pid after a reboot is never touched. Returns how many there were."""
     tags = [(os.fsencode(db), str(r).encode()) for r in run_ids]
@@ -269,4 +272,4 @@ async def stop_leftovers(db: str, run_ids: Collection[int], grace: float) -> int
             if p.pid != me and p.state != "Z" and any(procs.tagged(p.pid, *t) for t in tags)
         ]
 
-    return len(await stop_processes(find, grace))
+    return len(await stop_processes(find, grace, now))

@@ -5,7 +5,7 @@ timing (`slots`, pure), the due times (`timetable`), missed slots (`misses`), th
 (`queue`), runs kept for later (`later`: one-shots and retries), crash recovery (`recovery`),
 what the store refused while it could not write (`owed`), and runs through a launcher
 (`launcher`). This module owns the loop; what is asked of it from outside (run now or later,
-cancel, stop, pause, resume, reload) is `requests`, a mixin over the same state, with the
+cancel, stop, pause, resume, reload, close) is `requests`, a mixin over the same state, with the
 life-cycle state (`Phase`).
 
 The store holds the truth (`next_run` per task); the heap is derived from it in `prepare()`.
@@ -78,6 +78,7 @@ class Scheduler(Requests):
         self._scheduling = False  # run() with schedule=True: retries and later runs go
         self.phase = Phase.NEW
         self._drained = asyncio.Event()
+        self._hurry = asyncio.Event()  # close(now=True): what is stopped loses its grace
         self.owed = Owed()  # what the store refused while writes failed
         self._late: asyncio.Future[None] | None = None  # recording the ends it refused
         store.health.watch(self._writes_work)
@@ -90,7 +91,9 @@ class Scheduler(Requests):
         """Sync the store with the tasks, recover from a crash, and build the timetable."""
         await self.store.sync_tasks(list(self._specs.values()))
         now = self.clock.now()
-        found = await restore(self.store, self.launcher, self._specs, self._timetable, now)
+        found = await restore(
+            self.store, self.launcher, self._specs, self._timetable, now, self._hurry
+        )
         self._paused, self._to_resume = found.paused, found.to_resume
         for run in await self._later.load():
             if run.due < now:  # missed while no daemon ran: it runs once, now
@@ -150,15 +153,6 @@ class Scheduler(Requests):
             self._drained.set()
             for w in self._queue.clear():
                 fail(w.result, SchedulerError("the scheduler stopped before the run"))
-
-    def close(self, *, now: bool = False) -> None:
-        """Stop dispatching and interrupt running runs (`now`: without waiting out their
-        grace, also when closing already); `run()` returns once they are recorded."""
-        if self.phase is not Phase.STOPPED:
-            self.phase = Phase.CLOSING
-        for active in self._running.values():
-            active.run.interrupt("the scheduler is stopping", now=now)
-        self._wake.set()
 
     async def drained(self) -> None:
         """Returns once `run()` has ended, every run recorded."""

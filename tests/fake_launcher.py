@@ -69,7 +69,9 @@ class FakeLauncher:
     def prepare(self, spec: TaskSpec) -> FakeRun:
         return FakeRun(self, spec)
 
-    async def stop_leftovers(self, run_ids: Sequence[int], grace: float) -> int:
+    async def stop_leftovers(
+        self, run_ids: Sequence[int], grace: float, now: asyncio.Event | None = None
+    ) -> int:
         return 0  # runs of this launcher die with the test
 
     def run_of(self, pid: int) -> int | None:

@@ -289,3 +289,110 @@ def test_commands_during_a_long_start_wait_for_it(tmp_path: Path) -> None:
             os.kill(pid, signal.SIGKILL)
         second.terminate()
         second.wait(30)
+
+
+def crashed_leaving_slow(tmp_path: Path) -> tuple[Path, Path]:
+    """A daemon killed (`kill -9`) while its slow run, which ignores SIGTERM and has ten
+    minutes of grace, goes on: (configuration, database). The next daemon's start waits on
+    that leftover until the test ends it."""
+    proc, _, db = slow_running(tmp_path, "10m")
+    proc.kill()
+    proc.wait()
+    assert processes_of(db, {"slow"})
+    return tmp_path / "moltsched.yaml", db
+
+
+def daemon(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as err:
+        return subprocess.Popen(
+            [MOLTSCHED, "--config", str(config), "daemon"], stdout=subprocess.DEVNULL, stderr=err
+        )
+
+
+def end_leftovers(db: Path) -> None:
+    for pid in processes_of(db, {"slow"}):
+        os.kill(pid, signal.SIGKILL)
+
+
+CUT = "run(s) cut short by a crash"
+
+
+def test_a_daemon_killed_while_stopping_what_a_crash_left_leaves_it_to_the_next(
+    tmp_path: Path,
+) -> None:
+    """The runs cut short were recorded `interrupted` before their leftovers were stopped: a
+    daemon killed meanwhile (a second crash, systemd's start timeout) left the next one
+    nothing to find. It resumed the task beside its leftover: two runs at once, both
+    saving checkpoints."""
+    config, db = crashed_leaving_slow(tmp_path)
+    first_log, next_log = tmp_path / "second.log", tmp_path / "third.log"
+    second = daemon(config, first_log)
+    wait_sync(lambda: CUT in first_log.read_text(), 20, "the recovery")
+    second.kill()
+    second.wait()
+    third = daemon(config, next_log)
+    try:
+        wait_sync(
+            lambda: CUT in next_log.read_text() or "daemon running" in next_log.read_text(),
+            30,
+            "the next start",
+        )
+        assert CUT in next_log.read_text(), next_log.read_text()
+        end_leftovers(db)  # its grace is ten minutes: the test ends it
+        wait_sync(lambda: "daemon running" in next_log.read_text(), 30, "the start")
+        rows = "SELECT outcome FROM run WHERE task_id = 'slow' ORDER BY id"
+        wait_sync(lambda: query(db, rows) == [("interrupted",), (None,)], 30, "the resume")
+    finally:
+        end_leftovers(db)
+        third.terminate()
+        assert third.wait(30) == 0
+
+
+def test_a_second_stop_during_recovery_stops_the_leftovers_now(tmp_path: Path) -> None:
+    """A stop while the start waits out a leftover's grace was ignored until the grace
+    ended (ten minutes here), a second one too. Now the second kills it at once, as it
+    does to runs, and the daemon ends without starting anything."""
+    config, db = crashed_leaving_slow(tmp_path)
+    runs = query(db, "SELECT id, outcome FROM run ORDER BY id")
+    log = tmp_path / "second.log"
+    second = daemon(config, log)
+    try:
+        wait_sync(lambda: CUT in log.read_text(), 20, "the recovery")
+        second.send_signal(signal.SIGTERM)
+        wait_sync(lambda: "SIGTERM: stopping" in log.read_text(), 20, "the stop")
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(30) == 0, log.read_text()
+    finally:
+        second.kill()
+        second.wait()
+        end_leftovers(db)
+    assert processes_of(db, {"slow"}) == []
+    text = log.read_text()
+    assert "daemon running" not in text and "Traceback" not in text, text
+    after = query(db, "SELECT id, outcome FROM run ORDER BY id")
+    assert [r[0] for r in after] == [r[0] for r in runs]  # nothing started
+    assert ("interrupted",) in [r[1:] for r in after]
+
+
+def test_a_stop_during_recovery_ends_the_start_once_the_leftovers_are_gone(
+    tmp_path: Path,
+) -> None:
+    """After one stop the leftover keeps its grace, as runs do; once it is gone the daemon
+    ends. Before, it went on to open its socket and start the schedule, then stopped."""
+    config, db = crashed_leaving_slow(tmp_path)
+    log = tmp_path / "second.log"
+    second = daemon(config, log)
+    try:
+        wait_sync(lambda: CUT in log.read_text(), 20, "the recovery")
+        second.send_signal(signal.SIGTERM)
+        wait_sync(lambda: "SIGTERM: stopping" in log.read_text(), 20, "the stop")
+        assert second.poll() is None  # the leftover has its grace
+        end_leftovers(db)  # it ends within it
+        assert second.wait(30) == 0, log.read_text()
+    finally:
+        second.kill()
+        second.wait()
+        end_leftovers(db)
+    text = log.read_text()
+    assert "daemon running" not in text and "Traceback" not in text, text
+    assert query(db, "SELECT outcome FROM run WHERE task_id = 'slow'") == [("interrupted",)]

@@ -146,6 +146,12 @@ class RunRows(StoreCore):
                 await self._conn.executescript("PRAGMA incremental_vacuum")
         return cleared
 
+    async def open_runs(self) -> list[tuple[int, str]]:
+        """The (run id, task id) of every run not ended: at a start, those a daemon that died
+        left open."""
+        rows = await self._read("SELECT id, task_id FROM run WHERE outcome IS NULL ORDER BY id")
+        return [(run_id, task_id) for run_id, task_id in rows]
+
     async def recover_crashed(self, now: datetime) -> list[tuple[int, str]]:
         """Runs still open from a daemon that died are recorded `interrupted`; returns their
         (run id, task id)."""
