@@ -196,13 +196,15 @@ class Daemon:
                 )
                 log.error("%s", message)
                 return EXIT_USAGE, message
-            added, removed, changed = await self.scheduler.reconfigure(new.tasks, new.settings)
+            tasks = await self.scheduler.reconfigure(new.tasks, new.settings)
+            added, removed, changed, stopped = tasks
             self._apply_signal(new)
             self._apply_control(new)
             self.engine.reconfigure(new)
             self._apply_alerts(new)
             parts = [f"{len(new.tasks)} task(s)"]
-            for word, ids in (("added", added), ("removed", removed), ("changed", changed)):
+            gone = [f"{i} (its run is stopped)" if i in stopped else i for i in removed]
+            for word, ids in (("added", added), ("removed", gone), ("changed", changed)):
                 if ids:
                     parts.append(f"{word} {', '.join(ids)}")
             message = f"reloaded {path}: " + "; ".join(parts)

@@ -155,12 +155,14 @@ class Requests(Reads):
 
     async def reconfigure(
         self, specs: Sequence[TaskSpec], settings: EngineSettings
-    ) -> tuple[list[str], list[str], list[str]]:
-        """Apply a reloaded configuration; returns the ids added, removed and changed.
+    ) -> tuple[list[str], list[str], list[str], list[str]]:
+        """Apply a reloaded configuration; returns the ids added, removed, changed, and
+        removed with a run that is now stopped.
 
         Added tasks are scheduled as at start-up; removed ones stop being scheduled (their
-        history stays); a changed schedule applies from now. Nothing running is disturbed:
-        a run goes on with the spec it started with.
+        history stays), and a run of one is stopped as `stop` does: no command could reach
+        it any more. A changed schedule applies from now; a run of a changed task goes on
+        with the spec it started with.
         """
         now = self.clock.now()
         old, new = self._specs, {s.id: s for s in specs}
@@ -170,7 +172,13 @@ class Requests(Reads):
         await self.store.sync_tasks(specs)
         self._specs, self.settings = new, settings
         self.store.retention = settings.retention
+        stopped = []
         for task_id in removed:
+            active = self._running.get(task_id)
+            if active is not None and active.stopped_by is None:
+                active.stopped_by = "a reload that removed the task"
+                active.run.interrupt(f"stopped by {active.stopped_by}")
+                stopped.append(task_id)
             self._timetable.forget(task_id)
             self._paused.discard(task_id)
             await self._later.forget_task(task_id)
@@ -193,7 +201,7 @@ class Requests(Reads):
             else:
                 self._timetable.forget(task_id, save=True)
         self._wake.set()
-        return added, removed, changed
+        return added, removed, changed, stopped
 
     def counts(self) -> tuple[int, int]:
         """Runs under way, and runs waiting for a slot."""

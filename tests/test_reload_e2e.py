@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from support.daemon import DaemonProcess
-from tests.helpers import MOLTSCHED, REPO, cli, query, wait_sync
+from tests.helpers import MOLTSCHED, REPO, cli, processes_of, query, wait_sync
 from tests.unix_users import need_root, unix_group
 
 BEFORE = """
@@ -226,3 +226,35 @@ def test_doctor_finds_the_daemon_on_the_state_directory_the_file_named_before(
         line = next(x for x in result.stdout.splitlines() if " daemon: " in x)
         assert line.startswith("FAIL") and f"running (pid {daemon.pid}) on " in line, line
         assert "restart" in result.stdout and "not running" not in line
+
+
+def test_a_reload_that_removes_a_task_stops_its_run(tmp_path: Path) -> None:
+    """A run of a task removed by a reload went on to its end, which could be never: it
+    was gone from `status`, and `stop` said the task was unknown. Nothing could end it but
+    a kill by hand. Now the reload stops it, as `stop` does (its grace, then SIGKILL)."""
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "long.sh").write_text("echo started; sleep 600\n")
+    (tmp_path / "tasks" / "quick.sh").write_text("echo quick\n")
+    config = tmp_path / "moltsched.yaml"
+    config.write_text(
+        "tasks:\n"
+        "  - {id: long, script: long.sh, every: 1h, grace: 2s}\n"
+        "  - {id: quick, script: quick.sh, every: 1h}\n"
+    )
+    db = tmp_path / "state" / "moltsched.db"
+    daemon = DaemonProcess(config).start()
+    try:
+        wait_sync(lambda: processes_of(db, {"long"}) != [], 10, "long to run")
+        config.write_text("tasks:\n  - {id: quick, script: quick.sh, every: 1h}\n")
+        result = cli("reload", config=config)
+        assert result.returncode == 0, result.stderr
+        assert "removed long (its run is stopped)" in result.stdout
+        rows = "SELECT outcome, message FROM run WHERE task_id = 'long'"
+        wait_sync(lambda: query(db, rows)[0][0] is not None, 20, "the run's end")
+        assert query(db, rows) == [("stopped", query(db, rows)[0][1])]
+        assert "stopped by a reload that removed the task" in query(db, rows)[0][1]
+        assert processes_of(db, {"long"}) == []
+        status = json.loads(cli("--json", "status", config=config).stdout)
+        assert [t["id"] for t in status["tasks"]] == ["quick"]
+    finally:
+        assert daemon.stop() == 0
