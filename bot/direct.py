@@ -89,13 +89,15 @@ def checkpoint(config_path: Path, args: argparse.Namespace) -> int:
             else:
                 print("no checkpoint" if value is None else json.dumps(value, indent=2))
             return 0
-        if args.action == "clear":
-            save_checkpoint(None, task_id, db=db)
-            return 0
-        raw = _from_stdin(MAX_BYTES) if args.value == "-" else args.value
-        if raw is None:
-            raise Failure("checkpoint save needs a JSON value", "usage")
-        save_checkpoint(parse(raw), task_id, db=db)
+        value = None
+        if args.action == "save":
+            raw = _from_stdin(MAX_BYTES) if args.value == "-" else args.value
+            if raw is None:
+                raise Failure("checkpoint save needs a JSON value", "usage")
+            value = parse(raw)
+        save_checkpoint(value, task_id, db=db)
+        if args.json:  # what is stored now, as `show` would print it
+            print(json.dumps(value))
         return 0
     except CheckpointStoreError:
         raise  # the state cannot be reached: see main()

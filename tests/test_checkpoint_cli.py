@@ -65,6 +65,24 @@ def test_checkpoint_commands(tmp_path: Path) -> None:
     assert query(db, "SELECT checkpoint FROM task WHERE id = 'counter'") == [(None,)]
 
 
+def test_checkpoint_save_and_clear_answer_json_under_json(tmp_path: Path) -> None:
+    """The agent reads every answer under `--json` as JSON (its skill says so): `save` and
+    `clear` printed nothing. They now print the checkpoint as it is after them, as `show`
+    does."""
+    config = setup(tmp_path)
+    assert cli("run", "counter", config=config).returncode == 0  # which makes the database
+    saved = cli("--json", "checkpoint", "save", "counter", '{"n": 7,  "at": "x"}', config=config)
+    assert saved.returncode == 0, saved.stderr
+    assert json.loads(saved.stdout) == {"n": 7, "at": "x"}
+    shown = cli("--json", "checkpoint", "show", "counter", config=config)
+    assert json.loads(shown.stdout) == json.loads(saved.stdout)
+    cleared = cli("--json", "checkpoint", "clear", "counter", config=config)
+    assert cleared.returncode == 0, cleared.stderr
+    assert json.loads(cleared.stdout) is None
+    # Without --json they stay quiet, as before.
+    assert cli("checkpoint", "save", "counter", "1", config=config).stdout == ""
+
+
 SAVER = """#!/usr/bin/env -S ${MOLTSCHED_PYTHON}
 from scheduler_core.checkpoint import save_checkpoint
 for i in range(1, 201):
