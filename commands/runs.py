@@ -54,9 +54,14 @@ async def run_later(ctx: Context, task_id: str, when: str) -> Reply:
         if ctx.chat
         else f" `moltsched cancel {spec.id}` removes it."
     )
+    # Held while paused (see Scheduler._take_later): its time alone does not start it.
+    paused = any(s.paused for s in await ctx.scheduler.listing.states_of([spec.id]))
+    if paused:
+        resume = f"resume:{spec.id}" if ctx.chat else f"`moltsched resume {spec.id}`"
+        text += f" {spec.id} is paused: it runs once resumed ({resume})."
     if not ctx.daemon:
         text += " The daemon is not running: it runs once the daemon is up."
-    data = {"scheduled": iso(run.due, ctx.zone), "task": spec.id, "id": run.id}
+    data = {"scheduled": iso(run.due, ctx.zone), "task": spec.id, "id": run.id, "paused": paused}
     return Reply(text, data)
 
 

@@ -139,6 +139,31 @@ def test_one_shot_runs_survive_a_restart_and_can_be_cancelled_within_a_limit(
     assert "in the past" in cli("run", "note", "--at", "2001-01-01T00:00", config=config).stderr
 
 
+def test_a_one_shot_for_a_paused_task_says_it_waits_for_resume(
+    tmp_path: Path, daemons: list[DaemonProcess]
+) -> None:
+    """`run TASK --in 1s` on a paused task answered "TASK will run 10:00:01 (in 1s)"; it
+    waits for `resume` (as the README says), so it did not run then, and nothing said so."""
+    config = write_setup(
+        tmp_path, '  - {id: note, script: note.sh, cron: "0 0 1 1 *"}\n', {"note.sh": "true\n"}
+    )
+    for up in (False, True):
+        if up:
+            start(config, daemons)
+        assert cli("pause", "note", config=config).returncode == 0
+        asked = cli("run", "note", "--in", "1s", config=config)
+        assert asked.returncode == 0, asked.stderr
+        assert "note is paused: it runs once resumed (`moltsched resume note`)" in asked.stdout
+        said = cli("chat", "run:note in 1h", config=config).stdout
+        assert "note is paused: it runs once resumed (resume:note)" in said
+        answer = json.loads(cli("--json", "run", "note", "--in", "1h", config=config).stdout)
+        assert answer["paused"] is True
+        assert cli("resume", "note", config=config).returncode == 0
+        answer = json.loads(cli("--json", "run", "note", "--in", "1h", config=config).stdout)
+        assert answer["paused"] is False
+        assert cli("cancel", "note", config=config).returncode == 0
+
+
 def test_stop_ends_the_run_says_who_to_its_waiter_and_leaves_the_schedule(
     tmp_path: Path, daemons: list[DaemonProcess]
 ) -> None:
