@@ -58,7 +58,9 @@ async def _answer(config: AppConfig, request: Request) -> int:
             from scheduler_core.reads import Reads
 
             tasks = Reads(store, config.tasks, SystemClock())
-            return await _print(*await respond(request, tasks, config.zone, daemon=False))
+            holder = _holder(settings.state_dir)
+            answer = await respond(request, tasks, config.zone, daemon=False, holder=holder)
+            return await _print(*answer)
         from bot.engine import build_engine
         from bot.lock import StateLock, once_started
         from scheduler_core import procs
@@ -117,6 +119,17 @@ async def _answer(config: AppConfig, request: Request) -> int:
         await store.close()
 
 
+def _holder(state_dir: Path) -> tuple[int, str] | None:
+    """A daemon that holds the state without answering: its pid and what it is doing."""
+    from bot.lock import STARTING, STOPPING, StateLock
+
+    found = StateLock(state_dir).daemon()
+    if found is None:
+        return None
+    pid, phase = found
+    return pid, phase if phase in (STARTING, STOPPING) else "not answering"
+
+
 async def _print(meta: dict[str, Any], body: AsyncIterator[str]) -> int:
     # Printed while the store is open: a streamed answer reads from it as it goes.
     async for chunk in body:
@@ -134,13 +147,27 @@ def needs_the_daemon(state_dir: Path) -> None:
     """With no daemon, a command works on the state directly, which is its owner's alone
     (0700, or 0710 for `control.group`: its members reach the socket, nothing more). Failure
     (exit 3, kind `not-running`) for anyone who may not write it: what they lack is the
-    daemon, not a permission (the agent would ask the owner for access it has)."""
+    daemon, not a permission (the agent would ask the owner for access it has). A daemon
+    that holds the state without answering yet (starting, stopping) is `unavailable`."""
     try:
         owner = state_dir.stat().st_uid
     except OSError:
         return  # not made yet, or not ours to look at: the store says what is wrong
     if owner == os.geteuid() or os.access(state_dir, os.W_OK):
         return
+    found = _holder(state_dir)  # found by its lock, in /proc/locks: the lock file is not ours
+    if found is not None:
+        pid, doing = found
+        if doing == "not answering":
+            doing = "does not answer on its control socket: it is starting or stopping"
+        else:
+            doing = f"is {doing}"
+        raise Failure(
+            f"the daemon (pid {pid}) {doing}; ask again in a minute (after a crash, a start "
+            "first stops what the runs cut short left, giving each its grace)",
+            "unavailable",
+            EXIT_STATE,
+        )
     from bot.access import user_name
 
     name = user_name(owner)

@@ -63,8 +63,9 @@ async def respond(
     *,
     daemon: bool,
     signal_connected: bool | None = None,
+    holder: tuple[int, str] | None = None,
 ) -> Answer:
-    """The answer to `request`."""
+    """The answer to `request` (`holder`: see Context)."""
     ctx = Context(
         tasks,
         zone,
@@ -73,6 +74,7 @@ async def respond(
         caller_pid=request.pid,
         json=request.json,
         signal_connected=signal_connected,
+        holder=holder,
     )
     if isinstance(request.command, Chat):
         return {"err": "", "exit": 0}, _chat(request.command.text, ctx, request.json)

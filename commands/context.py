@@ -32,6 +32,16 @@ class Context:
     notify: Callable[[Reply], Awaitable[None]] | None = None
     # None: no Signal configured; else whether it is connected now.
     signal_connected: bool | None = None
+    # With no daemon answering, one that holds the state anyway: its pid, and "starting",
+    # "stopping" or "not answering" (its control socket is gone).
+    holder: tuple[int, str] | None = None
+
+    @property
+    def daemon_state(self) -> str:
+        """What `status` says of the daemon: running, not running, or the holder's state."""
+        if self.daemon:
+            return "running"
+        return "not running" if self.holder is None else self.holder[1]
 
     @property
     def scheduler(self) -> Scheduler:

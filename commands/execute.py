@@ -183,7 +183,9 @@ async def _status_all(ctx: Context) -> Reply:
     states = {s.id: s for s in found}
     rows = [(spec, states.get(spec.id) or TaskState.blank(spec)) for spec in shown]
     now = ctx.tasks.clock.now()
-    head = f"{len(specs)} task(s), daemon {'running' if ctx.daemon else 'not running'}"
+    head = f"{len(specs)} task(s), daemon {ctx.daemon_state}"
+    if ctx.holder is not None:
+        head += f" (pid {ctx.holder[0]})"
     if ctx.signal_connected is not None:
         head += ", Signal " + ("connected" if ctx.signal_connected else "NOT connected")
     waiting = await ctx.tasks.store.alerts_waiting()
@@ -210,7 +212,7 @@ async def _status_json(ctx: Context) -> AsyncIterator[str]:
     waiting = await ctx.tasks.store.alerts_waiting()
     trouble = ctx.tasks.store.health.error
     yield (
-        f'{{"running": {running}, "version": "{__version__}", '
+        f'{{"running": {running}, "daemon": "{ctx.daemon_state}", "version": "{__version__}", '
         f'"signal_connected": {signal}, "alerts_waiting": {waiting}, '
         f'"database_error": {encode_json(trouble and str(trouble))}, '
         f'"task_count": {len(specs)}, "tasks": ['

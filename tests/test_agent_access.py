@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import tempfile
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import MOLTSCHED, query, wait_sync
+from tests.helpers import MOLTSCHED, processes_of, query, wait_sync
 from tests.unix_users import User, moltsched_as, popen_as, run_as, unix_group, unix_user
 
 # A raw request claiming to be root; the daemon must record who really sent it.
@@ -299,3 +300,47 @@ def test_with_the_daemon_down_the_agent_hears_that_not_permission(
         error = json.loads(done.stdout)
         assert done.returncode == 3 and error["kind"] == "not-running", (args, done.stdout)
         assert "no daemon is running" in error["error"] and "systemctl start" in error["error"]
+
+
+def test_while_the_daemon_starts_the_agent_hears_that_not_that_it_is_down(
+    world: tuple[Path, str, User, User, User],
+) -> None:
+    """A daemon that starts after a crash first stops what the cut runs left, given their
+    grace. The agent was told meanwhile that no daemon ran, to start it (kind
+    `not-running`). It now hears that the daemon is there and not answering yet, kind
+    `unavailable`: to ask again, not to have the owner start what is starting."""
+    root, group, service, agent, _ = world
+    (root / "tasks" / "slow.sh").write_text("trap '' TERM; sleep 600\n")
+    config = root / "moltsched.yaml"
+    config.write_text(
+        f"control:\n  group: {group}\n"
+        "tasks:\n  - {id: slow, script: slow.sh, every: 1h, grace: 10m}\n"
+    )
+    config.chmod(0o644)
+    argv, env = moltsched_as(service)
+    db = root / "state" / "moltsched.db"
+    log = root / "daemon.log"
+    started: list[subprocess.Popen[bytes]] = []
+    try:
+        for _ in range(2):
+            with open(log, "ab") as err:
+                started.append(
+                    popen_as(service, [*argv, "--config", str(config), "daemon"], env, err)
+                )
+            if len(started) == 1:  # crashed once its slow run goes
+                wait_sync(lambda: processes_of(db, {"slow"}) != [], 30, "slow to run")
+                started[0].kill()
+                started[0].wait()
+        wait_sync(lambda: "cut short by a crash" in log.read_text(), 30, "the recovery")
+        agent_argv, agent_env = moltsched_as(agent)
+        for args in (["status"], ["pause", "slow"]):
+            done = run_as(agent, [*agent_argv, "--config", str(config), "--json", *args], agent_env)
+            error = json.loads(done.stdout)
+            assert done.returncode == 3 and error["kind"] == "unavailable", (args, done.stdout)
+            assert f"(pid {started[1].pid})" in error["error"], error
+    finally:
+        for pid in processes_of(db, {"slow"}):
+            os.kill(pid, signal.SIGKILL)
+        for proc in started:
+            proc.terminate()
+            proc.wait(30)

@@ -5,6 +5,7 @@ default action of dying on the spot."""
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import signal
 import subprocess
@@ -396,3 +397,37 @@ def test_a_stop_during_recovery_ends_the_start_once_the_leftovers_are_gone(
     text = log.read_text()
     assert "daemon running" not in text and "Traceback" not in text, text
     assert query(db, "SELECT outcome FROM run WHERE task_id = 'slow'") == [("interrupted",)]
+
+
+def test_status_during_a_start_says_the_daemon_is_starting(tmp_path: Path) -> None:
+    """While a daemon starts (here: stopping what a crash left, with its grace) or stops,
+    `status` said "daemon not running" (`"running": false`), and the agent's skill says to
+    tell the owner to start it. Now it says the daemon is starting, or stopping."""
+    config, db = crashed_leaving_slow(tmp_path)
+    log = tmp_path / "second.log"
+    second = daemon(config, log)
+    try:
+        wait_sync(lambda: CUT in log.read_text(), 20, "the recovery")
+        text = cli("status", config=config)
+        assert text.returncode == 0, text.stderr
+        assert f"daemon starting (pid {second.pid})" in text.stdout.splitlines()[0]
+        data = json.loads(cli("--json", "status", config=config).stdout)
+        assert data["running"] is False and data["daemon"] == "starting"
+        end_leftovers(db)
+        wait_sync(lambda: "daemon running" in log.read_text(), 30, "the start")
+        data = json.loads(cli("--json", "status", config=config).stdout)
+        assert data["running"] is True and data["daemon"] == "running"
+        # The slow task resumes; stopping it takes its grace, and status says so meanwhile.
+        wait_sync(lambda: processes_of(db, {"slow"}) != [], 30, "slow to resume")
+        second.terminate()
+        wait_sync(lambda: "SIGTERM: stopping" in log.read_text(), 20, "the stop")
+        text = cli("status", config=config).stdout.splitlines()[0]
+        assert f"daemon stopping (pid {second.pid})" in text
+        end_leftovers(db)
+        assert second.wait(30) == 0
+        data = json.loads(cli("--json", "status", config=config).stdout)
+        assert data["running"] is False and data["daemon"] == "not running"
+    finally:
+        second.kill()
+        second.wait()
+        end_leftovers(db)
