@@ -117,8 +117,9 @@ class LaterRuns:
         assert run is not None  # retries have no limit: one per failed run at most
         return run
 
-    async def started(self, runs: Sequence[LaterRun]) -> None:
-        """These runs are starting: they leave the store."""
+    async def drop(self, runs: Sequence[LaterRun]) -> None:
+        """These runs leave the store without running (their task is gone). One that starts
+        leaves it with its start (`Store.start_runs`)."""
         await self.store.drop_later([r.id for r in runs])
 
     async def cancel(self, task_id: str, actor: str | None, now: datetime) -> list[LaterRun]:

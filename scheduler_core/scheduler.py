@@ -195,7 +195,7 @@ class Scheduler(Requests):
         """A one-shot or retry come due: queued, or held while its task is busy or paused."""
         task_id = later.task_id
         if task_id not in self._specs:
-            await self._quietly(self._later.started([later]), "drop a run of a removed task")
+            await self._quietly(self._later.drop([later]), "drop a run of a removed task")
             return None
         if task_id in self._running or task_id in self._queue or task_id in self._paused:
             self._later.hold(later)
@@ -278,11 +278,9 @@ class Scheduler(Requests):
         """
         started = self.clock.now()
         try:
-            later = [a.waiting.later for a in batch if a.waiting.later is not None]
-            if later:
-                await self._later.started(later)
+            kept = [a.waiting.later.id for a in batch if a.waiting.later is not None]
             records = await self.store.start_runs(
-                [(a.spec.id, a.waiting.cause, a.waiting.due) for a in batch], started
+                [(a.spec.id, a.waiting.cause, a.waiting.due) for a in batch], started, kept
             )
         except Exception as exc:  # e.g. the disk is full: fail these runs, keep scheduling
             said = self.store.health.error is not None

@@ -4,6 +4,8 @@ in-process launcher and a clock the test moves: runs start and end when the test
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 from datetime import timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -179,6 +181,39 @@ async def test_a_one_shot_waits_for_its_time_and_for_its_task_and_survives_a_res
     busy.end()
     (*_, one_shot) = await launcher.started(2)
     one_shot.end()
+    await settled(sched, clock)
+    assert (await store.runs("flaky", 1))[0].cause is Cause.ONE_SHOT
+    assert await store.later_runs("flaky") == []
+
+
+async def test_a_one_shot_whose_start_cannot_be_recorded_is_kept(
+    make_fake: Make, store: Store, tasks_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A one-shot left the `later` table in one transaction and its run was recorded in the
+    next. When the second failed (or the daemon died between the two, `kill -9`, a power
+    cut), the one-shot was gone: not pending, never run, nothing said. Now both are one
+    transaction. The second is made to fail by a trigger in the database file."""
+    clock = ManualClock()
+    task = flaky(tasks_dir, every=366 * 86400)
+    sched, launcher = make_fake([task], clock)
+    (first,) = await launcher.started(1)
+    first.end()
+    await settled(sched, clock)
+    await sched.run_later("flaky", clock.now() + timedelta(minutes=1), "cli:alice")
+    db = sqlite3.connect(store.path)
+    refuse = "CREATE TRIGGER refuse BEFORE INSERT ON run BEGIN SELECT RAISE(ABORT, 'no'); END"
+    with contextlib.closing(db):
+        db.execute(refuse)
+        db.commit()
+        clock.advance(60)
+        await wait_for(lambda: "could not record the start" in caplog.text)
+        await stop_loop(sched)
+        db.execute("DROP TRIGGER refuse")
+        db.commit()
+    assert [r.cause for r in await store.later_runs("flaky")] == [Cause.ONE_SHOT]
+    sched, launcher = make_fake([task], clock)  # a restart: it runs, once
+    (again,) = await launcher.started(1)
+    again.end()
     await settled(sched, clock)
     assert (await store.runs("flaky", 1))[0].cause is Cause.ONE_SHOT
     assert await store.later_runs("flaky") == []

@@ -41,21 +41,35 @@ class RunRows(StoreCore):
         return record
 
     async def start_runs(
-        self, runs: Sequence[tuple[str, Cause, datetime | None]], started: datetime
+        self,
+        runs: Sequence[tuple[str, Cause, datetime | None]],
+        started: datetime,
+        kept: Sequence[int] = (),
     ) -> list[tuple[int, str | None]]:
         """Record runs that start together; (run id, checkpoint) each. One statement per
-        batch of runs (the `run_started` trigger updates the task and the log)."""
+        batch of runs (the `run_started` trigger updates the task and the log). `kept`: the
+        ids of the runs kept for later (one-shots, retries) that these are, which leave the
+        `later` table in the same transaction: a crash between the two would lose them."""
         at = started.timestamp()
-        records: dict[str, tuple[int, str | None]] = {}
-        for i in range(0, len(runs), _BATCH):
-            batch = runs[i : i + _BATCH]
-            for run_id, task_id, checkpoint in await self._write_one(
+        inserts = [
+            (
                 "INSERT INTO run (task_id, cause, due, started) VALUES "
                 + ", ".join("(?, ?, ?, ?)" for _ in batch)
                 + " RETURNING id, task_id, (SELECT checkpoint FROM task WHERE id = task_id)",
                 [v for t, cause, due in batch for v in (t, str(cause), to_epoch(due), at)],
-            ):
-                records[task_id] = (run_id, checkpoint)
+            )
+            for batch in (runs[i : i + _BATCH] for i in range(0, len(runs), _BATCH))
+        ]
+
+        async def step(tx: _Tx) -> list[Any]:
+            await tx.many("DELETE FROM later WHERE id = ?", [(i,) for i in kept])
+            return [row for sql, params in inserts for row in await tx.rows(sql, params)]
+
+        if kept:
+            rows = await self._write(step)
+        else:  # each batch its own transaction, in one trip
+            rows = [row for sql, params in inserts for row in await self._write_one(sql, params)]
+        records = {task_id: (run_id, checkpoint) for run_id, task_id, checkpoint in rows}
         return [records[t] for t, _, _ in runs]
 
     async def probe(self) -> None:
