@@ -4,7 +4,7 @@ The store holds them (`later` table), so a restart loses none; one that came due
 daemon was down runs once when it is back. Here they wait by due time. One that comes due
 while its task runs, waits or is paused is held until the task is free: a task never
 overlaps itself, and a pause holds its later runs. A run kept for later leaves the store when
-it starts (`started`), or when it is cancelled.
+it starts (in the transaction that records its start), or when it is cancelled.
 """
 
 from __future__ import annotations
@@ -101,21 +101,23 @@ class LaterRuns:
             self._push(run)
         return run
 
-    async def retry(
+    def plan_retry(
         self, spec: TaskSpec, attempt: int, now: datetime, next_slot: datetime | None
-    ) -> LaterRun:
-        """Keep retry `attempt + 1` of a run of `spec` that failed at `now` (see
-        `slots.retry_due`); it takes the next slot if it would not come before it."""
+    ) -> tuple[LaterRun, str]:
+        """Retry `attempt + 1` of a run of `spec` that failed at `now` (see
+        `slots.retry_due`), not kept yet (its id is 0), and the note that logs it: it takes
+        the next slot if it would not come before it. The store keeps it with the failed
+        run's end (`Store.finish_and_retry`); then it is `kept` here."""
         due, takes_slot = retry_due(spec, attempt, now, next_slot)
         note = f"retry {attempt + 1} of {spec.retries} at {due.isoformat(timespec='seconds')}"
         if takes_slot:
             note += ", in place of the scheduled run"
         took = next_slot if takes_slot else None
-        run = await self.add(
-            spec.id, Cause.RETRY, due, now, attempt=attempt + 1, took_slot=took, note=note
-        )
-        assert run is not None  # retries have no limit: one per failed run at most
-        return run
+        return LaterRun(0, spec.id, Cause.RETRY, due, attempt + 1, None, took), note
+
+    def kept(self, run: LaterRun) -> None:
+        """A run the store keeps now: it waits here for its time."""
+        self._push(run)
 
     async def drop(self, runs: Sequence[LaterRun]) -> None:
         """These runs leave the store without running (their task is gone). One that starts

@@ -344,9 +344,23 @@ class Scheduler(Requests):
     async def _finish(self, active: Active, end: Ended, now: datetime) -> RunResult:
         """Record how a run ended, keep its retry, and tell the after-run hook."""
         spec = active.spec
-        retries = self._retries(active, end)
-        state = await self.store.finish_run(active.run_id, spec.id, end, now, retried=retries)
-        result = active.result_of(end, await self._retry(active, now) if retries else None)
+        retry_at = None
+        if self._retries(active, end):
+            # Kept with the run's end, in one transaction (see Store.finish_and_retry). A
+            # retry that takes the task's next slot moves the schedule past it.
+            retry, note = self._later.plan_retry(
+                spec, active.attempt, now, self._timetable.due_of(spec.id)
+            )
+            state, kept = await self.store.finish_and_retry(
+                active.run_id, spec.id, end, now, retry, note
+            )
+            self._later.kept(kept)
+            if kept.took_slot is not None:
+                self._timetable.set(spec.id, spec.trigger.next_after(kept.took_slot))
+            retry_at = kept.due
+        else:
+            state = await self.store.finish_run(active.run_id, spec.id, end, now)
+        result = active.result_of(end, retry_at)
         if end.outcome is Outcome.INTERRUPTED and self.phase is Phase.RUNNING:
             self._to_resume.append(spec.id)
         if self.on_finish is not None:
@@ -364,21 +378,6 @@ class Scheduler(Requests):
         if active.attempt >= active.spec.retries or not self._scheduling:
             return False
         return self.phase is Phase.RUNNING and active.spec.id not in self._paused
-
-    async def _retry(self, active: Active, now: datetime) -> datetime | None:
-        """Keep the retry (a restart does not lose it); when it goes, or None if it could not
-        be kept. A retry that takes the task's next slot moves the schedule past it."""
-        spec = active.spec
-        try:
-            retry = await self._later.retry(
-                spec, active.attempt, now, self._timetable.due_of(spec.id)
-            )
-        except Exception:
-            log_failure(log, "could not keep a retry of %s", spec.id)
-            return None
-        if retry.took_slot is not None:
-            self._timetable.set(spec.id, spec.trigger.next_after(retry.took_slot))
-        return retry.due
 
     async def run_due(self) -> list[asyncio.Future[RunResult]]:
         """Start every task whose slot is due now; their results' futures."""

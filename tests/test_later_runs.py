@@ -219,6 +219,35 @@ async def test_a_one_shot_whose_start_cannot_be_recorded_is_kept(
     assert await store.later_runs("flaky") == []
 
 
+async def test_a_failed_run_whose_retry_cannot_be_kept_goes_again_after_a_restart(
+    make_fake: Make, store: Store, tasks_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failed run was recorded "a retry follows" in one transaction, and its retry kept in
+    the next. When the second failed (or the daemon died between the two), the run stayed
+    failed-and-retried with no retry: never run again, and no alert (a run with a retry
+    coming is not alerted). Now both are one transaction: the run stays open, and goes again
+    (resumed) at the next start. The second write is made to fail by a trigger."""
+    clock = ManualClock()
+    task = flaky(tasks_dir, every=366 * 86400, retries=2)
+    sched, launcher = make_fake([task], clock)
+    db = sqlite3.connect(store.path)
+    refuse = "CREATE TRIGGER refuse BEFORE INSERT ON later BEGIN SELECT RAISE(ABORT, 'no'); END"
+    with contextlib.closing(db):
+        db.execute(refuse)
+        db.commit()
+        (first,) = await launcher.started(1)
+        first.end(Outcome.FAILED)
+        await wait_for(lambda: "could not" in caplog.text)
+        await stop_loop(sched)
+        db.execute("DROP TRIGGER refuse")
+        db.commit()
+    sched, launcher = make_fake([task], clock)  # a restart: the task goes again
+    (again,) = await launcher.started(1)
+    again.end()
+    await settled(sched, clock)
+    assert [r.outcome for r in await store.runs("flaky")] == [Outcome.SUCCESS, Outcome.INTERRUPTED]
+
+
 async def settled_or_running(sched: Scheduler, clock: ManualClock) -> None:
     """The loop sleeps with one run going and nothing waiting for a slot."""
     await wait_for(lambda: clock.asleep() and sched.counts() == (1, 0))

@@ -26,6 +26,25 @@ def _later(row: Sequence[Any]) -> LaterRun:
     )
 
 
+async def insert_later(tx: _Tx, run: LaterRun, now: datetime, note: str) -> LaterRun:
+    """Keep `run` (its id is given by the table) and log it (`scheduled`, with `note`)."""
+    row = await tx.row(
+        "INSERT INTO later (task_id, cause, due, created, attempt, actor, took_slot) "
+        f"VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING {_COLUMNS}",
+        (
+            run.task_id,
+            str(run.cause),
+            run.due.timestamp(),
+            now.timestamp(),
+            run.attempt,
+            run.actor,
+            to_epoch(run.took_slot),
+        ),
+    )
+    await tx.log(now.timestamp(), run.task_id, "scheduled", note, None, run.actor)
+    return _later(row)
+
+
 class LaterRows(StoreCore):
     async def add_later(
         self,
@@ -51,21 +70,8 @@ class LaterRows(StoreCore):
                 )
                 if count >= limit:
                     return None
-            row = await tx.row(
-                "INSERT INTO later (task_id, cause, due, created, attempt, actor, took_slot) "
-                f"VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING {_COLUMNS}",
-                (
-                    task_id,
-                    str(cause),
-                    due.timestamp(),
-                    now.timestamp(),
-                    attempt,
-                    actor,
-                    to_epoch(took_slot),
-                ),
-            )
-            await tx.log(now.timestamp(), task_id, "scheduled", note, None, actor)
-            return _later(row)
+            run = LaterRun(0, task_id, cause, due, attempt, actor, took_slot)
+            return await insert_later(tx, run, now, note)
 
         return await self._write(step)
 

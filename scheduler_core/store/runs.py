@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from scheduler_core.model import Cause, Ended, Outcome, RunRecord, TaskState
+from scheduler_core.model import Cause, Ended, LaterRun, Outcome, RunRecord, TaskState
 from scheduler_core.store.core import (
     _BATCH,
     StoreCore,
@@ -16,6 +16,7 @@ from scheduler_core.store.core import (
     from_epoch,
     to_epoch,
 )
+from scheduler_core.store.later import insert_later
 from scheduler_core.store.tasks import _state, _task_of
 
 _LOG_PRUNE_EVERY_S = 3600.0  # the action log is pruned with a run's end at most this often
@@ -83,32 +84,58 @@ class RunRows(StoreCore):
 
         await self._write(same_version, proof=True)
 
-    async def finish_run(
-        self, run_id: int, task_id: str, end: Ended, when: datetime, *, retried: bool = False
-    ) -> TaskState:
-        """Record how a run ended (`retried`: a retry follows it), update the task's counters,
-        and apply retention."""
+    async def finish_run(self, run_id: int, task_id: str, end: Ended, when: datetime) -> TaskState:
+        """Record how a run ended, update the task's counters, and apply retention."""
+        state, _ = await self._record_end(run_id, task_id, end, when, None)
+        return state
+
+    async def finish_and_retry(
+        self, run_id: int, task_id: str, end: Ended, when: datetime, retry: LaterRun, note: str
+    ) -> tuple[TaskState, LaterRun]:
+        """`finish_run` for a failed run that a retry follows, and the retry kept (as
+        `retry`, with the id the table gives it), in the same transaction: the run's row
+        says a retry follows (its alert waits for the retry), so the retry must never be
+        lost without it."""
+        state, kept = await self._record_end(run_id, task_id, end, when, (retry, note))
+        assert kept is not None
+        return state, kept
+
+    async def _record_end(
+        self,
+        run_id: int,
+        task_id: str,
+        end: Ended,
+        when: datetime,
+        retry: tuple[LaterRun, str] | None,
+    ) -> tuple[TaskState, LaterRun | None]:
         keep = self.retention
         if keep.runs_per_task != self._runs_per_task:  # at the first run, and after a reload
             await self._write_one("UPDATE retention SET runs_per_task = ?", (keep.runs_per_task,))
             self._runs_per_task = keep.runs_per_task
         size = len(end.stdout.encode()) + len(end.stderr.encode())
-        rows = await self._write_one(
-            FINISH_RUN,
-            (
-                when.timestamp(),
-                str(end.outcome),
-                end.exit_code,
-                round(end.duration_s, 3),
-                end.stdout,
-                end.stderr,
-                size,
-                end.message,
-                int(retried),
-                run_id,
-                task_id,
-            ),
+        params = (
+            when.timestamp(),
+            str(end.outcome),
+            end.exit_code,
+            round(end.duration_s, 3),
+            end.stdout,
+            end.stderr,
+            size,
+            end.message,
+            int(retry is not None),
+            run_id,
+            task_id,
         )
+        kept = None
+        if retry is None:
+            rows = await self._write_one(FINISH_RUN, params)
+        else:
+            later, note = retry
+
+            async def step(tx: _Tx) -> tuple[list[Any], LaterRun]:
+                return await tx.rows(FINISH_RUN, params), await insert_later(tx, later, when, note)
+
+            rows, kept = await self._write(step)
         *task, total = rows[0]  # the task's columns, then the output total
         now = time.time()
         if now - self._last_log_prune > _LOG_PRUNE_EVERY_S:
@@ -118,7 +145,7 @@ class RunRows(StoreCore):
             await self.prune_output(total)
         elif total > keep.output_bytes:
             await self.prune_output(total)
-        return _state(task)
+        return _state(task), kept
 
     async def prune_output(self, total: int | None = None) -> int:
         """Clear the output of the oldest runs until all that is kept fits the retention
