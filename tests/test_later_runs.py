@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -186,6 +187,21 @@ async def test_a_one_shot_waits_for_its_time_and_for_its_task_and_survives_a_res
     assert await store.later_runs("flaky") == []
 
 
+@contextlib.contextmanager
+def inserts_refused(store: Store, table: str) -> Iterator[None]:
+    """Every insert into `table` fails, by a trigger in the database file, until the end."""
+    with contextlib.closing(sqlite3.connect(store.path)) as db:
+        db.execute(
+            f"CREATE TRIGGER refuse BEFORE INSERT ON {table} BEGIN SELECT RAISE(ABORT, 'no'); END"
+        )
+        db.commit()
+        try:
+            yield
+        finally:
+            db.execute("DROP TRIGGER refuse")
+            db.commit()
+
+
 async def test_a_one_shot_whose_start_cannot_be_recorded_is_kept(
     make_fake: Make, store: Store, tasks_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -200,16 +216,10 @@ async def test_a_one_shot_whose_start_cannot_be_recorded_is_kept(
     first.end()
     await settled(sched, clock)
     await sched.run_later("flaky", clock.now() + timedelta(minutes=1), "cli:alice")
-    db = sqlite3.connect(store.path)
-    refuse = "CREATE TRIGGER refuse BEFORE INSERT ON run BEGIN SELECT RAISE(ABORT, 'no'); END"
-    with contextlib.closing(db):
-        db.execute(refuse)
-        db.commit()
+    with inserts_refused(store, "run"):
         clock.advance(60)
         await wait_for(lambda: "could not record the start" in caplog.text)
         await stop_loop(sched)
-        db.execute("DROP TRIGGER refuse")
-        db.commit()
     assert [r.cause for r in await store.later_runs("flaky")] == [Cause.ONE_SHOT]
     sched, launcher = make_fake([task], clock)  # a restart: it runs, once
     (again,) = await launcher.started(1)
@@ -230,17 +240,11 @@ async def test_a_failed_run_whose_retry_cannot_be_kept_goes_again_after_a_restar
     clock = ManualClock()
     task = flaky(tasks_dir, every=366 * 86400, retries=2)
     sched, launcher = make_fake([task], clock)
-    db = sqlite3.connect(store.path)
-    refuse = "CREATE TRIGGER refuse BEFORE INSERT ON later BEGIN SELECT RAISE(ABORT, 'no'); END"
-    with contextlib.closing(db):
-        db.execute(refuse)
-        db.commit()
+    with inserts_refused(store, "later"):
         (first,) = await launcher.started(1)
         first.end(Outcome.FAILED)
         await wait_for(lambda: "could not" in caplog.text)
         await stop_loop(sched)
-        db.execute("DROP TRIGGER refuse")
-        db.commit()
     sched, launcher = make_fake([task], clock)  # a restart: the task goes again
     (again,) = await launcher.started(1)
     again.end()

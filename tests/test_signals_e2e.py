@@ -4,6 +4,7 @@ default action of dying on the spot."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -11,6 +12,7 @@ import signal
 import subprocess
 import termios
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -349,30 +351,37 @@ def test_a_daemon_killed_while_stopping_what_a_crash_left_leaves_it_to_the_next(
         assert third.wait(30) == 0
 
 
-def test_a_second_stop_during_recovery_stops_the_leftovers_now(tmp_path: Path) -> None:
-    """A stop while the start waits out a leftover's grace was ignored until the grace
-    ended (ten minutes here), a second one too. Now the second kills it at once, as it
-    does to runs, and the daemon ends without starting anything."""
+@contextlib.contextmanager
+def stopped_in_recovery(tmp_path: Path) -> Iterator[tuple[Path, Path, subprocess.Popen[bytes]]]:
+    """A daemon told to stop (SIGTERM) while its start waits out a leftover's grace (ten
+    minutes): (database, its log, the daemon), which is killed after, with the leftovers."""
     config, db = crashed_leaving_slow(tmp_path)
-    runs = query(db, "SELECT id, outcome FROM run ORDER BY id")
     log = tmp_path / "second.log"
     second = daemon(config, log)
     try:
         wait_sync(lambda: CUT in log.read_text(), 20, "the recovery")
         second.send_signal(signal.SIGTERM)
         wait_sync(lambda: "SIGTERM: stopping" in log.read_text(), 20, "the stop")
-        second.send_signal(signal.SIGTERM)
-        assert second.wait(30) == 0, log.read_text()
+        yield db, log, second
     finally:
         second.kill()
         second.wait()
         end_leftovers(db)
-    assert processes_of(db, {"slow"}) == []
     text = log.read_text()
     assert "daemon running" not in text and "Traceback" not in text, text
-    after = query(db, "SELECT id, outcome FROM run ORDER BY id")
-    assert [r[0] for r in after] == [r[0] for r in runs]  # nothing started
-    assert ("interrupted",) in [r[1:] for r in after]
+
+
+def test_a_second_stop_during_recovery_stops_the_leftovers_now(tmp_path: Path) -> None:
+    """A stop while the start waits out a leftover's grace was ignored until the grace
+    ended (ten minutes here), a second one too. Now the second kills it at once, as it
+    does to runs, and the daemon ends without starting anything."""
+    with stopped_in_recovery(tmp_path) as (db, log, second):
+        runs = query(db, "SELECT id FROM run ORDER BY id")
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(30) == 0, log.read_text()
+        assert processes_of(db, {"slow"}) == []
+    assert query(db, "SELECT id FROM run ORDER BY id") == runs  # nothing started
+    assert ("interrupted",) in query(db, "SELECT outcome FROM run")
 
 
 def test_a_stop_during_recovery_ends_the_start_once_the_leftovers_are_gone(
@@ -380,22 +389,10 @@ def test_a_stop_during_recovery_ends_the_start_once_the_leftovers_are_gone(
 ) -> None:
     """After one stop the leftover keeps its grace, as runs do; once it is gone the daemon
     ends. Before, it went on to open its socket and start the schedule, then stopped."""
-    config, db = crashed_leaving_slow(tmp_path)
-    log = tmp_path / "second.log"
-    second = daemon(config, log)
-    try:
-        wait_sync(lambda: CUT in log.read_text(), 20, "the recovery")
-        second.send_signal(signal.SIGTERM)
-        wait_sync(lambda: "SIGTERM: stopping" in log.read_text(), 20, "the stop")
+    with stopped_in_recovery(tmp_path) as (db, log, second):
         assert second.poll() is None  # the leftover has its grace
         end_leftovers(db)  # it ends within it
         assert second.wait(30) == 0, log.read_text()
-    finally:
-        second.kill()
-        second.wait()
-        end_leftovers(db)
-    text = log.read_text()
-    assert "daemon running" not in text and "Traceback" not in text, text
     assert query(db, "SELECT outcome FROM run WHERE task_id = 'slow'") == [("interrupted",)]
 
 
