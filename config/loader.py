@@ -294,6 +294,19 @@ def host_zone() -> ZoneInfo:
         return ZoneInfo("UTC")
 
 
+def _not_a_script(path: str) -> str:
+    """What is wrong with `path` as a script, or "" if it is a file."""
+    if os.path.isfile(path):
+        return ""
+    if os.path.isdir(path):
+        return f"{path!r} is a folder, not a script"
+    if os.path.islink(path):  # and what it points to is not there
+        return f"{path!r} is a link to {os.readlink(path)!r}, which does not exist"
+    if os.path.lexists(path):
+        return f"{path!r} is not a regular file"
+    return f"no such file {path!r}"
+
+
 def _raw_problems(raw: Mapping[str, Any], base: Path) -> list[str]:
     """What no single field shows: duplicate ids and scripts that do not exist."""
     problems: list[str] = []
@@ -303,7 +316,7 @@ def _raw_problems(raw: Mapping[str, Any], base: Path) -> list[str]:
     tasks_dir_raw = raw.get("tasks_dir", "tasks")
     tasks_dir = os.path.join(base, tasks_dir_raw) if isinstance(tasks_dir_raw, str) else None
     seen: dict[str, int] = {}
-    found: dict[str, bool] = {}  # each script is looked for once, however many tasks run it
+    found: dict[str, str] = {}  # each script is looked at once, however many tasks run it
     for i, task in enumerate(tasks):
         if not isinstance(task, dict):
             continue
@@ -318,7 +331,7 @@ def _raw_problems(raw: Mapping[str, Any], base: Path) -> list[str]:
         if isinstance(script, str) and tasks_dir is not None:
             target = os.path.join(tasks_dir, script)
             if script not in found:
-                found[script] = os.path.isfile(target)
-            if not found[script]:
-                problems.append(f"tasks[{i}].{key}: no such file {target!r}")
+                found[script] = _not_a_script(target)
+            if found[script]:
+                problems.append(f"tasks[{i}].{key}: {found[script]}")
     return problems

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import resource
 import subprocess
 from datetime import UTC, datetime
@@ -166,6 +167,27 @@ tasks:
     ]:
         assert expected in text, f"{expected!r} missing from:\n{text}"
     assert len(found) == 12
+
+
+def test_a_script_that_is_there_but_not_a_file_is_not_called_missing(tmp_path: Path) -> None:
+    """A folder or a named pipe where a script should be was "no such file", which sends
+    the user looking for a file that is plainly there."""
+    path = write(
+        tmp_path,
+        "tasks:\n  - {id: d, script: sub, every: 1h}\n  - {id: p, script: pipe.sh, every: 1h}\n"
+        "  - {id: l, script: link.sh, every: 1h}\n",
+    )
+    tasks = tmp_path / "tasks"
+    (tasks / "sub").mkdir()
+    os.mkfifo(tasks / "pipe.sh")
+    (tasks / "link.sh").symlink_to("/gone/away.sh")
+    found = problems(path)
+    assert found == [
+        f"tasks[0].script: {str(tasks / 'sub')!r} is a folder, not a script",
+        f"tasks[1].script: {str(tasks / 'pipe.sh')!r} is not a regular file",
+        f"tasks[2].script: {str(tasks / 'link.sh')!r} is a link to '/gone/away.sh', which "
+        "does not exist",
+    ]
 
 
 def test_seed_tasks_json_loads_unchanged(tmp_path: Path) -> None:
