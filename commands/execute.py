@@ -57,6 +57,7 @@ from commands.reply import (
 from scheduler_core import __version__
 from scheduler_core.errors import SchedulerError, StoreError, TaskNotFoundError, log_failure
 from scheduler_core.model import LogEntry, Outcome, TaskState
+from scheduler_core.model import Status as TaskStatus
 from scheduler_core.triggers import format_duration
 
 log = logging.getLogger(__name__)
@@ -342,6 +343,12 @@ async def _output(ctx: Context, task_id: str, run_id: int | None) -> Reply:
         if run_id is not None:
             message = f"{spec.id} has no run {run_id}; `status {spec.id}` lists its recent runs"
             return usage_error(message, {"error": message, "kind": "unknown-run"})
+        (state,) = await ctx.tasks.listing.states_of([spec.id]) or [TaskState.blank(spec)]
+        if state.status is TaskStatus.RUNNING and state.last_run is not None:
+            # A run no daemon here is following (it is starting, or died): nothing to show.
+            since = short_time(state.last_run, ctx.zone, ctx.tasks.clock.now())
+            text = f"{spec.id} has a run under way since {since}, and none finished yet."
+            return Reply(text, no_run_json(spec.id))
         return Reply(f"{spec.id} has not run yet.", no_run_json(spec.id))
     data = record_json(record, ctx.zone)
     now = ctx.tasks.clock.now()

@@ -399,7 +399,8 @@ def test_a_stop_during_recovery_ends_the_start_once_the_leftovers_are_gone(
 def test_status_during_a_start_says_the_daemon_is_starting(tmp_path: Path) -> None:
     """While a daemon starts (here: stopping what a crash left, with its grace) or stops,
     `status` said "daemon not running" (`"running": false`), and the agent's skill says to
-    tell the owner to start it. Now it says the daemon is starting, or stopping."""
+    tell the owner to start it. Now it says the daemon is starting, or stopping. And
+    `output` of the task whose run is not over said it had not run."""
     config, db = crashed_leaving_slow(tmp_path)
     log = tmp_path / "second.log"
     second = daemon(config, log)
@@ -410,6 +411,9 @@ def test_status_during_a_start_says_the_daemon_is_starting(tmp_path: Path) -> No
         assert f"daemon starting (pid {second.pid})" in text.stdout.splitlines()[0]
         data = json.loads(cli("--json", "status", config=config).stdout)
         assert data["running"] is False and data["daemon"] == "starting"
+        # Its run that the crash cut short has not ended yet: it was "has not run yet".
+        said = cli("output", "slow", config=config).stdout
+        assert said.startswith("slow has a run under way since "), said
         end_leftovers(db)
         wait_sync(lambda: "daemon running" in log.read_text(), 30, "the start")
         data = json.loads(cli("--json", "status", config=config).stdout)
