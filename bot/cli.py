@@ -224,6 +224,17 @@ def _main(args: argparse.Namespace) -> int:
         answered = client.ask(hint, request)
         if answered is not None:
             return answered
+    elif config_path.exists() and not os.access(config_path, os.R_OK):  # its daemon may answer
+        answered = client.ask_unreadable(config_path, request)
+        if answered is not None:
+            return answered
+        raise Failure(
+            f"{config_path} is not yours to read, and no daemon that runs it answers where it "
+            "keeps its state by default: start the daemon (systemctl start moltsched); if its "
+            "state_dir is elsewhere, its owner can let you read the file",
+            "permission",
+            EXIT_STATE,
+        )
     from bot.offline import answer
 
     return answer(config_path, request, hint)

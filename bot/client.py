@@ -214,6 +214,25 @@ def ask(state_dir: Path, asked: Request) -> int | None:
     return int(reply.get("exit", 1))
 
 
+def ask_unreadable(config_path: Path, asked: Request) -> int | None:
+    """`ask` the daemon that runs `config_path`, a file we may not read (the agent need not:
+    its tasks' `env:` may hold secrets), found where such a file keeps its state by default
+    (`state_dir_for`, or beside it), when it says it runs this very file. None if none does."""
+    from config.locate import state_dir_for
+
+    wanted = str(config_path.resolve())
+    for place in dict.fromkeys(
+        [state_dir_for(config_path), config_path.resolve().parent / "state"]
+    ):
+        try:
+            found = request(place, _PING, patience=HUNG_S)
+        except (NotAnswering, DaemonGone, OSError):
+            continue
+        if found is not None and found.get("config") == wanted:
+            return ask(place, asked)
+    return None
+
+
 def ask_where_it_ran(config_path: Path, named: Path | None, asked: Request) -> int | None:
     """`ask` the state directory `config_path` named at its last good load (config.cache),
     if it names another, `named`, now: a daemon started from the file runs there until it is

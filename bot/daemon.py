@@ -137,7 +137,9 @@ class Daemon:
     async def handle(self, request: Request) -> Answer:
         """One control request."""
         if isinstance(request.command, Ping):
-            return {"err": "", "exit": 0, "pid": os.getpid()}, _nothing()
+            # The file it runs: `client.ask_unreadable` finds it by that.
+            meta = {"err": "", "exit": 0, "pid": os.getpid(), "config": str(self.config.path)}
+            return meta, _nothing()
         if isinstance(request.command, Reload):
             code, message = await self.reload(request.actor)
             if request.json:

@@ -27,7 +27,7 @@ import yaml
 
 from bot.lock import StateLock
 from config.loader import AppConfig, ConfigError, load_config
-from config.locate import FileTooBig, read_text
+from config.locate import FileTooBig, read_text, state_dir_for
 from scheduler_core.checkpoint import CheckpointError, encode, parse
 from scheduler_core.model import LogEntry, Outcome, Status, TaskState
 from scheduler_core.store import Store
@@ -58,15 +58,6 @@ def seed_config(seed_dir: Path, config_path: Path) -> dict[str, Any]:
         "tasks_dir": str((seed_dir / "tasks").resolve()),
         "tasks": ours,
     }
-
-
-def state_dir_for(config_path: Path) -> Path:
-    """Where a new configuration keeps its state: absolute, so the file can be moved, and
-    /var/lib/moltsched (the unit's StateDirectory) for one written under /etc."""
-    folder = config_path.resolve().parent
-    if folder.is_relative_to("/etc"):
-        return Path("/var/lib/moltsched")
-    return folder / "state"
 
 
 def import_seed(config_path: Path, seed_dir: Path, as_json: bool) -> int:

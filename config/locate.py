@@ -104,6 +104,16 @@ def find_config_path(arg: str | os.PathLike[str] | None = None, *, existing: boo
     raise ConfigNotFound(places)
 
 
+def state_dir_for(config_path: Path) -> Path:
+    """Where a new configuration keeps its state (what `import-seed` writes): absolute, so
+    the file can be moved, and /var/lib/moltsched (the unit's StateDirectory) for one
+    written under /etc."""
+    folder = config_path.resolve().parent
+    if folder.is_relative_to("/etc"):
+        return Path("/var/lib/moltsched")
+    return folder / "state"
+
+
 def state_dir_hint(path: Path) -> Path | None:
     """The state directory the file names, or None if it cannot be told cheaply."""
     try:

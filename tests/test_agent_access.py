@@ -344,3 +344,39 @@ def test_while_the_daemon_starts_the_agent_hears_that_not_that_it_is_down(
         for proc in started:
             proc.terminate()
             proc.wait(30)
+
+
+def test_the_agent_needs_no_read_access_to_the_configuration(
+    world: tuple[Path, str, User, User, User],
+) -> None:
+    """The deploy recipe made the configuration readable by the agent's group, or none of
+    the agent's commands worked: they read the file to find the daemon. So the agent could
+    read every task's `env:` (API tokens, passwords). Now a file it may not read is run by
+    the daemon found where such a file keeps its state by default, when that daemon says it
+    runs this very file; the file can stay its owner's alone."""
+    root, group, service, agent, stranger = world
+    config, daemon, log = group_daemon(root, group, service)
+    config.chmod(0o600)
+    os.chown(config, service.uid, service.gid)
+    try:
+        wait_sync(lambda: "daemon running" in log.read_text(), 30, "the daemon")
+        argv, env = moltsched_as(agent)
+        for args in (["status"], ["run", "tick"], ["logs", "-n", "2"]):
+            done = run_as(agent, [*argv, "--config", str(config), "--json", *args], env)
+            assert done.returncode == 0, (args, done.stdout, done.stderr)
+            json.loads(done.stdout)
+        # A stranger still gets no further than before.
+        argv, env = moltsched_as(stranger)
+        done = run_as(stranger, [*argv, "--config", str(config), "--json", "status"], env)
+        assert done.returncode == 3, done.stdout
+    finally:
+        daemon.terminate()
+        assert daemon.wait(20) == 0
+    # With the daemon down, the agent hears that, and that the file is not its to read.
+    argv, env = moltsched_as(agent)
+    done = run_as(agent, [*argv, "--config", str(config), "--json", "status"], env)
+    error = json.loads(done.stdout)
+    assert done.returncode == 3 and error["kind"] == "permission", error
+    assert (
+        "no daemon that runs it answers" in error["error"] and "systemctl start" in error["error"]
+    )

@@ -207,7 +207,7 @@ def test_a_seed_without_its_database_says_so(tmp_path: Path) -> None:
 
 
 def test_a_configuration_written_under_etc_keeps_its_state_in_var_lib() -> None:
-    from bot.import_seed import state_dir_for
+    from config.locate import state_dir_for
 
     assert state_dir_for(Path("/etc/moltsched/moltsched.yaml")) == Path("/var/lib/moltsched")
 
