@@ -130,7 +130,7 @@ async def pause(ctx: Context, task_id: str) -> Reply:
 
 async def resume(ctx: Context, task_id: str) -> Reply:
     was_paused = ctx.scheduler.is_paused(task_id)
-    state, started = await ctx.scheduler.resume(task_id, ctx.actor)
+    state, started, released = await ctx.scheduler.resume(task_id, ctx.actor)
     spec = ctx.scheduler.spec(task_id)
     data = task_json(spec, state, ctx.zone)
     if not was_paused:
@@ -141,4 +141,5 @@ async def resume(ctx: Context, task_id: str) -> Reply:
             f"Resumed {task_id}: its interrupted run goes on now, from its checkpoint.", data
         )
     nxt = short_time(state.next_run, ctx.zone, now) if spec.enabled else "- (disabled)"
-    return Reply(f"Resumed {task_id}: next run {nxt}.", data)
+    held = " the run held while it was paused goes now;" if released else ""
+    return Reply(f"Resumed {task_id}:{held} next run {nxt}.", data)

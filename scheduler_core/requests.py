@@ -236,17 +236,19 @@ class Requests(Reads):
             state = await self.store.state(task_id) or state
         return state, cut
 
-    async def resume(self, task_id: str, actor: str | None) -> tuple[TaskState, bool]:
+    async def resume(self, task_id: str, actor: str | None) -> tuple[TaskState, bool, bool]:
         """Schedule a paused task again. An interrupted run goes on at once, from its
-        checkpoint; slots that passed while paused are not caught up (the pause was meant).
+        checkpoint, and so do one-shots and retries that came due while it was paused
+        (held); slots that passed while paused are not caught up (the pause was meant).
 
-        Returns the state and whether a run started.
+        Returns the state, whether the interrupted run goes on, and whether held runs go.
         """
         spec = self.spec(task_id)
         if task_id not in self._paused:
-            return await self._state(task_id), False
+            return await self._state(task_id), False, False
         self._paused.discard(task_id)
-        if self._later.release(task_id):
+        released = self._later.release(task_id)
+        if released:
             self._wake.set()
         state = await self.store.set_paused(task_id, False, actor)
         started = state.status is Status.INTERRUPTED and self.phase is Phase.RUNNING
@@ -261,7 +263,7 @@ class Requests(Reads):
             else:
                 await self.store.set_next_runs([(task_id, due)])
             state = state._replace(next_run=due)
-        return state, started
+        return state, started, released
 
     async def _state(self, task_id: str) -> TaskState:
         state = await self.store.state(task_id)

@@ -164,6 +164,29 @@ def test_a_one_shot_for_a_paused_task_says_it_waits_for_resume(
         assert cli("cancel", "note", config=config).returncode == 0
 
 
+def test_resume_says_that_a_run_held_while_paused_goes_now(
+    tmp_path: Path, daemons: list[DaemonProcess]
+) -> None:
+    """A one-shot or a retry that came due while its task was paused is held, and goes at
+    `resume`. Resume answered "next run 08:02" all the same, and the held run (a retry that
+    fails again: an alert) came a second later, unannounced."""
+    config = write_setup(
+        tmp_path,
+        '  - {id: note, script: note.sh, cron: "0 0 1 1 *"}\n',
+        {"note.sh": 'echo ran >> "{root}/note.log"\n'},
+    )
+    start(config, daemons)
+    assert cli("pause", "note", config=config).returncode == 0
+    asked = json.loads(cli("--json", "run", "note", "--in", "1s", config=config).stdout)
+    due = datetime.fromisoformat(asked["scheduled"]).timestamp()
+    wait_sync(lambda: time.time() > due + 1.5, what="the one-shot's time, passed while paused")
+    said = cli("resume", "note", config=config).stdout
+    assert "the run held while it was paused goes now" in said, said
+    wait_sync(lambda: (tmp_path / "note.log").exists(), what="the held run")
+    again = cli("chat", "resume:note", config=config).stdout  # nothing held now
+    assert again.strip() == "note is not paused."
+
+
 def test_stop_ends_the_run_says_who_to_its_waiter_and_leaves_the_schedule(
     tmp_path: Path, daemons: list[DaemonProcess]
 ) -> None:
