@@ -138,7 +138,8 @@ class Daemon:
         """One control request."""
         if isinstance(request.command, Ping):
             # The file it runs: `client.ask_unreadable` finds it by that.
-            meta = {"err": "", "exit": 0, "pid": os.getpid(), "config": str(self.config.path)}
+            config = str(self.config.path.resolve())
+            meta = {"err": "", "exit": 0, "pid": os.getpid(), "config": config}
             return meta, _nothing()
         if isinstance(request.command, Reload):
             code, message = await self.reload(request.actor)

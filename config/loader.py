@@ -204,6 +204,12 @@ def _seed_layout(raw: dict[str, Any], base: Path) -> bool:
     )
 
 
+def _named(path: Path) -> Path:
+    """The file as named, made absolute, but not resolved: a link stays the link, so a
+    reload reads the file it names then (a link moved to a new file is that new file)."""
+    return Path(os.path.abspath(path))
+
+
 def _zone(model: ConfigModel | None) -> ZoneInfo:
     return ZoneInfo(model.timezone) if model and model.timezone else host_zone()
 
@@ -212,7 +218,7 @@ def _build(model: ConfigModel, path: Path, base: Path, specs: tuple[TaskSpec, ..
     settings = EngineSettings(
         state_dir=(base / model.state_dir).resolve(),
         tasks_dir=(base / model.tasks_dir).resolve(),
-        config_path=path.resolve(),
+        config_path=_named(path),
         max_concurrent=model.max_concurrent,
         retention=Retention(
             runs_per_task=model.retention.runs_per_task,
@@ -234,7 +240,7 @@ def _build(model: ConfigModel, path: Path, base: Path, specs: tuple[TaskSpec, ..
         )
     a, m = model.alerts, model.metrics
     return AppConfig(
-        path.resolve(),
+        _named(path),
         settings,
         _zone(model),
         specs,

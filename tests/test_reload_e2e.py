@@ -258,3 +258,27 @@ def test_a_reload_that_removes_a_task_stops_its_run(tmp_path: Path) -> None:
         assert [t["id"] for t in status["tasks"]] == ["quick"]
     finally:
         assert daemon.stop() == 0
+
+
+def test_a_reload_follows_a_configuration_link_to_its_new_file(tmp_path: Path) -> None:
+    """A configuration kept as a link to the file in use (NixOS and home-manager, stow,
+    a deploy tool's `current` link): the daemon kept the file the link named at its start,
+    so after the link was moved to a new file every reload read the old one again and
+    answered "reloaded", the edit never applied."""
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "a.sh").write_text("echo a\n")
+    one, two = tmp_path / "gen1.yaml", tmp_path / "gen2.yaml"
+    one.write_text("tasks:\n  - {id: a, script: a.sh, every: 1h}\n")
+    two.write_text(one.read_text() + "  - {id: b, script: a.sh, every: 1h}\n")
+    config = tmp_path / "moltsched.yaml"
+    config.symlink_to(one.name)
+    daemon = DaemonProcess(config).start()
+    try:
+        config.unlink()
+        config.symlink_to(two.name)
+        result = cli("reload", config=config)
+        assert result.returncode == 0 and "added b" in result.stdout, result.stdout
+        status = json.loads(cli("--json", "status", config=config).stdout)
+        assert [t["id"] for t in status["tasks"]] == ["a", "b"]
+    finally:
+        assert daemon.stop() == 0
