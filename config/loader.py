@@ -165,7 +165,8 @@ def _load(path: Path) -> AppConfig:
     tasks = raw.get("tasks")
     specs: list[TaskSpec] = []
     zone = _zone(model)
-    tasks_dir = (base / model.tasks_dir).resolve() if model else base
+    # Not resolved: a link (`current` -> releases/v2) is followed at each run, as cron does.
+    tasks_dir = _named(base / model.tasks_dir) if model else base
     shared: dict[object, Any] = {}
     for i, item in enumerate(tasks if isinstance(tasks, list) else ()):
         task = TaskModel.read(item, f"tasks[{i}]", problems)
@@ -205,8 +206,8 @@ def _seed_layout(raw: dict[str, Any], base: Path) -> bool:
 
 
 def _named(path: Path) -> Path:
-    """The file as named, made absolute, but not resolved: a link stays the link, so a
-    reload reads the file it names then (a link moved to a new file is that new file)."""
+    """The path as named, made absolute, but not resolved: a link stays the link, so what
+    reads it later (a reload, a run) finds what it names then."""
     return Path(os.path.abspath(path))
 
 
@@ -217,7 +218,7 @@ def _zone(model: ConfigModel | None) -> ZoneInfo:
 def _build(model: ConfigModel, path: Path, base: Path, specs: tuple[TaskSpec, ...]) -> AppConfig:
     settings = EngineSettings(
         state_dir=(base / model.state_dir).resolve(),
-        tasks_dir=(base / model.tasks_dir).resolve(),
+        tasks_dir=_named(base / model.tasks_dir),
         config_path=_named(path),
         max_concurrent=model.max_concurrent,
         retention=Retention(

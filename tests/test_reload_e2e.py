@@ -282,3 +282,27 @@ def test_a_reload_follows_a_configuration_link_to_its_new_file(tmp_path: Path) -
         assert [t["id"] for t in status["tasks"]] == ["a", "b"]
     finally:
         assert daemon.stop() == 0
+
+
+def test_runs_follow_a_tasks_dir_link_to_its_new_folder(tmp_path: Path) -> None:
+    """`tasks_dir` as a link to the release in use (`current` -> releases/v2), switched by
+    a deploy: the daemon had resolved the link when it read the file, so every run went on
+    starting the old release's scripts, as long as they stayed on disk, until a restart.
+    cron starts the path it is given, link and all; so do runs now."""
+    for release in ("v1", "v2"):
+        folder = tmp_path / "releases" / release
+        folder.mkdir(parents=True)
+        (folder / "job.sh").write_text(f"echo {release}\n")
+    current = tmp_path / "current"
+    current.symlink_to("releases/v1")
+    config = tmp_path / "moltsched.yaml"
+    config.write_text(f"tasks_dir: {current}\ntasks:\n  - {{id: job, script: job.sh, every: 1h}}\n")
+    daemon = DaemonProcess(config).start()
+    try:
+        assert cli("run", "job", config=config).stdout.strip().endswith("v1")
+        current.unlink()
+        current.symlink_to("releases/v2")
+        ran = cli("run", "job", config=config)
+        assert ran.stdout.strip().endswith("v2"), ran.stdout
+    finally:
+        assert daemon.stop() == 0
