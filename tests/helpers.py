@@ -170,6 +170,16 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+def running_program(db: Path, task: str, program: str) -> bool:
+    """Whether a run of `task` has `program` running (by its name): for a script, proof
+    that what comes before it in the script was done."""
+    for pid in processes_of(db, {task}):
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/comm").read_text().strip() == program:
+                return True
+    return False
+
+
 def processes_of(db: Path, tasks: set[str]) -> list[int]:
     """Every process on the machine that a run of one of `tasks` (of this database) started:
     they all carry the run's environment."""

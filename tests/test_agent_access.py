@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import MOLTSCHED, processes_of, query, wait_sync
+from tests.helpers import MOLTSCHED, processes_of, query, running_program, wait_sync
 from tests.unix_users import User, moltsched_as, popen_as, run_as, unix_group, unix_user
 
 # A raw request claiming to be root; the daemon must record who really sent it.
@@ -328,7 +328,7 @@ def test_while_the_daemon_starts_the_agent_hears_that_not_that_it_is_down(
                     popen_as(service, [*argv, "--config", str(config), "daemon"], env, err)
                 )
             if len(started) == 1:  # crashed once its slow run goes
-                wait_sync(lambda: processes_of(db, {"slow"}) != [], 30, "slow to run")
+                wait_sync(lambda: running_program(db, "slow", "sleep"), 30, "slow to run")
                 started[0].kill()
                 started[0].wait()
         wait_sync(lambda: "cut short by a crash" in log.read_text(), 30, "the recovery")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import MOLTSCHED, alive, cli, processes_of, query, wait_sync
+from tests.helpers import MOLTSCHED, alive, cli, processes_of, query, running_program, wait_sync
 
 TASKS = 2000  # a start-up long enough to signal it many times
 
@@ -81,14 +81,12 @@ def test_a_stop_during_start_up_ends_it_cleanly(tmp_path: Path, sig: signal.Sign
 
 
 def slow_running(tmp_path: Path, grace: str) -> tuple[subprocess.Popen[bytes], Path, Path]:
-    """The daemon, once its task that ignores SIGTERM runs: (process, log, database)."""
+    """The daemon, once its task that ignores SIGTERM runs: (process, log, database). Its
+    `sleep` is up, so the trap is set: the run's row says `running` before its process is
+    even spawned."""
     proc, log = start(tmp_path, f"  - {{id: slow, script: slow.sh, every: 1h, grace: {grace}}}\n")
     db = tmp_path / "state" / "moltsched.db"
-    wait_sync(
-        lambda: query(db, "SELECT status FROM task WHERE id = 'slow'") == [("running",)],
-        30,
-        "slow to run",
-    )
+    wait_sync(lambda: running_program(db, "slow", "sleep"), 30, "slow to run")
     return proc, log, db
 
 
