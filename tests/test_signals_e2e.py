@@ -268,7 +268,7 @@ def test_commands_during_a_long_start_wait_for_it(tmp_path: Path) -> None:
         )
     waited = tmp_path / "run.err"
     try:
-        # Recovery has begun: the runs cut short are recorded; stopping the slow one waits.
+        # Recovery has begun: it found the runs cut short, and stopping the slow one waits.
         cut = "run(s) cut short by a crash"
         wait_sync(lambda: cut in log.read_text(), 20, "the recovery")
         other = cli("daemon", config=config, timeout=30)
