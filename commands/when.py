@@ -1,5 +1,6 @@
 """When a one-shot run is asked for: `in 20m`, `at 18:00` (the next 18:00 in the configured
 zone), or `at 2026-12-01T18:00` (an ISO date-time; without an offset, in the configured zone).
+As a phone's owner types them too: `in 20 minutes`, `in 1 hour 30 min`, `at 6pm`.
 Pure: the text, now and the zone in, a time or a short reason out."""
 
 from __future__ import annotations
@@ -12,6 +13,13 @@ from scheduler_core.triggers import parse_duration
 
 EXAMPLES = "in 20m, at 18:00 or at 2026-12-01T18:00"
 _CLOCK = re.compile(r"(\d{1,2})[:.](\d{2})")
+# As typed on a phone: `at 6pm`, `at 6:30 pm`, `at 7.30a.m.`.
+_TWELVE = re.compile(r"(\d{1,2})(?:[:.](\d{2}))?\s*([ap])\.?\s*m\.?", re.IGNORECASE)
+# `20 minutes`, `1 hour 30 min`, `45 secs`: each part as parse_duration writes it (`20m`).
+_WORDS = re.compile(
+    r"(\d+(?:\.\d+)?)\s*(s|secs?|seconds?|m|mins?|minutes?|h|hrs?|hours?|d|days?)\b\s*",
+    re.IGNORECASE,
+)
 
 
 def parse_when(text: str, now: datetime, zone: ZoneInfo) -> datetime:
@@ -20,7 +28,7 @@ def parse_when(text: str, now: datetime, zone: ZoneInfo) -> datetime:
     rest = rest.strip()
     if word.lower() == "in" and rest:
         try:
-            seconds = parse_duration(rest)
+            seconds = parse_duration(_compact(rest))
         except ValueError as exc:
             raise ValueError(str(exc)) from None
         if seconds < 1:
@@ -30,12 +38,27 @@ def parse_when(text: str, now: datetime, zone: ZoneInfo) -> datetime:
         clock = _CLOCK.fullmatch(rest)
         if clock:
             return _next_time(int(clock[1]), int(clock[2]), now, zone)
+        twelve = _TWELVE.fullmatch(rest)
+        if twelve:
+            hour, minute = int(twelve[1]), int(twelve[2] or 0)
+            if not 1 <= hour <= 12:
+                raise ValueError(f"{rest} is not a time of day")
+            pm = twelve[3].lower() == "p"
+            return _next_time(hour % 12 + (12 if pm else 0), minute, now, zone)
         try:
             when = datetime.fromisoformat(rest)
         except ValueError:
             raise ValueError(f"{rest[:40]!r} is not a time; say {EXAMPLES}") from None
         return when if when.tzinfo is not None else when.replace(tzinfo=zone)
     raise ValueError(f"say when: {EXAMPLES}")
+
+
+def _compact(text: str) -> str:
+    """`1 hour 30 minutes` as `1h30m`; other text as it is (parse_duration judges it)."""
+    parts = _WORDS.findall(text)
+    if not parts or _WORDS.sub("", text).strip():
+        return text
+    return "".join(number + unit[0].lower() for number, unit in parts)
 
 
 def _next_time(hour: int, minute: int, now: datetime, zone: ZoneInfo) -> datetime:

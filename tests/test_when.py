@@ -30,6 +30,31 @@ def test_when(text: str, expected: datetime) -> None:
     assert parse_when(text, NOW, BERLIN) == expected
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("in 20 minutes", NOW + timedelta(minutes=20)),
+        ("in 20 min", NOW + timedelta(minutes=20)),
+        ("in 1 minute", NOW + timedelta(minutes=1)),
+        ("in 2 hours", NOW + timedelta(hours=2)),
+        ("in 1 hour 30 minutes", NOW + timedelta(minutes=90)),
+        ("in 1h 30m", NOW + timedelta(minutes=90)),
+        ("in 1 day", NOW + timedelta(days=1)),
+        ("in 45 secs", NOW + timedelta(seconds=45)),
+        ("at 6pm", datetime(2026, 11, 30, 18, 0, tzinfo=BERLIN)),
+        ("at 6:30 pm", datetime(2026, 11, 30, 18, 30, tzinfo=BERLIN)),
+        ("at 7.30am", datetime(2026, 12, 1, 7, 30, tzinfo=BERLIN)),
+        ("at 12am", datetime(2026, 12, 1, 0, 0, tzinfo=BERLIN)),
+        ("at 12pm", datetime(2026, 12, 1, 12, 0, tzinfo=BERLIN)),
+        ("at 6 P.M.", datetime(2026, 11, 30, 18, 0, tzinfo=BERLIN)),
+    ],
+)
+def test_when_as_typed_on_a_phone(text: str, expected: datetime) -> None:
+    """What a phone's owner types: `run:backup in 20 minutes`, `at 6pm`. Both were refused
+    ("'20 minutes' is not a duration"), where the meaning is plain."""
+    assert parse_when(text, NOW, BERLIN) == expected
+
+
 def test_a_time_of_day_in_a_skipped_hour_still_comes_next() -> None:
     # 2027-03-28 02:30 does not exist in Berlin; the answer is still after now, and once.
     now = datetime(2027, 3, 27, 23, 0, tzinfo=UTC)
@@ -46,6 +71,9 @@ def test_a_time_of_day_in_a_skipped_hour_still_comes_next() -> None:
         ("in inf", "too long"),
         ("at 25:00", "25:00 is not a time of day"),
         ("at teatime", "'teatime' is not a time"),
+        ("at 13pm", "13pm is not a time of day"),
+        ("at 0am", "0am is not a time of day"),
+        ("in 20 fortnights", "'20 fortnights' is not a duration"),
         ("soon", "say when: in 20m, at 18:00"),
         ("in", "say when"),
     ],
