@@ -16,17 +16,17 @@ import pwd
 import socket
 import stat
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from scheduler_core.record import Record
 
 log = logging.getLogger(__name__)
 
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
-@dataclass(frozen=True)
-class Peer:
+class Peer(Record):
     """The process at the other end of a unix socket."""
 
     pid: int

@@ -19,7 +19,6 @@ import logging
 import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -204,7 +203,7 @@ class ControlServer:
         assert peer is not None
         try:
             data = json.loads(raw)
-            request = replace(Request.from_wire(data), actor=peer.actor, pid=peer.pid)
+            request = Request.from_wire(data)._replace(actor=peer.actor, pid=peer.pid)
         except (ValueError, RecursionError) as exc:
             writer.write(_error(f"bad request: {exc}", "bad-request"))
             return

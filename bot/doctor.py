@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from config.checks import task_warnings
 from config.loader import AppConfig, ConfigError, load_config
 from config.locate import ConfigNotFound, find_config_path
 from scheduler_core.errors import StoreError
+from scheduler_core.record import Record
 from scheduler_core.store import inspect
 
 LOW_SPACE = 200 * 1024 * 1024  # a warning below this; a failure below a tenth of it
@@ -35,8 +35,7 @@ UNIT = "moltsched.service"
 MIN_SIGNAL_API = (0, 101)  # what signalbot 2.2 needs
 
 
-@dataclass(frozen=True)
-class Check:
+class Check(Record):
     name: str
     status: str  # ok | warn | fail
     detail: str
@@ -46,7 +45,7 @@ class Check:
 def doctor(config_arg: str | None, as_json: bool) -> int:
     checks = run_checks(config_arg)
     if as_json:
-        print(json.dumps({"checks": [asdict(c) for c in checks]}))
+        print(json.dumps({"checks": [c._asdict() for c in checks]}))
     else:
         for c in checks:
             mark = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}[c.status]

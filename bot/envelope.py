@@ -20,9 +20,10 @@ import base64
 import binascii
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
+
+from scheduler_core.record import Record
 
 
 class Verdict(StrEnum):
@@ -32,8 +33,7 @@ class Verdict(StrEnum):
     UNREADABLE = "unreadable"  # an admin's message signal-cli could not read
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(Record):
     verdict: Verdict
     text: str = ""
     reply_to: str = ""  # a number, a UUID, or a `group.…` id

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import replace
 
 from commands.context import Context
 from commands.execute import execute
@@ -25,7 +24,7 @@ async def converse(text: str, ctx: Context) -> AsyncIterator[Reply]:
         yield Reply(str(exc))
         return
     acks: asyncio.Queue[Reply] = asyncio.Queue()
-    chat = replace(ctx, chat=True, json=False, notify=acks.put)
+    chat = ctx._replace(chat=True, json=False, notify=acks.put)
     outcome = asyncio.ensure_future(execute(cmd, chat))
     # If the one asking goes away meanwhile, a run already started goes on and is recorded.
     while not outcome.done():

@@ -1,33 +1,30 @@
-"""The commands, as small frozen dataclasses, and the one request type that carries one over
+"""The commands, as small frozen records, and the one request type that carries one over
 the control socket as JSON: the CLI builds a `Request` and the daemon reads it back with the
 same code (`to_wire` / `from_wire`), for every command, chat, reload and ping alike."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, get_args
 
+from scheduler_core.record import Record
 
-@dataclass(frozen=True)
-class Status:
+
+class Status(Record):
     """Every task's state, or one task's in detail."""
 
     verb: ClassVar[str] = "status"
     task: str | None = None
 
 
-@dataclass(frozen=True)
-class Run:
+class Run(Record):
     """Run a task now (on demand) and wait for its result."""
 
     verb: ClassVar[str] = "run"
     task: str
 
 
-@dataclass(frozen=True)
-class RunLater:
+class RunLater(Record):
     """A one-shot run later: `when` is `in 20m`, `at 18:00` or `at` an ISO date-time."""
 
     verb: ClassVar[str] = "run-later"
@@ -35,54 +32,47 @@ class RunLater:
     when: str
 
 
-@dataclass(frozen=True)
-class Cancel:
+class Cancel(Record):
     """Remove a task's pending one-shot runs and retries."""
 
     verb: ClassVar[str] = "cancel"
     task: str
 
 
-@dataclass(frozen=True)
-class Stop:
+class Stop(Record):
     """End a task's current run now; its schedule stays."""
 
     verb: ClassVar[str] = "stop"
     task: str
 
 
-@dataclass(frozen=True)
-class RunAll:
+class RunAll(Record):
     """Run every task that is due now."""
 
     verb: ClassVar[str] = "run-all"
 
 
-@dataclass(frozen=True)
-class Pause:
+class Pause(Record):
     """No scheduled runs until resumed; a running run is interrupted."""
 
     verb: ClassVar[str] = "pause"
     task: str
 
 
-@dataclass(frozen=True)
-class Resume:
+class Resume(Record):
     """Scheduled again; an interrupted run goes on from its checkpoint at once."""
 
     verb: ClassVar[str] = "resume"
     task: str
 
 
-@dataclass(frozen=True)
-class Help:
+class Help(Record):
     """The short help."""
 
     verb: ClassVar[str] = "help"
 
 
-@dataclass(frozen=True)
-class Logs:
+class Logs(Record):
     """The newest action-log entries, newest first."""
 
     verb: ClassVar[str] = "logs"
@@ -90,8 +80,7 @@ class Logs:
     limit: int = 20
 
 
-@dataclass(frozen=True)
-class Output:
+class Output(Record):
     """What a run printed: the tails of its stdout and stderr (the newest run by default)."""
 
     verb: ClassVar[str] = "output"
@@ -99,23 +88,20 @@ class Output:
     run_id: int | None = None
 
 
-@dataclass(frozen=True)
-class Chat:
+class Chat(Record):
     """A message as an admin would send it on Signal; answered as the bot answers."""
 
     verb: ClassVar[str] = "chat"
     text: str
 
 
-@dataclass(frozen=True)
-class Reload:
+class Reload(Record):
     """Re-read the configuration (as SIGHUP does); the answer says whether it was taken."""
 
     verb: ClassVar[str] = "reload"
 
 
-@dataclass(frozen=True)
-class Ping:
+class Ping(Record):
     """Is a daemon there? (Answered with its pid.)"""
 
     verb: ClassVar[str] = "ping"
@@ -143,7 +129,7 @@ _BY_VERB: dict[str, type[Command]] = {c.verb: c for c in get_args(Command)}
 
 def to_wire(cmd: Command) -> dict[str, Any]:
     """The command as a JSON object: `{"verb": ..., fields...}`."""
-    return {"verb": cmd.verb, **asdict(cmd)}
+    return {"verb": cmd.verb, **cmd._asdict()}
 
 
 def from_wire(data: dict[str, Any]) -> Command:
@@ -153,7 +139,7 @@ def from_wire(data: dict[str, Any]) -> Command:
     cls = _BY_VERB.get(verb) if isinstance(verb, str) else None
     if cls is None:
         raise ValueError(f"unknown command {verb!r}")
-    kinds = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+    kinds = {name: str(cls.__annotations__[name]) for name in cls._fields}
     for name, value in fields.items():
         kind = kinds.get(name, "")
         fits = (
@@ -173,12 +159,11 @@ def command_from(verb: str, values: Mapping[str, object]) -> Command:
     """The command `verb` names, each field taken from `values` by its name (the command
     line's arguments are named after the fields they fill); ValueError as `from_wire`."""
     cls = _BY_VERB.get(verb)
-    names = [f.name for f in dataclasses.fields(cls)] if cls is not None else []
+    names = cls._fields if cls is not None else ()
     return from_wire({"verb": verb} | {name: values[name] for name in names if name in values})
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(Record):
     """One command, how to answer it (`json`), and who asked. The receiver sets `actor` and
     `pid` from what the kernel says about the caller (`bot.access`), never from the wire."""
 

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from commands.reply import Reply
 from scheduler_core.reads import Reads
+from scheduler_core.record import Record
 
 if TYPE_CHECKING:
     from scheduler_core.scheduler import Scheduler
 
 
-@dataclass(frozen=True)
-class Context:
+class Context(Record):
     """What a command runs against, and who asked."""
 
     # The scheduler; for a read with no daemon up, the tasks alone (see scheduler_core.reads).

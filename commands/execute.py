@@ -9,7 +9,6 @@ their traceback and answered with a short message, never the traceback itself.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -157,7 +156,7 @@ def _resolved(cmd: Command, ctx: Context) -> Command:
         found = find_task(task, ctx.tasks.task_ids)
     except TaskNotFoundError:
         return cmd  # audited as asked, then refused with the nearest ids
-    return cmd if found == task else type(cmd)(**{**dataclasses.asdict(cmd), "task": found})
+    return cmd if found == task else cmd._replace(task=found)
 
 
 _MARK = {

@@ -16,7 +16,6 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Callable
-from dataclasses import dataclass
 from enum import Enum
 
 from commands.command import (
@@ -32,6 +31,7 @@ from commands.command import (
     Status,
     Stop,
 )
+from scheduler_core.record import Record
 
 MAX_TEXT = 200  # longer than any command; a longer message is not one
 
@@ -42,8 +42,7 @@ class Arg(Enum):
     REQUIRED = "required"
 
 
-@dataclass(frozen=True)
-class Verb:
+class Verb(Record):
     """One row of the command table."""
 
     name: str

@@ -7,7 +7,6 @@ come from the same values (`task_values`; a run's `run_json`).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import datetime
@@ -153,7 +152,7 @@ def later_text(run: LaterRun, zone: ZoneInfo, now: datetime) -> str:
 
 def run_json(result: RunResult, zone: ZoneInfo) -> dict[str, Any]:
     """A finished run for `run --json`: RunResult's fields, by their names."""
-    data = dataclasses.asdict(result)
+    data = result._asdict()
     data.update(
         cause=str(result.cause),
         outcome=str(result.outcome),
@@ -166,7 +165,7 @@ def run_json(result: RunResult, zone: ZoneInfo) -> dict[str, Any]:
 
 def record_json(r: RunRecord, zone: ZoneInfo) -> dict[str, Any]:
     """A stored run for `output --json`: RunRecord's fields, by their names."""
-    return dataclasses.asdict(r) | {
+    return r._asdict() | {
         "cause": str(r.cause),
         "due": iso(r.due, zone),
         "started": iso(r.started, zone),
@@ -177,7 +176,7 @@ def record_json(r: RunRecord, zone: ZoneInfo) -> dict[str, Any]:
 
 def no_run_json(task_id: str) -> dict[str, Any]:
     """`output --json` for a task that has not run: `record_json`'s fields, all null."""
-    return {f.name: None for f in dataclasses.fields(RunRecord)} | {"task_id": task_id}
+    return dict.fromkeys(RunRecord._fields) | {"task_id": task_id}
 
 
 # A run among a task's recent runs (`status TASK`): the first fields of `record_json`.
@@ -196,7 +195,7 @@ def run_text(result: RunResult, zone: ZoneInfo) -> str:
 
 def log_json(entry: LogEntry, zone: ZoneInfo) -> dict[str, Any]:
     """An action-log entry for `logs --json`: LogEntry's fields, by their names."""
-    return dataclasses.asdict(entry) | {"time": iso(entry.time, zone)}
+    return entry._asdict() | {"time": iso(entry.time, zone)}
 
 
 def log_line(entry: LogEntry, zone: ZoneInfo, now: datetime) -> str:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from scheduler_core.checkpoint import too_deep
+from scheduler_core.record import Record
 from scheduler_core.safe import safe_text
 
 EXIT_OK = 0
@@ -27,8 +27,7 @@ def encode_json(value: Any) -> str:
     return _encode(value)
 
 
-@dataclass(frozen=True)
-class Reply:
+class Reply(Record):
     """What a command answers."""
 
     text: str

@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -18,6 +17,7 @@ from zoneinfo import ZoneInfo
 from config import cache
 from config.locate import FileTooBig, find_config_path, read_text
 from scheduler_core.model import CatchUp, EngineSettings, Retention, TaskSpec
+from scheduler_core.record import Record
 from scheduler_core.triggers import Cron, Every, Trigger
 
 if TYPE_CHECKING:  # imported when a file is read afresh, not when its cached result is used
@@ -38,8 +38,7 @@ class ConfigError(Exception):
         super().__init__(f"{path}: {count}:\n{listing}")
 
 
-@dataclass(frozen=True)
-class SignalConfig:
+class SignalConfig(Record):
     """The `signal:` section."""
 
     service: str
@@ -51,8 +50,7 @@ class SignalConfig:
     send_burst: int = 10
 
 
-@dataclass(frozen=True)
-class AlertSettings:
+class AlertSettings(Record):
     """The `alerts:` section."""
 
     after_failures: int = 1
@@ -62,16 +60,14 @@ class AlertSettings:
     fallback_after: float = 15 * 60.0
 
 
-@dataclass(frozen=True)
-class MetricsSettings:
+class MetricsSettings(Record):
     """The `metrics:` section."""
 
     host: str
     port: int
 
 
-@dataclass(frozen=True)
-class AppConfig:
+class AppConfig(Record):
     """A loaded, valid configuration."""
 
     path: Path

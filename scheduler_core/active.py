@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
 from scheduler_core.launcher import Run
 from scheduler_core.model import Cause, Ended, Outcome, RunResult, TaskSpec, TaskState
 from scheduler_core.queue import Waiting
+from scheduler_core.record import Record
 
 
 class Admission(StrEnum):
@@ -22,8 +23,7 @@ class Admission(StrEnum):
     ALREADY_QUEUED = "already-queued"
 
 
-@dataclass(frozen=True)
-class Submission:
+class Submission(Record):
     """A run request's admission and the future of its result."""
 
     admission: Admission
@@ -93,7 +93,7 @@ class Active:
         if self.stopped_by is None or end.outcome is not Outcome.INTERRUPTED:
             return end
         message = f"stopped by {self.stopped_by} after {end.duration_s:.1f}s"
-        return replace(end, outcome=Outcome.STOPPED, message=message)
+        return end._replace(outcome=Outcome.STOPPED, message=message)
 
     def result_of(self, end: Ended, retry_at: datetime | None = None) -> RunResult:
         assert self.started is not None

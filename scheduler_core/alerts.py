@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
 from scheduler_core.model import Outcome
+from scheduler_core.record import Record
 
 
 class AlertKind(StrEnum):
@@ -41,8 +41,7 @@ FLAP_CHANGES = 4
 SETTLE_RUNS = 5
 
 
-@dataclass(frozen=True)
-class AlertPolicy:
+class AlertPolicy(Record):
     """The `alerts:` section."""
 
     after_failures: int = 1

@@ -4,12 +4,12 @@ left behind (RunRecord, LogEntry). Immutable; times are aware UTC datetimes."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import NamedTuple
 
+from scheduler_core.record import Record
 from scheduler_core.triggers import Trigger
 
 
@@ -110,8 +110,7 @@ class TaskSpec(NamedTuple):
     max_age: float | None = None  # alert when it has not succeeded for this long
 
 
-@dataclass(frozen=True)
-class Retention:
+class Retention(Record):
     """How much history the store keeps (the `retention:` section)."""
 
     runs_per_task: int = 1000
@@ -121,8 +120,7 @@ class Retention:
     output_bytes: int = 64 * 1024 * 1024
 
 
-@dataclass(frozen=True)
-class EngineSettings:
+class EngineSettings(Record):
     """What the engine needs to know beyond the tasks."""
 
     state_dir: Path
@@ -163,8 +161,7 @@ class TaskState(NamedTuple):
         return cls(spec.id, spec.name, Status.IDLE, False, None, None, 0, 0, 0, None, None, None)
 
 
-@dataclass(frozen=True)
-class OutboxItem:
+class OutboxItem(Record):
     """An alert waiting in the outbox for one recipient."""
 
     id: int
@@ -177,8 +174,7 @@ class OutboxItem:
     created: datetime | None = None  # when it was queued (the fallback counts from it)
 
 
-@dataclass(frozen=True)
-class RunRecord:
+class RunRecord(Record):
     """One run: ended (finished or cut short), or under way (`ended` None, its output so far)."""
 
     run_id: int
@@ -195,8 +191,7 @@ class RunRecord:
     message: str = ""  # how it ended, in a line ("exit 3 in 0.2s: imap timeout")
 
 
-@dataclass(frozen=True)
-class LogEntry:
+class LogEntry(Record):
     """One line of the action log."""
 
     time: datetime
@@ -207,8 +202,7 @@ class LogEntry:
     actor: str | None = None
 
 
-@dataclass(frozen=True)
-class Ended:
+class Ended(Record):
     """How a run ended, judged."""
 
     outcome: Outcome
@@ -219,8 +213,7 @@ class Ended:
     stderr: str
 
 
-@dataclass(frozen=True)
-class RunResult:
+class RunResult(Record):
     """How one run ended, for whoever asked for it."""
 
     task_id: str
@@ -236,8 +229,7 @@ class RunResult:
     retry_at: datetime | None = None  # it failed, and is retried then
 
 
-@dataclass(frozen=True)
-class LaterRun:
+class LaterRun(Record):
     """A run asked for at a time, kept in the store until it starts: a one-shot run
     (`run TASK --in 20m`) or a retry. `took_slot`: the scheduled slot this retry takes
     (a retry never waits past the task's next slot: it runs in its place)."""

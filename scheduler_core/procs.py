@@ -29,7 +29,8 @@ import os
 import signal
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+
+from scheduler_core.record import Record
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +129,7 @@ def other_leaders(pid: int) -> int:
     return len(_leaders - {pid})
 
 
-@dataclass(frozen=True)
-class Proc:
+class Proc(Record):
     """One line of /proc: enough to build trees and to say what it is."""
 
     pid: int

@@ -17,7 +17,6 @@ import os
 import signal
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 from scheduler_core import procs
 from scheduler_core.cgroups import RunCgroups
 from scheduler_core.child import Child
+from scheduler_core.record import Record
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +42,7 @@ class Ending(StrEnum):
     NOT_STARTED = "not-started"
 
 
-@dataclass(frozen=True)
-class ProcessResult:
+class ProcessResult(Record):
     """What a finished process left behind."""
 
     ending: Ending

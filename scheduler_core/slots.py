@@ -8,18 +8,17 @@ task runs or waits is missed, never queued behind it. Each miss is said once, in
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from scheduler_core.model import CatchUp, Cause, TaskSpec
+from scheduler_core.record import Record
 from scheduler_core.triggers import MAX_COUNTED, Every, Trigger, advance
 
 # A slot processed later than this (or than one period, if shorter) counts as missed.
 MISFIRE_GRACE_S = 60.0
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(Record):
     """What to do with one due slot."""
 
     start: Cause | None  # a run to queue, or None

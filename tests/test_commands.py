@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -107,7 +106,7 @@ async def ctx(store: Store, settings: EngineSettings, tasks_dir: Path) -> Contex
 
 
 async def test_status_before_anything_ran(ctx: Context) -> None:
-    reply = await execute(Status(), replace(ctx, json=True))
+    reply = await execute(Status(), ctx._replace(json=True))
     data = json.loads(await text_of(reply, True))
     assert data["running"] is False and data["task_count"] == 3
     assert [t["id"] for t in data["tasks"]] == ["ok", "bad", "off"]
@@ -129,7 +128,7 @@ async def test_runs_and_their_replies(ctx: Context) -> None:
         assert ok.exit_code == 0 and re.fullmatch(
             r"ok: success \(exit 0 in \d+\.\ds\)\nfine", ok.text
         )
-        bad = await execute(Run("bad"), replace(ctx, json=True))
+        bad = await execute(Run("bad"), ctx._replace(json=True))
         assert bad.exit_code == 1
         assert bad.data["outcome"] == "failed" and bad.data["exit_code"] == 5
         assert bad.data["stderr"] == "it broke\n" and bad.data["admission"] == "started"
@@ -143,7 +142,7 @@ async def test_runs_and_their_replies(ctx: Context) -> None:
         }
         assert render(unknown, False) == ("", "unknown task 'bda' (did you mean bad?)\n")
 
-        status = json.loads(await text_of(await execute(Status(), replace(ctx, json=True)), True))
+        status = json.loads(await text_of(await execute(Status(), ctx._replace(json=True)), True))
         by_id = {t["id"]: t for t in status["tasks"]}
         assert re.fullmatch(r"exit 5 in \d+\.\ds: it broke", by_id["bad"]["last_error"])
         assert by_id["ok"]["last_run"] == "2026-11-26T10:00:00+01:00"
@@ -169,7 +168,7 @@ async def test_logs(ctx: Context) -> None:
     await ctx.scheduler.store.log(
         "completed", "exit 0 in 1.0s", task_id="ok", when=T0, duration_s=1.0
     )
-    reply = await execute(Logs("ok", 1), replace(ctx, json=True))
+    reply = await execute(Logs("ok", 1), ctx._replace(json=True))
     assert json.loads(await text_of(reply, True)) == [
         {
             "time": "2026-11-26T10:00:00+01:00",
@@ -186,12 +185,12 @@ async def test_logs(ctx: Context) -> None:
 
 async def test_task_ids_are_matched_whatever_their_case(ctx: Context) -> None:
     await ctx.scheduler.prepare()
-    paused = await execute(Pause("Ok"), replace(ctx, actor="signal:+4917612345678"))
+    paused = await execute(Pause("Ok"), ctx._replace(actor="signal:+4917612345678"))
     assert paused.exit_code == 0 and paused.text.startswith("Paused ok")
     assert (await execute(Status("OK"), ctx)).text.startswith("ok (ok)")
     assert (await execute(Logs("oK"), ctx)).exit_code == 0
     # Only ASCII folds: a Kelvin sign is not a k, and gets the nearest ids.
-    kelvin = await execute(Status("o\u212a"), replace(ctx, json=True))
+    kelvin = await execute(Status("o\u212a"), ctx._replace(json=True))
     assert kelvin.exit_code == EXIT_USAGE and kelvin.data["kind"] == "unknown-task"
     assert kelvin.data["nearest"] == ["ok"]
 
@@ -205,26 +204,26 @@ async def test_output_of_a_run_and_how_status_points_at_it(ctx: Context) -> None
     finally:
         ctx.scheduler.close()
         await loop_task
-    newest = await execute(Output("bad"), replace(ctx, json=True))
+    newest = await execute(Output("bad"), ctx._replace(json=True))
     assert newest.data["run_id"] > first.data["run_id"]
     assert newest.data["stderr"] == "it broke\n" and newest.data["outcome"] == "failed"
     assert newest.data["message"].startswith("exit 5 in ")
-    older = await execute(Output("bad", first.data["run_id"]), replace(ctx, json=True))
+    older = await execute(Output("bad", first.data["run_id"]), ctx._replace(json=True))
     assert older.data["run_id"] == first.data["run_id"]
     text = (await execute(Output("Bad"), ctx)).text
     assert "--- stderr ---\nit broke" in text and "exit 5" in text.splitlines()[0]
-    chat = (await execute(Output("bad"), replace(ctx, chat=True))).text
+    chat = (await execute(Output("bad"), ctx._replace(chat=True))).text
     assert chat.splitlines()[-2:] == ["stderr:", "it broke"]
     for run_id in (999, 10**22, -(10**22)):  # past SQLite's integers: before, a traceback
-        missing = await execute(Output("bad", run_id), replace(ctx, json=True))
+        missing = await execute(Output("bad", run_id), ctx._replace(json=True))
         assert missing.exit_code == EXIT_USAGE and missing.data["kind"] == "unknown-run"
     never = await execute(Output("ok"), ctx)
     assert never.exit_code == 0 and never.text == "ok has not run yet."
     # The agent gets the shape of every other answer (before: `null`).
-    never = await execute(Output("ok"), replace(ctx, json=True))
+    never = await execute(Output("ok"), ctx._replace(json=True))
     assert never.data == {"task_id": "ok"} | {k: None for k in newest.data if k != "task_id"}
     assert "moltsched output bad" in (await execute(Status("bad"), ctx)).text
-    assert "send output:bad" in (await execute(Status("bad"), replace(ctx, chat=True))).text
+    assert "send output:bad" in (await execute(Status("bad"), ctx._replace(chat=True))).text
 
 
 async def test_logs_on_a_phone_are_one_line_per_run_with_short_names(ctx: Context) -> None:
@@ -237,7 +236,7 @@ async def test_logs_on_a_phone_are_one_line_per_run_with_short_names(ctx: Contex
     await store.log("failed", "exit 5 in 0.1s: it broke", task_id="bad", when=T0)
     await store.log("started", "scheduled run", task_id="ok", when=T0)  # still running
     await store.log("denied", "from +4915199999999 (not an admin)", when=T0)
-    chat = (await execute(Logs(), replace(ctx, chat=True))).text.splitlines()
+    chat = (await execute(Logs(), ctx._replace(chat=True))).text.splitlines()
     assert [line.split(" ", 1)[1] for line in chat] == [
         "- denied: from …9999 (not an admin)",
         "ok running",

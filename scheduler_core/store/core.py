@@ -27,7 +27,6 @@ import os
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self, TypeVar
@@ -37,6 +36,7 @@ import aiosqlite
 from scheduler_core.errors import StoreError, describe_sqlite_error
 from scheduler_core.migrations import MIGRATIONS
 from scheduler_core.model import Retention
+from scheduler_core.record import Record
 from scheduler_core.store.health import WriteHealth
 
 T = TypeVar("T")
@@ -345,8 +345,7 @@ class StoreCore:
             raise StoreError(f"database unavailable: {exc}") from exc
 
 
-@dataclass(frozen=True)
-class Inspection:
+class Inspection(Record):
     """What `moltsched doctor` reads from a database, without changing it."""
 
     problem: str | None  # None: `PRAGMA quick_check` says ok
