@@ -10,7 +10,6 @@ against the group, so a socket made reachable by mistake still admits nobody els
 from __future__ import annotations
 
 import grp
-import logging
 import os
 import pwd
 import socket
@@ -20,8 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from scheduler_core.record import Record
-
-log = logging.getLogger(__name__)
 
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
@@ -88,6 +85,11 @@ class Access:
         searchable (not readable) by it. Logs what to do when the daemon may not."""
         if self.group is None:
             return
+        # Imported here, by the daemon alone: every command imports this module (`user_name`),
+        # and logging would be a third of the command line's own import.
+        import logging
+
+        log = logging.getLogger(__name__)
         try:
             gid = grp.getgrnam(self.group).gr_gid
         except KeyError:

@@ -7,10 +7,13 @@ SchedulerError
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # every command imports this module; logging is for the daemon
+    import logging
 
 
 class SchedulerError(Exception):
