@@ -262,6 +262,14 @@ def _trees(roots: Iterable[int], procs: dict[int, Proc]) -> list[Proc]:
     return [procs[p] for p in seen]
 
 
+def terminate(procs: Iterable[Proc]) -> None:
+    """SIGTERM each process (and its group), then SIGCONT, as systemd does: a process frozen
+    by SIGSTOP acts on SIGTERM (its trap saves a checkpoint) only once it runs again."""
+    procs = list(procs)
+    send(procs, signal.SIGTERM)
+    send(procs, signal.SIGCONT)
+
+
 def send(procs: Iterable[Proc], sig: signal.Signals) -> None:
     """Signal each process, and its group where it leads one."""
     for p in procs:

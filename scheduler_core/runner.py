@@ -216,14 +216,14 @@ async def _until_removed(cgroups: RunCgroups, run: int) -> None:
 async def stop_processes(
     find: Callable[[], list[procs.Proc]], grace: float, now: asyncio.Event | None = None
 ) -> list[procs.Proc]:
-    """SIGTERM what `find()` returns, wait up to `grace` for it to go (or until `now` is set),
-    then SIGKILL what is left; processes forked or re-parented meanwhile get the same.
-    Returns all it found."""
+    """SIGTERM what `find()` returns (and SIGCONT, see `procs.terminate`), wait up to `grace`
+    for it to go (or until `now` is set), then SIGKILL what is left; processes forked or
+    re-parented meanwhile get the same. Returns all it found."""
     found = find()
     if not found:
         return []
     seen = {p.pid: p for p in found}
-    procs.send(found, signal.SIGTERM)
+    procs.terminate(found)
     deadline = time.monotonic() + grace
     # Polled: most of these are not our children, and there is no handle to wait on a tree.
     # Only while something is being stopped.
@@ -233,7 +233,7 @@ async def stop_processes(
         found = find()
         new = [p for p in found if p.pid not in seen]
         seen.update((p.pid, p) for p in new)
-        procs.send(new, signal.SIGTERM)
+        procs.terminate(new)
     for _ in range(_KILL_ROUNDS):
         if not found:
             break

@@ -115,6 +115,28 @@ async def test_sigterm_is_tried_first(tmp_path: Path) -> None:
     assert marker.read_text() == "term\n"
 
 
+async def test_a_stopped_run_is_woken_to_hear_sigterm(tmp_path: Path) -> None:
+    """A run frozen with SIGSTOP (by its owner, a debugger, a job-control signal) cannot act
+    on SIGTERM until it is continued: it is sent SIGCONT after it, as systemd does, so its
+    trap saves its checkpoint instead of waiting out the grace for SIGKILL."""
+    marker = tmp_path / "got-term"
+    ready = tmp_path / "ready"
+    script = f"trap 'echo saved > {marker}; exit 0' TERM; touch {ready}; sleep 300 & wait"
+    proc_run = ProcessRun(
+        ["bash", "-c", script], cwd=tmp_path, env=dict(os.environ), timeout=60, grace=60
+    )
+    child = await proc_run.start()
+    assert isinstance(child, Child) and proc_run.pid is not None
+    waiter = asyncio.ensure_future(proc_run.wait(child))
+    await wait_for(ready.exists)
+    os.killpg(proc_run.pid, signal.SIGSTOP)
+    await wait_for(lambda: Path(f"/proc/{proc_run.pid}/stat").read_text().split()[2] == "T")
+    proc_run.interrupt("pause")
+    result = await waiter  # without SIGCONT: SIGKILL after the 60 s grace, the trap never run
+    assert result.ending is Ending.INTERRUPTED and result.exit_code == 0
+    assert marker.read_text() == "saved\n"
+
+
 async def test_interrupt_stops_the_run(tmp_path: Path) -> None:
     proc_run = ProcessRun(["sleep", "300"], cwd=tmp_path, env=dict(os.environ), timeout=60, grace=1)
     child = await proc_run.start()
