@@ -9,9 +9,13 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot.failure import EXIT_STATE, EXIT_USAGE, Failure, load
 from commands.match import find_task
+
+if TYPE_CHECKING:
+    from config.loader import AppConfig
 
 
 def validate(config_path: Path, as_json: bool) -> int:
@@ -71,6 +75,7 @@ def checkpoint(config_path: Path, args: argparse.Namespace) -> int:
     )
 
     task_id: str = args.task
+    fresh = False
     db = os.environ.get("MOLTSCHED_DB") if task_id == os.environ.get("MOLTSCHED_TASK_ID") else None
     if db is None:
         config = load(config_path)
@@ -81,7 +86,12 @@ def checkpoint(config_path: Path, args: argparse.Namespace) -> int:
         except TaskNotFoundError as exc:
             raise Failure(str(exc), "unknown-task", extra={"nearest": exc.nearest}) from None
         db = str(config.settings.db_path)
+        fresh = not _exists(config.settings.db_path)  # the daemon has never run: no state yet
     try:
+        if fresh and args.action != "save":  # none saved, none to clear
+            if args.json or args.action == "show":
+                print("null" if args.json else "no checkpoint")
+            return 0
         if args.action == "show":
             value = load_checkpoint(task_id, db=db)
             if args.json:
@@ -95,6 +105,8 @@ def checkpoint(config_path: Path, args: argparse.Namespace) -> int:
             if raw is None:
                 raise Failure("checkpoint save needs a JSON value", "usage")
             value = parse(raw)
+        if fresh:  # made as the daemon makes it, so that its first run begins from this
+            _create(config)
         save_checkpoint(value, task_id, db=db)
         if args.json:  # what is stored now, as `show` would print it
             print(json.dumps(value))
@@ -103,6 +115,24 @@ def checkpoint(config_path: Path, args: argparse.Namespace) -> int:
         raise  # the state cannot be reached: see main()
     except CheckpointError as exc:
         raise Failure(str(exc), "usage") from None
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # it cannot be looked at: what reading it says is the answer
+        return True
+
+
+def _create(config: AppConfig) -> None:
+    import asyncio
+
+    from scheduler_core.store import Store
+
+    async def create() -> None:
+        await (await Store.open(config.settings.db_path, config.settings.retention)).close()
+
+    asyncio.run(create())
 
 
 def _from_stdin(limit: int) -> str:

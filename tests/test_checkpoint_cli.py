@@ -91,6 +91,31 @@ print("saved 200")
 """
 
 
+def test_a_checkpoint_set_before_the_first_start_is_where_the_first_run_begins(
+    tmp_path: Path,
+) -> None:
+    """A task moved from elsewhere starts where it was: its checkpoint is saved before the
+    daemon has ever run (no database yet), and its first run begins from it. Showing or
+    clearing one that cannot exist yet is an answer, not an error, and creates nothing."""
+    config = setup(tmp_path)
+    db = tmp_path / "state" / "moltsched.db"
+    shown = cli("--json", "checkpoint", "show", "counter", config=config)
+    assert (shown.returncode, shown.stdout) == (0, "null\n"), shown.stderr
+    cleared = cli("checkpoint", "clear", "counter", config=config)
+    assert (cleared.returncode, cleared.stdout) == (0, ""), cleared.stderr
+    bad = cli("checkpoint", "save", "counter", "{not json", config=config)
+    assert bad.returncode == 2 and not db.exists()
+    saved = cli("checkpoint", "save", "counter", '{"n": 40}', config=config)
+    assert saved.returncode == 0, saved.stderr
+    assert cli("checkpoint", "show", "counter", config=config).stdout == '{\n  "n": 40\n}\n'
+    daemon = DaemonProcess(config).start()
+    try:
+        wait_sync(lambda: query(db, "SELECT run_count FROM task")[0][0] == 1, 30, "the run")
+    finally:
+        assert daemon.stop() == 0
+    assert query(db, "SELECT stdout FROM run") == [("n=41\n",)]
+
+
 def test_checkpoint_saves_beside_a_busy_daemon(tmp_path: Path) -> None:
     """Four tasks save 200 checkpoints each while the daemon records runs: no save fails."""
     (tmp_path / "tasks").mkdir()
