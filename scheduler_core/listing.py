@@ -1,6 +1,7 @@
 """Every task's state as `status` shows it: the store's, with runs waiting for a slot shown
-as `queued` (only the scheduler's queue knows them), and at most `LISTINGS` long listings
-produced at once.
+as `queued` (only the scheduler's queue knows them) and their tasks' next slot after the
+waiting one (the store keeps the waiting one until it starts: see `timetable`), and at most
+`LISTINGS` long listings produced at once.
 """
 
 from __future__ import annotations
@@ -11,14 +12,16 @@ from collections.abc import AsyncGenerator, Sequence
 from scheduler_core.model import TaskState, shown_status
 from scheduler_core.queue import RunQueue
 from scheduler_core.store import Store
+from scheduler_core.timetable import Timetable
 
 LISTINGS = 2  # long answers (`status --json`) produced at once; see `iter_states`
 
 
 class Listing:
-    def __init__(self, store: Store, queue: RunQueue) -> None:
+    def __init__(self, store: Store, queue: RunQueue, timetable: Timetable) -> None:
         self.store = store
         self.queue = queue
+        self.timetable = timetable
         self._listings = asyncio.Semaphore(LISTINGS)
 
     async def states(self) -> list[TaskState]:
@@ -44,7 +47,8 @@ class Listing:
     def _shown(self, states: list[TaskState]) -> list[TaskState]:
         if not self.queue:
             return states
-        return [
-            s._replace(status=shown_status(s.status, s.paused, True)) if s.id in self.queue else s
-            for s in states
-        ]
+        return [self._queued(s) if s.id in self.queue else s for s in states]
+
+    def _queued(self, state: TaskState) -> TaskState:
+        status = shown_status(state.status, state.paused, True)
+        return state._replace(status=status, next_run=self.timetable.due_of(state.id))

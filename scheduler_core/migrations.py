@@ -192,4 +192,17 @@ MIGRATIONS: list[list[str]] = [
                 OFFSET (SELECT runs_per_task FROM retention));
         END""",
     ],
+    [
+        # A slot's run carries its task's next slot, recorded by the statement that records
+        # its start: until then the task's next_run stays the slot the run waits in (see
+        # scheduler_core.timetable), and a write of its own would cost every run a commit.
+        "ALTER TABLE run ADD COLUMN next_due REAL",
+        "DROP TRIGGER run_started",
+        """CREATE TRIGGER run_started AFTER INSERT ON run BEGIN
+            UPDATE task SET status = 'running', last_run = NEW.started,
+                next_run = COALESCE(NEW.next_due, next_run) WHERE id = NEW.task_id;
+            INSERT INTO log (time, task_id, action, message)
+                VALUES (NEW.started, NEW.task_id, 'started', NEW.cause || ' run');
+        END""",
+    ],
 ]

@@ -17,6 +17,7 @@ from scheduler_core.listing import Listing
 from scheduler_core.model import LaterRun, RunRecord, TaskSpec
 from scheduler_core.queue import RunQueue
 from scheduler_core.store import Store
+from scheduler_core.timetable import Timetable
 
 
 class Reads:
@@ -28,12 +29,14 @@ class Reads:
         specs: Sequence[TaskSpec],
         clock: Clock,
         queue: RunQueue | None = None,
+        timetable: Timetable | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self._specs: dict[str, TaskSpec] = {s.id: s for s in specs}
         # Runs waiting for a slot show as `queued`: only a scheduler's queue has any.
-        self.listing = Listing(store, queue if queue is not None else RunQueue())
+        queue = queue if queue is not None else RunQueue()
+        self.listing = Listing(store, queue, timetable or Timetable())
 
     @property
     def specs(self) -> list[TaskSpec]:

@@ -180,6 +180,7 @@ class Requests(Reads):
                 active.run.interrupt(f"stopped by {active.stopped_by}")
                 stopped.append(task_id)
             self._timetable.forget(task_id)
+            self._timetable.release(task_id)  # a removed task's time is of no use
             self._paused.discard(task_id)
             await self._later.forget_task(task_id)
             waiting = self._queue.drop(task_id)
@@ -220,6 +221,7 @@ class Requests(Reads):
             return await self._state(task_id), None
         self._paused.add(task_id)
         self._timetable.forget(task_id)
+        self._timetable.saved(self._timetable.release(task_id))  # the waiting slot is let go
         waiting = self._queue.drop(task_id)
         if waiting is not None:
             if waiting.later is not None:
@@ -322,6 +324,8 @@ class Requests(Reads):
             waiting = self._queue.drop(spec.id)
             if waiting is None:
                 return Stopped.NOTHING, None
+            self._timetable.saved(self._timetable.release(spec.id))  # its slot is let go
+            self._wake.set()  # to save it
             if waiting.later is not None:
                 await self.store.drop_later([waiting.later.id])
             fail(

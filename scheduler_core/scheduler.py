@@ -64,11 +64,11 @@ class Scheduler(Requests):
         launcher: Launcher | None = None,
     ) -> None:
         self._queue = RunQueue()
-        super().__init__(store, specs, clock or SystemClock(), self._queue)
+        self._timetable = Timetable()
+        super().__init__(store, specs, clock or SystemClock(), self._queue, self._timetable)
         self.settings = settings
         self.on_finish = on_finish
         self.launcher: Launcher = launcher or ProcessLauncher(settings)
-        self._timetable = Timetable()
         self._misses = Misses()  # what the action log says of missed slots
         self._later = LaterRuns(store)  # one-shots and retries
         self._running: dict[str, Active] = {}
@@ -184,6 +184,7 @@ class Scheduler(Requests):
             decision = decide(spec, due, now, busy)
             if decision.start is not None:
                 created.append(self._enqueue(task_id, decision.start, due))
+                self._timetable.hold(task_id)  # the slot stays due in the store until it starts
             for note in self._misses.notes(task_id, decision, busy):
                 log.info("%s: %s", task_id, note)
                 entry = self.store.log("missed", note, task_id=task_id, when=now)
@@ -277,12 +278,19 @@ class Scheduler(Requests):
         Ten tasks due at the same second then wait for one commit, not for ten in a row.
         """
         started = self.clock.now()
+        slots = [s for a in batch for s in self._timetable.release(a.spec.id)]
+        self._timetable.saved([(t, due) for t, due in slots if due is None])  # not due at all
+        next_due = {t: due for t, due in slots if due is not None}
         try:
             kept = [a.waiting.later.id for a in batch if a.waiting.later is not None]
             records = await self.store.start_runs(
-                [(a.spec.id, a.waiting.cause, a.waiting.due) for a in batch], started, kept
+                [(a.spec.id, a.waiting.cause, a.waiting.due) for a in batch],
+                started,
+                kept,
+                next_due,
             )
         except Exception as exc:  # e.g. the disk is full: fail these runs, keep scheduling
+            self._timetable.saved(list(next_due.items()))
             said = self.store.health.error is not None
             log_failure(log, "could not record the start of %d run(s)", len(batch), said=said)
             for active in batch:

@@ -9,12 +9,13 @@ import os
 import signal
 import subprocess
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from support.daemon import DaemonProcess
-from tests.helpers import alive, cli, query, wait_sync
+from tests.helpers import alive, cli, query, running_program, wait_sync
 
 N = 40
 
@@ -185,6 +186,57 @@ def test_missed_slots_after_downtime(tmp_path: Path) -> None:
         assert query(
             db(config), "SELECT COUNT(*) FROM run WHERE task_id = 'skip' AND cause = 'catch-up'"
         ) == [(0,)]
+    finally:
+        assert again.stop() == 0
+
+
+@pytest.mark.parametrize("end", ["stop", "kill -9"])
+def test_a_run_waiting_for_a_slot_when_the_daemon_ends_is_not_lost(
+    tmp_path: Path, end: str
+) -> None:
+    """A slot whose run still waits for a free one when the daemon stops or crashes: the next
+    start makes that run (late), where it went on to the next slot as if it had been made."""
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "long.sh").write_text(
+        "[ -e ../long.done ] && exit 0\ntouch ../long.done\nsleep 300\n"
+    )
+    (tmp_path / "tasks" / "t.sh").write_text("echo ran\n")
+    config = tmp_path / "moltsched.yaml"
+    config.write_text(
+        "max_concurrent: 1\n"
+        "tasks:\n"
+        "  - {id: long, script: long.sh, every: 1h, priority: 1}\n"
+        "  - {id: waits, script: t.sh, every: 1h}\n"
+    )
+    daemon = DaemonProcess(config).start()
+    try:
+        wait_sync(lambda: running_program(db(config), "long", "sleep"), 20, "the long run")
+        status = json.loads(cli("--json", "status", config=config).stdout)
+        waits = {t["id"]: t for t in status["tasks"]}["waits"]
+        assert waits["status"] == "queued", waits
+        # Shown as next: the slot after the waiting one (the store keeps the waiting one).
+        ahead = datetime.fromisoformat(waits["next_run"]).timestamp() - time.time()
+        assert 3000 < ahead <= 3600, waits
+    finally:
+        if end == "stop":
+            assert daemon.stop() == 0
+        else:
+            daemon.kill()
+    restarted = time.time()
+    again = DaemonProcess(config).start()
+    try:
+        wait_sync(
+            lambda: (
+                query(db(config), "SELECT outcome FROM run WHERE task_id = 'waits'")
+                == [("success",)]
+            ),
+            30,
+            "the waiting slot's run",
+        )
+        ((cause, due, out),) = query(
+            db(config), "SELECT cause, due, stdout FROM run WHERE task_id = 'waits'"
+        )
+        assert (cause, out) == ("schedule", "ran\n") and due < restarted  # the slot it waited in
     finally:
         assert again.stop() == 0
 

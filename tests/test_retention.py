@@ -74,6 +74,7 @@ async def test_an_old_file_is_taken_over_and_keeps_its_history(tmp_path: Path) -
         " channel; ALTER TABLE task DROP COLUMN last_success; ALTER TABLE task DROP COLUMN added;"
         "ALTER TABLE task DROP COLUMN stale_alerted;"
         "DROP TRIGGER run_started; ALTER TABLE run DROP COLUMN message;"
+        "ALTER TABLE run DROP COLUMN next_due;"
         "PRAGMA auto_vacuum = NONE; VACUUM; DROP TABLE usage; DROP INDEX run_with_output;"
         "ALTER TABLE run DROP COLUMN output_bytes; PRAGMA user_version = 2;"
     )

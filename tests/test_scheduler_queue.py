@@ -5,6 +5,7 @@ nothing else started by the scheduler having processed what it was woken for."""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -14,6 +15,7 @@ from scheduler_core.active import Admission
 from scheduler_core.errors import WaitsForItselfError
 from scheduler_core.model import Cause, Outcome, Status, TaskSpec
 from scheduler_core.queue import RunQueue
+from scheduler_core.requests import Stopped
 from scheduler_core.store import Store
 from scheduler_core.triggers import Cron, Every
 from tests.fake_launcher import Make
@@ -264,3 +266,33 @@ async def test_a_run_that_asks_for_a_task_waiting_in_the_background_lends_it_its
     assert sched.submit("c", caller=a.pid).admission is Admission.ALREADY_QUEUED
     c = (await launcher.started(2))[1]
     assert c.spec.id == "c" and a.interrupted is None
+
+
+async def test_a_waiting_slot_stays_due_in_the_store_until_its_run_starts(
+    make_fake: Make, store: Store, tasks_dir: Path
+) -> None:
+    """The store keeps a slot whose run waits for a free one as its task's next time, so a
+    daemon that stops or crashes meanwhile makes that run at its next start; the next slot is
+    recorded in the transaction of the run's start. `status` shows the next slot all along.
+    A waiting run that is stopped lets its slot go: the next slot is recorded then."""
+    clock = ManualClock()
+    specs = [task(tasks_dir, "a", 1), task(tasks_dir, "b", 5), task(tasks_dir, "c", 6)]
+    sched, launcher = make_fake(specs, clock, 1)
+    (first,) = await launcher.started(1)
+    slot, after = clock.now(), clock.now() + timedelta(seconds=60)
+    stored = {s.id: s.next_run for s in await store.states()}
+    assert stored == {"a": after, "b": slot, "c": slot}
+    shown = {s.id: s for s in await sched.listing.states()}
+    assert [shown[t].status for t in "bc"] == [Status.QUEUED, Status.QUEUED]
+    assert [shown[t].next_run for t in "abc"] == [after, after, after]
+
+    first.end()
+    assert [r.spec.id for r in await launcher.started(2)] == ["a", "b"]
+    assert {s.id: s.next_run for s in await store.states()}["b"] == after
+
+    assert (await sched.stop("c", "test"))[0] is Stopped.WAITING
+
+    async def c_let_go() -> bool:
+        return {s.id: s.next_run for s in await store.states()}["c"] == after
+
+    await wait_for(c_let_go)

@@ -4,7 +4,7 @@ crash recovery, retention of runs and their output."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,18 +46,25 @@ class RunRows(StoreCore):
         runs: Sequence[tuple[str, Cause, datetime | None]],
         started: datetime,
         kept: Sequence[int] = (),
+        next_due: Mapping[str, datetime] | None = None,
     ) -> list[tuple[int, str | None]]:
         """Record runs that start together; (run id, checkpoint) each. One statement per
-        batch of runs (the `run_started` trigger updates the task and the log). `kept`: the
+        batch of runs (the `run_started` trigger updates the task and the log), which also
+        records `next_due`, the next slots of the tasks whose slot's run this is. `kept`: the
         ids of the runs kept for later (one-shots, retries) that these are, which leave the
         `later` table in the same transaction: a crash between the two would lose them."""
         at = started.timestamp()
+        nxt = next_due or {}
         inserts = [
             (
-                "INSERT INTO run (task_id, cause, due, started) VALUES "
-                + ", ".join("(?, ?, ?, ?)" for _ in batch)
+                "INSERT INTO run (task_id, cause, due, started, next_due) VALUES "
+                + ", ".join("(?, ?, ?, ?, ?)" for _ in batch)
                 + " RETURNING id, task_id, (SELECT checkpoint FROM task WHERE id = task_id)",
-                [v for t, cause, due in batch for v in (t, str(cause), to_epoch(due), at)],
+                [
+                    v
+                    for t, cause, due in batch
+                    for v in (t, str(cause), to_epoch(due), at, to_epoch(nxt.get(t)))
+                ],
             )
             for batch in (runs[i : i + _BATCH] for i in range(0, len(runs), _BATCH))
         ]
