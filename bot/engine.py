@@ -9,7 +9,6 @@ waits in the outbox until a daemon delivers it (over Signal, or by the fallback 
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from scheduler_core.clock import Clock, SystemClock
 from scheduler_core.launcher import ProcessLauncher
 from scheduler_core.model import RunResult, TaskSpec, TaskState
 from scheduler_core.scheduler import Scheduler
+from scheduler_core.shebang import which
 from scheduler_core.store import Store
 
 
@@ -144,7 +144,7 @@ def task_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]
         if k not in SYSTEMD_ONLY and not k.startswith(SYSTEMD_PREFIXES)
     }
     path = env.get("PATH", os.defpath)
-    if shutil.which("moltsched", path=path) is None:
+    if which("moltsched", path=path) is None:
         ours = str(_moltsched_folder())
         env["PATH"] = os.pathsep.join([p for p in path.split(os.pathsep) if p] + [ours])
     env["MOLTSCHED_PYTHON"] = sys.executable

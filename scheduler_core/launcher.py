@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import shutil
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
@@ -23,7 +22,7 @@ from scheduler_core.child import Child
 from scheduler_core.model import Ended, EngineSettings, Outcome, TaskSpec
 from scheduler_core.runner import Ending, ProcessResult, ProcessRun, stop_leftovers
 from scheduler_core.safe import safe_text
-from scheduler_core.shebang import script_argv
+from scheduler_core.shebang import script_argv, which
 from scheduler_core.triggers import format_duration
 
 log = logging.getLogger(__name__)
@@ -85,7 +84,7 @@ class ProcessLauncher:
         self.base_env = {os.fsencode(k): os.fsencode(v) for k, v in base.items()}
         # Where `moltsched` is on the runs' PATH (bot.engine.task_environment saw to it), so a
         # task's own `env: {PATH: ...}` can be given it too.
-        found = shutil.which("moltsched", path=base.get("PATH", os.defpath))
+        found = which("moltsched", path=base.get("PATH", os.defpath))
         self._moltsched_dir = os.path.dirname(found) if found else None
         self._paths: dict[str, bytes] = {}
 
@@ -95,7 +94,7 @@ class ProcessLauncher:
         found = self._paths.get(path)
         if found is None:
             whole = path
-            if self._moltsched_dir and shutil.which("moltsched", path=path) is None:
+            if self._moltsched_dir and which("moltsched", path=path) is None:
                 whole = os.pathsep.join(
                     [p for p in path.split(os.pathsep) if p] + [self._moltsched_dir]
                 )

@@ -182,3 +182,29 @@ def test_validate_warns_about_what_would_fail_at_run_time(tmp_path: Path) -> Non
     result = cli("validate", config=config)
     assert result.returncode == 0
     assert sum("warning: tasks[" in ln for ln in result.stderr.splitlines()) == 4
+
+
+def test_moltsched_is_found_on_a_path_as_shutil_finds_it(tmp_path: Path) -> None:
+    import shutil
+
+    from scheduler_core.shebang import which
+
+    plain, runnable, folder, linked = (tmp_path / n for n in ("plain", "runnable", "dir", "link"))
+    for d in (plain, runnable, folder, linked):
+        d.mkdir()
+    (plain / "moltsched").write_text("not executable\n")
+    (runnable / "moltsched").write_text("#!/bin/sh\n")
+    (runnable / "moltsched").chmod(0o755)
+    (folder / "moltsched").mkdir(mode=0o755)  # a folder is searchable, not a program
+    (linked / "moltsched").symlink_to(runnable / "moltsched")
+    paths = [
+        f"{plain}:{folder}:{runnable}",
+        f"{folder}:{linked}:{runnable}",
+        f"{plain}:{folder}",
+        f"{tmp_path / 'missing'}::{runnable}",
+        "",
+        f"{runnable}:{runnable}",
+    ]
+    found = [which("moltsched", p) for p in paths]
+    assert found == [shutil.which("moltsched", path=p) for p in paths]
+    assert found[0] == str(runnable / "moltsched") and found[2] is None
