@@ -73,7 +73,7 @@ def describe(cmd: Command) -> str:
 async def _audit(cmd: Command, ctx: Context) -> None:
     """Every command goes to the action log with who sent it; reads as `query` entries."""
     task = getattr(cmd, "task", None)
-    known = task if task in {s.id for s in ctx.tasks.specs} else None
+    known = task if task is not None and task in ctx.tasks.by_id else None
     store = ctx.tasks.store
     if isinstance(cmd, Status | Logs | Output | Help):
         # A read is answered at once, even while another process holds the write lock.
@@ -153,7 +153,7 @@ def _resolved(cmd: Command, ctx: Context) -> Command:
     if not isinstance(task, str):
         return cmd
     try:
-        found = find_task(task, ctx.tasks.task_ids)
+        found = find_task(task, ctx.tasks.by_id)
     except TaskNotFoundError:
         return cmd  # audited as asked, then refused with the nearest ids
     return cmd if found == task else cmd._replace(task=found)
@@ -206,7 +206,7 @@ async def _status_all(ctx: Context) -> Reply:
 
 async def _status_json(ctx: Context) -> AsyncIterator[str]:
     """`status --json`, a batch of tasks at a time (DESIGN.md section 4 shape)."""
-    specs = {spec.id: spec for spec in ctx.tasks.specs}
+    specs = ctx.tasks.by_id
     running = "true" if ctx.daemon else "false"
     signal = encode_json(ctx.signal_connected)
     waiting = await ctx.tasks.store.alerts_waiting()

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import errno
 import logging
-import os
 import sys
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from scheduler_core.timerfd import TimerFd
 
 log = logging.getLogger(__name__)
 
@@ -33,76 +33,36 @@ class Clock(Protocol):
     async def sleep_until(self, when: datetime | None, wake: asyncio.Event) -> None: ...
 
 
-class _Timespec(ctypes.Structure):
-    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
-
-
-class _Itimerspec(ctypes.Structure):
-    _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
-
-
-_CLOCK_REALTIME = 0
-_TFD_NONBLOCK = os.O_NONBLOCK
-_TFD_CLOEXEC = os.O_CLOEXEC
-_TFD_TIMER_ABSTIME = 1
-_TFD_TIMER_CANCEL_ON_SET = 2
-
-
-class _TimerFd:
-    """An absolute CLOCK_REALTIME timer that also reports clock changes."""
-
-    def __init__(self) -> None:
-        self._libc = ctypes.CDLL(None, use_errno=True)
-        fd = self._libc.timerfd_create(_CLOCK_REALTIME, _TFD_NONBLOCK | _TFD_CLOEXEC)
-        if fd < 0:
-            raise OSError(ctypes.get_errno(), "timerfd_create failed")
-        self.fd: int = fd
-
-    def arm(self, epoch: float) -> None:
-        sec = int(epoch)
-        nsec = max(1, int((epoch - sec) * 1e9))  # all zero would disarm
-        spec = _Itimerspec(_Timespec(0, 0), _Timespec(sec, nsec))
-        flags = _TFD_TIMER_ABSTIME | _TFD_TIMER_CANCEL_ON_SET
-        if self._libc.timerfd_settime(self.fd, flags, ctypes.byref(spec), None) < 0:
-            raise OSError(ctypes.get_errno(), "timerfd_settime failed")
-
-    def disarm(self) -> None:
-        spec = _Itimerspec(_Timespec(0, 0), _Timespec(0, 0))
-        self._libc.timerfd_settime(self.fd, 0, ctypes.byref(spec), None)
-
-    def drain(self) -> bool:
-        """Read the expiry; True if the clock was set (ECANCELED) rather than reached."""
-        try:
-            os.read(self.fd, 8)
-        except OSError as exc:
-            return exc.errno == errno.ECANCELED
-        return False
-
-    def close(self) -> None:
-        os.close(self.fd)
-
-
 class SystemClock:
     """The real wall clock, shared by everything that waits for a time (the scheduler, the
     alert outbox): one timer armed for the earliest sleeper, each woken when its time comes,
     and all of them when the clock is set."""
 
     def __init__(self) -> None:
-        self._timer: _TimerFd | None = None
+        self._timer: TimerFd | None = None
+        self._timerless = not sys.platform.startswith("linux")
         self._armed: datetime | None = None
         self._sleepers: dict[asyncio.Event, datetime | None] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        if sys.platform.startswith("linux"):
-            try:
-                self._timer = _TimerFd()
-            except (OSError, AttributeError) as exc:
-                log.warning("no timerfd (%s); falling back to capped sleeps", exc)
 
     def now(self) -> datetime:
         return datetime.now(UTC)
 
+    def _timerfd(self) -> TimerFd | None:
+        """The timer, made at the first sleep: a process that only tells the time (a command
+        answered with no daemon) does not load ctypes for it."""
+        if self._timer is None and not self._timerless:
+            from scheduler_core.timerfd import TimerFd
+
+            try:
+                self._timer = TimerFd()
+            except (OSError, AttributeError) as exc:
+                log.warning("no timerfd (%s); falling back to capped sleeps", exc)
+                self._timerless = True
+        return self._timer
+
     async def sleep_until(self, when: datetime | None, wake: asyncio.Event) -> None:
-        timer = self._timer
+        timer = self._timerfd()
         if timer is None:
             timeout = None if when is None else (when - self.now()).total_seconds()
             timeout = _FALLBACK_CAP_S if timeout is None else min(max(timeout, 0), _FALLBACK_CAP_S)
@@ -152,3 +112,4 @@ class SystemClock:
                 self._loop.remove_reader(self._timer.fd)
             self._timer.close()
             self._timer = None
+        self._timerless = True

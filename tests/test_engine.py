@@ -3,7 +3,11 @@ foreground goes through the same after-run hooks, so a failing one alerts like a
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.helpers import cli, query
@@ -32,6 +36,15 @@ def test_a_failing_foreground_run_queues_its_alert(tmp_path: Path) -> None:
     assert status["alerts_waiting"] == 2
 
 
+def _open_files() -> set[str]:
+    """What this process's descriptors point at (`anon_inode:[timerfd]` for a timerfd)."""
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(FileNotFoundError):  # the descriptor listdir itself used
+            found.add(os.readlink(f"/proc/self/fd/{fd}"))
+    return found
+
+
 async def test_one_system_clock_wakes_each_of_its_sleepers_at_its_own_time() -> None:
     """The scheduler and the outbox sleep on the one clock the engine passes them both: a
     second sleeper must not take the first one's wake-up (it did: a daemon with Signal
@@ -56,6 +69,9 @@ async def test_one_system_clock_wakes_each_of_its_sleepers_at_its_own_time() -> 
             asyncio.create_task(sleep("soon", now + timedelta(seconds=0.1), soon)),
             asyncio.create_task(sleep("never", None, never)),
         ]
+        # They sleep on a timerfd (CLOCK_REALTIME, absolute), not on asyncio's monotonic timer.
+        await asyncio.sleep(0)  # one turn: each sleeper runs up to its wait
+        assert "anon_inode:[timerfd]" in _open_files()
         async with asyncio.timeout(10):
             await asyncio.gather(*sleepers[:2])
         assert order == ["soon", "later"]
@@ -64,3 +80,14 @@ async def test_one_system_clock_wakes_each_of_its_sleepers_at_its_own_time() -> 
         await sleepers[2]
     finally:
         clock.close()
+
+
+def test_telling_the_time_makes_no_timer() -> None:
+    """A command answered with no daemon only tells the time: it does not load ctypes for a
+    timer it will never sleep on."""
+    code = (
+        "import sys; from scheduler_core.clock import SystemClock; SystemClock().now(); "
+        "print('ctypes' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout == "False\n"
