@@ -9,7 +9,7 @@ from scheduler_core.checkpoint import load_checkpoint, save_checkpoint
 from scheduler_core.migrations import MIGRATIONS
 from scheduler_core.model import Cause, Ended, EngineSettings, Outcome, Status
 from scheduler_core.store import Store
-from scheduler_core.store.runs import FINISH_RUN
+from scheduler_core.store.runs import FINISH_RUN, start_runs_sql
 from scheduler_core.triggers import Every
 from tests.helpers import query, spec
 
@@ -125,6 +125,21 @@ async def test_checkpoints_from_a_task_process_reach_the_store(
     assert load_checkpoint("a", db=settings.db_path) == {"last_index": 10}
     save_checkpoint(None, "a", db=settings.db_path)
     assert load_checkpoint("a", db=settings.db_path) is None
+
+
+async def test_a_run_start_reads_its_task_by_key_not_by_scanning(
+    store: Store, tasks_dir: Path
+) -> None:
+    """The checkpoint a run starts from is looked up by its task's id: correlated on the new
+    row's `task_id` as it is, SQLite scanned every task for every run started (a burst of
+    10,000 tasks read 10,000 rows a run)."""
+    await store.sync_tasks([spec(f"t{i}", "true", tasks_dir) for i in range(50)])
+    for count in (1, 3):
+        sql = "EXPLAIN QUERY PLAN " + start_runs_sql(count)
+        plan = query(store.path, sql, ("t1", "schedule", None, 1.0, None) * count)
+        details = [row[-1] for row in plan]
+        assert any(d.startswith("SEARCH task") for d in details), details
+        assert not [d for d in details if d.startswith("SCAN task")], details
 
 
 async def test_a_run_end_reads_its_task_by_key_not_by_scanning(

@@ -33,6 +33,18 @@ FINISH_RUN = (
 )
 
 
+def start_runs_sql(count: int) -> str:
+    """The statement that records `count` runs starting, returning (id, task, checkpoint).
+
+    The CAST lets SQLite find the task by its key: compared as it stands, the new row's
+    `task_id` made it scan every task for every run started (EXPLAIN QUERY PLAN: SCAN task)."""
+    return (
+        "INSERT INTO run (task_id, cause, due, started, next_due) VALUES "
+        + ", ".join("(?, ?, ?, ?, ?)" for _ in range(count))
+        + " RETURNING id, task_id, (SELECT checkpoint FROM task WHERE id = CAST(task_id AS TEXT))"
+    )
+
+
 class RunRows(StoreCore):
     async def start_run(
         self, task_id: str, cause: Cause, due: datetime | None, started: datetime
@@ -57,9 +69,7 @@ class RunRows(StoreCore):
         nxt = next_due or {}
         inserts = [
             (
-                "INSERT INTO run (task_id, cause, due, started, next_due) VALUES "
-                + ", ".join("(?, ?, ?, ?, ?)" for _ in batch)
-                + " RETURNING id, task_id, (SELECT checkpoint FROM task WHERE id = task_id)",
+                start_runs_sql(len(batch)),
                 [
                     v
                     for t, cause, due in batch
