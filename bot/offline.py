@@ -46,6 +46,7 @@ async def _answer(config: AppConfig, request: Request) -> int:
     from scheduler_core.store import Store
 
     settings = config.settings
+    _engine_log()
     needs_the_daemon(settings.state_dir)
     if runs_tasks(request.command):
         from bot.lock import runs_as_owner
@@ -117,6 +118,18 @@ async def _answer(config: AppConfig, request: Request) -> int:
             lock.release()
     finally:
         await store.close()
+
+
+def _engine_log() -> None:
+    """What the engine logs, in a command answered here: its errors on stderr, as the
+    command's own problems are. Its warnings and notes, which a daemon writes to its journal,
+    are in the answer or the action log (a failed run's line would say the answer again)."""
+    import logging
+
+    handler = logging.StreamHandler()  # stderr
+    handler.setLevel(logging.ERROR)
+    handler.setFormatter(logging.Formatter("moltsched: %(message)s"))
+    logging.getLogger().addHandler(handler)
 
 
 def _holder(state_dir: Path) -> tuple[int, str] | None:

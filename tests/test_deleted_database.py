@@ -41,3 +41,22 @@ def test_a_database_deleted_under_the_daemon_is_put_back(tmp_path: Path, what: s
     log = daemon.log.read_text()
     assert "was deleted or replaced while in use" in log and "Traceback" not in log
     assert query(db, "PRAGMA integrity_check") == [("ok",)]
+
+
+def test_a_foreground_run_that_deletes_the_database_says_it_was_put_back(
+    tmp_path: Path,
+) -> None:
+    """With no daemon, the engine's errors reach the user of the command, prefixed as the
+    command's own problems are; the run is answered as usual and its record kept."""
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "rm.sh").write_text('rm -f "$MOLTSCHED_DB"\n')
+    config = tmp_path / "moltsched.yaml"
+    config.write_text("tasks:\n  - {id: rm, script: rm.sh, every: 1h}\n")
+    done = cli("run", "rm", config=config)
+    assert done.returncode == 0 and done.stdout.startswith("rm: success")
+    db = tmp_path / "state" / "moltsched.db"
+    assert done.stderr.splitlines() == [
+        f"moltsched: the database {db} was deleted or replaced while in use; putting it back",
+        f"moltsched: the database {db} is back, with everything committed before",
+    ]
+    assert query(db, "SELECT outcome FROM run") == [("success",)]

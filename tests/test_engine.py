@@ -25,6 +25,9 @@ def test_a_failing_foreground_run_queues_its_alert(tmp_path: Path) -> None:
     )
     done = cli("--json", "run", "bad", config=config)
     assert done.returncode == 1 and json.loads(done.stdout)["outcome"] == "failed"
+    # The answer says it, as it does through a daemon: the engine's log line for the journal
+    # ("bad (on-demand run): failed, ...") is not printed bare on stderr as well.
+    assert done.stderr == ""
     db = tmp_path / "state" / "moltsched.db"
     queued = query(db, "SELECT recipient, kind, text FROM outbox ORDER BY id")
     assert [(r, k) for r, k, _ in queued] == [
