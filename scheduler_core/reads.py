@@ -44,7 +44,8 @@ class Reads:
 
     @property
     def by_id(self) -> Mapping[str, TaskSpec]:
-        """The configured tasks by id, to look up without copying (10,000 of them)."""
+        """The configured tasks by id, to look up without copying (10,000 of them). A reload
+        replaces the mapping rather than changing it: one taken stays as it was."""
         return self._specs
 
     def spec(self, task_id: str) -> TaskSpec:
