@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import pytest
@@ -126,6 +127,23 @@ def test_one_table_drives_chat_help_and_cli_help() -> None:
             assert verb.name in cli_help and verb.help in cli_help
     chat_help = subprocess.run([MOLTSCHED, "chat", "--help"], capture_output=True, text=True)
     assert chat in chat_help.stdout
+
+
+def test_help_is_as_wide_as_the_terminal_says() -> None:
+    """The help fits $COLUMNS as argparse fits it (the CLI measures the terminal itself), and
+    80 columns where nothing says (not a terminal)."""
+
+    def widest(columns: str | None) -> int:
+        env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+        if columns is not None:
+            env["COLUMNS"] = columns
+        out = subprocess.run([MOLTSCHED, "--help"], capture_output=True, text=True, env=env)
+        return max(len(line) for line in out.stdout.splitlines())
+
+    assert widest("300") > 150  # the --config line whole
+    assert widest("60") <= 58
+    assert 60 < widest(None) <= 78
+    assert widest("junk") == widest(None)
 
 
 @pytest.mark.parametrize(
