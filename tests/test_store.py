@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -125,6 +126,25 @@ async def test_checkpoints_from_a_task_process_reach_the_store(
     assert load_checkpoint("a", db=settings.db_path) == {"last_index": 10}
     save_checkpoint(None, "a", db=settings.db_path)
     assert load_checkpoint("a", db=settings.db_path) is None
+
+
+async def test_single_writes_asked_at_once_apply_in_the_order_asked(
+    store: Store, tasks_dir: Path
+) -> None:
+    """A statement of its own is handed to the database thread without waiting for the one
+    before it to be answered: all of them apply, in the order asked, around a transaction
+    asked among them."""
+    await store.sync_tasks([spec("a", "true", tasks_dir)])
+    asked = []
+    for i in range(40):
+        asked += [store.log("note", str(i), task_id="a"), store.set_checkpoint("a", f"[{i}]")]
+        if i == 20:
+            asked.append(store.set_paused("a", True, "tester"))
+    await asyncio.gather(*asked)
+    notes = query(store.path, "SELECT message FROM log WHERE action = 'note' ORDER BY id")
+    assert [int(m) for (m,) in notes] == list(range(40))
+    assert query(store.path, "SELECT checkpoint, paused FROM task") == [("[39]", 1)]
+    assert query(store.path, "SELECT COUNT(*) FROM log WHERE action = 'paused'") == [(1,)]
 
 
 async def test_a_run_start_reads_its_task_by_key_not_by_scanning(

@@ -5,14 +5,14 @@ autocommit mode, used through aiosqlite's public API only. Every statement is a 
 aiosqlite's thread, so the hot paths are single statements, each its own transaction
 (`_write_one`): a run starting is one INSERT and a run ending one UPDATE, and triggers in
 the schema (migration 4) do the rest in the same statement. Other changes are a short
-`BEGIN IMMEDIATE ... COMMIT` (`_write`) that runs in a task of its own, so it finishes even
-if the awaiting caller is cancelled. Both take turns on the writer (one lock), so no
-statement lands inside another coroutine's transaction. The file is created and migrated
-with a plain connection before aiosqlite opens it (`_prepare`). WAL lets
-task scripts save checkpoints (`scheduler_core.checkpoint`) while the daemon writes.
-`synchronous=NORMAL` in WAL mode keeps every commit across a crash of the daemon; only a power
-cut can lose the newest few commits, never the database. Migrations are single statements
-under `PRAGMA user_version`.
+`BEGIN IMMEDIATE ... COMMIT` (`_write`) in a task of its own, which finishes even if the
+awaiting caller is cancelled. Both hand their statements to the writer's thread in turns
+(one lock), which runs them in that order, so no statement lands inside another coroutine's
+transaction. The file is created and migrated with a plain connection before aiosqlite opens
+it (`_prepare`). WAL lets task scripts save checkpoints (`scheduler_core.checkpoint`) while
+the daemon writes. `synchronous=NORMAL` in WAL mode keeps every commit across a crash of the
+daemon; only a power cut can lose the newest few commits, never the database. Migrations are
+single statements under `PRAGMA user_version`.
 
 Times are stored as UNIX seconds (REAL) and returned as aware UTC datetimes.
 """
@@ -314,18 +314,19 @@ class StoreCore:
             return result
 
     async def _write_one(self, sql: str, params: Sequence[Any]) -> list[Any]:
-        """One statement, which is its own transaction (autocommit): one trip, its rows.
-
-        Taken in its turn on the writer, so it never lands inside another coroutine's
-        transaction. No task of its own is needed: once handed to aiosqlite's queue it runs
-        whole, whether or not the caller is still waiting."""
+        """One statement, its own transaction (autocommit): one trip, its rows. Handed to the
+        writer's thread in its turn, which the thread keeps, so the next writer need not wait
+        for this answer (waiting made the thread and the loop take turns: a burst ran 15%
+        slower). Once handed over it runs whole, whether or not the caller still waits."""
         if self._deleted():
             await self._put_back()
         if not self._usable.is_set():
             await self._usable.wait()
         async with self._writing:
-            with self.health.writing(), self._translated():
-                return list(await self._conn.execute_fetchall(sql, params))
+            handed = asyncio.ensure_future(self._conn.execute_fetchall(sql, params))
+            await asyncio.sleep(0)  # its first step puts it on the thread's queue, no more
+        with self.health.writing(), self._translated():
+            return list(await handed)
 
     async def _read(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[Any]:
         """One query, on the reader (which WAL lets through while another process writes)."""
