@@ -69,7 +69,8 @@ def read_text(path: Path) -> str:
     return text
 
 
-_TOP_KEY = re.compile(r"^(?:state_dir|\"state_dir\"|'state_dir')\s*:(.*)$")
+_TOP_KEY = re.compile(r"^(?:state_dir|\"state_dir\"|'state_dir')[ \t]*:(.*)$", re.MULTILINE)
+_BREAKS = re.compile("\r\n?|[\x85\u2028\u2029]")  # YAML's (PyYAML's) line breaks but "\n"
 _PLAIN = re.compile(r"^[^\s\"'\[\]{}&*!|>%@`#,][^#]*?$")
 
 
@@ -130,22 +131,26 @@ def state_dir_hint(path: Path) -> Path | None:
             return base / "state"
         value = data.get("state_dir", "state") if isinstance(data, dict) else None
         return base / value if isinstance(value, str) else None
-    found: str | None = None
-    for line in text.splitlines():
-        stripped = line.lstrip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        if line is stripped and stripped[0] in "{[":
-            return None  # flow style: leave it to the real parser
-        match = _TOP_KEY.match(line)
-        if match is None:
-            continue
-        if found is not None:
-            return None
-        found = _scalar(match.group(1))
-        if found is None:
-            return None
-    return base / (found or "state")
+    # Found by searching the text rather than by a loop over its lines: 10,000 tasks are
+    # 30,000 lines, and every command looks here first. Lines end where YAML ends them.
+    if "\r" in text or not text.isascii():  # (a regular expression costs 5 ms on 10,000)
+        text = _BREAKS.sub("\n", text)
+    if text.startswith(("{", "[")) or "\n{" in text or "\n[" in text:
+        return None  # flow style: leave it to the real parser
+    found = []
+    at = text.find("state_dir")
+    while at >= 0:
+        start = text.rfind("\n", 0, at) + 1
+        end = text.find("\n", at)
+        end = len(text) if end < 0 else end
+        match = _TOP_KEY.match(text, start, end)
+        if match is not None:
+            found.append(match.group(1))
+        at = text.find("state_dir", end)
+    if not found:
+        return base / "state"
+    value = _scalar(found[0]) if len(found) == 1 else None
+    return None if value is None else base / value
 
 
 def _scalar(raw: str) -> str | None:

@@ -30,6 +30,14 @@ def test_hint_matches_the_loader(tmp_path: Path, line: str) -> None:
     assert state_dir_hint(path) == load_config(path).settings.state_dir
 
 
+def test_hint_reads_lines_as_yaml_does(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_bytes(b"# config\r\nstate_dir: st\r\ntasks: []\r\n")
+    assert state_dir_hint(path) == tmp_path / "st" == load_config(path).settings.state_dir
+    path.write_bytes(b"tasks: []\rstate_dir: st # mac\r")
+    assert state_dir_hint(path) == tmp_path / "st" == load_config(path).settings.state_dir
+
+
 def test_default_when_absent_and_json(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("tasks:\n  - id: a\n    env:\n      state_dir: not-this\n")
