@@ -182,8 +182,9 @@ def test_two_runs_of_one_task_through_the_daemon_join_one_run(
     outs = [json.loads(p.communicate(timeout=30)[0]) for p in procs]
     assert len({o["run_id"] for o in outs}) == 1
     admissions = sorted(o["admission"] for o in outs)
-    assert admissions.count("started") == 1
-    assert set(admissions) - {"started"} <= {"already-running", "already-queued"}
+    # The first is started, or queued if tick and fails (due at the start) hold both slots.
+    joined = [a for a in admissions if a in ("already-running", "already-queued")]
+    assert len(joined) == 2 and set(admissions) - set(joined) <= {"started", "queued"}, outs
     assert len(slow_intervals(config)) == 1
 
 
