@@ -9,7 +9,7 @@ signalbot's client), decides on the raw envelope who may command (`bot.envelope`
 reconnects within seconds whatever happened. `SignalBot.stop()` is never called: it stops
 the event loop; the session is closed instead.
 
-Uses signalbot internals (`_async_init`, `_signal`), hence the exact pin in pyproject.toml;
+Uses signalbot internals (`_async_init`, `_signal`), hence the pin to 2.2.x in pyproject.toml;
 tests/test_signal_e2e.py runs the real SignalBot against the emulator (support/signal_service.py).
 """
 
