@@ -187,6 +187,19 @@ def _command_word(argv: list[str]) -> str | None:
     return None
 
 
+def _joined_values(argv: list[str]) -> list[str]:
+    """`--in -5m` read as `--in=-5m`: argparse takes a word that starts with "-" (and is not
+    a number) for an option, and answered "expected one argument"; the time's own check says
+    what is wrong with it."""
+    out: list[str] = []
+    for word in argv:
+        if out and out[-1] in ("--in", "--at") and word[:1] == "-" and word[1:2].isdigit():
+            out[-1] += "=" + word
+        else:
+            out.append(word)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     # A command is a short process that reads a lot and keeps it: the cycle collector would
     # only look through what was read (10,000 tasks for `status`; 30 of the 250 ms `status`
@@ -195,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not failure.outputs_open(answers=_command_word(argv) != "daemon"):
         return EXIT_USAGE
-    args = build_parser(_command_word(argv)).parse_args(argv)
+    args = build_parser(_command_word(argv)).parse_args(_joined_values(argv))
     try:
         return _main(args)
     except (client.ReaderGone, BrokenPipeError):  # `| head` had enough

@@ -179,6 +179,7 @@ def test_a_parser_of_one_command_reads_what_the_whole_parser_reads(argv: list[st
         (["run", "tick"], Run("tick")),
         (["run", "tick", "--in", "20m"], RunLater("tick", "in 20m")),
         (["run", "tick", "--at", "18:00"], RunLater("tick", "at 18:00")),
+        (["run", "tick", "--in", "-5m"], RunLater("tick", "in -5m")),  # refused when asked
         (["cancel", "tick"], Cancel("tick")),
         (["stop", "tick"], Stop("tick")),
         (["run-all"], RunAll()),
@@ -195,9 +196,9 @@ def test_a_parser_of_one_command_reads_what_the_whole_parser_reads(argv: list[st
 def test_the_command_line_asks_for_the_command_its_words_name(
     argv: list[str], command: Command
 ) -> None:
-    from bot.cli import _command, build_parser
+    from bot.cli import _command, _joined_values, build_parser
 
-    assert _command(build_parser().parse_args(argv)) == command
+    assert _command(build_parser().parse_args(_joined_values(argv))) == command
 
 
 def test_an_unknown_command_is_refused_with_every_command_named() -> None:

@@ -137,6 +137,10 @@ def test_one_shot_runs_survive_a_restart_and_can_be_cancelled_within_a_limit(
     bad = cli("chat", "run:note in forever", config=config).stdout
     assert "'forever' is not a duration" in bad
     assert "in the past" in cli("run", "note", "--at", "2001-01-01T00:00", config=config).stderr
+    # A time that starts with "-": argparse took it for an option ("expected one argument").
+    negative = cli("--json", "run", "note", "--in", "-5m", config=config)
+    assert negative.returncode == 2
+    assert "'-5m' is not a duration" in json.loads(negative.stdout)["error"]
 
 
 def test_a_one_shot_for_a_paused_task_says_it_waits_for_resume(
