@@ -69,6 +69,7 @@ def read_text(path: Path) -> str:
     return text
 
 
+# MULTILINE: matched from where a line begins inside the whole text (`state_dir_hint`).
 _TOP_KEY = re.compile(r"^(?:state_dir|\"state_dir\"|'state_dir')[ \t]*:(.*)$", re.MULTILINE)
 _BREAKS = re.compile("\r\n?|[\x85\u2028\u2029]")  # YAML's (PyYAML's) line breaks but "\n"
 _PLAIN = re.compile(r"^[^\s\"'\[\]{}&*!|>%@`#,][^#]*?$")
