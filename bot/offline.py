@@ -52,9 +52,10 @@ async def _answer(config: AppConfig, request: Request) -> int:
         from bot.lock import runs_as_owner
 
         runs_as_owner(settings.state_dir)
-    store = await Store.open(settings.db_path, settings.retention)
+    reads = only_reads(request.command)
+    store = await Store.open(settings.db_path, settings.retention, reads_only=reads)
     try:
-        if only_reads(request.command):  # the tasks alone: no scheduler to load or build
+        if reads:  # the tasks alone: no scheduler to load or build
             from scheduler_core.clock import SystemClock
             from scheduler_core.reads import Reads
 

@@ -62,6 +62,53 @@ def test_the_database_locked_by_another_process_for_seconds(tmp_path: Path) -> N
     assert query(db, "PRAGMA integrity_check") == [("ok",)]
 
 
+def test_with_no_daemon_reads_answer_while_another_process_holds_the_write_lock(
+    tmp_path: Path,
+) -> None:
+    """Before: `status`, `logs` and `output` with no daemon opened the database for writing,
+    waited out the busy timeout (10 s) behind any writer, then failed with "database is
+    locked", though a reader of a WAL file needs no lock. They answer at once now; a read's
+    own audit line is written when the writer lets go (the process waits for it, as for any
+    write, up to the busy timeout)."""
+    config, db = ticking(tmp_path)
+    DaemonProcess(config).start().stop()  # its rows, and no daemon now
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # a careless script, a tool left in a transaction
+    reads = (["status"], ["status", "tick"], ["logs"], ["output", "tick"])
+    procs = [
+        subprocess.Popen([MOLTSCHED, "--config", str(config), "--json", *a], stdout=subprocess.PIPE)
+        for a in reads
+    ]
+    try:
+        started = time.monotonic()
+        for args, proc in zip(reads, procs, strict=True):
+            assert proc.stdout is not None
+            said = b""
+            while not _whole_json(said) and (more := os.read(proc.stdout.fileno(), 1 << 16)):
+                said += more  # until it has answered (or closed its output)
+            assert _whole_json(said), (args, said)
+        took = time.monotonic() - started
+        assert took < 5, f"the reads answered after {took:.1f}s"  # the busy timeout is 10
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+        for proc in procs:
+            proc.wait(30)
+            assert proc.stdout is not None
+            proc.stdout.close()
+    assert [p.returncode for p in procs] == [0, 0, 0, 0]
+    audited = query(db, "SELECT message FROM log WHERE action = 'query'")
+    assert sorted(m for (m,) in audited) == ["logs", "output:tick", "status", "status:tick"]
+
+
+def _whole_json(data: bytes) -> bool:
+    try:
+        json.loads(data)
+    except ValueError:
+        return False
+    return True
+
+
 def test_the_state_directory_fills_up_and_frees_again(tmp_path: Path) -> None:
     with small_disk(tmp_path / "state") as filler:
         config, db = ticking(tmp_path)

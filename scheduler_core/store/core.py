@@ -46,7 +46,6 @@ DEFAULT_RETENTION = Retention()
 BUSY_TIMEOUT_MS = 10_000
 
 
-# The task table's columns are TaskState's fields, by the same names (see `_state`).
 def to_epoch(when: datetime | None) -> float | None:
     return None if when is None else when.timestamp()
 
@@ -87,12 +86,14 @@ def _os_error(exc: OSError, what: str) -> StoreError:
     return StoreError(f"{what}: {exc.strerror or exc}", kind)
 
 
-def _prepare(path: Path) -> None:
-    """Create or migrate the file, on a plain connection (run in a thread)."""
+def _prepare(path: Path, reads_only: bool = False) -> None:
+    """Create or migrate the file, on a plain connection (run in a thread). In the write lock
+    even with nothing to migrate, so a writer learns now that it cannot write; not a reader,
+    which WAL lets through while another process writes."""
     db = sqlite3.connect(path, isolation_level=None)
     try:
         db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        _known_schema(db, path)
+        version = _known_schema(db, path)
         (auto_vacuum,) = db.execute("PRAGMA auto_vacuum").fetchone()
         if auto_vacuum != 2:
             # Incremental, so pruning can give space back (`prune_output`). Set before the
@@ -102,38 +103,39 @@ def _prepare(path: Path) -> None:
             if tables:
                 db.execute("VACUUM")
         db.execute("PRAGMA journal_mode = WAL")
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        if version < len(MIGRATIONS) or not reads_only:
             _migrate(db)
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
     finally:
         db.close()
 
 
 async def _connect(
-    path: Path, conns: list[aiosqlite.Connection]
+    path: Path, reads_only: bool = False
 ) -> tuple[aiosqlite.Connection, aiosqlite.Connection]:
-    """The writer and the read-only reader of a prepared file; each connection is added to
-    `conns` as soon as it exists, so a failure can close it."""
+    """The writer and the read-only reader of a prepared file (see `_prepare`). A failure
+    leaves neither open: its thread would keep the process from exiting."""
     # Prepared without aiosqlite first: when aiosqlite's own connect fails, its thread
     # finishes after the caller has moved on, and complains about the closed event loop.
-    await asyncio.to_thread(_prepare, path)
-    writer = aiosqlite.connect(path, isolation_level=None)
-    conns.append(writer)
-    await writer
-    for pragma in (
-        f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}",
-        "PRAGMA synchronous = NORMAL",
-        "PRAGMA foreign_keys = ON",
-    ):
-        await writer.execute(pragma)
-    reader = aiosqlite.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
-    conns.append(reader)
-    await reader
-    await reader.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    await asyncio.to_thread(_prepare, path, reads_only)
+    conns: list[aiosqlite.Connection] = []
+    try:
+        writer = aiosqlite.connect(path, isolation_level=None)
+        conns.append(writer)
+        await writer
+        for pragma in (
+            f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}",
+            "PRAGMA synchronous = NORMAL",
+            "PRAGMA foreign_keys = ON",
+        ):
+            await writer.execute(pragma)
+        reader = aiosqlite.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+        conns.append(reader)
+        await reader
+        await reader.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    except BaseException:
+        for conn in conns:
+            await conn.close()
+        raise
     return writer, reader
 
 
@@ -207,21 +209,19 @@ class StoreCore:
         self.health = WriteHealth()  # whether writes work (runs cannot start while they fail)
 
     @classmethod
-    async def open(cls, path: Path, retention: Retention = DEFAULT_RETENTION) -> Self:
-        """Open (creating if needed) and migrate the database at `path`.
-
-        Fails with a StoreError, never leaving a connection (and its thread, which would keep
-        the process from exiting) behind."""
+    async def open(
+        cls, path: Path, retention: Retention = DEFAULT_RETENTION, *, reads_only: bool = False
+    ) -> Self:
+        """Open (creating if needed) and migrate the database at `path`; `reads_only` for a
+        command that writes no more than its audit line (see `_prepare`). Fails with a
+        StoreError."""
         try:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # its user's alone
         except OSError as exc:
             raise _os_error(exc, f"cannot create the state directory {path.parent}") from exc
-        conns: list[aiosqlite.Connection] = []
         try:
-            writer, reader = await _connect(path, conns)
+            writer, reader = await _connect(path, reads_only)
         except BaseException as exc:
-            for conn in conns:
-                await conn.close()
             if isinstance(exc, sqlite3.Error):
                 raise translate(exc, path) from exc
             if isinstance(exc, OSError):
@@ -275,13 +275,7 @@ class StoreCore:
             await self._reader.close()
         await self._conn.close()
         _swap_in(restoring, path)
-        conns: list[aiosqlite.Connection] = []
-        try:
-            self._conn, self._reader = await _connect(path, conns)
-        except BaseException:
-            for c in conns:
-                await c.close()
-            raise
+        self._conn, self._reader = await _connect(path)
         self._identity = _identity(path)
         log.error("the database %s is back, with everything committed before", path)
 
@@ -378,10 +372,10 @@ def inspect(path: Path) -> Inspection:
         db.close()
 
 
-def _known_schema(db: sqlite3.Connection, path: Path) -> None:
-    """StoreError (`newer`) if a later version migrated the file: this one must not read or
-    write a schema it does not know (after a downgrade)."""
-    (version,) = db.execute("PRAGMA user_version").fetchone()
+def _known_schema(db: sqlite3.Connection, path: Path) -> int:
+    """The file's schema version; StoreError (`newer`) if a later version migrated it: this
+    one must not read or write a schema it does not know (after a downgrade)."""
+    version: int = db.execute("PRAGMA user_version").fetchone()[0]
     if version > len(MIGRATIONS):
         raise StoreError(
             f"the database {path} is from a newer moltsched (schema {version}; this one "
@@ -389,11 +383,18 @@ def _known_schema(db: sqlite3.Connection, path: Path) -> None:
             "backup from before it",
             "newer",
         )
+    return version
 
 
 def _migrate(db: sqlite3.Connection) -> None:
-    (version,) = db.execute("PRAGMA user_version").fetchone()
-    for number, statements in enumerate(MIGRATIONS[version:], start=version + 1):
-        for sql in statements:
-            db.execute(sql)
-        db.execute(f"PRAGMA user_version = {number}")
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        (version,) = db.execute("PRAGMA user_version").fetchone()  # as of the lock
+        for number, statements in enumerate(MIGRATIONS[version:], start=version + 1):
+            for sql in statements:
+                db.execute(sql)
+            db.execute(f"PRAGMA user_version = {number}")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
