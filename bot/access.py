@@ -10,6 +10,7 @@ against the group, so a socket made reachable by mistake still admits nobody els
 from __future__ import annotations
 
 import grp
+import logging
 import os
 import pwd
 import socket
@@ -18,7 +19,10 @@ import struct
 from pathlib import Path
 from typing import Any
 
+from scheduler_core.errors import user_name
 from scheduler_core.record import Record
+
+log = logging.getLogger(__name__)
 
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
@@ -38,13 +42,6 @@ class Peer(Record):
     def actor(self) -> str:
         """How the action log names it: `cli:alice`."""
         return f"cli:{self.name}"
-
-
-def user_name(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return f"uid {uid}"
 
 
 def peer_of(sock: Any) -> Peer | None:
@@ -85,11 +82,6 @@ class Access:
         searchable (not readable) by it. Logs what to do when the daemon may not."""
         if self.group is None:
             return
-        # Imported here, by the daemon alone: every command imports this module (`user_name`),
-        # and logging would be a third of the command line's own import.
-        import logging
-
-        log = logging.getLogger(__name__)
         try:
             gid = grp.getgrnam(self.group).gr_gid
         except KeyError:

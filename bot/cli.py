@@ -22,12 +22,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from bot import client, failure
-from bot.access import user_name
 from bot.direct import checkpoint, validate
 from bot.failure import EXIT_STATE, EXIT_USAGE, Failure, fail, load
 from config.locate import ConfigNotFound, find_config_path, state_dir_hint
 from scheduler_core import __version__
-from scheduler_core.errors import StoreError
+from scheduler_core.errors import StoreError, user_name
 
 # What only the commands need (commands.*) is imported where they are read, so that the
 # daemon, which starts through here, does not carry it until it is asked something.

@@ -19,13 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from bot import client
-from bot.access import user_name
 from bot.lock import STARTING, STOPPING, StateLock, is_stopping
 from commands.command import Ping, Request
 from config.checks import task_warnings
 from config.loader import AppConfig, ConfigError, load_config
 from config.locate import ConfigNotFound, find_config_path
-from scheduler_core.errors import StoreError
+from scheduler_core.errors import StoreError, stranger_owned, user_name
 from scheduler_core.record import Record
 from scheduler_core.store import inspect
 
@@ -165,6 +164,13 @@ def _database(db: Path, checks: list[Check]) -> tuple[int, datetime | None] | No
     if found.problem is not None:
         checks.append(Check("database", "fail", f"{db}: {found.problem}", _DB_FIX))
         return None
+    for path in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
+        owners = stranger_owned(path)
+        if owners is not None:
+            theirs, owner = owners
+            detail = f"{path} is {theirs}'s, not {owner}'s (the owner of its folder)"
+            checks.append(Check("database", "fail", detail, f"chown {owner}: {db}*"))
+            return None
     checks.append(Check("database", "ok", f"{db}: quick_check ok"))
     return found.alerts_waiting, found.oldest_alert
 

@@ -115,7 +115,7 @@ def runs_as_owner(state_dir: Path) -> None:
         return  # made by this run, as its own
     if owner == os.geteuid():
         return
-    from bot.access import user_name
+    from scheduler_core.errors import user_name
 
     name = user_name(owner)
     raise Failure(

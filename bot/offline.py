@@ -182,7 +182,7 @@ def needs_the_daemon(state_dir: Path) -> None:
             "unavailable",
             EXIT_STATE,
         )
-    from bot.access import user_name
+    from scheduler_core.errors import user_name
 
     name = user_name(owner)
     raise Failure(

@@ -103,9 +103,39 @@ def describe_sqlite_error(exc: Exception, path: Path) -> tuple[str, str]:
         kind = "permission"
     elif name.startswith("SQLITE_IOERR") and _no_room(path):
         kind = "full"  # SQLite says "disk I/O error" when it cannot grow its -shm file
-    advice = _ADVICE.get(kind)
+    advice = _whose(path) if kind == "permission" else _ADVICE.get(kind)
     what = f"the database {path}: {exc}"
     return (f"{what} ({advice})" if advice else what), kind
+
+
+def _whose(path: Path) -> str:
+    """What to do when the file may not be written: run as its user, or give it back."""
+    found = stranger_owned(path)
+    if found is None:
+        return _ADVICE["permission"]
+    theirs, owner = found
+    return f"it is {theirs}'s, not {owner}'s, who owns its folder: chown {owner}: {path}*"
+
+
+def stranger_owned(path: Path) -> tuple[str, str] | None:
+    """(whose the file is, whose its folder is) when they differ: a file made by hand as root
+    in the daemon's state directory, which the daemon cannot write."""
+    try:
+        folder, file = os.stat(path.parent), os.stat(path)
+    except OSError:
+        return None
+    if file.st_uid == folder.st_uid:
+        return None
+    return user_name(file.st_uid), user_name(folder.st_uid)
+
+
+def user_name(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 def _no_room(path: Path) -> bool:

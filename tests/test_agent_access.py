@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import stat
 import subprocess
 import tempfile
@@ -278,6 +279,62 @@ def test_a_run_with_no_daemon_is_its_owners_to_start(
     ran = run_as(service, [*argv, "--config", str(config), "run", "who"], env)
     assert ran.returncode == 0, ran.stderr
     assert (root / "tasks" / "who.txt").read_text().strip() == service.name
+
+
+@pytest.mark.parametrize("first", [("status",), ("logs",), ("checkpoint", "save", "tick", "{}")])
+def test_a_database_that_root_made_first_is_the_service_users(
+    world: tuple[Path, str, User, User, User], first: tuple[str, ...]
+) -> None:
+    """`sudo moltsched status` after installing, before the daemon's first start, made the
+    database: root's, 0644. The daemon, as the service user, could then write nothing (no run
+    started, and it said to run it as its own user, which it was). A database made by
+    anyone is now its state directory owner's, and so are SQLite's -wal and -shm."""
+    root, _, service, _, _ = world
+    config = root / "moltsched.yaml"
+    config.write_text("tasks:\n  - {id: tick, script: tick.sh, every: 1h}\n")
+    config.chmod(0o644)
+    done = subprocess.run(
+        [MOLTSCHED, "--config", str(config), *first], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    state = root / "state"
+    for made in state.iterdir():
+        assert (made.stat().st_uid, made.stat().st_gid) == (service.uid, service.gid), made
+    argv, env = moltsched_as(service)
+    ran = run_as(service, [*argv, "--config", str(config), "run", "tick"], env)
+    assert ran.returncode == 0, ran.stderr
+    assert query(state / "moltsched.db", "SELECT run_count FROM task") == [(1,)]
+
+
+def test_a_database_root_made_before_says_whose_it_is(
+    world: tuple[Path, str, User, User, User],
+) -> None:
+    """One made by root before the above (by an earlier version, or by hand): the service user
+    was told to "run as the daemon's user", which it was. It hears whose the file is and the
+    command that gives it back."""
+    root, _, service, _, _ = world
+    config = root / "moltsched.yaml"
+    config.write_text("tasks:\n  - {id: tick, script: tick.sh, every: 1h}\n")
+    config.chmod(0o644)
+    db = root / "state" / "moltsched.db"
+    sqlite3.connect(db).close()  # root's, as SQLite makes it
+    argv, env = moltsched_as(service)
+    done = run_as(service, [*argv, "--config", str(config), "--json", "run", "tick"], env)
+    error = json.loads(done.stdout)
+    assert done.returncode == 3 and error["kind"] == "permission", done.stdout
+    assert f"it is root's, not {service.name}'s" in error["error"], error
+    assert f"chown {service.name}: {db}*" in error["error"], error
+    # doctor said the file was damaged ("no such table"): it is new, and not the daemon's.
+    for doctor in (
+        run_as(service, [*argv, "--config", str(config), "--json", "doctor"], env),
+        subprocess.run(
+            [MOLTSCHED, "--config", str(config), "--json", "doctor"], capture_output=True, text=True
+        ),
+    ):
+        assert doctor.returncode == 1, doctor.stdout + doctor.stderr
+        (check,) = [c for c in json.loads(doctor.stdout)["checks"] if c["name"] == "database"]
+        assert check["status"] == "fail" and "root's" in check["detail"], check
+        assert check["fix"] == f"chown {service.name}: {db}*", check
 
 
 def test_with_the_daemon_down_the_agent_hears_that_not_permission(

@@ -21,11 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
-import os
 import sqlite3
-import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +34,7 @@ from scheduler_core.errors import StoreError, describe_sqlite_error
 from scheduler_core.migrations import MIGRATIONS
 from scheduler_core.model import Retention
 from scheduler_core.record import Record
+from scheduler_core.store.files import identity, made_for_its_folder, os_error, swap_in
 from scheduler_core.store.health import WriteHealth
 
 T = TypeVar("T")
@@ -60,36 +58,11 @@ def translate(exc: sqlite3.Error, path: Path) -> StoreError:
     return StoreError(message, kind)
 
 
-def _swap_in(restoring: Path, path: Path) -> None:
-    """Put `restoring` at `path`, setting aside what is there now."""
-    if path.exists():
-        aside = path.with_name(f"{path.name}.replaced-{int(time.time())}")
-        os.replace(path, aside)
-        log.error("what was at %s is kept as %s", path, aside)
-    for extra in ("-wal", "-shm"):  # a new file's, or none: never ours any more
-        Path(f"{path}{extra}").unlink(missing_ok=True)
-    os.replace(restoring, path)
-
-
-def _identity(path: Path) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
-
-
-def _os_error(exc: OSError, what: str) -> StoreError:
-    kind = "permission" if isinstance(exc, PermissionError) else "unavailable"
-    if exc.errno == errno.ENOSPC:
-        kind = "full"
-    return StoreError(f"{what}: {exc.strerror or exc}", kind)
-
-
 def _prepare(path: Path, reads_only: bool = False) -> None:
     """Create or migrate the file, on a plain connection (run in a thread). In the write lock
     even with nothing to migrate, so a writer learns now that it cannot write; not a reader,
     which WAL lets through while another process writes."""
+    made_for_its_folder(path)
     db = sqlite3.connect(path, isolation_level=None)
     try:
         db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -203,7 +176,7 @@ class StoreCore:
         self.retention = retention
         self._last_log_prune = 0.0
         self._runs_per_task: int | None = None  # as the `retention` table has it
-        self._identity = _identity(path)  # to notice the file deleted or replaced under us
+        self._identity = identity(path)  # to notice the file deleted or replaced under us
         self._usable = asyncio.Event()
         self._usable.set()
         self.health = WriteHealth()  # whether writes work (runs cannot start while they fail)
@@ -218,14 +191,14 @@ class StoreCore:
         try:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # its user's alone
         except OSError as exc:
-            raise _os_error(exc, f"cannot create the state directory {path.parent}") from exc
+            raise os_error(exc, f"cannot create the state directory {path.parent}") from exc
         try:
             writer, reader = await _connect(path, reads_only)
         except BaseException as exc:
             if isinstance(exc, sqlite3.Error):
                 raise translate(exc, path) from exc
             if isinstance(exc, OSError):
-                raise _os_error(exc, f"cannot open the database {path}") from exc
+                raise os_error(exc, f"cannot open the database {path}") from exc
             raise
         store = cls(writer, path, retention)
         store._reader = reader
@@ -246,7 +219,7 @@ class StoreCore:
 
     def _deleted(self) -> bool:
         """Whether the file at `path` is no longer the one we have open."""
-        return self._usable.is_set() and _identity(self.path) != self._identity
+        return self._usable.is_set() and identity(self.path) != self._identity
 
     async def _put_back(self) -> None:
         """The database file was deleted (or replaced) while we had it open. Our connection
@@ -266,6 +239,7 @@ class StoreCore:
         restoring = path.with_name(path.name + ".restoring")
         log.error("the database %s was deleted or replaced while in use; putting it back", path)
         restoring.unlink(missing_ok=True)
+        made_for_its_folder(restoring)
         target = await asyncio.to_thread(sqlite3.connect, restoring, check_same_thread=False)
         try:
             await self._conn.backup(target)
@@ -274,9 +248,9 @@ class StoreCore:
         if self._reader is not None:
             await self._reader.close()
         await self._conn.close()
-        _swap_in(restoring, path)
+        swap_in(restoring, path)
         self._conn, self._reader = await _connect(path)
-        self._identity = _identity(path)
+        self._identity = identity(path)
         log.error("the database %s is back, with everything committed before", path)
 
     async def _write(self, fn: Callable[[_Tx], Awaitable[T]], *, proof: bool = False) -> T:
@@ -358,10 +332,12 @@ def inspect(path: Path) -> Inspection:
     except sqlite3.Error as exc:
         raise translate(exc, path) from exc
     try:
-        _known_schema(db, path)
+        version = _known_schema(db, path)
         (verdict,) = db.execute("PRAGMA quick_check(5)").fetchone()
         if verdict != "ok":
             return Inspection(f"quick_check: {verdict}")
+        if version == 0:  # made, and nothing in it yet: no outbox to look at
+            return Inspection(None)
         count, oldest = db.execute(
             "SELECT COUNT(*), MIN(created) FROM outbox WHERE sent IS NULL"
         ).fetchone()
