@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import json
 import os
 import sys
@@ -177,19 +178,40 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def _command_word(argv: list[str]) -> str | None:
     """The word naming the subcommand, where it comes before any option but --config and
     --json (then only its part of the parser is built); else None."""
-    words = iter(argv)
-    for word in words:
+    at = _command_at(argv)
+    return None if at is None else argv[at]
+
+
+def _command_at(argv: list[str]) -> int | None:
+    at = 0
+    while at < len(argv):
+        word = argv[at]
         if word == "--config":
-            next(words, None)
-        elif word != "--json" and not word.startswith("--config="):
-            return None if word.startswith("-") else word
+            at += 2
+        elif word == "--json" or word.startswith("--config="):
+            at += 1
+        else:
+            return None if word.startswith("-") else at
     return None
 
 
 def _joined_values(argv: list[str]) -> list[str]:
-    """`--in -5m` read as `--in=-5m`: argparse takes a word that starts with "-" (and is not
-    a number) for an option, and answered "expected one argument"; the time's own check says
-    what is wrong with it."""
+    """`--in -5m` read as `--in=-5m`, and `chat run:x in -5m` as the text "run:x in -5m":
+    argparse takes a word that starts with "-" (and is not a number) for an option, and
+    answered "expected one argument" or "unrecognized arguments"; the time's own check says
+    what is wrong with it. Options after `chat` stay options, wherever they stand."""
+    at = _command_at(argv)
+    if at is not None and argv[at] == "chat":
+        options, text = [], []
+        words = iter(argv[at + 1 :])
+        for word in words:
+            if word in ("--json", "-h", "--help") or word.startswith("--config="):
+                options.append(word)
+            elif word == "--config":
+                options += [word, *itertools.islice(words, 1)]
+            else:
+                text.append(word)
+        return [*argv[: at + 1], *options, "--", " ".join(text)] if text else argv
     out: list[str] = []
     for word in argv:
         if out and out[-1] in ("--in", "--at") and word[:1] == "-" and word[1:2].isdigit():

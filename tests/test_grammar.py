@@ -190,6 +190,8 @@ def test_a_parser_of_one_command_reads_what_the_whole_parser_reads(argv: list[st
         (["output", "tick"], Output("tick")),
         (["output", "tick", "7"], Output("tick", 7)),
         (["chat", "run:tick", "in", "5m"], Chat("run:tick in 5m")),
+        (["chat", "run:tick", "in", "-5m"], Chat("run:tick in -5m")),  # its answer says why
+        (["chat", "--json", "run:tick", "at", "-1:00", "--json"], Chat("run:tick at -1:00")),
         (["reload"], Reload()),
     ],
 )

@@ -141,6 +141,8 @@ def test_one_shot_runs_survive_a_restart_and_can_be_cancelled_within_a_limit(
     negative = cli("--json", "run", "note", "--in", "-5m", config=config)
     assert negative.returncode == 2
     assert "'-5m' is not a duration" in json.loads(negative.stdout)["error"]
+    unquoted = cli("chat", "run:note", "in", "-5m", config=config)  # "unrecognized arguments"
+    assert unquoted.returncode == 0 and "'-5m' is not a duration" in unquoted.stdout
 
 
 def test_a_one_shot_for_a_paused_task_says_it_waits_for_resume(
