@@ -101,11 +101,23 @@ def describe_sqlite_error(exc: Exception, path: Path) -> tuple[str, str]:
     kind = _KINDS.get("_".join(name.split("_")[:2]), "unavailable")  # SQLITE_BUSY_SNAPSHOT too
     if name.startswith("SQLITE_CANTOPEN") and not os.access(path.parent, os.W_OK):
         kind = "permission"
+    elif name == "SQLITE_ERROR" and str(exc).startswith(("no such table", "no such column")):
+        kind = "damaged"  # part of the schema dropped by hand while it was open
     elif name.startswith("SQLITE_IOERR") and _no_room(path):
         kind = "full"  # SQLite says "disk I/O error" when it cannot grow its -shm file
     advice = _whose(path) if kind == "permission" else _ADVICE.get(kind)
     what = f"the database {path}: {exc}"
     return (f"{what} ({advice})" if advice else what), kind
+
+
+def lost_schema(path: Path, missing: list[str]) -> StoreError:
+    """A file that lacks part of the schema its version has: damaged, by hand."""
+    what = ", ".join(missing)
+    return StoreError(
+        f"the database {path}: its {what} {'is' if len(missing) == 1 else 'are'} missing "
+        f"({_ADVICE['damaged']})",
+        "damaged",
+    )
 
 
 def _whose(path: Path) -> str:

@@ -1,9 +1,11 @@
 """The database's schema, as the migrations that make it: each a list of single statements,
 applied in order under `PRAGMA user_version` by `scheduler_core.store` (the only module that
-talks to SQLite; this one only holds the text).
+talks to SQLite; this one only holds the text, and reads from it what the schema holds).
 
 A migration is never edited once released: a change is a new one at the end.
 """
+
+import re
 
 MIGRATIONS: list[list[str]] = [
     [
@@ -206,3 +208,19 @@ MIGRATIONS: list[list[str]] = [
         END""",
     ],
 ]
+
+
+_MADE = re.compile(r"\s*CREATE (TABLE|INDEX|TRIGGER) (\w+)", re.IGNORECASE)
+_DROPPED = re.compile(r"\s*DROP (TABLE|INDEX|TRIGGER) (\w+)", re.IGNORECASE)
+
+
+def objects() -> frozenset[str]:
+    """What a file the migrations brought up to date holds, as `sqlite_schema` names it
+    (`table log`, `trigger run_ended`): each made and not dropped again."""
+    made: set[str] = set()
+    for statement in (sql for migration in MIGRATIONS for sql in migration):
+        if m := _MADE.match(statement):
+            made.add(f"{m[1].lower()} {m[2]}")
+        elif m := _DROPPED.match(statement):
+            made.discard(f"{m[1].lower()} {m[2]}")
+    return frozenset(made)

@@ -92,6 +92,30 @@ def test_a_damaged_database_gives_one_line_and_exit_3(config: Path, damage: obje
     assert "damaged" in daemon.stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.parametrize("lost", ["TABLE log", "TRIGGER run_ended", "INDEX run_open"])
+def test_a_database_that_lost_part_of_its_schema_is_damaged(config: Path, lost: str) -> None:
+    """Part of the schema dropped by hand (a sqlite3 shell, a tool): the daemon started, and
+    the start of every run failed, said once in the journal and never again, with no alarm
+    (or, without the trigger, runs went on and recorded nothing of their end); `run` said so
+    in three lines. Every command and the daemon now refuse the file as damaged, naming what
+    it lost, and so does doctor."""
+    db = made(config)
+    with sqlite3.connect(db) as conn:
+        conn.execute(f"DROP {lost}")
+    conn.close()
+    for args in COMMANDS:
+        if args[0] != "checkpoint":  # a task's own save touches one column, as it always did
+            assert_unreachable(config, args, "damaged")
+    daemon = subprocess.run(
+        [MOLTSCHED, "--config", str(config), "daemon"], capture_output=True, text=True, timeout=20
+    )
+    last = daemon.stderr.strip().splitlines()[-1]
+    assert daemon.returncode == 3 and f"its {lost.lower()}" in last, daemon.stderr
+    assert "missing" in last and "damaged" in last, daemon.stderr
+    doctor = cli("doctor", config=config)
+    assert doctor.returncode == 1 and f"its {lost.lower()}" in doctor.stdout, doctor.stdout
+
+
 def test_a_database_from_a_newer_moltsched_is_refused_not_used(config: Path) -> None:
     """After a downgrade: before, this version read and wrote a schema it does not know."""
     db = made(config)

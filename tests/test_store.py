@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from scheduler_core.checkpoint import load_checkpoint, save_checkpoint
-from scheduler_core.migrations import MIGRATIONS
+from scheduler_core.errors import StoreError
+from scheduler_core.migrations import MIGRATIONS, objects
 from scheduler_core.model import Cause, Ended, EngineSettings, Outcome, Status
 from scheduler_core.store import Store
 from scheduler_core.store.runs import FINISH_RUN, start_runs_sql
@@ -172,3 +177,29 @@ async def test_a_run_end_reads_its_task_by_key_not_by_scanning(
     details = [row[-1] for row in plan]
     assert any(d.startswith("SEARCH task") for d in details), details
     assert not [d for d in details if d.startswith("SCAN task")], details
+
+
+async def test_the_schema_read_from_the_migrations_is_the_one_they_make(
+    store: Store, settings: EngineSettings
+) -> None:
+    """What the store checks a file for (`objects()`) is what the migrations really made."""
+    made = query(
+        settings.db_path, "SELECT type, name FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%'"
+    )
+    assert {f"{kind} {name}" for kind, name in made} == objects()
+
+
+async def test_a_table_dropped_while_open_stops_writes_until_the_file_is_whole(
+    store: Store, settings: EngineSettings
+) -> None:
+    """Dropped by hand while the daemon runs: a write that needs the table fails as damage (the
+    daemon's alarm speaks: no run can start), and the probe, which needs no table, does not
+    say that writes work again."""
+    with contextlib.closing(sqlite3.connect(settings.db_path)) as other:
+        other.execute("DROP TABLE log")
+    with pytest.raises(StoreError) as caught:
+        await store.log("paused", "by hand")
+    assert caught.value.kind == "damaged" and store.health.error is not None
+    with pytest.raises(StoreError, match="its table log, index log_by_task, index log_by_time"):
+        await store.probe()
+    assert store.health.error is not None and store.health.error.kind == "damaged"

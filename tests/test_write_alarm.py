@@ -213,7 +213,7 @@ async def test_a_statement_of_ours_that_is_wrong_says_nothing_of_the_file(disk: 
         contextlib.closing(sqlite3.connect(":memory:")) as db,
         pytest.raises(sqlite3.Error) as caught,
     ):
-        db.execute("SELECT * FROM nowhere")
+        db.execute("SELEC 1")  # a table that is not there is a file that lost it: damage
     wrong = StoreError(str(caught.value))
     wrong.__cause__ = caught.value
     health = disk.store.health

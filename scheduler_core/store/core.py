@@ -30,8 +30,8 @@ from typing import Any, Self, TypeVar
 
 import aiosqlite
 
-from scheduler_core.errors import StoreError, describe_sqlite_error
-from scheduler_core.migrations import MIGRATIONS
+from scheduler_core.errors import StoreError, describe_sqlite_error, lost_schema
+from scheduler_core.migrations import MIGRATIONS, objects
 from scheduler_core.model import Retention
 from scheduler_core.record import Record
 from scheduler_core.store.files import identity, made_for_its_folder, os_error, swap_in
@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_RETENTION = Retention()
 BUSY_TIMEOUT_MS = 10_000
+_SCHEMA = objects()
+SCHEMA_NAMES = "SELECT type, name FROM sqlite_schema"
 
 
 def to_epoch(when: datetime | None) -> float | None:
@@ -78,6 +80,7 @@ def _prepare(path: Path, reads_only: bool = False) -> None:
         db.execute("PRAGMA journal_mode = WAL")
         if version < len(MIGRATIONS) or not reads_only:
             _migrate(db)
+        _whole(db, path)
     finally:
         db.close()
 
@@ -336,8 +339,9 @@ def inspect(path: Path) -> Inspection:
         (verdict,) = db.execute("PRAGMA quick_check(5)").fetchone()
         if verdict != "ok":
             return Inspection(f"quick_check: {verdict}")
-        if version == 0:  # made, and nothing in it yet: no outbox to look at
+        if version < len(MIGRATIONS):  # the daemon brings it up to date as it starts
             return Inspection(None)
+        _whole(db, path)
         count, oldest = db.execute(
             "SELECT COUNT(*), MIN(created) FROM outbox WHERE sent IS NULL"
         ).fetchone()
@@ -360,6 +364,21 @@ def _known_schema(db: sqlite3.Connection, path: Path) -> int:
             "newer",
         )
     return version
+
+
+def _whole(db: sqlite3.Connection, path: Path) -> None:
+    """StoreError (`damaged`) if the file, up to date, lacks part of its schema (dropped by
+    hand): without a table every write fails; without a trigger, runs go on and their ends
+    are recorded nowhere."""
+    missing = lost(db.execute(SCHEMA_NAMES))
+    if missing:
+        raise lost_schema(path, missing)
+
+
+def lost(have: Iterable[tuple[str, str]]) -> list[str]:
+    """What of the schema is not among `have` (`SCHEMA_NAMES`' rows), tables first."""
+    names = {f"{kind} {name}" for kind, name in have}
+    return sorted(_SCHEMA - names, key=lambda o: (o[:5] != "table", o))
 
 
 def _migrate(db: sqlite3.Connection) -> None:

@@ -43,7 +43,8 @@ class WriteHealth:
         except StoreError as exc:
             cause = exc.__cause__  # not sqlite's: the connection closed, as the daemon stops
             name = getattr(cause, "sqlite_errorname", "") or ""
-            if isinstance(cause, sqlite3.Error) and not name.startswith(_OURS):
+            theirs = exc.kind == "damaged" or not name.startswith(_OURS)  # a table gone too
+            if isinstance(cause, sqlite3.Error) and theirs:
                 self._set(exc)
             raise
         if proof:

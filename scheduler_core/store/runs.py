@@ -8,12 +8,15 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from scheduler_core.errors import lost_schema
 from scheduler_core.model import Cause, Ended, LaterRun, Outcome, RunRecord, TaskState
 from scheduler_core.store.core import (
     _BATCH,
+    SCHEMA_NAMES,
     StoreCore,
     _Tx,
     from_epoch,
+    lost,
     to_epoch,
 )
 from scheduler_core.store.later import insert_later
@@ -93,9 +96,13 @@ class RunRows(StoreCore):
     async def probe(self) -> None:
         """A write that changes nothing, to learn whether writes work again (`health`): the
         schema version set to itself, which writes a page (an UPDATE to the same value
-        writes none, so it would work on a full disk)."""
+        writes none, so it would work on a full disk). Not while part of the schema is gone
+        (dropped by hand): the writes that need it would fail again."""
 
         async def same_version(tx: _Tx) -> None:
+            missing = lost(await tx.rows(SCHEMA_NAMES))
+            if missing:
+                raise lost_schema(self.path, missing)
             (version,) = await tx.row("PRAGMA user_version")
             await tx.run(f"PRAGMA user_version = {int(version)}")
 
