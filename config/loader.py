@@ -81,8 +81,9 @@ class AppConfig(Record):
     control_group: str | None = None
 
 
-def read_raw(path: Path) -> Any:
-    """The file's data: JSON for `.json`, YAML otherwise. Raises ConfigError."""
+def read_raw(path: Path) -> tuple[Any, list[str]]:
+    """The file's data (JSON for `.json`, YAML otherwise), and the keys YAML found given twice
+    in one mapping, as problems. Raises ConfigError."""
     try:
         text = read_text(path)
     except FileTooBig as exc:
@@ -97,16 +98,16 @@ def read_raw(path: Path) -> Any:
         raise ConfigError(path, [f"cannot read it: {exc}"]) from None
     if path.suffix.lower() == ".json":
         try:
-            return json.loads(text)
+            return json.loads(text), []
         except json.JSONDecodeError as exc:
             raise ConfigError(path, [f"line {exc.lineno}, column {exc.colno}: {exc.msg}"]) from None
         except RecursionError:
             raise ConfigError(path, ["nested too deeply to be a configuration"]) from None
     import yaml  # not for JSON: its import costs a daemon on 10,000 tasks half a megabyte
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    loader = _loader(yaml)(text)
     try:
-        return yaml.load(text, Loader=loader)
+        return loader.get_single_data(), loader.twice
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -115,6 +116,37 @@ def read_raw(path: Path) -> Any:
         raise ConfigError(path, [f"not valid YAML: {exc}"]) from None
     except RecursionError:  # the pure-Python loader, where libyaml is missing
         raise ConfigError(path, ["nested too deeply to be a configuration"]) from None
+    finally:
+        loader.dispose()
+
+
+def _loader(yaml: Any) -> Any:
+    """libyaml's safe loader (the pure-Python one where it is missing) that notes a key given
+    twice in one mapping: YAML keeps the last, and a `timeout:` added below a forgotten one
+    would count, or not, with nothing said."""
+
+    class Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+        def __init__(self, text: str) -> None:
+            super().__init__(text)
+            self.twice: list[str] = []
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            mapping = super().construct_mapping(node, deep)
+            if len(mapping) < len(node.value):  # a key given twice, or a merge overridden
+                start, end = node.start_mark.index, node.end_mark.index
+                first: dict[object, int] = {}
+                for key, _ in node.value:  # its own keys: a merged one stands elsewhere
+                    if start <= key.start_mark.index < end and isinstance(key.value, str):
+                        line = key.start_mark.line + 1
+                        if key.value in first:
+                            self.twice.append(
+                                f"line {line}: {key.value!r} is given twice (first on line "
+                                f"{first[key.value]}); say it once"
+                            )
+                        first.setdefault(key.value, line)
+            return mapping
+
+    return Loader
 
 
 def load_config(path: str | os.PathLike[str], *, cached: bool = True) -> AppConfig:
@@ -140,7 +172,7 @@ def load_config(path: str | os.PathLike[str], *, cached: bool = True) -> AppConf
 def _load(path: Path) -> AppConfig:
     from config.schema import ConfigModel, TaskModel, build
 
-    raw = read_raw(path)
+    raw, twice = read_raw(path)
     if raw is None:
         raw = {}
     if isinstance(raw, list):  # the seed's tasks.json may be a bare list of tasks
@@ -153,7 +185,7 @@ def _load(path: Path) -> AppConfig:
         raw = {**raw, "tasks_dir": "../tasks"}
     found: list[str] = []
     model = build(ConfigModel, raw, "", found)
-    problems = found + _raw_problems(raw, base)
+    problems = twice + found + _raw_problems(raw, base)
     # Tasks are validated one at a time and turned into specs at once, so 10,000 raw tasks,
     # their models and their specs are never all in memory together.
     if model is not None:

@@ -233,6 +233,39 @@ def test_syntax_errors_name_the_line(tmp_path: Path) -> None:
     assert problem.startswith("line 1, column 12")
 
 
+def test_a_key_given_twice_is_a_problem_not_the_last_one_silently(tmp_path: Path) -> None:
+    """YAML lets a mapping name a key twice and keeps the last: `timeout: 10m` added below a
+    forgotten `timeout: 5m` counted, or not, and nothing said which. Each is a problem at its
+    line, with the others; a merge (`<<: *defaults`) that a task overrides is not one."""
+    path = write(
+        tmp_path,
+        "max_concurrent: 2\n"
+        "tasks:\n"
+        "  - id: a\n"
+        "    script: a.sh\n"
+        "    timeout: 5m\n"
+        "    every: 1h\n"
+        "    timeout: 10m\n"
+        "    priority: 0\n"
+        "  - {id: b, script: a.sh, every: 1h, env: {K: x, K: y}}\n"
+        "max_concurrent: 3\n",
+    )
+    assert sorted(problems(path)) == [
+        "line 10: 'max_concurrent' is given twice (first on line 1); say it once",
+        "line 7: 'timeout' is given twice (first on line 5); say it once",
+        "line 9: 'K' is given twice (first on line 9); say it once",
+        "tasks[0].priority: must be at least 1, not 0",
+    ]
+    merged = write(
+        tmp_path,
+        "tasks:\n"
+        "  - &first {id: a, script: a.sh, every: 1h, timeout: 5m}\n"
+        "  - {<<: *first, id: b, timeout: 10m}\n",
+    )
+    config = load_config(merged, cached=False)
+    assert [t.timeout for t in config.tasks] == [300, 600]
+
+
 def test_missing_file_and_wrong_top_level(tmp_path: Path) -> None:
     assert problems(tmp_path / "nope.yaml") == ["the file does not exist"]
     assert problems(write(tmp_path, "- just\n- a list of strings\n")) != []
