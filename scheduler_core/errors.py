@@ -142,6 +142,7 @@ def stranger_owned(path: Path) -> tuple[str, str] | None:
 
 
 def user_name(uid: int) -> str:
+    """A user as a person names it, for messages."""
     import pwd
 
     try:

@@ -5,7 +5,7 @@ Every run needs a row before it starts, so while writes fail (the disk full, the
 read-only or damaged, another process holding the lock past the busy timeout) no run can
 start. Whoever must hear of that (the daemon's alarm, `status`) watches this instead of the
 log. A write our own statement got wrong (a constraint, SQL) says nothing about the file and
-leaves the state as it was.
+leaves the state as it was; a table that is not there does (dropped by hand: `damaged`).
 """
 
 from __future__ import annotations
