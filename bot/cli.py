@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from bot import client, failure
-from bot.direct import checkpoint, validate
+from bot.direct import checkpoint, in_run, stdin_value, validate
 from bot.failure import EXIT_STATE, EXIT_USAGE, Failure, fail, load
 from config.locate import ConfigNotFound, find_config_path, state_dir_hint
 from scheduler_core import __version__
@@ -263,7 +263,9 @@ def _main(args: argparse.Namespace) -> int:
     if args.command == "validate":
         return validate(config_path, args.json)
     if args.command == "checkpoint":
-        return checkpoint(config_path, args)
+        args.value = stdin_value(args.value)  # read once, whoever answers
+        if in_run(args.task):
+            return checkpoint(config_path, args)
     if args.command == "import-seed":
         from bot.import_seed import SeedError, import_seed
 
@@ -293,6 +295,8 @@ def _main(args: argparse.Namespace) -> int:
             "permission",
             EXIT_STATE,
         )
+    if args.command == "checkpoint":
+        return checkpoint(config_path, args, request, hint)
     from bot.offline import answer
 
     return answer(config_path, request, hint)

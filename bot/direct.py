@@ -1,5 +1,6 @@
-"""The CLI commands that work on files directly, never through the daemon: `validate` (the
-configuration) and `checkpoint` (the database, also from inside a running task).
+"""The CLI commands that work on files directly: `validate` (the configuration), never
+through the daemon, and `checkpoint` (the database) from inside a running task, or when no
+daemon answers (the daemon answers it otherwise: the agent's user may not write the file).
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bot import client
 from bot.failure import EXIT_STATE, EXIT_USAGE, Failure, load
 from commands.match import find_task
 
 if TYPE_CHECKING:
+    from commands.command import Request
     from config.loader import AppConfig
 
 
@@ -58,15 +61,27 @@ def validate(config_path: Path, as_json: bool) -> int:
     return 0
 
 
-def checkpoint(config_path: Path, args: argparse.Namespace) -> int:
-    """`checkpoint show|save|clear TASK [JSON]`, straight on the database.
+def in_run(task_id: str) -> bool:
+    """Whether this is a task's run asking about its own checkpoint: `$MOLTSCHED_DB` names
+    the database, and the id is trusted."""
+    return task_id == os.environ.get("MOLTSCHED_TASK_ID") and bool(os.environ.get("MOLTSCHED_DB"))
 
-    Inside a task run `$MOLTSCHED_DB` names the database and the task id is trusted; elsewhere
-    the configuration is loaded to find the database and to check the id. Writing directly is
-    safe beside a running daemon (WAL, busy timeout) and durable once the command returns.
+
+def checkpoint(
+    config_path: Path,
+    args: argparse.Namespace,
+    request: Request | None = None,
+    hint: Path | None = None,
+) -> int:
+    """`checkpoint show|save|clear TASK [JSON]`, straight on the database (`args.value` is
+    the JSON text, stdin read already).
+
+    Inside a task run the database is `$MOLTSCHED_DB`; elsewhere the configuration is loaded
+    to find it and to check the id, and a daemon where it really keeps its state (not at
+    `hint`, where `request` was asked already) answers instead. Writing directly is safe
+    beside a running daemon (WAL, busy timeout) and durable once the command returns.
     """
     from scheduler_core.checkpoint import (
-        MAX_BYTES,
         CheckpointError,
         CheckpointStoreError,
         load_checkpoint,
@@ -76,9 +91,17 @@ def checkpoint(config_path: Path, args: argparse.Namespace) -> int:
 
     task_id: str = args.task
     fresh = False
-    db = os.environ.get("MOLTSCHED_DB") if task_id == os.environ.get("MOLTSCHED_TASK_ID") else None
+    db = os.environ.get("MOLTSCHED_DB") if in_run(task_id) else None
     if db is None:
         config = load(config_path)
+        state_dir = config.settings.state_dir
+        if request is not None and state_dir != hint:
+            answered = client.ask(state_dir, request)
+            if answered is not None:
+                return answered
+        from bot.offline import needs_the_daemon
+
+        needs_the_daemon(state_dir)  # one that may not write it hears that the daemon is down
         from scheduler_core.errors import TaskNotFoundError
 
         try:
@@ -101,10 +124,9 @@ def checkpoint(config_path: Path, args: argparse.Namespace) -> int:
             return 0
         value = None
         if args.action == "save":
-            raw = _from_stdin(MAX_BYTES) if args.value == "-" else args.value
-            if raw is None:
+            if args.value is None:
                 raise Failure("checkpoint save needs a JSON value", "usage")
-            value = parse(raw)
+            value = parse(args.value)
         if fresh:  # made as the daemon makes it, so that its first run begins from this
             _create(config)
         save_checkpoint(value, task_id, db=db)
@@ -133,6 +155,15 @@ def _create(config: AppConfig) -> None:
         await (await Store.open(config.settings.db_path, config.settings.retention)).close()
 
     asyncio.run(create())
+
+
+def stdin_value(value: str | None) -> str | None:
+    """A checkpoint's value as given: `-` reads it from stdin."""
+    if value != "-":
+        return value
+    from scheduler_core.checkpoint import MAX_BYTES
+
+    return _from_stdin(MAX_BYTES)
 
 
 def _from_stdin(limit: int) -> str:

@@ -88,6 +88,15 @@ class Output(Record):
     run_id: int | None = None
 
 
+class Checkpoint(Record):
+    """Read (`show`), replace (`save`, with `value` as JSON text) or clear a checkpoint."""
+
+    verb: ClassVar[str] = "checkpoint"
+    action: str
+    task: str
+    value: str | None = None
+
+
 class Chat(Record):
     """A message as an admin would send it on Signal; answered as the bot answers."""
 
@@ -118,6 +127,7 @@ Command = (
     | Resume
     | Logs
     | Output
+    | Checkpoint
     | Help
     | Chat
     | Reload

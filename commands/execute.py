@@ -9,12 +9,14 @@ their traceback and answered with a short message, never the traceback itself.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from datetime import datetime
 
 from commands.command import (
     Cancel,
+    Checkpoint,
     Command,
     Help,
     Logs,
@@ -49,6 +51,7 @@ from commands.reply import (
     Reply,
     encode_json,
     iso,
+    parse_checkpoint,
     short_time,
     tail_lines,
     usage_error,
@@ -66,6 +69,8 @@ def describe(cmd: Command) -> str:
     """The command as its chat form: `run:scraper`, `status`, `logs:x` (for the audit log)."""
     if isinstance(cmd, RunLater):
         return f"run:{cmd.task} {cmd.when}"
+    if isinstance(cmd, Checkpoint):
+        return f"checkpoint {cmd.action}:{cmd.task}"
     task = getattr(cmd, "task", None)
     return f"{cmd.verb}:{task}" if task else cmd.verb
 
@@ -75,7 +80,9 @@ async def _audit(cmd: Command, ctx: Context) -> None:
     task = getattr(cmd, "task", None)
     known = task if task is not None and task in ctx.tasks.by_id else None
     store = ctx.tasks.store
-    if isinstance(cmd, Status | Logs | Output | Help):
+    if isinstance(cmd, Status | Logs | Output | Help) or (
+        isinstance(cmd, Checkpoint) and cmd.action == "show"
+    ):
         # A read is answered at once, even while another process holds the write lock.
         store.log_query(describe(cmd)[:200], task_id=known, actor=ctx.actor)
         return
@@ -101,6 +108,8 @@ async def execute(cmd: Command, ctx: Context) -> Reply:
                 return await _output(ctx, task_id, run_id)
             case Help():
                 return Reply(help_text(), {"commands": [v.usage for v in VERBS]})
+            case Checkpoint():
+                return await _checkpoint(ctx, cmd)
             case _:
                 return await _change(cmd, ctx)
     except TaskNotFoundError as exc:
@@ -121,6 +130,26 @@ async def execute(cmd: Command, ctx: Context) -> Reply:
             EXIT_RUN_FAILED,
             error=True,
         )
+
+
+async def _checkpoint(ctx: Context, cmd: Checkpoint) -> Reply:
+    """`checkpoint show|save|clear` answered by the daemon, whose user owns the database (the
+    agent's may not write it). Printed as `bot.direct` prints it with no daemon."""
+    from scheduler_core.checkpoint import CheckpointError, encode, parse
+
+    task_id = find_task(cmd.task, ctx.tasks.by_id)
+    if cmd.action == "show":
+        state = await ctx.tasks.store.state(task_id)
+        value = parse_checkpoint(state.checkpoint if state is not None else None)
+        return Reply("no checkpoint" if value is None else json.dumps(value, indent=2), value)
+    if cmd.action not in ("save", "clear") or (cmd.action == "save") != (cmd.value is not None):
+        return usage_error("checkpoint show|save|clear TASK, and a JSON value to save")
+    try:
+        value = None if cmd.value is None else parse(cmd.value)
+        await ctx.tasks.store.set_checkpoint(task_id, None if value is None else encode(value))
+    except CheckpointError as exc:
+        return usage_error(str(exc))
+    return Reply("", value)
 
 
 async def _change(cmd: Command, ctx: Context) -> Reply:

@@ -110,7 +110,7 @@ def tail_lines(text: str, lines: int = 5, width: int = 200) -> list[str]:
 def render(reply: Reply, as_json: bool) -> tuple[str, str]:
     """What to print on stdout and on stderr for a reply. Text for a person is made safe for
     a terminal (`safe_text`); JSON is exact."""
-    text = safe_text(reply.text) + "\n"
+    text = safe_text(reply.text) + "\n" if reply.text else ""  # a save says nothing
     if as_json:
         return encode_json(reply.data) + "\n", (text if reply.error else "")
     if reply.error:

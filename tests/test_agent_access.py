@@ -437,3 +437,51 @@ def test_the_agent_needs_no_read_access_to_the_configuration(
     assert (
         "no daemon that runs it answers" in error["error"] and "systemctl start" in error["error"]
     )
+
+
+def test_the_agent_reads_and_saves_checkpoints_through_the_daemon(
+    world: tuple[Path, str, User, User, User],
+) -> None:
+    """`checkpoint` worked on the database directly, whoever asked: the agent, in
+    `control.group`, could not write it ("attempt to write a readonly database ... run as the
+    daemon's user"). With the daemon up it answers `checkpoint` as every other command, for
+    whoever may use its socket; a task's own save in its run still goes straight to the file."""
+    root, group, service, agent, stranger = world
+    config, daemon, log = group_daemon(root, group, service)
+    try:
+        wait_sync(lambda: "daemon running" in log.read_text(), 30, "the daemon")
+        argv, env = moltsched_as(agent)
+        for args, out in (
+            (["checkpoint", "save", "tick", '{"page": 3}'], {"page": 3}),
+            (["checkpoint", "show", "tick"], {"page": 3}),
+            (["checkpoint", "clear", "tick"], None),
+            (["checkpoint", "show", "tick"], None),
+        ):
+            done = run_as(agent, [*argv, "--config", str(config), "--json", *args], env)
+            assert done.returncode == 0, (args, done.stdout, done.stderr)
+            assert json.loads(done.stdout) == out, (args, done.stdout)
+        saved = subprocess.run(
+            [*argv, "--config", str(config), "checkpoint", "save", "tick", "-"],
+            input='{"from": "stdin"}',
+            capture_output=True,
+            text=True,
+            env={**os.environ, **env},
+            user=agent.uid,
+            group=agent.gid,
+            extra_groups=agent.groups(),
+            cwd="/",
+        )
+        assert saved.returncode == 0 and saved.stdout == "", saved.stdout + saved.stderr
+        shown = run_as(agent, [*argv, "--config", str(config), "checkpoint", "show", "tick"], env)
+        assert shown.stdout == '{\n  "from": "stdin"\n}\n', shown.stdout
+        entries = query(
+            root / "state" / "moltsched.db",
+            "SELECT message, actor FROM log WHERE action = 'command'",
+        )
+        assert ("checkpoint save:tick", f"cli:{agent.name}") in entries, entries
+        argv, env = moltsched_as(stranger)
+        done = run_as(stranger, [*argv, "--config", str(config), "checkpoint", "show", "tick"], env)
+        assert done.returncode == 3, done.stdout + done.stderr
+    finally:
+        daemon.terminate()
+        assert daemon.wait(20) == 0
