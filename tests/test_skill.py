@@ -42,7 +42,7 @@ def test_every_command_in_the_skill(tmp_path: Path) -> None:
         "  - {id: check-email, name: Email, script: email.sh, every: 1h}\n"
     )
     found = commands()
-    assert len(found) == 13
+    assert len(found) == 15
     daemon = DaemonProcess(config).start()
     try:
         # Both are new, so they run at the start; `output` below reads check-email's run.
@@ -52,6 +52,7 @@ def test_every_command_in_the_skill(tmp_path: Path) -> None:
             20,
             "check-email's first run",
         )
+        assert cli("checkpoint", "save", "scrape-all", '{"page": 7}', config=config).returncode == 0
         for argv in found:
             result = cli(*argv, config=config)
             assert result.returncode in (0, 1), (argv, result.stderr)
@@ -68,6 +69,8 @@ def test_every_command_in_the_skill(tmp_path: Path) -> None:
                 assert data == {"task": "scrape-all", "stopped": False}
             if argv[1:2] == ["output"]:
                 assert data["task_id"] == "check-email" and "imap timeout" in data["stderr"]
+            if argv[1:2] == ["checkpoint"]:  # show, then clear
+                assert data == ({"page": 7} if argv[2] == "show" else None), argv
         # What the file says about exit code 2.
         unknown = cli("--json", "run", "scrape", config=config)
         assert unknown.returncode == 2 and json.loads(unknown.stdout)["nearest"] == ["scrape-all"]
