@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -97,8 +97,9 @@ def read_raw(path: Path) -> tuple[Any, list[str]]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(path, [f"cannot read it: {exc}"]) from None
     if path.suffix.lower() == ".json":
+        twice: list[str] = []
         try:
-            return json.loads(text), []
+            return json.loads(text, object_pairs_hook=_pairs(twice)), twice
         except json.JSONDecodeError as exc:
             raise ConfigError(path, [f"line {exc.lineno}, column {exc.colno}: {exc.msg}"]) from None
         except RecursionError:
@@ -118,6 +119,25 @@ def read_raw(path: Path) -> tuple[Any, list[str]]:
         raise ConfigError(path, ["nested too deeply to be a configuration"]) from None
     finally:
         loader.dispose()
+
+
+def _pairs(twice: list[str]) -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
+    """json's object hook that notes a key given twice in one object (JSON keeps the last),
+    naming the object by its id where it has one."""
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        made = dict(items)
+        if len(made) < len(items):
+            seen: set[str] = set()
+            named = made.get("id", made.get("task_id"))
+            where = f" (in the one with id {named!r})" if isinstance(named, str) else ""
+            for key, _ in items:
+                if key in seen:
+                    twice.append(f"{key!r} is given twice in one object{where}; say it once")
+                seen.add(key)
+        return made
+
+    return pairs
 
 
 def _loader(yaml: Any) -> Any:

@@ -264,6 +264,16 @@ def test_a_key_given_twice_is_a_problem_not_the_last_one_silently(tmp_path: Path
     )
     config = load_config(merged, cached=False)
     assert [t.timeout for t in config.tasks] == [300, 600]
+    as_json = write(
+        tmp_path,
+        '{"tasks": [{"task_id": "a", "script_path": "a.sh", "interval_minutes": 5, '
+        '"priority": 3, "priority": 1}], "max_concurrent": 1, "max_concurrent": 2}',
+        "tasks.json",
+    )
+    assert sorted(problems(as_json)) == [
+        "'max_concurrent' is given twice in one object; say it once",
+        "'priority' is given twice in one object (in the one with id 'a'); say it once",
+    ]
 
 
 def test_missing_file_and_wrong_top_level(tmp_path: Path) -> None:
