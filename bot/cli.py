@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from bot import client, failure
-from bot.direct import checkpoint, in_run, stdin_value, validate
+from bot.direct import checkpoint, given_value, in_run, validate
 from bot.failure import EXIT_STATE, EXIT_USAGE, Failure, fail, load
 from config.locate import ConfigNotFound, find_config_path, state_dir_hint
 from scheduler_core import __version__
@@ -263,7 +263,7 @@ def _main(args: argparse.Namespace) -> int:
     if args.command == "validate":
         return validate(config_path, args.json)
     if args.command == "checkpoint":
-        args.value = stdin_value(args.value)  # read once, whoever answers
+        args.value = given_value(args.value)  # stdin read once, whoever answers
         if in_run(args.task):
             return checkpoint(config_path, args)
     if args.command == "import-seed":

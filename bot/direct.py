@@ -157,13 +157,16 @@ def _create(config: AppConfig) -> None:
     asyncio.run(create())
 
 
-def stdin_value(value: str | None) -> str | None:
-    """A checkpoint's value as given: `-` reads it from stdin."""
-    if value != "-":
-        return value
-    from scheduler_core.checkpoint import MAX_BYTES
+def given_value(value: str | None) -> str | None:
+    """The checkpoint given (`-`: on stdin), as the JSON text it is stored as: that, not what
+    was read (pretty-printed, it may be 16 times bigger), is what goes to the daemon."""
+    from scheduler_core.checkpoint import MAX_BYTES, CheckpointError, encode, parse
 
-    return _from_stdin(MAX_BYTES)
+    text = _from_stdin(MAX_BYTES) if value == "-" else value
+    try:
+        return None if text is None else encode(parse(text))
+    except CheckpointError as exc:
+        raise Failure(str(exc), "usage") from None
 
 
 def _from_stdin(limit: int) -> str:

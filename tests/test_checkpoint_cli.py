@@ -262,3 +262,29 @@ def test_a_task_that_sets_its_own_path_still_finds_moltsched(tmp_path: Path) -> 
     assert ran["stdout"].startswith("PATH=/usr/bin:/bin:")  # the task's own first
     shown = cli("--json", "checkpoint", "show", "save", config=config)
     assert json.loads(shown.stdout) == {"n": 1}
+
+
+def test_a_pretty_printed_checkpoint_goes_through_the_daemon(tmp_path: Path) -> None:
+    """Pretty-printed JSON on stdin is taken up to 1 MiB; sent to the daemon as it came, a
+    request of such text could pass what its socket reads (1 MiB), and was refused. The
+    command line sends the checkpoint it makes, not the text it read."""
+    config = setup(tmp_path)
+    value = {f"k{i}": "x" for i in range(4000)}
+    pretty = json.dumps(value, indent=245)
+    assert len(pretty) <= 16 * 64 * 1024 < len(json.dumps(pretty))
+    daemon = DaemonProcess(config).start()
+    try:
+        saved = subprocess.run(
+            [MOLTSCHED, "--config", str(config), "--json", "checkpoint", "save", "counter", "-"],
+            input=pretty,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert saved.returncode == 0, saved.stdout + saved.stderr
+        shown = cli("--json", "checkpoint", "show", "counter", config=config)
+        assert json.loads(shown.stdout) == value
+        logged = cli("--json", "logs", "-n", "3", config=config)
+        assert "checkpoint save:counter" in [e["message"] for e in json.loads(logged.stdout)]
+    finally:
+        assert daemon.stop() == 0
