@@ -103,17 +103,25 @@ def test_a_database_that_lost_part_of_its_schema_is_damaged(config: Path, lost: 
     with sqlite3.connect(db) as conn:
         conn.execute(f"DROP {lost}")
     conn.close()
+    last = refused_by_all(config, "damaged", f"its {lost.lower()}")
+    assert "missing" in last and "damaged" in last, last
+
+
+def refused_by_all(config: Path, kind: str, said: str) -> str:
+    """Every command (but a task's own checkpoint save, which touches one column, as it
+    always did), the daemon and doctor refuse the database, saying `said`; the daemon's last
+    line."""
     for args in COMMANDS:
-        if args[0] != "checkpoint":  # a task's own save touches one column, as it always did
-            assert_unreachable(config, args, "damaged")
+        if args[0] != "checkpoint":
+            assert_unreachable(config, args, kind)
     daemon = subprocess.run(
         [MOLTSCHED, "--config", str(config), "daemon"], capture_output=True, text=True, timeout=20
     )
     last = daemon.stderr.strip().splitlines()[-1]
-    assert daemon.returncode == 3 and f"its {lost.lower()}" in last, daemon.stderr
-    assert "missing" in last and "damaged" in last, daemon.stderr
+    assert daemon.returncode == 3 and said in last, daemon.stderr
     doctor = cli("doctor", config=config)
-    assert doctor.returncode == 1 and f"its {lost.lower()}" in doctor.stdout, doctor.stdout
+    assert doctor.returncode == 1 and said in doctor.stdout, doctor.stdout
+    return last
 
 
 def test_a_database_from_a_newer_moltsched_is_refused_not_used(config: Path) -> None:
@@ -122,16 +130,7 @@ def test_a_database_from_a_newer_moltsched_is_refused_not_used(config: Path) -> 
     with sqlite3.connect(db) as conn:
         conn.execute("PRAGMA user_version = 99")
     conn.close()
-    for args in COMMANDS:
-        if args[0] != "checkpoint":  # a task's own save touches one column, as it always did
-            assert_unreachable(config, args, "newer")
-    daemon = subprocess.run(
-        [MOLTSCHED, "--config", str(config), "daemon"], capture_output=True, text=True, timeout=20
-    )
-    last = daemon.stderr.strip().splitlines()[-1]
-    assert daemon.returncode == 3 and "from a newer moltsched" in last, daemon.stderr
-    doctor = cli("doctor", config=config)
-    assert doctor.returncode == 1 and "from a newer moltsched" in doctor.stdout, doctor.stdout
+    refused_by_all(config, "newer", "from a newer moltsched")
     assert query(db, "PRAGMA user_version") == [(99,)]
 
 
