@@ -154,16 +154,18 @@ def _loader(yaml: Any) -> Any:
             mapping = super().construct_mapping(node, deep)
             if len(mapping) < len(node.value):  # a key given twice, or a merge overridden
                 start, end = node.start_mark.index, node.end_mark.index
-                first: dict[object, int] = {}
+                first: dict[object, tuple[int, int]] = {}
                 for key, _ in node.value:  # its own keys: a merged one stands elsewhere
                     if start <= key.start_mark.index < end and isinstance(key.value, str):
-                        line = key.start_mark.line + 1
+                        at = (key.start_mark.line + 1, key.start_mark.column + 1)
                         if key.value in first:
+                            line, column = first[key.value]
+                            before = f"line {line}" if line != at[0] else f"column {column}"
                             self.twice.append(
-                                f"line {line}: {key.value!r} is given twice (first on line "
-                                f"{first[key.value]}); say it once"
+                                f"line {at[0]}, column {at[1]}: {key.value!r} is given twice "
+                                f"(first at {before}); say it once"
                             )
-                        first.setdefault(key.value, line)
+                        first.setdefault(key.value, at)
             return mapping
 
     return Loader

@@ -251,9 +251,9 @@ def test_a_key_given_twice_is_a_problem_not_the_last_one_silently(tmp_path: Path
         "max_concurrent: 3\n",
     )
     assert sorted(problems(path)) == [
-        "line 10: 'max_concurrent' is given twice (first on line 1); say it once",
-        "line 7: 'timeout' is given twice (first on line 5); say it once",
-        "line 9: 'K' is given twice (first on line 9); say it once",
+        "line 10, column 1: 'max_concurrent' is given twice (first at line 1); say it once",
+        "line 7, column 5: 'timeout' is given twice (first at line 5); say it once",
+        "line 9, column 50: 'K' is given twice (first at column 44); say it once",
         "tasks[0].priority: must be at least 1, not 0",
     ]
     merged = write(
