@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from bot import client, failure
 from bot.direct import checkpoint, given_value, in_run, validate
 from bot.failure import EXIT_STATE, EXIT_USAGE, Failure, fail, load
-from config.locate import ConfigNotFound, find_config_path, state_dir_hint
+from config.locate import ConfigNotFound, find_config_path, state_dir_hint, unreadable
 from scheduler_core import __version__
 from scheduler_core.errors import StoreError, user_name
 
@@ -284,14 +284,16 @@ def _main(args: argparse.Namespace) -> int:
         answered = client.ask(hint, request)
         if answered is not None:
             return answered
-    elif config_path.exists() and not os.access(config_path, os.R_OK):  # its daemon may answer
+    elif unreadable(config_path):  # its daemon may answer
         answered = client.ask_unreadable(config_path, request)
         if answered is not None:
             return answered
+        closed = not os.access(config_path.parent, os.X_OK)  # its folder, or one above
+        what = "is in a folder not yours to search" if closed else "is not yours to read"
         raise Failure(
-            f"{config_path} is not yours to read, and no daemon that runs it answers where it "
-            "keeps its state by default: start the daemon (systemctl start moltsched); if its "
-            "state_dir is elsewhere, its owner can let you read the file",
+            f"{config_path} {what}, and no daemon that runs it answers where it keeps its "
+            "state by default: start the daemon (systemctl start moltsched); if its state_dir "
+            "is elsewhere, its owner can let you read the file",
             "permission",
             EXIT_STATE,
         )

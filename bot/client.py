@@ -10,6 +10,7 @@ loaded configurations, on a path taken only after the file named a new state dir
 from __future__ import annotations
 
 import json
+import os
 import socket
 import struct
 import sys
@@ -221,15 +222,27 @@ def ask_unreadable(config_path: Path, asked: Request) -> int | None:
     from config.locate import state_dir_for
 
     wanted = str(config_path.resolve())
+    closed = None
     for place in dict.fromkeys(
         [state_dir_for(config_path), config_path.resolve().parent / "state"]
     ):
         try:
             found = request(place, _PING, patience=HUNG_S)
+        except PermissionError:  # the place refused us, not a folder above it (its file's)
+            if closed is None and os.access(place.parent, os.X_OK):
+                closed = place
+            continue
         except (NotAnswering, DaemonGone, OSError):
             continue
         if found is not None and found.get("config") == wanted:
             return ask(place, asked)
+    if closed is not None:  # not "no daemon": one may be there, for others than us
+        raise Failure(
+            f"{config_path} is not yours to read, and {closed}, where such a file keeps its "
+            "state, is closed to you: its daemon answers the members of its control.group",
+            "permission",
+            EXIT_STATE,
+        )
     return None
 
 

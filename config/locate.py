@@ -87,23 +87,36 @@ def config_places() -> list[Path]:
 
 def find_config_path(arg: str | os.PathLike[str] | None = None, *, existing: bool = True) -> Path:
     """`--config PATH`, else `$MOLTSCHED_CONFIG`, else the first of `config_places()` that
-    exists. With none there, ConfigNotFound naming every place; with `existing=False` (to
-    write a new file), `./config/moltsched.yaml`."""
+    exists, else the first in a folder we may not search (the owner's /etc/moltsched, kept
+    0700: the file may be there, and its daemon can answer without our reading it). With
+    none, ConfigNotFound naming every place; with `existing=False` (to write a new file),
+    `./config/moltsched.yaml`."""
     if arg:
         return Path(arg)
     env = os.environ.get("MOLTSCHED_CONFIG")
     if env:
         return Path(env)
     places = config_places()
+    closed: list[Path] = []
     for place in places:
         try:
             if place.is_file():
                 return place
         except OSError:  # a folder on the way we may not search: look further
-            continue
+            closed.append(place)
     if not existing:
         return DEFAULT_CONFIG
+    if closed:
+        return closed[0]
     raise ConfigNotFound(places)
+
+
+def unreadable(path: Path) -> bool:
+    """Whether the file may be there and is not ours to read (it, or a folder on the way)."""
+    try:
+        return path.exists() and not os.access(path, os.R_OK)
+    except PermissionError:
+        return True
 
 
 def state_dir_for(config_path: Path) -> Path:

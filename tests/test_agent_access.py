@@ -485,3 +485,63 @@ def test_the_agent_reads_and_saves_checkpoints_through_the_daemon(
     finally:
         daemon.terminate()
         assert daemon.wait(20) == 0
+
+
+@pytest.fixture
+def system_places() -> Iterator[tuple[Path, Path]]:
+    """/etc/moltsched and /var/lib/moltsched, as an installation has them: made for the test
+    and removed after; skipped where either exists (a real installation)."""
+    etc, var = Path("/etc/moltsched"), Path("/var/lib/moltsched")
+    if etc.exists() or var.exists() or os.geteuid() != 0:
+        pytest.skip("needs root, and no moltsched installed on this machine")
+    try:
+        yield etc, var
+    finally:
+        shutil.rmtree(etc, ignore_errors=True)
+        shutil.rmtree(var, ignore_errors=True)
+
+
+def test_the_agent_finds_the_daemon_when_the_configurations_folder_is_closed_to_it(
+    world: tuple[Path, str, User, User, User], system_places: tuple[Path, Path]
+) -> None:
+    """An owner who keeps /etc/moltsched to the service user (0700: the tasks' `env:` may hold
+    tokens) left the agent with "no configuration found" (the folder could not be searched,
+    so the file was taken for missing), or with `--config` "cannot use ...: Permission
+    denied". Such a file is now one it may not read, and its daemon is asked where such a file
+    keeps its state (/var/lib/moltsched)."""
+    root, group, service, agent, stranger = world
+    etc, var = system_places
+    (etc / "tasks").mkdir(parents=True)
+    (etc / "tasks" / "tick.sh").write_text("echo tick\n")
+    (etc / "moltsched.yaml").write_text(  # as deploy/moltsched.example.yaml has it
+        f"state_dir: {var}\ncontrol: {{group: {group}}}\n"
+        "tasks:\n  - {id: tick, script: tick.sh, every: 1h}\n"
+    )
+    var.mkdir(mode=0o700)
+    for path in (etc, etc / "tasks", etc / "moltsched.yaml", var):
+        os.chown(path, service.uid, service.gid)
+    etc.chmod(0o700)
+    argv, env = moltsched_as(service)
+    log = root / "daemon.log"
+    with open(log, "wb") as err:
+        daemon = popen_as(service, [*argv, "daemon"], env, err)  # found in /etc by itself
+    try:
+        wait_sync(lambda: "daemon running" in log.read_text(), 30, "the daemon")
+        argv, env = moltsched_as(agent)
+        for config in ([], ["--config", str(etc / "moltsched.yaml")]):
+            done = run_as(agent, [*argv, *config, "--json", "status"], env)
+            assert done.returncode == 0, (config, done.stdout, done.stderr)
+            assert json.loads(done.stdout)["task_count"] == 1
+        # Anyone else hears that they may not, not that no daemon runs.
+        argv_, env_ = moltsched_as(stranger)
+        done = run_as(stranger, [*argv_, "--json", "status"], env_)
+        error = json.loads(done.stdout)
+        assert done.returncode == 3 and error["kind"] == "permission", done.stdout
+        assert "control.group" in error["error"] and "start the daemon" not in error["error"]
+    finally:
+        daemon.terminate()
+        assert daemon.wait(20) == 0
+    done = run_as(agent, [*argv, "--json", "status"], env)
+    error = json.loads(done.stdout)
+    assert done.returncode == 3 and error["kind"] == "permission", done.stdout
+    assert "in a folder not yours to search" in error["error"], error
