@@ -263,7 +263,8 @@ def _main(args: argparse.Namespace) -> int:
     if args.command == "validate":
         return validate(config_path, args.json)
     if args.command == "checkpoint":
-        args.value = given_value(args.value)  # stdin read once, whoever answers
+        # Read once (stdin too), whoever answers; only a save has a value.
+        args.value = given_value(args.value) if args.action == "save" else None
         if in_run(args.task):
             return checkpoint(config_path, args)
     if args.command == "import-seed":
