@@ -35,7 +35,7 @@ from scheduler_core.record import Record
 log = logging.getLogger(__name__)
 
 _PR_SET_CHILD_SUBREAPER = 36
-_ENVIRON_TRIES = 20
+_EXEC_WAIT_S = 0.2  # how long a process may take between two images (see `_environ`)
 _subreaper: bool | None = None
 _only_runs = False  # this process starts no children but runs (see `only_runs`)
 _leaders: set[int] = set()  # runs' leader pids whose exit status is not collected yet
@@ -193,19 +193,42 @@ def run_of(pid: int, db: bytes) -> int | None:
 
 
 def _environ(pid: int) -> bytes:
-    """The process's environment as /proc shows it (NUL-separated); empty if unreadable."""
-    for _ in range(_ENVIRON_TRIES):
+    """The process's environment as /proc shows it (NUL-separated); empty if unreadable, or
+    if it has none (a zombie, or one that cleared it).
+
+    A process in the middle of execve shows no environment and no command line until its new
+    image is in place: well under a millisecond, but on a loaded machine it can be descheduled
+    in between for much longer, and a helper taken for no run's then would outlive its run.
+    Such a one is asked again, up to `_EXEC_WAIT_S`."""
+    deadline = 0.0
+    while True:
         try:
             with open(f"/proc/{pid}/environ", "rb") as f:
                 raw = f.read()
         except OSError:
             return b""
-        if raw:
+        if raw or not _in_exec(pid):
             return raw
-        # Empty: the process is in the middle of execve (its new environment is not in place
-        # yet), which takes well under a millisecond. Asking again beats missing it.
+        now = time.monotonic()
+        if not deadline:
+            deadline = now + _EXEC_WAIT_S
+        elif now > deadline:
+            return b""
         time.sleep(0.0005)
-    return b""
+
+
+def _in_exec(pid: int) -> bool:
+    """Whether a process that shows no environment is between two images (in execve): it
+    shows no command line either, and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if f.read(1):
+                return False  # an image with arguments and no environment: cleared
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rpartition(b")")[2].split()[:1]
+    except OSError:
+        return False
+    return state not in ([b"Z"], [b"X"])
 
 
 def run_processes(

@@ -17,7 +17,7 @@ import pytest
 from scheduler_core import procs
 from scheduler_core.child import TAIL_BYTES, Child, Tail
 from scheduler_core.runner import Ending, ProcessResult, ProcessRun, stop_leftovers
-from tests.helpers import ESCAPES, alive, wait_for
+from tests.helpers import ESCAPES, alive, wait_for, wait_sync
 
 
 async def run(
@@ -261,6 +261,33 @@ async def test_runs_side_by_side_stop_only_their_own_helpers(tmp_path: Path) -> 
     finally:
         long_run.cancel()
         kill_listed(a_pids, b_pids)
+
+
+def test_only_a_process_between_two_images_is_asked_again_for_its_environment() -> None:
+    """A process shows no environment while in execve, and is asked again until it does (on
+    a loaded machine, for long: a helper taken for no run's then outlived its run). One that
+    cleared its environment, or a zombie, shows none for good: no run's, at once."""
+    cleared = subprocess.Popen(["env", "-i", "sleep", "30"])
+    done = subprocess.Popen(["true"])
+    try:
+        wait_sync(lambda: _state(done.pid) == "Z", 10, "true to end, unreaped")
+        wait_sync(lambda: _image(cleared.pid) == b"sleep\x0030\x00", 10, "env to exec sleep")
+        for pid in (cleared.pid, done.pid):
+            assert not procs._in_exec(pid)
+            assert not procs.tagged(pid, b"db", b"1")
+        assert procs.tagged(os.getpid(), b"x", b"y") is False  # a live image: read at once
+    finally:
+        cleared.kill()
+        cleared.wait()
+        done.wait()
+
+
+def _state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+
+
+def _image(pid: int) -> bytes:
+    return Path(f"/proc/{pid}/cmdline").read_bytes()
 
 
 async def test_a_hundred_children_all_go_at_the_timeout(tmp_path: Path) -> None:
