@@ -35,6 +35,7 @@ from scheduler_core.record import Record
 log = logging.getLogger(__name__)
 
 _PR_SET_CHILD_SUBREAPER = 36
+_CHILDREN_READS = 4  # of /proc/self/task/self/children, to have two that agree
 _EXEC_WAIT_S = 0.2  # how long a process may take between two images (see `_environ`)
 _subreaper: bool | None = None
 _only_runs = False  # this process starts no children but runs (see `only_runs`)
@@ -115,13 +116,23 @@ def left_nothing(leader: int, tag: tuple[bytes, bytes] | None) -> bool:
 
 
 def _children() -> list[int] | None:
-    """Our children's pids, from one file (None where the kernel does not list them)."""
+    """Our children's pids, from one file (None where the kernel does not list them, or its
+    lists keep changing). proc(5): a child reaped while the file is read (a run's leader, by
+    asyncio meanwhile) can make it leave out another, so a list is taken when two reads in a
+    row agree."""
     me = os.getpid()
+    before = None
     try:
         with open(f"/proc/{me}/task/{me}/children", "rb") as f:
-            return [int(pid) for pid in f.read().split()]
+            for _ in range(_CHILDREN_READS):
+                listed = f.read()
+                if listed == before:
+                    return [int(pid) for pid in listed.split()]
+                before = listed
+                f.seek(0)
     except OSError:
-        return None
+        pass
+    return None
 
 
 def other_leaders(pid: int) -> int:
