@@ -120,7 +120,9 @@ def checkpoint(
             if args.json:
                 print(json.dumps(value))
             else:
-                print("no checkpoint" if value is None else json.dumps(value, indent=2))
+                from commands.reply import checkpoint_text
+
+                print(checkpoint_text(value))
             return 0
         value = None
         if args.action == "save":

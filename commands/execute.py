@@ -9,7 +9,6 @@ their traceback and answered with a short message, never the traceback itself.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -49,6 +48,7 @@ from commands.reply import (
     EXIT_RUN_FAILED,
     EXIT_STATE,
     Reply,
+    checkpoint_text,
     encode_json,
     iso,
     parse_checkpoint,
@@ -141,7 +141,7 @@ async def _checkpoint(ctx: Context, cmd: Checkpoint) -> Reply:
     if cmd.action == "show":
         state = await ctx.tasks.store.state(task_id)
         value = parse_checkpoint(state.checkpoint if state is not None else None)
-        return Reply("no checkpoint" if value is None else json.dumps(value, indent=2), value)
+        return Reply(checkpoint_text(value), value)
     if cmd.action not in ("save", "clear") or (cmd.action == "save") != (cmd.value is not None):
         return usage_error("checkpoint show|save|clear TASK, and a JSON value to save")
     try:

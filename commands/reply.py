@@ -101,6 +101,11 @@ def parse_checkpoint(text: str | None) -> Any:
         return text
 
 
+def checkpoint_text(value: Any) -> str:
+    """A checkpoint as `checkpoint show` prints it for a person."""
+    return "no checkpoint" if value is None else json.dumps(value, indent=2)
+
+
 def tail_lines(text: str, lines: int = 5, width: int = 200) -> list[str]:
     """The last few non-empty lines of some output, each cut to `width`."""
     kept = [ln.rstrip()[:width] for ln in text.splitlines() if ln.strip()]
