@@ -19,6 +19,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
+from bot.failure import EXIT_STATE, Failure
 from scheduler_core.errors import user_name
 from scheduler_core.record import Record
 
@@ -109,3 +110,35 @@ class Access:
             )
             return
         log.info("members of group %s may use the CLI through %s", self.group, sock)
+
+
+def private_state(state_dir: Path) -> None:
+    """Make the state directory, its user's alone (0700): the database holds what tasks
+    printed, their checkpoints and who asked for what. One that others may read (made before,
+    or by hand) is closed to them; what its group may do stays (see `control.group`). systemd's
+    StateDirectoryMode=0700 does the same for a unit."""
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = stat.S_IMODE(state_dir.stat().st_mode)
+    if mode & 0o007:
+        os.chmod(state_dir, mode & ~0o007)  # a setgid bit, say, stays
+        log.info("closed the state directory %s to other users (it was open to them)", state_dir)
+
+
+def runs_as_owner(state_dir: Path) -> None:
+    """A run in the foreground (no daemon) runs the task as whoever starts it; so only the
+    state directory's owner may, the user the daemon runs tasks as. Root's run would leave
+    root's files where the owner's next runs fail on them. Failure (exit 3) for anyone else."""
+    try:
+        owner = state_dir.stat().st_uid
+    except FileNotFoundError:
+        return  # made by this run, as its own
+    if owner == os.geteuid():
+        return
+    name = user_name(owner)
+    raise Failure(
+        f"the tasks of {state_dir} run as {name}, and this is {user_name(os.geteuid())}: start "
+        f"the daemon, which runs them as {name}, or run this as {name} "
+        f"(sudo -u {name} moltsched ...)",
+        "permission",
+        EXIT_STATE,
+    )

@@ -25,6 +25,7 @@ from typing import Any
 from bot.access import Access, Peer, peer_of
 from bot.client import END
 from commands.command import Request
+from scheduler_core.errors import NotAFile
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,8 @@ class ControlServer:
         self._connections = Connections(MAX_CONNECTIONS)
 
     async def start(self) -> None:
+        if self.path.is_dir() and not self.path.is_symlink():
+            raise NotAFile(self.path, "a directory", "remove it; the daemon makes its own")
         if self.path.exists() or self.path.is_symlink():
             log.info("replacing a stale control socket at %s", self.path)
             self.path.unlink()

@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING
 # files (the daemon may be out of descriptors by then, or the package upgraded under it).
 import commands.runs  # noqa: F401
 from bot import client
-from bot.access import Access
+from bot.access import Access, private_state
 from bot.control import ControlServer
 from bot.denials import ControlRefusals
 from bot.engine import Engine, build_engine
 from bot.fallback import Fallback
-from bot.lock import RUNNING, STOPPING, OtherDaemon, StateLock, lock_for_daemon, private_state
+from bot.lock import RUNNING, STOPPING, OtherDaemon, StateLock, lock_for_daemon
 from bot.outbox import Outbox
 from bot.respond import Answer, respond
 from bot.signals import Signals

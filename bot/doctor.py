@@ -24,7 +24,7 @@ from commands.command import Ping, Request
 from config.checks import task_warnings
 from config.loader import AppConfig, ConfigError, load_config
 from config.locate import ConfigNotFound, find_config_path
-from scheduler_core.errors import StoreError, stranger_owned, user_name
+from scheduler_core.errors import NotAFile, StoreError, stranger_owned, user_name
 from scheduler_core.record import Record
 from scheduler_core.store import inspect
 
@@ -156,6 +156,8 @@ def _database(db: Path, checks: list[Check]) -> tuple[int, datetime | None] | No
                     "run doctor as the daemon's user to check it",
                 )
             )
+        elif isinstance(exc, NotAFile):
+            checks.append(Check("database", "fail", exc.what, exc.fix))
         elif exc.kind == "newer":  # not damaged: moving it aside would lose it
             checks.append(Check("database", "fail", str(exc), "do not move it aside"))
         else:
@@ -197,7 +199,10 @@ def _daemon(state_dir: Path, group: str | None, config_path: Path) -> Check:
     except (OSError, client.DaemonGone, client.NotAnswering) as exc:
         return Check("daemon", "fail", f"cannot reach it: {exc}", "see its log")
     if reply is None:
-        found = StateLock(state_dir).daemon()
+        try:
+            found = StateLock(state_dir).daemon()
+        except NotAFile as exc:
+            return Check("daemon", "fail", exc.what, exc.fix)
         if found is not None and found[1] == STOPPING:
             return Check("daemon", "warn", is_stopping(found[0]), "wait for it")
         if found is not None and found[1] == STARTING:

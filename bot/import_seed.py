@@ -29,6 +29,7 @@ from bot.lock import StateLock
 from config.loader import AppConfig, ConfigError, load_config
 from config.locate import FileTooBig, read_text, state_dir_for
 from scheduler_core.checkpoint import CheckpointError, encode, parse
+from scheduler_core.errors import what_it_is
 from scheduler_core.model import LogEntry, Outcome, Status, TaskState
 from scheduler_core.store import Store
 
@@ -62,8 +63,9 @@ def seed_config(seed_dir: Path, config_path: Path) -> dict[str, Any]:
 
 def import_seed(config_path: Path, seed_dir: Path, as_json: bool) -> int:
     tasks_json = seed_dir / "config" / "tasks.json"
-    if not tasks_json.is_file():
+    if not tasks_json.exists():
         raise SeedError(f"{tasks_json} does not exist: is {seed_dir} the seed skill's folder?")
+    _a_file(tasks_json)
     try:
         wanted = seed_config(seed_dir, config_path)
     except (OSError, ValueError, AttributeError, FileTooBig) as exc:
@@ -105,6 +107,7 @@ def import_seed(config_path: Path, seed_dir: Path, as_json: bool) -> int:
     try:
         db = seed_dir / "data" / "scheduler.db"
         if db.exists():
+            _a_file(db)  # a FIFO, opened to be read, would wait for a writer
             states, logs = read_seed_db(db, config.zone, left_out)
         else:
             states, logs = [], []
@@ -157,6 +160,13 @@ _STATUS = {"running": Status.INTERRUPTED, "error": Status.ERROR}
 
 class SeedError(Exception):
     """The seed cannot be imported; the message says why (the CLI reports it: exit 2)."""
+
+
+def _a_file(path: Path) -> None:
+    """SeedError if `path` is a FIFO, a directory or a device."""
+    found = what_it_is(path.stat().st_mode)
+    if found is not None:
+        raise SeedError(f"{path} is {found}, not a file")
 
 
 def read_seed_db(

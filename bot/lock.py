@@ -15,7 +15,6 @@ import fcntl
 import logging
 import os
 import signal
-import stat
 import sys
 import threading
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 from bot.client import LOCK_NAME, SOCKET_NAME, NotAnswering
 from bot.failure import EXIT_STATE, Failure
 from scheduler_core import procs
+from scheduler_core.errors import NotAFile, what_it_is
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 STARTING, RUNNING, STOPPING = "starting", "daemon", "stopping"
 _PHASES = (STARTING, RUNNING, STOPPING)
 START_PATIENCE_S = 120.0
+_MAKES_ITS_OWN = "remove it; moltsched makes its own"
 
 
 def via_sighup(state_dir: Path, ask: Callable[[], int | None]) -> int | None:
@@ -90,40 +91,6 @@ def is_stopping(pid: int) -> str:
     return (
         f"the daemon (pid {pid}) is stopping: its runs get their grace first; ask again once "
         "it has exited, or started again"
-    )
-
-
-def private_state(state_dir: Path) -> None:
-    """Make the state directory, its user's alone (0700): the database holds what tasks
-    printed, their checkpoints and who asked for what. One that others may read (made before,
-    or by hand) is closed to them; what its group may do stays (see `control.group`). systemd's
-    StateDirectoryMode=0700 does the same for a unit."""
-    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    mode = stat.S_IMODE(state_dir.stat().st_mode)
-    if mode & 0o007:
-        os.chmod(state_dir, mode & ~0o007)  # a setgid bit, say, stays
-        log.info("closed the state directory %s to other users (it was open to them)", state_dir)
-
-
-def runs_as_owner(state_dir: Path) -> None:
-    """A run in the foreground (no daemon) runs the task as whoever starts it; so only the
-    state directory's owner may, the user the daemon runs tasks as. Root's run would leave
-    root's files where the owner's next runs fail on them. Failure (exit 3) for anyone else."""
-    try:
-        owner = state_dir.stat().st_uid
-    except FileNotFoundError:
-        return  # made by this run, as its own
-    if owner == os.geteuid():
-        return
-    from scheduler_core.errors import user_name
-
-    name = user_name(owner)
-    raise Failure(
-        f"the tasks of {state_dir} run as {name}, and this is {user_name(os.geteuid())}: start "
-        f"the daemon, which runs them as {name}, or run this as {name} "
-        f"(sudo -u {name} moltsched ...)",
-        "permission",
-        EXIT_STATE,
     )
 
 
@@ -196,7 +163,7 @@ class StateLock:
     def try_acquire(self) -> bool:
         """Take the lock if it is free; False if someone else holds it."""
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # see bot.daemon
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = self._open(os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -208,6 +175,19 @@ class StateLock:
             return False
         self._took(fd, dir_fd)
         return True
+
+    def _open(self, flags: int) -> int:
+        """The lock file, opened without waiting: a FIFO in its place, opened to be read,
+        would wait for a writer. NotAFile if it is none."""
+        try:
+            fd = os.open(self.path, flags | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
+        except IsADirectoryError:
+            raise NotAFile(self.path, "a directory", _MAKES_ITS_OWN) from None
+        found = what_it_is(os.fstat(fd).st_mode)
+        if found is not None:
+            os.close(fd)
+            raise NotAFile(self.path, found, _MAKES_ITS_OWN)
+        return fd
 
     def _took(self, fd: int, dir_fd: int) -> None:
         """The lock is ours: say who holds it, for `holder`."""
@@ -222,7 +202,7 @@ class StateLock:
         waiting can still exit, and the lock it might take later is released with it."""
         if self.try_acquire():
             return
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = self._open(os.O_RDWR | os.O_CREAT)
         loop = asyncio.get_running_loop()
         taken: asyncio.Future[None] = loop.create_future()
 
@@ -245,10 +225,16 @@ class StateLock:
     def holder(self) -> tuple[int, str] | None:
         """The pid and role its holder wrote; None if unknown. Out of date if none holds it."""
         try:
-            pid, role = self.path.read_text().split()[:2]
-            return int(pid), role
+            fd = self._open(os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            pid, role = os.read(fd, 64).split()[:2]
+            return int(pid), role.decode()
         except (OSError, ValueError):
             return None
+        finally:
+            os.close(fd)
 
     def daemon(self) -> tuple[int, str] | None:
         """The daemon that holds it now, if one does: its pid, and STARTING, RUNNING or
@@ -278,7 +264,7 @@ class StateLock:
     def file_held(self) -> bool:
         """Whether someone holds it now (found by trying to take it, and letting go)."""
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = self._open(os.O_RDONLY)
         except OSError:
             return False
         try:

@@ -49,7 +49,7 @@ async def _answer(config: AppConfig, request: Request) -> int:
     _engine_log()
     needs_the_daemon(settings.state_dir)
     if runs_tasks(request.command):
-        from bot.lock import runs_as_owner
+        from bot.access import runs_as_owner
 
         runs_as_owner(settings.state_dir)
     reads = only_reads(request.command)

@@ -19,7 +19,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from scheduler_core.errors import StoreError, describe_sqlite_error
+from scheduler_core.errors import NotAFile, StoreError, database_files, describe_sqlite_error
 
 BUSY_TIMEOUT_S = 30.0
 # The next run gets the checkpoint in its environment, where Linux allows one variable at most
@@ -60,6 +60,10 @@ def _db(db: str | os.PathLike[str] | None) -> Path:
     path = Path(path)
     if not path.exists():
         raise CheckpointStoreError(f"no database at {path}: has the daemon run yet?", "missing")
+    try:
+        database_files(path)
+    except NotAFile as exc:
+        raise CheckpointStoreError(str(exc), exc.kind) from None
     return path
 
 

@@ -8,6 +8,7 @@ SchedulerError
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -56,6 +57,45 @@ class StoreError(SchedulerError):
     def reason(self) -> str:
         """What is wrong, in a few words (a phone's status line): its kind's, or all of it."""
         return _REASONS.get(self.kind) or str(self)
+
+
+class NotAFile(StoreError):
+    """A FIFO, a directory or a device where one of the state's files belongs: `damaged`.
+    Opened to be read, a FIFO waits for a writer that never comes, and SQLite names neither
+    the file nor what is wrong with it ("disk I/O error")."""
+
+    def __init__(self, path: Path, found: str, fix: str) -> None:
+        self.what = f"{path} is {found}, not a file"
+        self.fix = fix
+        super().__init__(f"{self.what} ({fix})", "damaged")
+
+
+def what_it_is(mode: int) -> str | None:
+    """What a file of `mode` is when it is no regular file ("a FIFO"); None when it is one."""
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    return "a socket" if stat.S_ISSOCK(mode) else "a device"
+
+
+def database_files(db: Path) -> None:
+    """NotAFile if the database, or its -wal or -shm file, is there and is no file. SQLite
+    keeps those two beside the file a symlink points at."""
+    real = os.path.realpath(db)
+    for path, fix in (
+        (db, "move it aside; the daemon makes a new database as it starts"),
+        (Path(f"{real}-wal"), "remove it; SQLite makes its own"),
+        (Path(f"{real}-shm"), "remove it; SQLite makes its own"),
+    ):
+        try:
+            found = what_it_is(os.stat(path).st_mode)
+        except OSError:
+            continue  # not there, or not ours to look at: opening it says why
+        if found is not None:
+            raise NotAFile(path, found, fix)
 
 
 def nearest_ids(task_id: str, known: Iterable[str], limit: int = 3) -> list[str]:

@@ -8,9 +8,11 @@ import json
 import os
 import sqlite3
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -181,3 +183,67 @@ def test_a_database_locked_past_the_busy_timeout(config: Path) -> None:
     finally:
         other.execute("ROLLBACK")
         other.close()
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "what"),
+    [
+        ("moltsched.db", os.mkfifo, "a FIFO"),
+        ("moltsched.db", os.mkdir, "a directory"),
+        ("moltsched.db-shm", os.mkfifo, "a FIFO"),
+        ("moltsched.db-wal", os.mkdir, "a directory"),
+        ("moltsched.lock", os.mkfifo, "a FIFO"),
+    ],
+    ids=["db-fifo", "db-directory", "shm-fifo", "wal-directory", "lock-fifo"],
+)
+def test_a_state_file_that_is_no_file_is_refused_naming_it(
+    config: Path, name: str, make: Any, what: str
+) -> None:
+    """A FIFO or a directory where the database, its -wal or -shm file, or the lock file
+    belongs. Opened to be read, a FIFO waits for a writer that never comes: doctor waited for
+    ever on such a database, and status, reload and doctor on such a lock file; the rest said
+    "disk I/O error", "unable to open database file" or "cannot use: Invalid argument",
+    naming neither the file nor what is wrong with it. Every command that uses the file, a
+    task's own checkpoint save, the daemon and doctor now refuse it at once as damaged,
+    naming it and what it is."""
+    target = made(config).parent / name
+    target.unlink(missing_ok=True)
+    make(target)
+    said = f"{target} is {what}, not a file"
+    for args in [*COMMANDS, ("checkpoint", "save", "t1", "{}")]:
+        if args[0] == "checkpoint" and name == "moltsched.lock":
+            continue  # with no daemon, a checkpoint needs only the database
+        assert_unreachable(config, args, "damaged")
+        assert said in cli(*args, config=config, timeout=20).stderr
+    daemon = subprocess.run(
+        [MOLTSCHED, "--config", str(config), "daemon"], capture_output=True, text=True, timeout=20
+    )
+    assert daemon.returncode == 3 and said in daemon.stderr.strip().splitlines()[-1]
+    doctor = cli("doctor", config=config, timeout=20)
+    assert doctor.returncode == 1 and said in doctor.stdout, doctor.stdout
+    if name.startswith("moltsched.db"):  # from inside a task, the library's own way
+        saved = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from scheduler_core.checkpoint import save_checkpoint\nsave_checkpoint({'at': 1})",
+            ],
+            env={**os.environ, "MOLTSCHED_DB": str(db_of(config)), "MOLTSCHED_TASK_ID": "t1"},
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+        assert saved.returncode != 0 and said in saved.stderr, saved.stderr
+
+
+def test_a_directory_where_the_control_socket_belongs_stops_the_daemon_as_damaged(
+    config: Path,
+) -> None:
+    """It exited 2, as for a mistake in the configuration, with Python's own words."""
+    socket = made(config).parent / "control.sock"
+    socket.mkdir()
+    daemon = subprocess.run(
+        [MOLTSCHED, "--config", str(config), "daemon"], capture_output=True, text=True, timeout=20
+    )
+    assert daemon.returncode == 3, daemon.stderr
+    assert f"{socket} is a directory, not a file" in daemon.stderr.strip().splitlines()[-1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from pathlib import Path
 
@@ -262,3 +263,17 @@ def test_a_seed_tasks_json_far_too_big_is_refused_unread(tmp_path: Path) -> None
     done = cli("import-seed", str(seed), config=tmp_path / "home" / "moltsched.yaml")
     assert done.returncode == 2 and f"over {MAX_FILE_BYTES >> 20} MiB" in done.stderr
     assert not (tmp_path / "home" / "moltsched.yaml").exists()
+
+
+def test_a_seed_file_that_is_a_fifo_is_refused_not_waited_on(tmp_path: Path) -> None:
+    """A FIFO where the seed's database belongs: opened to be read, it waited for a writer
+    that never came, and import-seed never ended. One where its tasks.json belongs was said
+    not to exist."""
+    seed = make_seed(tmp_path)
+    for name in ("data/scheduler.db", "config/tasks.json"):
+        (seed / name).unlink()
+        os.mkfifo(seed / name)
+        done = cli("import-seed", str(seed), config=tmp_path / name / "c.yaml", timeout=20)
+        assert done.returncode == 2, done.stderr
+        assert f"{seed / name} is a FIFO, not a file" in done.stderr, done.stderr
+        (seed / name).unlink()  # tasks.json's is found first, before the database is looked at

@@ -30,7 +30,7 @@ from typing import Any, Self, TypeVar
 
 import aiosqlite
 
-from scheduler_core.errors import StoreError, describe_sqlite_error, lost_schema
+from scheduler_core.errors import StoreError, database_files, describe_sqlite_error, lost_schema
 from scheduler_core.migrations import MIGRATIONS, objects
 from scheduler_core.model import Retention
 from scheduler_core.record import Record
@@ -64,6 +64,7 @@ def _prepare(path: Path, reads_only: bool = False) -> None:
     """Create or migrate the file, on a plain connection (run in a thread). In the write lock
     even with nothing to migrate, so a writer learns now that it cannot write; not a reader,
     which WAL lets through while another process writes."""
+    database_files(path)
     made_for_its_folder(path)
     db = sqlite3.connect(path, isolation_level=None)
     try:
@@ -330,6 +331,7 @@ def inspect(path: Path) -> Inspection:
     be opened at all (missing, no permission). Never writes, never creates the file."""
     if not path.exists():
         raise StoreError(f"the database {path} does not exist yet", "missing")
+    database_files(path)
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2)
     except sqlite3.Error as exc:
