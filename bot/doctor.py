@@ -22,7 +22,7 @@ from bot import client
 from bot.lock import STARTING, STOPPING, StateLock, is_stopping
 from commands.command import Ping, Request
 from config.checks import task_warnings
-from config.loader import AppConfig, ConfigError, load_config
+from config.loader import AppConfig, ConfigError, SignalConfig, load_config
 from config.locate import ConfigNotFound, find_config_path
 from scheduler_core.errors import NotAFile, StoreError, stranger_owned, user_name
 from scheduler_core.record import Record
@@ -250,10 +250,9 @@ def _daemon_before(config_path: Path, state_dir: Path) -> Check | None:
     return None
 
 
-def _get(service: str, path: str) -> tuple[int, Any]:
-    url = f"http://{service}{path}"
+def _get(signal: SignalConfig, path: str) -> tuple[int, Any]:
     try:
-        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as response:
+        with urllib.request.urlopen(signal.url(path), timeout=HTTP_TIMEOUT_S) as response:
             body = response.read()
             return response.status, json.loads(body) if body else None
     except urllib.error.HTTPError as exc:
@@ -266,8 +265,8 @@ def _signal(config: AppConfig, waiting: tuple[int, datetime | None] | None) -> l
     checks: list[Check] = []
     up = "docker compose -f deploy/docker-compose.yml up -d (see the README, 'Signal')"
     try:
-        status, _ = _get(service, "/v1/health")
-        about_status, about = _get(service, "/v1/about")
+        status, _ = _get(config.signal, "/v1/health")
+        about_status, about = _get(config.signal, "/v1/about")
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         return [Check("signal", "fail", f"{service} cannot be reached: {reason}", up)]
@@ -295,7 +294,7 @@ def _signal(config: AppConfig, waiting: tuple[int, datetime | None] | None) -> l
     else:
         checks.append(Check("signal", "ok", f"{service}: json-rpc mode, version {version}"))
     try:
-        accounts_status, accounts = _get(service, "/v1/accounts")
+        accounts_status, accounts = _get(config.signal, "/v1/accounts")
     except (OSError, ValueError) as exc:
         accounts_status, accounts = 0, str(exc)
     if accounts_status == 200 and isinstance(accounts, list):

@@ -79,7 +79,10 @@ def bot_config(config: SignalConfig) -> dict[str, Any]:
     """signalbot's configuration for ours."""
     return {
         "phone_number": config.account,
-        "signal_service": config.service,
+        "signal_service": config.address,
+        # What was written: `https://` must never fall back to HTTP (as signalbot's AUTO does
+        # when TLS fails, which anyone between could make happen).
+        "connection_mode": {True: "https_only", False: "http_only", None: "auto"}[config.tls],
         "download_attachments": False,
         "retry_interval": 1,
         # Nothing is kept in signalbot's storage; saying so drops its warning about it.

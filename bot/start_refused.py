@@ -117,7 +117,7 @@ def _signal_delivers(signal: SignalConfig, text: str) -> bool:
         to = waiting[0]
         body = {"message": text, "number": signal.account, "recipients": [to]}
         request = urllib.request.Request(
-            f"http://{signal.service}/v2/send",
+            signal.url("/v2/send"),
             data=json.dumps(body).encode(),
             headers={"Content-Type": "application/json"},
         )

@@ -73,17 +73,20 @@ _SCHEME = re.compile(r"(?:https?|wss?)://", re.IGNORECASE)
 
 
 def signal_service(value: object) -> str:
-    """signal-cli-rest-api's address as signalbot takes it: `host:port` (and any path its
-    API lies under). signalbot puts its own scheme before it, so one written in (as in
-    `http://localhost:8080/`) is left out, with a last `/`."""
+    """signal-cli-rest-api's address: `host:port` (and any path its API lies under), after
+    `https://` or `http://` when one was written (`wss://` and `ws://` are the same), without
+    a last `/`. The scheme written is kept: it says whether TLS is required (see
+    `config.loader.SignalConfig.tls`)."""
     written = text(value)
-    bare = written[m.end() :] if (m := _SCHEME.match(written)) else written
-    bare = bare.rstrip("/")
+    m = _SCHEME.match(written)
+    bare = (written[m.end() :] if m else written).rstrip("/")
     hostport = bare.partition("/")[0]
     port = re.fullmatch(r".+:(\d+)", hostport)
     if not hostport or "://" in bare or (port and not 0 < int(port[1]) < 65536):
         raise ValueError(f"{show(written)} is not an address like 127.0.0.1:8080")
-    return bare
+    if m is None:
+        return bare
+    return ("https://" if m[0].lower() in ("https://", "wss://") else "http://") + bare
 
 
 class Problems(ValueError):

@@ -49,6 +49,23 @@ class SignalConfig(Record):
     send_per_minute: float = 6.0
     send_burst: int = 10
 
+    @property
+    def address(self) -> str:
+        """`service` without its scheme: `host:port`, as signalbot takes it."""
+        return self.service.partition("://")[2] or self.service
+
+    @property
+    def tls(self) -> bool | None:
+        """True: `https://` was written, and nothing is sent without TLS; False: `http://`,
+        never TLS; None: neither (signalbot's way: HTTPS, then HTTP if that fails)."""
+        if "://" not in self.service:
+            return None
+        return self.service.startswith("https://")
+
+    def url(self, path: str) -> str:
+        """The URL of `path` on the service: over HTTP unless `https://` was written."""
+        return f"{'https' if self.tls else 'http'}://{self.address}{path}"
+
 
 class AlertSettings(Record):
     """The `alerts:` section."""

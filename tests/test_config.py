@@ -439,8 +439,14 @@ signal:
 
 def test_the_signal_service_may_be_written_as_a_url(tmp_path: Path) -> None:
     """signalbot puts its own scheme before `service`: written as its README shows it
-    (`http://localhost:8080`), the bot asked `https://http://localhost:8080/...` for ever."""
-    for written in ("http://localhost:8080", "HTTPS://localhost:8080/", "localhost:8080"):
+    (`http://localhost:8080`), the bot asked `https://http://localhost:8080/...` for ever.
+    The scheme written says whether TLS is required (`tls`)."""
+    for written, tls in (
+        ("http://localhost:8080", False),
+        ("HTTPS://localhost:8080/", True),
+        ("wss://localhost:8080", True),
+        ("localhost:8080", None),
+    ):
         path = write(
             tmp_path,
             f"signal: {{service: '{written}', account: '+4915123456789', admins: ['+491761']}}\n",
@@ -449,7 +455,10 @@ def test_the_signal_service_may_be_written_as_a_url(tmp_path: Path) -> None:
         assert [p.split(":")[0] for p in found] == ["signal.admins[0]"], found
         path.write_text(path.read_text().replace("+491761", "+4917612345678"))
         signal = load_config(path).signal
-        assert signal is not None and signal.service == "localhost:8080", written
+        assert signal is not None and signal.address == "localhost:8080", written
+        assert signal.tls is tls, written
+        scheme = "https" if tls else "http"
+        assert signal.url("/v1/health") == f"{scheme}://localhost:8080/v1/health", written
     for wrong in ("127.0.0.1:99999", "http://", "ftp://x:1"):
         path = write(
             tmp_path,

@@ -11,6 +11,7 @@ import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from support.signal_service import (
@@ -300,3 +301,47 @@ async def test_alerts_arrive_exactly_once_while_the_service_flaps(
         )
     finally:
         assert await stop_daemon(proc) == 0
+
+
+async def test_a_service_written_with_https_is_never_spoken_to_without_tls(
+    tmp_path: Path, service: SignalService
+) -> None:
+    """The scheme written before `service` was dropped, and signalbot tried HTTPS and then
+    plain HTTP whatever it was: whoever could make TLS fail (anyone between the daemon and a
+    service on another host) got every command and alert in plain text, though the owner had
+    written `https://`. Now `https://` is TLS or nothing, `http://` plain HTTP only, and
+    an address without a scheme is signalbot's way (HTTPS, then HTTP). Against the emulator,
+    which speaks plain HTTP: a real SignalBot made as the daemon makes it, and doctor."""
+    from signalbot import SignalBot
+
+    from bot.signal_front import bot_config, close_storage
+    from config.loader import load_config
+
+    config = tmp_path / "moltsched.yaml"
+    for written, reached in (
+        (f"https://{service.service}", False),
+        (f"wss://{service.service}/", False),
+        (f"http://{service.service}", True),
+        (service.service, True),
+    ):
+        config.write_text(
+            f"tasks: []\nsignal: {{service: '{written}', account: '{ACCOUNT}', "
+            f"admins: ['{ALICE}']}}\n"
+        )
+        signal = load_config(config).signal
+        assert signal is not None
+        before = len(service.requests)
+        bot = SignalBot(bot_config(signal))
+        try:
+            try:
+                answered = await bot._signal.check_signal_service()
+            except aiohttp.ClientError:  # TLS against plain HTTP, as signalbot lets it out
+                answered = False
+        finally:
+            await bot._signal.close()
+            close_storage(bot)
+        assert answered is reached, written
+        assert (service.requests[before:] != []) is reached, (written, service.requests[before:])
+        doctor = json.loads((await acli("--json", "doctor", config=config)).stdout)
+        found = next(c for c in doctor["checks"] if c["name"] == "signal")
+        assert (found["status"] == "ok") is reached, (written, found)
