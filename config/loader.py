@@ -7,15 +7,15 @@ to the file's folder. `find_config_path` applies the lookup order of DESIGN.md s
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from config import cache
-from config.locate import FileTooBig, find_config_path, read_text
+from config.locate import find_config_path
+from config.raw import ConfigError, read_raw
 from scheduler_core.model import CatchUp, EngineSettings, Retention, TaskSpec
 from scheduler_core.record import Record
 from scheduler_core.triggers import Cron, Every, Trigger
@@ -24,18 +24,6 @@ if TYPE_CHECKING:  # imported when a file is read afresh, not when its cached re
     from config.schema import ConfigModel, TaskModel
 
 __all__ = ["AppConfig", "ConfigError", "SignalConfig", "find_config_path", "load_config"]
-
-
-class ConfigError(Exception):
-    """A configuration file that cannot be used; `problems` lists every reason."""
-
-    def __init__(self, path: Path | str, problems: list[str], kind: str = "config") -> None:
-        self.path = Path(path)
-        self.problems = problems
-        self.kind = kind  # "permission" when the file could not be read for that
-        listing = "\n".join(f"  {p}" for p in problems)
-        count = "1 problem" if len(problems) == 1 else f"{len(problems)} problems"
-        super().__init__(f"{path}: {count}:\n{listing}")
 
 
 class SignalConfig(Record):
@@ -96,96 +84,6 @@ class AppConfig(Record):
     metrics: MetricsSettings | None = None
     # `control.group`: members use the CLI through the daemon's socket.
     control_group: str | None = None
-
-
-def read_raw(path: Path) -> tuple[Any, list[str]]:
-    """The file's data (JSON for `.json`, YAML otherwise), and the keys YAML found given twice
-    in one mapping, as problems. Raises ConfigError."""
-    try:
-        text = read_text(path)
-    except FileTooBig as exc:
-        raise ConfigError(path, [str(exc)]) from None
-    except FileNotFoundError:
-        raise ConfigError(path, ["the file does not exist"]) from None
-    except PermissionError as exc:
-        raise ConfigError(
-            path, [f"cannot read it: {exc.strerror} (ask its owner for read access)"], "permission"
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(path, [f"cannot read it: {exc}"]) from None
-    if path.suffix.lower() == ".json":
-        twice: list[str] = []
-        try:
-            return json.loads(text, object_pairs_hook=_pairs(twice)), twice
-        except json.JSONDecodeError as exc:
-            raise ConfigError(path, [f"line {exc.lineno}, column {exc.colno}: {exc.msg}"]) from None
-        except RecursionError:
-            raise ConfigError(path, ["nested too deeply to be a configuration"]) from None
-    import yaml  # not for JSON: its import costs a daemon on 10,000 tasks half a megabyte
-
-    loader = _loader(yaml)(text)
-    try:
-        return loader.get_single_data(), loader.twice
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(path, [f"{where}{exc.problem or exc}"]) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(path, [f"not valid YAML: {exc}"]) from None
-    except RecursionError:  # the pure-Python loader, where libyaml is missing
-        raise ConfigError(path, ["nested too deeply to be a configuration"]) from None
-    finally:
-        loader.dispose()
-
-
-def _pairs(twice: list[str]) -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
-    """json's object hook that notes a key given twice in one object (JSON keeps the last),
-    naming the object by its id where it has one."""
-
-    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        made = dict(items)
-        if len(made) < len(items):
-            seen: set[str] = set()
-            named = made.get("id", made.get("task_id"))
-            where = f" (in the one with id {named!r})" if isinstance(named, str) else ""
-            for key, _ in items:
-                if key in seen:
-                    twice.append(f"{key!r} is given twice in one object{where}; say it once")
-                seen.add(key)
-        return made
-
-    return pairs
-
-
-def _loader(yaml: Any) -> Any:
-    """libyaml's safe loader (the pure-Python one where it is missing) that notes a key given
-    twice in one mapping: YAML keeps the last, and a `timeout:` added below a forgotten one
-    would count, or not, with nothing said."""
-
-    class Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
-        def __init__(self, text: str) -> None:
-            super().__init__(text)
-            self.twice: list[str] = []
-
-        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-            mapping = super().construct_mapping(node, deep)
-            if len(mapping) < len(node.value):  # a key given twice, or a merge overridden
-                start, end = node.start_mark.index, node.end_mark.index
-                first: dict[object, tuple[int, int]] = {}
-                for key, _ in node.value:  # its own keys: a merged one stands elsewhere
-                    if start <= key.start_mark.index < end and isinstance(key.value, str):
-                        at = (key.start_mark.line + 1, key.start_mark.column + 1)
-                        if key.value in first:
-                            line, column = first[key.value]
-                            before = f"line {line}" if line != at[0] else f"column {column}"
-                            self.twice.append(
-                                f"line {at[0]}, column {at[1]}: {key.value!r} is given twice "
-                                f"(first at {before}); say it once"
-                            )
-                        first.setdefault(key.value, at)
-            return mapping
-
-    return Loader
 
 
 def load_config(path: str | os.PathLike[str], *, cached: bool = True) -> AppConfig:
