@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.failure import EXIT_STATE, Failure
-from scheduler_core.errors import user_name
+from scheduler_core.errors import make_state_dir, user_name
 from scheduler_core.record import Record
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ def private_state(state_dir: Path) -> None:
     printed, their checkpoints and who asked for what. One that others may read (made before,
     or by hand) is closed to them; what its group may do stays (see `control.group`). systemd's
     StateDirectoryMode=0700 does the same for a unit."""
-    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    make_state_dir(state_dir)
     mode = stat.S_IMODE(state_dir.stat().st_mode)
     if mode & 0o007:
         os.chmod(state_dir, mode & ~0o007)  # a setgid bit, say, stays

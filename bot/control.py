@@ -25,7 +25,7 @@ from typing import Any
 from bot.access import Access, Peer, peer_of
 from bot.client import END
 from commands.command import Request
-from scheduler_core.errors import NotAFile
+from scheduler_core.errors import OddFile
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class ControlServer:
 
     async def start(self) -> None:
         if self.path.is_dir() and not self.path.is_symlink():
-            raise NotAFile(self.path, "a directory", "remove it; the daemon makes its own")
+            raise OddFile(self.path, "a directory", "remove it; the daemon makes its own")
         if self.path.exists() or self.path.is_symlink():
             log.info("replacing a stale control socket at %s", self.path)
             self.path.unlink()

@@ -24,7 +24,7 @@ from commands.command import Ping, Request
 from config.checks import task_warnings
 from config.loader import AppConfig, ConfigError, SignalConfig, load_config
 from config.locate import ConfigNotFound, find_config_path
-from scheduler_core.errors import NotAFile, StoreError, stranger_owned, user_name
+from scheduler_core.errors import OddFile, StoreError, stranger_owned, user_name
 from scheduler_core.record import Record
 from scheduler_core.store import inspect
 
@@ -109,6 +109,13 @@ def _config(config_arg: str | None, checks: list[Check]) -> AppConfig | None:
 
 
 def _state_dir(state_dir: Path) -> Check:
+    if state_dir.exists() and not state_dir.is_dir():
+        return Check(
+            "state_dir",
+            "fail",
+            f"{state_dir} is not a directory",
+            "move it aside, or set state_dir to another place",
+        )
     if not state_dir.exists():
         return Check(
             "state_dir",
@@ -156,7 +163,7 @@ def _database(db: Path, checks: list[Check]) -> tuple[int, datetime | None] | No
                     "run doctor as the daemon's user to check it",
                 )
             )
-        elif isinstance(exc, NotAFile):
+        elif isinstance(exc, OddFile):
             checks.append(Check("database", "fail", exc.what, exc.fix))
         elif exc.kind == "newer":  # not damaged: moving it aside would lose it
             checks.append(Check("database", "fail", str(exc), "do not move it aside"))
@@ -201,7 +208,7 @@ def _daemon(state_dir: Path, group: str | None, config_path: Path) -> Check:
     if reply is None:
         try:
             found = StateLock(state_dir).daemon()
-        except NotAFile as exc:
+        except OddFile as exc:
             return Check("daemon", "fail", exc.what, exc.fix)
         if found is not None and found[1] == STOPPING:
             return Check("daemon", "warn", is_stopping(found[0]), "wait for it")

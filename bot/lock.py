@@ -24,7 +24,7 @@ from pathlib import Path
 from bot.client import LOCK_NAME, SOCKET_NAME, NotAnswering
 from bot.failure import EXIT_STATE, Failure
 from scheduler_core import procs
-from scheduler_core.errors import NotAFile, what_it_is
+from scheduler_core.errors import OddFile, make_state_dir, what_it_is
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ class StateLock:
 
     def try_acquire(self) -> bool:
         """Take the lock if it is free; False if someone else holds it."""
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # see bot.daemon
+        make_state_dir(self.path.parent)
         fd = self._open(os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -178,15 +178,15 @@ class StateLock:
 
     def _open(self, flags: int) -> int:
         """The lock file, opened without waiting: a FIFO in its place, opened to be read,
-        would wait for a writer. NotAFile if it is none."""
+        would wait for a writer. OddFile if it is none."""
         try:
             fd = os.open(self.path, flags | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
         except IsADirectoryError:
-            raise NotAFile(self.path, "a directory", _MAKES_ITS_OWN) from None
+            raise OddFile(self.path, "a directory", _MAKES_ITS_OWN) from None
         found = what_it_is(os.fstat(fd).st_mode)
         if found is not None:
             os.close(fd)
-            raise NotAFile(self.path, found, _MAKES_ITS_OWN)
+            raise OddFile(self.path, found, _MAKES_ITS_OWN)
         return fd
 
     def _took(self, fd: int, dir_fd: int) -> None:

@@ -19,7 +19,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from scheduler_core.errors import NotAFile, StoreError, database_files, describe_sqlite_error
+from scheduler_core.errors import OddFile, StoreError, database_files, translate
 
 BUSY_TIMEOUT_S = 30.0
 # The next run gets the checkpoint in its environment, where Linux allows one variable at most
@@ -41,9 +41,8 @@ class CheckpointStoreError(CheckpointError, StoreError):
     """The database itself failed (damaged, locked, no permission): a StoreError too."""
 
 
-def _store_error(exc: sqlite3.Error, path: Path) -> CheckpointStoreError:
-    message, kind = describe_sqlite_error(exc, path)
-    return CheckpointStoreError(message, kind)
+def _store_error(exc: sqlite3.Error, path: Path) -> StoreError:
+    return translate(exc, path, CheckpointStoreError)
 
 
 def _task_id(task_id: str | None) -> str:
@@ -62,7 +61,7 @@ def _db(db: str | os.PathLike[str] | None) -> Path:
         raise CheckpointStoreError(f"no database at {path}: has the daemon run yet?", "missing")
     try:
         database_files(path)
-    except NotAFile as exc:
+    except OddFile as exc:
         raise CheckpointStoreError(str(exc), exc.kind) from None
     return path
 

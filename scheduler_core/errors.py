@@ -59,15 +59,30 @@ class StoreError(SchedulerError):
         return _REASONS.get(self.kind) or str(self)
 
 
-class NotAFile(StoreError):
-    """A FIFO, a directory or a device where one of the state's files belongs: `damaged`.
-    Opened to be read, a FIFO waits for a writer that never comes, and SQLite names neither
-    the file nor what is wrong with it ("disk I/O error")."""
+class OddFile(StoreError):
+    """Something else where one of the state's files belongs (a FIFO, a directory, a device),
+    or where its directory belongs (a file): `damaged`. Opened to be read, a FIFO waits for a
+    writer that never comes, and SQLite names neither the file nor what is wrong with it
+    ("disk I/O error")."""
 
-    def __init__(self, path: Path, found: str, fix: str) -> None:
-        self.what = f"{path} is {found}, not a file"
+    def __init__(self, path: Path, found: str, fix: str, expected: str = "a file") -> None:
+        self.what = f"{path} is {found}, not {expected}"
         self.fix = fix
         super().__init__(f"{self.what} ({fix})", "damaged")
+
+
+def make_state_dir(path: Path) -> None:
+    """Make the state directory, its user's alone (0700), unless it is there; OddFile if
+    something else is in its place."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except FileExistsError:
+        try:
+            found = what_it_is(os.stat(path).st_mode) or "a file"
+        except OSError:
+            found = "a symbolic link to nothing"
+        fix = "move it aside, or set state_dir to another place"
+        raise OddFile(path, found, fix, "a directory") from None
 
 
 def what_it_is(mode: int) -> str | None:
@@ -82,7 +97,7 @@ def what_it_is(mode: int) -> str | None:
 
 
 def database_files(db: Path) -> None:
-    """NotAFile if the database, or its -wal or -shm file, is there and is no file. SQLite
+    """OddFile if the database, or its -wal or -shm file, is there and is no file. SQLite
     keeps those two beside the file a symlink points at."""
     real = os.path.realpath(db)
     for path, fix in (
@@ -95,7 +110,7 @@ def database_files(db: Path) -> None:
         except OSError:
             continue  # not there, or not ours to look at: opening it says why
         if found is not None:
-            raise NotAFile(path, found, fix)
+            raise OddFile(path, found, fix)
 
 
 def nearest_ids(task_id: str, known: Iterable[str], limit: int = 3) -> list[str]:
@@ -148,6 +163,13 @@ def describe_sqlite_error(exc: Exception, path: Path) -> tuple[str, str]:
     advice = _whose(path) if kind == "permission" else _ADVICE.get(kind)
     what = f"the database {path}: {exc}"
     return (f"{what} ({advice})" if advice else what), kind
+
+
+def translate(exc: Exception, path: Path, cls: type[StoreError] = StoreError) -> StoreError:
+    """A sqlite3 error on the database at `path` as a `cls`: one line a person can act on,
+    with its kind."""
+    message, kind = describe_sqlite_error(exc, path)
+    return cls(message, kind)
 
 
 def lost_schema(path: Path, missing: list[str]) -> StoreError:

@@ -247,3 +247,20 @@ def test_a_directory_where_the_control_socket_belongs_stops_the_daemon_as_damage
     )
     assert daemon.returncode == 3, daemon.stderr
     assert f"{socket} is a directory, not a file" in daemon.stderr.strip().splitlines()[-1]
+
+
+def test_a_file_where_the_state_directory_belongs_is_named(config: Path) -> None:
+    """Every command said "cannot create the state directory …: File exists", the daemon
+    "cannot use …: File exists", and doctor that the directory was not writable by root."""
+    state = config.parent / "state"
+    state.write_text("not a directory\n")
+    said = f"{state} is a file, not a directory"
+    for args in [("status",), ("run", "t1"), ("logs",), ("chat", "status")]:
+        assert_unreachable(config, args, "damaged")
+        assert said in cli(*args, config=config, timeout=20).stderr
+    daemon = subprocess.run(
+        [MOLTSCHED, "--config", str(config), "daemon"], capture_output=True, text=True, timeout=20
+    )
+    assert daemon.returncode == 3 and said in daemon.stderr.strip().splitlines()[-1]
+    doctor = cli("doctor", config=config, timeout=20)
+    assert doctor.returncode == 1 and f"FAIL state_dir: {state} is not a directory" in doctor.stdout

@@ -30,7 +30,7 @@ from typing import Any, Self, TypeVar
 
 import aiosqlite
 
-from scheduler_core.errors import StoreError, database_files, describe_sqlite_error, lost_schema
+from scheduler_core.errors import StoreError, database_files, lost_schema, make_state_dir, translate
 from scheduler_core.migrations import MIGRATIONS, objects
 from scheduler_core.model import Retention
 from scheduler_core.record import Record
@@ -52,12 +52,6 @@ def to_epoch(when: datetime | None) -> float | None:
 
 def from_epoch(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
-
-
-def translate(exc: sqlite3.Error, path: Path) -> StoreError:
-    """A sqlite3 error as one line a person can act on, with its kind."""
-    message, kind = describe_sqlite_error(exc, path)
-    return StoreError(message, kind)
 
 
 def _prepare(path: Path, reads_only: bool = False) -> None:
@@ -193,7 +187,7 @@ class StoreCore:
         command that writes no more than its audit line (see `_prepare`). Fails with a
         StoreError."""
         try:
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # its user's alone
+            make_state_dir(path.parent)
         except OSError as exc:
             raise os_error(exc, f"cannot create the state directory {path.parent}") from exc
         try:
