@@ -38,7 +38,7 @@ from bot.write_alarm import WriteAlarm
 from commands.chat import converse
 from commands.command import Ping, Reload, Request
 from commands.context import Context
-from config.loader import AppConfig, ConfigError, load_config
+from config.loader import UNHEARD, AppConfig, ConfigError, load_config
 from scheduler_core import __version__, procs
 from scheduler_core.cgroups import RunCgroups
 from scheduler_core.clock import Clock
@@ -306,7 +306,9 @@ async def _serve_started(
             settings.state_dir,
             os.getpid(),
         )
-        if config.signal is None:
+        if config.alerts_unheard:
+            log.warning(UNHEARD)
+        elif config.signal is None:
             log.info("no signal: section in the configuration; running without Signal")
         # Orphans of runs are re-parented to us (see scheduler_core.procs); the daemon starts
         # nothing else. They are reaped as each run ends (not on SIGCHLD: a burst of runs

@@ -22,7 +22,7 @@ from bot import client
 from bot.lock import STARTING, STOPPING, StateLock, is_stopping
 from commands.command import Ping, Request
 from config.checks import task_warnings
-from config.loader import AppConfig, ConfigError, SignalConfig, load_config
+from config.loader import UNHEARD, AppConfig, ConfigError, SignalConfig, load_config
 from config.locate import ConfigNotFound, find_config_path
 from scheduler_core.errors import OddFile, StoreError, stranger_owned, user_name
 from scheduler_core.record import Record
@@ -64,6 +64,8 @@ def run_checks(config_arg: str | None) -> list[Check]:
         checks.append(_daemon(state_dir, config.control_group, config.path))
         if config.signal is not None:
             checks += _signal(config, waiting)
+        elif config.alerts_unheard:
+            checks.append(Check("alerts", "warn", UNHEARD, _HEARD))
     unit = _unit()
     if unit is not None:
         checks.append(unit)
@@ -110,12 +112,8 @@ def _config(config_arg: str | None, checks: list[Check]) -> AppConfig | None:
 
 def _state_dir(state_dir: Path) -> Check:
     if state_dir.exists() and not state_dir.is_dir():
-        return Check(
-            "state_dir",
-            "fail",
-            f"{state_dir} is not a directory",
-            "move it aside, or set state_dir to another place",
-        )
+        fix = "move it aside, or set state_dir to another place"
+        return Check("state_dir", "fail", f"{state_dir} is not a directory", fix)
     if not state_dir.exists():
         return Check(
             "state_dir",
@@ -184,6 +182,7 @@ def _database(db: Path, checks: list[Check]) -> tuple[int, datetime | None] | No
     return found.alerts_waiting, found.oldest_alert
 
 
+_HEARD = "add a signal: section (see the README, 'Signal'), or alerts.fallback_command (ntfy, mail)"
 _DB_FIX = (
     "stop the daemon, move the file aside and start it again (a new database is made; "
     "see the README, 'When the database is damaged')"

@@ -72,6 +72,13 @@ class MetricsSettings(Record):
     port: int
 
 
+# Said by the daemon as it starts, and by doctor, when `AppConfig.alerts_unheard`.
+UNHEARD = (
+    "no signal: section and no alerts.fallback_command in the configuration: a task that "
+    "fails alerts no one"
+)
+
+
 class AppConfig(Record):
     """A loaded, valid configuration."""
 
@@ -84,6 +91,14 @@ class AppConfig(Record):
     metrics: MetricsSettings | None = None
     # `control.group`: members use the CLI through the daemon's socket.
     control_group: str | None = None
+
+    @property
+    def alerts_unheard(self) -> bool:
+        """Whether a task's alerts would reach no one: it has them (`alert`, `max_age`), and
+        there is neither a `signal:` section nor an `alerts.fallback_command`."""
+        if self.signal is not None or self.alerts.fallback_command:
+            return False
+        return any(t.alert or t.max_age is not None for t in self.tasks)
 
 
 def load_config(path: str | os.PathLike[str], *, cached: bool = True) -> AppConfig:

@@ -81,3 +81,29 @@ async def test_a_damaged_database_and_an_invalid_file(tmp_path: Path) -> None:
     assert done.returncode == 1
     bad = checks(done.stdout)["config"]
     assert bad["status"] == "fail" and "tasks[0].id" in bad["detail"] and "validate" in bad["fix"]
+
+
+async def test_alerts_that_would_reach_no_one_are_said(tmp_path: Path) -> None:
+    """No `signal:` section and no `alerts.fallback_command`: a failing task alerted no one,
+    and neither doctor nor the daemon said so (the daemon's one line said only that it ran
+    without Signal). With a fallback command, or with no task that alerts, nothing is said."""
+    config = write_config(tmp_path)
+    daemon = DaemonProcess(config)
+    await asyncio.to_thread(daemon.start)  # ready: its start-up lines are written
+    await asyncio.to_thread(daemon.stop)
+    assert "WARNING bot.daemon: no signal: section and no alerts.fallback_command" in (
+        daemon.log.read_text()
+    )
+    found = checks((await acli("--json", "doctor", config=config)).stdout)
+    assert found["alerts"]["status"] == "warn", found
+    assert "fails alerts no one" in found["alerts"]["detail"]
+    assert "fallback_command" in found["alerts"]["fix"]
+    for heard in ("alerts: {fallback_command: [logger]}\n", ""):
+        config.write_text(
+            "tasks:\n  - {id: t, script: t.sh, every: 1h"
+            + ("" if heard else ", alert: false")
+            + "}\n"
+            + heard
+        )
+        found = checks((await acli("--json", "doctor", config=config)).stdout)
+        assert "alerts" not in found, (heard, found)
