@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.__main__ import burst_rate, percentile, write_config
+from bench.systems import burst_rate, percentile, write_config
 from support.daemon import MOLTSCHED, proc_status
 from support.signal_service import ACCOUNT, ALICE, SignalService, text_frame
 
