@@ -331,7 +331,7 @@ def _reload(config_path: Path, request: Request) -> int:
     state_dir = config.settings.state_dir
     answered = client.ask(state_dir, request)
     if answered is None:  # a daemon without its control socket is sent SIGHUP, which remakes it
-        from bot.lock import via_sighup
+        from bot.offline import via_sighup
 
         answered = via_sighup(state_dir, lambda: client.ask(state_dir, request))
     if answered is not None:

@@ -33,6 +33,7 @@ from bot.outbox import Outbox
 from bot.respond import Answer, respond
 from bot.signals import Signals
 from bot.stale import StaleWatch
+from bot.state_watch import StateWatch
 from bot.systemd import notify, watchdog, watchdog_interval
 from bot.write_alarm import WriteAlarm
 from commands.chat import converse
@@ -275,7 +276,6 @@ async def _serve_started(
         alarm = WriteAlarm(
             scheduler, engine.recipients, engine.clock, daemon.signal, fallback, engine.remind_every
         )
-        helpers = [h for h in (fallback, stale, alarm) if h is not None]
         metrics = None
         if config.metrics is not None:
             from bot.metrics import Metrics  # imported only when asked for (RSS)
@@ -297,6 +297,8 @@ async def _serve_started(
             # Most often: the path is longer than a unix socket allows (about 107 bytes).
             log.error("cannot open the control socket %s: %s", server.path, exc)
             return EXIT_USAGE
+        watch = StateWatch(engine.clock, lock, server, store)  # after the socket: it restores it
+        helpers = [h for h in (fallback, stale, alarm, watch) if h is not None]
         lock.mark(RUNNING)
         log.info(
             "moltsched %s daemon running: %d task(s), max_concurrent %d, state in %s, pid %d",

@@ -4,7 +4,8 @@ That is what makes "a task never runs twice at once" hold across processes: whoe
 holds `STATE_DIR/moltsched.lock` exclusively (flock, released by the kernel if the holder dies),
 and the state directory itself too. A lock file can be removed while it is held (a cleaner of
 old files under /tmp, someone who took it for a stale one), the control socket with it; the
-directory cannot while the database is in it, so its lock still tells.
+directory's lock still tells then. The daemon puts back what was removed, the directory
+itself too, and takes the lock again (`StateLock.retake`, see bot.state_watch).
 """
 
 from __future__ import annotations
@@ -14,15 +15,11 @@ import contextlib
 import fcntl
 import logging
 import os
-import signal
-import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 from bot.client import LOCK_NAME, SOCKET_NAME, NotAnswering
-from bot.failure import EXIT_STATE, Failure
 from scheduler_core import procs
 from scheduler_core.errors import OddFile, make_state_dir, what_it_is
 
@@ -32,59 +29,7 @@ log = logging.getLogger(__name__)
 # writes `run`. RUNNING is `daemon`, as daemons before these phases wrote it.
 STARTING, RUNNING, STOPPING = "starting", "daemon", "stopping"
 _PHASES = (STARTING, RUNNING, STOPPING)
-START_PATIENCE_S = 120.0
 _MAKES_ITS_OWN = "remove it; moltsched makes its own"
-
-
-def via_sighup(state_dir: Path, ask: Callable[[], int | None]) -> int | None:
-    """When the daemon that holds the state runs without its control socket (the file was
-    removed): SIGHUP it, which makes the socket again, and `ask` it once it answers; one
-    still starting is waited for instead (`once_started`). None if no daemon holds the
-    state; Failure (exit 3) if it is stopping, or does not answer within 10 s."""
-    lock = StateLock(state_dir)
-    found = lock.daemon()
-    if found is None:
-        return None
-    pid, phase = found
-    if phase == STOPPING:
-        raise Failure(is_stopping(pid), "unavailable", EXIT_STATE)
-    if phase == STARTING:
-        return once_started(lock, ask)
-    os.kill(pid, signal.SIGHUP)
-    for _ in range(200):
-        answered = ask()
-        if answered is not None:
-            return answered
-        time.sleep(0.05)
-    raise Failure(
-        f"the daemon (pid {pid}) did not make its control socket again", "unavailable", EXIT_STATE
-    )
-
-
-def once_started(lock: StateLock, ask: Callable[[], int | None]) -> int | None:
-    """While the daemon that holds `lock` is starting (after a crash it first stops what the
-    runs cut short left, each given its grace: seconds, or more), wait for it, and `ask` it
-    once it answers. None if no daemon is starting there, or it ended meanwhile; Failure
-    (exit 3) if it is still starting after START_PATIENCE_S."""
-    found = lock.daemon()
-    if found is None or found[1] != STARTING:
-        return None
-    print(f"moltsched: waiting for the daemon (pid {found[0]}) to finish starting", file=sys.stderr)
-    deadline = time.monotonic() + START_PATIENCE_S
-    while time.monotonic() < deadline:
-        answered = ask()
-        if answered is not None:
-            return answered
-        now = lock.daemon()
-        if now is None or now[0] != found[0] or now[1] == STOPPING:
-            return None  # it ended, or stops: the caller goes on as with no daemon
-        time.sleep(0.1)
-    raise Failure(
-        f"the daemon (pid {found[0]}) is still starting after {START_PATIENCE_S:.0f}s; its log "
-        "says what it waits for",
-        "unavailable",
-        EXIT_STATE,
-    )
 
 
 def is_stopping(pid: int) -> str:
@@ -173,6 +118,29 @@ class StateLock:
         if dir_fd is None:  # held by one whose lock file was removed
             os.close(fd)
             return False
+        self._took(fd, dir_fd)
+        return True
+
+    def retake(self) -> bool | None:
+        """Take it again on what is at its place now, when its file or the state directory
+        was removed under the daemon that holds it (see bot.state_watch): None if both are
+        still the ones held, False if another took them meanwhile."""
+        assert self._fd is not None and self._dir_fd is not None
+        new_dir = _moved(self._dir_fd, self.path.parent)
+        if not (new_dir or _moved(self._fd, self.path)):
+            return None
+        fd = self._open(os.O_RDWR | os.O_CREAT)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        dir_fd = _take_dir(self.path.parent, blocking=False) if new_dir else self._dir_fd
+        if dir_fd is None:
+            os.close(fd)
+            return False
+        for old in {self._fd, self._dir_fd} - {dir_fd}:
+            os.close(old)  # what it locked is gone from the path
         self._took(fd, dir_fd)
         return True
 
@@ -282,7 +250,7 @@ class StateLock:
         found = self.daemon()
         if found is not None and found[1] == STOPPING:
             return is_stopping(found[0]), "unavailable"
-        if found is not None:  # starting ones are waited for first (`once_started`)
+        if found is not None:  # starting ones are waited for first (`bot.offline.once_started`)
             daemon = found[0]
             return (
                 f"the daemon (pid {daemon}) runs, but its control socket "
@@ -379,6 +347,16 @@ def _take_dir(state_dir: Path, *, blocking: bool) -> int | None:
         os.close(fd)
         return None
     return fd
+
+
+def _moved(fd: int, path: Path) -> bool:
+    """Whether `path` is no longer the file open as `fd`."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return True
+    held = os.fstat(fd)
+    return (st.st_dev, st.st_ino) != (held.st_dev, held.st_ino)
 
 
 def _settle(fut: asyncio.Future[None]) -> None:

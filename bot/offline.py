@@ -1,6 +1,7 @@
 """Answers with no daemon: reads from the database directly, and what may start or stop
 runs in the foreground, holding the state lock, so that it never overlaps a daemon or
-another foreground run.
+another foreground run. And a daemon that holds the lock but does not answer on its socket:
+one still starting is waited for, one whose socket was removed is made to make it again.
 """
 
 from __future__ import annotations
@@ -10,14 +11,18 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 from bot import client
 from bot.failure import EXIT_STATE, Failure, load
+from bot.lock import STARTING, STOPPING, StateLock, is_stopping
 from commands.command import Request
 from config.loader import AppConfig
+
+START_PATIENCE_S = 120.0  # how long a daemon still starting is waited for
 
 
 def answer(config_path: Path, request: Request, hint: Path | None) -> int:
@@ -64,7 +69,6 @@ async def _answer(config: AppConfig, request: Request) -> int:
             answer = await respond(request, tasks, config.zone, daemon=False, holder=holder)
             return await _print(*answer)
         from bot.engine import build_engine
-        from bot.lock import StateLock, once_started
         from scheduler_core import procs
 
         scheduler = build_engine(config, store).scheduler
@@ -189,5 +193,56 @@ def needs_the_daemon(state_dir: Path) -> None:
         f"no daemon is running on {state_dir}, and without it only {name} may use its state: "
         f"start the daemon (systemctl start moltsched), or run this as {name}",
         "not-running",
+        EXIT_STATE,
+    )
+
+
+def via_sighup(state_dir: Path, ask: Callable[[], int | None]) -> int | None:
+    """When the daemon that holds the state runs without its control socket (the file was
+    removed): SIGHUP it, which makes the socket again, and `ask` it once it answers; one
+    still starting is waited for instead (`once_started`). None if no daemon holds the
+    state; Failure (exit 3) if it is stopping, or does not answer within 10 s."""
+    lock = StateLock(state_dir)
+    found = lock.daemon()
+    if found is None:
+        return None
+    pid, phase = found
+    if phase == STOPPING:
+        raise Failure(is_stopping(pid), "unavailable", EXIT_STATE)
+    if phase == STARTING:
+        return once_started(lock, ask)
+    os.kill(pid, signal.SIGHUP)
+    for _ in range(200):
+        answered = ask()
+        if answered is not None:
+            return answered
+        time.sleep(0.05)
+    raise Failure(
+        f"the daemon (pid {pid}) did not make its control socket again", "unavailable", EXIT_STATE
+    )
+
+
+def once_started(lock: StateLock, ask: Callable[[], int | None]) -> int | None:
+    """While the daemon that holds `lock` is starting (after a crash it first stops what the
+    runs cut short left, each given its grace: seconds, or more), wait for it, and `ask` it
+    once it answers. None if no daemon is starting there, or it ended meanwhile; Failure
+    (exit 3) if it is still starting after START_PATIENCE_S."""
+    found = lock.daemon()
+    if found is None or found[1] != STARTING:
+        return None
+    print(f"moltsched: waiting for the daemon (pid {found[0]}) to finish starting", file=sys.stderr)
+    deadline = time.monotonic() + START_PATIENCE_S
+    while time.monotonic() < deadline:
+        answered = ask()
+        if answered is not None:
+            return answered
+        now = lock.daemon()
+        if now is None or now[0] != found[0] or now[1] == STOPPING:
+            return None  # it ended, or stops: the caller goes on as with no daemon
+        time.sleep(0.1)
+    raise Failure(
+        f"the daemon (pid {found[0]}) is still starting after {START_PATIENCE_S:.0f}s; its log "
+        "says what it waits for",
+        "unavailable",
         EXIT_STATE,
     )

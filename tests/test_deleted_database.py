@@ -5,12 +5,14 @@ the next start too."""
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from support.daemon import DaemonProcess
-from tests.helpers import cli, query, ticking, wait_sync
+from tests.helpers import MOLTSCHED, cli, query, ticking, wait_sync
 
 
 @pytest.mark.parametrize("what", ["the file", "the file, its WAL and its index"])
@@ -60,3 +62,52 @@ def test_a_foreground_run_that_deletes_the_database_says_it_was_put_back(
         f"moltsched: the database {db} is back, with everything committed before",
     ]
     assert query(db, "SELECT outcome FROM run") == [("success",)]
+
+
+@pytest.mark.parametrize("how", ["rm -rf", "mv"])
+def test_the_state_directory_removed_under_the_daemon_is_put_back_whole(
+    tmp_path: Path, how: str
+) -> None:
+    """The whole state directory removed (or moved away) while the daemon runs, with nothing
+    due for a year. The database came back only at the next write, and with its directory
+    gone it could not (every write failed until someone made the directory again); the socket
+    came back only at a reload, the lock never, so a command found no daemon and made a
+    database of its own, and a second daemon could start. Now the daemon puts back the
+    directory, its lock, its socket and its database as soon as they go."""
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "t.sh").write_text("echo ran\n")
+    config = tmp_path / "moltsched.yaml"
+    config.write_text('tasks:\n  - {id: t, script: t.sh, cron: "0 0 1 1 *"}\n')
+    state = tmp_path / "state"
+    daemon = DaemonProcess(config).start()
+    try:
+        assert cli("run", "t", config=config).returncode == 0
+        assert cli("checkpoint", "save", "t", '{"page": 7}', config=config).returncode == 0
+        if how == "mv":
+            state.rename(tmp_path / "moved")
+        else:
+            shutil.rmtree(state, ignore_errors=True)  # the daemon may put some back meanwhile
+
+        def whole() -> bool:
+            found = {p.name for p in state.iterdir()} if state.is_dir() else set()
+            return {"control.sock", "moltsched.lock"} <= found and "is back" in (
+                daemon.log.read_text()
+            )
+
+        wait_sync(whole, 20, "the state directory put back")
+        shown = json.loads(cli("--json", "status", config=config).stdout)
+        assert shown["running"] is True
+        assert shown["tasks"][0]["checkpoint"] == {"page": 7}
+        assert shown["tasks"][0]["run_count"] == 1
+        second = subprocess.run(
+            [MOLTSCHED, "--config", str(config), "daemon"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+        assert second.returncode != 0 and "already running" in second.stderr, second.stderr
+        assert cli("run", "t", config=config).returncode == 0
+    finally:
+        assert daemon.stop() == 0
+    assert query(state / "moltsched.db", "SELECT COUNT(*) FROM run") == [(2,)]
+    assert "Traceback" not in daemon.log.read_text()

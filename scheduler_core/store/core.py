@@ -219,6 +219,11 @@ class StoreCore:
         """Whether the file at `path` is no longer the one we have open."""
         return self._usable.is_set() and identity(self.path) != self._identity
 
+    async def keep(self) -> None:
+        """Put the file back now if it was deleted (see `_put_back`), not at the next write."""
+        if self._deleted():
+            await self._put_back()
+
     async def _put_back(self) -> None:
         """The database file was deleted (or replaced) while we had it open. Our connection
         still holds all of it: write it back to `path` (setting aside whatever is there now),
@@ -236,6 +241,7 @@ class StoreCore:
         path = self.path
         restoring = path.with_name(path.name + ".restoring")
         log.error("the database %s was deleted or replaced while in use; putting it back", path)
+        make_state_dir(path.parent)  # removed with it (`rm -rf`)
         restoring.unlink(missing_ok=True)
         made_for_its_folder(restoring)
         target = await asyncio.to_thread(sqlite3.connect, restoring, check_same_thread=False)

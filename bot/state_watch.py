@@ -1,0 +1,107 @@
+"""The state directory kept whole under a running daemon.
+
+When its database, lock file or control socket is removed, or the directory itself (a cleaner
+of old files, or `rm -rf` by a hand that took the daemon for stopped), the daemon puts each
+back at once: commands still find it, neither a second daemon nor a foreground run can start
+beside it, and nothing committed is lost. Without this, the database came back only at the
+next write (an hourly task's: within the hour), the socket only at a reload, and with the
+directory gone, neither could: every write failed until someone made the directory again,
+and a command run meanwhile found no daemon and made a database of its own.
+
+Linux inotify, through ctypes: nothing wakes the daemon until something happens there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+import struct
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from bot.client import LOCK_NAME, SOCKET_NAME
+from bot.timed import TimedLoop
+from scheduler_core.errors import StoreError, make_state_dir
+
+if TYPE_CHECKING:
+    from bot.control import ControlServer
+    from bot.lock import StateLock
+    from scheduler_core.clock import Clock
+    from scheduler_core.store import Store
+
+log = logging.getLogger(__name__)
+
+# inotify(7)
+_IN_MOVED_FROM, _IN_DELETE, _IN_DELETE_SELF, _IN_MOVE_SELF = 0x40, 0x200, 0x400, 0x800
+_IN_IGNORED, _IN_ONLYDIR = 0x8000, 0x1000000
+_WATCHED = _IN_MOVED_FROM | _IN_DELETE | _IN_DELETE_SELF | _IN_MOVE_SELF | _IN_ONLYDIR
+_GONE_ITSELF = _IN_DELETE_SELF | _IN_MOVE_SELF | _IN_IGNORED
+_EVENT = struct.Struct("iIII")  # wd, mask, cookie, len; then the name, NUL-padded
+
+
+class StateWatch(TimedLoop):
+    """Watches the state directory; what is removed from it is put back (see the module)."""
+
+    def __init__(self, clock: Clock, lock: StateLock, server: ControlServer, store: Store) -> None:
+        super().__init__(clock)
+        self.lock = lock
+        self.server = server
+        self.store = store
+        self.state_dir = lock.path.parent
+        self._ours = {LOCK_NAME.encode(), SOCKET_NAME.encode(), store.path.name.encode()}
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self._fd = -1
+
+    async def run(self) -> None:
+        fd = self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        if fd < 0:
+            reason = os.strerror(ctypes.get_errno())
+            log.warning(
+                "cannot watch %s (%s): what is removed from it comes back when used",
+                self.state_dir,
+                reason,
+            )
+            return
+        self._fd = fd
+        loop = asyncio.get_running_loop()
+        loop.add_reader(fd, self._events)
+        try:
+            await super().run()
+        finally:
+            loop.remove_reader(fd)
+            os.close(fd)
+
+    def _events(self) -> None:
+        try:
+            data = os.read(self._fd, 64 * 1024)
+        except BlockingIOError:
+            return
+        at = 0
+        while at + _EVENT.size <= len(data):
+            _, mask, _, length = _EVENT.unpack_from(data, at)
+            name = data[at + _EVENT.size : at + _EVENT.size + length].rstrip(b"\0")
+            at += _EVENT.size + length
+            if mask & _GONE_ITSELF or name in self._ours:
+                self.wake()
+
+    async def step(self) -> datetime | None:
+        """Put back what is missing (nothing, most times: at start, or after a removal of
+        something else that was ours), and watch the directory now at the path."""
+        try:
+            if not self.state_dir.is_dir():
+                log.error("the state directory %s was removed; making it again", self.state_dir)
+            make_state_dir(self.state_dir)
+            if self._libc.inotify_add_watch(self._fd, bytes(self.state_dir), _WATCHED) < 0:
+                raise OSError(ctypes.get_errno(), "cannot watch it")
+            retaken = self.lock.retake()
+            if retaken is not None:
+                said = "took it again" if retaken else "another process holds it now"
+                log.error("the lock file %s was removed; %s", self.lock.path, said)
+            await self.server.restore()
+            await self.store.keep()
+        except (OSError, StoreError) as exc:
+            log.error("cannot put back what was removed from %s: %s", self.state_dir, exc)
+            return self.clock.now() + timedelta(seconds=self.RETRY_S)
+        return None
