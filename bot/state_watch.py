@@ -8,6 +8,11 @@ next write (an hourly task's: within the hour), the socket only at a reload, and
 directory gone, neither could: every write failed until someone made the directory again,
 and a command run meanwhile found no daemon and made a database of its own.
 
+What is replaced by a rename rather than removed is not noticed here: the database is put
+back before its next write (`Store._write`), the socket at a SIGHUP, which the commands that
+find it gone suggest, and `moltsched reload` sends. The lock on the directory itself still
+tells that a daemon runs (see bot.lock).
+
 Linux inotify, through ctypes: nothing wakes the daemon until something happens there.
 """
 
@@ -35,9 +40,10 @@ log = logging.getLogger(__name__)
 
 # inotify(7)
 _IN_MOVED_FROM, _IN_DELETE, _IN_DELETE_SELF, _IN_MOVE_SELF = 0x40, 0x200, 0x400, 0x800
-_IN_IGNORED, _IN_ONLYDIR = 0x8000, 0x1000000
+_IN_Q_OVERFLOW, _IN_IGNORED, _IN_ONLYDIR = 0x4000, 0x8000, 0x1000000
 _WATCHED = _IN_MOVED_FROM | _IN_DELETE | _IN_DELETE_SELF | _IN_MOVE_SELF | _IN_ONLYDIR
-_GONE_ITSELF = _IN_DELETE_SELF | _IN_MOVE_SELF | _IN_IGNORED
+# The directory itself gone (or its watch), or events lost: look at everything.
+_LOOK = _IN_DELETE_SELF | _IN_MOVE_SELF | _IN_IGNORED | _IN_Q_OVERFLOW
 _EVENT = struct.Struct("iIII")  # wd, mask, cookie, len; then the name, NUL-padded
 
 
@@ -83,7 +89,7 @@ class StateWatch(TimedLoop):
             _, mask, _, length = _EVENT.unpack_from(data, at)
             name = data[at + _EVENT.size : at + _EVENT.size + length].rstrip(b"\0")
             at += _EVENT.size + length
-            if mask & _GONE_ITSELF or name in self._ours:
+            if mask & _LOOK or name in self._ours:
                 self.wake()
 
     async def step(self) -> datetime | None:

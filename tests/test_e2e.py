@@ -191,16 +191,24 @@ def test_two_runs_of_one_task_through_the_daemon_join_one_run(
 def test_a_second_daemon_refuses_to_start(daemon: DaemonProcess, config: Path) -> None:
     result = cli("daemon", config=config, timeout=20)
     assert result.returncode == 2 and "already running" in result.stderr
-    # Also once its lock file was removed ("a stale lock", someone thought): before, the
-    # second daemon took a new one and both ran every task.
-    (config.parent / "state" / "moltsched.lock").unlink()
+    state = config.parent / "state"
+    lock, sock = state / "moltsched.lock", state / "control.sock"
+    # Its lock file removed ("a stale lock", someone thought): the daemon puts it back at
+    # once (bot.state_watch). Before, a second daemon took a new one and both ran every task.
+    lock.unlink()
+    wait_sync(lock.exists, 10, "the lock file put back")
+    result = cli("daemon", config=config, timeout=20)
+    assert result.returncode == 2 and "already running" in result.stderr, result.stderr
+    # Replaced by another file (which the daemon does not watch for): its lock on the
+    # directory still tells.
+    replace_with_a_file(lock)
     result = cli("daemon", config=config, timeout=20)
     assert result.returncode == 2 and "already running" in result.stderr, result.stderr
     assert "lock file" in result.stderr
     assert cli("--json", "status", config=config).returncode == 0  # the first one answers
-    # And with its control socket removed too (a cleaner of old files under /tmp takes both):
-    # before, nothing was left to tell that a daemon ran, and a second one started beside it.
-    (config.parent / "state" / "control.sock").unlink()
+    # And its control socket too: before, nothing was left to tell that a daemon ran, and a
+    # second one started beside it.
+    replace_with_a_file(sock)
     result = cli("daemon", config=config, timeout=20)
     assert result.returncode == 2 and "already running" in result.stderr, result.stderr
     result = cli("run", "tick", config=config, timeout=20)  # no foreground run beside it
@@ -210,14 +218,27 @@ def test_a_second_daemon_refuses_to_start(daemon: DaemonProcess, config: Path) -
     assert query(db(config), "SELECT COUNT(*) FROM run WHERE cause = 'on-demand'") == [(0,)]
 
 
+def replace_with_a_file(path: Path) -> None:
+    """Put an empty file in the place of `path` by a rename (as an editor saves, or `mv`):
+    the daemon watches its state directory for removals, not for this."""
+    spare = path.with_name(path.name + ".new")
+    spare.write_text("")
+    os.replace(spare, path)
+
+
 def test_a_daemon_whose_control_socket_was_removed_says_so_and_sighup_makes_it_again(
     daemon: DaemonProcess, config: Path
 ) -> None:
     """Before: with the socket removed (a cleaner of old files in /tmp, say), `run` and
     `pause` waited for ever "for another foreground run to finish", beside a daemon that
-    ran on, and nothing brought the socket back but a restart."""
+    ran on, and nothing brought the socket back but a restart. Now the daemon puts a removed
+    one back at once; one replaced by another file is made again by a SIGHUP, which the
+    commands that find the socket gone suggest, and `moltsched reload` sends."""
     sock = config.parent / "state" / "control.sock"
     sock.unlink()
+    wait_sync(lambda: sock.is_socket(), 10, "the socket put back")
+    assert cli("run", "tick", config=config, timeout=20).returncode == 0
+    replace_with_a_file(sock)
     result = cli("--json", "run", "tick", config=config, timeout=20)
     assert result.returncode == 3 and json.loads(result.stdout)["kind"] == "unavailable"
     assert f"its control socket {sock} is gone" in result.stderr
@@ -225,15 +246,15 @@ def test_a_daemon_whose_control_socket_was_removed_says_so_and_sighup_makes_it_a
     doctor = cli("doctor", config=config).stdout
     assert f"running (pid {daemon.pid}), but its control socket is gone" in doctor, doctor
     os.kill(daemon.pid, signal.SIGHUP)
-    wait_sync(sock.exists, 10, "the socket made again")
+    wait_sync(lambda: sock.is_socket(), 10, "the socket made again")
     status = json.loads(cli("--json", "status", config=config).stdout)
     assert status["running"] is True
     assert cli("run", "tick", config=config, timeout=20).returncode == 0
     # `moltsched reload` (systemd's ExecReload) does it too, and says how the reload went.
-    sock.unlink()
+    replace_with_a_file(sock)
     reloaded = cli("reload", config=config, timeout=20)
     assert reloaded.returncode == 0 and "reloaded" in reloaded.stdout.lower(), reloaded
-    assert sock.exists() and cli("run", "tick", config=config, timeout=20).returncode == 0
+    assert sock.is_socket() and cli("run", "tick", config=config, timeout=20).returncode == 0
 
 
 def test_without_a_daemon_commands_work_on_the_database(config: Path) -> None:
