@@ -108,11 +108,8 @@ class StateLock:
     def try_acquire(self) -> bool:
         """Take the lock if it is free; False if someone else holds it."""
         make_state_dir(self.path.parent)
-        fd = self._open(os.O_RDWR | os.O_CREAT)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+        fd = self._file_locked()
+        if fd is None:
             return False
         dir_fd = _take_dir(self.path.parent, blocking=False)
         if dir_fd is None:  # held by one whose lock file was removed
@@ -129,11 +126,8 @@ class StateLock:
         new_dir = _moved(self._dir_fd, self.path.parent)
         if not (new_dir or _moved(self._fd, self.path)):
             return None
-        fd = self._open(os.O_RDWR | os.O_CREAT)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+        fd = self._file_locked()
+        if fd is None:
             return False
         dir_fd = _take_dir(self.path.parent, blocking=False) if new_dir else self._dir_fd
         if dir_fd is None:
@@ -143,6 +137,16 @@ class StateLock:
             os.close(old)  # what it locked is gone from the path
         self._took(fd, dir_fd)
         return True
+
+    def _file_locked(self) -> int | None:
+        """The lock file, opened (made if need be) and flocked; None if another holds it."""
+        fd = self._open(os.O_RDWR | os.O_CREAT)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        return fd
 
     def _open(self, flags: int) -> int:
         """The lock file, opened without waiting: a FIFO in its place, opened to be read,

@@ -215,10 +215,7 @@ def test_a_state_file_that_is_no_file_is_refused_naming_it(
             continue  # with no daemon, a checkpoint needs only the database
         assert_unreachable(config, args, "damaged")
         assert said in cli(*args, config=config, timeout=20).stderr
-    daemon = subprocess.run(
-        [MOLTSCHED, "--config", str(config), "daemon"], capture_output=True, text=True, timeout=20
-    )
-    assert daemon.returncode == 3 and said in daemon.stderr.strip().splitlines()[-1]
+    assert_daemon_refuses(config, said)
     doctor = cli("doctor", config=config, timeout=20)
     assert doctor.returncode == 1 and said in doctor.stdout, doctor.stdout
     if name.startswith("moltsched.db"):  # from inside a task, the library's own way
@@ -258,9 +255,14 @@ def test_a_file_where_the_state_directory_belongs_is_named(config: Path) -> None
     for args in [("status",), ("run", "t1"), ("logs",), ("chat", "status")]:
         assert_unreachable(config, args, "damaged")
         assert said in cli(*args, config=config, timeout=20).stderr
+    assert_daemon_refuses(config, said)
+    doctor = cli("doctor", config=config, timeout=20)
+    assert doctor.returncode == 1 and f"FAIL state_dir: {state} is not a directory" in doctor.stdout
+
+
+def assert_daemon_refuses(config: Path, said: str) -> None:
+    """The daemon exits 3, its last line saying `said`."""
     daemon = subprocess.run(
         [MOLTSCHED, "--config", str(config), "daemon"], capture_output=True, text=True, timeout=20
     )
-    assert daemon.returncode == 3 and said in daemon.stderr.strip().splitlines()[-1]
-    doctor = cli("doctor", config=config, timeout=20)
-    assert doctor.returncode == 1 and f"FAIL state_dir: {state} is not a directory" in doctor.stdout
+    assert daemon.returncode == 3 and said in daemon.stderr.strip().splitlines()[-1], daemon.stderr
