@@ -12,33 +12,20 @@ import json
 import os
 import shutil
 import subprocess
-import urllib.error
-import urllib.request
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from bot import client
+from bot.doctor_signal import Check, signal_checks
 from bot.lock import STARTING, STOPPING, StateLock, is_stopping
 from commands.command import Ping, Request
 from config.checks import task_warnings
-from config.loader import UNHEARD, AppConfig, ConfigError, SignalConfig, load_config
+from config.loader import UNHEARD, AppConfig, ConfigError, load_config
 from config.locate import ConfigNotFound, find_config_path
 from scheduler_core.errors import OddFile, StoreError, stranger_owned, user_name
-from scheduler_core.record import Record
-from scheduler_core.store import inspect
+from scheduler_core.store import Inspection, inspect
 
 LOW_SPACE = 200 * 1024 * 1024  # a warning below this; a failure below a tenth of it
-HTTP_TIMEOUT_S = 3.0
 UNIT = "moltsched.service"
-MIN_SIGNAL_API = (0, 101)  # what signalbot 2.2 needs
-
-
-class Check(Record):
-    name: str
-    status: str  # ok | warn | fail
-    detail: str
-    fix: str = ""
 
 
 def doctor(config_arg: str | None, as_json: bool) -> int:
@@ -63,7 +50,7 @@ def run_checks(config_arg: str | None) -> list[Check]:
         waiting = _database(config.settings.db_path, checks)
         checks.append(_daemon(state_dir, config.control_group, config.path))
         if config.signal is not None:
-            checks += _signal(config, waiting)
+            checks += signal_checks(config, waiting)
         elif config.alerts_unheard:
             checks.append(Check("alerts", "warn", UNHEARD, _HEARD))
     unit = _unit()
@@ -145,7 +132,7 @@ def _state_dir(state_dir: Path) -> Check:
     return Check("state_dir", "ok", f"{state_dir}: writable, {free}")
 
 
-def _database(db: Path, checks: list[Check]) -> tuple[int, datetime | None] | None:
+def _database(db: Path, checks: list[Check]) -> Inspection | None:
     """The database check; the alerts waiting in it (None if it could not be read)."""
     try:
         found = inspect(db)
@@ -179,7 +166,7 @@ def _database(db: Path, checks: list[Check]) -> tuple[int, datetime | None] | No
             checks.append(Check("database", "fail", detail, f"chown {owner}: {db}*"))
             return None
     checks.append(Check("database", "ok", f"{db}: quick_check ok"))
-    return found.alerts_waiting, found.oldest_alert
+    return found
 
 
 _HEARD = "add a signal: section (see the README, 'Signal'), or alerts.fallback_command (ntfy, mail)"
@@ -254,102 +241,6 @@ def _daemon_before(config_path: Path, state_dir: Path) -> Check | None:
                 "a second one",
             )
     return None
-
-
-def _get(signal: SignalConfig, path: str) -> tuple[int, Any]:
-    try:
-        with urllib.request.urlopen(signal.url(path), timeout=HTTP_TIMEOUT_S) as response:
-            body = response.read()
-            return response.status, json.loads(body) if body else None
-    except urllib.error.HTTPError as exc:
-        return exc.code, None
-
-
-def _signal(config: AppConfig, waiting: tuple[int, datetime | None] | None) -> list[Check]:
-    assert config.signal is not None
-    service, account = config.signal.service, config.signal.account
-    checks: list[Check] = []
-    up = "docker compose -f deploy/docker-compose.yml up -d (see the README, 'Signal')"
-    try:
-        status, _ = _get(config.signal, "/v1/health")
-        about_status, about = _get(config.signal, "/v1/about")
-    except (OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        return [Check("signal", "fail", f"{service} cannot be reached: {reason}", up)]
-    if status != 204 or about_status != 200 or not isinstance(about, dict):
-        return [Check("signal", "fail", f"{service} does not answer as signal-cli-rest-api", up)]
-    mode, version = about.get("mode"), str(about.get("version", "?"))
-    if mode != "json-rpc":
-        checks.append(
-            Check(
-                "signal",
-                "fail",
-                f"{service} runs in {mode} mode; moltsched needs json-rpc",
-                "set MODE=json-rpc for the container (deploy/docker-compose.yml does)",
-            )
-        )
-    elif version != "unset" and _version(version) < MIN_SIGNAL_API:
-        checks.append(
-            Check(
-                "signal",
-                "fail",
-                f"{service}: signal-cli-rest-api {version}; 0.101 or later is needed",
-                "pull a newer bbernhard/signal-cli-rest-api image",
-            )
-        )
-    else:
-        checks.append(Check("signal", "ok", f"{service}: json-rpc mode, version {version}"))
-    try:
-        accounts_status, accounts = _get(config.signal, "/v1/accounts")
-    except (OSError, ValueError) as exc:
-        accounts_status, accounts = 0, str(exc)
-    if accounts_status == 200 and isinstance(accounts, list):
-        if account in accounts:
-            checks.append(Check("signal account", "ok", f"{account} is registered"))
-        else:
-            checks.append(
-                Check(
-                    "signal account",
-                    "fail",
-                    f"{account} is not registered with {service}",
-                    "link or register it (see the README, 'Signal')",
-                )
-            )
-    else:
-        checks.append(
-            Check("signal account", "warn", f"could not list the accounts of {service}", "")
-        )
-    if waiting is not None:
-        count, oldest = waiting
-        if count == 0:
-            checks.append(Check("alerts", "ok", "no alerts waiting"))
-        else:
-            assert oldest is not None
-            age = (datetime.now(UTC) - oldest).total_seconds()
-            checks.append(
-                Check(
-                    "alerts",
-                    "warn" if age < 3600 else "fail",
-                    f"{count} alert(s) waiting, the oldest for {_age(age)}",
-                    "they go out once Signal delivers again; see the daemon's log",
-                )
-            )
-    return checks
-
-
-def _version(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(p) for p in text.split(".")[:2])
-    except ValueError:
-        return (0,)
-
-
-def _age(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.1f}h"
 
 
 def _unit() -> Check | None:

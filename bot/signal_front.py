@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections import OrderedDict, deque
@@ -24,7 +25,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import ClientResponseError
+from aiohttp import ClientResponse, ClientResponseError, ClientSession
 from signalbot import SendMessage, SignalAPIError, SignalBot
 
 from bot.envelope import Decision, Gate, Verdict
@@ -52,6 +53,7 @@ SERVICE_TIMEOUT_S = 30.0
 RATE_LIMIT_HOLD_S = 60.0
 RATE_LIMIT_HOLD_MAX_S = 3600.0
 SEEN_KEPT = 2000
+SAID_MAX = 64 * 1024  # an error answer's body is read up to this (its first line is kept)
 UNREADABLE_QUIET_S = 3600.0  # an admin's unreadable messages are said at most this often
 # Replies waiting for the limiter, per chat, beyond what it lets go at once: past this many
 # the oldest go, and the next reply says how many (a flood of commands, not a person, fills it).
@@ -90,12 +92,38 @@ def bot_config(config: SignalConfig) -> dict[str, Any]:
     }
 
 
+async def _said(response: ClientResponse) -> None:
+    """signalbot's session checks each answer here: one that is not a success raises with
+    what signal-cli-rest-api said (`{"error": ...}`, or its text), which signalbot's own
+    check never reads ("400, Bad Request" tells the owner nothing)."""
+    if response.ok:
+        return
+    said = ""
+    with contextlib.suppress(Exception):  # no body, a cut one, one that is not text
+        if (response.content_length or SAID_MAX + 1) <= SAID_MAX:
+            said = (await response.read()).decode()
+            with contextlib.suppress(ValueError, AttributeError):
+                said = str(json.loads(said).get("error") or "")
+    line = safe_text(said.strip().partition("\n")[0])[:300]
+    raise ClientResponseError(
+        response.request_info,
+        response.history,
+        status=response.status,
+        message=line or response.reason or "",
+        headers=response.headers,
+    )
+
+
 class SignalNotConnected(ConnectionError):
     """The bot has no working connection to signal-cli-rest-api right now."""
 
 
 class SignalRateLimited(ConnectionError):
     """Signal said the account sends too much: every send waits (`Limiter.hold`)."""
+
+
+class SignalRefused(ConnectionError):
+    """signal-cli-rest-api answered a send with an error; the message says what it said."""
 
 
 class SignalFront:
@@ -134,6 +162,8 @@ class SignalFront:
         quiet_signalbot()  # before: its notices while it is made; after: its own handler
         self._bot = SignalBot(bot_config(self.config))
         quiet_signalbot()
+        # signalbot makes its session at the first request; this one is made first (`_said`).
+        self._bot._signal._sessions._session = ClientSession(raise_for_status=_said)
         backoff = previous = RECONNECT_FIRST_S
         failures = 0  # in a row; a failure is logged once per back-off step, not per attempt
         try:
@@ -222,8 +252,13 @@ class SignalFront:
             raise TimeoutError(f"Signal did not answer within {SERVICE_TIMEOUT_S:g} s") from None
         except SignalAPIError as exc:
             cause = exc.__cause__
-            if not isinstance(cause, ClientResponseError) or cause.status != 429:
+            if not isinstance(cause, ClientResponseError):
                 raise
+            if cause.status != 429:  # in a line for the log and the outbox (doctor shows it)
+                said = f"{self.config.service} refused it (HTTP {cause.status}): {cause.message}"
+                if "untrusted" in cause.message:  # signal-cli's word when a key has changed
+                    said += f" ({recipient}'s safety number changed: `moltsched doctor` says how)"
+                raise SignalRefused(said) from None
             self._rate_limited()
             held = self.limiter.held_for()
             raise SignalRateLimited(

@@ -134,6 +134,7 @@ class SignalService:
         self.sent_at: list[float] = []  # when each was accepted (time.monotonic)
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request
         self.send_status: int | None = None  # answer sends with this status, if set
+        self.send_error = "emulated failure"  # and with this error (429 has its own)
         # Paths whose requests are taken and never answered, as a stuck service does
         # ("/v2/send", "/v1/health"); they are let go when the service stops.
         self.hanging: set[str] = set()
@@ -278,7 +279,7 @@ class SignalService:
             self.refused_sends += 1
             if self.send_status == 429:  # signal-cli's rate limit, as the REST layer words it
                 return self._json(RATE_LIMITED | {"account": self.account}, 429)
-            return self._json({"error": "emulated failure"}, self.send_status)
+            return self._json({"error": self.send_error}, self.send_status)
         if not isinstance(body, dict) or not body.get("recipients"):
             return self._json({"error": "please provide at least one recipient"}, 400)
         self.sent.append(body)

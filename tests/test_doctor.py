@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from pathlib import Path
 
 from support.daemon import DaemonProcess
-from support.signal_service import ACCOUNT, SignalService
-from tests.helpers import acli
+from support.signal_service import ACCOUNT, ALICE, SignalService
+from tests.helpers import acli, wait_for
 
 
 def checks(stdout: str) -> dict[str, dict[str, str]]:
@@ -68,6 +69,40 @@ async def test_everything_in_order_then_signal_in_the_wrong_mode(tmp_path: Path)
             assert unregistered["signal account"]["status"] == "fail"
         finally:
             await asyncio.to_thread(daemon.stop)
+
+
+async def test_an_alert_the_service_refuses_says_why(tmp_path: Path) -> None:
+    """signal-cli-rest-api says why it refused a send in its answer (`{"error": ...}`), which
+    signalbot never reads: the log said only "400, message='Bad Request'", and doctor that
+    alerts were waiting. Now the service's words are in the log, in the outbox, and in
+    doctor's alerts check; for a recipient whose key changed, with what to do."""
+    untrusted = "Unable to complete request due to untrusted recipient keys"
+    async with SignalService() as service:
+        config = write_config(
+            tmp_path,
+            f'signal:\n  service: {service.service}\n  account: "{ACCOUNT}"\n'
+            f'  admins: ["{ALICE}"]\n',
+        )
+        (tmp_path / "tasks" / "t.sh").write_text("exit 3\n")
+        service.send_status, service.send_error = 400, untrusted
+        daemon = DaemonProcess(config)
+        await asyncio.to_thread(daemon.start)
+        try:
+            await service.wait_connected()
+            assert (await acli("run", "t", config=config)).returncode == 1
+            with sqlite3.connect(daemon.db) as db:
+                query = "SELECT last_error FROM outbox WHERE last_error IS NOT NULL"
+                await wait_for(lambda: db.execute(query).fetchone() is not None)
+                ((stored,),) = db.execute(query).fetchall()
+            assert untrusted in stored and "HTTP 400" in stored, stored
+            alerts = checks((await acli("--json", "doctor", config=config)).stdout)["alerts"]
+            assert untrusted in alerts["detail"], alerts
+            assert "trust" in alerts["fix"] and ALICE in alerts["fix"], alerts
+        finally:
+            await asyncio.to_thread(daemon.stop)
+        logged = daemon.log.read_text()
+        assert f"alert to {ALICE} not delivered (attempt 1): " in logged
+        assert untrusted in logged and "Bad Request" not in logged
 
 
 async def test_a_damaged_database_and_an_invalid_file(tmp_path: Path) -> None:

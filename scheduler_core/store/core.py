@@ -33,7 +33,6 @@ import aiosqlite
 from scheduler_core.errors import StoreError, database_files, lost_schema, make_state_dir, translate
 from scheduler_core.migrations import MIGRATIONS, objects
 from scheduler_core.model import Retention
-from scheduler_core.record import Record
 from scheduler_core.store.files import identity, made_for_its_folder, os_error, swap_in
 from scheduler_core.store.health import WriteHealth
 
@@ -316,42 +315,6 @@ class StoreCore:
             raise translate(exc, self.path) from exc
         except ValueError as exc:
             raise StoreError(f"database unavailable: {exc}") from exc
-
-
-class Inspection(Record):
-    """What `moltsched doctor` reads from a database, without changing it."""
-
-    problem: str | None  # None: `PRAGMA quick_check` says ok
-    alerts_waiting: int = 0
-    oldest_alert: datetime | None = None
-
-
-def inspect(path: Path) -> Inspection:
-    """Open the database read-only and check it (`quick_check`); StoreError if it cannot
-    be opened at all (missing, no permission). Never writes, never creates the file."""
-    if not path.exists():
-        raise StoreError(f"the database {path} does not exist yet", "missing")
-    database_files(path)
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2)
-    except sqlite3.Error as exc:
-        raise translate(exc, path) from exc
-    try:
-        version = _known_schema(db, path)
-        (verdict,) = db.execute("PRAGMA quick_check(5)").fetchone()
-        if verdict != "ok":
-            return Inspection(f"quick_check: {verdict}")
-        if version < len(MIGRATIONS):  # the daemon brings it up to date as it starts
-            return Inspection(None)
-        _whole(db, path)
-        count, oldest = db.execute(
-            "SELECT COUNT(*), MIN(created) FROM outbox WHERE sent IS NULL"
-        ).fetchone()
-        return Inspection(None, count, from_epoch(oldest))
-    except sqlite3.Error as exc:
-        raise translate(exc, path) from exc
-    finally:
-        db.close()
 
 
 def _known_schema(db: sqlite3.Connection, path: Path) -> int:
