@@ -17,20 +17,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
-from aiohttp import ClientResponse, ClientResponseError, ClientSession
+from aiohttp import ClientConnectorError, ClientResponseError
 from signalbot import SendMessage, SignalAPIError, SignalBot
 
 from bot.envelope import Decision, Gate, Verdict
 from bot.limiter import Limiter
 from bot.logs import quiet_signalbot
+from bot.signal_client import close_storage, signal_bot
 from config.loader import SignalConfig
 from scheduler_core.errors import log_failure
 from scheduler_core.safe import safe_text
@@ -53,11 +52,11 @@ SERVICE_TIMEOUT_S = 30.0
 RATE_LIMIT_HOLD_S = 60.0
 RATE_LIMIT_HOLD_MAX_S = 3600.0
 SEEN_KEPT = 2000
-SAID_MAX = 64 * 1024  # an error answer's body is read up to this (its first line is kept)
 UNREADABLE_QUIET_S = 3600.0  # an admin's unreadable messages are said at most this often
 # Replies waiting for the limiter, per chat, beyond what it lets go at once: past this many
 # the oldest go, and the next reply says how many (a flood of commands, not a person, fills it).
 QUEUED_MAX = 5
+REPLY_RETRY_S = 30.0  # a reply that found no connection is tried again at the next, or after this
 
 
 @dataclass
@@ -67,51 +66,7 @@ class _Mailbox:
     queue: deque[tuple[str | None, tuple[str, str]]] = field(default_factory=deque)
     dropped: int = 0
     pump: asyncio.Task[None] | None = None
-
-
-def close_storage(bot: SignalBot) -> None:
-    """signalbot opens an SQLite connection for its storage and has nothing that closes it:
-    left to the collector, Python 3.13 warns of it."""
-    sqlite = getattr(bot.storage, "_sqlite", None)
-    if sqlite is not None:
-        sqlite.close()
-
-
-def bot_config(config: SignalConfig) -> dict[str, Any]:
-    """signalbot's configuration for ours."""
-    return {
-        "phone_number": config.account,
-        "signal_service": config.address,
-        # What was written: `https://` must never fall back to HTTP (as signalbot's AUTO does
-        # when TLS fails, which anyone between could make happen).
-        "connection_mode": {True: "https_only", False: "http_only", None: "auto"}[config.tls],
-        "download_attachments": False,
-        "retry_interval": 1,
-        # Nothing is kept in signalbot's storage; saying so drops its warning about it.
-        "storage": {"type": "in-memory"},
-    }
-
-
-async def _said(response: ClientResponse) -> None:
-    """signalbot's session checks each answer here: one that is not a success raises with
-    what signal-cli-rest-api said (`{"error": ...}`, or its text), which signalbot's own
-    check never reads ("400, Bad Request" tells the owner nothing)."""
-    if response.ok:
-        return
-    said = ""
-    with contextlib.suppress(Exception):  # no body, a cut one, one that is not text
-        if (response.content_length or SAID_MAX + 1) <= SAID_MAX:
-            said = (await response.read()).decode()
-            with contextlib.suppress(ValueError, AttributeError):
-                said = str(json.loads(said).get("error") or "")
-    line = safe_text(said.strip().partition("\n")[0])[:300]
-    raise ClientResponseError(
-        response.request_info,
-        response.history,
-        status=response.status,
-        message=line or response.reason or "",
-        headers=response.headers,
-    )
+    away: bool = False  # its last send found no connection (said once)
 
 
 class SignalNotConnected(ConnectionError):
@@ -140,6 +95,7 @@ class SignalFront:
         self._seen: OrderedDict[tuple[str, int], None] = OrderedDict()
         self._closing = False
         self._stopped = asyncio.Event()
+        self._connects = asyncio.Event()  # set (and made anew) at each connection
         self._handlers: set[asyncio.Task[None]] = set()
         self.limiter = Limiter(config.send_per_minute, config.send_burst)
         self._hold_s = 0.0  # the last rate-limit hold; 0 once a send went through again
@@ -160,10 +116,8 @@ class SignalFront:
     async def run(self) -> None:
         """Stay connected until `close()`."""
         quiet_signalbot()  # before: its notices while it is made; after: its own handler
-        self._bot = SignalBot(bot_config(self.config))
+        self._bot = signal_bot(self.config)
         quiet_signalbot()
-        # signalbot makes its session at the first request; this one is made first (`_said`).
-        self._bot._signal._sessions._session = ClientSession(raise_for_status=_said)
         backoff = previous = RECONNECT_FIRST_S
         failures = 0  # in a row; a failure is logged once per back-off step, not per attempt
         try:
@@ -173,6 +127,8 @@ class SignalFront:
                         await self._start_up()
                         self._ready = True
                     self.connected = True
+                    self._connects.set()
+                    self._connects = asyncio.Event()
                     if failures:
                         log.info(
                             "Signal connected to %s again, after %d failed attempt(s)",
@@ -228,6 +184,7 @@ class SignalFront:
         """Stop: finish answering, then close signalbot's session (never `SignalBot.stop()`)."""
         self._closing = True
         self._stopped.set()
+        self._connects.set()  # replies waiting for a connection wait no more
         if self._handlers:
             await asyncio.wait(self._handlers, timeout=5)
         for box in self._boxes.values():
@@ -252,6 +209,8 @@ class SignalFront:
             raise TimeoutError(f"Signal did not answer within {SERVICE_TIMEOUT_S:g} s") from None
         except SignalAPIError as exc:
             cause = exc.__cause__
+            if isinstance(cause, ClientConnectorError):  # nothing was sent
+                raise SignalNotConnected(f"{self.config.service} cannot be reached") from None
             if not isinstance(cause, ClientResponseError):
                 raise
             if cause.status != 429:  # in a line for the log and the outbox (doctor shows it)
@@ -387,10 +346,24 @@ class SignalFront:
                 notes.append(f"({box.dropped} earlier repl(ies) dropped: too many at once)")
                 box.dropped = 0
             message = "\n".join([text, *notes])
+            connects = self._connects
             try:
                 await self.send(chat, message)
+                box.away = False
             except SignalRateLimited:
                 box.queue.appendleft((message, same))  # it goes when the hold is over
+            except SignalNotConnected as exc:
+                # Nothing went (a restart of the service, say, while a `run:x` ran): the answer
+                # goes at the next connection, or is tried again after REPLY_RETRY_S.
+                if not box.away:
+                    log.warning("Signal: could not answer in %s: %s; waiting for it", chat, exc)
+                box.away = True
+                box.queue.appendleft((message, same))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(connects.wait(), REPLY_RETRY_S)
+                if self._closing:
+                    log.warning("Signal: stopping; answers to %s not sent", chat)
+                    return
             except Exception as exc:
                 log.warning("Signal: could not answer in %s: %s", chat, exc)
         if self._boxes.get(chat) is box:

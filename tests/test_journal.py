@@ -17,7 +17,8 @@ import pytest
 
 import bot.signal_front as front_module
 from bot.logs import Unblocked, quiet_signalbot, setup_logging
-from bot.signal_front import SignalFront, bot_config, close_storage
+from bot.signal_client import bot_config, close_storage
+from bot.signal_front import SignalFront
 from config.loader import SignalConfig
 from scheduler_core.store import Store
 from tests.helpers import MOLTSCHED, cli, wait_for, wait_sync

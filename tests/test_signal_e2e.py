@@ -48,11 +48,13 @@ async def start_daemon(
     (tmp_path / "tasks").mkdir(exist_ok=True)
     (tmp_path / "tasks" / "ok.sh").write_text("echo all good\n")
     (tmp_path / "tasks" / "bad.sh").write_text("echo 'disk full' >&2; exit 5\n")
+    (tmp_path / "tasks" / "slow.sh").write_text("while [ ! -e go ]; do sleep 0.05; done\n")
     config = tmp_path / "moltsched.yaml"
     config.write_text(f"""
 tasks:
   - {{id: ok, script: ok.sh, cron: "0 0 1 1 *"}}
   - {{id: bad, script: bad.sh, cron: "0 0 1 1 *"}}
+  - {{id: slow, script: slow.sh, cron: "0 0 1 1 *"}}
 signal:
   service: {service.service}
   account: "{ACCOUNT}"
@@ -86,7 +88,7 @@ async def test_who_may_command_and_how_they_are_answered(
     try:
         (reply,) = await answers(service, text("  Status "))
         assert reply["recipients"] == [ALICE_UUID] and reply["number"] == ACCOUNT
-        assert reply["message"].startswith("2 task(s), daemon running, Signal connected")
+        assert reply["message"].startswith("3 task(s), daemon running, Signal connected")
 
         ack, result = await answers(service, text("run:ok"), 2)
         assert ack["message"] == "Started ok."
@@ -212,6 +214,31 @@ async def test_the_bot_reconnects_and_alerts_arrive_once(
         assert await stop_daemon(proc) == 0
 
 
+async def test_the_result_of_a_run_waits_out_a_restart_of_the_service(
+    tmp_path: Path, service: SignalService
+) -> None:
+    """`run:x` is acknowledged at once and answered again when the run ends. When the
+    service is away at that moment (a restart, an image update), the answer waits for it to
+    come back, and goes once. Before, it was dropped with a line in the log, and the owner
+    never heard how the run ended."""
+    proc = await start_daemon(tmp_path, service)
+    try:
+        (ack,) = await answers(service, text("run:slow"))
+        assert ack["message"] == "Started slow.", ack
+        await service.stop()
+        (tmp_path / "tasks" / "go").touch()  # the run ends while the service is away
+        log = tmp_path / "daemon.log"
+        await wait_for(lambda: "could not answer in" in log.read_text(), 20)
+        sent = len(service.sent)
+        await service.start()  # back, same port
+        (result,) = (await service.wait_sent(sent + 1, timeout=20))[sent:]
+        assert result["message"].startswith("slow: success"), result
+        assert result["recipients"] == [ALICE_UUID]
+        await only_help_answered(service)  # and nothing else was sent meanwhile
+    finally:
+        assert await stop_daemon(proc) == 0
+
+
 async def test_the_service_down_at_start(tmp_path: Path) -> None:
     """The scheduler runs without Signal; the bot connects when the service appears."""
     service = SignalService()
@@ -314,7 +341,7 @@ async def test_a_service_written_with_https_is_never_spoken_to_without_tls(
     which speaks plain HTTP: a real SignalBot made as the daemon makes it, and doctor."""
     from signalbot import SignalBot
 
-    from bot.signal_front import bot_config, close_storage
+    from bot.signal_client import bot_config, close_storage
     from config.loader import load_config
 
     config = tmp_path / "moltsched.yaml"

@@ -14,7 +14,7 @@ import json
 import aiohttp
 from signalbot import DataMessageContext, DataMessageHandler, SendMessage, SignalBot
 
-from bot.signal_front import close_storage
+from bot.signal_client import close_storage
 from support.signal_service import ACCOUNT, ALICE_UUID, GROUP_ID, SignalService
 from tests.helpers import REPO
 

@@ -1,0 +1,70 @@
+"""signalbot, made as the daemon uses it: its configuration for ours (`bot_config`), a session
+that says why signal-cli-rest-api refused a request (`said`), and closing what signalbot
+leaves open (`close_storage`)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any
+
+from aiohttp import ClientResponse, ClientResponseError, ClientSession
+from signalbot import SignalBot
+
+from config.loader import SignalConfig
+from scheduler_core.safe import safe_text
+
+SAID_MAX = 64 * 1024  # an error answer's body is read up to this (its first line is kept)
+
+
+def signal_bot(config: SignalConfig) -> SignalBot:
+    """A SignalBot for `config`, its session made now (in the event loop) with `said`."""
+    bot = SignalBot(bot_config(config))
+    # signalbot makes its session at the first request, if it has none (a private: 2.2.x).
+    bot._signal._sessions._session = ClientSession(raise_for_status=said)
+    return bot
+
+
+def close_storage(bot: SignalBot) -> None:
+    """signalbot opens an SQLite connection for its storage and has nothing that closes it:
+    left to the collector, Python 3.13 warns of it."""
+    sqlite = getattr(bot.storage, "_sqlite", None)
+    if sqlite is not None:
+        sqlite.close()
+
+
+def bot_config(config: SignalConfig) -> dict[str, Any]:
+    """signalbot's configuration for ours."""
+    return {
+        "phone_number": config.account,
+        "signal_service": config.address,
+        # What was written: `https://` must never fall back to HTTP (as signalbot's AUTO does
+        # when TLS fails, which anyone between could make happen).
+        "connection_mode": {True: "https_only", False: "http_only", None: "auto"}[config.tls],
+        "download_attachments": False,
+        "retry_interval": 1,
+        # Nothing is kept in signalbot's storage; saying so drops its warning about it.
+        "storage": {"type": "in-memory"},
+    }
+
+
+async def said(response: ClientResponse) -> None:
+    """signalbot's session checks each answer here: one that is not a success raises with
+    what signal-cli-rest-api said (`{"error": ...}`, or its text), which signalbot's own
+    check never reads ("400, Bad Request" tells the owner nothing)."""
+    if response.ok:
+        return
+    said = ""
+    with contextlib.suppress(Exception):  # no body, a cut one, one that is not text
+        if (response.content_length or SAID_MAX + 1) <= SAID_MAX:
+            said = (await response.read()).decode()
+            with contextlib.suppress(ValueError, AttributeError):
+                said = str(json.loads(said).get("error") or "")
+    line = safe_text(said.strip().partition("\n")[0])[:300]
+    raise ClientResponseError(
+        response.request_info,
+        response.history,
+        status=response.status,
+        message=line or response.reason or "",
+        headers=response.headers,
+    )
