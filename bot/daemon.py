@@ -266,12 +266,12 @@ async def _serve_started(
         daemon = Daemon(engine)
         outbox: Outbox | None = None
         if config.signal is not None:
-            # Imported only when configured: signalbot brings aiohttp and more, which a daemon
-            # without Signal should not carry (see the RSS benchmark).
+            # Only when configured: signalbot and aiohttp are most of the RSS of a daemon.
             from bot.signal_front import SignalFront
 
             daemon.signal = SignalFront(config.signal, daemon.replies, store)
             outbox = engine.deliver_alerts(daemon.signal, daemon.signal.limiter)
+            daemon.signal.on_connect = outbox.connected
         fallback, stale = daemon.fallback, daemon.stale = engine.alert_watches()
         alarm = WriteAlarm(
             scheduler, engine.recipients, engine.clock, daemon.signal, fallback, engine.remind_every

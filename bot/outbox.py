@@ -70,19 +70,29 @@ class Outbox(TimedLoop):
         super().__init__(clock)
         self.store = store
         self.sender = sender
+        self._retry_now = False  # see `connected`
         self.limiter = limiter
 
     async def step(self) -> datetime | None:
         return await self.deliver_due()
+
+    def connected(self) -> None:
+        """Signal is connected (again): every alert waiting for its retry goes now, not when
+        its back-off (up to BACKOFF_MAX_S, after a long outage) ends."""
+        self._retry_now = True
+        self.wake()
 
     async def deliver_due(self) -> datetime | None:
         """Send what is due, oldest first, one message per recipient (a digest if several are
         due); the time to look again, or None if nothing waits. Each recipient's alerts are
         read apart (`pending_alerts`): one whose sends keep failing holds up no one else."""
         pending = await self.store.pending_alerts(DIGEST_MAX)
+        retry_now, self._retry_now = self._retry_now, False
         if not pending:
             return None
         now = self.clock.now()
+        if retry_now:
+            pending = [i._replace(next_attempt=min(i.next_attempt, now)) for i in pending]
         by_recipient: dict[str, list[OutboxItem]] = {}
         for item in pending:
             by_recipient.setdefault(item.recipient, []).append(item)

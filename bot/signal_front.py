@@ -96,6 +96,7 @@ class SignalFront:
         self._closing = False
         self._stopped = asyncio.Event()
         self._connects = asyncio.Event()  # set (and made anew) at each connection
+        self.on_connect: Callable[[], None] | None = None  # called at each connection
         self._handlers: set[asyncio.Task[None]] = set()
         self.limiter = Limiter(config.send_per_minute, config.send_burst)
         self._hold_s = 0.0  # the last rate-limit hold; 0 once a send went through again
@@ -129,6 +130,8 @@ class SignalFront:
                     self.connected = True
                     self._connects.set()
                     self._connects = asyncio.Event()
+                    if self.on_connect is not None:
+                        self.on_connect()
                     if failures:
                         log.info(
                             "Signal connected to %s again, after %d failed attempt(s)",

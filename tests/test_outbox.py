@@ -237,6 +237,29 @@ async def front_on(
         await store.close()
 
 
+async def test_alerts_waiting_for_a_retry_go_as_soon_as_signal_is_back(
+    settings: EngineSettings,
+) -> None:
+    """After a long outage an alert's next try can be minutes away (its back-off doubles up
+    to BACKOFF_MAX_S). When the bot connects again, what waits goes at once, without the
+    clock moving on; before, it waited out the back-off."""
+    store = await Store.open(settings.db_path)
+    clock = ManualClock()
+    await store.queue_alert("t", "failure", [(ALICE, "t failed")], clock.now(), clock.now())
+    async with SignalService() as service:
+        await service.stop()  # away before the bot ever connects
+        async with front_on(service, store) as front:
+            outbox = Outbox(store, front, clock=clock, limiter=front.limiter)
+            front.on_connect = outbox.connected  # as the daemon wires them
+            later = await outbox.deliver_due()
+            assert later is not None and later > clock.now() and service.sent == []
+            await service.start()  # back, same port
+            await wait_for(lambda: front.connected, 20)
+            assert await outbox.deliver_due() is None
+            (alert,) = service.sent
+            assert alert["message"] == "t failed" and alert["recipients"] == [ALICE]
+
+
 async def test_a_send_the_service_takes_and_never_answers_is_given_up(
     settings: EngineSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
