@@ -216,15 +216,16 @@ class Daemon:
             return 0, message
 
     def _apply_alerts(self, new: AppConfig) -> None:
-        """The fallback command and max_age apply at once; adding a fallback command where
-        there was none takes a restart."""
+        """The fallback command (none: it runs no more) and max_age apply at once; adding a
+        fallback command where there was none takes a restart."""
         if self.fallback is not None:
-            if new.alerts.fallback_command:
-                self.fallback.argv = new.alerts.fallback_command
+            self.fallback.argv = new.alerts.fallback_command  # none: it runs no more
             self.fallback.after = timedelta(seconds=new.alerts.fallback_after)
             self.fallback.wake()
         elif new.alerts.fallback_command:
             log.warning("alerts.fallback_command was added; it applies after a restart")
+        if new.alerts_unheard:
+            log.warning(UNHEARD)
         if self.stale is not None:
             self.stale.wake()
 
@@ -238,16 +239,14 @@ class Daemon:
     def _apply_signal(self, new: AppConfig) -> None:
         """Admins, groups, alert recipients and the alert policy apply at once; a different
         service, account, or adding or removing Signal takes a restart."""
-        old_signal, new_signal = self.config.signal, new.signal
-        if (old_signal is None) != (new_signal is None) or (
-            old_signal is not None
-            and new_signal is not None
-            and (old_signal.service, old_signal.account) != (new_signal.service, new_signal.account)
-        ):
+        before, after = (
+            (c.service, c.account) if c else None for c in (self.config.signal, new.signal)
+        )
+        if before != after:
             log.warning("the signal: section changed in a way that takes a restart")
             return
-        if self.signal is not None and new_signal is not None:
-            self.signal.update(new_signal)
+        if self.signal is not None and new.signal is not None:
+            self.signal.update(new.signal)
 
 
 async def _serve_started(

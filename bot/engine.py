@@ -85,7 +85,7 @@ class Engine:
         """A reload: recipients and the alert policy apply to the next run."""
         self.config = config
         if self.alerter is not None:
-            self.alerter.recipients = recipients_of(config) or self.alerter.recipients
+            self.alerter.recipients = recipients_of(config)  # none: alerts are queued no more
             self.alerter.policy = policy_of(config)
 
 

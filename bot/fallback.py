@@ -60,7 +60,10 @@ class Fallback(TimedLoop):
         self._failures: dict[Key, tuple[int, datetime]] = {}  # attempts, and when to try again
 
     async def step(self) -> datetime | None:
-        """Run the command for each alert that is due for it; when to look again."""
+        """Run the command for each alert that is due for it; when to look again. With no
+        command (a reload removed it), none: what waits, waits for Signal or a restart."""
+        if not self.argv:
+            return None
         pending = await self.store.pending_alerts(BATCH, signal=False)
         alerts: dict[Key, list[OutboxItem]] = {}
         for item in pending:

@@ -169,7 +169,7 @@ class Alerter:
             wake()
 
     async def on_finish(self, spec: TaskSpec, result: RunResult, state: TaskState) -> None:
-        if not spec.alert or not self.recipients:
+        if not spec.alert:
             return
         if result.retry_at is not None:
             return  # a run and its retries are one failure: the last of them decides
@@ -184,9 +184,9 @@ class Alerter:
             kind = decide(
                 self.policy, result.outcome, state.consecutive_failures, state.alerted_at, now
             )
-        if kind is None:
+        if kind is None or not self.recipients:  # nothing to say, or no one to tell (a reload)
             if state.alerted_at is not None and result.outcome is Outcome.SUCCESS:
-                # Recovered with recovery messages off: the next failure alerts afresh.
+                # Recovered, unsaid: the next failure alerts afresh.
                 await self.store.queue_alert(spec.id, "reset", [], None, now)
             return
         text = alert_text(

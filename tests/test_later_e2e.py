@@ -331,3 +331,35 @@ def test_a_fallback_command_that_writes_without_end_costs_its_last_lines(
     wait_sync(lambda: "last words" in daemon.log.read_text(), 60, "the fallback's failure")
     assert (proc_status(daemon.pid, "VmHWM") - before) / 1024 < 50  # MB
     assert daemon.stop() == 0
+
+
+def test_a_reload_that_removes_the_fallback_command_stops_it_and_one_that_brings_it_back(
+    tmp_path: Path, daemons: list[DaemonProcess]
+) -> None:
+    """Removed by a reload, `alerts.fallback_command` is run no more (before, the old command
+    took every alert until a restart, though the file no longer named it), and the daemon
+    says that alerts now reach no one; put back by a reload, it delivers again."""
+    config = write_setup(
+        tmp_path,
+        '  - {id: bad, script: bad.sh, cron: "0 0 1 1 *"}\n',
+        {"bad.sh": "exit 3\n"},
+        fallback(tmp_path),
+    )
+    with_fallback = config.read_text()
+    db = tmp_path / "state" / "moltsched.db"
+    d = start(config, daemons)
+    assert cli("run", "bad", config=config).returncode == 1
+    wait_sync(lambda: len(alerts(tmp_path)) == 1, what="the first alert")
+    config.write_text(with_fallback.replace(fallback(tmp_path), ""))
+    assert cli("reload", config=config).returncode == 0
+    assert "fails alerts no one" in d.log.read_text()
+    (tmp_path / "tasks" / "bad.sh").write_text("exit 0\n")
+    assert cli("run", "bad", config=config).returncode == 0
+    # The recovery would be queued before `run` answers: nothing was (no one to tell).
+    assert query(db, "SELECT COUNT(*) FROM outbox") == [(1,)]
+    config.write_text(with_fallback)
+    assert cli("reload", config=config).returncode == 0
+    (tmp_path / "tasks" / "bad.sh").write_text("exit 4\n")
+    assert cli("run", "bad", config=config).returncode == 1
+    wait_sync(lambda: len(alerts(tmp_path)) == 2, what="the alert after the fallback came back")
+    assert [head for head, _ in alerts(tmp_path)] == ["bad failure", "bad failure"]
