@@ -266,3 +266,21 @@ def assert_daemon_refuses(config: Path, said: str) -> None:
         [MOLTSCHED, "--config", str(config), "daemon"], capture_output=True, text=True, timeout=20
     )
     assert daemon.returncode == 3 and said in daemon.stderr.strip().splitlines()[-1], daemon.stderr
+
+
+def test_an_emptied_database_is_said_once_not_taken_silently(config: Path) -> None:
+    """A database file of no bytes (emptied by hand, by a tool, by a restore gone wrong) is a
+    valid empty database to SQLite: the history, checkpoints and pauses it held were gone
+    with nothing said. The first process to open it says so (a command on stderr, the daemon
+    in its log), once: then the file is a database again."""
+    db = made(config)
+    for extra in ("-wal", "-shm"):
+        Path(f"{db}{extra}").unlink(missing_ok=True)
+    os.truncate(db, 0)
+    first = cli("status", "t1", config=config)
+    assert first.returncode == 0, first.stderr
+    (line,) = first.stderr.strip().splitlines()
+    assert "was an empty file" in line and "restore it from a backup" in line, line
+    assert "runs: 0" in first.stdout  # made anew: its history is gone
+    again = cli("status", "t1", config=config)
+    assert again.returncode == 0 and again.stderr == "", again.stderr

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -58,11 +59,18 @@ def _prepare(path: Path, reads_only: bool = False) -> None:
     even with nothing to migrate, so a writer learns now that it cannot write; not a reader,
     which WAL lets through while another process writes."""
     database_files(path)
+    emptied = _size(path) == 0  # to SQLite, a new database: said below
     made_for_its_folder(path)
     db = sqlite3.connect(path, isolation_level=None)
     try:
         db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         version = _known_schema(db, path)
+        if version == 0 and emptied:  # an error: what it held may be lost (the file says no more)
+            log.error(
+                "the database %s was an empty file, so a new one is made in it; if it held the "
+                "scheduler's history, stop the daemon and restore it from a backup",
+                path,
+            )
         (auto_vacuum,) = db.execute("PRAGMA auto_vacuum").fetchone()
         if auto_vacuum != 2:
             # Incremental, so pruning can give space back (`prune_output`). Set before the
@@ -77,6 +85,13 @@ def _prepare(path: Path, reads_only: bool = False) -> None:
         _whole(db, path)
     finally:
         db.close()
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return None
 
 
 async def _connect(
