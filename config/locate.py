@@ -21,6 +21,9 @@ SYSTEM_CONFIG = Path("/etc/moltsched/moltsched.yaml")
 # by mistake (a log, a disk image, /dev/zero), and reading it whole could take the memory of
 # a small server, the daemon's at a reload.
 MAX_FILE_BYTES = 16 * 1024 * 1024
+# A configuration handed over a named pipe (`sops exec-file`) is written at once; a pipe that
+# gives nothing for this long has no writer to wait for.
+PIPE_WAIT_S = 5.0
 
 
 class ConfigNotFound(Exception):
@@ -45,28 +48,64 @@ class FileTooBig(Exception):
         )
 
 
-# What a pipe gave (`--config <(sops -d moltsched.yaml)`): it can be read only once, and a
-# command reads its file twice (`state_dir_hint`, then whole).
-_PIPED: dict[Path, str] = {}
+# What a pipe gave (`--config <(sops -d moltsched.yaml)`), or why it gave nothing: it can be
+# read only once, and a command reads its file twice (`state_dir_hint`, then whole).
+_PIPED: dict[Path, str | OSError] = {}
 
 
 def read_text(path: Path) -> str:
     """The file's text as UTF-8 (a byte order mark is no error), read only up to
     MAX_FILE_BYTES: FileTooBig past it, whatever the file is (a pipe, a device); OSError and
     UnicodeDecodeError as reading gives them."""
-    if path in _PIPED:
-        return _PIPED[path]
-    with open(path, "rb") as f:
-        st = os.fstat(f.fileno())
+    piped = _PIPED.get(path)
+    if isinstance(piped, OSError):
+        raise OSError(*piped.args)
+    if piped is not None:
+        return piped
+    # Not blocking: opened to be read, a named pipe waits for a writer that may never come.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with open(fd, "rb") as f:
+        st = os.fstat(fd)
         if st.st_size > MAX_FILE_BYTES:
             raise FileTooBig()
-        data = f.read(MAX_FILE_BYTES + 1)
+        if stat.S_ISFIFO(st.st_mode):
+            try:
+                data = _from_pipe(fd)
+            except OSError as exc:
+                _PIPED[path] = exc  # waited for once
+                raise
+        else:
+            os.set_blocking(fd, True)
+            data = f.read(MAX_FILE_BYTES + 1)
     if len(data) > MAX_FILE_BYTES:
         raise FileTooBig()
     text = data.decode("utf-8-sig")
     if stat.S_ISFIFO(st.st_mode):
         _PIPED[path] = text
     return text
+
+
+def _from_pipe(fd: int) -> bytes:
+    """What a pipe gives up to its end, or past MAX_FILE_BYTES; OSError when nothing comes
+    for PIPE_WAIT_S (no writer ever opened it, or one stopped without closing it)."""
+    import select
+
+    chunks: list[bytes] = []
+    got = 0
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    while got <= MAX_FILE_BYTES:
+        if not poller.poll(PIPE_WAIT_S * 1000):
+            raise OSError(f"a pipe no one wrote to in {PIPE_WAIT_S:g} s")
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            continue
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
 
 
 # MULTILINE: matched from where a line begins inside the whole text (`state_dir_hint`).

@@ -160,3 +160,47 @@ def _write(root: Path, text: str) -> Path:
     path = root / "moltsched.yaml"
     path.write_text(text)
     return path
+
+
+def test_a_configuration_that_is_a_pipe_no_one_writes_to_is_refused_not_waited_on(
+    tmp_path: Path,
+) -> None:
+    """A named pipe at the configuration's path whose writer never comes: opened to be read,
+    it waited for ever, the daemon deaf to SIGTERM meanwhile. Now, past PIPE_WAIT_S with
+    nothing written, it is a configuration problem (exit 2) like any file that cannot be
+    read; a writer that does come (`sops exec-file`, which hands the file over a named pipe)
+    is read as before."""
+    fifo = tmp_path / "moltsched.yaml"
+    os.mkfifo(fifo)
+    started = [
+        subprocess.Popen(
+            [MOLTSCHED, "--config", str(fifo), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for args in (["status"], ["daemon"])
+    ]
+    try:
+        for proc in started:
+            out, err = proc.communicate(timeout=30)
+            assert proc.returncode == 2, (out, err)
+            assert "a pipe no one wrote to" in err and "Traceback" not in err, err
+    finally:
+        for proc in started:
+            proc.kill()
+
+    (tmp_path / "tasks").mkdir()
+    writer = subprocess.Popen(
+        ["sh", "-c", f'sleep 0.5; printf "tasks: []\\n" > "{fifo}"'], start_new_session=True
+    )
+    try:
+        done = subprocess.run(
+            [MOLTSCHED, "--config", str(fifo), "--json", "status"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert done.returncode == 0 and json.loads(done.stdout)["task_count"] == 0, done.stderr
+    finally:
+        writer.wait(timeout=10)
