@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 
 # The kernel reads at most this much of a `#!` line (BINPRM_BUF_SIZE).
 SHEBANG_MAX = 256
@@ -25,7 +26,12 @@ def script_argv(script: str) -> tuple[str, ...]:
     if known is not None and known[0] == key:
         return known[1]
     try:
-        with open(script, "rb") as f:
+        # Not blocking, and a regular file only: a named pipe there (another task may write
+        # where the scripts are) would hold the daemon's loop; bash reading it holds one run.
+        fd = os.open(script, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with open(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return ("bash", script)
             head = f.read(SHEBANG_MAX)
     except OSError:
         return ("bash", script)

@@ -4,6 +4,7 @@ and nothing a run started outlives it (timeout, normal exit, pause, `run`, shutd
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -133,5 +134,30 @@ def test_a_helper_that_clears_its_environment_is_found_too(tmp_path: Path) -> No
         assert not alive(helper)
         (message,) = query(db, "SELECT message FROM log WHERE action = 'completed'")[0]
         assert "left behind and stopped: " in message and f"(pid {helper})" in message
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_a_script_another_task_turned_into_a_pipe_holds_only_its_own_run(tmp_path: Path) -> None:
+    """A task may write where the scripts are: one that puts a named pipe at another task's
+    script path (or a deploy that does) made the daemon read the pipe's `#!` line in its
+    event loop, and wait there for ever: no run started or ended, no command was answered.
+    Now the run is the one that waits (bash reads the pipe) and ends at its timeout."""
+    config, _ = setup(
+        tmp_path,
+        '  - {id: piped, script: piped.sh, cron: "0 0 1 1 *", timeout: 1s, grace: 1s}\n'
+        '  - {id: other, script: escape.sh, cron: "0 0 1 1 *"}\n',
+    )
+    script = tmp_path / "tasks" / "piped.sh"
+    script.write_text("echo fine\n")
+    daemon = DaemonProcess(config).start()
+    try:
+        script.unlink()
+        os.mkfifo(script)
+        started = time.monotonic()
+        done = cli("--json", "run", "piped", config=config, timeout=30)
+        assert json.loads(done.stdout)["outcome"] == "timeout", done.stdout + done.stderr
+        assert time.monotonic() - started < 20
+        assert cli("run", "other", config=config, timeout=30).returncode == 0
     finally:
         assert daemon.stop() == 0
