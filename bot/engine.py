@@ -48,7 +48,9 @@ class Engine:
     def deliver_alerts(self, sender: Sender, limiter: Limiter | None) -> Outbox:
         """The outbox that sends queued alerts through `sender` (the daemon's Signal front
         end); the alerter wakes it when it queues one."""
-        outbox = Outbox(self.store, sender, clock=self.clock, limiter=limiter)
+        outbox = Outbox(
+            self.store, sender, clock=self.clock, limiter=limiter, recipients=self.recipients
+        )
         if self.alerter is not None:
             self.alerter.deliverers.append(outbox.wake)
         return outbox

@@ -66,10 +66,13 @@ class Outbox(TimedLoop):
         *,
         clock: Clock,
         limiter: Limiter | None = None,
+        recipients: Callable[[], Sequence[str]] | None = None,
     ) -> None:
         super().__init__(clock)
         self.store = store
         self.sender = sender
+        # Whom alerts go to now (a reload changes it): what waits for anyone else is given up.
+        self.recipients = recipients
         self._retry_now = False  # see `connected`
         self.limiter = limiter
 
@@ -97,6 +100,17 @@ class Outbox(TimedLoop):
         for item in pending:
             by_recipient.setdefault(item.recipient, []).append(item)
         later: list[datetime] = []
+        if self.recipients is not None:
+            current = set(self.recipients())
+            if gone := [i for r, items in by_recipient.items() if r not in current for i in items]:
+                await self.store.alerts_dropped(gone, now, "no longer in signal.alert_to")
+                log.warning(
+                    "%d alert(s) given up: %s no longer in signal.alert_to",
+                    len(gone),
+                    ", ".join(sorted({i.recipient for i in gone})),
+                )
+                by_recipient = {r: v for r, v in by_recipient.items() if r in current}
+                later.append(now)  # more of theirs may wait behind these
         for recipient, items in by_recipient.items():
             if items[0].next_attempt > now:
                 later.append(items[0].next_attempt)  # keep the order: nothing after it first

@@ -156,6 +156,33 @@ async def test_a_recipient_who_never_takes_an_alert_holds_up_no_one_else(
     await store.close()
 
 
+async def test_alerts_to_a_recipient_a_reload_removed_are_given_up_and_logged(
+    settings: EngineSettings,
+) -> None:
+    """The owner's number changed, and a reload put the new one in `alert_to`: the alerts
+    still waiting for the old one (a number no longer on Signal) were tried for ever, every
+    few minutes, with nothing the owner could do but edit the database. They are given up,
+    each in the action log, and no longer count as waiting; the new number's go as ever."""
+    store = await Store.open(settings.db_path)
+    clock = ManualClock()
+    service = FlakyService()
+    service.gone = {"+old"}
+    now = clock.now()
+    await store.queue_alert("t", "failure", [("+old", "t failed"), ("+new", "t failed")], now, now)
+    recipients: tuple[str, ...] = ("+old", "+new")
+    outbox = Outbox(store, service, clock=clock, recipients=lambda: recipients)
+    assert await outbox.deliver_due() is not None  # +old refused: tried again later
+    assert service.delivered == [("+new", "t failed")] and service.refused == 1
+    recipients = ("+new",)  # the reload
+    clock.advance(60)
+    while (again := await outbox.deliver_due()) is not None:  # as Outbox.run() would
+        assert again <= clock.now()
+    assert service.refused == 1 and await store.alerts_waiting() == 0
+    dropped = [e for e in await store.logs("t", 20) if e.action == "alert_dropped"]
+    assert [e.message for e in dropped] == ["failure to +old: no longer in signal.alert_to"]
+    await store.close()
+
+
 async def test_alerts_waiting_for_the_fallback_are_waited_for_not_polled(
     settings: EngineSettings,
 ) -> None:

@@ -143,6 +143,32 @@ class AlertAndLogRows(StoreCore):
 
         await self._write(step)
 
+    async def alerts_dropped(self, items: Sequence[OutboxItem], now: datetime, why: str) -> None:
+        """Give up alerts no one is to get any more (channel `dropped`), each logged `why`."""
+        at = now.timestamp()
+
+        async def step(tx: _Tx) -> None:
+            await tx.many(
+                "UPDATE outbox SET sent = ?, channel = 'dropped' WHERE id = ? AND sent IS NULL",
+                [(at, i.id) for i in items],
+            )
+            await tx.many(
+                _LOG_INSERT,
+                [
+                    (
+                        at,
+                        i.task_id,
+                        "alert_dropped",
+                        f"{i.kind} to {i.recipient}: {why}",
+                        None,
+                        None,
+                    )
+                    for i in items
+                ],
+            )
+
+        await self._write(step)
+
     async def alerts_failed(
         self, items: Sequence[OutboxItem], error: str, retry_at: datetime
     ) -> None:
