@@ -54,13 +54,13 @@ async def said(response: ClientResponse) -> None:
     check never reads ("400, Bad Request" tells the owner nothing)."""
     if response.ok:
         return
-    said = ""
+    text = ""
     with contextlib.suppress(Exception):  # no body, a cut one, one that is not text
         if (response.content_length or SAID_MAX + 1) <= SAID_MAX:
-            said = (await response.read()).decode()
+            text = (await response.read()).decode()
             with contextlib.suppress(ValueError, AttributeError):
-                said = str(json.loads(said).get("error") or "")
-    line = safe_text(said.strip().partition("\n")[0])[:300]
+                text = str(json.loads(text).get("error") or "")
+    line = safe_text(text.strip().partition("\n")[0])[:300]
     raise ClientResponseError(
         response.request_info,
         response.history,
