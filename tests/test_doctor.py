@@ -4,6 +4,7 @@ emulator: each check says what it found and how to fix it; exit 1 when any fails
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 from pathlib import Path
@@ -90,7 +91,7 @@ async def test_an_alert_the_service_refuses_says_why(tmp_path: Path) -> None:
         try:
             await service.wait_connected()
             assert (await acli("run", "t", config=config)).returncode == 1
-            with sqlite3.connect(daemon.db) as db:
+            with contextlib.closing(sqlite3.connect(daemon.db)) as db:
                 query = "SELECT last_error FROM outbox WHERE last_error IS NOT NULL"
                 await wait_for(lambda: db.execute(query).fetchone() is not None)
                 ((stored,),) = db.execute(query).fetchall()
