@@ -134,6 +134,13 @@ def _state_dir(state_dir: Path) -> Check:
 
 def _database(db: Path, checks: list[Check]) -> Inspection | None:
     """The database check; the alerts waiting in it (None if it could not be read)."""
+    for path in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
+        owners = stranger_owned(path)
+        if owners is not None:
+            theirs, owner = owners
+            detail = f"{path} is {theirs}'s, not {owner}'s (the owner of its folder)"
+            checks.append(Check("database", "fail", detail, f"chown {owner}: {db}*"))
+            return None
     try:
         found = inspect(db)
     except StoreError as exc:
@@ -148,6 +155,9 @@ def _database(db: Path, checks: list[Check]) -> Inspection | None:
                     "run doctor as the daemon's user to check it",
                 )
             )
+        elif exc.kind == "empty":
+            fix = "if it held the scheduler's history, stop the daemon and restore a backup"
+            checks.append(Check("database", "warn", f"{exc}; the next start makes it anew", fix))
         elif isinstance(exc, OddFile):
             checks.append(Check("database", "fail", exc.what, exc.fix))
         elif exc.kind == "newer":  # not damaged: moving it aside would lose it
@@ -158,13 +168,6 @@ def _database(db: Path, checks: list[Check]) -> Inspection | None:
     if found.problem is not None:
         checks.append(Check("database", "fail", f"{db}: {found.problem}", _DB_FIX))
         return None
-    for path in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
-        owners = stranger_owned(path)
-        if owners is not None:
-            theirs, owner = owners
-            detail = f"{path} is {theirs}'s, not {owner}'s (the owner of its folder)"
-            checks.append(Check("database", "fail", detail, f"chown {owner}: {db}*"))
-            return None
     checks.append(Check("database", "ok", f"{db}: quick_check ok"))
     return found
 

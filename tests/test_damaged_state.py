@@ -277,6 +277,10 @@ def test_an_emptied_database_is_said_once_not_taken_silently(config: Path) -> No
     for extra in ("-wal", "-shm"):
         Path(f"{db}{extra}").unlink(missing_ok=True)
     os.truncate(db, 0)
+    doctor = json.loads(cli("--json", "doctor", config=config).stdout)["checks"]
+    (check,) = [c for c in doctor if c["name"] == "database"]
+    assert check["status"] == "warn" and "an empty file" in check["detail"], check
+    assert "restore" in check["fix"] and db.stat().st_size == 0  # it only looked
     first = cli("status", "t1", config=config)
     assert first.returncode == 0, first.stderr
     (line,) = first.stderr.strip().splitlines()

@@ -28,6 +28,8 @@ def inspect(path: Path) -> Inspection:
     if not path.exists():
         raise StoreError(f"the database {path} does not exist yet", "missing")
     database_files(path)
+    if path.stat().st_size == 0:  # to SQLite, a new database: whatever it held is not in it
+        raise StoreError(f"the database {path} is an empty file", "empty")
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2)
     except sqlite3.Error as exc:
