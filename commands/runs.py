@@ -44,11 +44,15 @@ async def run_later(ctx: Context, task_id: str, when: str) -> Reply:
     spec = ctx.scheduler.spec(task_id)
     try:
         due = parse_when(when, ctx.scheduler.clock.now(), ctx.zone)
-        run = await ctx.scheduler.run_later(spec.id, due, ctx.actor)
+        run, added = await ctx.scheduler.run_later(spec.id, due, ctx.actor)
     except (ValueError, SchedulerError) as exc:
         return usage_error(f"{spec.id}: {exc}")
     now = ctx.scheduler.clock.now()
-    text = f"{spec.id} will run {short_time(run.due, ctx.zone, now)} (in {_ahead(run.due, now)})."
+    when = f"{short_time(run.due, ctx.zone, now)} (in {_ahead(run.due, now)})"
+    if added:
+        text = f"{spec.id} will run {when}."
+    else:  # asked twice: see later.SAME_ONE_SHOT_S
+        text = f"{spec.id} is already set to run {when}; nothing added."
     text += (
         f" cancel:{spec.id} removes it."
         if ctx.chat
@@ -61,7 +65,13 @@ async def run_later(ctx: Context, task_id: str, when: str) -> Reply:
         text += f" {spec.id} is paused: it runs once resumed ({resume})."
     if not ctx.daemon:
         text += " The daemon is not running: it runs once the daemon is up."
-    data = {"scheduled": iso(run.due, ctx.zone), "task": spec.id, "id": run.id, "paused": paused}
+    data = {
+        "scheduled": iso(run.due, ctx.zone),
+        "task": spec.id,
+        "id": run.id,
+        "paused": paused,
+        "added": added,
+    }
     return Reply(text, data)
 
 

@@ -20,6 +20,10 @@ from scheduler_core.store import Store
 # One-shot runs waiting per task, at most: enough for any reminder routine, and a bound on
 # what a confused agent can pile up.
 MAX_ONE_SHOTS = 10
+# A one-shot asked for less than this from one of the same task waiting already is that one:
+# a request said twice (an agent retrying a call that timed out, a message sent again) adds
+# no second run, which would only go right after the first (a task never overlaps itself).
+SAME_ONE_SHOT_S = 60.0
 
 
 class LaterRuns:
@@ -73,33 +77,17 @@ class LaterRuns:
         runs = [r for _, i, r in self._heap if r.task_id == task_id and i not in self._gone]
         return sorted(runs + self._held.get(task_id, []), key=lambda r: (r.due, r.id))
 
-    async def add(
-        self,
-        task_id: str,
-        cause: Cause,
-        due: datetime,
-        now: datetime,
-        *,
-        attempt: int = 0,
-        actor: str | None = None,
-        took_slot: datetime | None = None,
-        note: str = "",
-    ) -> LaterRun | None:
-        """Keep a run for `due`; None if the task has MAX_ONE_SHOTS one-shots waiting."""
-        run = await self.store.add_later(
-            task_id,
-            cause,
-            due,
-            now,
-            attempt=attempt,
-            actor=actor,
-            took_slot=took_slot,
-            note=note,
-            limit=MAX_ONE_SHOTS if cause is Cause.ONE_SHOT else None,
+    async def add_one_shot(
+        self, task_id: str, due: datetime, now: datetime, actor: str | None, note: str
+    ) -> tuple[LaterRun, bool] | None:
+        """Keep a one-shot run for `due`: it and True; the one waiting already less than
+        SAME_ONE_SHOT_S from `due` and False; None if the task has MAX_ONE_SHOTS waiting."""
+        kept = await self.store.add_one_shot(
+            task_id, due, now, actor=actor, note=note, limit=MAX_ONE_SHOTS, near_s=SAME_ONE_SHOT_S
         )
-        if run is not None:
-            self._push(run)
-        return run
+        if kept is not None and kept[1]:
+            self._push(kept[0])
+        return kept
 
     def plan_retry(
         self, spec: TaskSpec, attempt: int, now: datetime, next_slot: datetime | None

@@ -272,9 +272,13 @@ class Requests(Reads):
         assert state is not None  # every configured task has a row
         return state
 
-    async def run_later(self, task_id: str, due: datetime, actor: str | None) -> LaterRun:
-        """A one-shot run at `due`, kept in the store until it starts. SchedulerError if the
-        time is past or too far, or the task has MAX_ONE_SHOTS waiting already."""
+    async def run_later(
+        self, task_id: str, due: datetime, actor: str | None
+    ) -> tuple[LaterRun, bool]:
+        """A one-shot run at `due`, kept in the store until it starts, and True; or the one
+        of the task waiting already near that time (`later.SAME_ONE_SHOT_S`) and False.
+        SchedulerError if the time is past or too far, or the task has MAX_ONE_SHOTS waiting
+        already."""
         spec = self.spec(task_id)
         now = self.clock.now()
         ahead = (due - now).total_seconds()
@@ -283,14 +287,15 @@ class Requests(Reads):
         if ahead > LATER_MAX_S:
             raise SchedulerError("a one-shot run can be at most a year ahead")
         note = f"one-shot run at {due.isoformat(timespec='seconds')} by {actor or 'unknown'}"
-        run = await self._later.add(spec.id, Cause.ONE_SHOT, due, now, actor=actor, note=note)
-        if run is None:
+        kept = await self._later.add_one_shot(spec.id, due, now, actor, note)
+        if kept is None:
             raise SchedulerError(
                 f"{spec.id} has {MAX_ONE_SHOTS} one-shot runs pending already, the most it "
                 f"may have; cancel {spec.id} removes them"
             )
-        self._wake.set()
-        return run
+        if kept[1]:
+            self._wake.set()
+        return kept
 
     async def cancel(self, task_id: str, actor: str | None) -> list[LaterRun]:
         """Remove the task's one-shot runs and retries that have not started; what went.

@@ -125,9 +125,14 @@ def test_one_shot_runs_survive_a_restart_and_can_be_cancelled_within_a_limit(
     assert [p["cause"] for p in status["pending"]] == ["one-shot", "one-shot"]
     assert status["pending"][1]["due"] == f"{tomorrow}T08:00:00+00:00"
     assert "pending: one-shot" in cli("status", "note", config=config).stdout
-    for _ in range(8):
-        assert cli("run", "note", "--in", "2h", config=config).returncode == 0
-    refused = cli("--json", "run", "note", "--in", "3h", config=config)
+    again = cli("--json", "run", "note", "--at", f"{tomorrow}T08:00", config=config)
+    twice = json.loads(again.stdout)
+    assert not twice["added"] and twice["scheduled"] == status["pending"][1]["due"]
+    said = cli("chat", f"run:note at {tomorrow}T08:00:30", config=config).stdout
+    assert said.startswith("note is already set to run ") and "nothing added" in said
+    for hours in range(2, 10):
+        assert cli("run", "note", "--in", f"{hours}h", config=config).returncode == 0
+    refused = cli("--json", "run", "note", "--in", "11h", config=config)
     assert refused.returncode == 2
     assert "10 one-shot runs pending already" in json.loads(refused.stdout)["error"]
     cancelled = json.loads(cli("--json", "cancel", "note", config=config).stdout)

@@ -168,8 +168,8 @@ async def test_a_one_shot_waits_for_its_time_and_for_its_task_and_survives_a_res
     first.end()
     await settled(sched, clock)
     due = t0 + timedelta(minutes=20)
-    run = await sched.run_later("flaky", due, "cli:alice")
-    assert (run.cause, run.due, run.actor) == (Cause.ONE_SHOT, due, "cli:alice")
+    run, added = await sched.run_later("flaky", due, "cli:alice")
+    assert added and (run.cause, run.due, run.actor) == (Cause.ONE_SHOT, due, "cli:alice")
     assert [r.id for r in await sched.pending("flaky")] == [run.id]
     await stop_loop(sched)
     sched, launcher = make_fake([task], clock)
@@ -274,6 +274,40 @@ async def test_one_shots_are_refused_in_the_past_too_far_ahead_or_beyond_the_lim
         await sched.run_later("flaky", now + timedelta(hours=5), None)
     assert len(await sched.cancel("flaky", "cli:alice")) == MAX_ONE_SHOTS
     assert await sched.pending("flaky") == []
+
+
+async def test_a_one_shot_asked_for_again_near_the_same_time_is_the_one_waiting(
+    make_fake: Make, store: Store, tasks_dir: Path
+) -> None:
+    """An agent retrying a call, or a message sent twice, adds no second run: it would only
+    go right after the first. A minute apart they are two runs."""
+    clock = ManualClock()
+    sched, launcher = make_fake([flaky(tasks_dir)], clock)
+    (first,) = await launcher.started(1)
+    first.end()
+    await settled(sched, clock)
+    due = clock.now() + timedelta(minutes=20)
+    run, added = await sched.run_later("flaky", due, "cli:alice")
+    again, added_again = await sched.run_later("flaky", due, "signal:bob")
+    nearly, added_nearly = await sched.run_later("flaky", due + timedelta(seconds=59), None)
+    assert added and not added_again and not added_nearly
+    assert again == run and nearly == run
+    later, added_later = await sched.run_later("flaky", due + timedelta(seconds=60), None)
+    assert added_later and later.id != run.id
+    assert [r.id for r in await store.later_runs("flaky")] == [run.id, later.id]
+    assert [r.id for r in await sched.pending("flaky")] == [run.id, later.id]
+    scheduled = [e for e in await store.logs("flaky", 10) if e.action == "scheduled"]
+    assert len(scheduled) == 2
+    clock.advance(20 * 60)
+    (*_, one_shot) = await launcher.started(2)
+    one_shot.end()
+    await settled(sched, clock)
+    assert await store.later_runs("flaky") == [later]
+    clock.advance(60)
+    (*_, second) = await launcher.started(3)
+    second.end()
+    await settled(sched, clock)
+    assert len(launcher.started_runs) == 3 and await store.later_runs("flaky") == []
 
 
 async def test_cancel_takes_out_a_one_shot_already_waiting_for_a_slot_once(

@@ -46,32 +46,38 @@ async def insert_later(tx: _Tx, run: LaterRun, now: datetime, note: str) -> Late
 
 
 class LaterRows(StoreCore):
-    async def add_later(
+    async def add_one_shot(
         self,
         task_id: str,
-        cause: Cause,
         due: datetime,
         now: datetime,
         *,
-        attempt: int = 0,
-        actor: str | None = None,
-        took_slot: datetime | None = None,
-        note: str = "",
-        limit: int | None = None,
-    ) -> LaterRun | None:
-        """Keep a run for `due`, and log it (`scheduled`, with `note`). None, and nothing
-        kept, when the task has `limit` runs of this cause waiting already."""
+        actor: str | None,
+        note: str,
+        limit: int,
+        near_s: float,
+    ) -> tuple[LaterRun, bool] | None:
+        """Keep a one-shot run for `due`, and log it (`scheduled`, with `note`): the run and
+        True. A one-shot of the task waiting already less than `near_s` from `due` is taken
+        for this one: it and False, nothing kept or logged. None, and nothing kept, when the
+        task has `limit` one-shots waiting."""
+        cause = str(Cause.ONE_SHOT)
 
-        async def step(tx: _Tx) -> LaterRun | None:
-            if limit is not None:
-                (count,) = await tx.row(
-                    "SELECT COUNT(*) FROM later WHERE task_id = ? AND cause = ?",
-                    (task_id, str(cause)),
-                )
-                if count >= limit:
-                    return None
-            run = LaterRun(0, task_id, cause, due, attempt, actor, took_slot)
-            return await insert_later(tx, run, now, note)
+        async def step(tx: _Tx) -> tuple[LaterRun, bool] | None:
+            near = await tx.rows(
+                f"SELECT {_COLUMNS} FROM later WHERE task_id = ? AND cause = ? "
+                "AND abs(due - ?) < ? ORDER BY abs(due - ?) LIMIT 1",
+                (task_id, cause, due.timestamp(), near_s, due.timestamp()),
+            )
+            if near:
+                return _later(near[0]), False
+            (count,) = await tx.row(
+                "SELECT COUNT(*) FROM later WHERE task_id = ? AND cause = ?", (task_id, cause)
+            )
+            if count >= limit:
+                return None
+            run = LaterRun(0, task_id, Cause.ONE_SHOT, due, 0, actor)
+            return await insert_later(tx, run, now, note), True
 
         return await self._write(step)
 
