@@ -247,6 +247,11 @@ class StateLock:
             os.close(fd)  # which lets go of it, if it was taken
         return False
 
+    def unheld(self) -> bool:
+        """Whether no one holds it, no daemon and no foreground run (one whose lock file was
+        removed included): then no run is under way, whatever the database says."""
+        return not self.file_held() and not _dir_held(self.path.parent)
+
     def never_free(self) -> tuple[str, str] | None:
         """Why waiting for it now would wait for ever, and that failure's `kind`: a daemon
         holds it whose control socket is gone, or a foreground run that is an ancestor of

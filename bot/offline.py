@@ -64,8 +64,9 @@ async def _answer(config: AppConfig, request: Request) -> int:
             from scheduler_core.clock import SystemClock
             from scheduler_core.reads import Reads
 
-            tasks = Reads(store, config.tasks, SystemClock())
             holder = _holder(settings.state_dir)
+            unowned = StateLock(settings.state_dir).unheld()  # before the store is read
+            tasks = Reads(store, config.tasks, SystemClock(), unowned=unowned)
             answer = await respond(request, tasks, config.zone, daemon=False, holder=holder)
             return await _print(*answer)
         from bot.engine import build_engine

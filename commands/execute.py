@@ -320,6 +320,9 @@ async def _status_one(ctx: Context, task_id: str) -> Reply:
         lines.append("pending: " + ", ".join(later_text(r, ctx.zone, now) for r in pending))
     if state.last_error:
         lines.append(f"last error: {state.last_error}")
+    if recent and recent[0].outcome is None and state.status is TaskStatus.INTERRUPTED:
+        cut = "its run was cut short (the moltsched running it was killed):"
+        lines.append(f"{cut} the next start stops what it left and resumes it")
     if state.checkpoint:
         lines.append(f"checkpoint: {state.checkpoint[:200]}")
     if recent:

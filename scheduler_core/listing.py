@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, Sequence
 
-from scheduler_core.model import TaskState, shown_status
+from scheduler_core.model import Status, TaskState, shown_status
 from scheduler_core.queue import RunQueue
 from scheduler_core.store import Store
 from scheduler_core.timetable import Timetable
@@ -18,10 +18,16 @@ LISTINGS = 2  # long answers (`status --json`) produced at once; see `iter_state
 
 
 class Listing:
-    def __init__(self, store: Store, queue: RunQueue, timetable: Timetable) -> None:
+    def __init__(
+        self, store: Store, queue: RunQueue, timetable: Timetable, *, unowned: bool = False
+    ) -> None:
         self.store = store
         self.queue = queue
         self.timetable = timetable
+        # No process holds the state (no daemon, no foreground run): a run the store shows
+        # as running was left by one that was killed, and is `interrupted`, as the next start
+        # records it (see `scheduler_core.recovery`).
+        self.unowned = unowned
         self._listings = asyncio.Semaphore(LISTINGS)
 
     async def states(self) -> list[TaskState]:
@@ -45,6 +51,8 @@ class Listing:
                 yield self._shown(states)
 
     def _shown(self, states: list[TaskState]) -> list[TaskState]:
+        if self.unowned:
+            states = [_left(s) if s.status is Status.RUNNING else s for s in states]
         if not self.queue:
             return states
         return [self._queued(s) if s.id in self.queue else s for s in states]
@@ -52,3 +60,7 @@ class Listing:
     def _queued(self, state: TaskState) -> TaskState:
         status = shown_status(state.status, state.paused, True)
         return state._replace(status=status, next_run=self.timetable.due_of(state.id))
+
+
+def _left(state: TaskState) -> TaskState:
+    return state._replace(status=shown_status(Status.INTERRUPTED, state.paused, False))

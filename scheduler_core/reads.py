@@ -30,13 +30,16 @@ class Reads:
         clock: Clock,
         queue: RunQueue | None = None,
         timetable: Timetable | None = None,
+        *,
+        unowned: bool = False,
     ) -> None:
         self.store = store
         self.clock = clock
         self._specs: dict[str, TaskSpec] = {s.id: s for s in specs}
         # Runs waiting for a slot show as `queued`: only a scheduler's queue has any.
         queue = queue if queue is not None else RunQueue()
-        self.listing = Listing(store, queue, timetable or Timetable())
+        # `unowned`: no process holds the state (see `Listing`).
+        self.listing = Listing(store, queue, timetable or Timetable(), unowned=unowned)
 
     @property
     def specs(self) -> list[TaskSpec]:

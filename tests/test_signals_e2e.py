@@ -226,6 +226,55 @@ def test_nohup_keeps_a_run_in_the_foreground_going(tmp_path: Path) -> None:
     assert query(db, "SELECT outcome FROM run WHERE task_id = 'waits'") == [("success",)]
 
 
+def test_a_run_in_the_foreground_killed_shows_as_interrupted(tmp_path: Path) -> None:
+    """`moltsched run TASK` with no daemon, killed with SIGKILL (the OOM killer): nothing is
+    left to record its run, and its task runs on with no one to stop it until the next start
+    does. `status` said `running`, as if all were well. Now it says `interrupted` (what the
+    next start records and resumes) and why; the next command that runs tasks stops what was
+    left and records the run."""
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "slow.sh").write_text("sleep 600\n")
+    (tmp_path / "tasks" / "quick.sh").write_text("true\n")
+    config = tmp_path / "moltsched.yaml"
+    config.write_text(
+        "tasks:\n  - {id: slow, script: slow.sh, cron: '0 0 1 1 *', grace: 2s}\n"
+        "  - {id: quick, script: quick.sh, cron: '0 0 1 1 *'}\n"
+    )
+    db = tmp_path / "state" / "moltsched.db"
+    proc = subprocess.Popen(
+        [MOLTSCHED, "--config", str(config), "run", "slow"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_sync(
+            lambda: query(db, "SELECT COUNT(*) FROM run WHERE ended IS NULL") == [(1,)],
+            30,
+            "slow to run",
+        )
+        running = processes_of(db, {"slow"})
+        assert running
+        shown = json.loads(cli("--json", "status", "slow", config=config).stdout)
+        assert shown["status"] == "running"  # its moltsched is there: it is
+        proc.kill()
+        proc.wait(30)
+        listing = json.loads(cli("--json", "status", config=config).stdout)
+        assert [t["status"] for t in listing["tasks"]] == ["interrupted", "idle"]
+        assert "slow: interrupted" in cli("status", config=config).stdout
+        detail = cli("status", "slow", config=config).stdout
+        assert "slow (slow): interrupted" in detail and "was killed)" in detail, detail
+        assert all(alive(p) for p in running)  # a read changes nothing
+        assert cli("run", "quick", config=config).returncode == 0
+        assert not any(alive(p) for p in running) and processes_of(db, {"slow"}) == []
+    finally:
+        proc.kill()
+        for pid in processes_of(db, {"slow"}):
+            os.kill(pid, signal.SIGKILL)  # what a failed check left of the run
+    assert query(db, "SELECT outcome FROM run WHERE task_id = 'slow'") == [("interrupted",)]
+    assert "slow: interrupted" in cli("status", config=config).stdout
+    assert "moltsched was killed during this run" in cli("logs", "slow", config=config).stdout
+
+
 def test_while_the_daemon_stops_it_says_so(tmp_path: Path) -> None:
     """Between SIGTERM and its exit the daemon waits out its runs' grace, minutes maybe, its
     control socket closed. A command meanwhile was told its socket "is gone" and to reload

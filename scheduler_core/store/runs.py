@@ -227,7 +227,8 @@ class RunRows(StoreCore):
             # The run_ended trigger marks each task interrupted and logs it.
             await tx.many(
                 "UPDATE run SET outcome = 'interrupted', ended = ?, duration_s = ?, "
-                "message = 'the daemon stopped during this run; it will resume' WHERE id = ?",
+                "message = 'moltsched was killed during this run (or the machine went down); "
+                "it will resume' WHERE id = ?",
                 [(at, max(0.0, at - started), run_id) for run_id, _, started in rows],
             )
             return [(run_id, task_id) for run_id, task_id, _ in rows]
