@@ -11,6 +11,7 @@ import reprlib
 from collections.abc import Callable
 from dataclasses import field
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 _SHOWN = reprlib.Repr()
 _SHOWN.maxlevel, _SHOWN.maxstring, _SHOWN.maxother = 2, 60, 60
@@ -80,13 +81,27 @@ def signal_service(value: object) -> str:
     written = text(value)
     m = _SCHEME.match(written)
     bare = (written[m.end() :] if m else written).rstrip("/")
-    hostport = bare.partition("/")[0]
-    port = re.fullmatch(r".+:(\d+)", hostport)
-    if not hostport or "://" in bare or (port and not 0 < int(port[1]) < 65536):
+    if not _usable(bare):
         raise ValueError(f"{show(written)} is not an address like 127.0.0.1:8080")
     if m is None:
         return bare
     return ("https://" if m[0].lower() in ("https://", "wss://") else "http://") + bare
+
+
+def _usable(bare: str) -> bool:
+    """Whether a connection could be made to `bare` (`host[:port][/path]`, `user@` allowed):
+    a host, a port that is a number from 1 to 65535 if one is written, no space, query or
+    fragment, IPv6 in brackets."""
+    if "://" in bare or any(c.isspace() or c in "?#" for c in bare):
+        return False
+    try:
+        parts = urlsplit(f"http://{bare}")
+        port = parts.port
+    except ValueError:
+        return False
+    if not parts.hostname or parts.netloc.endswith(":"):  # `host:` names no port
+        return False
+    return port != 0
 
 
 class Problems(ValueError):

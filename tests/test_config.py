@@ -459,7 +459,27 @@ def test_the_signal_service_may_be_written_as_a_url(tmp_path: Path) -> None:
         assert signal.tls is tls, written
         scheme = "https" if tls else "http"
         assert signal.url("/v1/health") == f"{scheme}://localhost:8080/v1/health", written
-    for wrong in ("127.0.0.1:99999", "http://", "ftp://x:1"):
+    for fine in ("http://[::1]:8080", "user:secret@signal.example:443/api", "signal-api"):
+        path = write(
+            tmp_path,
+            f"signal: {{service: '{fine}', account: '+4915123456789', "
+            "admins: ['+4917612345678']}\n",
+        )
+        assert load_config(path).signal is not None, fine
+    # An address the connection could never use was taken, and the daemon said "does not
+    # answer" for ever: an unclosed IPv6 bracket, a space, no host, a query, no port number.
+    for wrong in (
+        "127.0.0.1:99999",
+        "http://",
+        "ftp://x:1",
+        "http://[::1",
+        "signal api:8080",
+        ":8080",
+        "localhost:8080?x=1",
+        "localhost:8080#top",
+        "localhost:",
+        "localhost:8080:9",
+    ):
         path = write(
             tmp_path,
             f"signal: {{service: '{wrong}', account: '+4915123456789', "
