@@ -8,6 +8,7 @@ Signal service is only asked `GET`s, and systemd only `systemctl show`.
 from __future__ import annotations
 
 import contextlib
+import grp
 import json
 import os
 import shutil
@@ -46,8 +47,9 @@ def run_checks(config_arg: str | None) -> list[Check]:
     config = _config(config_arg, checks)
     if config is not None:
         state_dir = config.settings.state_dir
-        checks.append(_state_dir(state_dir))
-        waiting = _database(config.settings.db_path, checks)
+        group = config.control_group
+        checks.append(_state_dir(state_dir, group))
+        waiting = _database(config.settings.db_path, checks, group)
         checks.append(_daemon(state_dir, config.control_group, config.path))
         if config.signal is not None:
             checks += signal_checks(config, waiting)
@@ -97,7 +99,18 @@ def _config(config_arg: str | None, checks: list[Check]) -> AppConfig | None:
     return config
 
 
-def _state_dir(state_dir: Path) -> Check:
+def _member(group: str | None) -> bool:
+    """Whether this process is in `control.group`: it uses the state through the daemon."""
+    if group is None:
+        return False
+    try:
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError:
+        return False
+    return gid == os.getegid() or gid in os.getgroups()
+
+
+def _state_dir(state_dir: Path, group: str | None) -> Check:
     if state_dir.exists() and not state_dir.is_dir():
         fix = "move it aside, or set state_dir to another place"
         return Check("state_dir", "fail", f"{state_dir} is not a directory", fix)
@@ -113,13 +126,19 @@ def _state_dir(state_dir: Path) -> Check:
     except OSError as exc:
         return Check("state_dir", "fail", f"{state_dir}: {exc.strerror}", "check its permissions")
     free = f"{usage.free / 1e9:.1f} GB free"
-    if not os.access(state_dir, os.W_OK | os.X_OK):
+    me = user_name(os.geteuid())
+    usable = f"{state_dir}: writable, {free}"
+    if _member(group):
+        usable = f"{state_dir}: {free}; {me} uses it through the daemon (control.group {group})"
+    elif not os.access(state_dir, os.W_OK | os.X_OK):
+        owner = user_name(state_dir.stat().st_uid)
+        join = f"add {me} to control.group {group}" if group else "set control.group, with"
         return Check(
             "state_dir",
             "warn",
-            f"{state_dir} is not writable by {user_name(os.geteuid())} ({free}); "
-            "commands need the daemon running",
-            "run commands as the daemon's user, or as a member of control.group",
+            f"{state_dir} is not writable by {me} ({free}); commands need the daemon running",
+            f"run commands as {owner} (the daemon's user), or {join}"
+            + ("" if group else f" {me} in that group"),
         )
     if usage.free < LOW_SPACE:
         status = "fail" if usage.free < LOW_SPACE // 10 else "warn"
@@ -129,10 +148,10 @@ def _state_dir(state_dir: Path) -> Check:
             f"{state_dir}: only {free}",
             "free some space, or lower retention.output",
         )
-    return Check("state_dir", "ok", f"{state_dir}: writable, {free}")
+    return Check("state_dir", "ok", usable)
 
 
-def _database(db: Path, checks: list[Check]) -> Inspection | None:
+def _database(db: Path, checks: list[Check], group: str | None) -> Inspection | None:
     """The database check; the alerts waiting in it (None if it could not be read)."""
     for path in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
         owners = stranger_owned(path)
@@ -146,6 +165,10 @@ def _database(db: Path, checks: list[Check]) -> Inspection | None:
     except StoreError as exc:
         if exc.kind == "missing":
             checks.append(Check("database", "warn", str(exc), "the daemon creates it at start"))
+        elif exc.kind == "permission" and _member(group):
+            me = user_name(os.geteuid())
+            detail = f"{db}: the daemon's alone; {me} reads it through the daemon"
+            checks.append(Check("database", "ok", f"{detail} (control.group {group})"))
         elif exc.kind == "permission":
             checks.append(
                 Check(

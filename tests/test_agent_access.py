@@ -131,6 +131,44 @@ def test_members_of_control_group_use_it_and_everyone_else_is_refused(
     assert "members of group" in log.read_text()
 
 
+def test_members_of_control_group_reach_the_socket_and_nothing_more(
+    world: tuple[Path, str, User, User, User],
+) -> None:
+    """The group may search the state directory, to reach the socket. The database files
+    were 0644, SQLite's mode: through the directory, the agent read every task's output and
+    checkpoint, and could hold a read transaction that keeps the daemon's WAL from being
+    checkpointed. They are the daemon's alone now, one an earlier version made included,
+    and doctor, run by a member, no longer tells it to become a member."""
+    root, group, service, agent, _ = world
+    db = root / "state" / "moltsched.db"
+    sqlite3.connect(db).close()  # as an earlier version left it: 0644
+    for made in root.glob("state/moltsched.db*"):
+        os.chown(made, service.uid, service.gid)
+        made.chmod(0o644)
+    config, daemon, log = group_daemon(root, group, service)
+    try:
+        wait_sync(lambda: "daemon running" in log.read_text(), 30, "the daemon")
+        files = sorted(p.name for p in (root / "state").glob("moltsched.db*"))
+        assert files == ["moltsched.db", "moltsched.db-shm", "moltsched.db-wal"]
+        for name in files:
+            mode = stat.S_IMODE((root / "state" / name).stat().st_mode)
+            assert mode == 0o600, (name, oct(mode))
+        agent_argv, agent_env = moltsched_as(agent)
+        python = agent_argv[0] if agent_argv[0].endswith("python3") else "python3"
+        peek = run_as(agent, [python, "-c", f"open({str(db)!r}, 'rb')"], {})
+        assert peek.returncode != 0 and "PermissionError" in peek.stderr, peek.stderr
+        assert run_as(agent, [*agent_argv, "--config", str(config), "status"], agent_env).stdout
+        done = run_as(agent, [*agent_argv, "--config", str(config), "--json", "doctor"], agent_env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        checks = {c["name"]: c for c in json.loads(done.stdout)["checks"]}
+        for name in ("state_dir", "database", "daemon"):
+            assert checks[name]["status"] == "ok", checks[name]
+        assert f"control.group {group}" in checks["database"]["detail"], checks["database"]
+    finally:
+        daemon.terminate()
+        assert daemon.wait(20) == 0
+
+
 def test_a_caller_who_can_reach_the_socket_but_is_not_allowed_is_refused(
     world: tuple[Path, str, User, User, User],
 ) -> None:

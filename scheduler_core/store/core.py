@@ -34,7 +34,13 @@ import aiosqlite
 from scheduler_core.errors import StoreError, database_files, lost_schema, make_state_dir, translate
 from scheduler_core.migrations import MIGRATIONS, objects
 from scheduler_core.model import Retention
-from scheduler_core.store.files import identity, made_for_its_folder, os_error, swap_in
+from scheduler_core.store.files import (
+    closed_to_others,
+    identity,
+    made_for_its_folder,
+    os_error,
+    swap_in,
+)
 from scheduler_core.store.health import WriteHealth
 
 T = TypeVar("T")
@@ -61,6 +67,8 @@ def _prepare(path: Path, reads_only: bool = False) -> None:
     database_files(path)
     emptied = _size(path) == 0  # to SQLite, a new database: said below
     made_for_its_folder(path)
+    if not reads_only:
+        closed_to_others(path)
     db = sqlite3.connect(path, isolation_level=None)
     try:
         db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
