@@ -132,7 +132,8 @@ async def pause(ctx: Context, task_id: str) -> Reply:
     data = task_json(ctx.scheduler.spec(task_id), state, ctx.zone)
     if was_paused:
         return Reply(f"{task_id} was already paused.", data)
-    text = f"Paused {task_id}: no scheduled runs until resume:{task_id}."
+    until = f"resume:{task_id}" if ctx.chat else f"`moltsched resume {task_id}`"
+    text = f"Paused {task_id}: no scheduled runs until {until}."
     if cut is not None:
         text += f"\nIts run was interrupted after {cut.duration_s:.1f}s; the checkpoint is kept."
     return Reply(text, data)

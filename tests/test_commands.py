@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from commands.command import Logs, Output, Pause, Run, RunAll, Status, from_wire, to_wire
+from commands.command import Logs, Output, Pause, Resume, Run, RunAll, Status, from_wire, to_wire
 from commands.context import Context
 from commands.execute import execute
 from commands.render import task_json, task_json_text
@@ -187,6 +187,11 @@ async def test_task_ids_are_matched_whatever_their_case(ctx: Context) -> None:
     await ctx.scheduler.prepare()
     paused = await execute(Pause("Ok"), ctx._replace(actor="signal:+4917612345678"))
     assert paused.exit_code == 0 and paused.text.startswith("Paused ok")
+    # Said in the words of where it was asked: the command line's, not the chat's.
+    assert paused.text.endswith("no scheduled runs until `moltsched resume ok`.")
+    await execute(Resume("ok"), ctx)
+    chat = await execute(Pause("ok"), ctx._replace(chat=True))
+    assert chat.text.endswith("no scheduled runs until resume:ok.")
     assert (await execute(Status("OK"), ctx)).text.startswith("ok (ok)")
     assert (await execute(Logs("oK"), ctx)).exit_code == 0
     # Only ASCII folds: a Kelvin sign is not a k, and gets the nearest ids.
