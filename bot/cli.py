@@ -354,8 +354,9 @@ def _daemon(config_path: Path) -> int:
     import asyncio
     import logging
 
-    from bot.daemon import one_malloc_arena, serve
+    from bot.daemon import serve
     from bot.logs import setup_logging
+    from bot.malloc import one_malloc_arena
 
     one_malloc_arena()
 

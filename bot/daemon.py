@@ -30,7 +30,7 @@ from bot.engine import Engine, build_engine
 from bot.fallback import Fallback
 from bot.lock import RUNNING, STOPPING, OtherDaemon, StateLock, lock_for_daemon
 from bot.outbox import Outbox
-from bot.respond import Answer, respond
+from bot.respond import Answer, respond, unloaded_in
 from bot.signals import Signals
 from bot.stale import StaleWatch
 from bot.state_watch import StateWatch
@@ -58,24 +58,6 @@ EXIT_USAGE = 2
 PING = Request(Ping()).to_wire()
 # Beyond the longest grace of a running task: time to record the runs and close the store.
 STOP_MARGIN_S = 10.0
-
-
-_M_ARENA_MAX = -8  # glibc's mallopt parameter
-
-
-def one_malloc_arena() -> None:
-    """Have every thread allocate from one heap, as MALLOC_ARENA_MAX=1 does (unless that is
-    set already). glibc gives each thread that allocates an arena of its own; the database's
-    threads then hold about a megabyte between them that one shared heap does not. Called
-    before any thread starts; where there is no mallopt (not glibc), nothing changes."""
-    if "MALLOC_ARENA_MAX" in os.environ:
-        return
-    try:
-        import ctypes
-
-        ctypes.CDLL(None).mallopt(_M_ARENA_MAX, 1)
-    except (OSError, AttributeError):
-        pass
 
 
 async def serve(
@@ -131,6 +113,7 @@ class Daemon:
             True,
             actor=actor,
             signal_connected=self.signal.connected if self.signal else None,
+            unloaded=unloaded_in(self.config.path),
         )
         async for reply in converse(text, ctx):
             yield reply.text
@@ -159,7 +142,12 @@ class Daemon:
             return {"err": "", "exit": 0}, _lines(message)
         connected = self.signal.connected if self.signal is not None else None
         return await respond(
-            request, self.scheduler, self.config.zone, daemon=True, signal_connected=connected
+            request,
+            self.scheduler,
+            self.config.zone,
+            daemon=True,
+            signal_connected=connected,
+            unloaded=unloaded_in(self.config.path),
         )
 
     async def reload(self, actor: str = "SIGHUP") -> tuple[int, str]:

@@ -6,8 +6,10 @@ text to print, piece by piece: one shape for every command.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -28,7 +30,10 @@ from commands.command import (
 from commands.context import Context
 from commands.execute import execute
 from commands.grammar import ParseError, parse
+from commands.match import find_task
 from commands.reply import output, render
+from config.loader import ConfigError, load_config
+from scheduler_core.errors import TaskNotFoundError
 from scheduler_core.reads import Reads
 from scheduler_core.safe import safe_text
 
@@ -44,6 +49,24 @@ def only_reads(command: Command) -> bool:
     """Whether the command only reads (so, without a daemon, needs the tasks alone: see
     scheduler_core.reads); a chat message that is not a command is answered as a read."""
     return isinstance(_meant(command), Status | Logs | Output | Help | Chat)
+
+
+def unloaded_in(path: Path) -> Callable[[str], Awaitable[str]]:
+    """A daemon's `Context.unloaded`: its configuration file (read again only if it changed,
+    see `config.cache`) has a task the daemon does not know, added and not reloaded yet."""
+
+    async def unloaded(task_id: str) -> str:
+        try:
+            found = await asyncio.to_thread(load_config, path)
+            task = find_task(task_id, {t.id: t for t in found.tasks})
+        except (ConfigError, OSError, TaskNotFoundError):
+            return ""
+        return (
+            f"; {task} is in the configuration file, but the daemon has not loaded it since "
+            "the file changed: `moltsched reload` loads it"
+        )
+
+    return unloaded
 
 
 def _meant(command: Command) -> Command:
@@ -64,8 +87,9 @@ async def respond(
     daemon: bool,
     signal_connected: bool | None = None,
     holder: tuple[int, str] | None = None,
+    unloaded: Callable[[str], Awaitable[str]] | None = None,
 ) -> Answer:
-    """The answer to `request` (`holder`: see Context)."""
+    """The answer to `request` (`holder`, `unloaded`: see Context)."""
     ctx = Context(
         tasks,
         zone,
@@ -75,6 +99,7 @@ async def respond(
         json=request.json,
         signal_connected=signal_connected,
         holder=holder,
+        unloaded=unloaded,
     )
     if isinstance(request.command, Chat):
         return {"err": "", "exit": 0}, _chat(request.command.text, ctx, request.json)

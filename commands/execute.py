@@ -113,9 +113,8 @@ async def execute(cmd: Command, ctx: Context) -> Reply:
             case _:
                 return await _change(cmd, ctx)
     except TaskNotFoundError as exc:
-        return usage_error(
-            str(exc), {"error": str(exc), "kind": "unknown-task", "nearest": exc.nearest}
-        )
+        text = str(exc) + (await ctx.unloaded(exc.task_id) if ctx.unloaded else "")
+        return usage_error(text, {"error": text, "kind": "unknown-task", "nearest": exc.nearest})
     except StoreError as exc:  # the database cannot be reached: one line, exit 3
         return Reply(str(exc), {"error": str(exc), "kind": exc.kind}, EXIT_STATE, error=True)
     except SchedulerError as exc:

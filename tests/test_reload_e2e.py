@@ -85,6 +85,32 @@ def test_reload_applies_changes_without_disturbing_a_run(tmp_path: Path) -> None
         assert daemon.stop() == 0
 
 
+def test_a_task_added_to_the_file_but_not_reloaded_says_reload(tmp_path: Path) -> None:
+    """The owner adds a task and asks for it before a reload: "unknown task 'b'" made them
+    doubt the file. The answer now says the file has it and the daemon has not loaded it."""
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "quick.sh").write_text("echo quick\n")
+    config = tmp_path / "moltsched.yaml"
+    config.write_text("tasks:\n  - {id: a, script: quick.sh, cron: '0 0 1 1 *'}\n")
+    daemon = DaemonProcess(config).start()
+    try:
+        config.write_text(config.read_text() + "  - {id: b, script: quick.sh, cron: '0 0 1 1 *'}\n")
+        hint = "is in the configuration file, but the daemon has not loaded it since"
+        done = cli("run", "B", config=config)
+        assert done.returncode == 2 and hint in done.stderr, done.stderr
+        assert "moltsched reload" in done.stderr
+        error = json.loads(cli("--json", "status", "b", config=config).stdout)
+        assert error["kind"] == "unknown-task" and hint in error["error"], error
+        said = cli("chat", "run:b", config=config).stdout
+        assert "unknown task 'b'" in said and hint in said, said
+        other = cli("run", "zzz", config=config)
+        assert other.returncode == 2 and hint not in other.stderr, other.stderr
+        assert cli("reload", config=config).returncode == 0
+        assert cli("run", "b", config=config).returncode == 0
+    finally:
+        assert daemon.stop() == 0
+
+
 def test_reload_without_a_daemon_checks_the_file(tmp_path: Path) -> None:
     (tmp_path / "tasks").mkdir()
     (tmp_path / "tasks" / "quick.sh").write_text("echo quick\n")
