@@ -302,7 +302,7 @@ async def test_a_one_shot_asked_for_again_near_the_same_time_is_the_one_waiting(
     (*_, one_shot) = await launcher.started(2)
     one_shot.end()
     await settled(sched, clock)
-    assert await store.later_runs("flaky") == [later]
+    assert [r.id for r in await store.later_runs("flaky")] == [later.id]
     clock.advance(60)
     (*_, second) = await launcher.started(3)
     second.end()
