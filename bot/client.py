@@ -28,6 +28,12 @@ LOCK_NAME = "moltsched.lock"
 # The mark after the last byte of a whole answer, for a caller that asks for it (`sealed`):
 # an answer cut short (the daemon killed, a reader dropped) is then told from a short one.
 END = b"\0"
+# The mark after an answer the database failed part way through: it has said so itself, in
+# its form (see `commands.streams`); the command exits 3.
+FAILED_END = b"\1"
+CUT_SHORT = (
+    "moltsched: the database failed before the answer was complete; `moltsched doctor` says how\n"
+)
 
 
 # While an answer is awaited: how often to look whether the daemon is stopped, and after how
@@ -112,7 +118,9 @@ def request(
             data = daemon.recv(1 << 20)
             if not data:
                 break
-        if sealed and held != END:
+        if sealed and held == FAILED_END:
+            meta |= {"exit": EXIT_STATE, "err": CUT_SHORT}
+        elif sealed and held != END:
             raise DaemonGone("the daemon went away before it finished answering")
     finally:
         sock.close()

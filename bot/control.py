@@ -5,7 +5,8 @@ Who sent it is what the kernel says (`SO_PEERCRED`, see `bot.access`): the serve
 request's `actor` from it, and refuses callers `Access` does not allow. The reply is one JSON
 line of metadata (`{"err": text-for-stderr, "exit": code, ...}`) followed by the text to print
 on stdout, raw, up to the end of the connection (so a 3 MB status is not escaped into a JSON
-string and parsed again); a request with `"sealed": true` gets `bot.client.END` after it. The
+string and parsed again); a request with `"sealed": true` gets `bot.client.END` after it
+(`FAILED_END` if the database failed after the answer began: see `commands.streams`). The
 daemon holds the state lock before it binds, so a socket file found at start-up is stale (its
 daemon crashed) and is replaced.
 """
@@ -23,9 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from bot.access import Access, Peer, peer_of
-from bot.client import END
+from bot.client import END, FAILED_END
+from bot.failure import EXIT_STATE
 from commands.command import Request
-from scheduler_core.errors import OddFile
+from commands.reply import LateFailure
+from scheduler_core.errors import OddFile, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -211,13 +214,25 @@ class ControlServer:
             writer.write(_error(f"bad request: {exc}", "bad-request"))
             return
         meta, body = await self._handler(request)
-        sealed = data.get("sealed") is True  # the caller knows the mark (bot.client)
-        writer.write(json.dumps((meta | {"sealed": True}) if sealed else meta).encode() + b"\n")
+        sealed = data.get("sealed") is True  # the caller knows the marks (bot.client)
         try:
-            async for chunk in body:
-                writer.write(chunk.encode())
-                async with asyncio.timeout(WRITE_S):
-                    await writer.drain()
+            # The first piece before the metadata: a database that fails before a word of a
+            # streamed answer is said gets an answer of its own, not one cut short.
+            try:
+                first = await anext(aiter(body), "")
+            except StoreError as exc:
+                writer.write(_error(str(exc), exc.kind, EXIT_STATE))
+                return
+            writer.write(json.dumps((meta | {"sealed": True}) if sealed else meta).encode())
+            writer.write(b"\n" + first.encode())
+            try:
+                async for chunk in body:
+                    writer.write(chunk.encode())
+                    async with asyncio.timeout(WRITE_S):
+                        await writer.drain()
+            except LateFailure:  # the answer has ended itself and said why
+                writer.write(b"\n" + (FAILED_END if sealed else b""))
+                return
             if sealed:
                 writer.write(END)
         finally:

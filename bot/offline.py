@@ -20,6 +20,7 @@ from bot import client
 from bot.failure import EXIT_STATE, Failure, load
 from bot.lock import STARTING, STOPPING, StateLock, is_stopping
 from commands.command import Request
+from commands.reply import LateFailure
 from config.loader import AppConfig
 
 START_PATIENCE_S = 120.0  # how long a daemon still starting is waited for
@@ -150,13 +151,20 @@ def _holder(state_dir: Path) -> tuple[int, str] | None:
 
 
 async def _print(meta: dict[str, Any], body: AsyncIterator[str]) -> int:
-    # Printed while the store is open: a streamed answer reads from it as it goes.
-    async for chunk in body:
-        try:
-            sys.stdout.write(chunk)
-            sys.stdout.flush()
-        except OSError as exc:  # `| head` had enough (EPIPE), the terminal hung up (EIO)
-            raise client.ReaderGone() from exc
+    # Printed while the store is open: a streamed answer reads from it as it goes. One that
+    # fails before its first piece raises StoreError (main() says it); see commands.streams.
+    try:
+        async for chunk in body:
+            try:
+                sys.stdout.write(chunk)
+                sys.stdout.flush()
+            except OSError as exc:  # `| head` had enough (EPIPE), the terminal hung up (EIO)
+                raise client.ReaderGone() from exc
+    except LateFailure as exc:
+        with contextlib.suppress(OSError):
+            sys.stdout.write("\n")
+            sys.stderr.write(f"moltsched: {exc}\n")
+        return EXIT_STATE
     with contextlib.suppress(OSError):  # nowhere left to say it
         sys.stderr.write(str(meta.get("err", "")))
     return int(meta.get("exit", 1))

@@ -8,9 +8,7 @@ their traceback and answered with a short message, never the traceback itself.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import AsyncIterator
 from datetime import datetime
 
 from commands.command import (
@@ -35,28 +33,25 @@ from commands.render import (
     RECENT_FIELDS,
     later_json,
     later_text,
-    log_chunks,
     log_json,
     no_run_json,
     one_line_per_run,
     phone_line,
     record_json,
     task_json,
-    task_json_text,
 )
 from commands.reply import (
     EXIT_RUN_FAILED,
     EXIT_STATE,
     Reply,
     checkpoint_text,
-    encode_json,
     iso,
     parse_checkpoint,
     short_time,
     tail_lines,
     usage_error,
 )
-from scheduler_core import __version__
+from commands.streams import log_chunks, status_chunks
 from scheduler_core.errors import SchedulerError, StoreError, TaskNotFoundError, log_failure
 from scheduler_core.model import LogEntry, Outcome, TaskState
 from scheduler_core.model import Status as TaskStatus
@@ -198,7 +193,7 @@ _MARK = {
 
 async def _status_all(ctx: Context) -> Reply:
     if ctx.json:
-        return Reply("", chunks=_status_json(ctx))
+        return Reply("", chunks=status_chunks(ctx))
     specs = ctx.tasks.specs
     # A chat shows a phone screen: only the states of the tasks on it are read, so sixty
     # `status` messages at once on 10,000 tasks cost what sixty screens cost.
@@ -230,50 +225,6 @@ async def _status_all(ctx: Context) -> Reply:
     if shown is not specs:  # cut as `_cut` cuts, but without reading the rest
         lines.append(f"… {len(specs) - len(shown)} more; send status:TASK for one task")
     return Reply("\n".join(lines))
-
-
-async def _status_json(ctx: Context) -> AsyncIterator[str]:
-    """`status --json`, a batch of tasks at a time (DESIGN.md section 4 shape)."""
-    specs = ctx.tasks.by_id
-    running = "true" if ctx.daemon else "false"
-    signal = encode_json(ctx.signal_connected)
-    waiting = await ctx.tasks.store.alerts_waiting()
-    trouble = ctx.tasks.store.health.error
-    yield (
-        f'{{"running": {running}, "daemon": "{ctx.daemon_state}", "version": "{__version__}", '
-        f'"signal_connected": {signal}, "alerts_waiting": {waiting}, '
-        f'"database_error": {encode_json(trouble and str(trouble))}, '
-        f'"task_count": {len(specs)}, "tasks": ['
-    )
-    sep = ""
-    seen: set[str] = set()
-    times: dict[datetime, str] = {}
-    again = ctx.daemon  # only a daemon is asked again (see task_json_text)
-    listing = ctx.tasks.listing.iter_states()
-    async with contextlib.aclosing(listing):
-        async for states in listing:
-            parts = []
-            for state in states:
-                spec = specs.get(state.id)
-                if spec is not None:
-                    seen.add(state.id)
-                    parts.append(task_json_text(spec, state, ctx.zone, times, remember=again))
-            if parts:
-                yield sep + ", ".join(parts)
-                sep = ", "
-    # Tasks no daemon has taken in since they were added: no row yet, or only the one a
-    # checkpoint saved before the daemon's first start.
-    unseen = [s for s in specs.values() if s.id not in seen]
-    if unseen:
-        found = {st.id: st for st in await ctx.tasks.store.states_of([s.id for s in unseen])}
-        missing = [
-            task_json_text(
-                s, found.get(s.id) or TaskState.blank(s), ctx.zone, times, remember=again
-            )
-            for s in unseen
-        ]
-        yield sep + ", ".join(missing)
-    yield "]}"
 
 
 async def _status_one(ctx: Context, task_id: str) -> Reply:

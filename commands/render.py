@@ -6,9 +6,7 @@ come from the same values (`task_values`; a run's `run_json`).
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -31,7 +29,6 @@ from scheduler_core.model import (
     TaskSpec,
     TaskState,
 )
-from scheduler_core.safe import safe_text
 
 # A task in `status --json` (DESIGN.md section 4): one table of fields, read by both the dict
 # (`task_json`) and the text written directly (`task_json_text`), so the two cannot differ.
@@ -209,34 +206,6 @@ def log_line(entry: LogEntry, zone: ZoneInfo, now: datetime) -> str:
 
 
 _ENDS = {"completed", "failed", "timeout", "interrupted", "stopped"}
-
-
-async def log_chunks(
-    first: list[LogEntry],
-    rest: AsyncGenerator[list[LogEntry], None],
-    zone: ZoneInfo,
-    now: datetime,
-    *,
-    as_json: bool,
-) -> AsyncIterator[str]:
-    """`logs` for the command line, a batch of entries at a time: the JSON list, or the lines
-    for a terminal (made safe, as `reply.render` makes text)."""
-    wrote = False
-    async with contextlib.aclosing(rest):
-        batch = first
-        while batch:
-            if as_json:
-                text = ", ".join(encode_json(log_json(e, zone)) for e in batch)
-                yield (", " if wrote else "[") + text
-            else:
-                text = "\n".join(safe_text(log_line(e, zone, now)) for e in batch)
-                yield ("\n" if wrote else "") + text
-            wrote = True
-            batch = await anext(rest, [])
-    if as_json:
-        yield "]" if wrote else "[]"
-    elif not wrote:
-        yield "No log entries yet."
 
 
 def one_line_per_run(entries: list[LogEntry]) -> list[LogEntry]:

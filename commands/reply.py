@@ -27,6 +27,13 @@ def encode_json(value: Any) -> str:
     return _encode(value)
 
 
+class LateFailure(Exception):
+    """What a streamed answer (`Reply.chunks`) raises when the database fails after its first
+    piece: its last piece has ended it in its form (a JSON document whole, with `error` and
+    `kind` where it can hold them) and said what failed; the front end exits EXIT_STATE.
+    A failure before the first piece is an answer of its own (see `bot.control`)."""
+
+
 class Reply(Record):
     """What a command answers."""
 
@@ -114,12 +121,14 @@ def tail_lines(text: str, lines: int = 5, width: int = 200) -> list[str]:
 
 def render(reply: Reply, as_json: bool) -> tuple[str, str]:
     """What to print on stdout and on stderr for a reply. Text for a person is made safe for
-    a terminal (`safe_text`); JSON is exact."""
+    a terminal (`safe_text`); JSON is exact. A failure's line on stderr starts `moltsched: `,
+    as every failure of the command line does (`bot.failure.fail`)."""
     text = safe_text(reply.text) + "\n" if reply.text else ""  # a save says nothing
+    err = f"moltsched: {text}" if reply.error and text else ""
     if as_json:
-        return encode_json(reply.data) + "\n", (text if reply.error else "")
+        return encode_json(reply.data) + "\n", err
     if reply.error:
-        return "", text
+        return "", err
     return text, ""
 
 

@@ -140,7 +140,7 @@ async def test_runs_and_their_replies(ctx: Context) -> None:
             "kind": "unknown-task",
             "nearest": ["bad"],
         }
-        assert render(unknown, False) == ("", "unknown task 'bda' (did you mean bad?)\n")
+        assert render(unknown, False) == ("", "moltsched: unknown task 'bda' (did you mean bad?)\n")
 
         status = json.loads(await text_of(await execute(Status(), ctx._replace(json=True)), True))
         by_id = {t["id"]: t for t in status["tasks"]}

@@ -4,6 +4,7 @@ seconds with one line and exit code 3 (JSON on stdout under --json); never a tra
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from support.daemon import DaemonProcess
 from tests.helpers import MOLTSCHED, cli, query
 
 TASKS = 300  # enough pages that a torn file loses some that every command reads
@@ -92,6 +94,82 @@ def test_a_damaged_database_gives_one_line_and_exit_3(config: Path, damage: obje
     )
     assert daemon.returncode == 3 and "Traceback" not in daemon.stderr, daemon.stderr
     assert "damaged" in daemon.stderr.strip().splitlines()[-1]
+
+
+def task_table_damaged(config: Path) -> Path:
+    """The task table's first page overwritten, the rest of the file whole: the header and
+    schema read, so the daemon starts (its write alarm says the database cannot be written),
+    and only what reads the task table fails."""
+    db = made(config)
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        (root,) = conn.execute("SELECT rootpage FROM sqlite_schema WHERE name = 'task'").fetchone()
+        (size,) = conn.execute("PRAGMA page_size").fetchone()
+    for extra in ("-wal", "-shm"):
+        Path(f"{db}{extra}").unlink(missing_ok=True)
+    with open(db, "r+b") as file:
+        file.seek((root - 1) * size)
+        file.write(b"\xde\xad" * (size // 2))
+    return db
+
+
+def test_status_of_a_damaged_task_table_is_an_error_answer_with_and_without_the_daemon(
+    config: Path,
+) -> None:
+    """`status --json` wrote its first line, then met the damage: the agent got a JSON text
+    cut in the middle, and from the daemon "the daemon went away" (kind daemon-gone, exit 1)
+    although only the database was at fault. Now: exit 3, one line, `{"error", "kind"}`."""
+    task_table_damaged(config)
+    assert_unreachable(config, ("status",), "damaged")
+    daemon = DaemonProcess(config).start()
+    try:
+        assert_unreachable(config, ("status",), "damaged")
+        assert cli("logs", config=config).returncode == 0  # what can be read still is
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_status_of_a_task_table_damaged_past_its_first_batch_ends_the_document_whole(
+    tmp_path: Path,
+) -> None:
+    """1,200 tasks, the page holding the last of them overwritten: `status --json` has begun
+    when it meets the damage. It ends the document with `error` and `kind` beside the tasks
+    it read, and exits 3, with the daemon and without."""
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "a.sh").write_text("echo hi\n")
+    config = tmp_path / "moltsched.yaml"
+    config.write_text(
+        "tasks:\n" + "".join(f"  - {{id: t{i}, script: a.sh, every: 1h}}\n" for i in range(1200))
+    )
+    db = made(config)
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        (page,) = conn.execute(
+            "SELECT pageno FROM dbstat WHERE name = 'task' AND pagetype = 'leaf' "
+            "ORDER BY path DESC LIMIT 1"
+        ).fetchone()
+        (size,) = conn.execute("PRAGMA page_size").fetchone()
+    for extra in ("-wal", "-shm"):
+        Path(f"{db}{extra}").unlink(missing_ok=True)
+    with open(db, "r+b") as file:
+        file.seek((page - 1) * size)
+        file.write(b"\xde\xad" * (size // 2))
+    daemon = DaemonProcess(config)
+    for up in (False, True):
+        if up:
+            daemon.start()
+        try:
+            done = cli("--json", "status", config=config)
+            assert done.returncode == 3, (up, done.stderr)
+            lines = done.stderr.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("moltsched: "), done.stderr
+            answer = json.loads(done.stdout)
+            assert answer["kind"] == "damaged" and "malformed" in answer["error"], answer
+            assert answer["running"] is up and 500 <= len(answer["tasks"]) < 1200
+            assert cli("--json", "logs", config=config).returncode == 0
+        finally:
+            if up:
+                assert daemon.stop() == 0
 
 
 @pytest.mark.parametrize("lost", ["TABLE log", "TRIGGER run_ended", "INDEX run_open"])
