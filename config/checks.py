@@ -46,6 +46,8 @@ def task_warnings(specs: tuple[TaskSpec, ...], tasks_dir: Path, path: str | None
 
     `path` is the PATH the tasks will see, for a `command` named without a folder."""
     warnings: list[str] = []
+    if specs and not tasks_dir.is_dir():  # every run starts there
+        warnings.append(f"tasks_dir: {tasks_dir} is not a folder, so no task can start; make it")
     for i, spec in enumerate(specs):
         if spec.script is not None:
             warnings += [f"tasks[{i}].script: {w}" for w in _script(Path(spec.script))]
@@ -99,9 +101,11 @@ def _script(file: Path) -> list[str]:
 
 def _command(program: str, tasks_dir: Path, path: str | None) -> list[str]:
     if os.sep not in program:
-        if shutil.which(program, path=path) is None:
-            return [f"{program!r} is not found on PATH ({path or os.defpath})"]
-        return []
+        if shutil.which(program, path=path) is not None:
+            return []
+        if (tasks_dir / program).is_file():  # a bare name is looked up on PATH alone
+            return [f"{program!r} is not found on PATH (tasks_dir's is ./{program})"]
+        return [f"{program!r} is not found on PATH ({path or os.defpath})"]
     file = tasks_dir / program  # runs start in tasks_dir; an absolute path stays as it is
     if not file.exists():
         return [f"no such file {str(file)!r}"]

@@ -112,7 +112,7 @@ class ProcessRun:
         try:
             child = Child(argv, self.cwd, self.env)
         except (OSError, ValueError) as exc:  # ValueError: a NUL in an argument or variable
-            why = f"cannot start: {exc}"
+            why = f"cannot start: {_said(exc, self.cwd)}"
             if isinstance(exc, OSError) and exc.errno == errno.E2BIG:
                 why += " (the environment is too big: a variable over 128 KiB, or all over 2 MiB)"
             return ProcessResult(Ending.NOT_STARTED, None, 0.0, "", "", why)
@@ -272,3 +272,17 @@ async def stop_leftovers(
         ]
 
     return len(await stop_processes(find, grace, now))
+
+
+def _said(exc: OSError | ValueError, cwd: Path) -> str:
+    """Why a program could not start, in words: Python says `[Errno 2] No such file or
+    directory: PosixPath('/srv/tasks')`, for a missing folder to start in, say."""
+    if not isinstance(exc, OSError) or exc.filename is None:
+        return str(exc)
+    what = os.fspath(exc.filename)
+    if what == os.fspath(cwd):
+        return f"its folder {what} (tasks_dir): {exc.strerror}"
+    if not isinstance(exc, FileNotFoundError) or os.sep in what:
+        return f"{what}: {exc.strerror}"
+    ours = (cwd / what).exists()  # a bare name is looked up on PATH alone
+    return f"{what} is not found on PATH" + (f" (tasks_dir's is ./{what})" if ours else "")

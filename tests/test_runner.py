@@ -54,7 +54,31 @@ async def test_missing_program_is_a_result_not_an_exception(tmp_path: Path) -> N
     proc_run = ProcessRun(["/nonexistent/prog"], cwd=tmp_path, env={}, timeout=5, grace=1)
     result = await proc_run.start()
     assert getattr(result, "ending", None) is Ending.NOT_STARTED
-    assert "cannot start" in (getattr(result, "error", "") or "")
+    said = getattr(result, "error", "")
+    assert said == "cannot start: /nonexistent/prog: No such file or directory"
+
+
+async def test_why_a_run_cannot_start_is_said_in_words(tmp_path: Path) -> None:
+    """Python's own words were `[Errno 2] No such file or directory: PosixPath('/srv/x')`,
+    which named neither tasks_dir nor what to write instead."""
+    (tmp_path / "mine.sh").write_text("#!/bin/sh\necho mine\n")
+    (tmp_path / "mine.sh").chmod(0o755)
+    said = {}
+    for name, argv, cwd in (
+        ("bare", ["mine.sh"], tmp_path),
+        ("nowhere", ["no-such-program-here"], tmp_path),
+        ("folder", ["true"], tmp_path / "gone"),
+    ):
+        proc_run = ProcessRun(argv, cwd=cwd, env={"PATH": os.defpath}, timeout=5, grace=1)
+        result = await proc_run.start()
+        assert isinstance(result, ProcessResult) and result.ending is Ending.NOT_STARTED
+        said[name] = result.error
+    assert said == {
+        "bare": "cannot start: mine.sh is not found on PATH (tasks_dir's is ./mine.sh)",
+        "nowhere": "cannot start: no-such-program-here is not found on PATH",
+        "folder": f"cannot start: its folder {tmp_path / 'gone'} (tasks_dir): "
+        "No such file or directory",
+    }
 
 
 async def test_output_is_bounded_to_the_tail(tmp_path: Path) -> None:

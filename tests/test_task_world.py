@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -167,6 +168,7 @@ def test_validate_warns_about_what_would_fail_at_run_time(tmp_path: Path) -> Non
         "  - {id: exec, command: [./exec.sh, arg], every: 1h}\n"
         "  - {id: nowhere, command: [no-such-program-here], every: 1h}\n"
         "  - {id: onpath, command: [echo], every: 1h}\n"
+        "  - {id: bare, command: [exec.sh], every: 1h}\n"
     )
     result = cli("--json", "validate", config=config)
     assert result.returncode == 0, result.stderr  # warnings, not problems
@@ -174,14 +176,26 @@ def test_validate_warns_about_what_would_fail_at_run_time(tmp_path: Path) -> Non
     assert report["valid"] is True
     warnings = report["warnings"]
     places = sorted(w.split(":")[0] for w in warnings)
-    assert places == ["tasks[0].script", "tasks[1].script", "tasks[4].command", "tasks[6].command"]
+    assert places == [
+        "tasks[0].script",
+        "tasks[1].script",
+        "tasks[4].command",
+        "tasks[6].command",
+        "tasks[8].command",
+    ]
     text = "\n".join(warnings)
     assert "CRLF" in text and "looks like Python" in text and "#!/usr/bin/env python3" in text
     assert "chmod +x" in text and "not found on PATH" in text
+    # A task's own program named bare is looked up on PATH, not in tasks_dir: said how to name it.
+    assert "'exec.sh' is not found on PATH (tasks_dir's is ./exec.sh)" in text
     # The same, for a person: one line each on stderr.
     result = cli("validate", config=config)
     assert result.returncode == 0
-    assert sum("warning: tasks[" in ln for ln in result.stderr.splitlines()) == 4
+    assert sum("warning: tasks[" in ln for ln in result.stderr.splitlines()) == 5
+    shutil.rmtree(tasks)  # every run starts there, a command's too
+    config.write_text("tasks:\n  - {id: onpath, command: [echo], every: 1h}\n")
+    gone = json.loads(cli("--json", "validate", config=config).stdout)["warnings"]
+    assert gone == [f"tasks_dir: {tasks} is not a folder, so no task can start; make it"]
 
 
 def test_moltsched_is_found_on_a_path_as_shutil_finds_it(tmp_path: Path) -> None:
