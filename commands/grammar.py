@@ -1,6 +1,6 @@
 """The chat grammar: text in, a Command (or a ParseError with the usage) out. Pure.
 
-`status`, `status:TASK`, `run:TASK` (also `run:TASK in 20m`, `run:TASK at 18:00`),
+`status`, `status:TASK`, `run:TASK` (also `run:TASK now`, `run:TASK in 20m`, `run:TASK at 18:00`),
 `cancel:TASK`, `stop:TASK`, `pause:TASK`, `resume:TASK`, `logs`, `logs:TASK`, `output:TASK`,
 `help`.
 The verb is case-insensitive, spaces around the `:` and the text are ignored, a leading `/` is
@@ -60,13 +60,16 @@ class Verb(Record):
 
 
 def _run(arg: str | None) -> Command:
-    """`run:TASK` now, or `run:TASK in 20m` / `run:TASK at 18:00` later. Anything else after
-    the task stays part of the argument, which no task id matches (ids have no spaces)."""
+    """`run:TASK` (or `run:TASK now`), or `run:TASK in 20m` / `run:TASK at 18:00` later.
+    Anything else after the task stays part of the argument, which no task id matches (ids
+    have no spaces)."""
     text = arg or ""
     task, _, when = text.partition(" ")
     first = when.split(None, 1)[:1]
     if first and first[0].lower() in ("in", "at"):
         return RunLater(task, when.strip())
+    if when.strip().lower() == "now":
+        return Run(task)
     return Run(text)
 
 

@@ -11,7 +11,6 @@ from zoneinfo import ZoneInfo
 
 from scheduler_core.triggers import parse_duration
 
-EXAMPLES = "in 20m, at 18:00 or at 2026-12-01T18:00"
 _CLOCK = re.compile(r"(\d{1,2})[:.](\d{2})")
 # As typed on a phone: `at 6pm`, `at 6:30 pm`, `at 7.30a.m.`.
 _TWELVE = re.compile(r"(\d{1,2})(?:[:.](\d{2}))?\s*([ap])\.?\s*m\.?", re.IGNORECASE)
@@ -48,9 +47,15 @@ def parse_when(text: str, now: datetime, zone: ZoneInfo) -> datetime:
         try:
             when = datetime.fromisoformat(rest)
         except ValueError:
-            raise ValueError(f"{rest[:40]!r} is not a time; say {EXAMPLES}") from None
+            raise ValueError(f"{rest[:40]!r} is not a time; say {_examples(now, zone)}") from None
         return when if when.tzinfo is not None else when.replace(tzinfo=zone)
-    raise ValueError(f"say when: {EXAMPLES}")
+    raise ValueError(f"say when: {_examples(now, zone)}")
+
+
+def _examples(now: datetime, zone: ZoneInfo) -> str:
+    """What to say instead, the date-time tomorrow's: an example is copied, so never a past one."""
+    tomorrow = (now.astimezone(zone) + timedelta(days=1)).date().isoformat()
+    return f"in 20m, at 18:00 or at {tomorrow}T18:00"
 
 
 def _compact(text: str) -> str:

@@ -81,3 +81,14 @@ def test_a_time_of_day_in_a_skipped_hour_still_comes_next() -> None:
 def test_what_is_not_a_time_gets_a_short_reason(text: str, reason: str) -> None:
     with pytest.raises(ValueError, match=reason):
         parse_when(text, NOW, BERLIN)
+
+
+def test_the_examples_given_are_never_in_the_past() -> None:
+    """The date-time example was 2026-12-01T18:00 for good: copied from an answer a few days
+    later, it was "in the past". It is tomorrow's now, in the zone, and it parses."""
+    later = datetime(2027, 3, 5, 9, 0, tzinfo=UTC)
+    with pytest.raises(ValueError, match="say when") as info:
+        parse_when("at", later, BERLIN)
+    example = str(info.value).rsplit(" at ", 1)[1]
+    assert example == "2027-03-06T18:00"
+    assert parse_when(f"at {example}", later, BERLIN) > later
