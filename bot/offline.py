@@ -75,7 +75,9 @@ async def _answer(config: AppConfig, request: Request) -> int:
 
         scheduler = build_engine(config, store).scheduler
         if not runs_tasks(request.command):
-            return await _print(*await respond(request, scheduler, config.zone, daemon=False))
+            fg = _foreground(settings.state_dir)
+            answer = await respond(request, scheduler, config.zone, daemon=False, foreground=fg)
+            return await _print(*answer)
         lock = StateLock(settings.state_dir)
         if not lock.try_acquire():
             answered = client.ask(settings.state_dir, request)
@@ -148,6 +150,13 @@ def _holder(state_dir: Path) -> tuple[int, str] | None:
         return None
     pid, phase = found
     return pid, phase if phase in (STARTING, STOPPING) else "not answering"
+
+
+def _foreground(state_dir: Path) -> int | None:
+    """The pid of a foreground `moltsched run` that holds the state now, if one does."""
+    lock = StateLock(state_dir)
+    found = lock.holder()
+    return found[0] if found is not None and found[1] == "run" and lock.file_held() else None
 
 
 async def _print(meta: dict[str, Any], body: AsyncIterator[str]) -> int:

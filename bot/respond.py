@@ -88,8 +88,9 @@ async def respond(
     signal_connected: bool | None = None,
     holder: tuple[int, str] | None = None,
     unloaded: Callable[[str], Awaitable[str]] | None = None,
+    foreground: int | None = None,
 ) -> Answer:
-    """The answer to `request` (`holder`, `unloaded`: see Context)."""
+    """The answer to `request` (`holder`, `unloaded`, `foreground`: see Context)."""
     ctx = Context(
         tasks,
         zone,
@@ -100,6 +101,7 @@ async def respond(
         signal_connected=signal_connected,
         holder=holder,
         unloaded=unloaded,
+        foreground=foreground,
     )
     if isinstance(request.command, Chat):
         return {"err": "", "exit": 0}, _chat(request.command.text, ctx, request.json)

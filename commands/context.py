@@ -34,6 +34,9 @@ class Context(Record):
     # With no daemon answering, one that holds the state anyway: its pid, and "starting",
     # "stopping" or "not answering" (its control socket is gone).
     holder: tuple[int, str] | None = None
+    # With no daemon: the pid of a foreground `moltsched run` that holds the state; its runs
+    # are that process's alone to stop.
+    foreground: int | None = None
     # A daemon's: what to add to "unknown task" when its configuration file has the task now
     # (edited, not reloaded yet); "" when it does not.
     unloaded: Callable[[str], Awaitable[str]] | None = None

@@ -8,11 +8,19 @@ from datetime import datetime
 
 from commands.context import Context
 from commands.render import later_json, later_text, run_json, run_text, task_json
-from commands.reply import EXIT_OK, EXIT_RUN_FAILED, Reply, iso, short_time, usage_error
+from commands.reply import (
+    EXIT_OK,
+    EXIT_RUN_FAILED,
+    EXIT_STATE,
+    Reply,
+    iso,
+    short_time,
+    usage_error,
+)
 from commands.when import parse_when
 from scheduler_core.active import Admission
 from scheduler_core.errors import SchedulerError, WaitsForItselfError
-from scheduler_core.model import Outcome, RunResult
+from scheduler_core.model import Outcome, RunResult, Status
 from scheduler_core.requests import Stopped
 from scheduler_core.triggers import format_duration
 
@@ -93,6 +101,14 @@ async def cancel(ctx: Context, task_id: str) -> Reply:
 async def stop(ctx: Context, task_id: str) -> Reply:
     found, result = await ctx.scheduler.stop(task_id, ctx.actor)
     if found is Stopped.NOTHING:
+        states = await ctx.scheduler.listing.states_of([task_id])
+        pid = ctx.foreground
+        if pid is not None and any(s.status is Status.RUNNING for s in states):
+            text = (
+                f"{task_id} runs in a foreground `moltsched run` (pid {pid}), which alone can "
+                f"stop it: Ctrl-C in its terminal, or kill -INT {pid} (recorded interrupted)"
+            )
+            return Reply(text, {"error": text, "kind": "locked"}, EXIT_STATE, error=True)
         text = f"{task_id} is not running."
         if not ctx.daemon:
             text += " (No daemon is up; a foreground `moltsched run` stops with Ctrl-C.)"

@@ -226,6 +226,41 @@ def test_nohup_keeps_a_run_in_the_foreground_going(tmp_path: Path) -> None:
     assert query(db, "SELECT outcome FROM run WHERE task_id = 'waits'") == [("success",)]
 
 
+def test_stop_of_a_run_in_the_foreground_says_where_it_runs(tmp_path: Path) -> None:
+    """With no daemon, `stop TASK` while `moltsched run TASK` runs in another terminal said
+    "TASK is not running". It runs, in that process: the answer names it and how to stop
+    it (exit 3, the daemon would be needed), and `kill -INT` as said does stop it."""
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "slow.sh").write_text("sleep 600\n")
+    config = tmp_path / "moltsched.yaml"
+    config.write_text("tasks:\n  - {id: slow, script: slow.sh, cron: '0 0 1 1 *', grace: 2s}\n")
+    db = tmp_path / "state" / "moltsched.db"
+    proc = subprocess.Popen(
+        [MOLTSCHED, "--config", str(config), "run", "slow"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_sync(
+            lambda: query(db, "SELECT COUNT(*) FROM run WHERE ended IS NULL") == [(1,)],
+            30,
+            "slow to run",
+        )
+        said = cli("stop", "slow", config=config)
+        assert said.returncode == 3, said.stdout + said.stderr
+        assert f"(pid {proc.pid})" in said.stderr and f"kill -INT {proc.pid}" in said.stderr
+        error = json.loads(cli("--json", "stop", "slow", config=config).stdout)
+        assert error["kind"] == "locked" and f"kill -INT {proc.pid}" in error["error"], error
+        chat = cli("chat", "stop:slow", config=config).stdout
+        assert f"kill -INT {proc.pid}" in chat, chat
+        os.kill(proc.pid, signal.SIGINT)
+        assert proc.wait(30) != 0
+    finally:
+        proc.kill()
+    assert query(db, "SELECT outcome FROM run WHERE task_id = 'slow'") == [("interrupted",)]
+    assert processes_of(db, {"slow"}) == []
+
+
 def test_a_run_in_the_foreground_killed_shows_as_interrupted(tmp_path: Path) -> None:
     """`moltsched run TASK` with no daemon, killed with SIGKILL (the OOM killer): nothing is
     left to record its run, and its task runs on with no one to stop it until the next start
