@@ -66,8 +66,16 @@ def signal_number(value: object) -> str:
     if not _E164.fullmatch(number):
         raise ValueError(
             f"{show(written)} is not a Signal number in international form, like +4917612345678"
+            + _instead(number)
         )
     return number
+
+
+def _instead(number: str) -> str:
+    """What to write for a number that is all but international: `0049…`, as many dial
+    abroad, or `49…`, which lost its `+` (not `0176…`: that names no country)."""
+    bare = number.removeprefix("00")
+    return f" (write +{bare})" if number.isdigit() and _E164.fullmatch(f"+{bare}") else ""
 
 
 _SCHEME = re.compile(r"(?:https?|wss?)://", re.IGNORECASE)
@@ -126,7 +134,8 @@ def signal_ids(min_items: int = 0, *, groups: bool = False) -> Parser:
             return signal_number(value)
         except ValueError:
             what = "a Signal number in international form (like +4917612345678)"
-            raise ValueError(f"{show(value)} is not {what} or an account's UUID") from None
+            instead = _instead(_WRITTEN.sub("", value))
+            raise ValueError(f"{show(value)} is not {what} or an account's UUID{instead}") from None
 
     def parse(value: object) -> list[str]:
         found, bad = [], []

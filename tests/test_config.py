@@ -421,7 +421,7 @@ signal:
 signal:
   account: "015123456789"
   admins: ["4917612345678", "+49 176 x", "bob"]
-  alert_to: ["+1"]
+  alert_to: ["+1", "0049 176 1234 5678"]
 """,
     )
     found = problems(bad)
@@ -432,9 +432,13 @@ signal:
         "signal.admins[1]",
         "signal.admins[2]",
         "signal.alert_to[0]",
+        "signal.alert_to[1]",
     ], found
     assert "'015123456789' is not a Signal number in international form" in found[0]
+    assert "(write +" not in found[0]  # a national number names no country
     assert "'4917612345678'" in found[1] and "'bob'" in found[3], found
+    assert found[1].endswith("(write +4917612345678)"), found  # lost its +
+    assert found[5].endswith("(write +4917612345678)"), found  # 00 as dialled abroad
 
 
 def test_the_signal_service_may_be_written_as_a_url(tmp_path: Path) -> None:
