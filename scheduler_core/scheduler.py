@@ -180,8 +180,9 @@ class Scheduler(Requests):
             spec = self._specs.get(task_id)
             if spec is None or not spec.enabled:
                 continue  # removed or disabled
-            busy = task_id in self._running or task_id in self._queue
-            decision = decide(spec, due, now, busy)
+            queued = task_id in self._queue and task_id not in self._running
+            busy = queued or task_id in self._running
+            decision = decide(spec, due, now, busy, waiting=queued)
             if decision.start is not None:
                 created.append(self._enqueue(task_id, decision.start, due))
                 self._timetable.hold(task_id)  # the slot stays due in the store until it starts

@@ -27,8 +27,11 @@ class Decision(Record):
     missed: int = 0  # how many slots
 
 
-def decide(spec: TaskSpec, due: datetime, now: datetime, busy: bool) -> Decision:
-    """The slot `due` of `spec`, processed at `now`; `busy`: the task runs or waits already."""
+def decide(
+    spec: TaskSpec, due: datetime, now: datetime, busy: bool, *, waiting: bool = False
+) -> Decision:
+    """The slot `due` of `spec`, processed at `now`; `busy`: the task runs or waits already
+    (`waiting`: its run waits for a slot)."""
     nxt, skipped = advance(spec.trigger, due, now)
     period = (spec.trigger.next_after(due) - due).total_seconds()
     late = (now - due).total_seconds() > min(MISFIRE_GRACE_S, period)
@@ -37,7 +40,10 @@ def decide(spec: TaskSpec, due: datetime, now: datetime, busy: bool) -> Decision
     note: str | None
     if busy:
         missed = skipped + 1
-        note = f"{_slots(missed)} missed: the previous run is still going"
+        why = "the previous run is still going"
+        if waiting:
+            why = "its previous run is still waiting for a slot"
+        note = f"{_slots(missed)} missed: {why}"
         return Decision(None, nxt, note, missed)
     if late and spec.catch_up is CatchUp.ONCE:
         note = f"{_slots(missed)} missed since {since}; running one catch-up run"

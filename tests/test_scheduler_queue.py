@@ -96,6 +96,34 @@ async def test_a_slot_that_comes_while_its_task_runs_is_missed_not_queued(
     assert launcher.order() == ["a", "a"]
 
 
+async def test_a_slot_that_comes_while_its_run_waits_for_a_slot_says_so(
+    make_fake: Make, store: Store, tasks_dir: Path
+) -> None:
+    """One slot, taken by `long`: `a`'s run waits for it, and `a`'s next slot comes. The
+    miss said "the previous run is still going", while `status` said `queued`."""
+    clock = ManualClock()
+    long = task(tasks_dir, "long", 1)._replace(trigger=NEVER)
+    sched, launcher = make_fake([long, task(tasks_dir, "a", 5)], clock, 1)
+    (first,) = await launcher.started(1)
+    assert first.spec.id == "a"
+    first.end()
+    await wait_for(lambda: sched.counts() == (0, 0))
+    sched.submit("long")
+    (*_, busy) = await launcher.started(2)
+    clock.advance(60)  # a's slot: its run waits for the one slot
+    await wait_for(lambda: sched.counts() == (1, 1))
+    clock.advance(60)  # and a's next slot, while that run still waits
+
+    async def missed() -> list[str]:
+        return [e.message for e in await store.logs("a") if e.action == "missed"]
+
+    await wait_for(missed)
+    assert await missed() == ["1 slot missed: its previous run is still waiting for a slot"]
+    busy.end()
+    (*_, waited) = await launcher.started(3)
+    assert waited.spec.id == "a"
+
+
 async def test_the_queue_knows_its_on_demand_runs_through_every_change() -> None:
     """`on_demand` (what preemption weighs) follows adds, promotions, drops and pops."""
     q = RunQueue()

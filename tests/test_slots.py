@@ -49,6 +49,8 @@ def test_slot_decisions(tmp_path: Path) -> None:
     assert skipped.start is None and "skipped (catch_up: skip)" in (skipped.note or "")
     busy = decide(hourly, T0, T0 + timedelta(seconds=1), busy=True)
     assert busy.start is None and busy.note == "1 slot missed: the previous run is still going"
+    queued = decide(hourly, T0, T0 + timedelta(seconds=1), busy=True, waiting=True)
+    assert queued.note == "1 slot missed: its previous run is still waiting for a slot"
     # A minute late is late even for an hourly task; a 10 s task is late after 10 s.
     assert decide(hourly, T0, T0 + timedelta(seconds=61), busy=False).start is Cause.CATCH_UP
     fast = spec("b", "true", tmp_path, trigger=Every(10))
