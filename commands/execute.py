@@ -276,6 +276,11 @@ async def _status_one(ctx: Context, task_id: str) -> Reply:
     if state.checkpoint:
         lines.append(f"checkpoint: {state.checkpoint[:200]}")
     if recent:
+        runs = (
+            f"{r.run_id} {r.outcome or 'running'} {short_time(r.started, ctx.zone, now)}"
+            for r in recent
+        )
+        lines.append("recent runs: " + ", ".join(runs))
         lines.append(
             f"what it printed: send output:{spec.id}"
             if ctx.chat

@@ -229,6 +229,12 @@ async def test_output_of_a_run_and_how_status_points_at_it(ctx: Context) -> None
     assert never.data == {"task_id": "ok"} | {k: None for k in newest.data if k != "task_id"}
     assert "moltsched output bad" in (await execute(Status("bad"), ctx)).text
     assert "send output:bad" in (await execute(Status("bad"), ctx._replace(chat=True))).text
+    # "`status bad` lists its recent runs", says an unknown run id: the text does too, with
+    # the ids that `output bad RUN_ID` takes (before: only --json had them).
+    listed = [ln for ln in (await execute(Status("bad"), ctx)).text.splitlines() if "runs:" in ln]
+    newer, older_id = newest.data["run_id"], first.data["run_id"]
+    assert listed[-1].startswith(f"recent runs: {newer} failed "), listed
+    assert f", {older_id} failed " in listed[-1], listed
 
 
 async def test_logs_on_a_phone_are_one_line_per_run_with_short_names(ctx: Context) -> None:
