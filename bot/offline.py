@@ -88,7 +88,13 @@ async def _answer(config: AppConfig, request: Request) -> int:
             stuck = lock.never_free()
             if stuck is not None:
                 raise Failure(*stuck, EXIT_STATE)
-            print("moltsched: waiting for another foreground run to finish", file=sys.stderr)
+            pid = _foreground(settings.state_dir)
+            who = f" (pid {pid})" if pid is not None else ""
+            print(
+                f"moltsched: waiting for the foreground `moltsched run`{who} to finish "
+                "(with the daemon up, runs do not wait for each other); Ctrl-C gives up",
+                file=sys.stderr,
+            )
             await lock.acquire()
         try:
             await scheduler.prepare()

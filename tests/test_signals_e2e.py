@@ -233,19 +233,32 @@ def test_stop_of_a_run_in_the_foreground_says_where_it_runs(tmp_path: Path) -> N
     (tmp_path / "tasks").mkdir()
     (tmp_path / "tasks" / "slow.sh").write_text("sleep 600\n")
     config = tmp_path / "moltsched.yaml"
-    config.write_text("tasks:\n  - {id: slow, script: slow.sh, cron: '0 0 1 1 *', grace: 2s}\n")
+    config.write_text(
+        "tasks:\n  - {id: slow, script: slow.sh, cron: '0 0 1 1 *', grace: 2s}\n"
+        "  - {id: quick, command: ['true'], cron: '0 0 1 1 *'}\n"
+    )
     db = tmp_path / "state" / "moltsched.db"
     proc = subprocess.Popen(
         [MOLTSCHED, "--config", str(config), "run", "slow"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    waiter_said = tmp_path / "waiter.err"
+    waiter = None
     try:
         wait_sync(
             lambda: query(db, "SELECT COUNT(*) FROM run WHERE ended IS NULL") == [(1,)],
             30,
             "slow to run",
         )
+        with open(waiter_said, "wb") as err:  # another run waits, and says for whom
+            waiter = subprocess.Popen(
+                [MOLTSCHED, "--config", str(config), "run", "quick"],
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+        mark = f"waiting for the foreground `moltsched run` (pid {proc.pid}) to finish"
+        wait_sync(lambda: mark in waiter_said.read_text(), 30, "the waiter to say so")
         said = cli("stop", "slow", config=config)
         assert said.returncode == 3, said.stdout + said.stderr
         assert f"(pid {proc.pid})" in said.stderr and f"kill -INT {proc.pid}" in said.stderr
@@ -255,8 +268,11 @@ def test_stop_of_a_run_in_the_foreground_says_where_it_runs(tmp_path: Path) -> N
         assert f"kill -INT {proc.pid}" in chat, chat
         os.kill(proc.pid, signal.SIGINT)
         assert proc.wait(30) != 0
+        assert waiter.wait(30) == 0  # its turn came
     finally:
         proc.kill()
+        if waiter is not None:
+            waiter.kill()
     assert query(db, "SELECT outcome FROM run WHERE task_id = 'slow'") == [("interrupted",)]
     assert processes_of(db, {"slow"}) == []
 
