@@ -272,7 +272,13 @@ def _spec(task: TaskModel, tasks_dir: Path, zone: ZoneInfo, shared: dict[object,
 
 
 def host_zone() -> ZoneInfo:
-    """The host's time zone, or UTC when it cannot be told."""
+    """The host's time zone, or UTC when it cannot be told. A TZ that names a zone of the zone
+    database comes first, as for `date` (tzlocal takes only names it maps to Windows zones:
+    not `EST5EDT`); one that names none, or a POSIX rule, leaves it to the system's."""
+    tz = os.environ.get("TZ", "").removeprefix(":")
+    if tz and not os.path.isabs(tz):
+        with contextlib.suppress(Exception):  # not a key of the zone database
+            return ZoneInfo(tz)
     try:
         import tzlocal
 

@@ -591,3 +591,30 @@ def test_the_variables_moltsched_sets_for_a_run_are_not_a_tasks_to_set(tmp_path:
     assert len(found) == 1 and found[0].startswith("tasks[0].env: "), found
     assert "MOLTSCHED_DB" in found[0] and "MOLTSCHED_TASK_ID" in found[0]
     assert "MOLTSCHED_LOG_LEVEL" not in found[0]  # one moltsched does not set: the task's
+
+
+def test_without_timezone_a_tz_naming_a_zone_is_the_host_zone(tmp_path: Path) -> None:
+    """TZ=EST5EDT (a zone the zone database names, as `date` reads it) was not taken: the
+    tasks ran by the zone of /etc/localtime, here UTC. A TZ that names no zone still falls
+    back to the system's."""
+    config = write(tmp_path, "tasks:\n  - {id: a, script: a.sh, cron: '0 18 * * *'}\n")
+
+    def offset(tz: str) -> str:
+        """The offset of "18:00" as moltsched reads it under `tz` (a one-shot's time)."""
+        done = subprocess.run(
+            [MOLTSCHED, "--config", str(config), "--json", "run", "a", "--at", "18:00"],
+            capture_output=True,
+            text=True,
+            env=os.environ | {"TZ": tz},
+            timeout=30,
+        )
+        assert done.returncode == 0, done.stderr
+        assert cli("cancel", "a", config=config).returncode == 0
+        scheduled = str(json.loads(done.stdout)["scheduled"])
+        assert scheduled[11:19] == "18:00:00", scheduled
+        return scheduled[-6:]
+
+    assert offset("EST5EDT") in ("-05:00", "-04:00")
+    assert offset(":Asia/Tokyo") == "+09:00"
+    system = datetime.now().astimezone().strftime("%z")  # this process's own zone
+    assert offset("Nowhere/Land").replace(":", "") in (system, "+0000")
