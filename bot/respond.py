@@ -55,10 +55,14 @@ def unloaded_in(path: Path) -> Callable[[str], Awaitable[str]]:
     """A daemon's `Context.unloaded`: its configuration file (read again only if it changed,
     see `config.cache`) has a task the daemon does not know, added and not reloaded yet."""
 
+    def in_file() -> dict[str, object]:
+        if not path.is_file():  # a pipe (`sops exec-file`) is read once, by the daemon's load
+            return {}
+        return {t.id: t for t in load_config(path).tasks}
+
     async def unloaded(task_id: str) -> str:
         try:
-            found = await asyncio.to_thread(load_config, path)
-            task = find_task(task_id, {t.id: t for t in found.tasks})
+            task = find_task(task_id, await asyncio.to_thread(in_file))
         except (ConfigError, OSError, TaskNotFoundError):
             return ""
         return (
