@@ -1,6 +1,6 @@
 """signalbot, made as the daemon uses it: its configuration for ours (`bot_config`), a session
-that says why signal-cli-rest-api refused a request (`said`), and closing what signalbot
-leaves open (`close_storage`)."""
+that says why signal-cli-rest-api refused a request (`said`), a send that says who it missed
+(`send_text`), and closing what signalbot leaves open (`close_storage`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 from aiohttp import ClientResponse, ClientResponseError, ClientSession
-from signalbot import SignalBot
+from signalbot import SendMessage, SignalBot
 
 from config.loader import SignalConfig
 from scheduler_core.safe import safe_text
@@ -68,3 +68,21 @@ async def said(response: ClientResponse) -> None:
         message=line or response.reason or "",
         headers=response.headers,
     )
+
+
+async def send_text(
+    bot: SignalBot, account: str, recipient: str, text: str
+) -> list[tuple[str, str]]:
+    """Send `text` as signalbot's `messages.send` does; who did not get it, and why (signal-
+    cli's reason, like IDENTITY_FAILURE). signal-cli takes a send to a group and names the
+    members it could not reach (a 201 with `errors`: signal-api/PROTOCOL.md), which
+    signalbot only logs."""
+    to = bot._recipients.resolve(recipient)
+    request = await SendMessage(text=text).to_generated(account, [to])
+    answers = await bot._signal.messages.send(request)
+    return [
+        (str(e.number or e.uuid or e.username), str(e.reason))
+        for answer in answers
+        if answer.errors is not None and answer.errors.recipients
+        for e in answer.errors.recipients
+    ]

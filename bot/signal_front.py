@@ -24,12 +24,12 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import ClientConnectorError, ClientResponseError
-from signalbot import SendMessage, SignalAPIError, SignalBot
+from signalbot import SignalAPIError, SignalBot
 
 from bot.envelope import Decision, Gate, Verdict
 from bot.limiter import Limiter
 from bot.logs import quiet_signalbot
-from bot.signal_client import close_storage, signal_bot
+from bot.signal_client import close_storage, send_text, signal_bot
 from config.loader import SignalConfig
 from scheduler_core.errors import log_failure
 from scheduler_core.safe import safe_text
@@ -207,7 +207,7 @@ class SignalFront:
         self.limiter.take(recipient)
         try:
             async with asyncio.timeout(SERVICE_TIMEOUT_S):
-                await self._bot.messages.send(SendMessage(text=safe_text(text)), recipient)
+                missed = await send_text(self._bot, self.config.account, recipient, safe_text(text))
         except TimeoutError:
             raise TimeoutError(f"Signal did not answer within {SERVICE_TIMEOUT_S:g} s") from None
         except SignalAPIError as exc:
@@ -227,6 +227,22 @@ class SignalFront:
                 f"Signal rate-limits this account; nothing is sent for {held:.0f}s"
             ) from None
         self._hold_s = 0.0
+        if missed:  # taken, and not sent again: the others would have it twice
+            await self._missed(recipient, missed)
+
+    async def _missed(self, recipient: str, missed: list[tuple[str, str]]) -> None:
+        said = f"Signal delivered to {recipient}, but not to "
+        said += ", ".join(f"{who} ({why})" for who, why in missed)
+        changed = [who for who, why in missed if why == "IDENTITY_FAILURE"]
+        if changed:  # signal-cli's word for a safety number that changed (a new phone)
+            trust = self.config.url(f"/v1/identities/{self.config.account}/trust/{changed[0]}")
+            said += (
+                f"; {changed[0]}'s safety number changed: compare it with theirs, then trust it "
+                f'(PUT {trust} with {{"trust_all_known_keys": true}})'
+            )
+        log.warning("%s", said)
+        with contextlib.suppress(Exception):  # the send itself went through
+            await self.store.log("not_delivered", said[:500])
 
     def _rate_limited(self) -> None:
         """A 429: hold every send (longer at each 429 in a row). Sends that were under way

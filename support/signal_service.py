@@ -135,6 +135,9 @@ class SignalService:
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request
         self.send_status: int | None = None  # answer sends with this status, if set
         self.send_error = "emulated failure"  # and with this error (429 has its own)
+        # Recipients a send is taken without reaching, as signal-cli reports a group send that
+        # some members missed: a 201 with `errors` ({"number", "uuid", "reason"} each).
+        self.undelivered: list[dict[str, str]] = []
         # Paths whose requests are taken and never answered, as a stuck service does
         # ("/v2/send", "/v1/health"); they are let go when the service stops.
         self.hanging: set[str] = set()
@@ -287,7 +290,10 @@ class SignalService:
         self._sent_changed.set()
         if self.on_send is not None:
             self.on_send(body)
-        return self._json([{"timestamp": str(next(self._clock))}], 201)
+        sent: dict[str, Any] = {"timestamp": str(next(self._clock))}
+        if self.undelivered:
+            sent["errors"] = {"recipients": list(self.undelivered)}
+        return self._json([sent], 201)
 
     async def _no_content(self, request: web.Request) -> web.Response:
         self._seen(request)

@@ -22,8 +22,18 @@ from scheduler_core.alerts import AlertPolicy
 from scheduler_core.model import EngineSettings
 from scheduler_core.scheduler import Scheduler
 from scheduler_core.store import Store
-from support.signal_service import ACCOUNT, ALICE, ALICE_UUID, BOB_UUID, SignalService, text_frame
+from support.signal_service import (
+    ACCOUNT,
+    ALICE,
+    ALICE_UUID,
+    BOB_UUID,
+    GROUP_ID,
+    SignalService,
+    text_frame,
+)
 from tests.helpers import ManualClock, spec, wait_for
+
+BOB = "+33612345678"
 
 
 class FlakyService:
@@ -285,6 +295,26 @@ async def test_alerts_waiting_for_a_retry_go_as_soon_as_signal_is_back(
             assert await outbox.deliver_due() is None
             (alert,) = service.sent
             assert alert["message"] == "t failed" and alert["recipients"] == [ALICE]
+
+
+async def test_an_alert_some_members_of_a_group_missed_says_who(settings: EngineSettings) -> None:
+    """signal-cli takes a send to a group and reports the members it could not reach (a 201
+    with `errors`: one whose safety number changed, say). It was taken as delivered with
+    nothing said, and those members missed the alert without a trace. It stays delivered (a
+    second send would reach the others twice); who missed it, and why, is in the action log."""
+    store = await Store.open(settings.db_path)
+    clock = ManualClock()
+    await store.queue_alert("t", "failure", [(GROUP_ID, "t failed")], clock.now(), clock.now())
+    async with SignalService() as service, front_on(service, store) as front:
+        await wait_for(lambda: front.connected, 10)
+        service.undelivered = [{"number": BOB, "uuid": BOB_UUID, "reason": "IDENTITY_FAILURE"}]
+        outbox = Outbox(store, front, clock=clock)
+        assert await outbox.deliver_due() is None
+        assert [m["message"] for m in service.sent] == ["t failed"]
+        assert await store.pending_alerts() == []
+        (entry,) = [e for e in await store.logs(limit=50) if e.action == "not_delivered"]
+        assert GROUP_ID in entry.message and f"not to {BOB} (IDENTITY_FAILURE" in entry.message
+        assert "safety number changed" in entry.message, entry.message
 
 
 async def test_a_send_the_service_takes_and_never_answers_is_given_up(
