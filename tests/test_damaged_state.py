@@ -96,21 +96,19 @@ def test_a_damaged_database_gives_one_line_and_exit_3(config: Path, damage: obje
     assert "damaged" in daemon.stderr.strip().splitlines()[-1]
 
 
-def task_table_damaged(config: Path) -> Path:
-    """The task table's first page overwritten, the rest of the file whole: the header and
-    schema read, so the daemon starts (its write alarm says the database cannot be written),
-    and only what reads the task table fails."""
+def page_overwritten(config: Path, which_page: str) -> None:
+    """One page of a real database with history overwritten, the rest of the file whole:
+    the page the query `which_page` names (its first column), in the file as checkpointed."""
     db = made(config)
     with contextlib.closing(sqlite3.connect(db)) as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        (root,) = conn.execute("SELECT rootpage FROM sqlite_schema WHERE name = 'task'").fetchone()
+        (page,) = conn.execute(which_page).fetchone()
         (size,) = conn.execute("PRAGMA page_size").fetchone()
     for extra in ("-wal", "-shm"):
         Path(f"{db}{extra}").unlink(missing_ok=True)
     with open(db, "r+b") as file:
-        file.seek((root - 1) * size)
+        file.seek((page - 1) * size)
         file.write(b"\xde\xad" * (size // 2))
-    return db
 
 
 def test_status_of_a_damaged_task_table_is_an_error_answer_with_and_without_the_daemon(
@@ -118,8 +116,10 @@ def test_status_of_a_damaged_task_table_is_an_error_answer_with_and_without_the_
 ) -> None:
     """`status --json` wrote its first line, then met the damage: the agent got a JSON text
     cut in the middle, and from the daemon "the daemon went away" (kind daemon-gone, exit 1)
-    although only the database was at fault. Now: exit 3, one line, `{"error", "kind"}`."""
-    task_table_damaged(config)
+    although only the database was at fault. Now: exit 3, one line, `{"error", "kind"}`.
+    The task table's first page is overwritten: the header and schema read, so the daemon
+    starts (its write alarm says the database cannot be written)."""
+    page_overwritten(config, "SELECT rootpage FROM sqlite_schema WHERE name = 'task'")
     assert_unreachable(config, ("status",), "damaged")
     daemon = DaemonProcess(config).start()
     try:
@@ -141,19 +141,11 @@ def test_status_of_a_task_table_damaged_past_its_first_batch_ends_the_document_w
     config.write_text(
         "tasks:\n" + "".join(f"  - {{id: t{i}, script: a.sh, every: 1h}}\n" for i in range(1200))
     )
-    db = made(config)
-    with contextlib.closing(sqlite3.connect(db)) as conn:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        (page,) = conn.execute(
-            "SELECT pageno FROM dbstat WHERE name = 'task' AND pagetype = 'leaf' "
-            "ORDER BY path DESC LIMIT 1"
-        ).fetchone()
-        (size,) = conn.execute("PRAGMA page_size").fetchone()
-    for extra in ("-wal", "-shm"):
-        Path(f"{db}{extra}").unlink(missing_ok=True)
-    with open(db, "r+b") as file:
-        file.seek((page - 1) * size)
-        file.write(b"\xde\xad" * (size // 2))
+    last_leaf = (
+        "SELECT pageno FROM dbstat WHERE name = 'task' AND pagetype = 'leaf' "
+        "ORDER BY path DESC LIMIT 1"
+    )
+    page_overwritten(config, last_leaf)
     daemon = DaemonProcess(config)
     for up in (False, True):
         if up:

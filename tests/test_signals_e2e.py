@@ -226,10 +226,9 @@ def test_nohup_keeps_a_run_in_the_foreground_going(tmp_path: Path) -> None:
     assert query(db, "SELECT outcome FROM run WHERE task_id = 'waits'") == [("success",)]
 
 
-def test_stop_of_a_run_in_the_foreground_says_where_it_runs(tmp_path: Path) -> None:
-    """With no daemon, `stop TASK` while `moltsched run TASK` runs in another terminal said
-    "TASK is not running". It runs, in that process: the answer names it and how to stop
-    it (exit 3, the daemon would be needed), and `kill -INT` as said does stop it."""
+def slow_in_the_foreground(tmp_path: Path) -> tuple[Path, Path, subprocess.Popen[bytes]]:
+    """`moltsched run slow` with no daemon, its run under way (a `sleep 600`, grace 2s), and
+    a `quick` task beside it: (configuration, database, the command's process)."""
     (tmp_path / "tasks").mkdir()
     (tmp_path / "tasks" / "slow.sh").write_text("sleep 600\n")
     config = tmp_path / "moltsched.yaml"
@@ -243,14 +242,26 @@ def test_stop_of_a_run_in_the_foreground_says_where_it_runs(tmp_path: Path) -> N
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    waiter_said = tmp_path / "waiter.err"
-    waiter = None
     try:
         wait_sync(
             lambda: query(db, "SELECT COUNT(*) FROM run WHERE ended IS NULL") == [(1,)],
             30,
             "slow to run",
         )
+    except BaseException:
+        proc.kill()
+        raise
+    return config, db, proc
+
+
+def test_stop_of_a_run_in_the_foreground_says_where_it_runs(tmp_path: Path) -> None:
+    """With no daemon, `stop TASK` while `moltsched run TASK` runs in another terminal said
+    "TASK is not running". It runs, in that process: the answer names it and how to stop
+    it (exit 3, the daemon would be needed), and `kill -INT` as said does stop it."""
+    config, db, proc = slow_in_the_foreground(tmp_path)
+    waiter_said = tmp_path / "waiter.err"
+    waiter = None
+    try:
         with open(waiter_said, "wb") as err:  # another run waits, and says for whom
             waiter = subprocess.Popen(
                 [MOLTSCHED, "--config", str(config), "run", "quick"],
@@ -283,26 +294,8 @@ def test_a_run_in_the_foreground_killed_shows_as_interrupted(tmp_path: Path) -> 
     does. `status` said `running`, as if all were well. Now it says `interrupted` (what the
     next start records and resumes) and why; the next command that runs tasks stops what was
     left and records the run."""
-    (tmp_path / "tasks").mkdir()
-    (tmp_path / "tasks" / "slow.sh").write_text("sleep 600\n")
-    (tmp_path / "tasks" / "quick.sh").write_text("true\n")
-    config = tmp_path / "moltsched.yaml"
-    config.write_text(
-        "tasks:\n  - {id: slow, script: slow.sh, cron: '0 0 1 1 *', grace: 2s}\n"
-        "  - {id: quick, script: quick.sh, cron: '0 0 1 1 *'}\n"
-    )
-    db = tmp_path / "state" / "moltsched.db"
-    proc = subprocess.Popen(
-        [MOLTSCHED, "--config", str(config), "run", "slow"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    config, db, proc = slow_in_the_foreground(tmp_path)
     try:
-        wait_sync(
-            lambda: query(db, "SELECT COUNT(*) FROM run WHERE ended IS NULL") == [(1,)],
-            30,
-            "slow to run",
-        )
         running = processes_of(db, {"slow"})
         assert running
         shown = json.loads(cli("--json", "status", "slow", config=config).stdout)
