@@ -240,9 +240,10 @@ class SignalFront:
                 f"; {changed[0]}'s safety number changed: compare it with theirs, then trust it "
                 f'(PUT {trust} with {{"trust_all_known_keys": true}})'
             )
+        said = safe_text(said)[:500]  # the service's words, as `signal_client.said` keeps them
         log.warning("%s", said)
         with contextlib.suppress(Exception):  # the send itself went through
-            await self.store.log("not_delivered", said[:500])
+            await self.store.log("not_delivered", said)
 
     def _rate_limited(self) -> None:
         """A 429: hold every send (longer at each 429 in a row). Sends that were under way
