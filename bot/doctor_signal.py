@@ -4,6 +4,7 @@ shape of every check `moltsched doctor` makes. The service is only asked `GET`s.
 from __future__ import annotations
 
 import json
+import re
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime
@@ -111,6 +112,13 @@ def _age(seconds: float) -> str:
 def _alerts(found: Inspection, signal: SignalConfig) -> Check:
     """The alerts not delivered yet: how many, how long, and what the service said the last
     time it refused one (its own words: the daemon logged nothing better)."""
+    if found.alerts_waiting == 0 and found.missed is not None:
+        detail = f"no alerts waiting, but the last send some members missed: {found.missed}"
+        fix = "see who missed it, and why, in the detail"
+        changed = re.search(r"not to (\S+) \(IDENTITY_FAILURE\)", found.missed)
+        if changed:
+            fix = _trust(changed[1], signal)
+        return Check("alerts", "warn", detail, fix)
     if found.alerts_waiting == 0:
         return Check("alerts", "ok", "no alerts waiting")
     assert found.oldest_alert is not None
@@ -121,10 +129,15 @@ def _alerts(found: Inspection, signal: SignalConfig) -> Check:
         recipient, said = found.refused
         detail += f"; the last try: {said}"
         if "untrusted" in said:  # signal-cli's word when a recipient's key changed
-            fix = (
-                f"{recipient} has a new safety number (a new phone, Signal reinstalled): compare "
-                "it with theirs, then trust it: curl -X PUT -H 'Content-Type: application/json' "
-                f"""-d '{{"trust_all_known_keys": true}}' """
-                + signal.url(f"/v1/identities/{signal.account}/trust/{recipient}")
-            )
+            fix = _trust(recipient, signal)
     return Check("alerts", "warn" if age < 3600 else "fail", detail, fix)
+
+
+def _trust(recipient: str, signal: SignalConfig) -> str:
+    """How to trust the new safety number of `recipient`."""
+    return (
+        f"{recipient} has a new safety number (a new phone, Signal reinstalled): compare "
+        "it with theirs, then trust it: curl -X PUT -H 'Content-Type: application/json' "
+        f"""-d '{{"trust_all_known_keys": true}}' """
+        + signal.url(f"/v1/identities/{signal.account}/trust/{recipient}")
+    )

@@ -10,7 +10,7 @@ import sqlite3
 from pathlib import Path
 
 from support.daemon import DaemonProcess
-from support.signal_service import ACCOUNT, ALICE, SignalService
+from support.signal_service import ACCOUNT, ALICE, GROUP_ID, SignalService
 from tests.helpers import acli, wait_for
 
 
@@ -104,6 +104,37 @@ async def test_an_alert_the_service_refuses_says_why(tmp_path: Path) -> None:
         logged = daemon.log.read_text()
         assert f"alert to {ALICE} not delivered (attempt 1): " in logged
         assert untrusted in logged and "Bad Request" not in logged
+
+
+async def test_an_alert_some_group_members_missed_is_in_doctor(tmp_path: Path) -> None:
+    """A group alert signal-cli took but some members missed (a 201 with `errors`) counts as
+    delivered, so no alert waits and doctor said all was well; the member whose safety number
+    changed went on missing every alert. doctor now says who missed the last one, and how
+    to trust the new number."""
+    bob = "+33612345678"
+    async with SignalService() as service:
+        config = write_config(
+            tmp_path,
+            f'signal:\n  service: {service.service}\n  account: "{ACCOUNT}"\n'
+            f'  admins: ["{ALICE}"]\n  alert_to: ["{GROUP_ID}"]\n',
+        )
+        (tmp_path / "tasks" / "t.sh").write_text("exit 3\n")
+        service.undelivered = [{"number": bob, "reason": "IDENTITY_FAILURE"}]
+        daemon = DaemonProcess(config)
+        await asyncio.to_thread(daemon.start)
+        try:
+            await service.wait_connected()
+            assert (await acli("run", "t", config=config)).returncode == 1
+            await wait_for(lambda: any(m["recipients"] == [GROUP_ID] for m in service.sent))
+            with contextlib.closing(sqlite3.connect(daemon.db)) as db:
+                query = "SELECT message FROM log WHERE action = 'not_delivered'"
+                await wait_for(lambda: db.execute(query).fetchone() is not None)
+            alerts = checks((await acli("--json", "doctor", config=config)).stdout)["alerts"]
+            assert alerts["status"] == "warn", alerts
+            assert f"not to {bob} (IDENTITY_FAILURE)" in alerts["detail"], alerts
+            assert f"/v1/identities/{ACCOUNT}/trust/{bob}" in alerts["fix"], alerts
+        finally:
+            await asyncio.to_thread(daemon.stop)
 
 
 async def test_a_damaged_database_and_an_invalid_file(tmp_path: Path) -> None:

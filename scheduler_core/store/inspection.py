@@ -1,9 +1,10 @@
 """What `moltsched doctor` reads from a database without changing it (`inspect`): whether it
-is whole, and the alerts waiting in its outbox."""
+is whole, the alerts waiting in its outbox, and the last alert some group members missed."""
 
 from __future__ import annotations
 
 import sqlite3
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -20,6 +21,11 @@ class Inspection(Record):
     alerts_waiting: int = 0
     oldest_alert: datetime | None = None
     refused: tuple[str, str] | None = None  # the newest failed try: (recipient, what was said)
+    # The newest send of the last MISSED_DAYS that some members of a group missed: its line.
+    missed: str | None = None
+
+
+MISSED_DAYS = 7
 
 
 def inspect(path: Path) -> Inspection:
@@ -49,7 +55,12 @@ def inspect(path: Path) -> Inspection:
             "SELECT recipient, last_error FROM outbox WHERE sent IS NULL AND last_error IS NOT "
             "NULL ORDER BY next_attempt DESC LIMIT 1"
         ).fetchone()
-        return Inspection(None, count, from_epoch(oldest), refused)
+        missed = db.execute(
+            "SELECT message FROM log WHERE time > ? AND action = 'not_delivered' "
+            "ORDER BY time DESC LIMIT 1",
+            (time.time() - MISSED_DAYS * 86400,),
+        ).fetchone()
+        return Inspection(None, count, from_epoch(oldest), refused, missed and missed[0])
     except sqlite3.Error as exc:
         raise translate(exc, path) from exc
     finally:
