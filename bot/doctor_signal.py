@@ -113,9 +113,11 @@ def _alerts(found: Inspection, signal: SignalConfig) -> Check:
     """The alerts not delivered yet: how many, how long, and what the service said the last
     time it refused one (its own words: the daemon logged nothing better)."""
     if found.alerts_waiting == 0 and found.missed is not None:
-        detail = f"no alerts waiting, but the last send some members missed: {found.missed}"
+        when, said = found.missed
+        ago = _age((datetime.now(UTC) - when).total_seconds())
+        detail = f"no alerts waiting, but a send {ago} ago some members missed: {said}"
         fix = "see who missed it, and why, in the detail"
-        changed = re.search(r"not to (\S+) \(IDENTITY_FAILURE\)", found.missed)
+        changed = re.search(r"not to (\S+) \(IDENTITY_FAILURE\)", said)
         if changed:
             fix = _trust(changed[1], signal)
         return Check("alerts", "warn", detail, fix)

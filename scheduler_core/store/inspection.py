@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from scheduler_core.errors import StoreError, database_files, translate
@@ -21,8 +21,9 @@ class Inspection(Record):
     alerts_waiting: int = 0
     oldest_alert: datetime | None = None
     refused: tuple[str, str] | None = None  # the newest failed try: (recipient, what was said)
-    # The newest send of the last MISSED_DAYS that some members of a group missed: its line.
-    missed: str | None = None
+    # The newest send of the last MISSED_DAYS that some members of a group missed: when, and
+    # its line in the action log.
+    missed: tuple[datetime, str] | None = None
 
 
 MISSED_DAYS = 7
@@ -55,12 +56,13 @@ def inspect(path: Path) -> Inspection:
             "SELECT recipient, last_error FROM outbox WHERE sent IS NULL AND last_error IS NOT "
             "NULL ORDER BY next_attempt DESC LIMIT 1"
         ).fetchone()
-        missed = db.execute(
-            "SELECT message FROM log WHERE time > ? AND action = 'not_delivered' "
+        found = db.execute(
+            "SELECT time, message FROM log WHERE time > ? AND action = 'not_delivered' "
             "ORDER BY time DESC LIMIT 1",
             (time.time() - MISSED_DAYS * 86400,),
         ).fetchone()
-        return Inspection(None, count, from_epoch(oldest), refused, missed and missed[0])
+        missed = None if found is None else (datetime.fromtimestamp(found[0], UTC), found[1])
+        return Inspection(None, count, from_epoch(oldest), refused, missed)
     except sqlite3.Error as exc:
         raise translate(exc, path) from exc
     finally:
