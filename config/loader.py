@@ -241,7 +241,8 @@ def _build(model: ConfigModel, path: Path, base: Path, specs: tuple[TaskSpec, ..
 def _spec(task: TaskModel, tasks_dir: Path, zone: ZoneInfo, shared: dict[object, Any]) -> TaskSpec:
     """The task's spec. Equal triggers, commands and environments are one object across
     tasks (`shared`): 10,000 tasks on one schedule keep one trigger in memory, and the
-    cached configuration (config.cache) stores and rebuilds it once."""
+    cached configuration (config.cache) stores and rebuilds it once. Each kind has its own
+    keys: a command `[env]` is not the empty environment, though both could be ("env",)."""
     script = None
     if task.script is not None:
         script = os.path.join(tasks_dir, task.script)
@@ -254,8 +255,8 @@ def _spec(task: TaskModel, tasks_dir: Path, zone: ZoneInfo, shared: dict[object,
     return TaskSpec(
         id=task.id,
         name=task.name or task.id,
-        argv=shared.setdefault(argv, argv),
-        trigger=shared.setdefault(trigger, trigger),
+        argv=shared.setdefault(("argv", argv), argv),
+        trigger=shared.setdefault(("trigger", trigger), trigger),
         priority=task.priority,
         enabled=task.enabled,
         timeout=task.timeout,
@@ -264,7 +265,7 @@ def _spec(task: TaskModel, tasks_dir: Path, zone: ZoneInfo, shared: dict[object,
         interruptible=task.interruptible,
         alert=task.alert,
         env=shared.setdefault(("env", *sorted(env.items())), env),
-        script=shared.setdefault(script, script),
+        script=shared.setdefault(("script", script), script),
         retries=task.retries,
         retry_delay=task.retry_delay,
         max_age=task.max_age,

@@ -618,3 +618,22 @@ def test_without_timezone_a_tz_naming_a_zone_is_the_host_zone(tmp_path: Path) ->
     assert offset(":Asia/Tokyo") == "+09:00"
     system = datetime.now().astimezone().strftime("%z")  # this process's own zone
     assert offset("Nowhere/Land").replace(":", "") in (system, "+0000")
+
+
+def test_a_command_named_like_a_shared_environment_keeps_its_own_argv(tmp_path: Path) -> None:
+    """Equal argvs, environments and triggers are one object across tasks; a command `env`
+    with no arguments must still be that command, not another task's (empty) environment."""
+    path = write(
+        tmp_path,
+        """
+tasks:
+  - {id: a, script: a.sh, every: 1h}
+  - {id: env, command: [env], every: 1h}
+  - {id: printenv, command: [printenv], every: 1h, env: {A: "1"}}
+""",
+    )
+    for cached in (False, True, True):  # validated, stored in the cache, read from it
+        a, env, printenv = load_config(path, cached=cached).tasks
+        assert (a.argv[0], a.env) == ("bash", {})
+        assert (env.argv, env.env) == (("env",), {})
+        assert (printenv.argv, printenv.env) == (("printenv",), {"A": "1"})
