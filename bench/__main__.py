@@ -323,10 +323,11 @@ BENCHES = {
 def main() -> None:
     names = sys.argv[1:] or list(BENCHES)
     # Loaded configurations are cached per user (config.cache): not in ~/.cache for these.
-    os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="moltsched-bench-cache-")
-    print(f"moltsched benchmarks on {os.cpu_count()} cores, Python {sys.version.split()[0]}")
-    for name in names:
-        BENCHES[name]()
+    with tempfile.TemporaryDirectory(prefix="moltsched-bench-cache-") as cache:
+        os.environ["XDG_CACHE_HOME"] = cache
+        print(f"moltsched benchmarks on {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+        for name in names:
+            BENCHES[name]()
 
 
 if __name__ == "__main__":

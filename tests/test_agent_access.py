@@ -4,21 +4,33 @@ kernel says (SO_PEERCRED), whatever the client writes in its request."""
 
 from __future__ import annotations
 
+import grp
 import json
 import os
+import pwd
 import shutil
 import signal
 import sqlite3
 import stat
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import MOLTSCHED, processes_of, query, running_program, wait_sync
-from tests.unix_users import User, moltsched_as, popen_as, run_as, unix_group, unix_user
+from tests.unix_users import (
+    FOLDERS,
+    User,
+    moltsched_as,
+    need_root,
+    popen_as,
+    run_as,
+    sweep_leftovers,
+    unix_group,
+    unix_user,
+    users_folder,
+)
 
 # A raw request claiming to be root; the daemon must record who really sent it.
 FORGED = """
@@ -40,19 +52,15 @@ def world() -> Iterator[tuple[Path, str, User, User, User]]:
         unix_user((group,)) as service,
         unix_user((group,)) as agent,
         unix_user() as stranger,
+        users_folder() as root,
     ):
-        root = Path(tempfile.mkdtemp(prefix="moltsched-access-", dir="/tmp"))
-        try:
-            root.chmod(0o755)
-            (root / "tasks").mkdir()
-            (root / "tasks" / "tick.sh").write_text("echo tick\n")
-            # As systemd's StateDirectoryMode=0700 leaves it: only the service user.
-            (root / "state").mkdir(mode=0o700)
-            for path in (root, root / "tasks", root / "state"):
-                os.chown(path, service.uid, service.gid)
-            yield root, group, service, agent, stranger
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
+        (root / "tasks").mkdir()
+        (root / "tasks" / "tick.sh").write_text("echo tick\n")
+        # As systemd's StateDirectoryMode=0700 leaves it: only the service user.
+        (root / "state").mkdir(mode=0o700)
+        for path in (root, root / "tasks", root / "state"):
+            os.chown(path, service.uid, service.gid)
+        yield root, group, service, agent, stranger
 
 
 def group_daemon(
@@ -583,3 +591,29 @@ def test_the_agent_finds_the_daemon_when_the_configurations_folder_is_closed_to_
     error = json.loads(done.stdout)
     assert done.returncode == 3 and error["kind"] == "permission", done.stdout
     assert "in a folder not yours to search" in error["error"], error
+
+
+def test_what_a_killed_test_run_made_is_removed_by_the_next() -> None:
+    """A test run killed mid-test cannot remove its users; the next run removes them, and
+    leaves alone those of a run still going (here: this one's)."""
+    need_root()
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    name = f"mt-u{ended.pid:x}-0a0b0c"
+    argv = ["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", "--user-group"]
+    subprocess.run([*argv, name], check=True)
+    folder = FOLDERS / f"moltsched-users-{ended.pid:x}-left"
+    folder.mkdir()
+    try:
+        with unix_user() as ours, users_folder() as our_folder:
+            sweep_leftovers.cache_clear()
+            sweep_leftovers()
+            assert name not in {u.pw_name for u in pwd.getpwall()}
+            assert name not in {g.gr_name for g in grp.getgrall()}
+            assert not folder.exists()
+            assert pwd.getpwnam(ours.name).pw_uid == ours.uid
+            assert our_folder.is_dir()
+    finally:
+        subprocess.run(["userdel", name], check=False, capture_output=True)
+        subprocess.run(["groupdel", name], check=False, capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
