@@ -137,7 +137,11 @@ def parse(text: str) -> Command:
     arg = parts[1].strip() if len(parts) > 1 else ""
     verb = _BY_NAME.get(word)
     if verb is None:
-        raise ParseError(f"I don't know '{shown(parts[0])}'.\n{help_text()}")
+        import difflib  # only for a mistyped verb: not in every command's start-up
+
+        near = difflib.get_close_matches(word, _BY_NAME, n=1, cutoff=0.75)  # "stats", "log"
+        hint = f" (did you mean {near[0]}?)" if near else ""
+        raise ParseError(f"I don't know '{shown(parts[0])}'{hint}.\n{help_text()}")
     if verb.arg is Arg.NONE and arg:
         raise ParseError(f"{verb.name} takes nothing after it.\n{help_text()}")
     if verb.arg is Arg.REQUIRED and not arg:
