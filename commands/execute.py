@@ -8,6 +8,7 @@ their traceback and answered with a short message, never the traceback itself.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from datetime import datetime
 
@@ -53,7 +54,7 @@ from commands.reply import (
 )
 from commands.streams import log_chunks, status_chunks
 from scheduler_core.errors import SchedulerError, StoreError, TaskNotFoundError, log_failure
-from scheduler_core.model import LogEntry, Outcome, TaskState
+from scheduler_core.model import LogEntry, Outcome, TaskSpec, TaskState
 from scheduler_core.model import Status as TaskStatus
 from scheduler_core.triggers import format_duration
 
@@ -196,8 +197,12 @@ async def _status_all(ctx: Context) -> Reply:
         return Reply("", chunks=status_chunks(ctx))
     specs = ctx.tasks.specs
     # A chat shows a phone screen: only the states of the tasks on it are read, so sixty
-    # `status` messages at once on 10,000 tasks cost what sixty screens cost.
-    shown = specs[: CHAT_LINES - 2] if ctx.chat and len(specs) >= CHAT_LINES else specs
+    # `status` messages at once on 10,000 tasks cost what sixty screens cost. The tasks that
+    # are not idle come first: on a phone, the one that failed is what the owner looks for.
+    shown, unsettled = specs, set[str]()
+    if ctx.chat and len(specs) >= CHAT_LINES:
+        unsettled = await ctx.tasks.listing.unsettled()
+        shown = _screen(specs, unsettled, CHAT_LINES - 2)
     found = await (
         ctx.tasks.listing.states()
         if shown is specs
@@ -223,8 +228,18 @@ async def _status_all(ctx: Context) -> Reply:
         nxt = short_time(st.next_run, ctx.zone, now) if spec.enabled and not st.paused else "-"
         lines.append(f"{spec.id}: {status}, last {last}, next {nxt}")
     if shown is not specs:  # cut as `_cut` cuts, but without reading the rest
-        lines.append(f"… {len(specs) - len(shown)} more; send status:TASK for one task")
+        left = len(unsettled) - sum(spec.id in unsettled for spec in shown)
+        kind = f"{left} not idle" if left else "all idle"
+        lines.append(f"… {len(specs) - len(shown)} more, {kind}; send status:TASK for one task")
     return Reply("\n".join(lines))
+
+
+def _screen(specs: list[TaskSpec], first: set[str], lines: int) -> list[TaskSpec]:
+    """The `lines` tasks a cut status shows: those in `first`, then the others, each in
+    configuration order."""
+    shown = [spec for spec in specs if spec.id in first][:lines]
+    rest = (spec for spec in specs if spec.id not in first)
+    return shown + list(itertools.islice(rest, lines - len(shown)))
 
 
 async def _status_one(ctx: Context, task_id: str) -> Reply:

@@ -38,6 +38,10 @@ class Listing:
         """`states()` of just these tasks: what a chat answer shows of thousands."""
         return self._shown(await self.store.states_of(ids))
 
+    async def unsettled(self) -> set[str]:
+        """The tasks whose status is not `idle`: what a screen cut short shows first."""
+        return {*await self.store.unsettled(), *self.queue.task_ids()}
+
     async def iter_states(self, batch: int = 500) -> AsyncGenerator[list[TaskState], None]:
         """Like `states()`, a batch at a time (for answers about thousands of tasks).
 

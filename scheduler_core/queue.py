@@ -57,6 +57,9 @@ class RunQueue:
     def __len__(self) -> int:
         return len(self._by_task)
 
+    def task_ids(self) -> Iterable[str]:
+        return self._by_task.keys()
+
     def __contains__(self, task_id: object) -> bool:
         return task_id in self._by_task
 

@@ -189,6 +189,42 @@ def test_long_chat_answers_are_cut_for_a_phone(tmp_path: Path) -> None:
     config.write_text(f"tasks:\n{tasks}\n")
     lines = cli("chat", "status", config=config).stdout.splitlines()
     assert len(lines) == 25
-    assert lines[-1] == "… 37 more; send status:TASK for one task"
+    assert lines[-1] == "… 37 more, all idle; send status:TASK for one task"
     full = cli("status", config=config).stdout.splitlines()
     assert len(full) == 61  # the terminal gets everything
+
+
+def test_a_cut_status_shows_the_tasks_that_are_not_idle_first(tmp_path: Path) -> None:
+    """On a phone, 60 tasks are cut to a screen: the one that failed and the one paused,
+    far down the file, are on it, before the idle ones, and the note says the rest are idle."""
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "t.sh").write_text("true\n")
+    (tmp_path / "tasks" / "bad.sh").write_text("exit 3\n")
+    tasks = [f"  - {{id: t{i:03d}, script: t.sh, every: 1h}}" for i in range(60)]
+    tasks[45] = "  - {id: t045, script: bad.sh, every: 1h}"
+    config = tmp_path / "moltsched.yaml"
+    config.write_text("tasks:\n" + "\n".join(tasks) + "\n")
+    assert cli("run", "t045", config=config).returncode == 1
+    cli("pause", "t050", config=config)
+    lines = cli("chat", "status", config=config).stdout.splitlines()
+    assert len(lines) == 25
+    assert lines[1].startswith("t045: error, last FAILED")
+    assert lines[2].startswith("t050: paused, last never run")
+    assert lines[3].startswith("t000: idle")
+    assert lines[-1] == "… 37 more, all idle; send status:TASK for one task"
+
+
+def test_a_cut_status_counts_the_tasks_not_idle_that_did_not_fit(tmp_path: Path) -> None:
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "t.sh").write_text("true\n")
+    (tmp_path / "tasks" / "bad.sh").write_text("exit 3\n")
+    tasks = [
+        f"  - {{id: t{i:03d}, script: {'bad' if i >= 30 else 't'}.sh, every: 1h}}"
+        for i in range(60)
+    ]
+    config = tmp_path / "moltsched.yaml"
+    config.write_text("max_concurrent: 4\ntasks:\n" + "\n".join(tasks) + "\n")
+    assert cli("run-all", config=config).returncode == 1
+    lines = cli("chat", "status", config=config).stdout.splitlines()
+    assert [line.split(":")[0] for line in lines[1:24]] == [f"t{i:03d}" for i in range(30, 53)]
+    assert lines[-1] == "… 37 more, 7 not idle; send status:TASK for one task"

@@ -91,6 +91,15 @@ class TaskRows(StoreCore):
         )
         return [_state(r) for r in rows]
 
+    async def unsettled(self) -> list[str]:
+        """The configured tasks that are not simply idle (running, failed, cut short or
+        paused), in configuration order."""
+        rows = await self._read(
+            "SELECT id FROM task WHERE configured = 1 AND (status != 'idle' OR paused = 1) "
+            "ORDER BY position"
+        )
+        return [row[0] for row in rows]
+
     async def iter_states(self, batch: int = 2000) -> AsyncIterator[list[TaskState]]:
         """Every configured task's state in configuration order, a batch at a time.
 
