@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import itertools
 import json
 import os
 import sys
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from bot import client, failure
 from bot.direct import checkpoint, given_value, in_run, validate
 from bot.failure import EXIT_STATE, EXIT_USAGE, Failure, fail, load
+from bot.words import command_word, joined_values
 from config.locate import ConfigNotFound, find_config_path, state_dir_hint, unreadable
 from scheduler_core import __version__
 from scheduler_core.errors import StoreError, user_name
@@ -123,7 +123,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             "--at",
             dest="run_at",
             metavar="TIME",
-            help="a one-shot run at 18:00 (the next one) or at an ISO date-time",
+            help="a one-shot run at 18:00 (the next one), 6pm or a date-time: 2026-12-24 18:00",
         )
     for name in ("cancel", "stop"):
         if p := add(name):
@@ -175,61 +175,15 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _command_word(argv: list[str]) -> str | None:
-    """The word naming the subcommand, where it comes before any option but --config and
-    --json (then only its part of the parser is built); else None."""
-    at = _command_at(argv)
-    return None if at is None else argv[at]
-
-
-def _command_at(argv: list[str]) -> int | None:
-    at = 0
-    while at < len(argv):
-        word = argv[at]
-        if word == "--config":
-            at += 2
-        elif word == "--json" or word.startswith("--config="):
-            at += 1
-        else:
-            return None if word.startswith("-") else at
-    return None
-
-
-def _joined_values(argv: list[str]) -> list[str]:
-    """`--in -5m` read as `--in=-5m`, and `chat run:x in -5m` as the text "run:x in -5m":
-    argparse takes a word that starts with "-" (and is not a number) for an option, and
-    answered "expected one argument" or "unrecognized arguments"; the time's own check says
-    what is wrong with it. Options after `chat` stay options, wherever they stand."""
-    at = _command_at(argv)
-    if at is not None and argv[at] == "chat":
-        options, text = [], []
-        words = iter(argv[at + 1 :])
-        for word in words:
-            if word in ("--json", "-h", "--help") or word.startswith("--config="):
-                options.append(word)
-            elif word == "--config":
-                options += [word, *itertools.islice(words, 1)]
-            else:
-                text.append(word)
-        return [*argv[: at + 1], *options, "--", " ".join(text)] if text else argv
-    out: list[str] = []
-    for word in argv:
-        if out and out[-1] in ("--in", "--at") and word[:1] == "-" and word[1:2].isdigit():
-            out[-1] += "=" + word
-        else:
-            out.append(word)
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     # A command is a short process that reads a lot and keeps it: the cycle collector would
     # only look through what was read (10,000 tasks for `status`; 30 of the 250 ms `status`
     # with no daemon took). The daemon turns it back on once it has started (see `_daemon`).
     gc.disable()
     argv = sys.argv[1:] if argv is None else argv
-    if not failure.outputs_open(answers=_command_word(argv) != "daemon"):
+    if not failure.outputs_open(answers=command_word(argv) != "daemon"):
         return EXIT_USAGE
-    args = build_parser(_command_word(argv)).parse_args(_joined_values(argv))
+    args = build_parser(command_word(argv)).parse_args(joined_values(argv))
     try:
         return _main(args)
     except (client.ReaderGone, BrokenPipeError):  # `| head` had enough

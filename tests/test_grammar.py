@@ -167,9 +167,10 @@ def test_help_is_as_wide_as_the_terminal_says() -> None:
     ],
 )
 def test_a_parser_of_one_command_reads_what_the_whole_parser_reads(argv: list[str]) -> None:
-    from bot.cli import _command_word, build_parser
+    from bot.cli import build_parser
+    from bot.words import command_word
 
-    word = _command_word(argv)
+    word = command_word(argv)
     assert word is not None and list(build_parser(word)._subparsers._group_actions[0].choices) == [
         word
     ]
@@ -185,6 +186,13 @@ def test_a_parser_of_one_command_reads_what_the_whole_parser_reads(argv: list[st
         (["run", "tick", "--in", "20m"], RunLater("tick", "in 20m")),
         (["run", "tick", "--at", "18:00"], RunLater("tick", "at 18:00")),
         (["run", "tick", "--in", "-5m"], RunLater("tick", "in -5m")),  # refused when asked
+        # As the chat takes them: a date and a time, a 12-hour time, a duration in words.
+        (["run", "tick", "--at", "2026-12-24", "18:00"], RunLater("tick", "at 2026-12-24 18:00")),
+        (["run", "tick", "--at", "6:30", "pm", "--json"], RunLater("tick", "at 6:30 pm")),
+        (["run", "tick", "--in", "1", "hour", "30", "min"], RunLater("tick", "in 1 hour 30 min")),
+        (["run", "--in", "20", "minutes", "tick"], RunLater("tick", "in 20 minutes")),
+        (["run", "--in", "20m", "30"], RunLater("30", "in 20m")),  # a task may be called 30
+        (["run", "--at", "18:00", "tick"], RunLater("tick", "at 18:00")),
         (["cancel", "tick"], Cancel("tick")),
         (["stop", "tick"], Stop("tick")),
         (["run-all"], RunAll()),
@@ -203,9 +211,10 @@ def test_a_parser_of_one_command_reads_what_the_whole_parser_reads(argv: list[st
 def test_the_command_line_asks_for_the_command_its_words_name(
     argv: list[str], command: Command
 ) -> None:
-    from bot.cli import _command, _joined_values, build_parser
+    from bot.cli import _command, build_parser
+    from bot.words import joined_values
 
-    assert _command(build_parser().parse_args(_joined_values(argv))) == command
+    assert _command(build_parser().parse_args(joined_values(argv))) == command
 
 
 def test_an_unknown_command_is_refused_with_every_command_named() -> None:
