@@ -210,13 +210,27 @@ def boolean(value: object) -> bool:
     raise ValueError(f"must be true or false, not {show(value)}")
 
 
+def _as_words(value: object) -> str:
+    """How a text given for a list is written as one (`a.sh --full` for a command)."""
+    import json
+    import shlex
+
+    if not isinstance(value, str) or len(value) > 200:
+        return ""
+    try:
+        words = shlex.split(value)
+    except ValueError:  # an unclosed quote
+        return ""
+    return f"; write it as a list: {json.dumps(words, ensure_ascii=False)}" if words else ""
+
+
 def texts(min_items: int = 0) -> Parser:
     """A list of texts, at least `min_items` long, none with a NUL (an argument list: no
     program can be given one)."""
 
     def parse(value: object) -> list[str]:
         if not isinstance(value, list):
-            raise ValueError(f"must be a list, not {show(value)}")
+            raise ValueError(f"must be a list, not {show(value)}{_as_words(value)}")
         items = [text(v) for v in value]
         if len(items) < min_items:
             raise ValueError(f"must list at least {min_items}")

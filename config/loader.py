@@ -301,6 +301,31 @@ def _not_a_script(path: str) -> str:
     return f"no such file {path!r}"
 
 
+def _slip(script: str, tasks_dir: str) -> str:
+    """What a missing script's name says was meant: arguments, or a home folder."""
+    import json
+    import shlex
+
+    if script.startswith("~"):
+        return " (~ is not your home folder here; write the whole path)"
+    try:
+        words = shlex.split(script)
+    except ValueError:  # an unclosed quote
+        return ""
+    first = os.path.join(tasks_dir, words[0]) if len(words) > 1 else ""
+    if not os.path.isfile(first):
+        return ""
+    argv, then = ["bash", *words], ""
+    with contextlib.suppress(OSError), open(first, "rb") as f:
+        if f.read(2) == b"#!":  # it names its interpreter: run it itself
+            argv = [words[0] if os.sep in words[0] else f"./{words[0]}", *words[1:]]
+            then = "" if os.access(first, os.X_OK) else f", and chmod +x {first}"
+    return (
+        " (a script takes no arguments; to pass them, write command: "
+        f"{json.dumps(argv, ensure_ascii=False)}{then})"
+    )
+
+
 def _raw_problems(raw: Mapping[str, Any], base: Path) -> list[str]:
     """What no single field shows: duplicate ids and scripts that do not exist."""
     problems: list[str] = []
@@ -326,6 +351,8 @@ def _raw_problems(raw: Mapping[str, Any], base: Path) -> list[str]:
             target = os.path.join(tasks_dir, script)
             if script not in found:
                 found[script] = _not_a_script(target)
+                if found[script].startswith("no such file"):
+                    found[script] += _slip(script, tasks_dir)
             if found[script]:
                 problems.append(f"tasks[{i}].{key}: {found[script]}")
     return problems

@@ -637,3 +637,27 @@ tasks:
         assert (a.argv[0], a.env) == ("bash", {})
         assert (env.argv, env.env) == (("env",), {})
         assert (printenv.argv, printenv.env) == (("printenv",), {"A": "1"})
+
+
+def test_a_script_with_arguments_a_home_path_or_a_command_as_text_gets_a_hint(
+    tmp_path: Path,
+) -> None:
+    """The everyday slips: arguments in `script`, `~` (no shell expands it here), and a
+    command written as one text."""
+    path = write(
+        tmp_path,
+        """
+tasks:
+  - {id: a, script: "a.sh --full", every: 1h}
+  - {id: b, script: "~/a.sh", every: 1h}
+  - {id: c, command: "a.sh --full 'two words'", every: 1h}
+""",
+    )
+    assert problems(path) == [
+        f"tasks[0].script: no such file {str(tmp_path / 'tasks' / 'a.sh --full')!r} (a script "
+        'takes no arguments; to pass them, write command: ["bash", "a.sh", "--full"])',
+        f"tasks[1].script: no such file {str(tmp_path / 'tasks' / '~/a.sh')!r} (~ is not "
+        "your home folder here; write the whole path)",
+        "tasks[2].command: must be a list, not \"a.sh --full 'two words'\"; write it as a "
+        'list: ["a.sh", "--full", "two words"]',
+    ]
