@@ -322,7 +322,7 @@ def _daemon(config_path: Path) -> int:
         if exc.code == EXIT_USAGE:  # a file with problems, which a restart cannot mend
             from bot.start_refused import config_refused
 
-            config_refused(config_path, list(exc.extra.get("problems", [str(exc)])))
+            config_refused(config_path, list(exc.extra.get("problems", [str(exc)])), signals)
         return exc.code
     # What was built to start (the modules, the tasks) lives as long as the daemon: frozen,
     # the cycle collector, on again for what the daemon does next, never looks through it.
@@ -333,7 +333,7 @@ def _daemon(config_path: Path) -> int:
     except (StoreError, OSError) as exc:  # its state cannot be used: exit 3, in main()
         from bot.start_refused import state_refused
 
-        state_refused(config, exc)
+        state_refused(config, exc, signals)
         raise
 
 

@@ -11,6 +11,9 @@ which channel delivered each alert.
 A command that fails (exits non-zero, cannot start, or takes longer than COMMAND_TIMEOUT_S) is
 tried again with backoff. It runs in a process group of its own, registered with
 `scheduler_core.procs` so the daemon never takes it for something a task run left behind.
+When the daemon stops, a command under way gets STOP_GRACE_S to finish; then it is stopped,
+with all it started, and its alert waits in the outbox for the next start: a stuck `curl`
+must not hold the stop past systemd's TimeoutStopSec.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from scheduler_core.store import Store
 log = logging.getLogger(__name__)
 
 COMMAND_TIMEOUT_S = 60.0
+STOP_GRACE_S = 5.0
 ERR_KEPT = 4096  # of what the command writes to stderr: its last line goes to the log
 BACKOFF_FIRST_S = 5.0
 BACKOFF_MAX_S = 600.0
@@ -58,6 +62,7 @@ class Fallback(TimedLoop):
         self.after = timedelta(seconds=after)
         self.signal_configured = signal_configured
         self._failures: dict[Key, tuple[int, datetime]] = {}  # attempts, and when to try again
+        self._sending: asyncio.Task[bool] | None = None  # the command under way
 
     async def step(self) -> datetime | None:
         """Run the command for each alert that is due for it; when to look again. With no
@@ -74,6 +79,8 @@ class Fallback(TimedLoop):
         # Alerts Signal delivered meanwhile need no more tries.
         self._failures = {k: v for k, v in self._failures.items() if k in alerts}
         for key, items in alerts.items():
+            if self._closing:
+                break
             due = self._due(items)
             failed = self._failures.get(key)
             if failed is not None:
@@ -104,8 +111,38 @@ class Fallback(TimedLoop):
         return created + self.after
 
     async def deliver(self, text: str, task_id: str | None, kind: str) -> bool:
-        """Run the command for one alert; whether it succeeded."""
-        return await command_delivers(self.argv, text, task_id, kind)
+        """Run the command for one alert; whether it succeeded (not: the daemon is stopping,
+        and it did not end in time, or did not start)."""
+        if self._closing:
+            return False
+        self._sending = sending = asyncio.create_task(
+            command_delivers(self.argv, text, task_id, kind)
+        )
+        try:
+            return await sending
+        except asyncio.CancelledError:
+            us = asyncio.current_task()
+            if us is not None and us.cancelling():
+                raise  # we are cancelled (and the command with us), not only the command
+            return False  # the stop cut it short (`_cut`)
+        finally:
+            self._sending = None
+
+    def close(self) -> None:
+        super().close()
+        sending = self._sending
+        if sending is not None:
+            asyncio.get_running_loop().call_later(STOP_GRACE_S, self._cut, sending)
+
+    def _cut(self, sending: asyncio.Task[bool]) -> None:
+        if not sending.done():
+            log.warning(
+                "alert fallback %s still running at the stop; stopped after %.0fs (its alert "
+                "goes at the next start)",
+                self.argv[0] if self.argv else "command",
+                STOP_GRACE_S,
+            )
+            sending.cancel()
 
 
 async def command_delivers(argv: Sequence[str], text: str, task_id: str | None, kind: str) -> bool:

@@ -12,7 +12,8 @@
 
 Over Signal, waiting a while for a service that starts with the machine too, or else
 through the fallback command (`MOLTSCHED_ALERT_KIND` `config` or `state`). Not at all when
-whoever starts the daemon watches a terminal, where the problem shows.
+whoever starts the daemon watches a terminal, where the problem shows, or when it is told to
+stop (systemctl stop): a stop while it tells ends the telling at once, with what it started.
 """
 
 from __future__ import annotations
@@ -22,13 +23,17 @@ import contextlib
 import hashlib
 import json
 import logging
+import signal as signals_
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from bot.fallback import command_delivers
+from bot.signals import STOPPING, Signals
 from config import cache
 from config.loader import AppConfig, SignalConfig
 from scheduler_core.safe import safe_text
@@ -41,7 +46,7 @@ REMIND_S = 86_400.0  # a start that keeps failing the same way is told of again 
 SHOWN = 5  # problems named in the message
 
 
-def config_refused(config_path: Path, problems: list[str]) -> None:
+def config_refused(config_path: Path, problems: list[str], signals: Signals) -> None:
     """Tell whom the last good configuration alerts that this one cannot be started on."""
     kept = cache.last(config_path)
     try:
@@ -58,10 +63,10 @@ def config_refused(config_path: Path, problems: list[str]) -> None:
         "runs until it is fixed:\n" + "\n".join(shown) + "\n`moltsched validate` lists them; "
         "then start it again (systemctl restart moltsched)."
     )
-    _tell(kept, text, "config", ("config", str(config_path.resolve()), identity), None)
+    _tell(kept, text, "config", ("config", str(config_path.resolve()), identity), None, signals)
 
 
-def state_refused(config: AppConfig, error: Exception) -> None:
+def state_refused(config: AppConfig, error: Exception, signals: Signals) -> None:
     """Tell whom `config` alerts that the daemon cannot use its state: once, and again a day
     later while it lasts."""
     text = (
@@ -69,14 +74,16 @@ def state_refused(config: AppConfig, error: Exception) -> None:
         "tries again every 5 s); `moltsched doctor` says how to fix it."
     )
     key = ("state", str(config.path), str(error))
-    _tell(config, text, "state", key, REMIND_S)
+    _tell(config, text, "state", key, REMIND_S, signals)
 
 
-def _tell(config: AppConfig, text: str, kind: str, key: object, again: float | None) -> None:
+def _tell(
+    config: AppConfig, text: str, kind: str, key: object, again: float | None, signals: Signals
+) -> None:
     """Deliver `text` to whom `config` alerts, unless it was for `key` already (less than
-    `again` seconds ago; None: ever)."""
-    if sys.stderr.isatty():
-        return  # whoever started it is reading the problem now
+    `again` seconds ago; None: ever), or the daemon was told to stop."""
+    if sys.stderr.isatty() or signals.stop_signal is not None:
+        return  # whoever started it is reading the problem now, or stopping it
     if not (config.signal and config.signal.alert_to) and not config.alerts.fallback_command:
         return  # no one to tell
     marker = _marker(key)
@@ -86,7 +93,10 @@ def _tell(config: AppConfig, text: str, kind: str, key: object, again: float | N
         age = time.time() - marker.stat().st_mtime
         if again is None or age < again:
             return
-    if asyncio.run(_deliver(config, safe_text(text), kind)):
+    told = asyncio.run(_deliver_unless_stopped(config, safe_text(text), kind, signals))
+    if told is None:
+        log.warning("stopped before anyone was told that the daemon cannot start")
+    elif told:
         try:
             marker.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             marker.touch()
@@ -96,15 +106,69 @@ def _tell(config: AppConfig, text: str, kind: str, key: object, again: float | N
         log.error("could not tell anyone that the daemon cannot start")
 
 
+async def _deliver_unless_stopped(
+    config: AppConfig, text: str, kind: str, signals: Signals
+) -> bool | None:
+    """`_deliver`; None if a stop came first (the fallback command is then stopped)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in STOPPING:
+        loop.add_signal_handler(sig, stop.set)
+    if signals.stop_signal is not None:  # it came just before the loop took the signals over
+        stop.set()
+    delivery = asyncio.create_task(_deliver(config, text, kind))
+    stopped = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({delivery, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if delivery.done():
+            return delivery.result()
+        delivery.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await delivery
+        return None
+    finally:
+        stopped.cancel()
+        for sig in STOPPING:  # the process is stopping anyway: see bot.signals
+            loop.remove_signal_handler(sig)
+            signals_.signal(sig, signals_.SIG_IGN)
+
+
 async def _deliver(config: AppConfig, text: str, kind: str) -> bool:
     signal = config.signal
     delivered = False
     if signal is not None and signal.alert_to:
-        delivered = await asyncio.to_thread(_signal_delivers, signal, text)
+        delivered = await _unwaited_thread(lambda: _signal_delivers(signal, text))
     if delivered:
         return True
     argv = config.alerts.fallback_command
     return bool(argv) and await command_delivers(argv, text, None, kind)
+
+
+async def _unwaited_thread(work: Callable[[], bool]) -> bool:
+    """`work()` in a thread the process does not wait for at its exit (asyncio.to_thread's
+    would be waited for, through a send's timeout and Signal's patience, after a stop)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[bool] = loop.create_future()
+
+    def settle(result: bool, error: Exception | None) -> None:
+        if done.done():
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(result)
+
+    def run() -> None:
+        result, error = False, None
+        try:
+            result = work()
+        except Exception as exc:
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop is gone: no one waits for it
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=run, name="tell-over-signal", daemon=True).start()
+    return await done
 
 
 def _signal_delivers(signal: SignalConfig, text: str) -> bool:

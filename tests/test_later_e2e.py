@@ -368,3 +368,58 @@ def test_a_reload_that_removes_the_fallback_command_stops_it_and_one_that_brings
     assert cli("run", "bad", config=config).returncode == 1
     wait_sync(lambda: len(alerts(tmp_path)) == 2, what="the alert after the fallback came back")
     assert [head for head, _ in alerts(tmp_path)] == ["bad failure", "bad failure"]
+
+
+def test_a_fallback_command_that_hangs_holds_up_a_stop_for_a_few_seconds_only(
+    tmp_path: Path, daemons: list[DaemonProcess]
+) -> None:
+    """A fallback command that never ends, under way when the daemon is told to stop: it is
+    stopped after FALLBACK's short grace, with all it started, and its alert waits in the
+    outbox for the next start (before: the stop waited out its 60 s timeout, past
+    systemd's TimeoutStopSec)."""
+    (tmp_path / "stuck.sh").write_text(
+        f"cat > /dev/null; sleep 600 & touch {tmp_path / 'began'}; sleep 600\n"
+    )
+    config = write_setup(
+        tmp_path,
+        "  - {id: bad, script: bad.sh, cron: '0 0 1 1 *'}\n",
+        {"bad.sh": "exit 3\n"},
+        f"alerts:\n  fallback_command: [bash, {tmp_path / 'stuck.sh'}]\n",
+    )
+    daemon = start(config, daemons)
+    assert cli("run", "bad", config=config).returncode == 1
+    wait_sync((tmp_path / "began").exists, 30, "the fallback command to begin")
+    helpers = in_session_of(str(tmp_path / "stuck.sh"))
+    assert len(helpers) == 3  # bash, the sleep it waits for and the one it left going
+    assert daemon.stop(timeout=20) == 0
+    assert "still running at the stop; stopped" in daemon.log.read_text()
+    wait_sync(lambda: not [p for p in helpers if alive(p)], 10, "the command's processes to end")
+    db = config.parent / "state" / "moltsched.db"
+    assert query(db, "SELECT COUNT(*) FROM outbox WHERE sent IS NULL") == [(1,)]
+
+
+def in_session_of(word: str) -> list[int]:
+    """The processes in the session of the one whose command line has `word`."""
+    sessions: dict[int, list[int]] = {}
+    leader = None
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text()
+            line = (proc / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        sid = int(stat.rsplit(")", 1)[1].split()[3])
+        sessions.setdefault(sid, []).append(int(proc.name))
+        if word.encode() in line:
+            leader = sid
+    return sessions.get(leader, []) if leader is not None else []
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` is a process that runs (a zombie has ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

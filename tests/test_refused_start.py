@@ -126,3 +126,66 @@ async def test_a_state_the_daemon_cannot_use_is_heard_of_once_a_day(
     proc = await start(config)
     assert await asyncio.wait_for(proc.wait(), 60) == 3
     assert len(list(heard.iterdir())) == 2
+
+
+@pytest.mark.parametrize(
+    ("problem", "channel"), [("config", "fallback"), ("state", "fallback"), ("config", "signal")]
+)
+async def test_a_stop_while_it_tells_ends_the_telling(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, problem: str, channel: str
+) -> None:
+    """systemd stops a daemon that is telling the phone it cannot start (its fallback
+    command hangs, or the Signal service takes the message and never answers): it exits at
+    once, and what it started with it (before: a SIGTERM waited out the command's 60 s or
+    Signal's patience, or was ignored)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "tick.sh").write_text("echo tick\n")
+    began = tmp_path / "began"
+    (tmp_path / "hook.sh").write_text(f"cat > /dev/null; touch {began}; sleep 600\n")
+
+    connections: list[asyncio.StreamWriter] = []
+
+    async def taken(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer)
+        began.touch()
+
+    # A Signal service that takes connections and never answers.
+    async with await asyncio.start_server(taken, "127.0.0.1", 0) as service:
+        port = service.sockets[0].getsockname()[1]
+        told = f"alerts:\n  fallback_command: [bash, {tmp_path / 'hook.sh'}]\n"
+        if channel == "signal":
+            told = f'signal:\n  service: 127.0.0.1:{port}\n  account: "{ACCOUNT}"\n'
+            told += f'  admins: ["{ALICE}"]\n'
+        config = tmp_path / "moltsched.yaml"
+        write(config, "1h", told)
+        proc = await start(config)
+        await wait_for(lambda: (tmp_path / "state" / "control.sock").exists(), 30)
+        proc.terminate()
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+        if problem == "config":
+            write(config, "soon", told)
+        else:
+            (tmp_path / "state" / "moltsched.db").write_bytes(b"\x13garbage, not SQLite" * 500)
+        began.unlink(missing_ok=True)  # the good start's connection to the service
+        proc = await start(config)
+        await wait_for(began.exists, 30)
+        proc.terminate()
+        assert await asyncio.wait_for(proc.wait(), 10) == (2 if problem == "config" else 3)
+        for connection in connections:
+            connection.close()
+    log = (tmp_path / "daemon.log").read_text()
+    assert "stopped before anyone was told" in log, log
+    await wait_for(lambda: not running(str(tmp_path / "hook.sh")), 10)
+
+
+def running(word: str) -> list[int]:
+    """The processes whose command line has `word` (not zombies: they have none)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and word.encode() in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
