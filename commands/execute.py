@@ -265,11 +265,15 @@ async def _status_one(ctx: Context, task_id: str) -> Reply:
         ],
     }
     now = ctx.tasks.clock.now()
+    last = f" ({state.last_outcome})" if state.last_outcome else ""
+    if recent and recent[0].outcome is None and recent[0].started == state.last_run:
+        before = f"; the one before: {state.last_outcome}" if state.last_outcome else ""
+        going = "under way" if state.status is TaskStatus.RUNNING else str(state.status)
+        last = f" ({going}{before})"  # the outcome is the previous run's: say so
     lines = [
         f"{spec.name} ({spec.id}): {state.status if spec.enabled else 'disabled'}",
         f"schedule: {spec.trigger.describe()}, priority {spec.priority}",
-        f"last run: {short_time(state.last_run, ctx.zone, now)}"
-        + (f" ({state.last_outcome})" if state.last_outcome else ""),
+        f"last run: {short_time(state.last_run, ctx.zone, now)}{last}",
         f"next run: {short_time(state.next_run, ctx.zone, now) if data['next_run'] else '-'}",
         f"runs: {state.run_count}, errors: {state.error_count}",
     ]

@@ -228,3 +228,32 @@ def test_a_cut_status_counts_the_tasks_not_idle_that_did_not_fit(tmp_path: Path)
     lines = cli("chat", "status", config=config).stdout.splitlines()
     assert [line.split(":")[0] for line in lines[1:24]] == [f"t{i:03d}" for i in range(30, 53)]
     assert lines[-1] == "… 37 more, 7 not idle; send status:TASK for one task"
+
+
+def test_status_of_a_running_task_says_its_last_run_is_under_way(tmp_path: Path) -> None:
+    """`last run` of a task that runs is the run under way: its outcome is not yet, and the
+    one before it is named as that (before: "last run: 13:21:14 (success)", the time of the
+    run under way with the outcome of the one before)."""
+    (tmp_path / "tasks").mkdir()
+    go = tmp_path / "go"
+    (tmp_path / "tasks" / "wait.sh").write_text(f"until [ -e {go} ]; do sleep 0.05; done\n")
+    config = tmp_path / "moltsched.yaml"
+    config.write_text("tasks:\n  - {id: waits, script: wait.sh, every: 1h}\n")
+    go.touch()
+    assert cli("run", "waits", config=config).returncode == 0
+    go.unlink()
+    daemon = DaemonProcess(config).start()  # its first slot is now: the run waits for `go`
+    try:
+        wait_sync(
+            lambda: (
+                json.loads(cli("--json", "status", "waits", config=config).stdout)["status"]
+                == "running"
+            ),
+            20,
+            "the run to start",
+        )
+        lines = cli("status", "waits", config=config).stdout.splitlines()
+        assert lines[2].endswith("(under way; the one before: success)"), lines
+        go.touch()
+    finally:
+        assert daemon.stop() == 0
