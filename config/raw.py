@@ -24,6 +24,17 @@ class ConfigError(Exception):
         super().__init__(f"{path}: {count}:\n{listing}")
 
 
+def _not_utf8(exc: UnicodeDecodeError) -> str:
+    """Where a file that is not UTF-8 stops being it, as an editor counts."""
+    data, at = exc.object, exc.start
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return "it is UTF-16 text: save it as UTF-8"
+    line = data.count(b"\n", 0, at) + 1
+    column = at - (data.rfind(b"\n", 0, at) + 1) + 1
+    where = f"byte 0x{data[at]:02x} at line {line}, column {column}"
+    return f"it is not UTF-8 text ({where}): save it as UTF-8"
+
+
 def read_raw(path: Path) -> tuple[Any, list[str]]:
     """The file's data (JSON for `.json`, YAML otherwise), and the keys YAML found given twice
     in one mapping, as problems. Raises ConfigError."""
@@ -37,8 +48,12 @@ def read_raw(path: Path) -> tuple[Any, list[str]]:
         raise ConfigError(
             path, [f"cannot read it: {exc.strerror} (ask its owner for read access)"], "permission"
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(path, [f"cannot read it: {exc}"]) from None
+    except IsADirectoryError:
+        raise ConfigError(path, ["it is a folder, not a file"]) from None
+    except OSError as exc:
+        raise ConfigError(path, [f"cannot read it: {exc.strerror or exc}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, [_not_utf8(exc)]) from None
     if path.suffix.lower() == ".json":
         twice: list[str] = []
         try:

@@ -661,3 +661,14 @@ tasks:
         "tasks[2].command: must be a list, not \"a.sh --full 'two words'\"; write it as a "
         'list: ["a.sh", "--full", "two words"]',
     ]
+
+
+def test_a_file_that_is_not_utf8_text_or_not_a_file_says_what_it_is(tmp_path: Path) -> None:
+    (tmp_path / "latin.yaml").write_bytes(b"tasks: []\nstate_dir: st\xe4te\n")
+    assert problems(tmp_path / "latin.yaml") == [
+        "it is not UTF-8 text (byte 0xe4 at line 2, column 14): save it as UTF-8"
+    ]
+    (tmp_path / "wide.yaml").write_text("tasks: []\n", encoding="utf-16")
+    assert problems(tmp_path / "wide.yaml") == ["it is UTF-16 text: save it as UTF-8"]
+    (tmp_path / "folder.yaml").mkdir()
+    assert problems(tmp_path / "folder.yaml") == ["it is a folder, not a file"]
