@@ -101,12 +101,19 @@ def _pairs(twice: list[str]) -> Callable[[list[tuple[str, Any]]], dict[str, Any]
 def _loader(yaml: Any) -> Any:
     """libyaml's safe loader (the pure-Python one where it is missing) that notes a key given
     twice in one mapping: YAML keeps the last, and a `timeout:` added below a forgotten one
-    would count, or not, with nothing said."""
+    would count, or not, with nothing said. Booleans are YAML 1.2's, `true` and `false`:
+    YAML 1.1 also reads yes, no, on and off (any case) as booleans, so a task `id: off` or
+    `name: No` and `env: {DEBUG: on}` were booleans where text was asked for. A setting that
+    is a boolean still takes those words (`config.fields`)."""
 
     class Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
         def __init__(self, text: str) -> None:
             super().__init__(text)
             self.twice: list[str] = []
+
+        def construct_yaml_bool(self, node: Any) -> bool | str:
+            value: str = self.construct_scalar(node)
+            return value.lower() == "true" if value.lower() in ("true", "false") else value
 
         def construct_mapping(self, node: Any, deep: bool = False) -> Any:
             mapping = super().construct_mapping(node, deep)
@@ -126,4 +133,5 @@ def _loader(yaml: Any) -> Any:
                         first.setdefault(key.value, at)
             return mapping
 
+    Loader.add_constructor("tag:yaml.org,2002:bool", Loader.construct_yaml_bool)
     return Loader

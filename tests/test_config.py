@@ -672,3 +672,27 @@ def test_a_file_that_is_not_utf8_text_or_not_a_file_says_what_it_is(tmp_path: Pa
     assert problems(tmp_path / "wide.yaml") == ["it is UTF-16 text: save it as UTF-8"]
     (tmp_path / "folder.yaml").mkdir()
     assert problems(tmp_path / "folder.yaml") == ["it is a folder, not a file"]
+
+
+def test_yes_no_on_and_off_are_words_where_words_are_asked_for(tmp_path: Path) -> None:
+    """YAML 1.1 reads `off`, `on`, `yes` and `no` as true and false: a task called `off`
+    was "must be text, not False", and `env: {DEBUG: on}` a problem. Only `true` and
+    `false` are booleans; a setting that is one still takes yes, no, on and off."""
+    (tmp_path / "tasks").mkdir()
+    path = tmp_path / "moltsched.yaml"
+    path.write_text(
+        "tasks:\n"
+        "  - {id: off, name: No, command: [echo, yes], every: 1h, enabled: no, env: {DEBUG: on}}\n"
+        "  - {id: on, command: [echo], every: 1h, enabled: Yes, alert: off, interruptible: NO}\n"
+        "  - {id: c, command: [echo], every: 1h, enabled: true, alert: False}\n"
+    )
+    off, on, c = load_config(path).tasks
+    assert (off.id, off.name, off.argv, off.enabled, off.env) == (
+        "off",
+        "No",
+        ("echo", "yes"),
+        False,
+        {"DEBUG": "on"},
+    )
+    assert (on.id, on.enabled, on.alert, on.interruptible) == ("on", True, False, False)
+    assert (c.enabled, c.alert) == (True, False)
