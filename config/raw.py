@@ -101,10 +101,14 @@ def _pairs(twice: list[str]) -> Callable[[list[tuple[str, Any]]], dict[str, Any]
 def _loader(yaml: Any) -> Any:
     """libyaml's safe loader (the pure-Python one where it is missing) that notes a key given
     twice in one mapping: YAML keeps the last, and a `timeout:` added below a forgotten one
-    would count, or not, with nothing said. Booleans are YAML 1.2's, `true` and `false`:
-    YAML 1.1 also reads yes, no, on and off (any case) as booleans, so a task `id: off` or
-    `name: No` and `env: {DEBUG: on}` were booleans where text was asked for. A setting that
-    is a boolean still takes those words (`config.fields`)."""
+    would count, or not, with nothing said.
+
+    A plain scalar is the text written, but for null and YAML 1.2's booleans (`true`,
+    `false`): YAML 1.1 also makes booleans of yes, no, on and off, numbers of `5`, `010`
+    (octal 8) and `1:30` (90), and dates of `2026-12-24`, so `id: off`, `command: [sleep, 5]`
+    and `env: {PORT: 8080}` were not text where text is asked for, and what was written could
+    not be given back. The settings that are numbers or booleans read them from the text
+    (`config.fields`)."""
 
     class Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
         def __init__(self, text: str) -> None:
@@ -134,4 +138,6 @@ def _loader(yaml: Any) -> Any:
             return mapping
 
     Loader.add_constructor("tag:yaml.org,2002:bool", Loader.construct_yaml_bool)
+    for tag in ("int", "float", "timestamp"):
+        Loader.add_constructor(f"tag:yaml.org,2002:{tag}", Loader.construct_scalar)
     return Loader

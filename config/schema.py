@@ -131,9 +131,10 @@ def seed_aliases(data: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"both {seed_key!r} and {ours!r} are given; keep one")
         value = data.pop(seed_key)
         if seed_key == "interval_minutes":
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ValueError(f"interval_minutes must be a number, not {show(value)}")
-            value = float(value) * 60
+            try:  # a number in JSON, a text in YAML (config.raw)
+                value = number(above=0)(value) * 60
+            except ValueError as exc:
+                raise ValueError(f"interval_minutes {exc}") from None
         data[ours] = value
     return data
 

@@ -696,3 +696,27 @@ def test_yes_no_on_and_off_are_words_where_words_are_asked_for(tmp_path: Path) -
     )
     assert (on.id, on.enabled, on.alert, on.interruptible) == ("on", True, False, False)
     assert (c.enabled, c.alert) == (True, False)
+
+
+def test_a_number_where_text_is_asked_for_is_the_text_as_written(tmp_path: Path) -> None:
+    """`command: [sleep, 5]`, `id: 2024` and `env: {PORT: 8080}` were "must be text, not 5":
+    YAML had made numbers of them. A plain scalar is the text written (`010` stays `010`,
+    not YAML 1.1's octal 8); the settings that are numbers read it as one."""
+    (tmp_path / "tasks").mkdir()
+    path = tmp_path / "moltsched.yaml"
+    path.write_text(
+        "max_concurrent: 3\n"
+        "tasks:\n"
+        "  - {id: 2024, name: 1.50, command: [sleep, 5, 010, 0x1f, 1_000, 2026-12-24],"
+        " every: 90, priority: 2, timeout: 1.5, env: {PORT: 8080, RATIO: 0.5}}\n"
+        "  - {id: b, command: [echo], every: 15m, retries: 3, interval_minutes: 30}\n"
+    )
+    assert problems(path) == ["tasks[1]: both 'interval_minutes' and 'every' are given; keep one"]
+    path.write_text(path.read_text().replace("every: 15m, ", ""))
+    config = load_config(path)
+    first, second = config.tasks
+    assert (first.id, first.name) == ("2024", "1.50")
+    assert first.argv == ("sleep", "5", "010", "0x1f", "1_000", "2026-12-24")
+    assert first.env == {"PORT": "8080", "RATIO": "0.5"}
+    assert (first.trigger, first.priority, first.timeout) == (Every(90), 2, 1.5)
+    assert (second.trigger, second.retries, config.settings.max_concurrent) == (Every(1800), 3, 3)
