@@ -320,19 +320,14 @@ def test_a_fallback_command_that_writes_without_end_costs_its_last_lines(
 ) -> None:
     """A fallback command that writes 300 MB to stderr and fails: the daemon keeps the last
     of it for its log line, not all of it in memory (before: 300 MB more at its peak)."""
-    (tmp_path / "loud.sh").write_text(
-        "cat > /dev/null; head -c 300000000 /dev/zero | tr '\\0' x >&2\n"
-        "printf '\\nlast words\\n' >&2; exit 1\n"
-    )
-    config = write_setup(
+    daemon = alerting_by(
         tmp_path,
-        "  - {id: bad, script: bad.sh, cron: '0 0 1 1 *'}\n",
-        {"bad.sh": "exit 3\n"},
-        f"alerts:\n  fallback_command: [bash, {tmp_path / 'loud.sh'}]\n",
+        "cat > /dev/null; head -c 300000000 /dev/zero | tr '\\0' x >&2\n"
+        "printf '\\nlast words\\n' >&2; exit 1\n",
+        daemons,
     )
-    daemon = start(config, daemons)
     before = proc_status(daemon.pid, "VmHWM")
-    assert cli("run", "bad", config=config).returncode == 1
+    assert cli("run", "bad", config=daemon.config).returncode == 1
     wait_sync(lambda: "last words" in daemon.log.read_text(), 60, "the fallback's failure")
     assert (proc_status(daemon.pid, "VmHWM") - before) / 1024 < 50  # MB
     assert daemon.stop() == 0
@@ -374,28 +369,35 @@ def test_a_fallback_command_that_hangs_holds_up_a_stop_for_a_few_seconds_only(
     tmp_path: Path, daemons: list[DaemonProcess]
 ) -> None:
     """A fallback command that never ends, under way when the daemon is told to stop: it is
-    stopped after FALLBACK's short grace, with all it started, and its alert waits in the
-    outbox for the next start (before: the stop waited out its 60 s timeout, past
-    systemd's TimeoutStopSec)."""
-    (tmp_path / "stuck.sh").write_text(
-        f"cat > /dev/null; sleep 600 & touch {tmp_path / 'began'}; sleep 600\n"
+    stopped after a short grace (`bot.fallback.STOP_GRACE_S`), with all it started, and its
+    alert waits in the outbox for the next start (before: the stop waited out its 60 s
+    timeout, past systemd's TimeoutStopSec)."""
+    daemon = alerting_by(
+        tmp_path, f"cat > /dev/null; sleep 600 & touch {tmp_path / 'began'}; sleep 600\n", daemons
     )
-    config = write_setup(
-        tmp_path,
-        "  - {id: bad, script: bad.sh, cron: '0 0 1 1 *'}\n",
-        {"bad.sh": "exit 3\n"},
-        f"alerts:\n  fallback_command: [bash, {tmp_path / 'stuck.sh'}]\n",
-    )
-    daemon = start(config, daemons)
+    config = daemon.config
     assert cli("run", "bad", config=config).returncode == 1
     wait_sync((tmp_path / "began").exists, 30, "the fallback command to begin")
-    helpers = in_session_of(str(tmp_path / "stuck.sh"))
+    helpers = in_session_of(str(tmp_path / "alert-by.sh"))
     assert len(helpers) == 3  # bash, the sleep it waits for and the one it left going
     assert daemon.stop(timeout=20) == 0
     assert "still running at the stop; stopped" in daemon.log.read_text()
     wait_sync(lambda: not [p for p in helpers if alive(p)], 10, "the command's processes to end")
     db = config.parent / "state" / "moltsched.db"
     assert query(db, "SELECT COUNT(*) FROM outbox WHERE sent IS NULL") == [(1,)]
+
+
+def alerting_by(root: Path, command: str, daemons: list[DaemonProcess]) -> DaemonProcess:
+    """The daemon on a task `bad` that fails when asked to run, with `command` (bash, in
+    alert-by.sh) as its alert fallback."""
+    (root / "alert-by.sh").write_text(command)
+    config = write_setup(
+        root,
+        "  - {id: bad, script: bad.sh, cron: '0 0 1 1 *'}\n",
+        {"bad.sh": "exit 3\n"},
+        f"alerts:\n  fallback_command: [bash, {root / 'alert-by.sh'}]\n",
+    )
+    return start(config, daemons)
 
 
 def in_session_of(word: str) -> list[int]:
