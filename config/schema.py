@@ -44,7 +44,7 @@ from config.fields import (
     whole,
 )
 from scheduler_core.model import RUN_VARIABLES
-from scheduler_core.triggers import parse_duration
+from scheduler_core.triggers import cron_fields, parse_duration
 
 __all__ = ["TASK_ID", "build", "cron_problem", "parse_duration", "parse_size"]
 
@@ -57,8 +57,10 @@ def cron_problem(expression: str) -> str | None:
     share a handful of expressions, and parsing one is the dearest check of a task."""
     from cronsim import CronSim, CronSimError
 
+    if expression.strip().lower() == "@reboot":
+        return "@reboot"
     try:
-        CronSim(expression, datetime.now(UTC))
+        CronSim(cron_fields(expression), datetime.now(UTC))
     except CronSimError as exc:
         return str(exc)
     return None
@@ -110,7 +112,12 @@ def _timeout(value: float) -> float:
 
 
 def _cron(value: str) -> str:
-    if problem := cron_problem(value):
+    if (problem := cron_problem(value)) == "@reboot":
+        raise ValueError(
+            f"{show(value)} is not a schedule here: moltsched runs no task at its own start; "
+            "give a cron expression or every:"
+        )
+    if problem:
         raise ValueError(f"{show(value)} is not a cron expression: {problem}")
     return value
 

@@ -53,6 +53,23 @@ class Every:
         return Every, (self.seconds,)  # see TaskSpec.__reduce__
 
 
+# What cron's nicknames stand for (cron(8), Vixie cron); `@reboot` names no time.
+NICKNAMES = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+
+
+def cron_fields(expression: str) -> str:
+    """The expression's fields: a nickname's (`@daily`: `0 0 * * *`), else itself."""
+    return NICKNAMES.get(expression.strip().lower(), expression)
+
+
 @functools.lru_cache(maxsize=1024)
 def _cron_next(expression: str, zone: ZoneInfo, when: datetime) -> datetime:
     """The slot of `expression` strictly after `when`. Remembered: tasks that share an
@@ -61,7 +78,7 @@ def _cron_next(expression: str, zone: ZoneInfo, when: datetime) -> datetime:
     # from the second copy of 02:30, it can answer 02:45 of the first copy, which is
     # earlier. Such answers are passed over, so a slot is always strictly later.
     local = when.astimezone(zone)
-    for candidate in itertools.islice(CronSim(expression, local), _SEARCH):
+    for candidate in itertools.islice(CronSim(cron_fields(expression), local), _SEARCH):
         slot = candidate.astimezone(UTC)
         if slot > when:
             return slot

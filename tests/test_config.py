@@ -720,3 +720,19 @@ def test_a_number_where_text_is_asked_for_is_the_text_as_written(tmp_path: Path)
     assert first.env == {"PORT": "8080", "RATIO": "0.5"}
     assert (first.trigger, first.priority, first.timeout) == (Every(90), 2, 1.5)
     assert (second.trigger, second.retries, config.settings.max_concurrent) == (Every(1800), 3, 3)
+
+
+def test_crons_nicknames_load_and_reboot_says_what_to_do_instead(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "tasks:\n  - {id: a, script: a.sh, cron: '@daily'}\n"
+        "  - {id: b, script: a.sh, cron: '@reboot'}\n",
+    )
+    assert problems(path) == [
+        "tasks[1].cron: '@reboot' is not a schedule here: moltsched runs no task at its own "
+        "start; give a cron expression or every:",
+    ]
+    path.write_text(path.read_text().replace("@reboot", "@hourly"))
+    a, b = load_config(path).tasks
+    assert isinstance(a.trigger, Cron) and isinstance(b.trigger, Cron)
+    assert (a.trigger.expression, b.trigger.expression) == ("@daily", "@hourly")

@@ -139,3 +139,25 @@ def test_a_reload_in_the_repeated_hour_does_not_run_a_fixed_time_job_twice() -> 
     # first): the next run is tomorrow's, not the 02:45 that already passed.
     again = cron.next_after(local(2026, 10, 25, 2, 30, fold=1).astimezone(UTC))
     assert again == local(2026, 10, 26, 2, 45)
+
+
+@pytest.mark.parametrize(
+    ("nickname", "fields"),
+    [
+        ("@yearly", "0 0 1 1 *"),
+        ("@annually", "0 0 1 1 *"),
+        ("@monthly", "0 0 1 * *"),
+        ("@weekly", "0 0 * * 0"),
+        ("@daily", "0 0 * * *"),
+        ("@midnight", "0 0 * * *"),
+        ("@Hourly", "0 * * * *"),
+    ],
+)
+def test_crons_nicknames_are_the_expressions_they_stand_for(nickname: str, fields: str) -> None:
+    zone = ZoneInfo("Europe/Berlin")
+    start = datetime(2026, 12, 3, 13, 27, tzinfo=UTC)
+    named, written = Cron(nickname, zone), Cron(fields, zone)
+    for _ in range(3):
+        assert named.next_after(start) == written.next_after(start)
+        start = written.next_after(start)
+    assert named.describe() == f"cron {nickname}"
