@@ -62,7 +62,8 @@ class Fallback(TimedLoop):
         self.after = timedelta(seconds=after)
         self.signal_configured = signal_configured
         self._failures: dict[Key, tuple[int, datetime]] = {}  # attempts, and when to try again
-        self._sending: asyncio.Task[bool] | None = None  # the command under way
+        # Commands under way: the outbox's, and the write alarm's (bot.write_alarm).
+        self._sending: set[asyncio.Task[bool]] = set()
 
     async def step(self) -> datetime | None:
         """Run the command for each alert that is due for it; when to look again. With no
@@ -115,9 +116,8 @@ class Fallback(TimedLoop):
         and it did not end in time, or did not start)."""
         if self._closing:
             return False
-        self._sending = sending = asyncio.create_task(
-            command_delivers(self.argv, text, task_id, kind)
-        )
+        sending = asyncio.create_task(command_delivers(self.argv, text, task_id, kind))
+        self._sending.add(sending)
         try:
             return await sending
         except asyncio.CancelledError:
@@ -126,12 +126,11 @@ class Fallback(TimedLoop):
                 raise  # we are cancelled (and the command with us), not only the command
             return False  # the stop cut it short (`_cut`)
         finally:
-            self._sending = None
+            self._sending.discard(sending)
 
     def close(self) -> None:
         super().close()
-        sending = self._sending
-        if sending is not None:
+        for sending in self._sending:
             asyncio.get_running_loop().call_later(STOP_GRACE_S, self._cut, sending)
 
     def _cut(self, sending: asyncio.Task[bool]) -> None:
