@@ -90,13 +90,17 @@ class SystemClock:
             return
         if earliest is None:
             self._timer.disarm()
-        else:
-            self._timer.arm(earliest.timestamp())
+        elif self._timer.arm(earliest.timestamp()):
+            # The clock was set before the timer was read: what `_fire` would have heard.
+            asyncio.get_running_loop().call_soon(self._woken, True)
         self._armed = earliest
 
     def _fire(self) -> None:
         assert self._timer is not None
-        clock_set = self._timer.drain()
+        self._woken(self._timer.drain())
+
+    def _woken(self, clock_set: bool) -> None:
+        """Wake the sleepers whose time has come (all of them when the clock was set)."""
         self._armed = None  # expired (or the clock was set): arm again for who is left
         now = self.now()
         for wake, when in list(self._sleepers.items()):

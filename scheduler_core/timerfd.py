@@ -34,13 +34,19 @@ class TimerFd:
             raise OSError(ctypes.get_errno(), "timerfd_create failed")
         self.fd: int = fd
 
-    def arm(self, epoch: float) -> None:
+    def arm(self, epoch: float) -> bool:
+        """Arm the timer for `epoch`; True if the clock was set since it was last armed or
+        read. The kernel then fails with ECANCELED, having armed it all the same
+        (timerfd_create(2), NOTES), and the read will not say it: the caller must."""
         sec = int(epoch)
         nsec = max(1, int((epoch - sec) * 1e9))  # all zero would disarm
         spec = _Itimerspec(_Timespec(0, 0), _Timespec(sec, nsec))
         flags = _TFD_TIMER_ABSTIME | _TFD_TIMER_CANCEL_ON_SET
         if self._libc.timerfd_settime(self.fd, flags, ctypes.byref(spec), None) < 0:
+            if ctypes.get_errno() == errno.ECANCELED:
+                return True
             raise OSError(ctypes.get_errno(), "timerfd_settime failed")
+        return False
 
     def disarm(self) -> None:
         spec = _Itimerspec(_Timespec(0, 0), _Timespec(0, 0))
