@@ -64,7 +64,12 @@ def read_text(path: Path) -> str:
         return piped
     # Not blocking: opened to be read, a named pipe waits for a writer that may never come.
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    with open(fd, "rb") as f:
+    try:
+        f = open(fd, "rb")  # noqa: SIM115 - closed by the `with` below
+    except OSError:  # a folder: open() refuses it and leaves the descriptor to us
+        os.close(fd)
+        raise
+    with f:
         st = os.fstat(fd)
         if st.st_size > MAX_FILE_BYTES:
             raise FileTooBig()

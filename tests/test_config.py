@@ -736,3 +736,11 @@ def test_crons_nicknames_load_and_reboot_says_what_to_do_instead(tmp_path: Path)
     a, b = load_config(path).tasks
     assert isinstance(a.trigger, Cron) and isinstance(b.trigger, Cron)
     assert (a.trigger.expression, b.trigger.expression) == ("@daily", "@hourly")
+
+
+def test_a_folder_named_as_the_configuration_leaves_no_descriptor_open(tmp_path: Path) -> None:
+    (tmp_path / "folder.yaml").mkdir()
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        assert problems(tmp_path / "folder.yaml") == ["it is a folder, not a file"]
+    assert len(os.listdir("/proc/self/fd")) == before
