@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
@@ -169,9 +170,33 @@ def judge(spec: TaskSpec, pres: ProcessResult, reason: str = "") -> tuple[Outcom
     left = f"; left behind and stopped: {pres.leftovers}" if pres.leftovers else ""
     if code == 0:
         return Outcome.SUCCESS, f"exit 0 in {took}{left}"
-    what = f"killed by signal {-code}" if code is not None and code < 0 else f"exit {code}"
+    what, why = _ending(code)
     last = _last_line(pres.stderr) or _last_line(pres.stdout)
-    return Outcome.FAILED, f"{what} in {took}" + (f": {last}" if last else "") + left
+    return Outcome.FAILED, f"{what} in {took}{why}" + (f": {last}" if last else "") + left
+
+
+def _ending(code: int | None) -> tuple[str, str]:
+    """How a failed process ended, and what that most often means. A signal moltsched sent
+    is not a failure (timeout, interrupted, stopped), so a SIGKILL here came from elsewhere:
+    most often the kernel's out-of-memory killer; 128 + N is a shell's exit when what it ran
+    was killed by signal N."""
+    if code is not None and code < 0:
+        name = _signal_name(-code)
+        return f"killed by {name}", (
+            " (not by moltsched: most often, out of memory)" if -code == signal.SIGKILL else ""
+        )
+    if code is not None and 128 < code <= 128 + 64:
+        name = _signal_name(code - 128)
+        oom = ", most often out of memory" if code - 128 == signal.SIGKILL else ""
+        return f"exit {code}", f" (128 + {code - 128}: what it ran was killed by {name}{oom})"
+    return f"exit {code}", ""
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def _last_line(text: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
@@ -464,3 +465,27 @@ async def test_slots_missed_behind_a_long_run_are_one_entry_and_a_count(
         "1 slot missed: the previous run is still going",
         "4 more slots missed while the previous run went on",
     ]
+
+
+async def test_a_run_killed_by_a_signal_names_it_and_says_what_sigkill_most_often_is(
+    make: Factory, store: Store, tasks_dir: Path
+) -> None:
+    """Before: "killed by signal 9", and a script whose command was killed: "exit 137"."""
+    clock = ManualClock()
+    specs = [
+        spec("oom", "kill -KILL $$", tasks_dir),
+        spec("crash", "kill -SEGV $$", tasks_dir),
+        spec("inner", "bash -c 'kill -KILL $$'", tasks_dir),
+    ]
+    make(specs, clock=clock, max_concurrent=3)
+    errors = {}
+    for tid in ("oom", "crash", "inner"):
+        await wait_for(lambda tid=tid: _count(store, tid, 1))
+        state = await store.state(tid)
+        assert state is not None and state.last_error is not None
+        errors[tid] = re.sub(r" in [0-9.]+s", "", state.last_error)
+    assert errors["oom"] == "killed by SIGKILL (not by moltsched: most often, out of memory)"
+    assert errors["crash"] == "killed by SIGSEGV"
+    assert errors["inner"].startswith(  # then bash's own line: "… Killed  bash -c …"
+        "exit 137 (128 + 9: what it ran was killed by SIGKILL, most often out of memory): "
+    )
