@@ -33,7 +33,7 @@ def validate(config_path: Path, as_json: bool) -> int:
                 json.dumps(
                     {
                         "valid": False,
-                        "path": str(config_path),
+                        "path": os.path.abspath(config_path),
                         "problems": exc.problems,
                         "error": str(exc),
                         "kind": exc.kind,

@@ -303,6 +303,15 @@ def test_validate_command(tmp_path: Path) -> None:
     result = cli("--json", "validate", config=bad)
     data = json.loads(result.stdout)
     assert data["valid"] is False and len(data["problems"]) == 2
+    # The file as an absolute path, valid or not (before: as given, when not valid).
+    for path, valid in ((bad, False), (good, True)):
+        done = subprocess.run(
+            [MOLTSCHED, "--config", path.name, "--json", "validate"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+        )
+        assert json.loads(done.stdout)["path"] == str(path) and done.returncode == 2 * (not valid)
 
 
 def test_daemon_refuses_an_invalid_file(tmp_path: Path) -> None:
