@@ -19,12 +19,16 @@ import sqlite3
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from bench.systems import burst_rate, percentile, write_config
 from support.daemon import MOLTSCHED, proc_status
 from support.signal_service import ACCOUNT, ALICE, SignalService, text_frame
+
+T = TypeVar("T")
 
 TASKS = int(os.environ.get("LOAD_TASKS", "10000"))
 CALLERS = 100
@@ -150,16 +154,23 @@ async def scenario(
             daemon = await asyncio.create_subprocess_exec(
                 MOLTSCHED, "--config", str(config), "daemon", stderr=err
             )
-        await service.wait_connected(120)
+        await alive(daemon, log, service.wait_connected(120))
         fds_start = len(os.listdir(f"/proc/{daemon.pid}/fd"))
         rss_start = proc_status(daemon.pid, "VmRSS") / 1024
-        busy = await round_of(config, service, callers, chats)
+        busy = await alive(daemon, log, round_of(config, service, callers, chats))
         conn = sqlite3.connect(db, timeout=30)
         done = "SELECT COUNT(*) FROM run WHERE outcome IS NOT NULL"
-        async with asyncio.timeout(900):
+
+        async def all_done() -> None:
             while conn.execute(done).fetchone()[0] < tasks:  # noqa: ASYNC110 - another process
                 await asyncio.sleep(0.2)
-        idle = await round_of(config, service, callers, chats) if idle_round else None
+
+        await alive(daemon, log, asyncio.wait_for(all_done(), 900))
+        idle = (
+            await alive(daemon, log, round_of(config, service, callers, chats))
+            if idle_round
+            else None
+        )
         rss_peak = proc_status(daemon.pid, "VmHWM") / 1024
         rss_end = proc_status(daemon.pid, "VmRSS") / 1024
         # Sending hundreds of answers fills signalbot's HTTP pool (up to 100 keep-alive
@@ -189,6 +200,22 @@ async def scenario(
         exit_code=code,
         integrity=integrity,
     )
+
+
+async def alive(daemon: asyncio.subprocess.Process, log: Path, waiting: Awaitable[T]) -> T:
+    """What `waiting` gives, unless the daemon exits first: then RuntimeError with the end
+    of its log, at once (the waits here are long, and a dead daemon answers nothing)."""
+    work = asyncio.ensure_future(waiting)
+    ended = asyncio.ensure_future(daemon.wait())
+    try:
+        await asyncio.wait({work, ended}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        ended.cancel()
+    if not work.done():
+        work.cancel()
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])  # noqa: ASYNC240 - it is over
+        raise RuntimeError(f"the daemon exited ({daemon.returncode}) under load:\n{tail}")
+    return work.result()
 
 
 def main() -> int:
