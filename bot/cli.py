@@ -65,6 +65,9 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         if "--json" in sys.argv[1:]:
             print(json.dumps({"error": f"{self.prog}: {message}", "kind": "usage"}))
+        elif message.endswith("required: COMMAND"):  # `moltsched` alone: what it can do
+            self.print_help(sys.stderr)
+            self.exit(2, f"\n{self.prog}: give one of the commands above\n")
         super().error(message)
 
 

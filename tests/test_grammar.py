@@ -227,3 +227,14 @@ def test_an_unknown_command_is_refused_with_every_command_named() -> None:
 def test_what_is_stripped_around_a_command_is_every_space_and_the_mention_mark() -> None:
     spaces = {c for c in map(chr, range(0x3001)) if c.isspace()}
     assert set(grammar._AROUND) == spaces | {"\ufffc"}
+
+
+def test_moltsched_alone_shows_what_it_can_do() -> None:
+    """Before: only "the following arguments are required: COMMAND"."""
+    result = subprocess.run([MOLTSCHED], capture_output=True, text=True)
+    assert result.returncode == 2 and result.stdout == ""
+    for name, what in (("status", "every task's state"), ("run-all", "run every task")):
+        assert any(
+            line.split()[:1] == [name] and what in line for line in result.stderr.splitlines()
+        ), result.stderr
+    assert result.stderr.endswith("moltsched: give one of the commands above\n")
