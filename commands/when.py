@@ -1,6 +1,6 @@
 """When a one-shot run is asked for: `in 20m`, `at 18:00` (the next 18:00 in the configured
 zone), or `at 2026-12-01T18:00` (an ISO date-time; without an offset, in the configured zone).
-As a phone's owner types them too: `in 20 minutes`, `in 1 hour 30 min`, `at 6pm`.
+As a phone's owner types them too: `in 20 minutes`, `in 1 hour 30 min`, `at 6pm`, `at 9`.
 Pure: the text, now and the zone in, a time or a short reason out."""
 
 from __future__ import annotations
@@ -37,6 +37,10 @@ def parse_when(text: str, now: datetime, zone: ZoneInfo) -> datetime:
         clock = _CLOCK.fullmatch(rest)
         if clock:
             return _next_time(int(clock[1]), int(clock[2]), now, zone)
+        if rest.isascii() and rest.isdigit() and len(rest) <= 2:  # `at 9`: on the hour
+            if int(rest) > 23:
+                raise ValueError(f"{rest} is not a time of day")
+            return _next_time(int(rest), 0, now, zone)
         twelve = _TWELVE.fullmatch(rest)
         if twelve:
             hour, minute = int(twelve[1]), int(twelve[2] or 0)

@@ -47,6 +47,9 @@ def test_when(text: str, expected: datetime) -> None:
         ("at 12am", datetime(2026, 12, 1, 0, 0, tzinfo=BERLIN)),
         ("at 12pm", datetime(2026, 12, 1, 12, 0, tzinfo=BERLIN)),
         ("at 6 P.M.", datetime(2026, 11, 30, 18, 0, tzinfo=BERLIN)),
+        ("at 21", datetime(2026, 11, 30, 21, 0, tzinfo=BERLIN)),  # an hour alone: on the hour
+        ("at 9", datetime(2026, 12, 1, 9, 0, tzinfo=BERLIN)),
+        ("at 0", datetime(2026, 12, 1, 0, 0, tzinfo=BERLIN)),
     ],
 )
 def test_when_as_typed_on_a_phone(text: str, expected: datetime) -> None:
@@ -70,6 +73,7 @@ def test_a_time_of_day_in_a_skipped_hour_still_comes_next() -> None:
         ("in 99999999999d", "too long"),  # before: an OverflowError, "something went wrong"
         ("in inf", "too long"),
         ("at 25:00", "25:00 is not a time of day"),
+        ("at 24", "24 is not a time of day"),
         ("at teatime", "'teatime' is not a time"),
         ("at 13pm", "13pm is not a time of day"),
         ("at 0am", "0am is not a time of day"),
