@@ -201,7 +201,8 @@ async def _status_all(ctx: Context) -> Reply:
     # are not idle come first: on a phone, the one that failed is what the owner looks for.
     shown, unsettled = specs, set[str]()
     if ctx.chat and len(specs) >= CHAT_LINES:
-        unsettled = await ctx.tasks.listing.unsettled()
+        listed = await ctx.tasks.listing.unsettled()  # a disabled task's old error: not news
+        unsettled = {spec.id for spec in specs if spec.id in listed and spec.enabled}
         shown = _screen(specs, unsettled, CHAT_LINES - 2)
     found = await (
         ctx.tasks.listing.states()

@@ -202,9 +202,11 @@ def test_a_cut_status_shows_the_tasks_that_are_not_idle_first(tmp_path: Path) ->
     (tmp_path / "tasks" / "bad.sh").write_text("exit 3\n")
     tasks = [f"  - {{id: t{i:03d}, script: t.sh, every: 1h}}" for i in range(60)]
     tasks[45] = "  - {id: t045, script: bad.sh, every: 1h}"
+    tasks[40] = "  - {id: t040, script: bad.sh, every: 1h, enabled: false}"  # its error: old news
     config = tmp_path / "moltsched.yaml"
     config.write_text("tasks:\n" + "\n".join(tasks) + "\n")
     assert cli("run", "t045", config=config).returncode == 1
+    assert cli("run", "t040", config=config).returncode == 1
     cli("pause", "t050", config=config)
     lines = cli("chat", "status", config=config).stdout.splitlines()
     assert len(lines) == 25
