@@ -112,7 +112,7 @@ class Daemon:
             self.config.zone,
             True,
             actor=actor,
-            signal_connected=self.signal.connected if self.signal else None,
+            signal_connected=self.signal.working if self.signal else None,
             unloaded=unloaded_in(self.config.path),
         )
         async for reply in converse(text, ctx):
@@ -140,7 +140,7 @@ class Daemon:
             if code:
                 return {"err": message + "\n", "exit": code}, _nothing()
             return {"err": "", "exit": 0}, _lines(message)
-        connected = self.signal.connected if self.signal is not None else None
+        connected = self.signal.working if self.signal is not None else None
         return await respond(
             request,
             self.scheduler,
@@ -267,7 +267,7 @@ async def _serve_started(
         if config.metrics is not None:
             from bot.metrics import Metrics  # imported only when asked for (RSS)
 
-            metrics = Metrics(scheduler, lambda: daemon.signal.connected if daemon.signal else None)
+            metrics = Metrics(scheduler, lambda: daemon.signal.working if daemon.signal else None)
             await metrics.start(config.metrics.host, config.metrics.port)  # or when it can
             engine.hooks.append(metrics.on_finish)
         refusals = ControlRefusals(store)

@@ -9,6 +9,7 @@ line a try.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -49,3 +50,29 @@ class ControlRefusals:
             log.warning("control socket: refused %s %d more time(s)", d.key, d.more)
             text = f"control socket: {d.key} refused {d.more} more time(s), not logged one by one"
         self.store.log_later("denied", text, actor=None if d.key == self.UNKNOWN else d.key)
+
+
+class SignalRefusals:
+    """Messages from strangers on Signal, logged as `denied` with the sender."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._denials: Tally[str] = Tally()
+
+    async def refused(self, sender: str, why: str) -> None:
+        await self._log(self._denials.note(sender, time.monotonic()), why)
+
+    async def log_counted(self) -> None:
+        """The refusals counted and not logged yet (as the bot stops)."""
+        await self._log(self._denials.counted())
+
+    async def _log(self, found: list[Counted[str]], why: str = "") -> None:
+        for d in found:
+            if d.this:
+                log.warning("Signal: denied a message from %s (%s)", d.key, why)
+                text = f"from {d.key} ({why}){d.before()}"
+            else:
+                log.warning("Signal: denied %d more message(s) from %s", d.more, d.key)
+                text = f"from {d.key}: {d.more} more, not logged one by one"
+            with contextlib.suppress(Exception):
+                await self.store.log("denied", text, actor=d.key)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from aiohttp import ClientConnectorError, ClientResponseError
 from signalbot import SignalAPIError, SignalBot
 
+from bot.denials import SignalRefusals
 from bot.envelope import Decision, Gate, Verdict
 from bot.limiter import Limiter
 from bot.logs import quiet_signalbot
@@ -34,7 +35,6 @@ from config.loader import SignalConfig
 from scheduler_core.errors import log_failure
 from scheduler_core.safe import safe_text
 from scheduler_core.store import Store
-from scheduler_core.tally import Counted, Tally
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,9 @@ class SignalFront:
         self.store = store
         self.gate = Gate(config.account, config.admins, config.groups)
         self.connected = False
+        # A send taken and never answered: the service is stuck (frozen), though its
+        # connections stay open; until a send goes through, it is not called connected.
+        self._unanswered = False
         self._bot: SignalBot | None = None
         self._ready = False
         self._seen: OrderedDict[tuple[str, int], None] = OrderedDict()
@@ -104,8 +107,13 @@ class SignalFront:
         # Commands being answered, by (chat, text): the same one again meanwhile is counted,
         # not answered again.
         self._answering: dict[tuple[str, str], int] = {}
-        self._denials: Tally[str] = Tally()
+        self._refusals = SignalRefusals(store)
         self._unreadable_said: dict[str, float] = {}  # admin -> when last said (monotonic)
+
+    @property
+    def working(self) -> bool:
+        """Connected, and answering sends: what `status` and the metrics call connected."""
+        return self.connected and not self._unanswered
 
     def update(self, config: SignalConfig) -> None:
         """A reload: new admins and groups apply to the next message."""
@@ -193,7 +201,7 @@ class SignalFront:
         for box in self._boxes.values():
             if box.pump is not None:
                 box.pump.cancel()
-        await self._log_denied(self._denials.counted())
+        await self._refusals.log_counted()
         if self._bot is not None:
             with contextlib.suppress(Exception):
                 await self._bot.close()
@@ -209,6 +217,14 @@ class SignalFront:
             async with asyncio.timeout(SERVICE_TIMEOUT_S):
                 missed = await send_text(self._bot, self.config.account, recipient, safe_text(text))
         except TimeoutError:
+            if not self._unanswered:
+                log.warning(
+                    "Signal: %s took a send and did not answer within %g s; it is reported "
+                    "NOT connected until a send goes through",
+                    self.config.service,
+                    SERVICE_TIMEOUT_S,
+                )
+            self._unanswered = True
             raise TimeoutError(f"Signal did not answer within {SERVICE_TIMEOUT_S:g} s") from None
         except SignalAPIError as exc:
             cause = exc.__cause__
@@ -227,6 +243,9 @@ class SignalFront:
                 f"Signal rate-limits this account; nothing is sent for {held:.0f}s"
             ) from None
         self._hold_s = 0.0
+        if self._unanswered:
+            self._unanswered = False
+            log.info("Signal: %s answers sends again", self.config.service)
         if missed:  # taken, and not sent again: the others would have it twice
             await self._missed(recipient, missed)
 
@@ -278,8 +297,7 @@ class SignalFront:
         if len(self._seen) > SEEN_KEPT:
             self._seen.popitem(last=False)
         if decision.verdict is Verdict.DENIED:
-            found = self._denials.note(decision.sender, time.monotonic())
-            await self._log_denied(found, decision.why)
+            await self._refusals.refused(decision.sender, decision.why)
             return
         same = (decision.reply_to, decision.text)
         if same in self._answering:
@@ -306,19 +324,6 @@ class SignalFront:
             decision.sender,
             decision.why,
         )
-
-    async def _log_denied(self, found: list[Counted[str]], why: str = "") -> None:
-        """A stranger's message, or the count of those not logged one by one (see
-        scheduler_core.tally)."""
-        for d in found:
-            if d.this:
-                log.warning("Signal: denied a message from %s (%s)", d.key, why)
-                text = f"from {d.key} ({why}){d.before()}"
-            else:
-                log.warning("Signal: denied %d more message(s) from %s", d.more, d.key)
-                text = f"from {d.key}: {d.more} more, not logged one by one"
-            with contextlib.suppress(Exception):
-                await self.store.log("denied", text, actor=d.key)
 
     async def _answer(self, decision: Decision, same: tuple[str, str]) -> None:
         try:

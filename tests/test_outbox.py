@@ -342,6 +342,26 @@ async def test_a_send_the_service_takes_and_never_answers_is_given_up(
         assert [m["message"] for m in service.sent] == ["t failed"]
 
 
+async def test_a_service_that_takes_sends_and_never_answers_is_not_called_connected(
+    settings: EngineSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A frozen signal-cli-rest-api (`docker pause`, a stuck JVM) keeps its connections open:
+    the receive websocket says nothing, and sends get no answer. `status` said "Signal
+    connected" all the while; it says NOT connected from the first send given up until one
+    goes through."""
+    monkeypatch.setattr(front_module, "SERVICE_TIMEOUT_S", 0.5)
+    store = await Store.open(settings.db_path)
+    async with SignalService() as service, front_on(service, store) as front:
+        await wait_for(lambda: front.working, 10)
+        service.hanging.add("/v2/send")
+        with pytest.raises(TimeoutError):
+            await front.send(ALICE, "anyone there?")
+        assert front.connected and not front.working
+        service.hanging.clear()
+        await front.send(ALICE, "back")
+        assert front.working and [m["message"] for m in service.sent] == ["back"]
+
+
 async def test_a_service_that_takes_the_start_up_checks_and_never_answers_is_tried_again(
     settings: EngineSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
