@@ -94,6 +94,19 @@ def _command(value: list[str]) -> list[str]:
     return value
 
 
+NAME_MAX = 100  # characters: a name stands in every alert and `status TASK` line
+
+
+def _task_name(value: str) -> str:
+    import unicodedata
+
+    if len(value) > NAME_MAX:
+        raise ValueError(f"at most {NAME_MAX} characters (this one has {len(value)})")
+    if any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in value):
+        raise ValueError(f"{show(value)} has a control character; a name is one line of text")
+    return value
+
+
 def _a_second_or_more(name: str) -> Callable[[float], float]:
     """A duration key's check: at least a second."""
 
@@ -149,7 +162,7 @@ def seed_aliases(data: dict[str, Any]) -> dict[str, Any]:
 @dataclass(eq=False, repr=False)
 class TaskModel:
     id: str = key(then(text, _task_id))
-    name: str | None = key(optional(text), None)
+    name: str | None = key(optional(then(text, _task_name)), None)
     script: str | None = key(optional(text), None)
     command: list[str] | None = key(optional(then(texts(), _command)), None)
     every: float | None = key(optional(then(parse_duration, _a_second_or_more("every"))), None)

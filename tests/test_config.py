@@ -753,3 +753,21 @@ def test_a_folder_named_as_the_configuration_leaves_no_descriptor_open(tmp_path:
     for _ in range(3):
         assert problems(tmp_path / "folder.yaml") == ["it is a folder, not a file"]
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_a_task_name_is_one_line_a_phone_can_show(tmp_path: Path) -> None:
+    """A name stands in every alert and `status TASK`: a 5,000-character one, or one with a
+    line break or a terminal escape in it, was taken as it was."""
+    path = write(
+        tmp_path,
+        "tasks:\n"
+        f"  - {{id: a, script: a.sh, every: 1h, name: {'N' * 101}}}\n"
+        '  - {id: b, script: a.sh, every: 1h, name: "two\\nlines"}\n'
+        '  - {id: c, script: a.sh, every: 1h, name: "\\e[31mred"}\n'
+        '  - {id: d, script: a.sh, every: 1h, name: "Mail 📧 — Inbox"}\n',
+    )
+    assert problems(path) == [
+        "tasks[0].name: at most 100 characters (this one has 101)",
+        "tasks[1].name: 'two\\nlines' has a control character; a name is one line of text",
+        "tasks[2].name: '\\x1b[31mred' has a control character; a name is one line of text",
+    ]
