@@ -70,7 +70,7 @@ def import_seed(config_path: Path, seed_dir: Path, as_json: bool) -> int:
         wanted = seed_config(seed_dir, config_path)
     except (OSError, ValueError, AttributeError, FileTooBig) as exc:
         raise SeedError(f"cannot read {tasks_json}: {exc}") from None
-    wrote = False
+    draft = None
     if config_path.exists():
         try:
             config = load_config(config_path)
@@ -96,25 +96,31 @@ def import_seed(config_path: Path, seed_dir: Path, as_json: bool) -> int:
             raise SeedError(
                 f"the seed's tasks.json does not make a valid configuration:\n{exc}"
             ) from None
-        draft.replace(config_path)
-        config = load_config(config_path)
-        wrote = True
-    lock = StateLock(config.settings.state_dir)
-    if not lock.try_acquire():
-        raise SeedError("the daemon is running on this state directory; stop it, then import")
     not_found: list[str] = []
     left_out: dict[str, str] = {}
-    try:
-        db = seed_dir / "data" / "scheduler.db"
+    db = seed_dir / "data" / "scheduler.db"
+    try:  # read before the configuration is written: a seed that cannot be read leaves none
         if db.exists():
             _a_file(db)  # a FIFO, opened to be read, would wait for a writer
             states, logs = read_seed_db(db, config.zone, left_out)
         else:
             states, logs = [], []
             not_found.append(str(db))
+    except BaseException:
+        if draft is not None:
+            draft.unlink()
+        raise
+    if draft is not None:
+        draft.replace(config_path)
+        config = load_config(config_path)
+    lock = StateLock(config.settings.state_dir)
+    if not lock.try_acquire():
+        raise SeedError("the daemon is running on this state directory; stop it, then import")
+    try:
         new_states, new_logs = asyncio.run(_import(config, states, logs))
     finally:
         lock.release()
+    wrote = draft is not None
     summary = {
         "config": str(config_path),
         "config_written": wrote,

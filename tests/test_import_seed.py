@@ -277,3 +277,16 @@ def test_a_seed_file_that_is_a_fifo_is_refused_not_waited_on(tmp_path: Path) -> 
         assert done.returncode == 2, done.stderr
         assert f"{seed / name} is a FIFO, not a file" in done.stderr, done.stderr
         (seed / name).unlink()  # tasks.json's is found first, before the database is looked at
+
+
+def test_a_seed_database_that_cannot_be_read_leaves_no_configuration_behind(
+    tmp_path: Path,
+) -> None:
+    """Before: the configuration was written, then the database refused ("file is not a
+    database"), and the file stayed, as though the import had been done."""
+    seed = make_seed(tmp_path)
+    (seed / "data" / "scheduler.db").write_bytes(b"\x13garbage, not SQLite" * 200)
+    config = tmp_path / "new" / "moltsched.yaml"
+    done = cli("import-seed", str(seed), config=config)
+    assert done.returncode == 2 and "scheduler.db" in done.stderr, done.stderr
+    assert not config.exists() and list(config.parent.iterdir()) == []
