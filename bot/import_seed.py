@@ -191,6 +191,12 @@ def read_seed_db(
         raise SeedError(f"cannot open {path}: {exc}") from exc
     conn.row_factory = sqlite3.Row
     try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not tables & {"task_state", "task_log"}:
+            raise SeedError(
+                f"{path} has no task_state or task_log table: it is not the seed skill's "
+                "database (move it aside to import the tasks alone)"
+            )
         states = [_state(r, zone, left_out) for r in _rows(conn, "task_state")]
         logs = [_log(r) for r in _rows(conn, "task_log")]
     except sqlite3.Error as exc:

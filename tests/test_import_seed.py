@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -290,3 +291,15 @@ def test_a_seed_database_that_cannot_be_read_leaves_no_configuration_behind(
     done = cli("import-seed", str(seed), config=config)
     assert done.returncode == 2 and "scheduler.db" in done.stderr, done.stderr
     assert not config.exists() and list(config.parent.iterdir()) == []
+
+
+def test_a_database_that_is_not_the_seeds_is_refused_not_imported_as_empty(
+    tmp_path: Path,
+) -> None:
+    seed = make_seed(tmp_path)
+    db = seed / "data" / "scheduler.db"
+    db.unlink()
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.execute("CREATE TABLE tasks (task_id TEXT, run_count INTEGER)")
+    done = cli("import-seed", str(seed), config=tmp_path / "new" / "moltsched.yaml")
+    assert done.returncode == 2 and "not the seed skill's database" in done.stderr, done.stderr
