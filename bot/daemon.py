@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import os
 import time
@@ -30,7 +29,7 @@ from bot.engine import Engine, build_engine
 from bot.fallback import Fallback
 from bot.lock import RUNNING, STOPPING, OtherDaemon, StateLock, lock_for_daemon
 from bot.outbox import Outbox
-from bot.respond import Answer, respond, unloaded_in
+from bot.respond import Answer, nothing, reloaded, respond, unloaded_in
 from bot.signals import Signals
 from bot.stale import StaleWatch
 from bot.state_watch import StateWatch
@@ -39,6 +38,7 @@ from bot.write_alarm import WriteAlarm
 from commands.chat import converse
 from commands.command import Ping, Reload, Request
 from commands.context import Context
+from config.checks import task_warnings
 from config.loader import UNHEARD, AppConfig, ConfigError, load_config
 from scheduler_core import __version__, procs
 from scheduler_core.cgroups import RunCgroups
@@ -124,22 +124,9 @@ class Daemon:
             # The file it runs: `client.ask_unreadable` finds it by that.
             config = str(self.config.path.resolve())
             meta = {"err": "", "exit": 0, "pid": os.getpid(), "config": config}
-            return meta, _nothing()
+            return meta, nothing()
         if isinstance(request.command, Reload):
-            code, message = await self.reload(request.actor)
-            if request.json:
-                body = {"reloaded": code == 0, "daemon": True, "message": message}
-                if code:
-                    body |= {
-                        "error": message,
-                        "kind": "config" if code == EXIT_USAGE else "internal",
-                    }
-                return {"err": message + "\n" if code else "", "exit": code}, _lines(
-                    json.dumps(body)
-                )
-            if code:
-                return {"err": message + "\n", "exit": code}, _nothing()
-            return {"err": "", "exit": 0}, _lines(message)
+            return reloaded(*await self.reload(request.actor), as_json=request.json)
         connected = self.signal.working if self.signal is not None else None
         return await respond(
             request,
@@ -150,17 +137,19 @@ class Daemon:
             unloaded=unloaded_in(self.config.path),
         )
 
-    async def reload(self, actor: str = "SIGHUP") -> tuple[int, str]:
+    async def reload(self, actor: str = "SIGHUP") -> tuple[int, str, list[str]]:
         """Re-read the configuration (SIGHUP, `moltsched reload`); keep the old one if bad.
 
         systemd hears RELOADING=1 before and READY=1 after, whatever the outcome (the old
         configuration stays in use when the new one is rejected); the action log records it
-        with who asked. A control socket whose file was removed is made again first."""
+        with who asked. A control socket whose file was removed is made again first. What
+        `validate` would warn of in the tasks it added or changed is logged and answered."""
         notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        warnings: list[str] = []
         try:
             if self.server is not None:
                 await self.server.restore()
-            code, message = await self._reload()
+            code, message, warnings = await self._reload()
         except Exception as exc:  # never takes the daemon down (half an upgrade, a bug)
             log.exception("reload failed")
             code, message = 1, f"reload failed: {exc}"
@@ -171,23 +160,23 @@ class Daemon:
             await self.scheduler.store.log(action, message[:500], actor=actor)
         except Exception:  # the log must not turn a reload into a failure
             log_failure(log, "could not record the reload")
-        return code, message
+        return code, message, warnings
 
-    async def _reload(self) -> tuple[int, str]:
+    async def _reload(self) -> tuple[int, str, list[str]]:
         async with self._reloading:
             path = self.config.path
             try:
                 new = await asyncio.to_thread(load_config, path)
             except ConfigError as exc:
                 log.error("reload rejected; the running configuration is kept. %s", exc)
-                return EXIT_USAGE, f"reload rejected, the running configuration is kept: {exc}"
+                return EXIT_USAGE, f"reload rejected, the running configuration is kept: {exc}", []
             if new.settings.state_dir != self.config.settings.state_dir:
                 message = (
                     f"reload rejected: state_dir changed to {new.settings.state_dir}; "
                     "that takes a restart"
                 )
                 log.error("%s", message)
-                return EXIT_USAGE, message
+                return EXIT_USAGE, message, []
             tasks = await self.scheduler.reconfigure(new.tasks, new.settings)
             added, removed, changed, stopped = tasks
             self._apply_signal(new)
@@ -201,7 +190,8 @@ class Daemon:
                     parts.append(f"{word} {', '.join(ids)}")
             message = f"reloaded {path}: " + "; ".join(parts)
             log.info("%s", message)
-            return 0, message
+            warnings = await asyncio.to_thread(_warnings, new, {*added, *changed})
+            return 0, message, warnings
 
     def _apply_alerts(self, new: AppConfig) -> None:
         """The fallback command (none: it runs no more) and max_age apply at once; adding a
@@ -351,6 +341,14 @@ async def _serve_started(
         await store.close()
 
 
+def _warnings(config: AppConfig, ids: set[str]) -> list[str]:
+    """What `validate` would warn of in these tasks, logged."""
+    found = task_warnings(config.tasks, config.settings.tasks_dir, os.environ.get("PATH"), ids)
+    for warning in found:
+        log.warning("reload: %s", warning)
+    return found
+
+
 async def _prepared(scheduler: Scheduler, signals: Signals) -> bool:
     """Prepare the scheduler (if the store refuses, the schedule starts once writes work);
     False if told to stop meanwhile. After a crash this waits out the grace of what the
@@ -376,12 +374,3 @@ async def _stop_strays(scheduler: Scheduler) -> None:
     stopped = await stop_strays(grace)
     if stopped:
         log.warning("stopped %d process(es) left behind by earlier runs", stopped)
-
-
-async def _lines(text: str) -> AsyncIterator[str]:
-    yield text + "\n"
-
-
-async def _nothing() -> AsyncIterator[str]:
-    return
-    yield

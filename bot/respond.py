@@ -121,3 +121,25 @@ async def _chat(text: str, ctx: Context, as_json: bool) -> AsyncIterator[str]:
         return
     async for reply in converse(text, ctx):
         yield safe_text(reply.text) + "\n"
+
+
+def reloaded(code: int, message: str, warnings: list[str], *, as_json: bool) -> Answer:
+    """The answer to `moltsched reload`: the daemon's verdict (exit 2: the file was
+    rejected; 1: the reload failed), with what `validate` would warn of in new tasks."""
+    if as_json:
+        body = {"reloaded": code == 0, "daemon": True, "message": message, "warnings": warnings}
+        if code:
+            body |= {"error": message, "kind": "config" if code == 2 else "internal"}
+        return {"err": message + "\n" if code else "", "exit": code}, lines(json.dumps(body))
+    if code:
+        return {"err": message + "\n", "exit": code}, nothing()
+    return {"err": "", "exit": 0}, lines("\nwarning: ".join([message, *warnings]))
+
+
+async def lines(text: str) -> AsyncIterator[str]:
+    yield text + "\n"
+
+
+async def nothing() -> AsyncIterator[str]:
+    return
+    yield

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from collections.abc import Collection
 from pathlib import Path
 
 from scheduler_core.model import TaskSpec
@@ -41,14 +42,22 @@ _BY_SUFFIX = {
 }
 
 
-def task_warnings(specs: tuple[TaskSpec, ...], tasks_dir: Path, path: str | None) -> list[str]:
+def task_warnings(
+    specs: tuple[TaskSpec, ...],
+    tasks_dir: Path,
+    path: str | None,
+    only: Collection[str] | None = None,
+) -> list[str]:
     """One line per problem, each with the task's place (`tasks[2].script: ...`) and a fix.
 
-    `path` is the PATH the tasks will see, for a `command` named without a folder."""
+    `path` is the PATH the tasks will see, for a `command` named without a folder; `only`,
+    the ids of the tasks to look at (a reload's new and changed ones), else all."""
     warnings: list[str] = []
-    if specs and not tasks_dir.is_dir():  # every run starts there
+    if specs and only != set() and not tasks_dir.is_dir():  # every run starts there
         warnings.append(f"tasks_dir: {tasks_dir} is not a folder, so no task can start; make it")
     for i, spec in enumerate(specs):
+        if only is not None and spec.id not in only:
+            continue
         if spec.script is not None:
             warnings += [f"tasks[{i}].script: {w}" for w in _script(Path(spec.script))]
         elif spec.argv:

@@ -332,3 +332,31 @@ def test_runs_follow_a_tasks_dir_link_to_its_new_folder(tmp_path: Path) -> None:
         assert ran.stdout.strip().endswith("v2"), ran.stdout
     finally:
         assert daemon.stop() == 0
+
+
+def test_a_reload_says_what_validate_would_warn_of_in_the_tasks_it_adds_or_changes(
+    tmp_path: Path,
+) -> None:
+    """A script saved with Windows line endings, added by a reload: the reload said only
+    "added c", and the run failed with bash's "numeric argument required". It now warns as
+    `validate` does, in its answer and in the journal, for the tasks it added or changed."""
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "ok.sh").write_text("exit 0\n")
+    (tmp_path / "tasks" / "crlf.sh").write_text("echo hi\r\nexit 0\r\n")
+    config = tmp_path / "moltsched.yaml"
+    config.write_text("tasks:\n  - {id: a, script: ok.sh, cron: '0 0 1 1 *'}\n")
+    daemon = DaemonProcess(config).start()
+    try:
+        config.write_text(
+            "tasks:\n  - {id: a, script: ok.sh, cron: '0 0 1 1 *'}\n"
+            "  - {id: c, script: crlf.sh, cron: '0 0 1 1 *'}\n"
+        )
+        done = cli("reload", config=config)
+        assert done.returncode == 0 and "added c" in done.stdout, done.stdout
+        crlf = f"tasks[1].script: {tmp_path / 'tasks' / 'crlf.sh'} has Windows (CRLF) line endings"
+        assert crlf in done.stdout, done.stdout
+        assert crlf in daemon.log.read_text()
+        answer = json.loads(cli("--json", "reload", config=config).stdout)
+        assert answer["reloaded"] is True and not any("CRLF" in w for w in answer["warnings"])
+    finally:
+        assert daemon.stop() == 0
