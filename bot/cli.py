@@ -293,14 +293,20 @@ def _reload(config_path: Path, request: Request) -> int:
         answered = via_sighup(state_dir, lambda: client.ask(state_dir, request))
     if answered is not None:
         return answered
+    from config.checks import task_warnings
+
     message = (
         f"No daemon is running on {state_dir}; it reads {config.path} when it starts (the "
         "file is valid)."
     )
+    warnings = task_warnings(config.tasks, config.settings.tasks_dir, os.environ.get("PATH"))
     if request.json:
-        print(json.dumps({"reloaded": False, "daemon": False, "message": message}))
+        body = {"reloaded": False, "daemon": False, "message": message, "warnings": warnings}
+        print(json.dumps(body))
     else:
         print(message)
+    for warning in warnings:  # as `validate` says them
+        print(f"moltsched: warning: {warning}", file=sys.stderr)
     return 0
 
 

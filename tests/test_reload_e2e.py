@@ -360,3 +360,6 @@ def test_a_reload_says_what_validate_would_warn_of_in_the_tasks_it_adds_or_chang
         assert answer["reloaded"] is True and not any("CRLF" in w for w in answer["warnings"])
     finally:
         assert daemon.stop() == 0
+    alone = cli("reload", config=config)  # no daemon: the file checked, as validate does
+    assert alone.returncode == 0 and "No daemon is running" in alone.stdout
+    assert f"moltsched: warning: {crlf}" in alone.stderr, alone.stderr
