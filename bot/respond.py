@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from bot.failure import EXIT_USAGE
 from commands.chat import converse
 from commands.command import (
     Chat,
@@ -129,7 +130,7 @@ def reloaded(code: int, message: str, warnings: list[str], *, as_json: bool) -> 
     if as_json:
         body = {"reloaded": code == 0, "daemon": True, "message": message, "warnings": warnings}
         if code:
-            body |= {"error": message, "kind": "config" if code == 2 else "internal"}
+            body |= {"error": message, "kind": "config" if code == EXIT_USAGE else "internal"}
         return {"err": message + "\n" if code else "", "exit": code}, lines(json.dumps(body))
     if code:
         return {"err": message + "\n", "exit": code}, nothing()
