@@ -29,6 +29,18 @@ def write_config(root: Path, signal: str = "") -> Path:
     return config
 
 
+def failing_with_signal(root: Path, service: SignalService, more: str = "") -> Path:
+    """`write_config` with Signal on `service` (ALICE the admin, `more` in the section) and
+    its task failing."""
+    config = write_config(
+        root,
+        f'signal:\n  service: {service.service}\n  account: "{ACCOUNT}"\n'
+        f'  admins: ["{ALICE}"]\n{more}',
+    )
+    (root / "tasks" / "t.sh").write_text("exit 3\n")
+    return config
+
+
 async def test_a_fresh_install_with_no_daemon(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     done = await acli("--json", "doctor", config=config)
@@ -79,12 +91,7 @@ async def test_an_alert_the_service_refuses_says_why(tmp_path: Path) -> None:
     doctor's alerts check; for a recipient whose key changed, with what to do."""
     untrusted = "Unable to complete request due to untrusted recipient keys"
     async with SignalService() as service:
-        config = write_config(
-            tmp_path,
-            f'signal:\n  service: {service.service}\n  account: "{ACCOUNT}"\n'
-            f'  admins: ["{ALICE}"]\n',
-        )
-        (tmp_path / "tasks" / "t.sh").write_text("exit 3\n")
+        config = failing_with_signal(tmp_path, service)
         service.send_status, service.send_error = 400, untrusted
         daemon = DaemonProcess(config)
         await asyncio.to_thread(daemon.start)
@@ -113,12 +120,7 @@ async def test_an_alert_some_group_members_missed_is_in_doctor(tmp_path: Path) -
     to trust the new number."""
     bob = "+33612345678"
     async with SignalService() as service:
-        config = write_config(
-            tmp_path,
-            f'signal:\n  service: {service.service}\n  account: "{ACCOUNT}"\n'
-            f'  admins: ["{ALICE}"]\n  alert_to: ["{GROUP_ID}"]\n',
-        )
-        (tmp_path / "tasks" / "t.sh").write_text("exit 3\n")
+        config = failing_with_signal(tmp_path, service, f'  alert_to: ["{GROUP_ID}"]\n')
         service.undelivered = [{"number": bob, "reason": "IDENTITY_FAILURE"}]
         daemon = DaemonProcess(config)
         await asyncio.to_thread(daemon.start)

@@ -15,7 +15,7 @@ import pytest
 
 from support.daemon import DaemonProcess, proc_status
 from support.signal_service import ACCOUNT, ALICE, SignalService
-from tests.helpers import MOLTSCHED, acli, cli, processes_of, query, wait_for, wait_sync
+from tests.helpers import MOLTSCHED, acli, alive, cli, processes_of, query, wait_for, wait_sync
 
 # The fallback command: what it was given, one block per alert.
 # Each alert is appended whole, in one write: a test that sees a block sees all of it.
@@ -417,11 +417,3 @@ def in_session_of(word: str) -> list[int]:
         if word.encode() in line:
             leader = sid
     return sessions.get(leader, []) if leader is not None else []
-
-
-def alive(pid: int) -> bool:
-    """Whether `pid` is a process that runs (a zombie has ended)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False

@@ -259,17 +259,10 @@ def test_stop_of_a_run_in_the_foreground_says_where_it_runs(tmp_path: Path) -> N
     "TASK is not running". It runs, in that process: the answer names it and how to stop
     it (exit 3, the daemon would be needed), and `kill -INT` as said does stop it."""
     config, db, proc = slow_in_the_foreground(tmp_path)
-    waiter_said = tmp_path / "waiter.err"
     waiter = None
     try:
-        with open(waiter_said, "wb") as err:  # another run waits, and says for whom
-            waiter = subprocess.Popen(
-                [MOLTSCHED, "--config", str(config), "run", "quick"],
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-            )
         mark = f"waiting for the foreground `moltsched run` (pid {proc.pid}) to finish"
-        wait_sync(lambda: mark in waiter_said.read_text(), 30, "the waiter to say so")
+        waiter, _ = run_saying(config, "quick", mark)  # another run waits, and says for whom
         said = cli("stop", "slow", config=config)
         assert said.returncode == 3, said.stdout + said.stderr
         assert f"(pid {proc.pid})" in said.stderr and f"kill -INT {proc.pid}" in said.stderr
@@ -359,7 +352,6 @@ def test_commands_during_a_long_start_wait_for_it(tmp_path: Path) -> None:
         second = subprocess.Popen(
             [MOLTSCHED, "--config", str(config), "daemon"], stdout=subprocess.DEVNULL, stderr=err
         )
-    waited = tmp_path / "run.err"
     try:
         # Recovery has begun: it found the runs cut short, and stopping the slow one waits.
         cut = "run(s) cut short by a crash"
@@ -367,20 +359,30 @@ def test_commands_during_a_long_start_wait_for_it(tmp_path: Path) -> None:
         other = cli("daemon", config=config, timeout=30)
         assert other.returncode == 2, other.stderr
         assert f"(pid {second.pid}) is starting" in other.stderr, other.stderr
-        with open(waited, "wb") as err:
-            ran = subprocess.Popen(
-                [MOLTSCHED, "--config", str(config), "run", "t1"],
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-            )
         line = f"waiting for the daemon (pid {second.pid}) to finish starting"
-        wait_sync(lambda: line in waited.read_text(), 30, "run to wait for the start")
+        ran, waited = run_saying(config, "t1", line)
         for pid in processes_of(db, {"slow"}):  # which lets the start go on
             os.kill(pid, signal.SIGKILL)
         assert ran.wait(60) == 0, waited.read_text()
     finally:
         second.terminate()  # slow, resumed meanwhile, would take its grace: ended until it stops
         wait_sync(lambda: end_leftovers(db) or second.poll() is not None, 30, "the stop")
+
+
+def run_saying(config: Path, task: str, line: str) -> tuple[subprocess.Popen[bytes], Path]:
+    """`moltsched run TASK` in the background, once it has said `line` on stderr: (process,
+    the file its stderr goes to)."""
+    said = config.parent / f"run-{task}.err"
+    with open(said, "wb") as err:
+        proc = subprocess.Popen(
+            [MOLTSCHED, "--config", str(config), "run", task], stdout=subprocess.DEVNULL, stderr=err
+        )
+    try:
+        wait_sync(lambda: line in said.read_text(), 30, f"run {task} to say {line!r}")
+    except BaseException:
+        proc.kill()
+        raise
+    return proc, said
 
 
 def crashed_leaving_slow(tmp_path: Path) -> tuple[Path, Path]:
