@@ -190,6 +190,7 @@ _MARK = {
     Outcome.INTERRUPTED: "cut",
     Outcome.STOPPED: "stopped",
 }
+_NOT_COUNTED = (None, Outcome.INTERRUPTED)  # a run under way, or one that resumes later
 
 
 async def _status_all(ctx: Context) -> Reply:
@@ -267,10 +268,13 @@ async def _status_one(ctx: Context, task_id: str) -> Reply:
     }
     now = ctx.tasks.clock.now()
     last = f" ({state.last_outcome})" if state.last_outcome else ""
-    if recent and recent[0].outcome is None and recent[0].started == state.last_run:
+    if recent and recent[0].started == state.last_run and recent[0].outcome in _NOT_COUNTED:
+        # The outcome is the previous run's (an interrupted run does not replace it): say so.
         before = f"; the one before: {state.last_outcome}" if state.last_outcome else ""
         going = "under way" if state.status is TaskStatus.RUNNING else str(state.status)
-        last = f" ({going}{before})"  # the outcome is the previous run's: say so
+        if recent[0].outcome is Outcome.INTERRUPTED:
+            going = f"interrupted: {recent[0].message}"
+        last = f" ({going}{before})"
     lines = [
         f"{spec.name} ({spec.id}): {state.status if spec.enabled else 'disabled'}",
         f"schedule: {spec.trigger.describe()}, priority {spec.priority}",

@@ -165,7 +165,8 @@ def judge(spec: TaskSpec, pres: ProcessResult, reason: str = "") -> tuple[Outcom
     if pres.ending is Ending.TIMEOUT:
         return Outcome.TIMEOUT, f"timed out after {format_duration(spec.timeout)}"
     if pres.ending is Ending.INTERRUPTED:
-        return Outcome.INTERRUPTED, f"interrupted after {took}" + (f" ({reason})" if reason else "")
+        # Said after the outcome ("interrupted: paused, after 1.0s"), so it does not repeat it.
+        return Outcome.INTERRUPTED, (f"{reason}, " if reason else "") + f"after {took}"
     code = pres.exit_code
     left = f"; left behind and stopped: {pres.leftovers}" if pres.leftovers else ""
     if code == 0:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,8 @@ def test_pause_interrupts_survives_a_restart_and_resume_goes_on(config: Path) ->
         result = cli("chat", "pause:worker", config=config)
         assert result.stdout.startswith("Paused worker: no scheduled runs until resume:worker.")
         assert "Its run was interrupted after" in result.stdout
+        last = cli("status", "worker", config=config).stdout.splitlines()[2]
+        assert re.fullmatch(r"last run: \S+ \(interrupted: paused, after \d+\.\ds\)", last), last
         status = json.loads(cli("--json", "status", "worker", config=config).stdout)
         # Five items were logged; the fifth's checkpoint may be the save the pause cut.
         assert status["status"] == "paused" and status["checkpoint"]["next"] >= 4

@@ -142,7 +142,7 @@ def test_preempted_by_an_on_demand_run(config: Path) -> None:
             db(config),
             "SELECT message FROM log WHERE task_id = 'worker' AND action = 'interrupted'",
         )[0][0]
-        assert message.endswith("(for an on-demand run of quick)")
+        assert message.startswith("for an on-demand run of quick, after ")
     finally:
         assert daemon.stop() == 0
     assert_all_items_once(config, cuts=1)

@@ -388,7 +388,7 @@ async def test_on_demand_runs_preempt_background_runs(
         (cut,) = [r for r in runs if r.outcome is Outcome.INTERRUPTED]
         assert cut.cause is Cause.SCHEDULE
         entry = next(e for e in await store.logs("long") if e.action == "interrupted")
-        assert entry.message.endswith("(for an on-demand run of quick)")
+        assert entry.message.startswith("for an on-demand run of quick, after ")
         await wait_for(lambda: _outcome_of_last(store, "long", Outcome.SUCCESS), 30)
         resumed = (await store.runs("long", 1))[0]
         assert resumed.cause is Cause.RESUME and not resumed.stdout.startswith("start 0\n")
