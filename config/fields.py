@@ -47,6 +47,9 @@ _FALSE = {"false", "no", "off", "n", "f", "0"}
 
 
 def text(value: object) -> str:
+    if isinstance(value, bool):  # `command: [true]`: YAML and JSON read the word as true
+        word = str(value).lower()
+        raise ValueError(f'must be text, not {word} (for the word, write "{word}" in quotes)')
     if not isinstance(value, str):
         raise ValueError(f"must be text, not {show(value)}")
     return value.strip()

@@ -62,6 +62,14 @@ def cron_problem(expression: str) -> str | None:
     try:
         CronSim(cron_fields(expression), datetime.now(UTC))
     except CronSimError as exc:
+        fields = cron_fields(expression).split()
+        if "?" in fields:
+            return "'?' is Quartz's 'any day'; write * for it"
+        if len(fields) not in (5, 6):
+            return (
+                f"{len(fields)} fields, where cron has five (minute hour day month weekday), "
+                "or six with seconds first"
+            )
         return str(exc)
     return None
 

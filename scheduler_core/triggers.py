@@ -87,7 +87,8 @@ def _cron_next(expression: str, zone: ZoneInfo, when: datetime) -> datetime:
 
 @dataclass(frozen=True, slots=True)
 class Cron:
-    """A five-field cron expression evaluated in `zone`."""
+    """A cron expression evaluated in `zone`: five fields, six with seconds first, or a
+    nickname."""
 
     expression: str
     zone: ZoneInfo

@@ -6,7 +6,7 @@ import json
 import os
 import resource
 import subprocess
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -745,6 +745,41 @@ def test_crons_nicknames_load_and_reboot_says_what_to_do_instead(tmp_path: Path)
     a, b = load_config(path).tasks
     assert isinstance(a.trigger, Cron) and isinstance(b.trigger, Cron)
     assert (a.trigger.expression, b.trigger.expression) == ("@daily", "@hourly")
+
+
+def test_a_cron_with_a_wrong_count_of_fields_says_how_many_cron_has(tmp_path: Path) -> None:
+    """Six fields are cron with seconds first (as Quartz and Spring write it); a Quartz
+    expression's `?` and year, or a field left out, were cronsim's bare "Wrong number of
+    fields" and "Bad day-of-week"."""
+    path = write(
+        tmp_path,
+        "tasks:\n  - {id: a, script: a.sh, cron: '30 0 12 * * *'}\n"
+        "  - {id: b, script: a.sh, cron: '0 0 12 ? * MON'}\n"
+        "  - {id: c, script: a.sh, cron: '0 0 12 * * * 2027'}\n"
+        "  - {id: d, script: a.sh, cron: '0 12 * *'}\n",
+    )
+    five = "cron has five (minute hour day month weekday), or six with seconds first"
+    assert problems(path) == [
+        "tasks[1].cron: '0 0 12 ? * MON' is not a cron expression: "
+        "'?' is Quartz's 'any day'; write * for it",
+        f"tasks[2].cron: '0 0 12 * * * 2027' is not a cron expression: 7 fields, where {five}",
+        f"tasks[3].cron: '0 12 * *' is not a cron expression: 4 fields, where {five}",
+    ]
+    path.write_text("tasks:\n  - {id: a, script: a.sh, cron: '30 0 12 * * *'}\n")
+    (a,) = load_config(path).tasks
+    assert isinstance(a.trigger, Cron)
+    after = datetime(2026, 12, 3, 11, 0, tzinfo=UTC)
+    assert a.trigger.next_after(after).astimezone(a.trigger.zone).time() == time(12, 0, 30)
+
+
+def test_true_and_false_where_text_is_asked_for_say_to_quote_them(tmp_path: Path) -> None:
+    """`command: [true]` runs the `true` program, but YAML and JSON read `true` as a
+    boolean: "must be text, not True" did not say what to write."""
+    path = write(tmp_path, "tasks:\n  - {id: a, command: [true], every: 1h, name: false}\n")
+    assert problems(path) == [
+        'tasks[0].name: must be text, not false (for the word, write "false" in quotes)',
+        'tasks[0].command: must be text, not true (for the word, write "true" in quotes)',
+    ]
 
 
 def test_a_folder_named_as_the_configuration_leaves_no_descriptor_open(tmp_path: Path) -> None:
