@@ -1,13 +1,16 @@
 """signalbot, made as the daemon uses it: its configuration for ours (`bot_config`), a session
-that says why signal-cli-rest-api refused a request (`said`), a send that says who it missed
-(`send_text`), and closing what signalbot leaves open (`close_storage`)."""
+that says why signal-cli-rest-api refused a request (`said`), the receive websocket with a
+heartbeat of our own (`receive`), a send that says who it missed (`send_text`), and closing
+what signalbot leaves open (`close_storage`)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
+import websockets
 from aiohttp import ClientResponse, ClientResponseError, ClientSession
 from signalbot import SendMessage, SignalBot
 
@@ -15,6 +18,12 @@ from config.loader import SignalConfig
 from scheduler_core.safe import safe_text
 
 SAID_MAX = 64 * 1024  # an error answer's body is read up to this (its first line is kept)
+# The receive websocket is pinged this often, and given up when a ping is not answered within
+# as long: a service that froze (`docker pause`, a stuck JVM), or a connection that died without
+# a word (the service's host gone, a NAT that forgot it), sends nothing and says nothing, and
+# only a ping tells it from a quiet one. The daemon then reconnects, and says NOT connected
+# meanwhile. (websockets' own default, written here so that it is ours to keep.)
+HEARTBEAT_S = 20.0
 
 
 def signal_bot(config: SignalConfig) -> SignalBot:
@@ -68,6 +77,20 @@ async def said(response: ClientResponse) -> None:
         message=line or response.reason or "",
         headers=response.headers,
     )
+
+
+async def receive(bot: SignalBot) -> AsyncIterator[str]:
+    """The frames of the receive websocket, as signalbot's `messages.receive` gives them, with
+    our heartbeat (its URI and credentials are signalbot's privates: 2.2.x)."""
+    messages = bot._signal.messages
+    async with websockets.connect(
+        messages._uris.receive_ws_uri(),
+        additional_headers=messages._add_auth(),
+        ping_interval=HEARTBEAT_S,
+        ping_timeout=HEARTBEAT_S,
+    ) as websocket:
+        async for raw in websocket:
+            yield str(raw)
 
 
 async def send_text(

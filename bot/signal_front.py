@@ -30,7 +30,7 @@ from bot.denials import SignalRefusals
 from bot.envelope import Decision, Gate, Verdict
 from bot.limiter import Limiter
 from bot.logs import quiet_signalbot
-from bot.signal_client import close_storage, send_text, signal_bot
+from bot.signal_client import close_storage, receive, send_text, signal_bot
 from config.loader import SignalConfig
 from scheduler_core.errors import log_failure
 from scheduler_core.safe import safe_text
@@ -149,7 +149,7 @@ class SignalFront:
                     else:
                         log.info("Signal connected to %s", self.config.service)
                     failures = 0
-                    async for raw in self._bot._signal.messages.receive():
+                    async for raw in receive(self._bot):
                         backoff = previous = RECONNECT_FIRST_S
                         await self._frame(raw)
                     log.warning("Signal: the service closed the connection; reconnecting")

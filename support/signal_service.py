@@ -141,6 +141,9 @@ class SignalService:
         # Paths whose requests are taken and never answered, as a stuck service does
         # ("/v2/send", "/v1/health"); they are let go when the service stops.
         self.hanging: set[str] = set()
+        # False: websocket pings go unanswered, as from a frozen service or over a connection
+        # that died without a word.
+        self.answers_pings = True
         self._stopping = asyncio.Event()
         self.on_send: Callable[[dict[str, Any]], None] | None = None  # called for each send
         self.refused_sends = 0
@@ -313,7 +316,7 @@ class SignalService:
         self._seen(request)
         if request.match_info["number"] != self.account:
             return self._json({"error": "unknown number"}, 400)
-        ws = web.WebSocketResponse()
+        ws = web.WebSocketResponse(autoping=False)
         await ws.prepare(request)
         self._sockets.add(ws)
         self._connected.set()
@@ -321,6 +324,8 @@ class SignalService:
             async for msg in ws:  # keep reading, or closing stalls
                 if msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
                     break
+                if msg.type is WSMsgType.PING and self.answers_pings:
+                    await ws.pong(msg.data)
         finally:
             self._sockets.discard(ws)
             if not self._sockets:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import bot.signal_client as signal_client
 import bot.signal_front as front_module
 from bot.fallback import BATCH as FALLBACK_BATCH
 from bot.fallback import Fallback
@@ -29,6 +30,7 @@ from support.signal_service import (
     BOB_UUID,
     GROUP_ID,
     SignalService,
+    answers,
     text_frame,
 )
 from tests.helpers import ManualClock, spec, wait_for
@@ -378,6 +380,28 @@ async def test_a_service_that_takes_the_start_up_checks_and_never_answers_is_tri
             assert not front.connected
             service.hanging.clear()
             await wait_for(lambda: front.connected, 10)
+
+
+async def test_a_receive_connection_that_answers_no_pings_is_made_anew(
+    settings: EngineSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A frozen service, or a connection that died without a word (the service's host gone,
+    a NAT that forgot it), sends nothing and says nothing: only a ping tells it from a quiet
+    one. The websocket is pinged every HEARTBEAT_S; one that is not answered within as long
+    is given up, called NOT connected, and made anew; commands are heard again once the
+    service answers."""
+    monkeypatch.setattr(signal_client, "HEARTBEAT_S", 0.2)
+    monkeypatch.setattr(front_module, "RECONNECT_FIRST_S", 0.05)
+    store = await Store.open(settings.db_path)
+    receive = ("GET", f"/v1/receive/{ACCOUNT}")
+    async with SignalService() as service, front_on(service, store) as front:
+        await wait_for(lambda: front.connected, 10)
+        service.answers_pings = False
+        await wait_for(lambda: not front.connected, 10)
+        await wait_for(lambda: service.requests.count(receive) >= 2, 10)
+        service.answers_pings = True
+        (reply,) = await answers(service, text_frame("status"))
+        assert reply["message"] == "answer to status" and front.connected
 
 
 async def test_a_rate_limit_holds_every_send_for_a_while_and_loses_nothing(
