@@ -184,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     # with no daemon took). The daemon turns it back on once it has started (see `_daemon`).
     gc.disable()
     argv = sys.argv[1:] if argv is None else argv
+    if command_word(argv) is None and "--version" in argv and "--json" in argv:
+        print(json.dumps({"version": __version__}))  # the agent asks with --json too
+        return 0
     if not failure.outputs_open(answers=command_word(argv) != "daemon"):
         return EXIT_USAGE
     args = build_parser(command_word(argv)).parse_args(joined_values(argv))

@@ -388,6 +388,9 @@ def test_version(daemon: DaemonProcess) -> None:
 
     done = subprocess.run([MOLTSCHED, "--version"], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0 and done.stdout == f"moltsched {__version__}\n"
+    for argv in (["--json", "--version"], ["--version", "--json"]):  # the agent reads JSON
+        done = subprocess.run([MOLTSCHED, *argv], capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0 and json.loads(done.stdout) == {"version": __version__}
     assert version("moltbot-scheduler") == __version__  # what pip installed says the same
     assert f"moltsched {__version__} daemon running" in daemon.log.read_text()
     changelog = (Path(__file__).parent.parent / "CHANGELOG.md").read_text()
