@@ -160,6 +160,13 @@ async def resume(ctx: Context, task_id: str) -> Reply:
     state, started, released = await ctx.scheduler.resume(task_id, ctx.actor)
     spec = ctx.scheduler.spec(task_id)
     data = task_json(spec, state, ctx.zone)
+    if not was_paused and not spec.enabled:
+        run = f"run:{task_id}" if ctx.chat else f"`moltsched run {task_id}`"
+        return Reply(
+            f"{task_id} is not paused; it is disabled in the configuration (enabled: false), "
+            f"so only {run} starts it",
+            data,
+        )
     if not was_paused:
         return Reply(f"{task_id} is not paused.", data)
     now = ctx.scheduler.clock.now()

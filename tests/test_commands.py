@@ -200,6 +200,20 @@ async def test_task_ids_are_matched_whatever_their_case(ctx: Context) -> None:
     assert kelvin.data["nearest"] == ["ok"]
 
 
+async def test_resume_of_a_disabled_task_says_what_would_schedule_it(ctx: Context) -> None:
+    """`resume` is how a phone asks for a task to run on its schedule again: one turned off in
+    the configuration was answered "off is not paused.", which left the owner guessing."""
+    await ctx.scheduler.prepare()
+    chat = await execute(Resume("off"), ctx._replace(chat=True))
+    assert chat.exit_code == 0 and chat.text == (
+        "off is not paused; it is disabled in the configuration (enabled: false), "
+        "so only run:off starts it"
+    )
+    cli = await execute(Resume("off"), ctx)
+    assert cli.text.endswith("so only `moltsched run off` starts it")
+    assert (await execute(Resume("ok"), ctx)).text == "ok is not paused."
+
+
 async def test_output_of_a_run_and_how_status_points_at_it(ctx: Context) -> None:
     await ctx.scheduler.prepare()
     loop_task = asyncio.create_task(ctx.scheduler.run(schedule=False))
