@@ -8,7 +8,6 @@ pipeline and session, never `SignalBot.stop()`, which stops the event loop (STYL
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import aiohttp
@@ -16,7 +15,7 @@ from signalbot import DataMessageContext, DataMessageHandler, SendMessage, Signa
 
 from bot.signal_client import close_storage
 from support.signal_service import ACCOUNT, ALICE_UUID, GROUP_ID, SignalService
-from tests.helpers import REPO
+from tests.helpers import REPO, wait_for
 
 ENVELOPES = REPO / "support" / "envelopes"
 
@@ -96,15 +95,16 @@ async def test_errors_outages_and_recovery() -> None:
 
 async def test_signalbot_does_not_reconnect_after_a_clean_close() -> None:
     """What DESIGN.md section 7 warns about, shown against the emulator: after the service
-    closes the receive websocket cleanly, signalbot 2.2.1 does not connect again. The daemon
-    must supervise the connection (the Signal front end, still to come)."""
+    closes the receive websocket cleanly, signalbot 2.2.1's one producer ends, and nothing
+    of it listens or connects again. This is why the daemon reads the websocket itself
+    (bot/signal_front.py)."""
     async with SignalService() as service:
         bot = await start_bot(service)
         receive = ("GET", f"/v1/receive/{ACCOUNT}")
         try:
-            assert service.requests.count(receive) == 1
+            assert service.requests.count(receive) == 1 and len(bot._pipeline._produce_tasks) == 1
             await service.close_receive()
-            await asyncio.sleep(2.5)  # more than signalbot's first back-off
+            await wait_for(lambda: not bot._pipeline._produce_tasks, 10)  # ended, not retrying
             assert service.requests.count(receive) == 1
         finally:
             await stop_bot(bot)
