@@ -32,6 +32,7 @@ from commands.grammar import VERBS, help_text
 from commands.match import find_task
 from commands.render import (
     RECENT_FIELDS,
+    fold_successes,
     later_json,
     later_text,
     log_json,
@@ -321,6 +322,9 @@ def _cut(lines: list[str], ctx: Context, hint: str) -> str:
     return "\n".join([*lines[: CHAT_LINES - 1], f"… {rest} more; {hint}"])
 
 
+_ENTRIES_PER_PHONE_LINE = 10  # log entries read for each line of `logs` on a phone
+
+
 async def _logs(ctx: Context, task_id: str | None, limit: int) -> Reply:
     if task_id is not None:
         ctx.tasks.spec(task_id)
@@ -331,13 +335,14 @@ async def _logs(ctx: Context, task_id: str | None, limit: int) -> Reply:
         batches = ctx.tasks.store.iter_logs(task_id, limit)
         first: list[LogEntry] = await anext(batches, [])  # an unreadable database: a reply
         return Reply("", chunks=log_chunks(first, batches, ctx.zone, now, as_json=ctx.json))
-    # A phone shows one line per run: `started` goes when the run's end is in view, so read
-    # enough to fill the screen anyway.
-    entries = one_line_per_run(await ctx.tasks.store.logs(task_id, limit * 2))[:limit]
-    data = [log_json(e, ctx.zone) for e in entries]
-    if not entries:
+    # A phone shows one line per run (`started` goes when the run's end is in view), and a
+    # task's successes in a row as one: read enough to fill the screen anyway.
+    read = await ctx.tasks.store.logs(task_id, limit * _ENTRIES_PER_PHONE_LINE)
+    folded = fold_successes(one_line_per_run(read))[:limit]
+    data = [log_json(f.entry, ctx.zone) | {"in_a_row": f.in_a_row} for f in folded]
+    if not folded:
         return Reply("No log entries yet.", data)
-    lines = [phone_line(e, ctx.zone, now) for e in entries]
+    lines = [phone_line(f, ctx.zone, now) for f in folded]
     return Reply(_cut(lines, ctx, "moltsched logs -n N shows more"), data)
 
 

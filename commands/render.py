@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from commands.reply import (
@@ -223,10 +223,39 @@ def one_line_per_run(entries: list[LogEntry]) -> list[LogEntry]:
     return kept
 
 
+class Folded(NamedTuple):
+    """A line of `logs` on a phone: an entry, and for a success, how many of its task's runs
+    in a row succeeded (this one and those before it), the oldest of them at `since`."""
+
+    entry: LogEntry
+    in_a_row: int = 1
+    since: datetime | None = None
+
+
+def fold_successes(entries: list[LogEntry]) -> list[Folded]:
+    """Newest first (after `one_line_per_run`); a task's successes in a row, with nothing
+    else of that task between them, are one line, at the newest. A task every few seconds
+    would otherwise fill the screen with "ok" and push everything else off it."""
+    lines: list[Folded] = []
+    streaks: dict[str | None, int] = {}  # task -> index of the line its successes fold into
+    for e in entries:
+        at = streaks.get(e.task_id) if e.action == "completed" else None
+        if at is not None:
+            lines[at] = lines[at]._replace(in_a_row=lines[at].in_a_row + 1, since=e.time)
+            continue
+        if e.action == "completed":
+            streaks[e.task_id] = len(lines)
+        else:
+            streaks.pop(e.task_id, None)
+        lines.append(Folded(e))
+    return lines
+
+
 _PHONE_ACTION = {"completed": "ok", "failed": "FAILED", "timeout": "TIMEOUT", "started": "running"}
 
 
-def phone_line(e: LogEntry, zone: ZoneInfo, now: datetime) -> str:
+def phone_line(line: Folded, zone: ZoneInfo, now: datetime) -> str:
+    e = line.entry
     when = short_time(e.time, zone, now)
     action = _PHONE_ACTION.get(e.action, e.action)
     message = shorten_ids(e.message)
@@ -238,4 +267,6 @@ def phone_line(e: LogEntry, zone: ZoneInfo, now: datetime) -> str:
     if e.action == "command":  # "run:tick by alice" reads better as what was asked
         return f"{when} {message}{who}"
     text = f"{when} {e.task_id or '-'} {action}" + (f": {message[:80]}" if message else "")
+    if line.in_a_row > 1 and line.since is not None:
+        text += f", {line.in_a_row} in a row since {short_time(line.since, zone, now)}"
     return text + who

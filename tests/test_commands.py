@@ -274,6 +274,34 @@ async def test_logs_on_a_phone_are_one_line_per_run_with_short_names(ctx: Contex
     assert len(text) == 7 and text[-1].endswith(f"command: run:ok [signal:{uuid}]")
 
 
+async def test_logs_on_a_phone_fold_a_tasks_successes_in_a_row(ctx: Context) -> None:
+    """A task every few seconds filled the phone's `logs` with "ok" lines, and pushed the
+    failure, the pause and the commands off the screen."""
+    store = ctx.scheduler.store
+    at = iter(T0 + timedelta(seconds=5 * i) for i in range(100))
+    await store.log("started", "scheduled run", task_id="bad", when=next(at))
+    await store.log("failed", "exit 5 in 0.1s: it broke", task_id="bad", when=next(at))
+    for _ in range(3):  # ok every 5 s, bad's successes between them
+        for task in ("ok", "bad"):
+            await store.log("started", "scheduled run", task_id=task, when=next(at))
+            await store.log("completed", "exit 0", task_id=task, when=next(at), duration_s=0.1)
+    await store.log("paused", "paused by cli:alice", task_id="ok", when=next(at))
+    for _ in range(2):
+        await store.log("started", "scheduled run", task_id="ok", when=next(at))
+        await store.log("completed", "exit 0", task_id="ok", when=next(at), duration_s=0.2)
+    reply = await execute(Logs(), ctx._replace(chat=True))
+    assert [line.split(" ", 1)[1] for line in reply.text.splitlines()] == [
+        "ok ok: 0.2s, 2 in a row since 10:01:20",
+        "ok paused: paused by cli:alice",
+        "bad ok: 0.1s, 3 in a row since 10:00:25",
+        "ok ok: 0.1s, 3 in a row since 10:00:15",
+        "bad FAILED: exit 5 in 0.1s: it broke",
+    ]
+    assert [d["in_a_row"] for d in reply.data] == [2, 1, 3, 3, 1]
+    # The command line and its JSON keep every entry.
+    assert len((await text_of(await execute(Logs(), ctx), False)).splitlines()) == 19
+
+
 def test_short_names() -> None:
     assert short_actor("signal:+4917612345678") == "…5678"
     assert short_actor("cli:alice") == "alice"
