@@ -29,7 +29,7 @@ from commands.command import (
 )
 from commands.context import CHAT_LINES, Context
 from commands.grammar import VERBS, help_text
-from commands.match import find_task
+from commands.match import find_task, words_after
 from commands.render import (
     RECENT_FIELDS,
     fold_successes,
@@ -110,7 +110,9 @@ async def execute(cmd: Command, ctx: Context) -> Reply:
             case _:
                 return await _change(cmd, ctx)
     except TaskNotFoundError as exc:
-        text = str(exc) + (await ctx.unloaded(exc.task_id) if ctx.unloaded else "")
+        text = (ctx.chat and words_after(exc.task_id, ctx.tasks.by_id, cmd.verb)) or (
+            str(exc) + (await ctx.unloaded(exc.task_id) if ctx.unloaded else "")
+        )
         return usage_error(text, {"error": text, "kind": "unknown-task", "nearest": exc.nearest})
     except StoreError as exc:  # the database cannot be reached: one line, exit 3
         return Reply(str(exc), {"error": str(exc), "kind": exc.kind}, EXIT_STATE, error=True)

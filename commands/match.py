@@ -2,7 +2,8 @@
 
 Task ids are lower case (`config.schema.TASK_ID`), and a phone capitalises the first letter
 of a message: `Flaky`, `run:Flaky` and `FLAKY` all mean `flaky`. Anything else that is not
-an id gets TaskNotFoundError with the nearest ids.
+an id gets TaskNotFoundError with the nearest ids; a known id followed by words its command
+does not take (`run:flaky 18:00`, `logs:flaky 5`) gets what to write instead (`words_after`).
 """
 
 from __future__ import annotations
@@ -21,3 +22,19 @@ def find_task(given: str, known: Collection[str]) -> str:
     if folded in known:
         return folded
     raise TaskNotFoundError(given, known)
+
+
+def words_after(given: str, known: Collection[str], verb: str) -> str | None:
+    """What to answer `verb:given` when `given` is a task id and then more words (ids have no
+    spaces), or None when it is not."""
+    first, _, rest = given.strip().partition(" ")
+    rest = rest.strip()
+    try:
+        task = find_task(first, known)
+    except TaskNotFoundError:
+        return None
+    if not rest:
+        return None
+    if verb == "run":
+        return f"run:{task} takes in 20m or at 18:00 after it, not {rest[:40]!r}"
+    return f"{verb}:{task} takes nothing after the task, not {rest[:40]!r}"

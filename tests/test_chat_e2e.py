@@ -161,6 +161,12 @@ def test_unknown_tasks_get_the_nearest_ids(config: Path) -> None:
     assert result.stdout == "unknown task 'quik' (did you mean quick?)\n"
     result = cli("pause", "workr", config=config)
     assert result.returncode == 2 and "did you mean worker" in result.stderr
+    # A task, then words its command does not take: what to write instead (it was "unknown
+    # task 'quick 18:00' (did you mean quick?)").
+    result = cli("chat", "run:quick 18:00", config=config)
+    assert result.stdout == "run:quick takes in 20m or at 18:00 after it, not '18:00'\n"
+    result = cli("chat", "Logs: Quick 5", config=config)
+    assert result.stdout == "logs:quick takes nothing after the task, not '5'\n"
 
 
 def test_a_pause_made_without_a_daemon_holds_when_it_starts(config: Path) -> None:
