@@ -48,6 +48,7 @@ from commands.reply import (
     Reply,
     checkpoint_text,
     iso,
+    next_time,
     parse_checkpoint,
     short_time,
     tail_lines,
@@ -230,7 +231,7 @@ async def _status_all(ctx: Context) -> Reply:
     for spec, st in rows:
         last = _MARK.get(st.last_outcome, "-") if st.last_outcome else "never run"
         status = str(st.status) if spec.enabled else "disabled"
-        nxt = short_time(st.next_run, ctx.zone, now) if spec.enabled and not st.paused else "-"
+        nxt = next_time(st.next_run, ctx.zone, now) if spec.enabled and not st.paused else "-"
         lines.append(f"{spec.id}: {status}, last {last}, next {nxt}")
     if shown is not specs:  # cut as `_cut` cuts, but without reading the rest
         left = len(unsettled) - sum(spec.id in unsettled for spec in shown)
@@ -278,11 +279,12 @@ async def _status_one(ctx: Context, task_id: str) -> Reply:
         if recent[0].outcome is Outcome.INTERRUPTED:
             going = f"interrupted: {recent[0].message}"
         last = f" ({going}{before})"
+    why = "" if ctx.daemon else ": no daemon is running"
     lines = [
         f"{spec.name} ({spec.id}): {state.status if spec.enabled else 'disabled'}",
         f"schedule: {spec.trigger.describe()}, priority {spec.priority}",
         f"last run: {short_time(state.last_run, ctx.zone, now)}{last}",
-        f"next run: {short_time(state.next_run, ctx.zone, now) if data['next_run'] else '-'}",
+        f"next run: {next_time(state.next_run, ctx.zone, now, why) if data['next_run'] else '-'}",
         f"runs: {state.run_count}, errors: {state.error_count}",
     ]
     if spec.retries:

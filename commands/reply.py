@@ -75,6 +75,15 @@ def short_time(when: datetime | None, zone: ZoneInfo, now: datetime) -> str:
     return local.strftime("%Y-%m-%d %H:%M")
 
 
+def next_time(when: datetime | None, zone: ZoneInfo, now: datetime, why: str = "") -> str:
+    """A next run as `short_time` says it, marked when it has passed (with no daemon, or a run
+    waiting for a slot): a past time read as one still to come, or as one done."""
+    text = short_time(when, zone, now)
+    if when is not None and (now - when).total_seconds() >= 1:
+        text += f" (overdue{why})"
+    return text
+
+
 _UUID = re.compile(r"\b([0-9a-f]{8})-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.I)
 _NUMBER = re.compile(r"\+\d{6,}(\d{4})\b")
 

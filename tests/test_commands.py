@@ -120,6 +120,18 @@ async def test_status_before_anything_ran(ctx: Context) -> None:
     ]
 
 
+async def test_a_next_run_that_is_past_says_it_is_overdue(ctx: Context) -> None:
+    """With no daemon, a due time passes and nothing runs: "next 10:00" at 10:30 read as
+    if it were still to come, or had been done."""
+    await ctx.scheduler.prepare()
+    assert isinstance(ctx.tasks.clock, ManualClock)
+    ctx.tasks.clock.advance(1800)
+    lines = (await execute(Status(), ctx)).text.splitlines()
+    assert lines[1] == "ok: idle, last never run, next 10:00 (overdue)", lines
+    detail = (await execute(Status("ok"), ctx)).text.splitlines()
+    assert detail[3] == "next run: 10:00 (overdue: no daemon is running)", detail
+
+
 async def test_runs_and_their_replies(ctx: Context) -> None:
     await ctx.scheduler.prepare()
     loop_task = asyncio.create_task(ctx.scheduler.run(schedule=False))
