@@ -5,6 +5,8 @@ where the daemon answers must start fast.
 
 from __future__ import annotations
 
+import codecs
+import io
 import json
 import os
 import sys
@@ -46,7 +48,8 @@ def fail(
 def outputs_open(answers: bool = True) -> bool:
     """False if the process was started with its standard output closed and `answers` (it
     has an answer to print; said on stderr): then nothing is done whose answer could not be
-    given. A closed stream that is not needed gets /dev/null, for the life of the process."""
+    given. A closed stream that is not needed gets /dev/null, for the life of the process.
+    Characters the output's encoding cannot write are escaped (`escaped`)."""
     if sys.stderr is None:  # errors have nowhere to go
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115
     if sys.stdout is None and answers:
@@ -54,7 +57,32 @@ def outputs_open(answers: bool = True) -> bool:
         return False
     if sys.stdout is None:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors=_ESCAPED)
     return True
+
+
+def escaped(error: UnicodeError) -> tuple[str, int]:
+    """What a task printed or a name holds, where the output's encoding cannot write it (an
+    ASCII or Latin-1 locale): `\\u2713`, a character beyond U+FFFF as its two UTF-16 halves.
+    That is a JSON escape, and answers under `--json` hold such text only inside strings, so
+    they stay valid JSON; a traceback half-way through an answer was the alternative."""
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    out = []
+    for char in error.object[error.start : error.end]:
+        code = ord(char)
+        if code > 0xFFFF:
+            code -= 0x10000
+            out.append(f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}")
+        else:
+            out.append(f"\\u{code:04x}")
+    return "".join(out), error.end
+
+
+_ESCAPED = "moltsched-escaped"
+codecs.register_error(_ESCAPED, escaped)
 
 
 def reader_gone() -> int:

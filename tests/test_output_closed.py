@@ -2,10 +2,12 @@
 (exit 141, as if by SIGPIPE); with its output closed, it says so in a line and does nothing.
 With the daemon up and without. Before: a traceback (BrokenPipeError, then another while
 reporting it as "cannot use: Broken pipe"), or an AttributeError with no stdout at all.
+An output whose encoding cannot write a character gets it escaped.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -124,3 +126,34 @@ def test_a_daemon_started_with_its_outputs_closed_runs(tmp_path: Path) -> None:
     finally:
         daemon.terminate()
         assert daemon.wait(15) == 0
+
+
+def test_an_output_that_cannot_write_a_character_gets_it_escaped(tmp_path: Path) -> None:
+    """A terminal in a Latin-1 or ASCII locale (`PYTHONIOENCODING=ascii`, an old server):
+    a task that printed "✓" or an emoji made every answer that showed it a traceback half-way
+    through. Now such a character is written as `\\uXXXX`, which is also what JSON writes.
+    (A daemon's answer is passed on as the UTF-8 bytes it is, which raises nothing.)"""
+    (tmp_path / "tasks").mkdir()
+    config = tmp_path / "moltsched.yaml"
+    config.write_text(
+        "tasks:\n  - {id: uni, name: Kalender ✓, command: [echo, '✓ 日本 😀'], every: 1h}\n"
+    )
+    env = os.environ | {"PYTHONIOENCODING": "ascii"}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [MOLTSCHED, "--config", str(config), *args],
+            capture_output=True,
+            text=True,
+            encoding="ascii",
+            env=env,
+            timeout=60,
+        )
+
+    done = run("run", "uni")
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert done.stdout.endswith("\\u2713 \\u65e5\\u672c \\ud83d\\ude00\n"), done.stdout
+    answer = json.loads(run("--json", "output", "uni").stdout)
+    assert answer["stdout"] == "✓ 日本 😀\n"
+    assert json.loads(run("--json", "status").stdout)["tasks"][0]["name"] == "Kalender ✓"
+    assert "Kalender \\u2713 (uni)" in run("status", "uni").stdout
