@@ -38,6 +38,20 @@ async def test_schema_pragmas_and_reopening(store: Store, settings: EngineSettin
     assert {"task", "run", "log"} <= tables
 
 
+async def test_a_log_entry_of_text_that_is_not_utf8_is_kept(store: Store, tasks_dir: Path) -> None:
+    """A command line's byte that is not UTF-8 comes to Python as a lone surrogate, as does a
+    `\\udcff` escape in JSON: SQLite refused the entry ("could not audit run:\\udcff"), and
+    the command went unrecorded. It is kept, the character escaped."""
+    await store.sync_tasks([spec("t", "true", tasks_dir)])
+    await store.log("command", "run:\udcff", task_id="t", actor="cli:r\udcffoot")
+    await store.set_paused("t", True, "cli:\udcfe")
+    entries = [(e.action, e.message, e.actor) for e in await store.logs("t", 10)]
+    assert entries == [
+        ("paused", "paused by cli:\\udcfe", "cli:\\udcfe"),
+        ("command", "run:\\udcff", "cli:r\\udcffoot"),
+    ]
+
+
 async def test_a_run_updates_state_counts_and_log(store: Store, tasks_dir: Path) -> None:
     a = spec("a", "true", tasks_dir)
     await store.sync_tasks([a])

@@ -20,6 +20,7 @@ from scheduler_core.store.core import (
     StoreCore,
     _Tx,
     from_epoch,
+    log_row,
     to_epoch,
 )
 from scheduler_core.tally import Counted, Tally
@@ -224,7 +225,7 @@ class AlertAndLogRows(StoreCore):
     ) -> None:
         """Append one entry to the action log."""
         at = (when or datetime.now(UTC)).timestamp()
-        await self._write_one(_LOG_INSERT, (at, task_id, action, message, duration_s, actor))
+        await self._write_one(_LOG_INSERT, log_row(at, task_id, action, message, duration_s, actor))
 
     def log_later(self, action: str, message: str = "", **kw: Any) -> None:
         """`log()`, without waiting for it: for audit entries of reads, which must not wait

@@ -169,12 +169,37 @@ class _Tx:
         duration_s: float | None = None,
         actor: str | None = None,
     ) -> None:
-        await self.run(_LOG_INSERT, (at, task_id, action, message, duration_s, actor))
+        await self.run(_LOG_INSERT, log_row(at, task_id, action, message, duration_s, actor))
 
 
 _LOG_INSERT = (
     "INSERT INTO log (time, task_id, action, message, duration_s, actor) VALUES (?, ?, ?, ?, ?, ?)"
 )
+
+
+def log_row(
+    at: float,
+    task_id: str | None,
+    action: str,
+    message: str,
+    duration_s: float | None,
+    actor: str | None,
+) -> tuple[float, str | None, str, str, float | None, str | None]:
+    """An action-log entry's values for `_LOG_INSERT`. What a person typed (a command line's
+    byte that is not UTF-8 comes to Python as a lone surrogate, and so does a `\\udcff` escape
+    in a JSON request) is written with such characters escaped: SQLite takes UTF-8 only, and
+    refused the whole entry, so a command went unrecorded ("could not audit")."""
+    return at, task_id, action, _utf8(message), duration_s, actor and _utf8(actor)
+
+
+def _utf8(text: str) -> str:
+    if text.isascii():
+        return text
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode()
+    return text
 
 
 class StoreCore:
