@@ -59,7 +59,8 @@ def read_raw(path: Path) -> tuple[Any, list[str]]:
         try:
             return json.loads(text, object_pairs_hook=_pairs(twice)), twice
         except json.JSONDecodeError as exc:
-            raise ConfigError(path, [f"line {exc.lineno}, column {exc.colno}: {exc.msg}"]) from None
+            where = f"line {exc.lineno}, column {exc.colno}: "
+            raise ConfigError(path, [where + exc.msg + _json_slip(text, exc.pos)]) from None
         except RecursionError:
             raise ConfigError(path, ["nested too deeply to be a configuration"]) from None
     import yaml  # not for JSON: its import costs a daemon on 10,000 tasks half a megabyte
@@ -70,13 +71,28 @@ def read_raw(path: Path) -> tuple[Any, list[str]]:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(path, [f"{where}{exc.problem or exc}"]) from None
+        tab = mark is not None and text[mark.index : mark.index + 1] == "\t"
+        tab = tab and "tab" not in str(exc.problem)
+        slip = " (a tab: YAML indents with spaces only)" if tab else ""
+        raise ConfigError(path, [f"{where}{exc.problem or exc}{slip}"]) from None
     except yaml.YAMLError as exc:
         raise ConfigError(path, [f"not valid YAML: {exc}"]) from None
     except RecursionError:  # the pure-Python loader, where libyaml is missing
         raise ConfigError(path, ["nested too deeply to be a configuration"]) from None
     finally:
         loader.dispose()
+
+
+def _json_slip(text: str, at: int) -> str:
+    """What the everyday slips of hand-written JSON are, where json names only the symptom:
+    a comma before `]` or `}`, a comment, single quotes."""
+    if text[at : at + 2] in ("//", "/*") or text[at : at + 1] == "#":
+        return " (JSON has no comments; YAML has, in a .yaml file)"
+    if text[at : at + 1] in ("]", "}") and text[:at].rstrip().endswith(","):
+        return " (a comma before it: JSON takes none after the last item)"
+    if text[at : at + 1] == "'":
+        return " (JSON quotes with \", not ')"
+    return ""
 
 
 def _pairs(twice: list[str]) -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:

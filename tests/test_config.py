@@ -772,6 +772,44 @@ def test_a_cron_with_a_wrong_count_of_fields_says_how_many_cron_has(tmp_path: Pa
     assert a.trigger.next_after(after).astimezone(a.trigger.zone).time() == time(12, 0, 30)
 
 
+@pytest.mark.parametrize(
+    ("name", "text", "problem"),
+    [
+        (
+            "a.json",
+            '{"tasks": [{"id": "a"},\n]}',
+            "line 2, column 1: Expecting value (a comma before it: JSON takes none after the "
+            "last item)",
+        ),
+        (
+            "b.json",
+            '{"tasks": [] // none\n}',
+            "line 1, column 14: Expecting ',' delimiter (JSON has no comments; YAML has, in a "
+            ".yaml file)",
+        ),
+        (
+            "c.json",
+            "{'tasks': []}",
+            "line 1, column 2: Expecting property name enclosed in double quotes (JSON quotes "
+            "with \", not ')",
+        ),
+        (
+            "d.yaml",
+            "tasks:\n\t- {id: a}\n",
+            "line 2, column 1: found character that cannot start any token (a tab: YAML indents "
+            "with spaces only)",
+        ),
+    ],
+)
+def test_the_everyday_slips_of_a_hand_written_file_are_named(
+    tmp_path: Path, name: str, text: str, problem: str
+) -> None:
+    """A trailing comma, a comment or single quotes in JSON, a tab in YAML: the parsers name
+    only the symptom ("Expecting value"), at a place past the cause."""
+    (tmp_path / name).write_text(text)
+    assert problems(tmp_path / name) == [problem]
+
+
 def test_true_and_false_where_text_is_asked_for_say_to_quote_them(tmp_path: Path) -> None:
     """`command: [true]` runs the `true` program, but YAML and JSON read `true` as a
     boolean: "must be text, not True" did not say what to write."""
