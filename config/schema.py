@@ -289,6 +289,10 @@ def _zone(value: str) -> str:
 
 
 def _tasks(value: object) -> list[Any]:
+    if value is None:  # `tasks:` and nothing under it
+        raise ValueError("is empty: list the tasks under it, or write tasks: [] for none")
+    if isinstance(value, dict) and ("id" in value or "task_id" in value):
+        raise ValueError("is one task, not a list of them: begin each task with '- ' (a dash)")
     if not isinstance(value, list):
         raise ValueError(f"must be a list of tasks, not {show(value)}")
     return value

@@ -794,6 +794,16 @@ def test_a_cron_with_a_wrong_count_of_fields_says_how_many_cron_has(tmp_path: Pa
             "with \", not ')",
         ),
         (
+            "e.yaml",
+            "tasks:\n",
+            "tasks: is empty: list the tasks under it, or write tasks: [] for none",
+        ),
+        (
+            "f.yaml",
+            "tasks:\n  id: a\n  script: a.sh\n  every: 1h\n",
+            "tasks: is one task, not a list of them: begin each task with '- ' (a dash)",
+        ),
+        (
             "d.yaml",
             "tasks:\n\t- {id: a}\n",
             "line 2, column 1: found character that cannot start any token (a tab: YAML indents "
