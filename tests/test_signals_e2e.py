@@ -115,6 +115,7 @@ def test_a_second_stop_does_not_wait_out_the_grace(tmp_path: Path) -> None:
         assert proc.wait(30) == 0
     finally:
         proc.kill()
+        proc.wait()
     text = log.read_text()
     assert "SIGINT again: stopping the runs now, without their grace" in text, text[-2000:]
     assert query(db, "SELECT outcome FROM run WHERE task_id = 'slow'") == [("interrupted",)]
@@ -147,6 +148,7 @@ def test_ctrl_c_twice_on_a_run_in_the_foreground(tmp_path: Path) -> None:
         assert proc.wait(30) != 0
     finally:
         proc.kill()
+        proc.wait()
     assert query(db, "SELECT outcome FROM run WHERE task_id = 'slow'") == [("interrupted",)]
 
 
@@ -178,13 +180,7 @@ def test_the_terminal_closed_under_a_run_in_the_foreground(tmp_path: Path) -> No
     finally:
         os.close(tty)
     try:
-        wait_sync(
-            lambda: query(db, "SELECT COUNT(*) FROM run WHERE ended IS NULL") == [(1,)],
-            30,
-            "slow to run",
-        )
-        running = processes_of(db, {"slow"})
-        assert running
+        running = under_way(db, "slow")
         os.close(terminal)  # the hang-up: SIGHUP to the terminal's controlling process
         terminal = -1
         proc.wait(30)
@@ -192,6 +188,7 @@ def test_the_terminal_closed_under_a_run_in_the_foreground(tmp_path: Path) -> No
         if terminal >= 0:
             os.close(terminal)
         proc.kill()
+        proc.wait()
     assert query(db, "SELECT outcome FROM run WHERE task_id = 'slow'") == [("interrupted",)]
     assert not any(alive(p) for p in running) and processes_of(db, {"slow"}) == []
 
@@ -223,6 +220,7 @@ def test_nohup_keeps_a_run_in_the_foreground_going(tmp_path: Path) -> None:
         assert proc.wait(30) == 0
     finally:
         proc.kill()
+        proc.wait()
     assert query(db, "SELECT outcome FROM run WHERE task_id = 'waits'") == [("success",)]
 
 
@@ -243,15 +241,24 @@ def slow_in_the_foreground(tmp_path: Path) -> tuple[Path, Path, subprocess.Popen
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_sync(
-            lambda: query(db, "SELECT COUNT(*) FROM run WHERE ended IS NULL") == [(1,)],
-            30,
-            "slow to run",
-        )
+        under_way(db, "slow")
     except BaseException:
         proc.kill()
+        proc.wait()
         raise
     return config, db, proc
+
+
+def under_way(db: Path, task: str) -> list[int]:
+    """The processes of `task`'s run, once its row says it runs and they are there: the row is
+    written before the spawn, and a process has the run's environment only after its exec."""
+    wait_sync(
+        lambda: query(db, "SELECT COUNT(*) FROM run WHERE ended IS NULL") == [(1,)],
+        30,
+        f"{task} to run",
+    )
+    wait_sync(lambda: bool(processes_of(db, {task})), 30, f"{task}'s process")
+    return processes_of(db, {task})
 
 
 def test_stop_of_a_run_in_the_foreground_says_where_it_runs(tmp_path: Path) -> None:
@@ -275,8 +282,10 @@ def test_stop_of_a_run_in_the_foreground_says_where_it_runs(tmp_path: Path) -> N
         assert waiter.wait(30) == 0  # its turn came
     finally:
         proc.kill()
+        proc.wait()
         if waiter is not None:
             waiter.kill()
+            waiter.wait()
     assert query(db, "SELECT outcome FROM run WHERE task_id = 'slow'") == [("interrupted",)]
     assert processes_of(db, {"slow"}) == []
 
@@ -290,7 +299,6 @@ def test_a_run_in_the_foreground_killed_shows_as_interrupted(tmp_path: Path) -> 
     config, db, proc = slow_in_the_foreground(tmp_path)
     try:
         running = processes_of(db, {"slow"})
-        assert running
         shown = json.loads(cli("--json", "status", "slow", config=config).stdout)
         assert shown["status"] == "running"  # its moltsched is there: it is
         proc.kill()
@@ -305,6 +313,7 @@ def test_a_run_in_the_foreground_killed_shows_as_interrupted(tmp_path: Path) -> 
         assert not any(alive(p) for p in running) and processes_of(db, {"slow"}) == []
     finally:
         proc.kill()
+        proc.wait()
         for pid in processes_of(db, {"slow"}):
             os.kill(pid, signal.SIGKILL)  # what a failed check left of the run
     assert query(db, "SELECT outcome FROM run WHERE task_id = 'slow'") == [("interrupted",)]
@@ -381,6 +390,7 @@ def run_saying(config: Path, task: str, line: str) -> tuple[subprocess.Popen[byt
         wait_sync(lambda: line in said.read_text(), 30, f"run {task} to say {line!r}")
     except BaseException:
         proc.kill()
+        proc.wait()
         raise
     return proc, said
 
