@@ -32,3 +32,4 @@ def test_demo_prompt_answers_like_the_bot() -> None:
         finally:
             if proc.poll() is None:
                 proc.kill()
+                proc.wait()

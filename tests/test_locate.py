@@ -189,6 +189,7 @@ def test_a_configuration_that_is_a_pipe_no_one_writes_to_is_refused_not_waited_o
     finally:
         for proc in started:
             proc.kill()
+            proc.wait()
 
     (tmp_path / "tasks").mkdir()
     writer = subprocess.Popen(
