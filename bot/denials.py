@@ -4,7 +4,8 @@ A stranger's message on Signal, a caller outside `control.group` on the control 
 first refusal of each is logged at once, the next ones within an hour are counted
 (`scheduler_core.tally`), so whoever floods the bot's number, or an agent left out of the
 group that polls `status`, writes a line an hour to the action log and the journal, not a
-line a try.
+line a try. An admin's message that signal-cli could not read is said the same way
+(`Unreadable`).
 """
 
 from __future__ import annotations
@@ -76,3 +77,29 @@ class SignalRefusals:
                 text = f"from {d.key}: {d.more} more, not logged one by one"
             with contextlib.suppress(Exception):
                 await self.store.log("denied", text, actor=d.key)
+
+
+UNREADABLE_QUIET_S = 3600.0  # an admin's unreadable messages are said at most this often
+
+
+class Unreadable:
+    """An admin's message signal-cli could not read: said once an hour per admin, as it comes
+    again with every message they send until someone acts."""
+
+    def __init__(self) -> None:
+        self._said: dict[str, float] = {}  # admin -> when last said (monotonic)
+
+    def note(self, sender: str, why: str) -> None:
+        now = time.monotonic()
+        said = self._said.get(sender)
+        if said is not None and now - said < UNREADABLE_QUIET_S:
+            return
+        self._said[sender] = now
+        log.warning(
+            "Signal: could not read a message from %s (%s): if their phone or Signal was "
+            "replaced, signal-cli does not trust the new key yet; until it does, their "
+            "commands go unanswered and alerts to them fail. To trust it, see the README "
+            "(Troubleshooting, a message gets no answer)",
+            sender,
+            why,
+        )

@@ -8,9 +8,11 @@ Alice*, so the decision is made here, on the envelope itself, before signalbot s
 - a sync transcript whose destination is the bot's own account (Note to Self): the owner, a
   command, answered in Note to Self;
 - a sync transcript of what the owner sent to someone else or to a group: never a command;
-- edits, reactions, remote deletes, group updates, receipts, typing, stories, calls and
-  exception frames: nothing at all; but an exception frame of an admin's message (signal-cli
-  could not read it: a new phone, an untrusted identity) is `unreadable`, to be logged;
+- an edit of a message that would be a command: `edited`, answered with a word to send it
+  again (an edit is never run: it may be of a command that ran);
+- reactions, remote deletes, group updates, receipts, typing, stories, calls and exception
+  frames: nothing at all; but an exception frame of an admin's message (signal-cli could not
+  read it: a new phone, an untrusted identity) is `unreadable`, to be logged;
 - anyone else: `denied` (no answer; the attempt is logged).
 """
 
@@ -31,6 +33,7 @@ class Verdict(StrEnum):
     DENIED = "denied"
     IGNORE = "ignore"
     UNREADABLE = "unreadable"  # an admin's message signal-cli could not read
+    EDITED = "edited"  # an edit of what would be a command: answered, never run
 
 
 class Decision(Record):
@@ -98,6 +101,9 @@ class Gate:
             return self._data(data, number, uuid, sender, stamp)
         if isinstance(sync, dict) and isinstance(sync.get("sentMessage"), dict):
             return self._note_to_self(sync["sentMessage"], number, uuid, stamp)
+        edit = env.get("editMessage")
+        if isinstance(edit, dict) and isinstance(edit.get("dataMessage"), dict):
+            return _edited(self._data(edit["dataMessage"], number, uuid, sender, stamp))
         return Decision(Verdict.IGNORE, why="not a text message")
 
     def _is_admin(self, number: str, uuid: str) -> bool:
@@ -123,8 +129,15 @@ class Gate:
         return Decision(Verdict.DENIED, text, "", sender, key, "private")
 
     def _note_to_self(self, sent: dict[str, Any], number: str, uuid: str, stamp: int) -> Decision:
-        if sent.get("editMessage") or sent.get("reaction") or sent.get("remoteDelete"):
-            return Decision(Verdict.IGNORE, why="sync of an edit or reaction")
+        if sent.get("reaction") or sent.get("remoteDelete"):
+            return Decision(Verdict.IGNORE, why="sync of a reaction or a deletion")
+        edit = sent.get("editMessage")
+        if edit:  # its text is in the edit, beside the transcript's destination
+            inner = edit.get("dataMessage") if isinstance(edit, dict) else None
+            if not isinstance(inner, dict):
+                return Decision(Verdict.IGNORE, why="sync of an edit without its message")
+            sent = {k: v for k, v in sent.items() if k != "editMessage"} | inner
+            return _edited(self._note_to_self(sent, number, uuid, stamp))
         if sent.get("groupInfo"):
             return Decision(Verdict.IGNORE, why="the owner wrote to a group")
         destination = {_str(sent.get(k)) for k in ("destination", "destinationNumber")}
@@ -137,6 +150,14 @@ class Gate:
             return Decision(Verdict.IGNORE, why="no text")
         owner = uuid or self.account
         return Decision(Verdict.COMMAND, text, self.account, owner, (owner, stamp), "note to self")
+
+
+def _edited(decision: Decision) -> Decision:
+    """What an edit is, given what its message would have been: a command's edit is answered
+    (an admin who fixed a typo in place hears why nothing happens); anyone else's, nothing."""
+    if decision.verdict is Verdict.COMMAND:
+        return decision._replace(verdict=Verdict.EDITED)
+    return Decision(Verdict.IGNORE, why="an edit")
 
 
 def _str(value: object) -> str:

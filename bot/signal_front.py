@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from dataclasses import dataclass, field
 from aiohttp import ClientConnectorError, ClientResponseError
 from signalbot import SignalAPIError, SignalBot
 
-from bot.denials import SignalRefusals
+from bot.denials import SignalRefusals, Unreadable
 from bot.envelope import Decision, Gate, Verdict
 from bot.limiter import Limiter
 from bot.logs import quiet_signalbot
@@ -52,7 +51,7 @@ SERVICE_TIMEOUT_S = 30.0
 RATE_LIMIT_HOLD_S = 60.0
 RATE_LIMIT_HOLD_MAX_S = 3600.0
 SEEN_KEPT = 2000
-UNREADABLE_QUIET_S = 3600.0  # an admin's unreadable messages are said at most this often
+EDITED_ANSWER = "An edited message is not taken as a command: send it again as a new one."
 # Replies waiting for the limiter, per chat, beyond what it lets go at once: past this many
 # the oldest go, and the next reply says how many (a flood of commands, not a person, fills it).
 QUEUED_MAX = 5
@@ -108,7 +107,7 @@ class SignalFront:
         # not answered again.
         self._answering: dict[tuple[str, str], int] = {}
         self._refusals = SignalRefusals(store)
-        self._unreadable_said: dict[str, float] = {}  # admin -> when last said (monotonic)
+        self._unreadable = Unreadable()
 
     @property
     def working(self) -> bool:
@@ -289,7 +288,7 @@ class SignalFront:
         if decision.verdict is Verdict.IGNORE:
             return
         if decision.verdict is Verdict.UNREADABLE:
-            self._unreadable(decision)
+            self._unreadable.note(decision.sender, decision.why)
             return
         if decision.key in self._seen:
             return  # the same message delivered twice runs once
@@ -308,25 +307,11 @@ class SignalFront:
         self._handlers.add(task)
         task.add_done_callback(self._handlers.discard)
 
-    def _unreadable(self, decision: Decision) -> None:
-        """An admin's message signal-cli could not read: said once an hour per admin, as it
-        comes again with every message they send until someone acts."""
-        now = time.monotonic()
-        said = self._unreadable_said.get(decision.sender)
-        if said is not None and now - said < UNREADABLE_QUIET_S:
-            return
-        self._unreadable_said[decision.sender] = now
-        log.warning(
-            "Signal: could not read a message from %s (%s): if their phone or Signal was "
-            "replaced, signal-cli does not trust the new key yet; until it does, their "
-            "commands go unanswered and alerts to them fail. To trust it, see the README "
-            "(Troubleshooting, a message gets no answer)",
-            decision.sender,
-            decision.why,
-        )
-
     async def _answer(self, decision: Decision, same: tuple[str, str]) -> None:
         try:
+            if decision.verdict is Verdict.EDITED:  # never run: it may be of one that ran
+                self._post(decision.reply_to, EDITED_ANSWER, same)
+                return
             async for text in self.replies(decision.text, f"signal:{decision.sender}"):
                 self._post(decision.reply_to, text, same)
         except Exception:

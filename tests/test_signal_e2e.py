@@ -14,6 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from bot.signal_front import EDITED_ANSWER
 from support.signal_service import (
     ACCOUNT,
     ALICE,
@@ -125,7 +126,6 @@ async def test_who_may_command_and_how_they_are_answered(
             *(
                 json.loads((ENVELOPES / name).read_text())
                 for name in (
-                    "07_edit_private.json",
                     "09_reaction_private.json",
                     "11_typing_started_private.json",
                     "13_receipt_delivery.json",
@@ -135,6 +135,32 @@ async def test_who_may_command_and_how_they_are_answered(
             ),
         ]:
             await service.push(frame)
+        await only_help_answered(service)
+
+        # An edit of a command (a typo fixed in place) is answered, in its chat, and never run
+        # (it may be of one that ran); a stranger's edit gets nothing. Before, an admin's edit
+        # got nothing either, and the fixed command seemed ignored.
+        private = json.loads((ENVELOPES / "07_edit_private.json").read_text())
+        private["envelope"]["editMessage"]["dataMessage"]["message"] = "run:bad"
+        group = text("run:bad", group=GROUP_INTERNAL)
+        group["envelope"]["editMessage"] = {
+            "targetSentTimestamp": 1,
+            "dataMessage": group["envelope"].pop("dataMessage"),
+        }
+        note = json.loads((ENVELOPES / "04_sync_note_to_self.json").read_text())
+        note["envelope"]["timestamp"] += 1  # an edit comes in an envelope of its own
+        sent = note["envelope"]["syncMessage"]["sentMessage"]
+        sent["editMessage"] = {"targetSentTimestamp": 1, "dataMessage": {"message": "run:bad"}}
+        del sent["message"]
+        for frame, chat in ((private, ALICE_UUID), (group, GROUP_ID), (note, ACCOUNT)):
+            (reply,) = await answers(service, frame)
+            assert reply["message"] == EDITED_ANSWER and reply["recipients"] == [chat], reply
+        stranger = text("run:bad", number=DAVE, uuid="9d4f1b7a-2c8e-4a6d-b3f9-7e1c5a0d2b86")
+        stranger["envelope"]["editMessage"] = {
+            "targetSentTimestamp": 1,
+            "dataMessage": stranger["envelope"].pop("dataMessage"),
+        }
+        await service.push(stranger)
         await only_help_answered(service)
         db = tmp_path / "state" / "moltsched.db"
         assert query(db, "SELECT COUNT(*) FROM run WHERE task_id = 'bad'") == [(0,)]
