@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import errno
 import logging
 import os
 import struct
@@ -59,6 +60,7 @@ class StateWatch(TimedLoop):
         self._ours = {LOCK_NAME.encode(), SOCKET_NAME.encode(), store.path.name.encode()}
         self._libc = ctypes.CDLL(None, use_errno=True)
         self._fd = -1
+        self._unwatched = False  # the kernel refused the watch (said once)
 
     async def run(self) -> None:
         fd = self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -99,8 +101,7 @@ class StateWatch(TimedLoop):
             if not self.state_dir.is_dir():
                 log.error("the state directory %s was removed; making it again", self.state_dir)
             make_state_dir(self.state_dir)
-            if self._libc.inotify_add_watch(self._fd, bytes(self.state_dir), _WATCHED) < 0:
-                raise OSError(ctypes.get_errno(), "cannot watch it")
+            watching = self._watch()
             retaken = self.lock.retake()
             if retaken is not None:
                 said = "took it again" if retaken else "another process holds it now"
@@ -110,4 +111,27 @@ class StateWatch(TimedLoop):
         except (OSError, StoreError) as exc:
             log.error("cannot put back what was removed from %s: %s", self.state_dir, exc)
             return self.clock.now() + timedelta(seconds=self.RETRY_S)
-        return None
+        return None if watching else self.clock.now() + timedelta(seconds=self.RETRY_S)
+
+    def _watch(self) -> bool:
+        """Watch the directory now at the path; False when the kernel will not, said once (no
+        watch left for this user: something else on the machine, an IDE server or Syncthing,
+        took them all). Then what is removed comes back only when used, as without inotify."""
+        if self._libc.inotify_add_watch(self._fd, bytes(self.state_dir), _WATCHED) >= 0:
+            if self._unwatched:
+                log.info("watching %s again", self.state_dir)
+            self._unwatched = False
+            return True
+        if not self._unwatched:
+            code = ctypes.get_errno()
+            raise_it = "; raise fs.inotify.max_user_watches" if code == errno.ENOSPC else ""
+            log.warning(
+                "cannot watch %s (%s%s): what is removed from it comes back when used; "
+                "trying again every %.0f s",
+                self.state_dir,
+                os.strerror(code),
+                raise_it,
+                self.RETRY_S,
+            )
+        self._unwatched = True
+        return False

@@ -5,6 +5,7 @@ the next start too."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -111,3 +112,33 @@ def test_the_state_directory_removed_under_the_daemon_is_put_back_whole(
         assert daemon.stop() == 0
     assert query(state / "moltsched.db", "SELECT COUNT(*) FROM run") == [(2,)]
     assert "Traceback" not in daemon.log.read_text()
+
+
+WATCHES = Path("/proc/sys/fs/inotify/max_user_watches")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="sets a kernel limit (root only)")
+def test_a_state_directory_that_cannot_be_watched_is_said_once_for_what_it_is(
+    tmp_path: Path,
+) -> None:
+    """No inotify watch left for the daemon's user (fs.inotify.max_user_watches, which an IDE
+    server or Syncthing on the same machine uses up): the daemon logged "cannot put back what
+    was removed from STATE: [Errno 28] cannot watch it" as an error, and again every minute,
+    though nothing was removed. It says what it is, once, and runs on."""
+    config, db = ticking(tmp_path)
+    limit = WATCHES.read_text()
+    WATCHES.write_text("0")  # for a moment: the watches in place stay, no new one is given
+    daemon = DaemonProcess(config)
+    try:
+        daemon.start()
+        wait_sync(lambda: "cannot watch" in daemon.log.read_text(), 20, "the watch refused")
+    finally:
+        WATCHES.write_text(limit)
+    try:
+        wait_sync(lambda: query(db, "SELECT run_count FROM task")[0][0] >= 2, 20, "ticks")
+        text = daemon.log.read_text()
+        assert "cannot put back" not in text, text
+        (line,) = [line for line in text.splitlines() if "cannot watch" in line]
+        assert "WARNING" in line and "fs.inotify.max_user_watches" in line, line
+    finally:
+        assert daemon.stop() == 0
