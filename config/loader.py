@@ -301,13 +301,18 @@ def _not_a_script(path: str) -> str:
     return f"no such file {path!r}"
 
 
-def _slip(script: str, tasks_dir: str) -> str:
-    """What a missing script's name says was meant: arguments, or a home folder."""
+def _slip(script: str, tasks_dir: str, base: Path) -> str:
+    """What a missing script's name says was meant: arguments, a home folder, or a path from
+    another folder than tasks_dir (`tasks/x.sh`, from the configuration's folder)."""
     import json
     import shlex
 
     if script.startswith("~"):
         return " (~ is not your home folder here; write the whole path)"
+    for other in (os.path.dirname(os.path.normpath(tasks_dir)), str(base)):
+        if not os.path.isabs(script) and os.path.isfile(os.path.join(other, script)):
+            there = os.path.relpath(os.path.join(other, script), tasks_dir)
+            return f" (scripts are found from tasks_dir, {tasks_dir}: write {there!r})"
     try:
         words = shlex.split(script)
     except ValueError:  # an unclosed quote
@@ -352,7 +357,7 @@ def _raw_problems(raw: Mapping[str, Any], base: Path) -> list[str]:
             if script not in found:
                 found[script] = _not_a_script(target)
                 if found[script].startswith("no such file"):
-                    found[script] += _slip(script, tasks_dir)
+                    found[script] += _slip(script, tasks_dir, base)
             if found[script]:
                 problems.append(f"tasks[{i}].{key}: {found[script]}")
     return problems

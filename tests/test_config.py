@@ -673,6 +673,25 @@ tasks:
     ]
 
 
+def test_a_script_named_from_another_folder_says_what_to_write(tmp_path: Path) -> None:
+    """Scripts are found from tasks_dir: `tasks/a.sh` (as from the configuration's folder, or
+    as a seed's `script_path` may be written) was a bare "no such file .../tasks/tasks/a.sh"."""
+    path = write(
+        tmp_path,
+        "tasks:\n  - {id: a, script: tasks/a.sh, every: 1h}\n"
+        "  - {id: b, script: scripts/b.sh, every: 1h}\n",
+    )
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "b.sh").write_text("true\n")
+    tasks = tmp_path / "tasks"
+    assert problems(path) == [
+        f"tasks[0].script: no such file {str(tasks / 'tasks' / 'a.sh')!r} (scripts are found "
+        f"from tasks_dir, {tasks}: write 'a.sh')",
+        f"tasks[1].script: no such file {str(tasks / 'scripts' / 'b.sh')!r} (scripts are "
+        f"found from tasks_dir, {tasks}: write '../scripts/b.sh')",
+    ]
+
+
 def test_a_file_that_is_not_utf8_text_or_not_a_file_says_what_it_is(tmp_path: Path) -> None:
     (tmp_path / "latin.yaml").write_bytes(b"tasks: []\nstate_dir: st\xe4te\n")
     assert problems(tmp_path / "latin.yaml") == [
