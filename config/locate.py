@@ -120,13 +120,14 @@ _PLAIN = re.compile(r"^[^\s\"'\[\]{}&*!|>%@`#,][^#]*?$")
 
 
 def config_places() -> list[Path]:
-    """Where a configuration is looked for when none is named (DESIGN.md section 3)."""
+    """Where a configuration is looked for when none is named (DESIGN.md section 3). A
+    working folder that was removed under the shell has no `config/` to look in."""
     xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-    return [
-        DEFAULT_CONFIG.absolute(),
-        Path(xdg, "moltsched", "moltsched.yaml"),
-        SYSTEM_CONFIG,
-    ]
+    try:
+        here = [DEFAULT_CONFIG.absolute()]
+    except FileNotFoundError:
+        here = []
+    return [*here, Path(xdg, "moltsched", "moltsched.yaml"), SYSTEM_CONFIG]
 
 
 def find_config_path(arg: str | os.PathLike[str] | None = None, *, existing: bool = True) -> Path:

@@ -118,6 +118,32 @@ def test_the_configuration_is_found_where_servers_keep_it(tmp_path: Path) -> Non
     assert json.loads(chosen.stdout)["path"] == str(flag)
 
 
+def test_a_working_folder_removed_under_the_shell_is_no_place_to_look(tmp_path: Path) -> None:
+    """A shell whose folder was removed (a release directory replaced, a `rm -rf` of a
+    checkout): `moltsched status` said "cannot use: No such file or directory", exit 3. The
+    folder's `config/` is simply not there: the next places are looked at."""
+    import json
+    import os
+    import subprocess
+
+    from tests.helpers import MOLTSCHED
+
+    gone, xdg = tmp_path / "gone", tmp_path / "xdg"
+    (xdg / "moltsched").mkdir(parents=True)
+    (xdg / "moltsched" / "moltsched.yaml").write_text("tasks: []\n")
+    gone.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "MOLTSCHED_CONFIG"}
+    done = subprocess.run(
+        ["sh", "-c", f'cd "{gone}" && rmdir "{gone}" && exec "{MOLTSCHED}" --json validate'],
+        env=env | {"XDG_CONFIG_HOME": str(xdg)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["path"] == str(xdg / "moltsched" / "moltsched.yaml")
+
+
 def test_a_configuration_from_a_pipe_is_read_once(tmp_path: Path) -> None:
     """`moltsched --config <(sops -d moltsched.yaml) status`: a pipe can be read once, and
     each command read the file twice (for its state directory, then whole), so it saw an
