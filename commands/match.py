@@ -36,5 +36,5 @@ def words_after(given: str, known: Collection[str], verb: str) -> str | None:
     if not rest:
         return None
     if verb == "run":
-        return f"run:{task} takes in 20m or at 18:00 after it, not {rest[:40]!r}"
+        return f"run:{task} runs it now, run:{task} in 20m or at 18:00 later; not {rest[:40]!r}"
     return f"{verb}:{task} takes nothing after the task, not {rest[:40]!r}"

@@ -164,7 +164,8 @@ def test_unknown_tasks_get_the_nearest_ids(config: Path) -> None:
     # A task, then words its command does not take: what to write instead (it was "unknown
     # task 'quick 18:00' (did you mean quick?)").
     result = cli("chat", "run:quick 18:00", config=config)
-    assert result.stdout == "run:quick takes in 20m or at 18:00 after it, not '18:00'\n"
+    said = "run:quick runs it now, run:quick in 20m or at 18:00 later; not '18:00'\n"
+    assert result.stdout == said
     result = cli("chat", "Logs: Quick 5", config=config)
     assert result.stdout == "logs:quick takes nothing after the task, not '5'\n"
 
