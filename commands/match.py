@@ -29,6 +29,8 @@ def words_after(given: str, known: Collection[str], verb: str) -> str | None:
     spaces), or None when it is not."""
     first, _, rest = given.strip().partition(" ")
     rest = rest.strip()
+    if verb == "logs" and given.strip().isdigit() and first not in known:
+        return "logs takes a task, not a count: logs:TASK; it shows what fits a screen"
     try:
         task = find_task(first, known)
     except TaskNotFoundError:

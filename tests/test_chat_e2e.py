@@ -168,6 +168,10 @@ def test_unknown_tasks_get_the_nearest_ids(config: Path) -> None:
     assert result.stdout == said
     result = cli("chat", "Logs: Quick 5", config=config)
     assert result.stdout == "logs:quick takes nothing after the task, not '5'\n"
+    result = cli("chat", "logs 50", config=config)
+    assert (
+        result.stdout == "logs takes a task, not a count: logs:TASK; it shows what fits a screen\n"
+    )
 
 
 def test_a_pause_made_without_a_daemon_holds_when_it_starts(config: Path) -> None:
