@@ -3,7 +3,8 @@
 Task ids are lower case (`config.schema.TASK_ID`), and a phone capitalises the first letter
 of a message: `Flaky`, `run:Flaky` and `FLAKY` all mean `flaky`. Anything else that is not
 an id gets TaskNotFoundError with the nearest ids; a known id followed by words its command
-does not take (`run:flaky 18:00`, `logs:flaky 5`) gets what to write instead (`words_after`).
+does not take (`run:flaky 18:00`, `logs:flaky 5`), or a count for `logs`, gets what to write
+instead (`words_after`).
 """
 
 from __future__ import annotations
