@@ -5,6 +5,8 @@ sequences (colours, cursor moves, OSC 8 links, window titles), other control cha
 bidi overrides that make text read differently from what it is. `safe_text` removes the
 sequences and the bidi controls, and shows any other control character as U+FFFD, keeping
 newlines and tabs. JSON output is never passed through it: it stays exact.
+
+`storable` is the other side: text as SQLite can hold it.
 """
 
 from __future__ import annotations
@@ -34,3 +36,16 @@ def safe_text(text: str) -> str:
     text = _SEQUENCES.sub("", text)
     text = _BIDI.sub("", text)
     return _CONTROLS.sub("\ufffd", text)
+
+
+def storable(text: str) -> str:
+    """`text` as UTF-8 can hold it, which is all SQLite takes: a lone surrogate (a byte of a
+    command line that is not UTF-8, which Python decodes as one; a `\\udcff` escape in a JSON
+    request) is written as its escape."""
+    if text.isascii():
+        return text
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode()
+    return text

@@ -34,6 +34,7 @@ import aiosqlite
 from scheduler_core.errors import StoreError, database_files, lost_schema, make_state_dir, translate
 from scheduler_core.migrations import MIGRATIONS, objects
 from scheduler_core.model import Retention
+from scheduler_core.safe import storable
 from scheduler_core.store.files import (
     closed_to_others,
     identity,
@@ -185,21 +186,9 @@ def log_row(
     duration_s: float | None,
     actor: str | None,
 ) -> tuple[float, str | None, str, str, float | None, str | None]:
-    """An action-log entry's values for `_LOG_INSERT`. What a person typed (a command line's
-    byte that is not UTF-8 comes to Python as a lone surrogate, and so does a `\\udcff` escape
-    in a JSON request) is written with such characters escaped: SQLite takes UTF-8 only, and
-    refused the whole entry, so a command went unrecorded ("could not audit")."""
-    return at, task_id, action, _utf8(message), duration_s, actor and _utf8(actor)
-
-
-def _utf8(text: str) -> str:
-    if text.isascii():
-        return text
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode()
-    return text
+    """An action-log entry's values for `_LOG_INSERT`, its texts `storable`: they hold what
+    people typed, and SQLite refused a whole entry for one lone surrogate."""
+    return at, task_id, action, storable(message), duration_s, actor and storable(actor)
 
 
 class StoreCore:
