@@ -17,6 +17,7 @@ import argparse
 import gc
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from bot import client, failure
 from bot.direct import checkpoint, given_value, in_run, validate
 from bot.failure import EXIT_STATE, EXIT_USAGE, Failure, fail, load
-from bot.words import command_word, joined_values
+from bot.words import command_at, command_word, joined_values
 from config.locate import ConfigNotFound, find_config_path, state_dir_hint, unreadable
 from scheduler_core import __version__
 from scheduler_core.errors import StoreError, user_name
@@ -63,12 +64,25 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
+        message = self._unknown_command(message)
         if "--json" in sys.argv[1:]:
             print(json.dumps({"error": f"{self.prog}: {message}", "kind": "usage"}))
         elif message.endswith("required: COMMAND"):  # `moltsched` alone: what it can do
             self.print_help(sys.stderr)
             self.exit(2, f"\n{self.prog}: give one of the commands above\n")
         super().error(message)
+
+    def _unknown_command(self, message: str) -> str:
+        """`moltsched stauts`: the nearest command first, then all sixteen as argparse has them."""
+        commands = next((a.choices for a in self._actions if a.dest == "command"), None)
+        word = re.match(r"argument COMMAND: invalid choice: '(.*?)' \(", message)
+        if not commands or word is None:
+            return message
+        import difflib  # only for a mistyped command
+
+        near = difflib.get_close_matches(word[1], list(commands), n=1)
+        hint = f" (did you mean {near[0]}?)" if near else ""
+        return f"unknown command {word[1]!r}{hint}; choose from {', '.join(map(repr, commands))}"
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -184,6 +198,10 @@ def main(argv: list[str] | None = None) -> int:
     # with no daemon took). The daemon turns it back on once it has started (see `_daemon`).
     gc.disable()
     argv = sys.argv[1:] if argv is None else argv
+    if command_word(argv) == "help":  # `moltsched help [COMMAND]`, as git and most tools take it
+        at = command_at(argv)
+        assert at is not None
+        argv = [*argv[:at], *argv[at + 1 : at + 2], "--help"]
     if command_word(argv) is None and "--version" in argv and "--json" in argv:
         print(json.dumps({"version": __version__}))  # the agent asks with --json too
         return 0

@@ -238,3 +238,18 @@ def test_moltsched_alone_shows_what_it_can_do() -> None:
             line.split()[:1] == [name] and what in line for line in result.stderr.splitlines()
         ), result.stderr
     assert result.stderr.endswith("moltsched: give one of the commands above\n")
+
+
+def test_moltsched_help_and_a_mistyped_command_are_answered_as_people_expect() -> None:
+    """`moltsched help` (as git and most tools take it) was "invalid choice: 'help'", and
+    `moltsched stauts` listed all sixteen commands without naming the one that was meant."""
+    everything = subprocess.run([MOLTSCHED, "--help"], capture_output=True, text=True)
+    helped = subprocess.run([MOLTSCHED, "help"], capture_output=True, text=True)
+    assert helped.returncode == 0 and helped.stdout == everything.stdout
+    one = subprocess.run([MOLTSCHED, "help", "run"], capture_output=True, text=True)
+    assert one.returncode == 0 and one.stdout.startswith("usage: moltsched run ")
+    typo = subprocess.run([MOLTSCHED, "stauts"], capture_output=True, text=True)
+    assert typo.returncode == 2
+    assert typo.stderr.splitlines()[-1].startswith(
+        "moltsched: error: unknown command 'stauts' (did you mean status?); choose from 'daemon', "
+    )
