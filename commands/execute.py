@@ -183,6 +183,8 @@ def _resolved(cmd: Command, ctx: Context) -> Command:
     try:
         found = find_task(task, ctx.tasks.by_id)
     except TaskNotFoundError:
+        if isinstance(cmd, Status | Logs) and task.strip().lower() == "all":
+            return cmd._replace(task=None)  # `status all`: every task, unless one is `all`
         return cmd  # audited as asked, then refused with the nearest ids
     return cmd if found == task else cmd._replace(task=found)
 

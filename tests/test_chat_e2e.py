@@ -168,6 +168,14 @@ def test_unknown_tasks_get_the_nearest_ids(config: Path) -> None:
     assert result.stdout == said
     result = cli("chat", "Logs: Quick 5", config=config)
     assert result.stdout == "logs:quick takes nothing after the task, not '5'\n"
+    # `status all` and `logs all` mean every task (no task is called `all`).
+    assert (
+        cli("chat", "Status all", config=config).stdout
+        == cli("chat", "status", config=config).stdout
+    )
+    assert (
+        cli("chat", "logs:ALL", config=config).stdout == cli("chat", "logs", config=config).stdout
+    )
     result = cli("chat", "logs 50", config=config)
     assert (
         result.stdout == "logs takes a task, not a count: logs:TASK; it shows what fits a screen\n"
