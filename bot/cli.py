@@ -198,16 +198,16 @@ def main(argv: list[str] | None = None) -> int:
     # with no daemon took). The daemon turns it back on once it has started (see `_daemon`).
     gc.disable()
     argv = sys.argv[1:] if argv is None else argv
-    if command_word(argv) == "help":  # `moltsched help [COMMAND]`, as git and most tools take it
-        at = command_at(argv)
-        assert at is not None
+    at = command_at(argv)
+    if at is not None and argv[at] == "help":  # `moltsched help [COMMAND]`, as git takes it
         argv = [*argv[:at], *argv[at + 1 : at + 2], "--help"]
-    if command_word(argv) is None and "--version" in argv and "--json" in argv:
+    word = command_word(argv)
+    if not failure.outputs_open(answers=word != "daemon"):
+        return EXIT_USAGE
+    if word is None and "--version" in argv and "--json" in argv:
         print(json.dumps({"version": __version__}))  # the agent asks with --json too
         return 0
-    if not failure.outputs_open(answers=command_word(argv) != "daemon"):
-        return EXIT_USAGE
-    args = build_parser(command_word(argv)).parse_args(joined_values(argv))
+    args = build_parser(word).parse_args(joined_values(argv))
     try:
         return _main(args)
     except (client.ReaderGone, BrokenPipeError):  # `| head` had enough
