@@ -15,6 +15,7 @@ from collections.abc import Collection
 from pathlib import Path
 
 from scheduler_core.model import TaskSpec
+from scheduler_core.shebang import BOM, no_shebang
 
 READ_MAX = 1 << 20  # enough of any script to tell its line endings and its language
 
@@ -88,6 +89,13 @@ def _script(file: Path) -> list[str]:
     if text is None:
         return [f"{file} cannot be read by this user"]
     found = _crlf(file, text)
+    if text.startswith(BOM):
+        text = text.removeprefix(BOM)
+        found.append(
+            f'{file} begins with a byte-order mark (saved as "UTF-8 with BOM"): moltsched '
+            f"passes over it, but bash, sh and the system trip over it; save it as plain UTF-8: "
+            f"sed -i '1s/^\\xEF\\xBB\\xBF//' {file}"
+        )
     if text.startswith(b"#!"):
         interpreter = text[2:].split(b"\n", 1)[0].strip().split(None, 1)
         if interpreter and not os.path.exists(os.fsdecode(interpreter[0].rstrip(b"\r"))):
@@ -121,4 +129,8 @@ def _command(program: str, tasks_dir: Path, path: str | None) -> list[str]:
     if not os.access(file, os.X_OK) or file.is_dir():
         return [f"{file} is not executable; make it so: chmod +x {file}"]
     text = _head(file)
-    return _crlf(file, text) if text is not None and text.startswith(b"#!") else []
+    if text is None or text.startswith(b"\x7fELF"):  # a program the system runs itself
+        return []
+    if text.startswith(b"#!"):
+        return _crlf(file, text)
+    return [f"{file} {no_shebang(text, str(file))}"]

@@ -25,6 +25,7 @@ from scheduler_core import procs
 from scheduler_core.cgroups import RunCgroups
 from scheduler_core.child import Child
 from scheduler_core.record import Record
+from scheduler_core.shebang import SHEBANG_MAX, no_shebang
 
 log = logging.getLogger(__name__)
 
@@ -282,7 +283,17 @@ def _said(exc: OSError | ValueError, cwd: Path) -> str:
     what = os.fspath(exc.filename)
     if what == os.fspath(cwd):
         return f"its folder {what} (tasks_dir): {exc.strerror}"
+    if exc.errno == errno.ENOEXEC:
+        return f"{what}: {exc.strerror}: it {no_shebang(_start_of(cwd / what), what)}"
     if not isinstance(exc, FileNotFoundError) or os.sep in what:
         return f"{what}: {exc.strerror}"
     ours = (cwd / what).exists()  # a bare name is looked up on PATH alone
     return f"{what} is not found on PATH" + (f" (tasks_dir's is ./{what})" if ours else "")
+
+
+def _start_of(file: Path) -> bytes:
+    try:
+        with open(file, "rb") as f:
+            return f.read(SHEBANG_MAX)
+    except OSError:
+        return b""

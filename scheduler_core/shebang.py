@@ -7,11 +7,15 @@ import stat
 
 # The kernel reads at most this much of a `#!` line (BINPRM_BUF_SIZE).
 SHEBANG_MAX = 256
+# What an editor's "UTF-8 with BOM" puts first: the kernel then sees no `#!` line, but the
+# person who wrote one does, and the interpreters that matter here (Python, Node, Perl) skip it.
+BOM = b"\xef\xbb\xbf"
 
 
 def script_argv(script: str) -> tuple[str, ...]:
     """How a `script:` runs: with the interpreter its `#!` line names, as the kernel would run
     it (the interpreter, the rest of the line as one argument, the script), else with bash.
+    A byte-order mark before the `#!` is passed over: what the line names still runs.
 
     Looked at as each run starts, so an edited first line applies at the next run: the line
     is read again whenever the file's identity (inode, size, times) has changed, which one
@@ -43,6 +47,7 @@ def script_argv(script: str) -> tuple[str, ...]:
 
 
 def _shebang_argv(head: bytes, script: str) -> tuple[str, ...]:
+    head = head.removeprefix(BOM)
     if not head.startswith(b"#!"):
         return ("bash", script)
     line = head[2:].split(b"\n", 1)[0].rstrip(b"\r").strip()
@@ -50,6 +55,17 @@ def _shebang_argv(head: bytes, script: str) -> tuple[str, ...]:
     if not words:
         return ("bash", script)
     return (*(os.fsdecode(w.strip()) for w in words), script)
+
+
+def no_shebang(head: bytes, file: str) -> str:
+    """Why the system cannot run `file`, whose start is `head` ("Exec format error"), and
+    what to do about it."""
+    if head.startswith(BOM + b"#!"):
+        return (
+            'has its #! line after a byte-order mark ("UTF-8 with BOM"), which hides it from '
+            f"the system; save it as plain UTF-8: sed -i '1s/^\\xEF\\xBB\\xBF//' {file}"
+        )
+    return "has no #! line, so the system cannot run it; give it one (#!/bin/sh), or use script:"
 
 
 def which(name: str, path: str) -> str | None:

@@ -63,9 +63,15 @@ async def test_why_a_run_cannot_start_is_said_in_words(tmp_path: Path) -> None:
     which named neither tasks_dir nor what to write instead."""
     (tmp_path / "mine.sh").write_text("#!/bin/sh\necho mine\n")
     (tmp_path / "mine.sh").chmod(0o755)
+    (tmp_path / "plain.sh").write_text("echo no line\n")
+    (tmp_path / "bom.py").write_text("\ufeff#!/usr/bin/env python3\n")
+    for file in ("plain.sh", "bom.py"):
+        (tmp_path / file).chmod(0o755)
     said = {}
     for name, argv, cwd in (
         ("bare", ["mine.sh"], tmp_path),
+        ("plain", ["./plain.sh"], tmp_path),
+        ("bom", ["./bom.py"], tmp_path),
         ("nowhere", ["no-such-program-here"], tmp_path),
         ("folder", ["true"], tmp_path / "gone"),
     ):
@@ -76,6 +82,12 @@ async def test_why_a_run_cannot_start_is_said_in_words(tmp_path: Path) -> None:
     assert said == {
         "bare": "cannot start: mine.sh is not found on PATH (tasks_dir's is ./mine.sh)",
         "nowhere": "cannot start: no-such-program-here is not found on PATH",
+        # The kernel's "Exec format error", with the reason a person can act on.
+        "plain": "cannot start: ./plain.sh: Exec format error: it has no #! line, so the system "
+        "cannot run it; give it one (#!/bin/sh), or use script:",
+        "bom": "cannot start: ./bom.py: Exec format error: it has its #! line after a byte-order "
+        'mark ("UTF-8 with BOM"), which hides it from the system; save it as plain UTF-8: '
+        "sed -i '1s/^\\xEF\\xBB\\xBF//' ./bom.py",
         "folder": f"cannot start: its folder {tmp_path / 'gone'} (tasks_dir): "
         "No such file or directory",
     }

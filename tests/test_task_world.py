@@ -123,6 +123,10 @@ def test_the_shebang_line_is_read_as_the_kernel_reads_it(tmp_path: Path) -> None
         "#!/usr/bin/env python3\r\nprint(1)\r\n": ("/usr/bin/env", "python3"),
         "echo no shebang\n": ("bash",),
         "#!\n": ("bash",),
+        # A byte-order mark ("UTF-8 with BOM", as some editors save) hides the line from the
+        # kernel, not from the person who wrote it.
+        "\ufeff#!/usr/bin/env python3\nprint(1)\n": ("/usr/bin/env", "python3"),
+        "\ufeffecho no shebang\n": ("bash",),
     }
     for i, (text, expected) in enumerate(cases.items()):
         script = tmp_path / f"s{i}"
@@ -154,6 +158,7 @@ def test_validate_warns_about_what_would_fail_at_run_time(tmp_path: Path) -> Non
     (tasks / "looks-python.sh").write_text("import json\nprint(json.dumps({}))\n")
     (tasks / "fine.sh").write_text("echo fine\n")
     (tasks / "fine.py").write_text("#!/usr/bin/env python3\nimport json\n")
+    (tasks / "bom.py").write_text("\ufeff#!/usr/bin/env python3\nprint('bom ok')\n")
     (tasks / "noexec.sh").write_text("#!/bin/sh\necho x\n")
     (tasks / "exec.sh").write_text("#!/bin/sh\necho x\n")
     (tasks / "exec.sh").chmod(0o755)
@@ -169,29 +174,46 @@ def test_validate_warns_about_what_would_fail_at_run_time(tmp_path: Path) -> Non
         "  - {id: nowhere, command: [no-such-program-here], every: 1h}\n"
         "  - {id: onpath, command: [echo], every: 1h}\n"
         "  - {id: bare, command: [exec.sh], every: 1h}\n"
+        "  - {id: bom, script: bom.py, every: 1h}\n"
+        "  - {id: cbom, command: [./bom.py], every: 1h}\n"
+        "  - {id: noline, command: [./looks-python.sh], every: 1h}\n"
     )
+    for file in ("bom.py", "looks-python.sh"):
+        (tasks / file).chmod(0o755)
     result = cli("--json", "validate", config=config)
     assert result.returncode == 0, result.stderr  # warnings, not problems
     report = json.loads(result.stdout)
     assert report["valid"] is True
     warnings = report["warnings"]
-    places = sorted(w.split(":")[0] for w in warnings)
+    places = [w.split(":")[0] for w in warnings]
     assert places == [
         "tasks[0].script",
         "tasks[1].script",
         "tasks[4].command",
         "tasks[6].command",
         "tasks[8].command",
+        "tasks[9].script",
+        "tasks[10].command",
+        "tasks[11].command",
     ]
     text = "\n".join(warnings)
     assert "CRLF" in text and "looks like Python" in text and "#!/usr/bin/env python3" in text
     assert "chmod +x" in text and "not found on PATH" in text
     # A task's own program named bare is looked up on PATH, not in tasks_dir: said how to name it.
     assert "'exec.sh' is not found on PATH (tasks_dir's is ./exec.sh)" in text
+    # A byte-order mark is named as what it is, not as a missing #! line; the script still runs
+    # with the interpreter its line names.
+    bom = next(w for w in warnings if w.startswith("tasks[9]"))
+    assert "byte-order mark" in bom and "no #! line" not in bom, bom
+    # A program run by the system itself must have its #! line first.
+    assert "byte-order mark" in next(w for w in warnings if w.startswith("tasks[10]"))
+    assert "has no #! line" in next(w for w in warnings if w.startswith("tasks[11]"))
+    ran = cli("run", "bom", config=config)
+    assert ran.returncode == 0 and "bom ok" in ran.stdout, ran.stdout + ran.stderr
     # The same, for a person: one line each on stderr.
     result = cli("validate", config=config)
     assert result.returncode == 0
-    assert sum("warning: tasks[" in ln for ln in result.stderr.splitlines()) == 5
+    assert sum("warning: tasks[" in ln for ln in result.stderr.splitlines()) == 8
     shutil.rmtree(tasks)  # every run starts there, a command's too
     config.write_text("tasks:\n  - {id: onpath, command: [echo], every: 1h}\n")
     gone = json.loads(cli("--json", "validate", config=config).stdout)["warnings"]
