@@ -68,7 +68,13 @@ class Child:
         self.stdout, self.stderr = Tail(), Tail()
         self.exited: asyncio.Future[None] = loop.create_future()
         self.drained: asyncio.Future[None] = loop.create_future()
-        out, err = os.pipe(), os.pipe()
+        out = os.pipe()
+        try:
+            err = os.pipe()
+        except OSError:  # out of descriptors, say: the first pipe must not stay open
+            os.close(out[0])
+            os.close(out[1])
+            raise
         try:
             with procs.Spawning() as spawning:
                 self._popen = subprocess.Popen(

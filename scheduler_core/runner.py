@@ -278,6 +278,8 @@ async def stop_leftovers(
 def _said(exc: OSError | ValueError, cwd: Path) -> str:
     """Why a program could not start, in words: Python says `[Errno 2] No such file or
     directory: PosixPath('/srv/tasks')`, for a missing folder to start in, say."""
+    if isinstance(exc, OSError) and exc.errno in _SHORT_OF:
+        return _SHORT_OF[exc.errno].format(limit=_open_files_limit())
     if not isinstance(exc, OSError) or exc.filename is None:
         return str(exc)
     what = os.fspath(exc.filename)
@@ -289,6 +291,23 @@ def _said(exc: OSError | ValueError, cwd: Path) -> str:
         return f"{what}: {exc.strerror}"
     ours = (cwd / what).exists()  # a bare name is looked up on PATH alone
     return f"{what} is not found on PATH" + (f" (tasks_dir's is ./{what})" if ours else "")
+
+
+# What the scheduler's own process, not the task, was short of: said so, with what to raise.
+_SHORT_OF = {
+    errno.EMFILE: "the scheduler has too many files open (its limit: {limit}); raise "
+    "LimitNOFILE= in its unit (ulimit -n), or lower max_concurrent",
+    errno.ENFILE: "the system has too many files open (fs.file-max)",
+    errno.EAGAIN: "the system refused a new process: too many for this user (LimitNPROC=, "
+    "ulimit -u), or too little memory",
+    errno.ENOMEM: "not enough memory to start a process",
+}
+
+
+def _open_files_limit() -> str:
+    import resource  # only once a run could not start: no start-up pays for it
+
+    return str(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
 
 
 def _start_of(file: Path) -> bytes:

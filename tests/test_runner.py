@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -91,6 +92,52 @@ async def test_why_a_run_cannot_start_is_said_in_words(tmp_path: Path) -> None:
         "folder": f"cannot start: its folder {tmp_path / 'gone'} (tasks_dir): "
         "No such file or directory",
     }
+
+
+SHORT_OF_FILES = """
+import asyncio, json, os, resource, sys
+from pathlib import Path
+from scheduler_core.child import Child
+from scheduler_core.runner import ProcessRun
+
+def open_fds():
+    return len(os.listdir("/proc/self/fd")) - 1  # less the one listing them
+
+async def main():
+    warm = ProcessRun(["true"], cwd=Path("."), env={"PATH": os.defpath}, timeout=5, grace=1)
+    await warm.wait(await warm.start())  # what is opened once, for every run, is open now
+    said = []
+    for spare in range(8):  # out of descriptors at each step of a start: pipes, fork, pidfd
+        run = ProcessRun(["true"], cwd=Path("."), env={"PATH": os.defpath}, timeout=5, grace=1)
+        before = open_fds()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (before + spare, 4096))
+        started = await run.start()
+        if isinstance(started, Child):
+            error = (await run.wait(started)).error
+        else:
+            error = started.error
+        resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))
+        said.append({"spare": spare, "error": error, "leaked": open_fds() - before})
+    print(json.dumps(said))
+
+asyncio.run(main())
+"""
+
+
+def test_a_daemon_out_of_open_files_says_so_and_keeps_none(tmp_path: Path) -> None:
+    """It said "cannot start: [Errno 24] Too many open files", which reads as the task's
+    fault; and a start that failed between its two pipes kept the first one open for good."""
+    done = subprocess.run(
+        [sys.executable, "-c", SHORT_OF_FILES], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    said = json.loads(done.stdout)
+    assert [s for s in said if s["leaked"]] == [], said
+    refused = [s["error"] for s in said if s["error"]]
+    assert refused and said[-1]["error"] is None, said  # with enough spare, it ran
+    for error in refused:
+        assert error.startswith("cannot start: the scheduler has too many files open "), error
+        assert "LimitNOFILE" in error and "max_concurrent" in error, error
 
 
 async def test_output_is_bounded_to_the_tail(tmp_path: Path) -> None:
