@@ -13,12 +13,14 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from scheduler_core.launcher import Launcher
 from scheduler_core.model import Status, TaskSpec
+from scheduler_core.slots import after_clock_went_back
 from scheduler_core.store import Store
 from scheduler_core.timetable import Timetable
+from scheduler_core.triggers import format_duration
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +71,17 @@ async def restore(
     await recover(store, launcher, specs, now, hurry)
     found = Restored()
     updates: list[tuple[str, datetime | None]] = []
-    for state in await store.states():
+    states = await store.states()
+    newest = max((s.last_run for s in states if s.last_run is not None), default=None)
+    if newest is not None and newest > now + timedelta(seconds=1):
+        log.warning(
+            "the clock is %s behind the newest run in the database (%s): a machine with no "
+            "clock of its own, before NTP has set it? Interval tasks keep their interval "
+            "from now; cron tasks keep their slots",
+            format_duration(round((newest - now).total_seconds())),
+            newest.isoformat(timespec="seconds"),
+        )
+    for state in states:
         spec = specs[state.id]
         if state.paused:
             found.paused.add(spec.id)
@@ -83,6 +95,9 @@ async def restore(
             continue
         if due is None:  # never scheduled
             due = spec.trigger.first_due(now)
+            updates.append((spec.id, due))
+        elif (pulled_in := after_clock_went_back(spec.trigger, due, now)) is not None:
+            due = pulled_in  # the clock went back while no daemon ran, as while one runs
             updates.append((spec.id, due))
         timetable.set(spec.id, due, save=False)
     await store.set_next_runs(updates)

@@ -434,6 +434,38 @@ async def test_the_clock_jumping_forward_an_hour_and_back(
     assert await runs_of(store, "iv") == 3 and await runs_of(store, "cr") == 1  # no burst
 
 
+async def test_a_start_with_the_clock_behind_the_database_keeps_intervals(
+    make: Factory, store: Store, tasks_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Raspberry Pi has no clock of its own: it boots at the time it last saved (or at
+    1970), and NTP sets it later, if the network comes. A daemon started meanwhile took its
+    interval tasks' next slots from the database, now days ahead, and ran none of them until
+    the clock caught up; had it been running when the clock went back, they would have kept
+    their interval. Now the same at a start. Cron tasks keep their slots either way: a cron
+    job of 10:30 that ran at 10:30 does not run again when the clock says 10:30 once more."""
+    from zoneinfo import ZoneInfo
+
+    clock = ManualClock()  # 09:00
+    interval = spec("iv", "true", tasks_dir, trigger=Every(3600))
+    half_past = spec("cr", "true", tasks_dir, trigger=Cron("30 * * * *", ZoneInfo("UTC")))
+    first = make([interval, half_past], clock=clock)
+    await wait_for(lambda: _count(store, "iv", 1))
+    clock.advance(1800)
+    await wait_for(lambda: _count(store, "cr", 1))
+    await settled(first, clock)
+    first.close()
+
+    behind = ManualClock(clock.now() - timedelta(days=2))  # the next boot, before NTP
+    second = make([interval, half_past], clock=behind)
+    await wait_for(lambda: _next_run_is(store, "iv", behind.now() + timedelta(hours=1)))
+    assert "the clock is 2d behind the newest run in the database" in caplog.text
+    behind.advance(3600)  # every hour still means every hour
+    await wait_for(lambda: _count(store, "iv", 2))
+    await settled(second, behind)
+    assert await _next_run_is(store, "cr", clock.now() + timedelta(hours=1))
+    assert await runs_of(store, "cr") == 1
+
+
 async def test_slots_missed_behind_a_long_run_are_one_entry_and_a_count(
     make: Factory, store: Store, tasks_dir: Path
 ) -> None:
