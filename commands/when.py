@@ -14,11 +14,6 @@ from scheduler_core.triggers import parse_duration
 _CLOCK = re.compile(r"(\d{1,2})[:.](\d{2})")
 # As typed on a phone: `at 6pm`, `at 6:30 pm`, `at 7.30a.m.`.
 _TWELVE = re.compile(r"(\d{1,2})(?:[:.](\d{2}))?\s*([ap])\.?\s*m\.?", re.IGNORECASE)
-# `20 minutes`, `1 hour 30 min`, `45 secs`: each part as parse_duration writes it (`20m`).
-_WORDS = re.compile(
-    r"(\d+(?:\.\d+)?)\s*(s|secs?|seconds?|m|mins?|minutes?|h|hrs?|hours?|d|days?)\b\s*",
-    re.IGNORECASE,
-)
 
 
 def parse_when(text: str, now: datetime, zone: ZoneInfo) -> datetime:
@@ -27,7 +22,7 @@ def parse_when(text: str, now: datetime, zone: ZoneInfo) -> datetime:
     rest = rest.strip()
     if word.lower() == "in" and rest:
         try:
-            seconds = parse_duration(_compact(rest))
+            seconds = parse_duration(rest)
         except ValueError as exc:
             raise ValueError(str(exc)) from None
         if seconds < 1:
@@ -60,14 +55,6 @@ def _examples(now: datetime, zone: ZoneInfo) -> str:
     """What to say instead, the date-time tomorrow's: an example is copied, so never a past one."""
     tomorrow = (now.astimezone(zone) + timedelta(days=1)).date().isoformat()
     return f"in 20m, at 18:00 or at {tomorrow}T18:00"
-
-
-def _compact(text: str) -> str:
-    """`1 hour 30 minutes` as `1h30m`; other text as it is (parse_duration judges it)."""
-    parts = _WORDS.findall(text)
-    if not parts or _WORDS.sub("", text).strip():
-        return text
-    return "".join(number + unit[0].lower() for number, unit in parts)
 
 
 def _next_time(hour: int, minute: int, now: datetime, zone: ZoneInfo) -> datetime:

@@ -144,8 +144,13 @@ def format_duration(seconds: float) -> str:
     return "".join(parts)
 
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)", re.IGNORECASE)
-_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+# `90s`, `1h30m`, and as people write them: `15 min`, `1 hour 30 minutes`, `2 days`, `1w`.
+_DURATION_PART = re.compile(
+    r"(\d+(?:\.\d+)?)\s*(ms|milliseconds?|s|secs?|seconds?|m|mins?|minutes?|h|hrs?|hours?"
+    r"|d|days?|w|wks?|weeks?)(?![a-z])",
+    re.IGNORECASE,
+)
+_UNIT_S = {"ms": 0.001, "mi": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 # Longer than any schedule needs, and short enough that now plus it is still a datetime (whose
@@ -154,7 +159,8 @@ MAX_DURATION_S = 100 * 365.25 * 86400
 
 
 def parse_duration(value: object) -> float:
-    """`90s`, `15m`, `2h`, `1d`, `1h30m` or a number of seconds -> seconds."""
+    """`90s`, `15m`, `2h`, `1d`, `1w`, `1h30m`, `15 min`, `2 days` or a number of seconds ->
+    seconds."""
     if isinstance(value, bool):
         raise ValueError("a duration, like 90s, 15m, 2h, 1d or a number of seconds")
     if isinstance(value, int | float):
@@ -172,7 +178,7 @@ def parse_duration(value: object) -> float:
                 raise ValueError(
                     f"{_shown(value)} is not a duration (use 90s, 15m, 2h, 1d or seconds)"
                 ) from None
-            seconds = sum(float(n) * _UNIT_S[u.lower()] for n, u in parts)
+            seconds = sum(float(n) * _UNIT_S[_unit(u)] for n, u in parts)
     else:
         raise ValueError("a duration, like 90s, 15m, 2h, 1d or a number of seconds")
     if seconds != seconds or seconds < 0:
@@ -180,6 +186,11 @@ def parse_duration(value: object) -> float:
     if seconds > MAX_DURATION_S:
         raise ValueError(f"{_shown(value)} is too long (at most 100 years)")
     return seconds
+
+
+def _unit(word: str) -> str:
+    word = word.lower()
+    return word[:2] if word.startswith(("ms", "milli")) else word[0]
 
 
 def _shown(value: object) -> str:

@@ -108,13 +108,23 @@ alerts: {after_failures: 3, repeat_every: 1d, recovery: false}
         ("45", 45),
         ("1.5m", 90),
         (" 10 s ", 10),
+        # As people write them, in the file as in a chat's `run:x in 20 minutes`.
+        ("15 min", 900),
+        ("1 hour 30 minutes", 5400),
+        ("2 Days", 172800),
+        ("1w", 604800),
+        ("2 weeks", 1209600),
+        ("45 secs", 45),
+        ("500ms", 0.5),
     ],
 )
 def test_durations(text: object, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "abc", "10x", "-5", "5 m x", True, [1]])
+@pytest.mark.parametrize(
+    "text", ["", "abc", "10x", "-5", "5 m x", True, [1], "1mo", "5 minutesx", "1 fortnight"]
+)
 def test_bad_durations(text: object) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
