@@ -63,6 +63,8 @@ def cron_problem(expression: str) -> str | None:
         CronSim(cron_fields(expression), datetime.now(UTC))
     except CronSimError as exc:
         fields = cron_fields(expression).split()
+        if fields and fields[0].upper().startswith(("TZ=", "CRON_TZ=")):  # as Kubernetes has it
+            return "a time zone is not part of the expression: set timezone: (for every task)"
         if "?" in fields:
             return "'?' is Quartz's 'any day'; write * for it"
         if len(fields) not in (5, 6):
@@ -70,6 +72,13 @@ def cron_problem(expression: str) -> str | None:
                 f"{len(fields)} fields, where cron has five (minute hour day month weekday), "
                 "or six with seconds first"
             )
+        day = len(fields) - 3  # day-of-month, month, weekday are the last three
+        if str(exc) == "Bad day-of-month" and fields[day + 1] != "*":
+            try:  # a day that some month has: none of the months named has it
+                CronSim(" ".join([*fields[: day + 1], "*", fields[-1]]), datetime.now(UTC))
+            except CronSimError:
+                return str(exc)
+            return f"none of the months it names has day {fields[day]}, so it would never run"
         return str(exc)
     return None
 

@@ -802,6 +802,29 @@ def test_a_cron_with_a_wrong_count_of_fields_says_how_many_cron_has(tmp_path: Pa
     assert a.trigger.next_after(after).astimezone(a.trigger.zone).time() == time(12, 0, 30)
 
 
+def test_a_cron_that_never_runs_or_carries_a_zone_says_so(tmp_path: Path) -> None:
+    """cronsim's words were "Bad day-of-month" for a day no month named has, and "Bad
+    second" for a Kubernetes-style `CRON_TZ=` before the fields."""
+    path = write(
+        tmp_path,
+        "tasks:\n  - {id: a, script: a.sh, cron: '0 0 30 2 *'}\n"
+        "  - {id: b, script: a.sh, cron: '0 9 31 4,6 *'}\n"
+        "  - {id: c, script: a.sh, cron: 'CRON_TZ=Europe/Berlin 0 9 * * *'}\n"
+        "  - {id: d, script: a.sh, cron: 'TZ=UTC 0 9 * * *'}\n"
+        "  - {id: e, script: a.sh, cron: '0 9 32 * *'}\n",
+    )
+    zone = "a time zone is not part of the expression: set timezone: (for every task)"
+    assert problems(path) == [
+        "tasks[0].cron: '0 0 30 2 *' is not a cron expression: none of the months it names "
+        "has day 30, so it would never run",
+        "tasks[1].cron: '0 9 31 4,6 *' is not a cron expression: none of the months it names "
+        "has day 31, so it would never run",
+        f"tasks[2].cron: 'CRON_TZ=Europe/Berlin 0 9 * * *' is not a cron expression: {zone}",
+        f"tasks[3].cron: 'TZ=UTC 0 9 * * *' is not a cron expression: {zone}",
+        "tasks[4].cron: '0 9 32 * *' is not a cron expression: Bad day-of-month",
+    ]
+
+
 @pytest.mark.parametrize(
     ("name", "text", "problem"),
     [
