@@ -56,7 +56,7 @@ from commands.reply import (
 )
 from commands.streams import log_chunks, status_chunks
 from scheduler_core.errors import SchedulerError, StoreError, TaskNotFoundError, log_failure
-from scheduler_core.model import LogEntry, Outcome, TaskSpec, TaskState
+from scheduler_core.model import LogEntry, Outcome, TaskSpec
 from scheduler_core.model import Status as TaskStatus
 from scheduler_core.triggers import format_duration
 
@@ -217,7 +217,7 @@ async def _status_all(ctx: Context) -> Reply:
         else ctx.tasks.listing.states_of([s.id for s in shown])
     )
     states = {s.id: s for s in found}
-    rows = [(spec, states.get(spec.id) or TaskState.blank(spec)) for spec in shown]
+    rows = [(spec, states.get(spec.id) or ctx.tasks.listing.blank(spec)) for spec in shown]
     now = ctx.tasks.clock.now()
     head = f"{len(specs)} task(s), daemon {ctx.daemon_state}"
     if ctx.holder is not None:
@@ -252,7 +252,9 @@ def _screen(specs: list[TaskSpec], first: set[str], lines: int) -> list[TaskSpec
 
 async def _status_one(ctx: Context, task_id: str) -> Reply:
     spec = ctx.tasks.spec(task_id)
-    state = next(iter(await ctx.tasks.listing.states_of([task_id])), None) or TaskState.blank(spec)
+    state = next(
+        iter(await ctx.tasks.listing.states_of([task_id])), None
+    ) or ctx.tasks.listing.blank(spec)
     recent = await ctx.tasks.store.runs(task_id, 5)
     pending = await ctx.tasks.pending(task_id)
     found = await ctx.tasks.store.staleness([task_id])  # none: never seen by a daemon
@@ -364,7 +366,7 @@ async def _output(ctx: Context, task_id: str, run_id: int | None) -> Reply:
         if run_id is not None:
             message = f"{spec.id} has no run {run_id}; `status {spec.id}` lists its recent runs"
             return usage_error(message, {"error": message, "kind": "unknown-run"})
-        (state,) = await ctx.tasks.listing.states_of([spec.id]) or [TaskState.blank(spec)]
+        (state,) = await ctx.tasks.listing.states_of([spec.id]) or [ctx.tasks.listing.blank(spec)]
         if state.status is TaskStatus.RUNNING and state.last_run is not None:
             # A run no daemon here is following (it is starting, or died): nothing to show.
             since = short_time(state.last_run, ctx.zone, ctx.tasks.clock.now())

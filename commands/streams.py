@@ -60,10 +60,14 @@ async def status_chunks(ctx: Context) -> AsyncIterator[str]:
             unseen = [s for s in specs.values() if s.id not in seen]
             if unseen:
                 ids = [s.id for s in unseen]
-                found = {st.id: st for st in await ctx.tasks.store.states_of(ids)}
+                found = {st.id: st for st in await ctx.tasks.listing.states_of(ids)}
                 missing = [
                     task_json_text(
-                        s, found.get(s.id) or TaskState.blank(s), ctx.zone, times, remember=again
+                        s,
+                        found.get(s.id) or ctx.tasks.listing.blank(s),
+                        ctx.zone,
+                        times,
+                        remember=again,
                     )
                     for s in unseen
                 ]

@@ -7,9 +7,10 @@ waiting one (the store keeps the waiting one until it starts: see `timetable`), 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
+from datetime import datetime
 
-from scheduler_core.model import Status, TaskState, shown_status
+from scheduler_core.model import Status, TaskSpec, TaskState, shown_status
 from scheduler_core.queue import RunQueue
 from scheduler_core.store import Store
 from scheduler_core.timetable import Timetable
@@ -19,14 +20,21 @@ LISTINGS = 2  # long answers (`status --json`) produced at once; see `iter_state
 
 class Listing:
     def __init__(
-        self, store: Store, queue: RunQueue, timetable: Timetable, *, unowned: bool = False
+        self,
+        store: Store,
+        queue: RunQueue,
+        timetable: Timetable,
+        *,
+        unowned: Callable[[str], datetime | None] | None = None,
     ) -> None:
         self.store = store
         self.queue = queue
         self.timetable = timetable
         # No process holds the state (no daemon, no foreground run): a run the store shows
         # as running was left by one that was killed, and is `interrupted`, as the next start
-        # records it (see `scheduler_core.recovery`).
+        # records it (see `scheduler_core.recovery`). A task no daemon has scheduled yet is
+        # shown due when its schedule says (`unowned` tells it for a task id), not saved:
+        # the daemon's start decides it.
         self.unowned = unowned
         self._listings = asyncio.Semaphore(LISTINGS)
 
@@ -37,6 +45,10 @@ class Listing:
     async def states_of(self, ids: Sequence[str]) -> list[TaskState]:
         """`states()` of just these tasks: what a chat answer shows of thousands."""
         return self._shown(await self.store.states_of(ids))
+
+    def blank(self, spec: TaskSpec) -> TaskState:
+        """The state of a task the store has no row for yet (added since a daemon last ran)."""
+        return self._shown([TaskState.blank(spec)])[0]
 
     async def unsettled(self) -> set[str]:
         """The tasks whose status is not `idle`: what a screen cut short shows first."""
@@ -55,8 +67,8 @@ class Listing:
                 yield self._shown(states)
 
     def _shown(self, states: list[TaskState]) -> list[TaskState]:
-        if self.unowned:
-            states = [_left(s) if s.status is Status.RUNNING else s for s in states]
+        if self.unowned is not None:
+            states = [_unowned(s, self.unowned) for s in states]
         if not self.queue:
             return states
         return [self._queued(s) if s.id in self.queue else s for s in states]
@@ -66,5 +78,9 @@ class Listing:
         return state._replace(status=status, next_run=self.timetable.due_of(state.id))
 
 
-def _left(state: TaskState) -> TaskState:
-    return state._replace(status=shown_status(Status.INTERRUPTED, state.paused, False))
+def _unowned(state: TaskState, first_due: Callable[[str], datetime | None]) -> TaskState:
+    if state.status is Status.RUNNING:
+        return state._replace(status=shown_status(Status.INTERRUPTED, state.paused, False))
+    if state.next_run is None and not state.paused:
+        return state._replace(next_run=first_due(state.id))
+    return state

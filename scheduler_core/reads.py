@@ -10,6 +10,7 @@ takes with 10,000 tasks).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 
 from scheduler_core.clock import Clock
 from scheduler_core.errors import TaskNotFoundError
@@ -39,7 +40,14 @@ class Reads:
         # Runs waiting for a slot show as `queued`: only a scheduler's queue has any.
         queue = queue if queue is not None else RunQueue()
         # `unowned`: no process holds the state (see `Listing`).
-        self.listing = Listing(store, queue, timetable or Timetable(), unowned=unowned)
+        first_due = self._first_due if unowned else None
+        self.listing = Listing(store, queue, timetable or Timetable(), unowned=first_due)
+
+    def _first_due(self, task_id: str) -> datetime | None:
+        spec = self._specs.get(task_id)
+        if spec is None or not spec.enabled:
+            return None
+        return spec.trigger.first_due(self.clock.now())
 
     @property
     def specs(self) -> list[TaskSpec]:

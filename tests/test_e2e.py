@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import itertools
 import json
 import os
 import signal
 import socket
+import sqlite3
 import struct
 import subprocess
 import sys
 import termios
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -284,6 +288,28 @@ def test_without_a_daemon_commands_work_on_the_database(config: Path) -> None:
     result = cli("--json", "logs", "-n", "50", config=config)
     actions = [e["action"] for e in json.loads(result.stdout)]
     assert actions.count("started") in (4, 5) and actions.count("failed") == 2
+
+
+def test_before_any_daemon_ran_status_says_when_each_task_would_run(config: Path) -> None:
+    """Set up, not started yet: `status` said "next -" for every task, and `--json` null,
+    where the schedule already tells: a cron task at its next slot, an interval task at once
+    (a daemon's start runs it). The time is only shown, not saved: the daemon decides it."""
+    status = json.loads(cli("--json", "status", config=config).stdout)
+    listed = {t["id"]: t for t in status["tasks"]}
+    berlin = ZoneInfo("Europe/Berlin")
+    slow = datetime.fromisoformat(listed["slow"]["next_run"])
+    assert (slow.month, slow.day, slow.hour, slow.minute) == (1, 1, 0, 0)
+    assert slow.utcoffset() == datetime(slow.year, 1, 1, tzinfo=berlin).utcoffset()
+    for task_id in ("tick", "fails"):
+        due = datetime.fromisoformat(listed[task_id]["next_run"])
+        assert abs((due - datetime.now(UTC)).total_seconds()) < 60, listed[task_id]
+    text = cli("status", config=config).stdout
+    assert "next -" not in text, text
+    assert f"slow: idle, last never run, next {slow.year}-01-01 00:00" in text, text
+    assert "tick: idle, last never run, next" in text and "daemon not running" in text, text
+    with contextlib.closing(sqlite3.connect(db(config))) as conn:
+        saved = conn.execute("SELECT count(*) FROM task WHERE next_run IS NOT NULL").fetchone()
+    assert saved == (0,)
 
 
 def test_a_read_without_a_daemon_answers_from_the_tasks_alone(config: Path) -> None:
