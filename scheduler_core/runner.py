@@ -218,13 +218,24 @@ async def stop_processes(
     find: Callable[[], list[procs.Proc]], grace: float, now: asyncio.Event | None = None
 ) -> list[procs.Proc]:
     """SIGTERM what `find()` returns (and SIGCONT, see `procs.terminate`), wait up to `grace`
-    for it to go (or until `now` is set), then SIGKILL what is left; processes forked or
-    re-parented meanwhile get the same. Returns all it found."""
+    for it to go (or until `now` is set), then SIGKILL what is left. Returns all it found.
+
+    SIGTERM goes once to each process there is when the stop begins (looked for again until
+    no new one shows, as systemd does: a fork racing the signal is not missed). What starts
+    after that is left to its work until the grace ends: most often it is the work of a
+    SIGTERM trap (`moltsched checkpoint save`, an upload), which a second SIGTERM would cut
+    short. It is SIGKILLed with the rest if it outlives the grace."""
     found = find()
     if not found:
         return []
-    seen = {p.pid: p for p in found}
-    procs.terminate(found)
+    seen: dict[int, procs.Proc] = {}
+    for _ in range(_KILL_ROUNDS):
+        new = [p for p in found if p.pid not in seen]
+        if not new:
+            break
+        seen.update((p.pid, p) for p in new)
+        procs.terminate(new)
+        found = find()
     deadline = time.monotonic() + grace
     # Polled: most of these are not our children, and there is no handle to wait on a tree.
     # Only while something is being stopped.
@@ -232,9 +243,7 @@ async def stop_processes(
         await asyncio.sleep(_GROUP_POLL_S)
         procs.reap_adopted()
         found = find()
-        new = [p for p in found if p.pid not in seen]
-        seen.update((p.pid, p) for p in new)
-        procs.terminate(new)
+        seen.update((p.pid, p) for p in found)
     for _ in range(_KILL_ROUNDS):
         if not found:
             break

@@ -400,3 +400,40 @@ def test_kill_9_during_checkpoint_saves_again_and_again(tmp_path: Path) -> None:
 def last_saver_outcome(database: Path) -> str | None:
     rows = query(database, "SELECT outcome FROM run ORDER BY id DESC LIMIT 1")
     return rows[0][0] if rows else None
+
+
+# Saves its checkpoint only when told to stop, from its SIGTERM trap, with the CLI: the way a
+# shell task keeps its place without a save per item.
+TRAPPER = """i=$(printf '%s' "$MOLTSCHED_CHECKPOINT" | sed -n 's/.*"next": *\\([0-9]*\\).*/\\1/p')
+echo "from ${i:-0}" >> ../trapper.log
+save() {
+  moltsched checkpoint save "$MOLTSCHED_TASK_ID" "{\\"next\\": $i}" && echo saved >> ../trapper.log
+  exit 0
+}
+trap save TERM
+i=${i:-0}
+while :; do i=$((i + 1)); [ "$i" = 3 ] && echo going >> ../trapper.log; sleep 0.05; done
+"""
+
+
+def test_a_checkpoint_saved_from_a_sigterm_trap_survives_a_pause(tmp_path: Path) -> None:
+    """The trap's `moltsched checkpoint save` was sent SIGTERM the moment it started (every
+    process that appeared during the grace was), so the checkpoint was never saved and the
+    next run began again from nothing."""
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "trapper.sh").write_text(TRAPPER)
+    config = tmp_path / "moltsched.yaml"
+    config.write_text("tasks:\n  - {id: trapper, script: trapper.sh, every: 1h, grace: 20s}\n")
+    log = tmp_path / "trapper.log"
+    daemon = DaemonProcess(config).start()
+    try:
+        wait_sync(lambda: log.exists() and "going" in log.read_text(), 20, "the task to count")
+        paused = cli("--json", "pause", "trapper", config=config)
+        assert paused.returncode == 0, paused.stderr
+        assert log.read_text().splitlines() == ["from 0", "going", "saved"]
+        saved = json.loads(cli("--json", "checkpoint", "show", "trapper", config=config).stdout)
+        assert saved["next"] > 0
+        assert cli("resume", "trapper", config=config).returncode == 0
+        wait_sync(lambda: f"from {saved['next']}" in log.read_text(), 20, "the run to resume")
+    finally:
+        assert daemon.stop() == 0

@@ -219,6 +219,28 @@ async def test_a_stopped_run_is_woken_to_hear_sigterm(tmp_path: Path) -> None:
     assert marker.read_text() == "saved\n"
 
 
+async def test_what_a_sigterm_trap_starts_is_left_to_finish_within_the_grace(
+    tmp_path: Path,
+) -> None:
+    """A trap that saves a checkpoint runs programs (`moltsched checkpoint save`, curl):
+    each was sent SIGTERM as soon as it appeared, so the save never happened. SIGTERM goes
+    once, to what runs when the stop begins; what the trap starts has the grace."""
+    marker, ready = tmp_path / "saved", tmp_path / "ready"
+    trap = f'sleep 0.3 && {sys.executable} -c "print(1)" > {marker}; exit 0'
+    script = f"trap '{trap}' TERM; touch {ready}; sleep 300 & wait"
+    proc_run = ProcessRun(
+        ["bash", "-c", script], cwd=tmp_path, env=dict(os.environ), timeout=60, grace=30
+    )
+    child = await proc_run.start()
+    assert isinstance(child, Child)
+    waiter = asyncio.ensure_future(proc_run.wait(child))
+    await wait_for(ready.exists)
+    proc_run.interrupt("pause")
+    result = await asyncio.wait_for(waiter, 20)
+    assert result.ending is Ending.INTERRUPTED and result.exit_code == 0, result
+    assert marker.read_text() == "1\n"
+
+
 async def test_interrupt_stops_the_run(tmp_path: Path) -> None:
     proc_run = ProcessRun(["sleep", "300"], cwd=tmp_path, env=dict(os.environ), timeout=60, grace=1)
     child = await proc_run.start()
