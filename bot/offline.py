@@ -19,6 +19,7 @@ from typing import Any
 from bot import client
 from bot.failure import EXIT_STATE, Failure, load
 from bot.lock import STARTING, STOPPING, StateLock, is_stopping
+from bot.signals import Stops
 from commands.command import Request
 from commands.reply import LateFailure
 from config.loader import AppConfig
@@ -101,8 +102,14 @@ async def _answer(config: AppConfig, request: Request) -> int:
             procs.only_runs()  # a foreground run: this process starts nothing else
             loop = asyncio.get_running_loop()
 
-            def stop() -> None:  # a second one: no grace (Ctrl-C twice)
+            asked = Stops()
+
+            def stop() -> None:  # a second one: no grace (Ctrl-C twice), unless an echo
                 again = scheduler.closing
+                if not again:
+                    asked.first()
+                elif asked.echo():
+                    return
                 scheduler.close(now=again)
                 if not again:
                     with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP)

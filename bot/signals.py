@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import Callable
 from types import FrameType
 
@@ -22,12 +23,33 @@ log = logging.getLogger(__name__)
 STOPPING = (signal.SIGTERM, signal.SIGINT)
 HANDLED = (*STOPPING, signal.SIGHUP)
 
+# A stop signal this soon after the first is that one's echo, not a second stop: `timeout`,
+# when its time is up, signals its command and then its own process group, which the command
+# is in. A person's second Ctrl-C comes later than this.
+ECHO_S = 0.05
+
+
+class Stops:
+    """When the first stop signal came: a second one then either hurries the runs (their grace
+    is over) or is the first one's echo."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._first: float | None = None
+
+    def first(self) -> None:
+        self._first = self._clock()
+
+    def echo(self) -> bool:
+        return self._first is not None and self._clock() - self._first < ECHO_S
+
 
 class Signals:
     """What the daemon has been asked by signal, and whom to tell."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.stop_signal: signal.Signals | None = None
+        self._stops = Stops(clock)
         self.reload_pending = False
         self.stop = asyncio.Event()
         self._reload: Callable[[], None] | None = None
@@ -89,8 +111,15 @@ class Signals:
                 self._reload()
             return
         if not self.stop.is_set():
+            self._stops.first()
             self.stop_signal = sig
             log.info("%s: stopping; running runs are interrupted and recorded", sig.name)
+        elif self._stops.echo():
+            log.info(
+                "%s again at once: taken as the first one's echo (as `timeout` sends it); "
+                "send it again to stop the runs without their grace",
+                sig.name,
+            )
         elif self.hurry is not None:
             log.warning("%s again: stopping the runs now, without their grace", sig.name)
             self.hurry()
