@@ -207,6 +207,12 @@ MIGRATIONS: list[list[str]] = [
                 VALUES (NEW.started, NEW.task_id, 'started', NEW.cause || ' run');
         END""",
     ],
+    [
+        # The schedule a task's next_run was decided by (`triggers.schedule_key`): a start
+        # after the file changed it (edit, restart) applies the new one from now, as a reload
+        # does, instead of waiting for a slot of the old one.
+        "ALTER TABLE task ADD COLUMN schedule TEXT",
+    ],
 ]
 
 

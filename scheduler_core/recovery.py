@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -63,11 +63,13 @@ async def restore(
     specs: Mapping[str, TaskSpec],
     timetable: Timetable,
     now: datetime,
+    changed: Collection[str] = (),
     hurry: asyncio.Event | None = None,
 ) -> Restored:
     """Recover from a crash, then put every task in its place from the store's truth: a
-    paused task stays off the timetable, an interrupted one resumes first, and one never
-    scheduled gets its first due time (saved)."""
+    paused task stays off the timetable, an interrupted one resumes first, one never
+    scheduled gets its first due time, and one whose schedule was `changed` while no daemon
+    ran gets its next slot from now, as after a reload, unless one was missed (saved)."""
     await recover(store, launcher, specs, now, hurry)
     found = Restored()
     updates: list[tuple[str, datetime | None]] = []
@@ -95,6 +97,9 @@ async def restore(
             continue
         if due is None:  # never scheduled
             due = spec.trigger.first_due(now)
+            updates.append((spec.id, due))
+        elif spec.id in changed and due > now:  # one missed meanwhile is still missed
+            due = spec.trigger.next_after(now)
             updates.append((spec.id, due))
         elif (pulled_in := after_clock_went_back(spec.trigger, due, now)) is not None:
             due = pulled_in  # the clock went back while no daemon ran, as while one runs

@@ -89,10 +89,10 @@ class Scheduler(Requests):
 
     async def prepare(self) -> None:
         """Sync the store with the tasks, recover from a crash, and build the timetable."""
-        await self.store.sync_tasks(list(self._specs.values()))
+        changed = await self.store.sync_tasks(list(self._specs.values()))
         now = self.clock.now()
         found = await restore(
-            self.store, self.launcher, self._specs, self._timetable, now, self._hurry
+            self.store, self.launcher, self._specs, self._timetable, now, changed, self._hurry
         )
         self._paused, self._to_resume = found.paused, found.to_resume
         for run in await self._later.load():

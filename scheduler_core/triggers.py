@@ -107,6 +107,16 @@ class Cron:
         return Cron, (self.expression, self.zone)  # see TaskSpec.__reduce__
 
 
+def schedule_key(trigger: Trigger) -> str:
+    """What decides a task's slots, as text to compare: a change of it (of a cron task's zone
+    too) makes slots decided before it stale."""
+    if isinstance(trigger, Cron):
+        return f"cron {trigger.expression} {trigger.zone.key}"
+    if isinstance(trigger, Every):
+        return f"every {trigger.seconds!r}"
+    return trigger.describe()
+
+
 # Cron slots counted at most after a downtime: each is a cron computation, and a minutely
 # task down for a year would hold the loop for seconds (past this, counts say "over").
 MAX_COUNTED = 1000

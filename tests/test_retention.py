@@ -72,7 +72,7 @@ async def test_an_old_file_is_taken_over_and_keeps_its_history(tmp_path: Path) -
         "DROP TRIGGER run_gone; DROP TRIGGER run_ended; DROP TABLE retention;"
         "DROP TABLE later; ALTER TABLE run DROP COLUMN retried; ALTER TABLE outbox DROP COLUMN"
         " channel; ALTER TABLE task DROP COLUMN last_success; ALTER TABLE task DROP COLUMN added;"
-        "ALTER TABLE task DROP COLUMN stale_alerted;"
+        "ALTER TABLE task DROP COLUMN stale_alerted; ALTER TABLE task DROP COLUMN schedule;"
         "DROP TRIGGER run_started; ALTER TABLE run DROP COLUMN message;"
         "ALTER TABLE run DROP COLUMN next_due;"
         "PRAGMA auto_vacuum = NONE; VACUUM; DROP TABLE usage; DROP INDEX run_with_output;"

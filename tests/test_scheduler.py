@@ -466,6 +466,37 @@ async def test_a_start_with_the_clock_behind_the_database_keeps_intervals(
     assert await runs_of(store, "cr") == 1
 
 
+async def test_a_schedule_changed_while_no_daemon_ran_applies_from_the_start(
+    make: Factory, store: Store, tasks_dir: Path
+) -> None:
+    """Edit the file, restart the daemon: the commonest way to change a schedule. A task
+    moved from yearly to every five minutes kept its stored slot, next New Year, and did
+    not run for weeks; one moved to another time zone ran at the old zone's hour. A restart
+    now applies a changed schedule from now, as a reload does; an unchanged one keeps its
+    slot."""
+    from zoneinfo import ZoneInfo
+
+    utc, tokyo = ZoneInfo("UTC"), ZoneInfo("Asia/Tokyo")
+    clock = ManualClock()  # 2026-11-26 09:00 UTC
+    yearly = spec("y", "true", tasks_dir, trigger=Cron("0 0 1 1 *", utc))
+    daily = spec("d", "true", tasks_dir, trigger=Cron("0 12 * * *", utc))
+    same = spec("s", "true", tasks_dir, trigger=Cron("0 0 1 1 *", utc))
+    first = make([yearly, daily, same], clock=clock)
+    await settled(first, clock)
+    first.close()
+
+    clock.advance(60)
+    often = yearly._replace(trigger=Cron("*/5 * * * *", utc))
+    elsewhere = daily._replace(trigger=Cron("0 12 * * *", tokyo))
+    second = make([often, elsewhere, same], clock=clock)
+    await settled(second, clock)
+    assert await _next_run_is(store, "y", datetime(2026, 11, 26, 9, 5, tzinfo=utc))
+    assert await _next_run_is(store, "d", datetime(2026, 11, 27, 3, 0, tzinfo=utc))
+    assert await _next_run_is(store, "s", datetime(2027, 1, 1, tzinfo=utc))
+    clock.advance(4 * 60)
+    await wait_for(lambda: _count(store, "y", 1))
+
+
 async def test_slots_missed_behind_a_long_run_are_one_entry_and_a_count(
     make: Factory, store: Store, tasks_dir: Path
 ) -> None:

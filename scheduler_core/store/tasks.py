@@ -17,6 +17,7 @@ from scheduler_core.model import (
     shown_status,
 )
 from scheduler_core.store.core import _BATCH, StoreCore, _Tx, to_epoch
+from scheduler_core.triggers import schedule_key
 
 _TASK_COLUMNS = ", ".join(TaskState._fields)
 
@@ -67,22 +68,32 @@ def _state(row: Sequence[Any]) -> TaskState:
 
 
 class TaskRows(StoreCore):
-    async def sync_tasks(self, specs: Sequence[TaskSpec]) -> None:
-        """Make the task table match the configuration; removed tasks keep their history."""
+    async def sync_tasks(self, specs: Sequence[TaskSpec]) -> set[str]:
+        """Make the task table match the configuration; removed tasks keep their history.
+        The ids of tasks whose schedule is not the one their stored next run was decided by
+        (one the file changed while no daemon ran; a row from before schedules were kept
+        counts as unchanged)."""
         now = time.time()
-        rows = [(s.id, s.name, i, now) for i, s in enumerate(specs)]
+        keys = {s.id: schedule_key(s.trigger) for s in specs}
+        rows = [(s.id, s.name, i, now, keys[s.id]) for i, s in enumerate(specs)]
+        changed: set[str] = set()
 
         async def step(tx: _Tx) -> None:
+            changed.clear()  # a retried transaction starts again
+            for task_id, key in await tx.rows("SELECT id, schedule FROM task"):
+                if key is not None and keys.get(task_id, key) != key:
+                    changed.add(task_id)
             await tx.run("UPDATE task SET configured = 0")
             await tx.many(
-                "INSERT INTO task (id, name, position, configured, added) VALUES (?, ?, ?, 1, ?) "
-                "ON CONFLICT (id) DO UPDATE SET name = excluded.name, "
-                "position = excluded.position, configured = 1, "
+                "INSERT INTO task (id, name, position, configured, added, schedule) "
+                "VALUES (?, ?, ?, 1, ?, ?) ON CONFLICT (id) DO UPDATE SET name = excluded.name, "
+                "position = excluded.position, configured = 1, schedule = excluded.schedule, "
                 "added = COALESCE(task.added, excluded.added)",
                 rows,
             )
 
         await self._write(step)
+        return changed
 
     async def states(self) -> list[TaskState]:
         """Every configured task's state, in configuration order."""
