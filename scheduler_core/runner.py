@@ -14,6 +14,7 @@ import asyncio
 import errno
 import logging
 import os
+import resource  # here, not when needed: with no descriptor free, no import can load
 import signal
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -314,8 +315,6 @@ _SHORT_OF = {
 
 
 def _open_files_limit() -> str:
-    import resource  # only once a run could not start: no start-up pays for it
-
     return str(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
 
 
