@@ -252,9 +252,8 @@ def _screen(specs: list[TaskSpec], first: set[str], lines: int) -> list[TaskSpec
 
 async def _status_one(ctx: Context, task_id: str) -> Reply:
     spec = ctx.tasks.spec(task_id)
-    state = next(
-        iter(await ctx.tasks.listing.states_of([task_id])), None
-    ) or ctx.tasks.listing.blank(spec)
+    listed = await ctx.tasks.listing.states_of([task_id])
+    state = listed[0] if listed else ctx.tasks.listing.blank(spec)
     recent = await ctx.tasks.store.runs(task_id, 5)
     pending = await ctx.tasks.pending(task_id)
     found = await ctx.tasks.store.staleness([task_id])  # none: never seen by a daemon

@@ -61,14 +61,9 @@ async def status_chunks(ctx: Context) -> AsyncIterator[str]:
             if unseen:
                 ids = [s.id for s in unseen]
                 found = {st.id: st for st in await ctx.tasks.listing.states_of(ids)}
+                blank = ctx.tasks.listing.blank
                 missing = [
-                    task_json_text(
-                        s,
-                        found.get(s.id) or ctx.tasks.listing.blank(s),
-                        ctx.zone,
-                        times,
-                        remember=again,
-                    )
+                    task_json_text(s, found.get(s.id) or blank(s), ctx.zone, times, remember=again)
                     for s in unseen
                 ]
                 yield sep + ", ".join(missing)
