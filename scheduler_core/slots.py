@@ -76,10 +76,14 @@ def due_after_reload(
 
 def due_on_resume(spec: TaskSpec, stored: datetime | None, now: datetime) -> datetime:
     """A task resumed: its next slot from now. Slots that passed while it was paused are not
-    caught up (the pause was meant)."""
+    caught up (the pause was meant). A slot still to come is kept unless the schedule, as it
+    is now, has one sooner: the stored one may be a slot of the schedule it had when it was
+    paused (a reload or a restart changed it since)."""
     if stored is None:
         return spec.trigger.first_due(now)
-    return stored if stored > now else advance(spec.trigger, stored, now)[0]
+    if stored > now:
+        return min(stored, spec.trigger.next_after(now))
+    return advance(spec.trigger, stored, now)[0]
 
 
 def retry_due(

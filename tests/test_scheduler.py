@@ -481,20 +481,26 @@ async def test_a_schedule_changed_while_no_daemon_ran_applies_from_the_start(
     yearly = spec("y", "true", tasks_dir, trigger=Cron("0 0 1 1 *", utc))
     daily = spec("d", "true", tasks_dir, trigger=Cron("0 12 * * *", utc))
     same = spec("s", "true", tasks_dir, trigger=Cron("0 0 1 1 *", utc))
-    first = make([yearly, daily, same], clock=clock)
+    held = spec("p", "true", tasks_dir, trigger=Cron("0 0 1 1 *", utc))
+    first = make([yearly, daily, same, held], clock=clock)
     await settled(first, clock)
+    await first.pause("p", None)
     first.close()
 
     clock.advance(60)
     often = yearly._replace(trigger=Cron("*/5 * * * *", utc))
     elsewhere = daily._replace(trigger=Cron("0 12 * * *", tokyo))
-    second = make([often, elsewhere, same], clock=clock)
+    hourly = held._replace(trigger=Cron("0 * * * *", utc))
+    second = make([often, elsewhere, same, hourly], clock=clock)
     await settled(second, clock)
     assert await _next_run_is(store, "y", datetime(2026, 11, 26, 9, 5, tzinfo=utc))
     assert await _next_run_is(store, "d", datetime(2026, 11, 27, 3, 0, tzinfo=utc))
     assert await _next_run_is(store, "s", datetime(2027, 1, 1, tzinfo=utc))
     clock.advance(4 * 60)
     await wait_for(lambda: _count(store, "y", 1))
+    # Paused meanwhile: resumed, it goes by its new schedule too, not the old slot.
+    await second.resume("p", None)
+    await wait_for(lambda: _next_run_is(store, "p", datetime(2026, 11, 26, 10, 0, tzinfo=utc)))
 
 
 async def test_slots_missed_behind_a_long_run_are_one_entry_and_a_count(
