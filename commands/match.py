@@ -3,8 +3,9 @@
 Task ids are lower case (`config.schema.TASK_ID`), and a phone capitalises the first letter
 of a message: `Flaky`, `run:Flaky` and `FLAKY` all mean `flaky`. Anything else that is not
 an id gets TaskNotFoundError with the nearest ids; a known id followed by words its command
-does not take (`run:flaky 18:00`, `logs:flaky 5`), or a count for `logs`, gets what to write
-instead (`words_after`).
+does not take (`run:flaky 18:00`, `logs:flaky 5`), a count for `logs`, `all` or several
+tasks for a verb that takes one (`pause all`, `pause:a, b`), gets what to write instead
+(`words_after`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,17 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from scheduler_core.errors import TaskNotFoundError
+
+# What a person writes for every task (`status all` and `logs all` take it, see execute).
+_EVERY = ("all", "*", "everything", "every task", "all tasks")
+
+
+def _known(word: str, known: Collection[str]) -> bool:
+    try:
+        find_task(word, known)
+    except TaskNotFoundError:
+        return False
+    return True
 
 
 def find_task(given: str, known: Collection[str]) -> str:
@@ -32,6 +44,12 @@ def words_after(given: str, known: Collection[str], verb: str) -> str | None:
     rest = rest.strip()
     if verb == "logs" and given.strip().isdigit() and first not in known:
         return "logs takes a task, not a count: logs:TASK; it shows what fits a screen"
+    if given.strip().lower() in _EVERY and verb not in ("status", "logs"):
+        return f"{verb} takes one task at a time: {verb}:TASK"
+    several = given.replace(",", " ").split()
+    if len(several) > 1 and all(_known(word, known) for word in several):
+        tasks = [find_task(word, known) for word in several]
+        return "One task a command: " + ", then ".join(f"{verb}:{t}" for t in tasks)
     try:
         task = find_task(first, known)
     except TaskNotFoundError:

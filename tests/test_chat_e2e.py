@@ -180,6 +180,16 @@ def test_unknown_tasks_get_the_nearest_ids(config: Path) -> None:
     assert (
         result.stdout == "logs takes a task, not a count: logs:TASK; it shows what fits a screen\n"
     )
+    # Every task, or several at once, for a verb that takes one (it was "unknown task 'all'"
+    # with the nearest ids, or "unknown task 'quick, worker'"): one command a task.
+    for verb in ("pause", "Resume", "stop", "run", "cancel"):
+        said = cli("chat", f"{verb} all", config=config).stdout
+        assert said == f"{verb.lower()} takes one task at a time: {verb.lower()}:TASK\n", said
+    said = cli("chat", "pause:quick, worker", config=config).stdout
+    assert said == "One task a command: pause:quick, then pause:worker\n", said
+    said = cli("chat", "Pause quick worker", config=config).stdout
+    assert said == "One task a command: pause:quick, then pause:worker\n", said
+    assert query(db(config), "SELECT COUNT(*) FROM task WHERE paused = 1") == [(0,)]
 
 
 def test_a_pause_made_without_a_daemon_holds_when_it_starts(config: Path) -> None:
