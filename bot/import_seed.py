@@ -101,7 +101,11 @@ def import_seed(config_path: Path, seed_dir: Path, as_json: bool) -> int:
     db = seed_dir / "data" / "scheduler.db"
     try:  # read before the configuration is written: a seed that cannot be read leaves none
         if db.exists():
-            _a_file(db)  # a FIFO, opened to be read, would wait for a writer
+            # A FIFO, opened to be read, would wait for a writer: the file, or one SQLite
+            # opens beside it (a rollback journal to replay, a WAL and its index).
+            for beside in (db, *(Path(f"{db}{extra}") for extra in ("-journal", "-wal", "-shm"))):
+                if beside.exists():
+                    _a_file(beside)
             states, logs = read_seed_db(db, config.zone, left_out)
         else:
             states, logs = [], []

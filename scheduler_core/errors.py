@@ -97,13 +97,15 @@ def what_it_is(mode: int) -> str | None:
 
 
 def database_files(db: Path) -> None:
-    """OddFile if the database, or its -wal or -shm file, is there and is no file. SQLite
-    keeps those two beside the file a symlink points at."""
+    """OddFile if the database, or its -wal, -shm or -journal file, is there and is no file.
+    SQLite keeps those beside the file a symlink points at, and opens a -journal (a rollback
+    to replay) as it opens any database, WAL or not: a FIFO there would hold it for ever."""
     real = os.path.realpath(db)
     for path, fix in (
         (db, "move it aside; the daemon makes a new database as it starts"),
         (Path(f"{real}-wal"), "remove it; SQLite makes its own"),
         (Path(f"{real}-shm"), "remove it; SQLite makes its own"),
+        (Path(f"{real}-journal"), "remove it; SQLite makes its own"),
     ):
         try:
             found = what_it_is(os.stat(path).st_mode)

@@ -262,9 +262,11 @@ def test_a_database_locked_past_the_busy_timeout(config: Path) -> None:
         ("moltsched.db", os.mkdir, "a directory"),
         ("moltsched.db-shm", os.mkfifo, "a FIFO"),
         ("moltsched.db-wal", os.mkdir, "a directory"),
+        # SQLite looks for a rollback journal to replay as it opens any database, WAL or not.
+        ("moltsched.db-journal", os.mkfifo, "a FIFO"),
         ("moltsched.lock", os.mkfifo, "a FIFO"),
     ],
-    ids=["db-fifo", "db-directory", "shm-fifo", "wal-directory", "lock-fifo"],
+    ids=["db-fifo", "db-directory", "shm-fifo", "wal-directory", "journal-fifo", "lock-fifo"],
 )
 def test_a_state_file_that_is_no_file_is_refused_naming_it(
     config: Path, name: str, make: Any, what: str

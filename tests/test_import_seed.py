@@ -270,9 +270,10 @@ def test_a_seed_file_that_is_a_fifo_is_refused_not_waited_on(tmp_path: Path) -> 
     """A FIFO where the seed's database belongs: opened to be read, it waited for a writer
     that never came, and import-seed never ended. One where its tasks.json belongs was said
     not to exist."""
-    seed = make_seed(tmp_path)
-    for name in ("data/scheduler.db", "config/tasks.json"):
-        (seed / name).unlink()
+    # SQLite opens a rollback journal beside the database, to replay it, as it opens it.
+    for name in ("data/scheduler.db", "data/scheduler.db-journal", "config/tasks.json"):
+        seed = make_seed(tmp_path / Path(name).name)
+        (seed / name).unlink(missing_ok=True)
         os.mkfifo(seed / name)
         done = cli("import-seed", str(seed), config=tmp_path / name / "c.yaml", timeout=20)
         assert done.returncode == 2, done.stderr
