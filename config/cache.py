@@ -106,8 +106,12 @@ def _kept(path: Path) -> tuple[object, object] | None:
         entry = _entry(path)
         if entry is None or not _ours(os.stat(entry.parent)):
             return None
-        with open(entry, "rb") as f:
-            if not _ours(os.fstat(f.fileno())):
+        # Not blocking, no link followed, a regular file only: a FIFO there (a task runs as
+        # this user, and may make one) would wait for a writer, /dev/zero never end.
+        fd = os.open(entry, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with open(fd, "rb") as f:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or not _ours(st):
                 return None
             key, config = pickle.load(f)
         return key, config

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 
 from config import cache
 from config.loader import ConfigError, load_config
+from tests.helpers import cli
 
 
 @pytest.fixture
@@ -59,6 +61,23 @@ def test_a_damaged_or_foreign_entry_is_ignored(tmp_path: Path, cache_home: Path)
     os.chmod(cache_home, 0o770)  # a folder others could write to is not trusted
     with pytest.raises(ConfigError, match="no such file"):
         load_config(path)
+
+
+def test_an_entry_that_is_no_file_is_passed_over_not_waited_on(
+    tmp_path: Path, cache_home: Path
+) -> None:
+    """A FIFO where the entry belongs (a task runs as the daemon's user, and may make one):
+    opened to be read, it waited for a writer, and every command and the daemon's start
+    with it. A device there was read for ever."""
+    path = write(tmp_path)
+    load_config(path)
+    (entry,) = cache_home.iterdir()
+    for make in (os.mkfifo, lambda p: p.symlink_to("/dev/zero")):
+        entry.unlink()
+        make(entry)
+        done = cli("--json", "status", config=path, timeout=20)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["task_count"] == 1
 
 
 def test_a_cache_that_cannot_be_written_is_no_cache(
