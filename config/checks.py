@@ -15,7 +15,7 @@ from collections.abc import Collection
 from pathlib import Path
 
 from scheduler_core.model import TaskSpec
-from scheduler_core.shebang import BOM, no_shebang
+from scheduler_core.shebang import BOM, head_of, no_shebang
 
 READ_MAX = 1 << 20  # enough of any script to tell its line endings and its language
 
@@ -68,11 +68,7 @@ def task_warnings(
 
 
 def _head(file: Path) -> bytes | None:
-    try:
-        with open(file, "rb") as f:
-            return f.read(READ_MAX)
-    except OSError:
-        return None
+    return head_of(file, READ_MAX)
 
 
 def _crlf(file: Path, text: bytes) -> list[str]:
@@ -129,7 +125,9 @@ def _command(program: str, tasks_dir: Path, path: str | None) -> list[str]:
     if not os.access(file, os.X_OK) or file.is_dir():
         return [f"{file} is not executable; make it so: chmod +x {file}"]
     text = _head(file)
-    if text is None or text.startswith(b"\x7fELF"):  # a program the system runs itself
+    if text is None:  # a named pipe, a device: looked at without waiting on it
+        return [f"{file} is not a regular file, so no run can start it"]
+    if text.startswith(b"\x7fELF"):  # a program the system runs itself
         return []
     if text.startswith(b"#!"):
         return _crlf(file, text)

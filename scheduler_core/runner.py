@@ -26,7 +26,7 @@ from scheduler_core import procs
 from scheduler_core.cgroups import RunCgroups
 from scheduler_core.child import Child
 from scheduler_core.record import Record
-from scheduler_core.shebang import SHEBANG_MAX, no_shebang
+from scheduler_core.shebang import SHEBANG_MAX, head_of, no_shebang
 
 log = logging.getLogger(__name__)
 
@@ -296,7 +296,8 @@ def _said(exc: OSError | ValueError, cwd: Path) -> str:
     if what == os.fspath(cwd):
         return f"its folder {what} (tasks_dir): {exc.strerror}"
     if exc.errno == errno.ENOEXEC:
-        return f"{what}: {exc.strerror}: it {no_shebang(_start_of(cwd / what), what)}"
+        head = head_of(cwd / what, SHEBANG_MAX) or b""
+        return f"{what}: {exc.strerror}: it {no_shebang(head, what)}"
     if not isinstance(exc, FileNotFoundError) or os.sep in what:
         return f"{what}: {exc.strerror}"
     ours = (cwd / what).exists()  # a bare name is looked up on PATH alone
@@ -316,11 +317,3 @@ _SHORT_OF = {
 
 def _open_files_limit() -> str:
     return str(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
-
-
-def _start_of(file: Path) -> bytes:
-    try:
-        with open(file, "rb") as f:
-            return f.read(SHEBANG_MAX)
-    except OSError:
-        return b""

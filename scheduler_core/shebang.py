@@ -29,21 +29,26 @@ def script_argv(script: str) -> tuple[str, ...]:
     known = _SHEBANGS.get(script)
     if known is not None and known[0] == key:
         return known[1]
-    try:
-        # Not blocking, and a regular file only: a named pipe there (another task may write
-        # where the scripts are) would hold the daemon's loop; bash reading it holds one run.
-        fd = os.open(script, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        with open(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return ("bash", script)
-            head = f.read(SHEBANG_MAX)
-    except OSError:
+    head = head_of(script, SHEBANG_MAX)
+    if head is None:  # bash reading a named pipe there holds one run, not the daemon
         return ("bash", script)
     argv = _shebang_argv(head, script)
     if len(_SHEBANGS) >= _SHEBANGS_MAX:
         _SHEBANGS.clear()
     _SHEBANGS[script] = (key, argv)
     return argv
+
+
+def head_of(path: str | os.PathLike[str], limit: int) -> bytes | None:
+    """The first `limit` bytes of a regular file; None for anything else, or none there.
+    Not blocking: a named pipe where a script belongs (another task may write where the
+    scripts are) would hold whoever reads it, the daemon's loop or `validate`, for ever."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with open(fd, "rb") as f:
+            return f.read(limit) if stat.S_ISREG(os.fstat(fd).st_mode) else None
+    except OSError:
+        return None
 
 
 def _shebang_argv(head: bytes, script: str) -> tuple[str, ...]:

@@ -106,6 +106,23 @@ def test_a_run_sees_the_daemons_path_its_own_interpreter_and_no_systemd_variable
     assert she["bash"] == "" and "e" in she["shell_opts"]
 
 
+def test_validate_looks_at_a_named_pipe_without_waiting_on_it(tmp_path: Path) -> None:
+    """An executable named pipe where a command's program belongs (a task may make one in
+    tasks_dir): validate, reload and the daemon's start read it to warn about its #! line,
+    and waited for a writer for ever."""
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    os.mkfifo(tasks / "pipe")
+    (tasks / "pipe").chmod(0o755)
+    config = tmp_path / "moltsched.yaml"
+    config.write_text("tasks:\n  - {id: p, command: [./pipe], every: 1h}\n")
+    done = cli("--json", "validate", config=config, timeout=20)
+    assert done.returncode == 0, done.stderr
+    (warning,) = json.loads(done.stdout)["warnings"]
+    said = f"{tasks / 'pipe'} is not a regular file, so no run can start it"
+    assert warning == f"tasks[0].command: {said}"
+
+
 def test_path_is_left_alone_when_moltsched_is_already_on_it() -> None:
     path = os.pathsep.join([VENV_BIN, SYSTEM_PATH])
     assert task_environment({"PATH": path})["PATH"] == path
