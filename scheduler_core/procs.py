@@ -305,8 +305,10 @@ def terminate(procs: Iterable[Proc]) -> None:
 
 
 def send(procs: Iterable[Proc], sig: signal.Signals) -> None:
-    """Signal each process, and its group where it leads one."""
-    for p in procs:
+    """Signal each process, and its group where it leads one: groups first, each at once.
+    A shell in `cmd & wait` whose child died first would see its `wait` end and go on (or
+    exit 0) before its own SIGTERM came, and its trap, which saves a checkpoint, never ran."""
+    for p in sorted(procs, key=lambda p: p.pgrp != p.pid):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             if p.pgrp == p.pid:
                 os.killpg(p.pid, sig)

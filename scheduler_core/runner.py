@@ -221,22 +221,16 @@ async def stop_processes(
     """SIGTERM what `find()` returns (and SIGCONT, see `procs.terminate`), wait up to `grace`
     for it to go (or until `now` is set), then SIGKILL what is left. Returns all it found.
 
-    SIGTERM goes once to each process there is when the stop begins (looked for again until
-    no new one shows, as systemd does: a fork racing the signal is not missed). What starts
-    after that is left to its work until the grace ends: most often it is the work of a
-    SIGTERM trap (`moltsched checkpoint save`, an upload), which a second SIGTERM would cut
-    short. It is SIGKILLed with the rest if it outlives the grace."""
+    SIGTERM goes once, to each process there is when the stop begins (to the whole group of
+    one that leads a group, so a fork racing the signal in it gets it too). What starts after
+    that is left to its work until the grace ends: most often it is the work of a SIGTERM
+    trap (`moltsched checkpoint save`, an upload), which a SIGTERM of its own, even a moment
+    later, would cut short. It is SIGKILLed with the rest if it outlives the grace."""
     found = find()
     if not found:
         return []
-    seen: dict[int, procs.Proc] = {}
-    for _ in range(_KILL_ROUNDS):
-        new = [p for p in found if p.pid not in seen]
-        if not new:
-            break
-        seen.update((p.pid, p) for p in new)
-        procs.terminate(new)
-        found = find()
+    seen = {p.pid: p for p in found}
+    procs.terminate(found)
     deadline = time.monotonic() + grace
     # Polled: most of these are not our children, and there is no handle to wait on a tree.
     # Only while something is being stopped.
