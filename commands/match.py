@@ -18,12 +18,11 @@ from scheduler_core.errors import TaskNotFoundError
 _EVERY = ("all", "*", "everything", "every task", "all tasks")
 
 
-def _known(word: str, known: Collection[str]) -> bool:
+def _found(word: str, known: Collection[str]) -> str | None:
     try:
-        find_task(word, known)
+        return find_task(word, known)
     except TaskNotFoundError:
-        return False
-    return True
+        return None
 
 
 def find_task(given: str, known: Collection[str]) -> str:
@@ -46,10 +45,9 @@ def words_after(given: str, known: Collection[str], verb: str) -> str | None:
         return "logs takes a task, not a count: logs:TASK; it shows what fits a screen"
     if given.strip().lower() in _EVERY and verb not in ("status", "logs"):
         return f"{verb} takes one task at a time: {verb}:TASK"
-    several = given.replace(",", " ").split()
-    if len(several) > 1 and all(_known(word, known) for word in several):
-        tasks = [find_task(word, known) for word in several]
-        return "One task a command: " + ", then ".join(f"{verb}:{t}" for t in tasks)
+    several = [_found(word, known) for word in given.replace(",", " ").split()]
+    if len(several) > 1 and None not in several:
+        return "One task a command: " + ", then ".join(f"{verb}:{t}" for t in several)
     try:
         task = find_task(first, known)
     except TaskNotFoundError:
