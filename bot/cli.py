@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from bot import client, failure
 from bot.direct import checkpoint, given_value, in_run, validate
 from bot.failure import EXIT_STATE, EXIT_USAGE, Failure, fail, load
+from bot.lean import import_asyncio
 from bot.words import command_at, command_word, joined_values
 from config.locate import ConfigNotFound, find_config_path, state_dir_hint, unreadable
 from scheduler_core import __version__
@@ -229,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(args: argparse.Namespace) -> int:
     if args.command == "doctor":
+        import_asyncio()
         from bot.doctor import doctor
 
         return doctor(args.config, args.json)
@@ -246,6 +248,7 @@ def _main(args: argparse.Namespace) -> int:
         if in_run(args.task):
             return checkpoint(config_path, args)
     if args.command == "import-seed":
+        import_asyncio()
         from bot.import_seed import SeedError, import_seed
 
         try:
@@ -276,6 +279,7 @@ def _main(args: argparse.Namespace) -> int:
             "permission",
             EXIT_STATE,
         )
+    import_asyncio()  # no daemon answered: this process does the work
     if args.command == "checkpoint":
         return checkpoint(config_path, args, request, hint)
     from bot.offline import answer
@@ -309,6 +313,7 @@ def _reload(config_path: Path, request: Request) -> int:
     state_dir = config.settings.state_dir
     answered = client.ask(state_dir, request)
     if answered is None:  # a daemon without its control socket is sent SIGHUP, which remakes it
+        import_asyncio()
         from bot.offline import via_sighup
 
         answered = via_sighup(state_dir, lambda: client.ask(state_dir, request))
@@ -335,10 +340,8 @@ def _daemon(config_path: Path) -> int:
     from bot.signals import Signals
 
     signals = Signals.early()  # before the slow imports: see bot.signals
-    import asyncio
     import logging
 
-    from bot.daemon import serve
     from bot.logs import setup_logging
     from bot.malloc import one_malloc_arena
 
@@ -354,6 +357,11 @@ def _daemon(config_path: Path) -> int:
 
             config_refused(config_path, list(exc.extra.get("problems", [str(exc)])), signals)
         return exc.code
+    import_asyncio(tls=config.signal is not None)
+    import asyncio
+
+    from bot.daemon import serve
+
     # What was built to start (the modules, the tasks) lives as long as the daemon: frozen,
     # the cycle collector, on again for what the daemon does next, never looks through it.
     gc.freeze()

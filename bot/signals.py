@@ -11,12 +11,16 @@ ignored. When the loop is gone the three are ignored: the process is stopping an
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import logging
 import signal
 import time
 from collections.abc import Callable
 from types import FrameType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import asyncio
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +55,17 @@ class Signals:
         self.stop_signal: signal.Signals | None = None
         self._stops = Stops(clock)
         self.reload_pending = False
-        self.stop = asyncio.Event()
         self._reload: Callable[[], None] | None = None
         self._stopping = False
         self.hurry: Callable[[], None] | None = None  # a second stop: runs lose their grace
+
+    @functools.cached_property
+    def stop(self) -> asyncio.Event:
+        """Set when the daemon is asked to stop. Made when first used: the signals are
+        taken before asyncio is imported, which waits for the configuration (bot.lean)."""
+        import asyncio
+
+        return asyncio.Event()
 
     @classmethod
     def early(cls) -> Signals:
@@ -73,6 +84,8 @@ class Signals:
 
     def attach(self) -> asyncio.Event:
         """Take the signals over on the running loop; the event is set when asked to stop."""
+        import asyncio
+
         loop = asyncio.get_running_loop()
         for sig in HANDLED:
             loop.add_signal_handler(sig, self._on_signal, sig)
@@ -95,6 +108,8 @@ class Signals:
 
     def detach(self) -> None:
         """The loop is ending: ignore the three signals until the process is gone."""
+        import asyncio
+
         loop = asyncio.get_running_loop()
         for sig in HANDLED:
             loop.remove_signal_handler(sig)

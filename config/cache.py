@@ -18,11 +18,11 @@ A cache that cannot be written is no cache, never an error.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import pickle
 import stat
 import time
+import zlib
 from pathlib import Path
 
 from scheduler_core import __version__
@@ -80,8 +80,10 @@ def _entry(path: Path) -> Path | None:
     where = folder()
     if where is None:
         return None
-    name = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:24]
-    return where / f"config-{name}.pickle"
+    # Not hashlib's: it loads OpenSSL, which a daemon without TLS does not (bot.lean). Two
+    # files that share a name share an entry, each kept until the other replaces it: the
+    # entry's key names its file (`identity`), and only that file's entry is taken.
+    return where / f"config-{zlib.crc32(str(path.resolve()).encode()):08x}.pickle"
 
 
 def _ours(st: os.stat_result) -> bool:
@@ -114,7 +116,7 @@ def _kept(path: Path) -> tuple[object, object] | None:
             if not stat.S_ISREG(st.st_mode) or not _ours(st):
                 return None
             key, config = pickle.load(f)
-        return key, config
+        return (key, config) if key[1] == str(path.resolve()) else None
     except Exception:  # missing, damaged, from another version: validate again
         return None
 
@@ -142,5 +144,10 @@ def write(path: Path, key: tuple[object, ...], config: object) -> None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+        # Entries named as 0.2 named them (24 hex digits) are never read again: a 10,000-task
+        # file's is megabytes.
+        for unused in entry.parent.glob(f"config-{'[0-9a-f]' * 24}.pickle"):
+            with contextlib.suppress(OSError):
+                unused.unlink()
     except Exception:  # a home that cannot be written to, a full disk: no cache
         return

@@ -94,7 +94,10 @@ class Cron:
     zone: ZoneInfo
 
     def next_after(self, when: datetime) -> datetime:
-        return _cron_next(self.expression, self.zone, when)
+        # Slots are whole seconds, so the next one after `when` is the next one after its
+        # second: asked at any moment of that second, tasks that share an expression share
+        # the answer (`status` before any daemon ran asks for each task's, one by one).
+        return _cron_next(self.expression, self.zone, when.replace(microsecond=0))
 
     def first_due(self, now: datetime) -> datetime:
         """At its next slot: a cron task runs when its expression says, never at once."""

@@ -125,3 +125,35 @@ def test_a_change_to_the_rules_a_file_was_checked_by_checks_it_again(
                 load_config(path)
         finally:
             os.utime(rules, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_an_entry_of_another_file_under_the_same_name_is_not_taken(
+    tmp_path: Path, cache_home: Path
+) -> None:
+    """Entries are named by a short checksum of the file's path, which two files may share:
+    each file takes only its own entry, whatever is under its name."""
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    one, two = write(tmp_path / "one"), write(tmp_path / "two", "7m")
+    load_config(two)
+    (two_entry,) = cache_home.iterdir()
+    two_entry.rename(cache_home / "kept")
+    load_config(one)
+    (one_entry,) = cache_home.glob("config-*")
+    (cache_home / "kept").replace(one_entry)  # `two`'s entry, where `one`'s belongs
+    assert cache.last(one) is None
+    assert cache.read(one, cache.identity(one)) is None
+    assert load_config(one).tasks[0].trigger.describe() == "every 5m"
+    assert cache.last(one) is not None
+
+
+def test_entries_named_the_old_way_are_removed(tmp_path: Path, cache_home: Path) -> None:
+    """0.2 named entries by 24 hex digits of a SHA-256; they are never read again."""
+    cache_home.mkdir(parents=True, mode=0o700)
+    old = cache_home / f"config-{'0a' * 12}.pickle"
+    old.write_bytes(b"megabytes of tasks")
+    other = cache_home / "config-notes.txt"
+    other.write_text("not ours to remove")
+    load_config(write(tmp_path))
+    assert not old.exists() and other.exists()
+    assert len(list(cache_home.glob("config-*.pickle"))) == 1

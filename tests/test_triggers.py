@@ -131,6 +131,28 @@ def test_a_cron_slot_is_always_strictly_after_the_time_asked_about(
     assert cron.next_after(nxt) > nxt
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    zone=st.sampled_from(ZONES),
+    expression=st.sampled_from([*EXPRESSIONS, "*/7 * * * * *", "59 59 23 * * *"]),
+    second=st.integers(0, 10 * 365 * 86400),
+    micro=st.integers(1, 999_999),
+)
+def test_a_cron_slot_asked_for_within_a_second_is_the_seconds_slot(
+    zone: str, expression: str, second: int, micro: int
+) -> None:
+    """Slots are whole seconds, so asked at any moment of a second the answer is the one
+    for the second itself (what lets tasks that share an expression share it): never a slot
+    at or before the moment asked, never one past a slot after it."""
+    cron = Cron(expression, ZoneInfo(zone))
+    whole = datetime(2024, 1, 1, tzinfo=UTC) + timedelta(seconds=second)
+    within = whole + timedelta(microseconds=micro)
+    nxt = cron.next_after(within)
+    assert nxt > within
+    assert nxt == cron.next_after(whole)
+    assert nxt.microsecond == 0
+
+
 def test_a_reload_in_the_repeated_hour_does_not_run_a_fixed_time_job_twice() -> None:
     cron = Cron("45 2 * * *", BERLIN)
     ran = cron.next_after(local(2026, 10, 25, 1, 0))
