@@ -4,7 +4,8 @@
 `cancel:TASK`, `stop:TASK`, `pause:TASK`, `resume:TASK`, `logs`, `logs:TASK`, `output:TASK`,
 `help`.
 The verb is case-insensitive, spaces around the `:` and the text are ignored, a leading `/` is
-allowed, and `run TASK` (a space for the colon) is read the same way. One table (`VERBS`)
+allowed, `run TASK` (a space for the colon) is read the same way, and so are the full-width
+forms a CJK keyboard types (`run\uff1aTASK`). One table (`VERBS`)
 drives parsing, the chat help and the command line's help, so they cannot drift apart.
 
 Nothing here runs anything: the argument only ever becomes a task id that `execute` looks up
@@ -121,9 +122,15 @@ _AROUND = (
 )
 
 
+# A CJK keyboard's full-width forms of ASCII ("run\uff1abackup"), as the characters they stand
+# for. Only these: look-alikes from elsewhere (a Kelvin sign for K) stay what they are.
+_FULL_WIDTH = {c: c - 0xFEE0 for c in range(0xFF01, 0xFF5F)}
+
+
 def parse(text: str) -> Command:
     """The command `text` asks for; ParseError (with the help) if it asks for none."""
-    body = text.strip(_AROUND).rstrip(".!?…").rstrip(_AROUND)  # "Status." from a phone
+    body = text.strip(_AROUND).translate(_FULL_WIDTH)
+    body = body.rstrip(".!?…").rstrip(_AROUND)  # "Status." from a phone
     if len(body) > MAX_TEXT:
         raise ParseError(f"That is too long to be a command.\n{help_text()}")
     if len(body.splitlines()) > 1:

@@ -74,6 +74,11 @@ from tests.helpers import MOLTSCHED
         ("Status.", Status()),
         ("run:backup!", Run("backup")),
         ("run backup in 20m.", RunLater("backup", "in 20m")),
+        # A CJK keyboard's full-width letters, digits and punctuation (U+FF1A for the colon).
+        ("run\uff1abackup", Run("backup")),
+        ("\uff53\uff54\uff41\uff54\uff55\uff53\uff0e", Status()),
+        ("run backup in \uff12\uff10m", RunLater("backup", "in 20m")),
+        ("\uff0frun\u3000backup", Run("backup")),
     ],
 )
 def test_grammar(text: str, command: object) -> None:
