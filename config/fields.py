@@ -47,12 +47,21 @@ _FALSE = {"false", "no", "off", "n", "f", "0"}
 
 
 def text(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(not_text(value))
+    return value.strip()
+
+
+def not_text(value: object) -> str:
+    """What is said of a value that must be text: what it is, and what to write instead."""
     if isinstance(value, bool):  # `command: [true]`: YAML and JSON read the word as true
         word = str(value).lower()
-        raise ValueError(f'must be text, not {word} (for the word, write "{word}" in quotes)')
-    if not isinstance(value, str):
-        raise ValueError(f"must be text, not {show(value)}")
-    return value.strip()
+        return f'must be text, not {word} (for the word, write "{word}" in quotes)'
+    if value is None:  # `KEY:` or `KEY: null`
+        return 'must be text, not null (for an empty one, write "")'
+    if isinstance(value, int | float):  # JSON's numbers (YAML's are read as written)
+        return f'must be text, not the number {value} (write "{value}" in quotes)'
+    return f"must be text, not {show(value)}"
 
 
 _WRITTEN = re.compile(r"[\s().\-/]")  # how people space out a phone number
@@ -251,8 +260,10 @@ def text_map(value: object) -> dict[str, str]:
         raise ValueError(f"must be a mapping of names to texts, not {show(value)}")
     out, bad = {}, []
     for k, v in value.items():
-        if not isinstance(k, str) or not isinstance(v, str):
-            bad.append(("", f"{show(k)}: names and values must be text (quote numbers)"))
+        if not isinstance(k, str):
+            bad.append(("", f"{show(k)}: a variable's name is text: write it in quotes"))
+        elif not isinstance(v, str):
+            bad.append(("", f"{show(k)}: {not_text(v)}"))
         elif not k or "=" in k or "\0" in k:
             bad.append(("", f"{show(k)}: a variable's name is not empty and has no = or NUL"))
         elif "\0" in v:

@@ -909,3 +909,31 @@ def test_a_task_name_is_one_line_a_phone_can_show(tmp_path: Path) -> None:
         "tasks[1].name: 'two\\nlines' has a control character; a name is one line of text",
         "tasks[2].name: '\\x1b[31mred' has a control character; a name is one line of text",
     ]
+
+
+def test_an_environment_value_that_is_not_text_says_what_to_write(tmp_path: Path) -> None:
+    """`DEBUG: true` was "names and values must be text (quote numbers)": there was no number,
+    and YAML's numbers are taken as written. What each one is, and what to write instead."""
+    path = write(
+        tmp_path,
+        """
+tasks:
+  - id: a
+    command: [echo]
+    every: 1m
+    env: {PORT: 8080, DEBUG: true, EMPTY: null, LIST: [a, b], MAP: {k: v}, RATIO: 0.5}
+""",
+    )
+    assert problems(path) == [
+        "tasks[0].env: 'DEBUG': must be text, not true (for the word, write \"true\" in quotes)",
+        "tasks[0].env: 'EMPTY': must be text, not null (for an empty one, write \"\")",
+        "tasks[0].env: 'LIST': must be text, not ['a', 'b']",
+        "tasks[0].env: 'MAP': must be text, not {'k': 'v'}",
+    ]
+    json_path = tmp_path / "moltsched.json"
+    json_path.write_text(
+        '{"tasks": [{"id": "a", "command": ["echo"], "every": "1m", "env": {"PORT": 8080}}]}'
+    )
+    assert problems(json_path) == [
+        "tasks[0].env: 'PORT': must be text, not the number 8080 (write \"8080\" in quotes)"
+    ]
