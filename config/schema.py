@@ -292,9 +292,38 @@ def _zone(value: str) -> str:
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
-        zone = show(value)
-        raise ValueError(f"{zone} is not a time zone (like Europe/Berlin or UTC)") from None
+        raise ValueError(_not_a_zone(value)) from None
     return value
+
+
+_OFFSET = re.compile(r"(?:UTC|GMT)?\s*([+-])\s*(\d{1,2})(?::?(\d\d))?", re.IGNORECASE)
+_PLACE = "name the place (like Europe/Berlin)"
+
+
+def _not_a_zone(value: str) -> str:
+    """What is said of a name that is not a zone: what it probably meant, and what to write."""
+    from zoneinfo import available_timezones
+
+    shown = show(value)
+    offset = _OFFSET.fullmatch(value)
+    if offset:  # UTC+2 is Berlin's winter and Cairo's, not Berlin's summer
+        sign, hours, minutes = offset.groups()
+        fixed = ""
+        if int(hours) <= 12 and minutes in (None, "00"):  # Etc/GMT-2 is UTC+2: POSIX's sign
+            fixed = f", or write Etc/GMT{'-+'[sign == '-']}{int(hours)} for UTC{sign}{int(hours)}"
+            fixed += " all year"
+        return f"{shown} is an offset, which does not follow summer time: {_PLACE}{fixed}"
+    if value.lower() in ("local", "localtime", "system", "host"):
+        return f"{shown} is not a time zone: leave timezone out for the host's zone"
+    wanted = value.lower().replace(" ", "_")
+    zones = sorted(available_timezones())
+    found = [z for z in zones if z.lower() == wanted]
+    found = found or [z for z in zones if z.lower().rsplit("/", 1)[-1] == wanted]
+    if len(found) == 1:
+        return f"{shown} is not a time zone (did you mean {found[0]}?)"
+    if value.isalpha() and value.isupper() and 3 <= len(value) <= 5:  # CEST, BST, IST
+        return f"{shown} is an abbreviation, which names no one place: {_PLACE}"
+    return f"{shown} is not a time zone (like Europe/Berlin or UTC)"
 
 
 def _tasks(value: object) -> list[Any]:

@@ -937,3 +937,29 @@ tasks:
     assert problems(json_path) == [
         "tasks[0].env: 'PORT': must be text, not the number 8080 (write \"8080\" in quotes)"
     ]
+
+
+@pytest.mark.parametrize(
+    ("written", "said"),
+    [
+        ("europe/berlin", "is not a time zone (did you mean Europe/Berlin?)"),
+        ("Berlin", "is not a time zone (did you mean Europe/Berlin?)"),
+        ("new york", "is not a time zone (did you mean America/New_York?)"),
+        (
+            "UTC+2",
+            "is an offset, which does not follow summer time: name the place (like Europe/Berlin), "
+            "or write Etc/GMT-2 for UTC+2 all year",
+        ),
+        ("+05:30", "is an offset, which does not follow summer time: name the place"),
+        ("GMT-3", "or write Etc/GMT+3 for UTC-3 all year"),
+        ("CEST", "is an abbreviation, which names no one place: name the place"),
+        ("local", "is not a time zone: leave timezone out for the host's zone"),
+        ("Mars/Olympus", "is not a time zone (like Europe/Berlin or UTC)"),
+    ],
+)
+def test_a_time_zone_that_is_not_one_says_what_was_meant(
+    tmp_path: Path, written: str, said: str
+) -> None:
+    path = write(tmp_path, f'timezone: "{written}"\ntasks: []\n')
+    (found,) = problems(path)
+    assert found.startswith(f"timezone: '{written}' ") and said in found, found
