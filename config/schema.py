@@ -67,6 +67,8 @@ def cron_problem(expression: str) -> str | None:
             return "a time zone is not part of the expression: set timezone: (for every task)"
         if "?" in fields:
             return "'?' is Quartz's 'any day'; write * for it"
+        if len(fields) in (6, 7) and re.fullmatch(r"(19|20)\d\d\b.*", fields[-1]):
+            return "cron has no year: leave it out (six fields are read with seconds first)"
         if len(fields) not in (5, 6):
             return (
                 f"{len(fields)} fields, where cron has five (minute hour day month weekday), "
@@ -142,6 +144,14 @@ def _timeout(value: float) -> float:
 
 
 def _cron(value: str) -> str:
+    words = value.split(maxsplit=1)
+    if len(words) == 2 and words[0].lower() in ("@every", "every"):  # Go's cron, or English
+        try:
+            parse_duration(words[1])
+        except ValueError:
+            pass
+        else:
+            raise ValueError(f"{show(value)} is an interval: write every: {words[1]}")
     if (problem := cron_problem(value)) == "@reboot":
         raise ValueError(
             f"{show(value)} is not a schedule here: moltsched runs no task at its own start; "
@@ -150,6 +160,33 @@ def _cron(value: str) -> str:
     if problem:
         raise ValueError(f"{show(value)} is not a cron expression: {problem}")
     return value
+
+
+# What the words cron has nicknames for are as an interval (months and years are not one).
+_AS_INTERVAL = {"hourly": ("1h", "the start of each hour"), "daily": ("1d", "each midnight")}
+_AS_INTERVAL["weekly"] = ("1w", "the start of each Sunday")
+
+
+def _interval(value: object) -> float:
+    """`every:`, a duration. A word cron has a nickname for, or a cron expression, written
+    here says what to write instead."""
+    try:
+        return parse_duration(value)
+    except ValueError:
+        if not isinstance(value, str):
+            raise
+        word = value.strip().lower().lstrip("@")
+        if word in _AS_INTERVAL:
+            every, when = _AS_INTERVAL[word]
+            raise ValueError(
+                f'{show(value)} is not a duration: write every: {every}, or cron: "@{word}" '
+                f"for {when}"
+            ) from None
+        if word in ("monthly", "yearly", "annually", "midnight"):
+            raise ValueError(f'{show(value)} is not a duration: write cron: "@{word}"') from None
+        if len(value.split()) in (5, 6) and cron_problem(value) is None:
+            raise ValueError(f'{show(value)} is a cron expression: write cron: "{value}"') from None
+        raise
 
 
 # The seed skill's names for our keys. `interval_minutes` also changes the unit.
@@ -182,7 +219,7 @@ class TaskModel:
     name: str | None = key(optional(then(text, _task_name)), None)
     script: str | None = key(optional(text), None)
     command: list[str] | None = key(optional(then(texts(), _command)), None)
-    every: float | None = key(optional(then(parse_duration, _a_second_or_more("every"))), None)
+    every: float | None = key(optional(then(_interval, _a_second_or_more("every"))), None)
     cron: str | None = key(optional(then(text, _cron)), None)
     priority: int = key(whole(1, 10), 5)
     enabled: bool = key(boolean, True)

@@ -792,7 +792,8 @@ def test_a_cron_with_a_wrong_count_of_fields_says_how_many_cron_has(tmp_path: Pa
     assert problems(path) == [
         "tasks[1].cron: '0 0 12 ? * MON' is not a cron expression: "
         "'?' is Quartz's 'any day'; write * for it",
-        f"tasks[2].cron: '0 0 12 * * * 2027' is not a cron expression: 7 fields, where {five}",
+        "tasks[2].cron: '0 0 12 * * * 2027' is not a cron expression: cron has no year: leave "
+        "it out (six fields are read with seconds first)",
         f"tasks[3].cron: '0 12 * *' is not a cron expression: 4 fields, where {five}",
     ]
     path.write_text("tasks:\n  - {id: a, script: a.sh, cron: '30 0 12 * * *'}\n")
@@ -963,3 +964,35 @@ def test_a_time_zone_that_is_not_one_says_what_was_meant(
     path = write(tmp_path, f'timezone: "{written}"\ntasks: []\n')
     (found,) = problems(path)
     assert found.startswith(f"timezone: '{written}' ") and said in found, found
+
+
+def test_an_interval_given_as_cron_or_a_schedule_as_every_says_which_key_takes_it(
+    tmp_path: Path,
+) -> None:
+    """`every: daily`, `every: "*/5 * * * *"` and Go's `cron: "@every 5m"` were "not a
+    duration" and "2 fields, where cron has five"."""
+    path = write(
+        tmp_path,
+        "tasks:\n"
+        "  - {id: a, script: a.sh, every: '*/5 * * * *'}\n"
+        "  - {id: b, script: a.sh, every: daily}\n"
+        "  - {id: c, script: a.sh, every: '@weekly'}\n"
+        "  - {id: d, script: a.sh, every: monthly}\n"
+        "  - {id: e, script: a.sh, cron: '@every 5m'}\n"
+        "  - {id: f, script: a.sh, cron: 'every 2 hours'}\n"
+        "  - {id: g, script: a.sh, cron: '0 9 * * 1-5 2026'}\n"
+        "  - {id: h, script: a.sh, every: soon}\n",
+    )
+    assert problems(path) == [
+        "tasks[0].every: '*/5 * * * *' is a cron expression: write cron: \"*/5 * * * *\"",
+        "tasks[1].every: 'daily' is not a duration: write every: 1d, or cron: \"@daily\" for "
+        "each midnight",
+        "tasks[2].every: '@weekly' is not a duration: write every: 1w, or cron: \"@weekly\" "
+        "for the start of each Sunday",
+        "tasks[3].every: 'monthly' is not a duration: write cron: \"@monthly\"",
+        "tasks[4].cron: '@every 5m' is an interval: write every: 5m",
+        "tasks[5].cron: 'every 2 hours' is an interval: write every: 2 hours",
+        "tasks[6].cron: '0 9 * * 1-5 2026' is not a cron expression: cron has no year: leave it "
+        "out (six fields are read with seconds first)",
+        "tasks[7].every: 'soon' is not a duration (use 90s, 15m, 2h, 1d or seconds)",
+    ]
