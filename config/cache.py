@@ -52,7 +52,8 @@ def _code() -> list[object]:
     modules = (config.loader, scheduler_core.model, scheduler_core.triggers)
     files = [m.__file__ or "" for m in modules]
     files += [
-        os.path.join(os.path.dirname(__file__), n) for n in ("schema.py", "fields.py", "raw.py")
+        os.path.join(os.path.dirname(__file__), n)
+        for n in ("schema.py", "fields.py", "times.py", "raw.py")
     ]
     return [os.stat(f).st_mtime_ns for f in files]
 

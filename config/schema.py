@@ -1,11 +1,11 @@
 """The configuration file's schema (DESIGN.md section 3): one dataclass per section, each
-field carrying the parser that checks and converts its value (`config.fields`).
+field carrying the parser that checks and converts its value (`config.fields`; the keys
+about time, `config.times`).
 
-Unknown keys are errors; durations, sizes and cron expressions are checked here, so a bad
-file fails before the daemon starts, with every problem at its dotted place. Values are taken
-as YAML and JSON give them, with the usual leniency (`"5"` for 5, `yes` for true, strings
-stripped). The seed skill's `tasks.json` keys are accepted as aliases (`task_id`,
-`script_path`, `interval_minutes`).
+Unknown keys are errors; every value is checked here, so a bad file fails before the daemon
+starts, with every problem at its dotted place. Values are taken as YAML and JSON give them,
+with the usual leniency (`"5"` for 5, `yes` for true, strings stripped). The seed skill's
+`tasks.json` keys are accepted as aliases (`task_id`, `script_path`, `interval_minutes`).
 
 Plain code rather than a validation library: the daemon and `moltsched status` import this at
 start-up, and a schema library cost them a third of their start and a quarter of their memory.
@@ -17,11 +17,9 @@ of every start that reads the file, and a frozen one sets each field of each tas
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from config.fields import (
@@ -43,46 +41,13 @@ from config.fields import (
     then,
     whole,
 )
+from config.times import cron, cron_problem, interval, zone
 from scheduler_core.model import RUN_VARIABLES
-from scheduler_core.triggers import cron_fields, parse_duration
+from scheduler_core.triggers import parse_duration
 
 __all__ = ["TASK_ID", "build", "cron_problem", "parse_duration", "parse_size"]
 
 TASK_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
-
-
-@functools.lru_cache(maxsize=256)
-def cron_problem(expression: str) -> str | None:
-    """What is wrong with a cron expression, or None. Cached: thousands of tasks tend to
-    share a handful of expressions, and parsing one is the dearest check of a task."""
-    from cronsim import CronSim, CronSimError
-
-    if expression.strip().lower() == "@reboot":
-        return "@reboot"
-    try:
-        CronSim(cron_fields(expression), datetime.now(UTC))
-    except CronSimError as exc:
-        fields = cron_fields(expression).split()
-        if fields and fields[0].upper().startswith(("TZ=", "CRON_TZ=")):  # as Kubernetes has it
-            return "a time zone is not part of the expression: set timezone: (for every task)"
-        if "?" in fields:
-            return "'?' is Quartz's 'any day'; write * for it"
-        if len(fields) in (6, 7) and re.fullmatch(r"(19|20)\d\d\b.*", fields[-1]):
-            return "cron has no year: leave it out (six fields are read with seconds first)"
-        if len(fields) not in (5, 6):
-            return (
-                f"{len(fields)} fields, where cron has five (minute hour day month weekday), "
-                "or six with seconds first"
-            )
-        day = len(fields) - 3  # day-of-month, month, weekday are the last three
-        if str(exc) == "Bad day-of-month" and fields[day + 1] != "*":
-            try:  # a day that some month has: none of the months named has it
-                CronSim(" ".join([*fields[: day + 1], "*", fields[-1]]), datetime.now(UTC))
-            except CronSimError:
-                return str(exc)
-            return f"none of the months it names has day {fields[day]}, so it would never run"
-        return str(exc)
-    return None
 
 
 # --- the sections ----------------------------------------------------------------------------
@@ -143,52 +108,6 @@ def _timeout(value: float) -> float:
     return value
 
 
-def _cron(value: str) -> str:
-    words = value.split(maxsplit=1)
-    if len(words) == 2 and words[0].lower() in ("@every", "every"):  # Go's cron, or English
-        try:
-            parse_duration(words[1])
-        except ValueError:
-            pass
-        else:
-            raise ValueError(f"{show(value)} is an interval: write every: {words[1]}")
-    if (problem := cron_problem(value)) == "@reboot":
-        raise ValueError(
-            f"{show(value)} is not a schedule here: moltsched runs no task at its own start; "
-            "give a cron expression or every:"
-        )
-    if problem:
-        raise ValueError(f"{show(value)} is not a cron expression: {problem}")
-    return value
-
-
-# What the words cron has nicknames for are as an interval (months and years are not one).
-_AS_INTERVAL = {"hourly": ("1h", "the start of each hour"), "daily": ("1d", "each midnight")}
-_AS_INTERVAL["weekly"] = ("1w", "the start of each Sunday")
-
-
-def _interval(value: object) -> float:
-    """`every:`, a duration. A word cron has a nickname for, or a cron expression, written
-    here says what to write instead."""
-    try:
-        return parse_duration(value)
-    except ValueError:
-        if not isinstance(value, str):
-            raise
-        word = value.strip().lower().lstrip("@")
-        if word in _AS_INTERVAL:
-            every, when = _AS_INTERVAL[word]
-            raise ValueError(
-                f'{show(value)} is not a duration: write every: {every}, or cron: "@{word}" '
-                f"for {when}"
-            ) from None
-        if word in ("monthly", "yearly", "annually", "midnight"):
-            raise ValueError(f'{show(value)} is not a duration: write cron: "@{word}"') from None
-        if len(value.split()) in (5, 6) and cron_problem(value) is None:
-            raise ValueError(f'{show(value)} is a cron expression: write cron: "{value}"') from None
-        raise
-
-
 # The seed skill's names for our keys. `interval_minutes` also changes the unit.
 _SEED_ALIASES = {"task_id": "id", "script_path": "script", "interval_minutes": "every"}
 
@@ -219,8 +138,8 @@ class TaskModel:
     name: str | None = key(optional(then(text, _task_name)), None)
     script: str | None = key(optional(text), None)
     command: list[str] | None = key(optional(then(texts(), _command)), None)
-    every: float | None = key(optional(then(_interval, _a_second_or_more("every"))), None)
-    cron: str | None = key(optional(then(text, _cron)), None)
+    every: float | None = key(optional(then(interval, _a_second_or_more("every"))), None)
+    cron: str | None = key(optional(then(text, cron)), None)
     priority: int = key(whole(1, 10), 5)
     enabled: bool = key(boolean, True)
     timeout: float = key(then(parse_duration, _timeout), 300.0)
@@ -323,46 +242,6 @@ class ControlModel:
     group: str | None = key(optional(then(text, _group)), None)
 
 
-def _zone(value: str) -> str:
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(_not_a_zone(value)) from None
-    return value
-
-
-_OFFSET = re.compile(r"(?:UTC|GMT)?\s*([+-])\s*(\d{1,2})(?::?(\d\d))?", re.IGNORECASE)
-_PLACE = "name the place (like Europe/Berlin)"
-
-
-def _not_a_zone(value: str) -> str:
-    """What is said of a name that is not a zone: what it probably meant, and what to write."""
-    from zoneinfo import available_timezones
-
-    shown = show(value)
-    offset = _OFFSET.fullmatch(value)
-    if offset:  # UTC+2 is Berlin's winter and Cairo's, not Berlin's summer
-        sign, hours, minutes = offset.groups()
-        fixed = ""
-        if int(hours) <= 12 and minutes in (None, "00"):  # Etc/GMT-2 is UTC+2: POSIX's sign
-            fixed = f", or write Etc/GMT{'-+'[sign == '-']}{int(hours)} for UTC{sign}{int(hours)}"
-            fixed += " all year"
-        return f"{shown} is an offset, which does not follow summer time: {_PLACE}{fixed}"
-    if value.lower() in ("local", "localtime", "system", "host"):
-        return f"{shown} is not a time zone: leave timezone out for the host's zone"
-    wanted = value.lower().replace(" ", "_")
-    zones = sorted(available_timezones())
-    found = [z for z in zones if z.lower() == wanted]
-    found = found or [z for z in zones if z.lower().rsplit("/", 1)[-1] == wanted]
-    if len(found) == 1:
-        return f"{shown} is not a time zone (did you mean {found[0]}?)"
-    if value.isalpha() and value.isupper() and 3 <= len(value) <= 5:  # CEST, BST, IST
-        return f"{shown} is an abbreviation, which names no one place: {_PLACE}"
-    return f"{shown} is not a time zone (like Europe/Berlin or UTC)"
-
-
 def _tasks(value: object) -> list[Any]:
     if value is None:  # `tasks:` and nothing under it
         raise ValueError("is empty: list the tasks under it, or write tasks: [] for none")
@@ -377,7 +256,7 @@ def _tasks(value: object) -> list[Any]:
 class ConfigModel:
     state_dir: str = key(text, "state")
     tasks_dir: str = key(text, "tasks")
-    timezone: str | None = key(optional(then(text, _zone)), None)
+    timezone: str | None = key(optional(then(text, zone)), None)
     max_concurrent: int = key(whole(1, 1000), 2)
     # Each item is read as a TaskModel by the loader, one at a time (see config.loader).
     tasks: list[Any] = key(_tasks, factory=list)
