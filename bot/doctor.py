@@ -19,7 +19,7 @@ from bot import client
 from bot.doctor_signal import Check, signal_checks
 from bot.lock import STARTING, STOPPING, StateLock, is_stopping
 from commands.command import Ping, Request
-from config.checks import task_warnings
+from config.checks import fallback_warnings, task_warnings
 from config.loader import UNHEARD, AppConfig, ConfigError, load_config
 from config.locate import ConfigNotFound, find_config_path
 from scheduler_core.errors import OddFile, StoreError, stranger_owned, user_name
@@ -55,6 +55,10 @@ def run_checks(config_arg: str | None) -> list[Check]:
             checks += signal_checks(config, waiting)
         elif config.alerts_unheard:
             checks.append(Check("alerts", "warn", UNHEARD, _HEARD))
+        fallback = fallback_warnings(config.alerts.fallback_command, os.environ.get("PATH"))
+        if fallback:
+            fix = "each says what to change; until then, what Signal misses reaches no one"
+            checks.append(Check("alerts", "warn", "; ".join(fallback), fix))
     unit = _unit()
     if unit is not None:
         checks.append(unit)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from scheduler_core.model import TaskSpec
@@ -112,7 +112,25 @@ def _script(file: Path) -> list[str]:
     return found
 
 
+def fallback_warnings(argv: Sequence[str], path: str | None) -> list[str]:
+    """The alert fallback runs when Signal has failed: one that cannot start would be found
+    out then, with the alert it was for. `path` is the PATH the daemon runs it with."""
+    if not argv:
+        return []
+    program = argv[0]
+    if os.sep in program and not program.startswith("~") and not os.path.isabs(program):
+        found = [f"{program!r} is found from the folder the daemon starts in; write the whole path"]
+    else:  # an absolute path stays as it is, whatever `tasks_dir` says
+        found = _command(program, Path(os.sep), path)
+    return [f"alerts.fallback_command: {w}" for w in found]
+
+
 def _command(program: str, tasks_dir: Path, path: str | None) -> list[str]:
+    if program.startswith("~"):
+        return [
+            f"{program!r}: ~ is not your home folder here (no shell reads the command); write "
+            "the whole path"
+        ]
     if os.sep not in program:
         if shutil.which(program, path=path) is not None:
             return []

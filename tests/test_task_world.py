@@ -261,3 +261,39 @@ def test_moltsched_is_found_on_a_path_as_shutil_finds_it(tmp_path: Path) -> None
     found = [which("moltsched", p) for p in paths]
     assert found == [shutil.which("moltsched", path=p) for p in paths]
     assert found[0] == str(runnable / "moltsched") and found[2] is None
+
+
+def test_validate_and_doctor_warn_of_an_alert_fallback_that_cannot_start(tmp_path: Path) -> None:
+    """The fallback runs when Signal has failed: one that cannot start was found only then,
+    with the alert it was for. A `~` in a command was "no such file" under tasks_dir."""
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "notify.sh").write_text("#!/bin/sh\ncat\n")  # not executable
+    config = tmp_path / "moltsched.yaml"
+    cases = {
+        "no-such-notifier": "'no-such-notifier' is not found on PATH",
+        "~/bin/notify": "'~/bin/notify': ~ is not your home folder here (no shell reads the "
+        "command); write the whole path",
+        "./notify.sh": "'./notify.sh' is found from the folder the daemon starts in; write the "
+        "whole path",
+        str(tmp_path / "notify.sh"): f"{tmp_path / 'notify.sh'} is not executable",
+        "/bin/cat": None,
+        "cat": None,
+    }
+    for program, said in cases.items():
+        config.write_text(
+            f"alerts: {{fallback_command: ['{program}', '-t', alert]}}\n"
+            "tasks:\n  - {id: a, command: ['~/bin/task.sh'], every: 1h}\n"
+        )
+        report = json.loads(cli("--json", "validate", config=config).stdout)
+        assert report["valid"] is True
+        task = "tasks[0].command: '~/bin/task.sh': ~ is not your home folder here"
+        assert report["warnings"][0].startswith(task), report["warnings"]
+        found = report["warnings"][1:]
+        assert found == ([] if said is None else [f"alerts.fallback_command: {said}"]) or (
+            said is not None and len(found) == 1 and said in found[0]
+        ), (program, found)
+        doctor = json.loads(cli("--json", "doctor", config=config).stdout)
+        alerts = [c for c in doctor["checks"] if c["name"] == "alerts"]
+        assert (said is None) == (alerts == []), (program, alerts)
+        if said is not None:
+            assert alerts[0]["status"] == "warn" and said in alerts[0]["detail"], alerts
