@@ -242,6 +242,15 @@ class ControlModel:
     group: str | None = key(optional(then(text, _group)), None)
 
 
+def _folder(value: str) -> str:
+    if value.startswith("~"):  # it would be a folder named ~, beside the file
+        raise ValueError(
+            f"{show(value)}: ~ is not your home folder here (no shell reads the file); write "
+            "the whole path"
+        )
+    return value
+
+
 def _tasks(value: object) -> list[Any]:
     if value is None:  # `tasks:` and nothing under it
         raise ValueError("is empty: list the tasks under it, or write tasks: [] for none")
@@ -254,8 +263,8 @@ def _tasks(value: object) -> list[Any]:
 
 @dataclass(eq=False, repr=False)
 class ConfigModel:
-    state_dir: str = key(text, "state")
-    tasks_dir: str = key(text, "tasks")
+    state_dir: str = key(then(text, _folder), "state")
+    tasks_dir: str = key(then(text, _folder), "tasks")
     timezone: str | None = key(optional(then(text, zone)), None)
     max_concurrent: int = key(whole(1, 1000), 2)
     # Each item is read as a TaskModel by the loader, one at a time (see config.loader).

@@ -996,3 +996,15 @@ def test_an_interval_given_as_cron_or_a_schedule_as_every_says_which_key_takes_i
         "out (six fields are read with seconds first)",
         "tasks[7].every: 'soon' is not a duration (use 90s, 15m, 2h, 1d or seconds)",
     ]
+
+
+def test_a_folder_written_with_a_tilde_says_to_write_the_whole_path(tmp_path: Path) -> None:
+    """No shell reads the file: `state_dir: ~/.moltsched` was a folder named `~` beside it,
+    and the daemon kept its state there."""
+    path = write(tmp_path, "state_dir: ~/.moltsched\ntasks_dir: ~user/tasks\ntasks: []\n")
+    home = "~ is not your home folder here (no shell reads the file); write the whole path"
+    assert problems(path) == [
+        f"state_dir: '~/.moltsched': {home}",
+        f"tasks_dir: '~user/tasks': {home}",
+    ]
+    assert not (tmp_path / "~").exists()
