@@ -102,10 +102,17 @@ def _a_second_or_more(name: str) -> Callable[[float], float]:
     return check
 
 
-def _timeout(value: float) -> float:
-    if value <= 0:
-        raise ValueError("timeout must be more than 0")
-    return value
+_FOR_EVER = "every run has one, so that none can hang for ever: write a long one, like 24h"
+
+
+def _run_time(value: object) -> float:
+    """`timeout:`, a duration; `none` or `0` for no timeout says why there is always one."""
+    if isinstance(value, str) and value.strip().lower() in ("none", "never", "off", "unlimited"):
+        raise ValueError(f"{show(value)} is not a duration: {_FOR_EVER}")
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError(f"timeout must be more than 0: {_FOR_EVER}")
+    return seconds
 
 
 # The seed skill's names for our keys. `interval_minutes` also changes the unit.
@@ -142,7 +149,7 @@ class TaskModel:
     cron: str | None = key(optional(then(text, cron)), None)
     priority: int = key(whole(1, 10), 5)
     enabled: bool = key(boolean, True)
-    timeout: float = key(then(parse_duration, _timeout), 300.0)
+    timeout: float = key(_run_time, 300.0)
     grace: float = key(parse_duration, 10.0)
     catch_up: str = key(one_of("once", "skip"), "once")
     interruptible: bool = key(boolean, True)

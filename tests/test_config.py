@@ -1008,3 +1008,17 @@ def test_a_folder_written_with_a_tilde_says_to_write_the_whole_path(tmp_path: Pa
         f"tasks_dir: '~user/tasks': {home}",
     ]
     assert not (tmp_path / "~").exists()
+
+
+def test_no_timeout_asked_for_says_why_every_run_has_one(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "tasks:\n  - {id: a, script: a.sh, every: 1h, timeout: none}\n"
+        "  - {id: b, script: a.sh, every: 1h, timeout: 0}\n"
+        "  - {id: c, script: a.sh, every: 1h, timeout: 30d}\n",
+    )
+    why = "every run has one, so that none can hang for ever: write a long one, like 24h"
+    assert problems(path) == [
+        f"tasks[0].timeout: 'none' is not a duration: {why}",
+        f"tasks[1].timeout: timeout must be more than 0: {why}",
+    ]
