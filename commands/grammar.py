@@ -61,13 +61,14 @@ class Verb(Record):
 
 
 def _run(arg: str | None) -> Command:
-    """`run:TASK` (or `run:TASK now`), or `run:TASK in 20m` / `run:TASK at 18:00` later.
+    """`run:TASK` (or `run:TASK now`), or `run:TASK in 20m` / `at 18:00` / `tomorrow at 9`
+    later.
     Anything else after the task stays part of the argument, which no task id matches (ids
     have no spaces)."""
     text = arg or ""
     task, _, when = text.partition(" ")
     first = when.split(None, 1)[:1]
-    if first and first[0].lower() in ("in", "at"):
+    if first and first[0].lower() in ("in", "at", "today", "tomorrow"):
         return RunLater(task, when.strip())
     if when.strip().lower() == "now":
         return Run(task)

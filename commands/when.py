@@ -1,6 +1,8 @@
 """When a one-shot run is asked for: `in 20m`, `at 18:00` (the next 18:00 in the configured
 zone), or `at 2026-12-01T18:00` (an ISO date-time; without an offset, in the configured zone).
-As a phone's owner types them too: `in 20 minutes`, `in 1 hour 30 min`, `at 6pm`, `at 9`.
+As a phone's owner types them too: `in 20 minutes`, `in an hour`, `in half an hour`,
+`at 6pm`, `at 9`, `at noon`, `at 18h30`, `at 1830`, and a time of day `today` or
+`tomorrow` (`tomorrow at 9`, `at 18:00 tomorrow`).
 Pure: the text, now and the zone in, a time or a short reason out."""
 
 from __future__ import annotations
@@ -11,44 +13,88 @@ from zoneinfo import ZoneInfo
 
 from scheduler_core.triggers import parse_duration
 
-_CLOCK = re.compile(r"(\d{1,2})[:.](\d{2})")
+_CLOCK = re.compile(r"(\d{1,2})[:.h](\d{2})|(\d{2})(\d{2})|(\d{1,2})\s*h?")  # 18:30 18h30 1830 9
 # As typed on a phone: `at 6pm`, `at 6:30 pm`, `at 7.30a.m.`.
 _TWELVE = re.compile(r"(\d{1,2})(?:[:.](\d{2}))?\s*([ap])\.?\s*m\.?", re.IGNORECASE)
+_NAMED = {"noon": (12, 0), "midday": (12, 0), "midnight": (0, 0)}
+_DAYS = {"today": 0, "tomorrow": 1}
+# Spoken durations, as what parse_duration reads.
+_SPOKEN = (
+    (re.compile(r"half an? hour", re.IGNORECASE), "30m"),
+    (re.compile(r"(?:a )?quarter of an? hour", re.IGNORECASE), "15m"),
+    (re.compile(r"\b(an?|\d+) (\w+) and a half", re.IGNORECASE), r"\1.5 \2"),
+    (re.compile(r"\ban? (?=[a-z])", re.IGNORECASE), "1 "),
+    (re.compile(r"\ban?\.5", re.IGNORECASE), "1.5"),
+)
 
 
 def parse_when(text: str, now: datetime, zone: ZoneInfo) -> datetime:
     """The time `text` names; ValueError with a reason fit for a chat."""
-    word, _, rest = text.strip().partition(" ")
-    rest = rest.strip()
-    if word.lower() == "in" and rest:
+    words = text.split()
+    day = None
+    if words and words[0].lower() in _DAYS:  # `tomorrow at 9`
+        day = _DAYS[words.pop(0).lower()]
+    elif len(words) > 2 and words[0].lower() == "at" and words[-1].lower() in _DAYS:
+        day = _DAYS[words.pop().lower()]  # `at 9 tomorrow`
+    if day is not None and (not words or words[0].lower() != "at"):
+        raise ValueError("say at what time: tomorrow at 9, or today at 18:00")
+    word, rest = (words[0].lower(), " ".join(words[1:])) if words else ("", "")
+    if word == "in" and rest:
+        return _in(rest, now)
+    if word == "at" and rest:
+        clock = _time_of_day(rest)
+        if clock is not None:
+            return _next_time(*clock, now, zone) if day is None else _on_day(*clock, day, now, zone)
         try:
-            seconds = parse_duration(rest)
-        except ValueError as exc:
-            raise ValueError(str(exc)) from None
-        if seconds < 1:
-            raise ValueError("say a time at least a second ahead, like in 20m")
-        return now + timedelta(seconds=seconds)
-    if word.lower() == "at" and rest:
-        clock = _CLOCK.fullmatch(rest)
-        if clock:
-            return _next_time(int(clock[1]), int(clock[2]), now, zone)
-        if rest.isascii() and rest.isdigit() and len(rest) <= 2:  # `at 9`: on the hour
-            if int(rest) > 23:
-                raise ValueError(f"{rest} is not a time of day")
-            return _next_time(int(rest), 0, now, zone)
-        twelve = _TWELVE.fullmatch(rest)
-        if twelve:
-            hour, minute = int(twelve[1]), int(twelve[2] or 0)
-            if not 1 <= hour <= 12:
-                raise ValueError(f"{rest} is not a time of day")
-            pm = twelve[3].lower() == "p"
-            return _next_time(hour % 12 + (12 if pm else 0), minute, now, zone)
-        try:
+            if day is not None:  # a date-time is its own day
+                raise ValueError
             when = datetime.fromisoformat(rest)
         except ValueError:
-            raise ValueError(f"{rest[:40]!r} is not a time; say {_examples(now, zone)}") from None
+            said = text.strip().partition(" ")[2] if day is None else " ".join(text.split()[1:])
+            raise ValueError(f"{said[:40]!r} is not a time; say {_examples(now, zone)}") from None
         return when if when.tzinfo is not None else when.replace(tzinfo=zone)
     raise ValueError(f"say when: {_examples(now, zone)}")
+
+
+def _in(rest: str, now: datetime) -> datetime:
+    spoken = rest
+    for pattern, written in _SPOKEN:
+        spoken = pattern.sub(written, spoken)
+    try:
+        seconds = parse_duration(spoken)
+    except ValueError:
+        try:  # its reason names what was said, not what it was read as
+            parse_duration(rest)
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
+        raise
+    if seconds < 1:
+        raise ValueError("say a time at least a second ahead, like in 20m")
+    return now + timedelta(seconds=seconds)
+
+
+def _time_of_day(rest: str) -> tuple[int, int] | None:
+    """(hour, minute) for a time of day as people write it; None if `rest` is not one (a
+    date-time, or words); ValueError for one that no clock shows (25:00, 13pm)."""
+    named = _NAMED.get(rest.lower())
+    if named is not None:
+        return named
+    if not rest.isascii():
+        return None
+    clock = _CLOCK.fullmatch(rest)
+    if clock:
+        hour, minute = int(clock[1] or clock[3] or clock[5]), int(clock[2] or clock[4] or 0)
+        if hour > 23 or minute > 59:
+            shown = rest if clock[5] else f"{hour:02d}:{minute:02d}"  # `24` as it was said
+            raise ValueError(f"{shown} is not a time of day")
+        return hour, minute
+    twelve = _TWELVE.fullmatch(rest)
+    if twelve:
+        hour, minute = int(twelve[1]), int(twelve[2] or 0)
+        if not 1 <= hour <= 12 or minute > 59:
+            raise ValueError(f"{rest} is not a time of day")
+        return hour % 12 + (12 if twelve[3].lower() == "p" else 0), minute
+    return None
 
 
 def _examples(now: datetime, zone: ZoneInfo) -> str:
@@ -58,8 +104,6 @@ def _examples(now: datetime, zone: ZoneInfo) -> str:
 
 
 def _next_time(hour: int, minute: int, now: datetime, zone: ZoneInfo) -> datetime:
-    if hour > 23 or minute > 59:
-        raise ValueError(f"{hour:02d}:{minute:02d} is not a time of day")
     local = now.astimezone(zone)
     for days in (0, 1, 2):
         day = local.date() + timedelta(days=days)
@@ -67,3 +111,13 @@ def _next_time(hour: int, minute: int, now: datetime, zone: ZoneInfo) -> datetim
         if when > now:
             return when
     raise AssertionError("a time of day comes within two days")
+
+
+def _on_day(hour: int, minute: int, days: int, now: datetime, zone: ZoneInfo) -> datetime:
+    """The time of day on today's date (`days` 0) or tomorrow's (1), in the zone."""
+    day = now.astimezone(zone).date() + timedelta(days=days)
+    when = datetime(day.year, day.month, day.day, hour, minute, tzinfo=zone)
+    if when <= now:
+        clock = f"{hour:02d}:{minute:02d}"
+        raise ValueError(f"{clock} today has passed; say at {clock} for tomorrow's")
+    return when

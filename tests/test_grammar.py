@@ -47,6 +47,8 @@ from tests.helpers import MOLTSCHED
         ("Run : check-email  AT 18:00 ", RunLater("check-email", "AT 18:00")),
         ("run check-email at 2026-12-01T18:00", RunLater("check-email", "at 2026-12-01T18:00")),
         ("run:check-email in forever", RunLater("check-email", "in forever")),  # execute says
+        ("run:check-email tomorrow at 9", RunLater("check-email", "tomorrow at 9")),
+        ("run check-email Today at 21:00", RunLater("check-email", "Today at 21:00")),
         ("run:check-email now", Run("check-email")),  # as typed on a phone
         ("Run check-email NOW", Run("check-email")),
         ("cancel:check-email", Cancel("check-email")),

@@ -58,6 +58,52 @@ def test_when_as_typed_on_a_phone(text: str, expected: datetime) -> None:
     assert parse_when(text, NOW, BERLIN) == expected
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("in an hour", NOW + timedelta(hours=1)),
+        ("in a minute", NOW + timedelta(minutes=1)),
+        ("in half an hour", NOW + timedelta(minutes=30)),
+        ("in a quarter of an hour", NOW + timedelta(minutes=15)),
+        ("in an hour and a half", NOW + timedelta(minutes=90)),
+        ("in 2 hours and a half", NOW + timedelta(minutes=150)),
+        ("at noon", datetime(2026, 12, 1, 12, 0, tzinfo=BERLIN)),
+        ("at midnight", datetime(2026, 12, 1, 0, 0, tzinfo=BERLIN)),
+        ("at 18h", datetime(2026, 11, 30, 18, 0, tzinfo=BERLIN)),
+        ("at 18h30", datetime(2026, 11, 30, 18, 30, tzinfo=BERLIN)),
+        ("at 1830", datetime(2026, 11, 30, 18, 30, tzinfo=BERLIN)),
+        ("at 0930", datetime(2026, 12, 1, 9, 30, tzinfo=BERLIN)),
+        # Tomorrow's, even where today's is still to come; today's only if it is.
+        ("at 18:00 tomorrow", datetime(2026, 12, 1, 18, 0, tzinfo=BERLIN)),
+        ("tomorrow at 9", datetime(2026, 12, 1, 9, 0, tzinfo=BERLIN)),
+        ("Tomorrow at 6pm", datetime(2026, 12, 1, 18, 0, tzinfo=BERLIN)),
+        ("at noon tomorrow", datetime(2026, 12, 1, 12, 0, tzinfo=BERLIN)),
+        ("today at 21:15", datetime(2026, 11, 30, 21, 15, tzinfo=BERLIN)),
+        ("at 23:00 today", datetime(2026, 11, 30, 23, 0, tzinfo=BERLIN)),
+    ],
+)
+def test_when_as_people_say_it(text: str, expected: datetime) -> None:
+    """`in an hour`, `at noon`, `at 18h`, `tomorrow at 9`: each was "not a duration", "not a
+    time" or, for `run:x tomorrow at 9`, not a later run at all."""
+    assert parse_when(text, NOW, BERLIN) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("today at 9", "09:00 today has passed; say at 09:00 for tomorrow's"),
+        ("tomorrow", "say at what time: tomorrow at 9"),
+        ("tomorrow in 2h", "say at what time: tomorrow at 9"),
+        ("at 2026-12-24T18:00 tomorrow", "'2026-12-24T18:00 tomorrow' is not a time"),
+        ("at 2460", "24:60 is not a time of day"),
+        ("at 25h", "25h is not a time of day"),
+    ],
+)
+def test_what_is_not_a_day_and_time_gets_a_short_reason(text: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        parse_when(text, NOW, BERLIN)
+
+
 def test_a_time_of_day_in_a_skipped_hour_still_comes_next() -> None:
     # 2027-03-28 02:30 does not exist in Berlin; the answer is still after now, and once.
     now = datetime(2027, 3, 27, 23, 0, tzinfo=UTC)
