@@ -7,7 +7,9 @@ Pure: the text, now and the zone in, a time or a short reason out."""
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -18,14 +20,21 @@ _CLOCK = re.compile(r"(\d{1,2})[:.h](\d{2})|(\d{2})(\d{2})|(\d{1,2})\s*h?")  # 1
 _TWELVE = re.compile(r"(\d{1,2})(?:[:.](\d{2}))?\s*([ap])\.?\s*m\.?", re.IGNORECASE)
 _NAMED = {"noon": (12, 0), "midday": (12, 0), "midnight": (0, 0)}
 _DAYS = {"today": 0, "tomorrow": 1}
-# Spoken durations, as what parse_duration reads.
-_SPOKEN = (
-    (re.compile(r"half an? hour", re.IGNORECASE), "30m"),
-    (re.compile(r"(?:a )?quarter of an? hour", re.IGNORECASE), "15m"),
-    (re.compile(r"\b(an?|\d+) (\w+) and a half", re.IGNORECASE), r"\1.5 \2"),
-    (re.compile(r"\ban? (?=[a-z])", re.IGNORECASE), "1 "),
-    (re.compile(r"\ban?\.5", re.IGNORECASE), "1.5"),
-)
+
+
+@functools.cache
+def _spoken() -> tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]], ...]:
+    """Spoken durations, as what parse_duration reads, in this order (`an hour and a half`:
+    1.5 hour). Compiled at the first one asked for, not as every daemon and command starts."""
+    return (
+        (re.compile(r"half an? hour", re.IGNORECASE), "30m"),
+        (re.compile(r"(?:a )?quarter of an? hour", re.IGNORECASE), "15m"),
+        (
+            re.compile(r"\b(an?|\d+) (\w+) and a half", re.IGNORECASE),
+            lambda m: f"{1 if m[1].lower() in ('a', 'an') else m[1]}.5 {m[2]}",
+        ),
+        (re.compile(r"\ban? (?=[a-z])", re.IGNORECASE), "1 "),
+    )
 
 
 def parse_when(text: str, now: datetime, zone: ZoneInfo) -> datetime:
@@ -58,7 +67,7 @@ def parse_when(text: str, now: datetime, zone: ZoneInfo) -> datetime:
 
 def _in(rest: str, now: datetime) -> datetime:
     spoken = rest
-    for pattern, written in _SPOKEN:
+    for pattern, written in _spoken():
         spoken = pattern.sub(written, spoken)
     try:
         seconds = parse_duration(spoken)
