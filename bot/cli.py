@@ -141,7 +141,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             "--at",
             dest="run_at",
             metavar="TIME",
-            help="a one-shot run at 18:00 (the next one), 6pm or a date-time: 2026-12-24 18:00",
+            help="a one-shot run at 18:00 (the next one), 6pm, tomorrow 9 or a date-time: "
+            "2026-12-24 18:00",
         )
     for name in ("cancel", "stop"):
         if p := add(name):

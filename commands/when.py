@@ -40,13 +40,13 @@ def _spoken() -> tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], st
 def parse_when(text: str, now: datetime, zone: ZoneInfo) -> datetime:
     """The time `text` names; ValueError with a reason fit for a chat."""
     words = text.split()
-    day = None
-    if words and words[0].lower() in _DAYS:  # `tomorrow at 9`
-        day = _DAYS[words.pop(0).lower()]
-    elif len(words) > 2 and words[0].lower() == "at" and words[-1].lower() in _DAYS:
-        day = _DAYS[words.pop().lower()]  # `at 9 tomorrow`
-    if day is not None and (not words or words[0].lower() != "at"):
-        raise ValueError("say at what time: tomorrow at 9, or today at 18:00")
+    named = [w for w in words if w.lower() in _DAYS]  # `tomorrow at 9`, `at 9 tomorrow`
+    day = _DAYS[named[0].lower()] if len(named) == 1 else None
+    if day is not None:  # the time of day is what is left: `at tomorrow 9` is `--at`'s
+        words = [w for w in words if w.lower() not in _DAYS and w.lower() != "at"]
+        if not words or words[0].lower() == "in":
+            raise ValueError("say at what time: tomorrow at 9, or today at 18:00")
+        words.insert(0, "at")
     word, rest = (words[0].lower(), " ".join(words[1:])) if words else ("", "")
     if word == "in" and rest:
         return _in(rest, now)

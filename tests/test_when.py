@@ -79,6 +79,9 @@ def test_when_as_typed_on_a_phone(text: str, expected: datetime) -> None:
         ("Tomorrow at 6pm", datetime(2026, 12, 1, 18, 0, tzinfo=BERLIN)),
         ("at noon tomorrow", datetime(2026, 12, 1, 12, 0, tzinfo=BERLIN)),
         ("today at 21:15", datetime(2026, 11, 30, 21, 15, tzinfo=BERLIN)),
+        ("tomorrow 7:30", datetime(2026, 12, 1, 7, 30, tzinfo=BERLIN)),
+        ("at tomorrow 9", datetime(2026, 12, 1, 9, 0, tzinfo=BERLIN)),  # --at "tomorrow 9"
+        ("at tomorrow at 6pm", datetime(2026, 12, 1, 18, 0, tzinfo=BERLIN)),
         ("at 23:00 today", datetime(2026, 11, 30, 23, 0, tzinfo=BERLIN)),
     ],
 )
