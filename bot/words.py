@@ -24,7 +24,10 @@ def _goes_on_with(option: str) -> re.Pattern[str]:
     (`18:00`, `pm`); compiled only for a command that has one (most do not)."""
     if option == "--in":
         return re.compile(rf"(?:\d+(?:\.\d+)?)?{_UNIT}", re.IGNORECASE)
-    return re.compile(r"\d{1,2}[:.]\d{2}|(?:\d{1,2})?\s*[ap]\.?m\.?", re.IGNORECASE)
+    return re.compile(
+        r"\d{1,2}[:.h]\d{2}|\d{1,2}h|(?:\d{1,2})?\s*[ap]\.?m\.?|today|tomorrow|at|noon|midnight",
+        re.IGNORECASE,
+    )
 
 
 def command_at(argv: list[str]) -> int | None:
@@ -89,9 +92,11 @@ def _option(word: str) -> bool:
 
 def _goes_on(option: str, argv: list[str], i: int) -> bool:
     """Whether argv[i] goes on with the time given to `option` (a number alone does after
-    `--in` when a unit follows it: `1 hour 30 min`)."""
+    `--in` when a unit follows it: `1 hour 30 min`, and after a day for `--at`: `tomorrow 9`)."""
     if _goes_on_with(option).fullmatch(argv[i]):
         return True
+    if option == "--at" and argv[i - 1].lower() in ("today", "tomorrow", "at"):
+        return argv[i].isascii() and argv[i].isdigit() and len(argv[i]) <= 4  # `tomorrow 9`
     return (
         option == "--in"
         and argv[i].replace(".", "", 1).isdigit()

@@ -200,6 +200,13 @@ def test_a_parser_of_one_command_reads_what_the_whole_parser_reads(argv: list[st
         (["run", "--in", "20", "minutes", "tick"], RunLater("tick", "in 20 minutes")),
         (["run", "--in", "20m", "30"], RunLater("30", "in 20m")),  # a task may be called 30
         (["run", "--at", "18:00", "tick"], RunLater("tick", "at 18:00")),
+        (["run", "tick", "--at", "tomorrow", "9"], RunLater("tick", "at tomorrow 9")),
+        (
+            ["run", "--at", "tomorrow", "at", "18h30", "tick"],
+            RunLater("tick", "at tomorrow at 18h30"),
+        ),
+        (["run", "--at", "noon", "tomorrow", "tick"], RunLater("tick", "at noon tomorrow")),
+        (["run", "--at", "9", "30"], RunLater("30", "at 9")),  # a task may be called 30
         (["cancel", "tick"], Cancel("tick")),
         (["stop", "tick"], Stop("tick")),
         (["run-all"], RunAll()),
