@@ -42,7 +42,7 @@ def test_every_command_in_the_skill(tmp_path: Path) -> None:
         "  - {id: check-email, name: Email, script: email.sh, every: 1h}\n"
     )
     found = commands()
-    assert len(found) == 15
+    assert len(found) == 16
     daemon = DaemonProcess(config).start()
     try:
         # Both are new, so they run at the start; `output` below reads check-email's run.
@@ -64,7 +64,7 @@ def test_every_command_in_the_skill(tmp_path: Path) -> None:
             elif argv[1:2] == ["run"]:
                 assert data["outcome"] == "success" and result.returncode == 0
             if argv[1:2] == ["cancel"]:
-                assert len(data["cancelled"]) == 2  # the two one-shots above
+                assert len(data["cancelled"]) == 3  # the three one-shots above
             if argv[1:2] == ["stop"]:
                 assert data == {"task": "scrape-all", "stopped": False}
             if argv[1:2] == ["output"]:
