@@ -71,9 +71,7 @@ def read_raw(path: Path) -> tuple[Any, list[str]]:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        tab = mark is not None and text[mark.index : mark.index + 1] == "\t"
-        tab = tab and "tab" not in str(exc.problem)
-        slip = " (a tab: YAML indents with spaces only)" if tab else ""
+        slip = _yaml_slip(text, str(exc.problem), mark.index) if mark and exc.problem else ""
         raise ConfigError(path, [f"{where}{exc.problem or exc}{slip}"]) from None
     except yaml.YAMLError as exc:
         raise ConfigError(path, [f"not valid YAML: {exc}"]) from None
@@ -93,6 +91,61 @@ def _json_slip(text: str, at: int) -> str:
     if text[at : at + 1] == "'":
         return " (JSON quotes with \", not ')"
     return ""
+
+
+def _yaml_slip(text: str, problem: str, at: int) -> str:
+    """What the everyday slips of hand-written YAML are, where the parser names only the
+    symptom: a tab, a value with `: ` in it, a key indented unlike its neighbours, a bracket
+    left open."""
+    if text[at : at + 1] == "\t" and "tab" not in problem:
+        return " (a tab: YAML indents with spaces only)"
+    lines = text.split("\n")
+    row, column = text.count("\n", 0, at), at - text.rfind("\n", 0, at) - 1
+    if problem.startswith("mapping values are not allowed") and ": " in lines[row][:column]:
+        return " (a value with ': ' in it needs quotes around it, like name: \"Backup: daily\")"
+    if problem.startswith(("mapping values are not allowed", "did not find expected key")):
+        above = [r for r in range(row) if lines[r].strip() and lines[r].lstrip()[0] != "#"]
+        if above and _indent(lines[row]) != _indent(lines[above[-1]]):
+            return (
+                f" (line {row + 1} is indented {_indent(lines[row])} spaces, line {above[-1] + 1} "
+                f"{_indent(lines[above[-1]])}: the keys of one item line up)"
+            )
+    closing = problem.removeprefix("did not find expected ',' or ")
+    if closing in ("']'", "'}'"):
+        opener = "[" if closing == "']'" else "{"
+        found = _open_bracket(text[:at], opener)
+        if found is not None:
+            return f" (the {opener} on line {found} is not closed)"
+    return ""
+
+
+def _indent(line: str) -> int:
+    """Where a line's key begins: its spaces, and each `- ` of a list item."""
+    stripped = line.lstrip(" ")
+    depth = len(line) - len(stripped)
+    while stripped.startswith("- "):
+        depth, stripped = depth + 2, stripped[2:]
+    return depth
+
+
+def _open_bracket(text: str, opener: str) -> int | None:
+    """The line of the last `opener` left open in `text` (quotes and comments passed over)."""
+    closer = {"[": "]", "{": "}"}[opener]
+    open_at: list[int] = []
+    for number, line in enumerate(text.split("\n"), 1):
+        quote = ""
+        for i, ch in enumerate(line):
+            if quote:
+                quote = "" if ch == quote else quote
+            elif ch in "'\"":
+                quote = ch
+            elif ch == "#" and (i == 0 or line[i - 1] in " \t"):
+                break
+            elif ch == opener:
+                open_at.append(number)
+            elif ch == closer and open_at:
+                open_at.pop()
+    return open_at[-1] if open_at else None
 
 
 def _pairs(twice: list[str]) -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:

@@ -865,6 +865,34 @@ def test_a_cron_that_never_runs_or_carries_a_zone_says_so(tmp_path: Path) -> Non
             "line 2, column 1: found character that cannot start any token (a tab: YAML indents "
             "with spaces only)",
         ),
+        (
+            "g.yaml",
+            "tasks:\n  - id: a\n    name: Backup: daily\n    every: 1h\n",
+            "line 3, column 17: mapping values are not allowed in this context (a value with ': ' "
+            'in it needs quotes around it, like name: "Backup: daily")',
+        ),
+        (
+            "h.yaml",
+            "tasks:\n  - id: a\n    script: a.sh\n\n     every: 1h\n",
+            "line 5, column 11: mapping values are not allowed in this context (line 5 is "
+            "indented 5 spaces, line 3 4: the keys of one item line up)",
+        ),
+        (
+            "k.yaml",
+            "tasks:\n  - id: a\n    command: [echo]\n     every: 1h\n",
+            "line 4, column 6: did not find expected key (line 4 is indented 5 spaces, line 3 "
+            "4: the keys of one item line up)",
+        ),
+        (
+            "i.yaml",
+            "tasks:\n  - id: a\n    command: [echo, hi\n    every: 1h\n",
+            "line 4, column 10: did not find expected ',' or ']' (the [ on line 3 is not closed)",
+        ),
+        (
+            "j.yaml",
+            "tasks:\n  - {id: a, command: [echo], every: 1h\n",
+            "line 3, column 1: did not find expected ',' or '}' (the { on line 2 is not closed)",
+        ),
     ],
 )
 def test_the_everyday_slips_of_a_hand_written_file_are_named(
