@@ -176,7 +176,8 @@ def whole(lo: int | None = None, hi: int | None = None) -> Parser:
         if isinstance(number, float) and number.is_integer():
             number = int(number)
         if isinstance(number, bool) or not isinstance(number, int):
-            raise ValueError(f"must be a whole number, not {show(value)}")
+            within = f" from {lo} to {hi}" if lo is not None and hi is not None else ""
+            raise ValueError(f"must be a whole number{within}, not {show(value)}")
         _in_range(number, lo, hi)
         return number
 

@@ -1050,3 +1050,14 @@ def test_no_timeout_asked_for_says_why_every_run_has_one(tmp_path: Path) -> None
         f"tasks[0].timeout: 'none' is not a duration: {why}",
         f"tasks[1].timeout: timeout must be more than 0: {why}",
     ]
+
+
+def test_a_number_that_is_a_word_says_which_numbers_are_taken(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "max_concurrent: unlimited\ntasks:\n  - {id: a, script: a.sh, every: 1h, priority: high}\n",
+    )
+    assert problems(path) == [
+        "max_concurrent: must be a whole number from 1 to 1000, not 'unlimited'",
+        "tasks[0].priority: must be a whole number from 1 to 10, not 'high'",
+    ]
