@@ -54,13 +54,13 @@ def parse_when(text: str, now: datetime, zone: ZoneInfo) -> datetime:
         clock = _time_of_day(rest)
         if clock is not None:
             return _next_time(*clock, now, zone) if day is None else _on_day(*clock, day, now, zone)
-        try:
-            if day is not None:  # a date-time is its own day
-                raise ValueError
-            when = datetime.fromisoformat(rest)
+        try:  # a date-time is its own day: `tomorrow` with one is no time
+            when = datetime.fromisoformat(rest) if day is None else None
         except ValueError:
-            said = text.strip().partition(" ")[2] if day is None else " ".join(text.split()[1:])
-            raise ValueError(f"{said[:40]!r} is not a time; say {_examples(now, zone)}") from None
+            when = None
+        if when is None:
+            said = " ".join(text.split()[1:])
+            raise ValueError(f"{said[:40]!r} is not a time; say {_examples(now, zone)}")
         return when if when.tzinfo is not None else when.replace(tzinfo=zone)
     raise ValueError(f"say when: {_examples(now, zone)}")
 
