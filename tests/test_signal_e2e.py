@@ -65,7 +65,13 @@ signal:
     log = open(tmp_path / "daemon.log", "wb")  # noqa: SIM115, ASYNC230 - closed in stop_daemon
     proc = await spawn_daemon(config, log)
     proc.log = log  # type: ignore[attr-defined]
-    await service.wait_connected(20)
+    try:
+        await service.wait_connected(20)
+    except BaseException:  # a daemon that never connected is not left running
+        proc.kill()
+        await proc.wait()
+        log.close()
+        raise
     return proc
 
 
