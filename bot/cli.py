@@ -320,15 +320,13 @@ def _reload(config_path: Path, request: Request) -> int:
         answered = via_sighup(state_dir, lambda: client.ask(state_dir, request))
     if answered is not None:
         return answered
-    from config.checks import fallback_warnings, task_warnings
+    from config.checks import file_warnings
 
     message = (
         f"No daemon is running on {state_dir}; it reads {config.path} when it starts (the "
         "file is valid)."
     )
-    path = os.environ.get("PATH")
-    warnings = task_warnings(config.tasks, config.settings.tasks_dir, path)
-    warnings += fallback_warnings(config.alerts.fallback_command, path)
+    warnings = file_warnings(config, os.environ.get("PATH"))
     if request.json:
         body = {"reloaded": False, "daemon": False, "message": message, "warnings": warnings}
         print(json.dumps(body))

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 
 def validate(config_path: Path, as_json: bool) -> int:
-    from config.checks import fallback_warnings, task_warnings
+    from config.checks import file_warnings
     from config.loader import ConfigError, load_config
 
     try:
@@ -42,9 +42,7 @@ def validate(config_path: Path, as_json: bool) -> int:
             )
         print(exc, file=sys.stderr)
         return EXIT_STATE if exc.kind == "permission" else EXIT_USAGE
-    path = os.environ.get("PATH")
-    warnings = task_warnings(config.tasks, config.settings.tasks_dir, path)
-    warnings += fallback_warnings(config.alerts.fallback_command, path)
+    warnings = file_warnings(config, os.environ.get("PATH"))
     if as_json:
         print(
             json.dumps(

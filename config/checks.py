@@ -13,9 +13,13 @@ import re
 import shutil
 from collections.abc import Collection, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scheduler_core.model import TaskSpec
 from scheduler_core.shebang import BOM, head_of, no_shebang
+
+if TYPE_CHECKING:
+    from config.loader import AppConfig
 
 READ_MAX = 1 << 20  # enough of any script to tell its line endings and its language
 
@@ -110,6 +114,12 @@ def _script(file: Path) -> list[str]:
             f"make its first line {shebang}"
         )
     return found
+
+
+def file_warnings(config: AppConfig, path: str | None) -> list[str]:
+    """Every warning of `validate` for a loaded file: its tasks', then its fallback's."""
+    found = task_warnings(config.tasks, config.settings.tasks_dir, path)
+    return found + fallback_warnings(config.alerts.fallback_command, path)
 
 
 def fallback_warnings(argv: Sequence[str], path: str | None) -> list[str]:

@@ -41,11 +41,11 @@ from config.fields import (
     then,
     whole,
 )
-from config.times import cron, cron_problem, interval, zone
+from config.times import cron, interval, zone
 from scheduler_core.model import RUN_VARIABLES
 from scheduler_core.triggers import parse_duration
 
-__all__ = ["TASK_ID", "build", "cron_problem", "parse_duration", "parse_size"]
+__all__ = ["TASK_ID", "build", "parse_duration", "parse_size"]
 
 TASK_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
